@@ -1,0 +1,42 @@
+# The README's two commands: `make run` and `make test`.
+# Both install what is missing (OS packages, .venv, the project) first.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STATE_DIR ?= $(CURDIR)/state
+TOXENVS ?= py311,lint,type
+
+.PHONY: run test os-packages venv lint type bench clean
+
+os-packages:
+	@scripts/ensure-os-packages.sh "$(PYTHON)"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(MAKE) os-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt tox==4.67.15
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: os-packages $(STAMP)
+
+run: venv
+	$(BIN)/pt up --state-dir "$(STATE_DIR)"
+
+test: venv
+	$(BIN)/tox -e $(TOXENVS)
+
+lint: venv
+	$(BIN)/tox -e lint
+
+type: venv
+	$(BIN)/tox -e type
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache

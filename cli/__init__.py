@@ -1,0 +1,1 @@
+"""The ``pt`` command line: one click group per audience (see ``cli.main``)."""

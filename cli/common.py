@@ -1,0 +1,50 @@
+"""Options and helpers shared by every ``pt`` group.
+
+Keeping them here means every command spells ``--config``, ``--state-dir`` and
+``--json`` the same way and turns expected errors into one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="PT_CONFIG",
+    default=None,
+    help="TOML settings file (also PT_CONFIG). PT_* environment variables override it.",
+)
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PT_STATE_DIR",
+    default=None,
+    help="Directory holding the private Redis/PostgreSQL started by `pt services up` "
+    "(also PT_STATE_DIR; default: the user's state directory).",
+)
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document instead of a table."
+)
+
+
+def print_json(document: Any) -> None:
+    """Print exactly one JSON document; Decimals and paths become strings, never floats."""
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Stop with a one-line error on stderr and no traceback."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)

@@ -1,0 +1,132 @@
+"""``pt services``: the private Redis and PostgreSQL for local use.
+
+``up`` starts them (first time: creates them), ``status`` says whether they
+run, ``down`` stops them keeping their data. Everything lives in the state
+directory (``--state-dir`` / ``PT_STATE_DIR``), so several independent
+installations can coexist on one machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import fail, json_option, print_json, state_dir_option
+from papertrader.services import (
+    ServicesError,
+    resolve_state_dir,
+    services_status,
+    start_services,
+    stop_services,
+)
+
+
+@click.group()
+def services() -> None:
+    """Private Redis and PostgreSQL on 127.0.0.1, for development and single-machine use.
+
+    `pt services up` starts them with random passwords and records their URLs
+    in the state directory, where `pt db migrate` and the servers find them.
+    Set PT_REDIS_URL / PT_DATABASE_URL instead to use servers of your own.
+    """
+
+
+@services.command()
+@state_dir_option
+@json_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each server to answer.",
+)
+def up(state_dir: Path | None, as_json: bool, timeout: float) -> None:
+    """Start Redis and PostgreSQL (creating them the first time) and print their URLs.
+
+    Safe to run again: running servers are left alone. The URLs contain the
+    generated passwords; they are stored in services.json (mode 0600) in the
+    state directory.
+    """
+    try:
+        urls = start_services(state_dir, timeout=timeout)
+    except ServicesError as exc:
+        fail(str(exc))
+        return
+    directory = resolve_state_dir(state_dir)
+    if as_json:
+        print_json(
+            {
+                "state_dir": str(directory),
+                "redis_url": urls.redis_url,
+                "database_url": urls.database_url,
+            }
+        )
+        return
+    click.echo(f"Services running (state in {directory}).")
+    click.echo(f"  PT_REDIS_URL={urls.redis_url}")
+    click.echo(f"  PT_DATABASE_URL={urls.database_url}")
+    click.echo(f"Next: pt db migrate --state-dir {directory}")
+
+
+def _describe(name: str, info: dict[str, Any]) -> str:
+    """One human line per server."""
+    if not info.get("initialized"):
+        return f"{name:<10} not set up (run `pt services up`)"
+    state = "running" if info["running"] else "stopped"
+    pid = f" pid {info['pid']}" if info.get("pid") else ""
+    return (
+        f"{name:<10} {state:<8} port {info['port']}{pid}\n"
+        f"{'':<10} url  {info['url']}\n"
+        f"{'':<10} data {info['data_dir']}\n"
+        f"{'':<10} log  {info['log_file']}"
+    )
+
+
+@services.command()
+@state_dir_option
+@json_option
+def status(state_dir: Path | None, as_json: bool) -> None:
+    """Show whether Redis and PostgreSQL run, their ports, data and (masked) URLs.
+
+    Exits with status 3 when either is not running, so scripts can test it.
+    """
+    try:
+        report = services_status(state_dir)
+    except ServicesError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(f"state dir  {report['state_dir']}")
+        click.echo(_describe("redis", report["redis"]))
+        click.echo(_describe("postgres", report["postgres"]))
+    if not (report["redis"]["running"] and report["postgres"]["running"]):
+        raise SystemExit(3)
+
+
+@services.command()
+@state_dir_option
+@json_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each server to stop.",
+)
+def down(state_dir: Path | None, as_json: bool, timeout: float) -> None:
+    """Stop Redis and PostgreSQL. Their data is kept; `pt services up` brings them back."""
+    try:
+        stopped = stop_services(state_dir, timeout=timeout)
+    except ServicesError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        print_json({"stopped": stopped})
+        return
+    for name, was_running in stopped.items():
+        click.echo(f"{name:<10} {'stopped' if was_running else 'was not running'}")

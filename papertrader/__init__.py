@@ -1,0 +1,3 @@
+"""PaperTrader: a paper-trading master/worker server (see the spec in docs/)."""
+
+__version__ = "0.1.0"

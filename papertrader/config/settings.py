@@ -1,0 +1,498 @@
+"""Deployment settings (spec 2.3): one frozen record, checked once, read everywhere.
+
+Settings come from three layers, later ones winning: the defaults below, a flat
+TOML file whose keys are the field names, and ``PT_<FIELD_NAME_UPPER>``
+environment variables. Every value is checked when the record is built, so a
+bad deployment fails at start-up with one line that names the setting, where it
+came from and what is allowed, instead of failing hours later in a worker.
+
+URLs may carry passwords, so a URL value is never echoed back: error messages
+and ``repr(settings)`` show it with the password and query string masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+# tomllib is 3.11+; tomli has the same API. Imported by name so type checkers
+# targeting 3.10 do not demand tomli's presence on 3.11+ machines.
+_toml: Any = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+
+ENV_PREFIX = "PT_"
+"""Prefix of the environment variables; ``PT_CONFIG`` names the TOML file."""
+
+DEFAULT_ASSETS: tuple[str, ...] = ("AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "SPY")
+
+_SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,12}")
+_MAX_SHOWN = 80
+_HIDDEN = "<hidden>"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range; the message is meant for the operator."""
+
+    def __init__(self, message: str, setting: str | None = None, source: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+        self.source = source
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
+
+    kind: str  # int, float, bool, str, optstr, optpath, decimal, assets
+    allowed: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: the value must be strictly greater than ``low``
+    choices: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+
+_PORT = _Rule("int", "a port number from 1 to 65535", 1, 65535)
+_HOST = _Rule("str", "a host name or IP address (no spaces)")
+
+_RULES: dict[str, _Rule] = {
+    "assets": _Rule(
+        "assets",
+        "symbols of 1 to 12 characters from A-Z 0-9 . - ^, comma-separated, "
+        "no duplicates, at least one",
+    ),
+    "assets_file": _Rule(
+        "optpath", "a readable UTF-8 text file, one symbol per line, # starts a comment"
+    ),
+    "workers": _Rule("int", "a whole number of at least 1", 1),
+    "log_memory_entries": _Rule("int", "a whole number of entries, at least 1", 1),
+    "log_file": _Rule("optpath", "a file path, or unset for <state_dir>/logs/<process>.log"),
+    "log_flush_seconds": _Rule("float", "seconds greater than 0", 0, low_open=True),
+    "update_interval": _Rule("float", "seconds between 0.05 and 86400", 0.05, 86400),
+    "redis_url": _Rule(
+        "optstr",
+        "a URL starting with redis://, rediss:// or unix://, or unset for the embedded server",
+        prefixes=("redis://", "rediss://", "unix://"),
+    ),
+    "database_url": _Rule(
+        "optstr",
+        "a URL starting with postgresql:// or postgres://, or unset for the embedded server",
+        prefixes=("postgresql://", "postgres://"),
+    ),
+    "master_host": _HOST,
+    "master_port": _PORT,
+    "worker_host": _HOST,
+    "worker_port": _PORT,
+    "starting_cash": _Rule(
+        "decimal",
+        'an amount >= 0 with at most 2 decimal places, written as a string, e.g. "100000.00"',
+        0,
+    ),
+    "bcrypt_cost": _Rule("int", "a whole number from 4 to 31", 4, 31),
+    "session_ttl_seconds": _Rule("int", "whole seconds, at least 1", 1),
+    "session_remember_ttl_seconds": _Rule("int", "whole seconds, at least 1", 1),
+    "session_ip_check": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
+    "min_password_length": _Rule("int", "a whole number of characters, at least 1", 1),
+    "max_data_size": _Rule("int", "bytes from 1024 to 16777216 (16 MiB)", 1024, 16 * 1024 * 1024),
+    "client_idle_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
+    "market_provider": _Rule("str", "one of: sim", choices=("sim",)),
+    "market_seed": _Rule("int", "a whole number"),
+    "state_dir": _Rule("optpath", "a directory path, or unset for the user's state directory"),
+}
+
+_PATH_KINDS = frozenset({"optpath"})
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Every deployment variable of one PaperTrader process (spec 2.3), already validated.
+
+    Build it with :func:`load_settings`; derive variants (CLI options) with
+    :meth:`with_overrides`. Constructing it directly validates too. When
+    ``assets_file`` is set the symbols are read from that file and replace
+    ``assets``.
+    """
+
+    assets: tuple[str, ...] = DEFAULT_ASSETS
+    assets_file: Path | None = None
+    workers: int = 1
+    log_memory_entries: int = 1000
+    log_file: Path | None = None
+    log_flush_seconds: float = 5.0
+    update_interval: float = 5.0
+    redis_url: str | None = None
+    database_url: str | None = None
+    master_host: str = "127.0.0.1"
+    master_port: int = 2048
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 2049
+    starting_cash: Decimal = Decimal("100000.00")
+    bcrypt_cost: int = 12
+    session_ttl_seconds: int = 3600
+    session_remember_ttl_seconds: int = 30 * 86400
+    session_ip_check: bool = True
+    min_password_length: int = 8
+    max_data_size: int = 65536
+    client_idle_timeout: float = 300.0
+    market_provider: str = "sim"
+    market_seed: int = 42
+    state_dir: Path | None = None
+
+    _DIRECT: ClassVar[str] = "Settings(...)"
+
+    def __post_init__(self) -> None:
+        self._validate({})
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, but URLs are masked so settings can be logged safely."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "url" in f.name and isinstance(value, str):
+                parts.append(f"{f.name}={redact_url(value)!r}")
+            else:
+                parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with some fields replaced (e.g. ``--master-port``), re-validated.
+
+        Giving ``assets`` alone drops ``assets_file``, so the explicit list is
+        what takes effect.
+        """
+        for key in overrides:
+            if key not in _RULES:
+                raise _unknown_setting(key, "override")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if "assets" in overrides and overrides.get("assets_file") is None:
+            values["assets_file"] = None
+        elif "assets" in overrides:
+            raise ConfigError(
+                "assets (from override): cannot be given together with assets_file; "
+                "allowed: one of the two",
+                "assets",
+                "override",
+            )
+        values.update(overrides)
+        return Settings._build(values, {key: "override" for key in overrides})
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
+        """Construct and validate, attributing each error to the layer the value came from."""
+        obj = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            object.__setattr__(obj, f.name, values.get(f.name, f.default))
+        obj._validate(sources)
+        return obj
+
+    def _validate(self, sources: Mapping[str, str]) -> None:
+        for name, rule in _RULES.items():
+            source = sources.get(name, self._DIRECT)
+            value = _coerce(name, rule, getattr(self, name), source)
+            _check(name, rule, value, source)
+            object.__setattr__(self, name, value)
+        if self.assets_file is not None:
+            source = sources.get("assets_file", self._DIRECT)
+            object.__setattr__(self, "assets", _read_assets_file(self.assets_file, source))
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read defaults, then the TOML file, then ``PT_*`` variables (environment wins).
+
+    ``path`` falls back to ``PT_CONFIG``; a file named either way must exist.
+    Relative paths inside the TOML file are taken relative to the file's
+    directory, so a config file can sit beside its assets list. Unknown keys
+    in the file are errors; unknown ``PT_*`` variables are ignored because
+    other tools share the prefix.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    file_keys: set[str] = set()
+    if path is not None:
+        for key, value in _read_toml(path).items():
+            if key not in _RULES:
+                extra = (
+                    " (settings are flat keys; tables are not used)"
+                    if isinstance(value, dict)
+                    else ""
+                )
+                raise _unknown_setting(key, str(path), extra)
+            if _RULES[key].kind in _PATH_KINDS and isinstance(value, str) and value:
+                candidate = Path(value).expanduser()
+                value = candidate if candidate.is_absolute() else path.parent / candidate
+            values[key] = value
+            sources[key] = str(path)
+            file_keys.add(key)
+
+    env_keys: set[str] = set()
+    for name, rule in _RULES.items():
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            values[name] = _parse_env(name, rule, env[var], var)
+            sources[name] = var
+            env_keys.add(name)
+
+    # The list and the file are two spellings of one setting: the higher layer wins,
+    # and one layer giving both is ambiguous.
+    for layer in (file_keys, env_keys):
+        if {"assets", "assets_file"} <= layer and values.get("assets_file") is not None:
+            source = sources["assets_file"]
+            raise ConfigError(
+                f"assets_file (from {source}): cannot be given together with assets "
+                f"(from {sources['assets']}); allowed: one of the two",
+                "assets_file",
+                source,
+            )
+    if "assets" in env_keys and "assets_file" not in env_keys:
+        values["assets_file"] = None
+    return Settings._build(values, sources)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password and query string masked, for logs and errors.
+
+    Anything that does not parse as ``scheme://host...`` is hidden entirely: a
+    malformed URL may well be a bare password pasted in the wrong place.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return _HIDDEN
+    if not parts.scheme or not (parts.netloc or parts.path):
+        return _HIDDEN
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    if parts.query:
+        shown += "?***"
+    return shown
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f'config file "{path}" does not exist', None, str(path)) from None
+    except OSError as exc:
+        raise ConfigError(
+            f'config file "{path}" cannot be read ({exc.strerror or exc})', None, str(path)
+        ) from None
+    try:
+        parsed: dict[str, Any] = _toml.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f'config file "{path}" is not UTF-8 text', None, str(path)) from None
+    except _toml.TOMLDecodeError as exc:
+        raise ConfigError(
+            f'config file "{path}" is not valid TOML: {exc}', None, str(path)
+        ) from None
+    return parsed
+
+
+def _unknown_setting(key: str, source: str, extra: str = "") -> ConfigError:
+    matches = difflib.get_close_matches(key.lower(), list(_RULES), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(matches)}?" if matches else "; see the list of settings"
+    return ConfigError(f'unknown setting "{key}" (from {source}){extra}{hint}', key, source)
+
+
+def _show(name: str, value: Any) -> str:
+    """Render a bad value for an error message; URLs are masked, long values cut."""
+    if "url" in name:
+        shown = redact_url(value) if isinstance(value, str) else _HIDDEN
+        return "the value (hidden)" if shown == _HIDDEN else f'"{shown}"'
+    if isinstance(value, (str, Path)):
+        text = str(value)
+        if len(text) > _MAX_SHOWN:
+            text = text[:_MAX_SHOWN] + "..."
+        return json.dumps(text, ensure_ascii=False)
+    text = repr(value) if not isinstance(value, Decimal) else str(value)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
+def _fail(name: str, rule: _Rule, value: Any, problem: str, source: str) -> ConfigError:
+    return ConfigError(
+        f"{name} (from {source}): {_show(name, value)} {problem}; allowed: {rule.allowed}",
+        name,
+        source,
+    )
+
+
+def _parse_env(name: str, rule: _Rule, text: str, var: str) -> Any:
+    """Turn an environment string into the field's native type; checks come later."""
+    stripped = text.strip()
+    kind = rule.kind
+    if kind in ("optstr", "optpath") and stripped == "":
+        return None  # an empty variable unsets the value from the file
+    if kind == "int":
+        try:
+            return int(stripped, 10)
+        except ValueError:
+            raise _fail(name, rule, text, "is not a whole number", var) from None
+    if kind == "float":
+        try:
+            return float(stripped)
+        except ValueError:
+            raise _fail(name, rule, text, "is not a number", var) from None
+    if kind == "bool":
+        lowered = stripped.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise _fail(name, rule, text, "is not true or false", var)
+    if kind == "optpath":
+        return Path(stripped).expanduser()
+    # Strings, URLs, comma-separated assets and decimals stay text: _coerce parses
+    # starting_cash from this text, never through float.
+    return stripped
+
+
+def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
+    """Accept the native (TOML or Python) spellings of a value and normalise them."""
+    kind = rule.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(name, rule, value, "is not a whole number", source)
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(name, rule, value, "is not a number", source)
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _fail(name, rule, value, "is not true or false", source)
+        return value
+    if kind == "str" or (kind == "optstr" and value is not None):
+        if not isinstance(value, str):
+            raise _fail(name, rule, value, "is not a string", source)
+        return value
+    if kind == "optpath" and value is not None:
+        if not isinstance(value, (str, os.PathLike)) or str(value) == "" or "\0" in str(value):
+            raise _fail(name, rule, value, "is not a usable path", source)
+        return Path(value).expanduser()
+    if kind == "decimal":
+        return _coerce_decimal(name, rule, value, source)
+    if kind == "assets":
+        return _coerce_assets(name, rule, value, source)
+    return value
+
+
+def _coerce_decimal(name: str, rule: _Rule, value: Any, source: str) -> Decimal:
+    if isinstance(value, float):
+        raise _fail(
+            name,
+            rule,
+            value,
+            "is a floating-point number, which cannot hold money exactly; "
+            f'quote it, e.g. {name} = "100000.00"',
+            source,
+        )
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:
+            raise _fail(name, rule, value, "is not a decimal number", source) from None
+    raise _fail(name, rule, value, "is not a decimal amount", source)
+
+
+def _coerce_assets(name: str, rule: _Rule, value: Any, source: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: Iterable[Any] = [item for item in value.split(",") if item.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise _fail(name, rule, value, "is not a list of symbols", source)
+    symbols = _normalise_symbols(name, rule, ((item, source) for item in items))
+    if not symbols:
+        raise _fail(name, rule, value, "lists no symbols", source)
+    return symbols
+
+
+def _normalise_symbols(name: str, rule: _Rule, items: Iterable[tuple[Any, str]]) -> tuple[str, ...]:
+    """Upper-case, check and de-duplicate symbols; each item carries its own source."""
+    seen: list[str] = []
+    for item, source in items:
+        if not isinstance(item, str):
+            raise _fail(name, rule, item, "is not a symbol string", source)
+        symbol = item.strip().upper()
+        if not _SYMBOL_RE.fullmatch(symbol):
+            raise _fail(name, rule, item, "is not a valid symbol", source)
+        if symbol in seen:
+            raise _fail(name, rule, item, "is listed twice", source)
+        seen.append(symbol)
+    return tuple(seen)
+
+
+def _read_assets_file(path: Path, source: str) -> tuple[str, ...]:
+    rule = _RULES["assets_file"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _fail("assets_file", rule, path, f"cannot be read ({reason})", source) from None
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            items.append((entry, f"{path}, line {number}"))
+    symbols = _normalise_symbols("assets_file", rule, items)
+    if not symbols:
+        raise _fail("assets_file", rule, path, "lists no symbols", source)
+    return symbols
+
+
+def _check(name: str, rule: _Rule, value: Any, source: str) -> None:
+    """Range and shape checks shared by every layer, on already-typed values."""
+    if value is None:
+        return
+    if rule.kind == "float" and not math.isfinite(value):
+        raise _fail(name, rule, value, "is not a finite number", source)
+    if rule.kind == "decimal":
+        if not value.is_finite():
+            raise _fail(name, rule, value, "is not a finite amount", source)
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -2:
+            raise _fail(name, rule, value, "has more than 2 decimal places", source)
+    if rule.kind in ("int", "float", "decimal"):
+        too_low = rule.low is not None and (
+            value <= rule.low if rule.low_open else value < rule.low
+        )
+        if too_low:
+            raise _fail(name, rule, value, "is out of range", source)
+        if rule.high is not None and value > rule.high:
+            raise _fail(name, rule, value, "is out of range", source)
+    if rule.kind == "str":
+        if not value.strip() or (rule is _HOST and any(ch.isspace() for ch in value)):
+            raise _fail(name, rule, value, "is not usable", source)
+        if rule.choices and value not in rule.choices:
+            raise _fail(name, rule, value, "is not a known choice", source)
+    if rule.prefixes and not value.startswith(rule.prefixes):
+        raise _fail(name, rule, value, f"does not start with {_or_list(rule.prefixes)}", source)
+
+
+def _or_list(words: tuple[str, ...]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"

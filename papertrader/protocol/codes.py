@@ -1,0 +1,76 @@
+"""Message types and instruction codes: the numbers on the wire.
+
+Codes are grouped by category in the high byte (0x01 command, 0x02 data
+transfer, 0x03 control, 0x04 server return), so a hex dump reads at a glance.
+docs/PROTOCOL.md lists the same table.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class MessageType(IntEnum):
+    """The message categories of spec 4.1, plus server returns."""
+
+    COMMAND = 1
+    DATA_TRANSFER = 2
+    CONTROL = 3
+    RETURN = 4
+
+
+class Instruction(IntEnum):
+    """Every instruction of NOTES.md with its code."""
+
+    # Command state (MessageType.COMMAND)
+    LOGIN = 0x0101  # login(username, password, remember)
+    LOGIN_SESSION = 0x0102  # login(sessionID): session id in the header
+    REGISTER = 0x0103  # register(username, email, password)
+    PURCHASE_ASSET = 0x0104  # purchaseAsset(sessionID, symbol, quantity)
+    SELL_ASSET = 0x0105  # sellAsset(sessionID, symbol, quantity)
+    LOGOUT = 0x0106  # logout(sessionID): ends the session on every worker
+
+    # Data transfer state (MessageType.DATA_TRANSFER)
+    GET_ASSET_INFO = 0x0201
+    GET_ASSET_VALUE_CURRENT = 0x0202
+    GET_ASSET_VALUE_DAY = 0x0203
+    GET_ASSET_VALUE_WEEK = 0x0204
+    GET_ASSET_VALUE_MONTH = 0x0205
+    GET_ASSET_VALUE_YEAR = 0x0206
+    GET_ASSET_VALUE_ALL_TIME = 0x0207
+    GET_ASSET_VALUE_PREDICTED = 0x0208
+    GET_USER_INFO = 0x0209
+    GET_USER_PORTFOLIO = 0x020A
+    GET_USER_TRANSACTION_HISTORY = 0x020B
+
+    # Control (MessageType.CONTROL): valid in either state
+    SWITCH_STATE = 0x0301  # switchState(sessionID, state)
+    GET_WORKER_LIST = 0x0302  # master port only, no session
+
+    # Server returns (MessageType.RETURN)
+    LOGIN_FAIL = 0x0401
+    SESSION_ID = 0x0402
+    REGISTER_SUCCESS = 0x0403
+    REGISTER_FAIL = 0x0404
+    PURCHASE_SUCCESS = 0x0405
+    PURCHASE_FAIL = 0x0406
+    SELL_SUCCESS = 0x0407
+    SELL_FAIL = 0x0408
+    STATE_SWITCH_SUCCESS = 0x0409
+    STATE_SWITCH_FAIL = 0x040A
+    DATA = 0x040B
+    DATA_FAIL = 0x040C
+    LOGOUT_SUCCESS = 0x040D
+    ERROR = 0x040E  # a message that matched no instruction's own failure return
+
+    @property
+    def message_type(self) -> MessageType:
+        """The category is the high byte of the code."""
+        return MessageType(self.value >> 8)
+
+
+class ConnectionStateCode(IntEnum):
+    """Argument ``state`` of switchState."""
+
+    COMMAND = 0
+    DATA_TRANSFER = 1

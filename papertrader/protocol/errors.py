@@ -1,0 +1,84 @@
+"""The one exception type of the protocol, and its error codes.
+
+Every problem found in bytes from the network becomes a ``ProtocolError`` with a
+numeric code (sent back to the peer in failure returns) and a reason a person
+can read. ``fatal`` tells the server whether the framing is still trustworthy:
+if it is, the connection stays open and the peer gets a failure return; if it
+is not, the connection has to be closed because the next header cannot be found.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from papertrader.protocol.header import Header
+
+
+class ErrorCode(IntEnum):
+    """Error codes carried by every ``*Fail`` return (argument ``code``).
+
+    1-49 are protocol errors, 100 and up are application errors.
+    """
+
+    BAD_MAGIC = 1
+    BAD_VERSION = 2
+    UNKNOWN_MESSAGE_TYPE = 3
+    UNKNOWN_INSTRUCTION = 4
+    TYPE_MISMATCH = 5
+    FRAME_TOO_LARGE = 6
+    TOO_MANY_ARGUMENTS = 7
+    ARGUMENT_COUNT = 8
+    BAD_ARGUMENT = 9
+    TRAILING_DATA = 10
+    BAD_PACKET_NUMBER = 11
+    PACKET_OUT_OF_ORDER = 12
+    PACKET_DUPLICATE = 13
+    PACKET_MISSING = 14
+    PACKET_MAX_CHANGED = 15
+    WRONG_STATE = 16
+    TIMEOUT = 17
+
+    INVALID_SESSION = 100
+    SESSION_IP_MISMATCH = 101
+    INVALID_CREDENTIALS = 102
+    USERNAME_TAKEN = 103
+    EMAIL_TAKEN = 104
+    INVALID_USERNAME = 105
+    INVALID_EMAIL = 106
+    INVALID_PASSWORD = 107
+    UNKNOWN_ASSET = 108
+    INVALID_QUANTITY = 109
+    INSUFFICIENT_CASH = 110
+    INSUFFICIENT_POSITION = 111
+    UNKNOWN_USER = 112
+    NO_DATA = 113
+    INVALID_DATE = 114
+    UNAVAILABLE = 115
+    INTERNAL = 116
+    NOT_ALLOWED = 117
+
+
+class ProtocolError(Exception):
+    """Anything wrong with bytes or messages on a PaperTrader connection."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        reason: str,
+        *,
+        fatal: bool = False,
+        header: Header | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.fatal = fatal
+        #: The header of the offending frame when it could be read, so the
+        #: server can answer with the right failure return and request id.
+        self.header = header
+
+
+class LocalProtocolError(ProtocolError):
+    """We were about to send something the protocol does not allow: a bug on our side."""

@@ -1,0 +1,98 @@
+"""The argument list of every instruction, and which failure return answers it.
+
+One table, read by the decoder (argument count on the header, types on the
+body), by the encoder, and by docs/PROTOCOL.md. Instructions that need a
+session (the spec's ``sessionID`` argument) carry it in the header's session id
+field, not in the data, so it is in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from papertrader.protocol.codes import Instruction
+from papertrader.protocol.values import ValueType
+
+I = Instruction  # noqa: E741 - short alias keeps the table readable
+T = ValueType
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What an instruction carries and whether it needs a session."""
+
+    args: tuple[tuple[str, ValueType], ...]
+    needs_session: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.args)
+
+
+_DATE_REQUEST = Schema((("asset", T.STR), ("date", T.DATE)), needs_session=True)
+_FAIL = Schema((("code", T.INT), ("reason", T.STR)))
+_ORDER = Schema((("symbol", T.STR), ("quantity", T.INT)), needs_session=True)
+_FILL = Schema(
+    (
+        ("order_id", T.ID),
+        ("symbol", T.STR),
+        ("quantity", T.INT),
+        ("price", T.DECIMAL),
+        ("executed_at", T.TIMESTAMP),
+    )
+)
+_ORDER_FAIL = Schema((("code", T.INT), ("reason", T.STR), ("order_id", T.ID)))
+_USER_REQUEST = Schema((("username", T.STR),), needs_session=True)
+
+SCHEMAS: dict[Instruction, Schema] = {
+    I.LOGIN: Schema((("username", T.STR), ("password", T.STR), ("remember", T.BOOL))),
+    I.LOGIN_SESSION: Schema((), needs_session=True),
+    I.REGISTER: Schema((("username", T.STR), ("email", T.STR), ("password", T.STR))),
+    I.PURCHASE_ASSET: _ORDER,
+    I.SELL_ASSET: _ORDER,
+    I.LOGOUT: Schema((), needs_session=True),
+    I.GET_ASSET_INFO: Schema((("asset", T.STR),), needs_session=True),
+    I.GET_ASSET_VALUE_CURRENT: Schema((("asset", T.STR),), needs_session=True),
+    I.GET_ASSET_VALUE_DAY: _DATE_REQUEST,
+    I.GET_ASSET_VALUE_WEEK: _DATE_REQUEST,
+    I.GET_ASSET_VALUE_MONTH: _DATE_REQUEST,
+    I.GET_ASSET_VALUE_YEAR: _DATE_REQUEST,
+    I.GET_ASSET_VALUE_ALL_TIME: Schema((("asset", T.STR),), needs_session=True),
+    I.GET_ASSET_VALUE_PREDICTED: Schema((("asset", T.STR), ("horizon", T.INT)), needs_session=True),
+    I.GET_USER_INFO: _USER_REQUEST,
+    I.GET_USER_PORTFOLIO: _USER_REQUEST,
+    I.GET_USER_TRANSACTION_HISTORY: _USER_REQUEST,
+    I.SWITCH_STATE: Schema((("state", T.INT),), needs_session=True),
+    I.GET_WORKER_LIST: Schema(()),
+    I.LOGIN_FAIL: _FAIL,
+    I.SESSION_ID: Schema((("session_id", T.ID), ("expires_at", T.TIMESTAMP), ("username", T.STR))),
+    I.REGISTER_SUCCESS: Schema((("username", T.STR),)),
+    I.REGISTER_FAIL: _FAIL,
+    I.PURCHASE_SUCCESS: _FILL,
+    I.PURCHASE_FAIL: _ORDER_FAIL,
+    I.SELL_SUCCESS: _FILL,
+    I.SELL_FAIL: _ORDER_FAIL,
+    I.STATE_SWITCH_SUCCESS: Schema((("state", T.INT),)),
+    I.STATE_SWITCH_FAIL: _FAIL,
+    I.DATA: Schema((("chunk", T.BYTES),)),
+    I.DATA_FAIL: _FAIL,
+    I.LOGOUT_SUCCESS: Schema(()),
+    I.ERROR: _FAIL,
+}
+
+#: The failure return that answers each request instruction.
+FAILURE_RETURN: dict[Instruction, Instruction] = {
+    I.LOGIN: I.LOGIN_FAIL,
+    I.LOGIN_SESSION: I.LOGIN_FAIL,
+    I.REGISTER: I.REGISTER_FAIL,
+    I.PURCHASE_ASSET: I.PURCHASE_FAIL,
+    I.SELL_ASSET: I.SELL_FAIL,
+    I.LOGOUT: I.ERROR,
+    I.SWITCH_STATE: I.STATE_SWITCH_FAIL,
+    I.GET_WORKER_LIST: I.DATA_FAIL,
+    **{code: I.DATA_FAIL for code in Instruction if code.value >> 8 == 0x02},
+}
+
+MAX_ARGUMENTS = max(len(schema.args) for schema in SCHEMAS.values())
+
+assert set(SCHEMAS) == set(Instruction), "every instruction needs a schema"

@@ -1,0 +1,227 @@
+"""Private Redis and PostgreSQL for local use: ``pt services up`` and friends.
+
+A developer or a single-machine deployment should not need to install,
+configure and secure two database servers by hand. ``start_services`` starts
+a private ``redis-server`` and PostgreSQL cluster on free 127.0.0.1 ports,
+with random passwords, keeping their data in a state directory, and records
+their URLs there. ``resolve_urls`` is how every other command finds them:
+configured URLs (``PT_REDIS_URL`` / ``PT_DATABASE_URL``) win; otherwise the
+recorded ones are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from papertrader.services import postgres_cluster, redis_server
+from papertrader.services.binaries import check_all, find_binary, find_postgres_binaries
+from papertrader.services.errors import ServicesError
+from papertrader.services.state import (
+    default_state_dir,
+    ensure_private_dir,
+    load_state,
+    locked,
+    mask_url,
+    resolve_state_dir,
+    save_state,
+    state_file,
+)
+
+__all__ = [
+    "ServiceSettings",
+    "ServiceUrls",
+    "ServicesError",
+    "default_state_dir",
+    "destroy_services",
+    "mask_url",
+    "read_service_urls",
+    "resolve_state_dir",
+    "resolve_urls",
+    "services_status",
+    "start_services",
+    "stop_services",
+]
+
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    """Where Redis and PostgreSQL are. The URLs hold passwords; ``repr`` masks them."""
+
+    redis_url: str
+    database_url: str
+
+    def __repr__(self) -> str:
+        return (
+            f"ServiceUrls(redis_url={mask_url(self.redis_url)!r}, "
+            f"database_url={mask_url(self.database_url)!r})"
+        )
+
+
+class ServiceSettings(Protocol):
+    """The part of ``papertrader.config.Settings`` that ``resolve_urls`` reads.
+
+    A protocol rather than an import keeps this package independent of the
+    configuration loader (and usable with any object that has these fields).
+    """
+
+    @property
+    def redis_url(self) -> str | None: ...
+
+    @property
+    def database_url(self) -> str | None: ...
+
+    @property
+    def state_dir(self) -> Path | None: ...
+
+
+def start_services(
+    state_dir: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+) -> ServiceUrls:
+    """Start (or keep running) the private Redis and PostgreSQL of ``state_dir``.
+
+    Idempotent: running servers are left alone and their URLs returned;
+    stopped ones are restarted on their data (on a new port if the old one
+    was taken meanwhile, recorded in ``services.json``). Every program is
+    looked for before anything starts, so a missing one costs nothing.
+    """
+    check_all()
+    directory = ensure_private_dir(resolve_state_dir(state_dir))
+    redis_bin = find_binary("redis-server")
+    pg_bins = find_postgres_binaries()
+    with locked(directory):
+        state = load_state(directory)
+        state.redis = redis_server.start(directory, state.redis, redis_bin, timeout)
+        save_state(directory, state)  # recorded before PostgreSQL starts, so `down` finds it
+        state.postgres = postgres_cluster.start(directory, state.postgres, pg_bins, timeout)
+        save_state(directory, state)
+        return ServiceUrls(state.redis.url, state.postgres.url)
+
+
+def stop_services(
+    state_dir: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, bool]:
+    """Stop both servers of ``state_dir``; returns which of them were running.
+
+    Data is kept: ``start_services`` brings them back with it. Nothing
+    recorded means nothing to stop, which is not an error.
+    """
+    directory = resolve_state_dir(state_dir)
+    if not state_file(directory).exists():
+        return {"redis": False, "postgres": False}
+    with locked(directory):
+        state = load_state(directory)
+        stopped = {"redis": False, "postgres": False}
+        errors: list[str] = []
+        if state.redis is not None:
+            try:
+                stopped["redis"] = redis_server.stop(state.redis, timeout)
+            except ServicesError as exc:
+                errors.append(str(exc))
+        if state.postgres is not None:
+            try:
+                bins = (
+                    find_postgres_binaries() if postgres_cluster.is_alive(state.postgres) else None
+                )
+                stopped["postgres"] = postgres_cluster.stop(state.postgres, bins, timeout)
+            except ServicesError as exc:
+                errors.append(str(exc))
+        save_state(directory, state)
+    if errors:
+        raise ServicesError("; ".join(errors))
+    return stopped
+
+
+def destroy_services(
+    state_dir: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+) -> None:
+    """Stop both servers and delete their data and record (throwaway state dirs, tests).
+
+    Needed because the cluster may live outside the state directory (under
+    /var/tmp when run as root), where deleting the state directory would
+    leave it behind.
+    """
+    directory = resolve_state_dir(state_dir)
+    stop_services(directory, timeout=timeout)
+    with locked(directory):
+        state = load_state(directory)
+        if state.postgres is not None:
+            postgres_cluster.remove(state.postgres)
+        if state.redis is not None:
+            redis_server.remove(state.redis)
+        state_file(directory).unlink(missing_ok=True)
+
+
+def read_service_urls(state_dir: Path | str | None = None) -> ServiceUrls | None:
+    """The URLs recorded in ``state_dir``, or None if the services were never started there.
+
+    This reads the record only; it does not check that the servers run.
+    """
+    state = load_state(resolve_state_dir(state_dir))
+    if state.redis is None or state.postgres is None:
+        return None
+    return ServiceUrls(state.redis.url, state.postgres.url)
+
+
+def services_status(state_dir: Path | str | None = None) -> dict[str, Any]:
+    """Whether each server runs, with ports, pids, data directories and masked URLs."""
+    directory = resolve_state_dir(state_dir)
+    state = load_state(directory)
+    report: dict[str, Any] = {"state_dir": str(directory), "state_file": str(state_file(directory))}
+    if state.redis is None:
+        report["redis"] = {"initialized": False, "running": False}
+    else:
+        running = redis_server.is_running(state.redis)
+        report["redis"] = {
+            "initialized": True,
+            "running": running,
+            "pid": state.redis.pid if running else None,
+            "port": state.redis.port,
+            "data_dir": state.redis.data_dir,
+            "log_file": state.redis.log_file,
+            "url": mask_url(state.redis.url),
+        }
+    if state.postgres is None:
+        report["postgres"] = {"initialized": False, "running": False}
+    else:
+        running = postgres_cluster.is_running(state.postgres)
+        report["postgres"] = {
+            "initialized": True,
+            "running": running,
+            "pid": postgres_cluster.postmaster_pid(state.postgres) if running else None,
+            "port": state.postgres.port,
+            "data_dir": state.postgres.data_dir,
+            "log_file": state.postgres.log_file,
+            "run_as": state.postgres.run_as,
+            "url": mask_url(state.postgres.url),
+        }
+    return report
+
+
+def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None) -> ServiceUrls:
+    """The Redis and PostgreSQL URLs a command should use.
+
+    Configured URLs win and are used as they are; whichever is missing comes
+    from the services recorded in the state directory (``state_dir``, else
+    ``settings.state_dir``, else the default).
+    """
+    redis_url = settings.redis_url
+    database_url = settings.database_url
+    if redis_url and database_url:
+        return ServiceUrls(redis_url, database_url)
+    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+    recorded = read_service_urls(directory)
+    if recorded is None:
+        missing = " and ".join(
+            name
+            for name, value in (("PT_REDIS_URL", redis_url), ("PT_DATABASE_URL", database_url))
+            if not value
+        )
+        raise ServicesError(
+            f"no Redis/PostgreSQL configured and none started in {directory}: run "
+            f"`pt services up --state-dir {directory}` or set {missing}"
+        )
+    return ServiceUrls(redis_url or recorded.redis_url, database_url or recorded.database_url)

@@ -1,0 +1,231 @@
+"""The private Redis server: configure, start, check, stop.
+
+Redis holds the sessions and the pending orders queue, so it runs with an
+append-only file (losing queued orders on a crash is not acceptable), binds
+only to 127.0.0.1 on a port of its own, and requires a random password.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from papertrader.services.errors import ServicesError
+from papertrader.services.ports import LOOPBACK, free_port, port_is_free
+from papertrader.services.state import (
+    RedisRecord,
+    ensure_private_dir,
+    pid_alive,
+    process_name,
+    read_pid_file,
+    tail,
+    write_private_file,
+)
+
+CONFIG_NAME = "redis.conf"
+PING_TIMEOUT = 1.0
+
+
+def _quote(value: str) -> str:
+    """A value for redis.conf: double-quoted, so paths with spaces survive."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_config(record: RedisRecord) -> str:
+    """The redis.conf text for ``record`` (rewritten on every start, since the port may change)."""
+    lines = [
+        "# Written by PaperTrader (`pt services up`) on every start; edits are lost.",
+        f"bind {LOOPBACK}",
+        "protected-mode yes",
+        f"port {record.port}",
+        f"requirepass {_quote(record.password)}",
+        f"dir {_quote(record.data_dir)}",
+        f"pidfile {_quote(record.pid_file)}",
+        f"logfile {_quote(record.log_file)}",
+        "daemonize yes",
+        "appendonly yes",
+        "appendfsync everysec",
+        "databases 16",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def new_record(state_dir: Path) -> RedisRecord:
+    """A record for a Redis that was never started in ``state_dir``: fresh password, free port."""
+    data_dir = state_dir / "redis"
+    return RedisRecord(
+        port=free_port(),
+        password=secrets.token_urlsafe(24),
+        data_dir=str(data_dir),
+        config_file=str(data_dir / CONFIG_NAME),
+        pid_file=str(data_dir / "redis.pid"),
+        log_file=str(data_dir / "redis.log"),
+    )
+
+
+def client(record: RedisRecord, timeout: float = PING_TIMEOUT) -> redis.Redis:
+    """A client for the private server (short timeouts: it is local)."""
+    return redis.Redis(
+        host=LOOPBACK,
+        port=record.port,
+        password=record.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # redis-py retries refused connections with backoff (seconds) by default;
+        # "is it up?" must get a quick no, and our wait loops do the retrying.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def server_pid(record: RedisRecord) -> int | None:
+    """The pid of the Redis answering on the recorded port with our password, else None.
+
+    Asked from the server itself (INFO) rather than the pid file: the file
+    appears a moment after the server answers, and a file can be stale.
+    Only our server knows our random password, so an answer proves it is ours.
+    """
+    conn = client(record)
+    try:
+        info = conn.info("server")
+        return int(info["process_id"])
+    except (redis.RedisError, KeyError, ValueError, TypeError):
+        return None
+    finally:
+        conn.close()
+
+
+def is_running(record: RedisRecord | None) -> bool:
+    """Whether our Redis answers on the recorded port (and so which pid it has now)."""
+    if record is None:
+        return False
+    pid = server_pid(record)
+    if pid is not None:
+        record.pid = pid
+    return pid is not None
+
+
+def start(
+    state_dir: Path, record: RedisRecord | None, redis_server: Path, timeout: float
+) -> RedisRecord:
+    """Start Redis for ``state_dir`` (or keep the running one) and return the updated record.
+
+    A stopped server is restarted on the same data with the same password; its
+    old port is reused when still free, otherwise a new one is picked.
+    """
+    if record is not None and is_running(record):
+        return record
+    if record is None:
+        record = new_record(state_dir)
+    elif not port_is_free(record.port):
+        record.port = free_port()
+    ensure_private_dir(Path(record.data_dir))
+    try:
+        return _launch(record, redis_server, timeout)
+    except _PortLost:
+        # Someone took the port between our check and Redis binding it: once more.
+        record.port = free_port()
+        return _launch(record, redis_server, timeout)
+
+
+class _PortLost(Exception):
+    """The chosen port was taken before Redis could bind it."""
+
+
+def _launch(record: RedisRecord, redis_server: Path, timeout: float) -> RedisRecord:
+    """Write the config, run the daemon and wait until it answers PING."""
+    write_private_file(Path(record.config_file), render_config(record))
+    pid_file = Path(record.pid_file)
+    log_file = Path(record.log_file)
+    pid_file.unlink(missing_ok=True)  # a stale one would make us trust a dead pid
+    log_offset = log_file.stat().st_size if log_file.exists() else 0
+    try:
+        done = subprocess.run(
+            [str(redis_server), record.config_file],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,  # not killed by the terminal's Ctrl-C
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServicesError(f"could not run {redis_server}: {exc}") from exc
+    if done.returncode != 0:
+        raise ServicesError(
+            f"redis-server failed to start (exit {done.returncode}): "
+            + (done.stderr.strip() or done.stdout.strip() or tail(log_file))
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_running(record):
+            return record
+        pid = read_pid_file(pid_file)
+        if pid is not None and not pid_alive(pid):
+            break
+        time.sleep(0.05)
+    new_log = _log_since(log_file, log_offset)
+    if "Address already in use" in new_log:
+        raise _PortLost()
+    raise ServicesError(
+        f"redis-server did not answer PING on {LOOPBACK}:{record.port} within {timeout:.0f}s; "
+        f"its log {log_file} says:\n{new_log.strip() or tail(log_file)}"
+    )
+
+
+def _log_since(path: Path, offset: int) -> str:
+    """What the server logged during this start attempt."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stop(record: RedisRecord, timeout: float) -> bool:
+    """Stop Redis (SHUTDOWN, which saves; SIGTERM if that fails); True if it was running.
+
+    A server that does not answer is only sent SIGTERM if the recorded pid is
+    alive and still a redis-server: by now a stale pid may belong to an
+    unrelated process.
+    """
+    pid = server_pid(record)
+    if pid is None:
+        pid = record.pid if record.pid is not None else read_pid_file(Path(record.pid_file))
+        name = process_name(pid) if pid is not None else None
+        if pid is None or not pid_alive(pid) or (name is not None and "redis" not in name):
+            record.pid = None
+            return False
+        os.kill(pid, signal.SIGTERM)
+    else:
+        conn = client(record, timeout=max(timeout, PING_TIMEOUT))
+        try:
+            conn.shutdown()
+        except redis.RedisError:
+            os.kill(pid, signal.SIGTERM)
+        finally:
+            conn.close()
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise ServicesError(
+                f"redis-server (pid {pid}) did not stop within {timeout:.0f}s; "
+                f"see {record.log_file}"
+            )
+        time.sleep(0.05)
+    record.pid = None
+    return True
+
+
+def remove(record: RedisRecord) -> None:
+    """Delete the data directory (config, AOF, log) of a stopped server."""
+    shutil.rmtree(record.data_dir, ignore_errors=True)

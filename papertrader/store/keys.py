@@ -1,0 +1,50 @@
+"""Every Redis key PaperTrader uses, named in one place (docs/REDIS.md explains each).
+
+All keys start with ``pt:`` so `redis-cli --scan --pattern 'pt:*'` shows
+everything of ours, and nothing else on a shared Redis is touched.
+"""
+
+from __future__ import annotations
+
+PREFIX = "pt:"
+
+
+#: Hash: one session (account_id, username, client_ip, remember, created_at). TTL = expiry.
+def session(session_hex: str) -> str:
+    return f"{PREFIX}session:{session_hex}"
+
+
+#: Set of the session ids of one account, so logout-everywhere and audits can find them.
+def account_sessions(account_id: int) -> str:
+    return f"{PREFIX}account:{account_id}:sessions"
+
+
+#: Hash: symbol -> JSON quote {symbol, open, high, low, close, volume, time}, decimals as strings.
+QUOTES = f"{PREFIX}quotes"
+
+#: String: ISO time of the last market update, written after QUOTES.
+QUOTES_UPDATED = f"{PREFIX}quotes:updated"
+
+#: Stream: pending buy and sell orders, drained by the master once per update interval.
+ORDERS = f"{PREFIX}orders"
+
+#: Consumer group of the master on ORDERS; its pending list survives a crash.
+ORDERS_GROUP = "master"
+
+#: The master's consumer name in ORDERS_GROUP (one master: a fixed name, so it finds its
+#: own unacknowledged orders again after a restart).
+ORDERS_CONSUMER = "master"
+
+
+#: List holding the JSON outcome of one order, for the worker waiting on it. TTL 1 hour.
+def order_result(order_hex: str) -> str:
+    return f"{PREFIX}order:{order_hex}:result"
+
+
+#: Hash: live figures of a connected worker (name, region, address, clients, started_at).
+def worker_live(worker_uuid_hex: str) -> str:
+    return f"{PREFIX}worker:{worker_uuid_hex}"
+
+
+#: Set of the UUIDs of the workers connected to the master right now.
+WORKERS_CONNECTED = f"{PREFIX}workers:connected"
