@@ -16,7 +16,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def config_error(path: Path | None = None, **env: str) -> ConfigError:
+def config_error(path: Path | None = None, /, **env: str) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ=env)
     return info.value

@@ -209,6 +209,10 @@ class Settings:
             object.__setattr__(self, "assets", _read_assets_file(self.assets_file, source))
 
 
+if set(_RULES) != {f.name for f in dataclasses.fields(Settings)}:  # a field added without a rule
+    raise RuntimeError("papertrader.config: _RULES and the Settings fields disagree")
+
+
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read defaults, then the TOML file, then ``PT_*`` variables (environment wins).
 
