@@ -1,7 +1,7 @@
 """Message types and instruction codes: the numbers on the wire.
 
 Codes are grouped by category in the high byte (0x01 command, 0x02 data
-transfer, 0x03 control, 0x04 server return), so a hex dump reads at a glance.
+transfer, 0x03 control, 0x04 server return, 0x05 master-worker link), so a hex dump reads at a glance.
 docs/PROTOCOL.md lists the same table.
 """
 
@@ -17,6 +17,7 @@ class MessageType(IntEnum):
     DATA_TRANSFER = 2
     CONTROL = 3
     RETURN = 4
+    LINK = 5  # master-worker link only: never accepted from a client
 
 
 class Instruction(IntEnum):
@@ -62,6 +63,13 @@ class Instruction(IntEnum):
     DATA_FAIL = 0x040C
     LOGOUT_SUCCESS = 0x040D
     ERROR = 0x040E  # a message that matched no instruction's own failure return
+
+    # Master-worker link (MessageType.LINK): never valid on a client connection
+    LINK_HELLO = 0x0501  # worker -> master, first frame: who I am
+    LINK_WELCOME = 0x0502  # master -> worker: link accepted
+    LINK_REFUSED = 0x0503  # master -> worker: link refused, then closed
+    HEARTBEAT = 0x0504  # either way, keeps a quiet link known alive
+    AUTHENTICATED = 0x0505  # master -> worker: the answer to a good LOGIN
 
     @property
     def message_type(self) -> MessageType:

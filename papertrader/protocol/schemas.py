@@ -78,6 +78,11 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.DATA_FAIL: _FAIL,
     I.LOGOUT_SUCCESS: Schema(()),
     I.ERROR: _FAIL,
+    I.LINK_HELLO: Schema((("name", T.STR), ("region", T.STR), ("client_address", T.STR))),
+    I.LINK_WELCOME: Schema((("name", T.STR),)),
+    I.LINK_REFUSED: _FAIL,
+    I.HEARTBEAT: Schema(()),
+    I.AUTHENTICATED: Schema((("account_id", T.INT), ("username", T.STR))),
 }
 
 #: The failure return that answers each request instruction.
