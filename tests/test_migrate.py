@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -20,15 +21,24 @@ from papertrader.store.migrate import (
 )
 
 ALL = [m.name for m in list_migrations()]
-TABLES = {
-    "schema_migrations",
-    "accounts",
-    "positions",
-    "transactions",
-    "workers",
-    "asset_bars",
-    "assets",
-}
+# The tables of spec 2.4 created by 0001_initial.sql.
+INITIAL_TABLES = {"accounts", "positions", "transactions", "workers", "asset_bars", "assets"}
+
+
+def declared_tables() -> set[str]:
+    """Tables the migration files create (and do not drop later), plus the bookkeeping table.
+
+    Read from the files so a later migration that adds a table keeps this test true.
+    """
+    created: set[str] = {"schema_migrations"}
+    for migration in list_migrations():
+        text = migration.sql.lower()
+        created |= set(re.findall(r"create\s+table\s+(?:if\s+not\s+exists\s+)?(\w+)", text))
+        created -= set(re.findall(r"drop\s+table\s+(?:if\s+exists\s+)?(\w+)", text))
+    return created
+
+
+TABLES = declared_tables()
 
 
 def tables(url: str) -> set[str]:
@@ -44,6 +54,7 @@ def tables(url: str) -> set[str]:
 def test_files_are_ordered_and_start_with_the_initial_schema() -> None:
     assert ALL[0] == "0001_initial.sql"
     assert ALL == sorted(ALL)
+    assert INITIAL_TABLES < TABLES
 
 
 def test_migrate_applies_everything_once(empty_database_url: str) -> None:

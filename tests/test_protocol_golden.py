@@ -16,6 +16,7 @@ import ipaddress
 import re
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -198,7 +199,9 @@ def test_docs_contain_every_golden_hex() -> None:
     docs = _docs()
     for vector in VECTORS:
         for hex_string in vector.hexes:
-            assert hex_string in docs, f"{vector.name}: {hex_string[:40]}... missing from PROTOCOL.md"
+            assert hex_string in docs, (
+                f"{vector.name}: {hex_string[:40]}... missing from PROTOCOL.md"
+            )
 
 
 def test_docs_list_every_instruction_with_its_code() -> None:
@@ -224,7 +227,9 @@ def test_docs_header_table_matches_the_struct() -> None:
     docs = _docs()
     assert HEADER.size == HEADER_SIZE == sum(size for _, size, *_ in HEADER_FIELDS)
     for offset, size, kind, field, _ in HEADER_FIELDS:
-        assert re.search(rf"\|\s*{offset}\s*\|\s*{size}\s*\|\s*{re.escape(kind)}\s*\|\s*{field}", docs)
+        assert re.search(
+            rf"\|\s*{offset}\s*\|\s*{size}\s*\|\s*{re.escape(kind)}\s*\|\s*{field}", docs
+        )
 
 
 # --- the generator of the docs' tables and examples ----------------------------------------
@@ -233,17 +238,41 @@ def test_docs_header_table_matches_the_struct() -> None:
 HEADER_FIELDS = (
     (0, 2, "bytes", "magic", 'ASCII "PT" (`50 54`)'),
     (2, 1, "u8", "version", "1"),
-    (3, 1, "u8", "message type", "1 command, 2 data transfer, 3 control, 4 server return"),
+    (
+        3,
+        1,
+        "u8",
+        "message type",
+        "1 command, 2 data transfer, 3 control, 4 server return, 5 master-worker link",
+    ),
     (4, 2, "u16", "instruction", "instruction code; its high byte equals the message type"),
     (6, 2, "u16", "argument count", "number of values in the data field"),
     (8, 4, "u32", "request id", "chosen by the requester, echoed in the answer"),
     (12, 4, "u32", "packet number", "1..max on DATA packets, 0 on every other message"),
     (16, 4, "u32", "packet max", "number of packets of the transfer on DATA, else 0"),
     (20, 4, "u32", "data size", "bytes in the data field after the header"),
-    (24, 8, "i64", "timestamp", "µs since 1970-01-01T00:00:00Z when the worker received it; 0 = none"),
+    (
+        24,
+        8,
+        "i64",
+        "timestamp",
+        "µs since 1970-01-01T00:00:00Z when the worker received it; 0 = none",
+    ),
     (32, 16, "bytes", "session id", "UUID, 16 bytes big-endian (RFC 4122 order); zero if none"),
-    (48, 16, "bytes", "worker uuid", "UUID of the worker on master-worker messages; zero otherwise"),
-    (64, 16, "bytes", "client address", "IPv6, IPv4 as IPv4-mapped `::ffff:a.b.c.d`; zero if unset"),
+    (
+        48,
+        16,
+        "bytes",
+        "worker uuid",
+        "UUID of the worker on master-worker messages; zero otherwise",
+    ),
+    (
+        64,
+        16,
+        "bytes",
+        "client address",
+        "IPv6, IPv4 as IPv4-mapped `::ffff:a.b.c.d`; zero if unset",
+    ),
 )
 
 SPEC_NAMES = {
@@ -300,7 +329,7 @@ def _value_rows(data: bytes, pos: int, indent: str) -> tuple[list[str], int]:
 
     def row(size: int, what: str, meaning: str) -> None:
         nonlocal pos
-        rows.append(f"| {pos} | `{data[pos:pos + size].hex()}` | {indent}{what} | {meaning} |")
+        rows.append(f"| {pos} | `{data[pos : pos + size].hex()}` | {indent}{what} | {meaning} |")
         pos += size
 
     if tag is ValueType.STR or tag is ValueType.BYTES:
@@ -348,14 +377,14 @@ def frame_breakdown(frame: bytes) -> str:
         *(str(value) for value in fields[4:9]),
         str(fields[9]) if fields[9] else "0 (not stamped)",
     ]
-    for raw, name in ((fields[10], "session id"), (fields[11], "worker uuid")):
+    for raw in (fields[10], fields[11]):
         meanings.append(str(uuid.UUID(bytes=raw)) if any(raw) else "zero (none)")
     address = ipaddress.IPv6Address(fields[12])
     meanings.append(
         "zero (unset)" if not any(fields[12]) else f"{address} = {address.ipv4_mapped or address}"
     )
     for (offset, size, _, name, _), meaning in zip(HEADER_FIELDS, meanings, strict=True):
-        rows.append(f"| {offset} | `{frame[offset:offset + size].hex()}` | {name} | {meaning} |")
+        rows.append(f"| {offset} | `{frame[offset : offset + size].hex()}` | {name} | {meaning} |")
     pos = HEADER_SIZE
     while pos < len(frame):
         more, pos = _value_rows(frame, pos, "")
@@ -391,7 +420,7 @@ if __name__ == "__main__":  # pragma: no cover - prints the generated sections o
     import sys
 
     section = sys.argv[1] if len(sys.argv) > 1 else "examples"
-    printers = {
+    printers: dict[str, Callable[[], str]] = {
         "examples": examples_markdown,
         "header": header_table,
         "instructions": instruction_table,

@@ -30,7 +30,7 @@ from papertrader.services import (
     stop_services,
 )
 from papertrader.services.binaries import SEARCH_PATH_ENV, find_binary
-from papertrader.services.postgres_cluster import cluster_root, service_user
+from papertrader.services.postgres_cluster import cluster_root, service_user, socket_dir_for
 from papertrader.services.state import (
     PostgresRecord,
     RedisRecord,
@@ -320,3 +320,20 @@ def test_cli_up_status_down(state_dir: Path) -> None:
     assert down.output.count("stopped") == 2
     stopped = runner.invoke(cli, ["services", "status", *where])
     assert stopped.exit_code == 3 and stopped.output.count("stopped") == 2
+
+
+def test_socket_dir_falls_back_to_tcp_only_for_long_paths() -> None:
+    assert socket_dir_for(Path("/var/tmp/papertrader-pg-0123456789abcdef/data")) == (
+        "/var/tmp/papertrader-pg-0123456789abcdef/data"
+    )
+    assert socket_dir_for(Path("/tmp/" + "x" * 100)) == ""
+
+
+def test_mask_url_hides_only_the_password() -> None:
+    assert mask_url("redis://default:s3cret@127.0.0.1:6390/0") == (
+        "redis://default:****@127.0.0.1:6390/0"
+    )
+    assert mask_url("postgresql://pt:p%40ss@127.0.0.1:5433/pt") == (
+        "postgresql://pt:****@127.0.0.1:5433/pt"
+    )
+    assert mask_url("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"

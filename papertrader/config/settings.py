@@ -20,6 +20,7 @@ import math
 import os
 import re
 import sys
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -37,6 +38,11 @@ ENV_PREFIX = "PT_"
 DEFAULT_ASSETS: tuple[str, ...] = ("AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "SPY")
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,12}")
+_NAME_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+_HOST_PORT_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>[0-9]{1,5})")
+
+WORKER_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://papertrader.invalid/worker")
+"""Namespace of the UUIDs derived from worker names (see :func:`derive_worker_uuid`)."""
 _MAX_SHOWN = 80
 _HIDDEN = "<hidden>"
 
@@ -54,17 +60,19 @@ class ConfigError(ValueError):
 class _Rule:
     """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
 
-    kind: str  # int, float, bool, str, optstr, optpath, decimal, assets
+    kind: str  # int, float, bool, str, optstr, optpath, optuuid, opthostport, decimal, assets
     allowed: str
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # True: the value must be strictly greater than ``low``
     choices: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
+    pattern: re.Pattern[str] | None = None  # str values must match it entirely
 
 
 _PORT = _Rule("int", "a port number from 1 to 65535", 1, 65535)
 _HOST = _Rule("str", "a host name or IP address (no spaces)")
+_NAME = _Rule("str", "1 to 64 characters from A-Z a-z 0-9 . _ -", pattern=_NAME_RE)
 
 _RULES: dict[str, _Rule] = {
     "assets": _Rule(
@@ -94,6 +102,21 @@ _RULES: dict[str, _Rule] = {
     "master_port": _PORT,
     "worker_host": _HOST,
     "worker_port": _PORT,
+    "worker_name": _NAME,
+    "worker_uuid": _Rule(
+        "optuuid",
+        "a UUID other than the nil UUID, e.g. 6f1c2a7e-0b5d-4c1e-9a43-2d7b8e9f0a11, "
+        "or unset to derive a stable one from worker_name",
+    ),
+    "region": _NAME,
+    "worker_advertise": _Rule(
+        "opthostport",
+        "host:port (an IPv6 address as [addr]:port), or unset for worker_host:worker_port",
+    ),
+    "master_connect": _Rule(
+        "opthostport",
+        "host:port (an IPv6 address as [addr]:port), or unset for master_host:master_port",
+    ),
     "starting_cash": _Rule(
         "decimal",
         'an amount >= 0 with at most 2 decimal places, written as a string, e.g. "100000.00"',
@@ -139,6 +162,18 @@ class Settings:
     master_port: int = 2048
     worker_host: str = "127.0.0.1"
     worker_port: int = 2049
+    #: The worker's name in the master's ``workers`` table and in its log file name.
+    worker_name: str = "worker-1"
+    #: The worker's identity on the master link; None derives it from ``worker_name``
+    #: (:func:`derive_worker_uuid`), so `pt up` registers the UUID the worker will use.
+    worker_uuid: str | None = None
+    #: Where the worker stands, told to the master and shown in the worker list.
+    region: str = "local"
+    #: host:port clients should use to reach this worker (behind NAT or a proxy it
+    #: differs from the bind address); None means worker_host:worker_port.
+    worker_advertise: str | None = None
+    #: host:port the worker dials to reach the master; None means master_host:master_port.
+    master_connect: str | None = None
     starting_cash: Decimal = Decimal("100000.00")
     bcrypt_cost: int = 12
     session_ttl_seconds: int = 3600
@@ -166,6 +201,27 @@ class Settings:
             else:
                 parts.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(parts)})"
+
+    @property
+    def worker_id(self) -> uuid.UUID:
+        """This worker's UUID: the configured one, else the one derived from its name."""
+        if self.worker_uuid is not None:
+            return uuid.UUID(self.worker_uuid)
+        return derive_worker_uuid(self.worker_name)
+
+    @property
+    def worker_client_address(self) -> str:
+        """The host:port clients are told to use for this worker."""
+        if self.worker_advertise is not None:
+            return self.worker_advertise
+        return join_host_port(self.worker_host, self.worker_port)
+
+    @property
+    def master_address(self) -> tuple[str, int]:
+        """(host, port) a worker connects to for its master link."""
+        if self.master_connect is not None:
+            return split_host_port(self.master_connect)
+        return self.master_host, self.master_port
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Return a copy with some fields replaced (e.g. ``--master-port``), re-validated.
@@ -269,6 +325,31 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     return Settings._build(values, sources)
 
 
+def derive_worker_uuid(name: str) -> uuid.UUID:
+    """The stable UUID of a worker that has none configured: uuid5 of its name.
+
+    Deterministic, so `pt up` can register the worker on the master before
+    starting it, and a restarted worker keeps its identity.
+    """
+    return uuid.uuid5(WORKER_UUID_NAMESPACE, name)
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` as (host, port); ValueError if malformed."""
+    match = _HOST_PORT_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not host:port")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not from 1 to 65535")
+    return match["v6"] or match["host"], port
+
+
+def join_host_port(host: str, port: int) -> str:
+    """Inverse of :func:`split_host_port`: IPv6 addresses get their brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with its password and query string masked, for logs and errors.
 
@@ -345,7 +426,7 @@ def _parse_env(name: str, rule: _Rule, text: str, var: str) -> Any:
     """Turn an environment string into the field's native type; checks come later."""
     stripped = text.strip()
     kind = rule.kind
-    if kind in ("optstr", "optpath") and stripped == "":
+    if kind in ("optstr", "optpath", "optuuid", "opthostport") and stripped == "":
         return None  # an empty variable unsets the value from the file
     if kind == "int":
         try:
@@ -394,11 +475,36 @@ def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
         if not isinstance(value, (str, os.PathLike)) or str(value) == "" or "\0" in str(value):
             raise _fail(name, rule, value, "is not a usable path", source)
         return Path(value).expanduser()
+    if kind == "optuuid" and value is not None:
+        return _coerce_uuid(name, rule, value, source)
+    if kind == "opthostport" and value is not None:
+        if not isinstance(value, str):
+            raise _fail(name, rule, value, "is not a string", source)
+        try:
+            return join_host_port(*split_host_port(value))
+        except ValueError:
+            raise _fail(name, rule, value, "is not host:port", source) from None
     if kind == "decimal":
         return _coerce_decimal(name, rule, value, source)
     if kind == "assets":
         return _coerce_assets(name, rule, value, source)
     return value
+
+
+def _coerce_uuid(name: str, rule: _Rule, value: Any, source: str) -> str:
+    """Any spelling of a UUID, kept as its canonical lower-case text."""
+    if isinstance(value, uuid.UUID):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = uuid.UUID(value.strip())
+        except ValueError:
+            raise _fail(name, rule, value, "is not a UUID", source) from None
+    else:
+        raise _fail(name, rule, value, "is not a UUID", source)
+    if parsed.int == 0:  # the nil UUID means "no worker" in frame headers
+        raise _fail(name, rule, value, "is the nil UUID", source)
+    return str(parsed)
 
 
 def _coerce_decimal(name: str, rule: _Rule, value: Any, source: str) -> Decimal:
@@ -494,6 +600,8 @@ def _check(name: str, rule: _Rule, value: Any, source: str) -> None:
             raise _fail(name, rule, value, "is not usable", source)
         if rule.choices and value not in rule.choices:
             raise _fail(name, rule, value, "is not a known choice", source)
+        if rule.pattern is not None and not rule.pattern.fullmatch(value):
+            raise _fail(name, rule, value, "is not usable", source)
     if rule.prefixes and not value.startswith(rule.prefixes):
         raise _fail(name, rule, value, f"does not start with {_or_list(rule.prefixes)}", source)
 

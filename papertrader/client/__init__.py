@@ -1,0 +1,27 @@
+"""The PaperTrader client library: blocking, plain sockets, no gevent.
+
+    from papertrader.client import PaperTraderClient, ClientError
+
+    with PaperTraderClient("127.0.0.1", 2049) as client:
+        client.login("alice", "correct horse")
+        fill = client.buy("AAPL", 10)
+
+Every refusal is a ``ClientError`` with the server's ``code`` and ``reason``.
+"""
+
+from papertrader.client.address import format_address, parse_address
+from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
+from papertrader.client.errors import ClientError, ServerUnreachable
+from papertrader.client.models import Fill, SessionInfo
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ClientError",
+    "Fill",
+    "PaperTraderClient",
+    "ServerUnreachable",
+    "SessionInfo",
+    "format_address",
+    "get_worker_list",
+    "parse_address",
+]

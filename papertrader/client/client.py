@@ -1,0 +1,227 @@
+"""``PaperTraderClient``: the whole client side of the protocol behind plain method calls.
+
+A program (the ``pt client`` CLI, the end-to-end tests, a notebook) should not
+have to know about switchState, packet numbering or records to buy a share.
+Each method sends one instruction, waits for its answer, and returns a
+Python value, or raises ``ClientError`` with the server's code and reason.
+
+The client remembers the session it logged in with and puts it in the header
+of every request that needs one. Sessions live in Redis and are shared by all
+workers, so a session id obtained from one worker can be given to a client of
+another (``resume``) and works there too.
+
+One client is one connection: use one per thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any
+
+from papertrader.client.connection import CLIENT_MAX_DATA_SIZE, BlockingConnection, failure_error
+from papertrader.client.errors import ClientError
+from papertrader.client.models import Fill, SessionInfo, Side
+from papertrader.market.quote import Quote
+from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
+from papertrader.protocol.records import from_record, from_records
+from papertrader.protocol.values import Value
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class PaperTraderClient:
+    """A blocking connection to one worker (default port 2049)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2049,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_data_size: int = CLIENT_MAX_DATA_SIZE,
+        session_id: uuid.UUID | None = None,
+    ) -> None:
+        self._conn = BlockingConnection(host, port, timeout, max_data_size)
+        #: The session sent with requests; set by login/resume, cleared by logout.
+        self.session_id = session_id
+        self.session: SessionInfo | None = None
+
+    @property
+    def address(self) -> str:
+        return self._conn.address
+
+    # -- lifecycle ---------------------------------------------------------------
+    def connect(self) -> None:
+        """Connect now rather than on the first request (ServerUnreachable if nothing answers)."""
+        self._conn.open()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> PaperTraderClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- accounts and sessions -------------------------------------------------------
+    def register(self, username: str, email: str, password: str) -> str:
+        """Create an account; returns the username as stored."""
+        reply = self._command(Message(Instruction.REGISTER, (username, email, password)))
+        self._expect(reply, Instruction.REGISTER_SUCCESS)
+        return _str(reply.arg("username"))
+
+    def login(self, username: str, password: str, remember: bool = False) -> SessionInfo:
+        """Log in; the session is kept for the following requests and returned."""
+        reply = self._command(Message(Instruction.LOGIN, (username, password, remember)))
+        return self._take_session(reply)
+
+    def resume(self, session_id: uuid.UUID) -> SessionInfo:
+        """Continue a session made earlier, maybe on another worker (login(sessionID))."""
+        reply = self._command(Message(Instruction.LOGIN_SESSION, session_id=session_id))
+        return self._take_session(reply)
+
+    def logout(self) -> None:
+        """End the session on every worker."""
+        session_id = self._session()
+        reply = self._command(Message(Instruction.LOGOUT, session_id=session_id))
+        self._expect(reply, Instruction.LOGOUT_SUCCESS)
+        self.session_id = None
+        self.session = None
+
+    # -- market data ---------------------------------------------------------------
+    def quote(self, symbol: str) -> Quote:
+        """The current bar of ``symbol``: orders sent now fill at about its close."""
+        fields = from_record(self._data(Instruction.GET_ASSET_VALUE_CURRENT, symbol))
+        return _quote(fields)
+
+    def asset_info(self, symbol: str) -> dict[str, Any]:
+        """Name, currency and current quote (a ``Quote`` or None) of ``symbol``."""
+        info = from_record(self._data(Instruction.GET_ASSET_INFO, symbol))
+        if info.get("quote") is not None:
+            info["quote"] = _quote(from_record(info["quote"]))
+        return info
+
+    # -- orders --------------------------------------------------------------------------
+    def buy(self, symbol: str, quantity: int) -> Fill:
+        """A market buy, filled when the master next drains the queue.
+
+        A refusal (not enough cash, unknown symbol, bad quantity...) raises
+        ClientError; its ``order_id`` is set when the order had been queued.
+        """
+        return self._order(
+            Instruction.PURCHASE_ASSET, Instruction.PURCHASE_SUCCESS, "buy", symbol, quantity
+        )
+
+    def sell(self, symbol: str, quantity: int) -> Fill:
+        """A market sell; see ``buy``."""
+        return self._order(
+            Instruction.SELL_ASSET, Instruction.SELL_SUCCESS, "sell", symbol, quantity
+        )
+
+    # -- account data ---------------------------------------------------------------------
+    def portfolio(self, username: str = "") -> dict[str, Any]:
+        """Cash, positions and values (own); another user's positions only."""
+        result = from_record(self._data(Instruction.GET_USER_PORTFOLIO, username))
+        result["positions"] = _records(result.get("positions"))
+        return result
+
+    def history(self, username: str = "") -> list[dict[str, Any]]:
+        """Executed orders, oldest first."""
+        return _records(self._data(Instruction.GET_USER_TRANSACTION_HISTORY, username))
+
+    def user_info(self, username: str = "") -> dict[str, Any]:
+        """Account details (own: e-mail and cash too)."""
+        return from_record(self._data(Instruction.GET_USER_INFO, username))
+
+    # -- internals -------------------------------------------------------------------------
+    def _session(self) -> uuid.UUID:
+        if self.session_id is None:
+            raise ClientError(ErrorCode.INVALID_SESSION, "not logged in")
+        return self.session_id
+
+    def _command(self, message: Message) -> Message:
+        return self._conn.request(message)
+
+    def _expect(self, reply: Message, success: Instruction) -> None:
+        """Raise the server's failure, or a mismatch if the answer is something else."""
+        if reply.instruction is success:
+            return
+        if reply.is_failure:
+            raise failure_error(reply)
+        self._conn.close()
+        raise ClientError(
+            ErrorCode.TYPE_MISMATCH,
+            f"{self.address} answered with {reply.instruction.name}, expected {success.name}",
+        )
+
+    def _take_session(self, reply: Message) -> SessionInfo:
+        self._expect(reply, Instruction.SESSION_ID)
+        session_id, expires_at, username = reply.args
+        assert isinstance(session_id, uuid.UUID) and isinstance(username, str)
+        info = SessionInfo(session_id, expires_at, username)  # type: ignore[arg-type]
+        self.session_id = session_id
+        self.session = info
+        return info
+
+    def _data(self, instruction: Instruction, argument: str) -> Value:
+        session_id = self._session()
+        request = Message(instruction, (argument,), session_id=session_id)
+        return self._conn.data_request(request, session_id)
+
+    def _order(
+        self, instruction: Instruction, success: Instruction, side: Side, symbol: str, quantity: int
+    ) -> Fill:
+        session_id = self._session()
+        reply = self._command(Message(instruction, (symbol, quantity), session_id=session_id))
+        self._expect(reply, success)
+        order_id, filled_symbol, filled_qty, price, executed_at = reply.args
+        assert isinstance(order_id, uuid.UUID) and isinstance(filled_symbol, str)
+        assert isinstance(filled_qty, int)
+        return Fill(order_id, side, filled_symbol, filled_qty, price, executed_at)  # type: ignore[arg-type]
+
+
+def get_worker_list(
+    master_host: str, master_port: int, timeout: float = DEFAULT_TIMEOUT
+) -> list[dict[str, Any]]:
+    """The workers the master has connected now (getWorkerList: the only client-master call)."""
+    conn = BlockingConnection(master_host, master_port, timeout)
+    try:
+        return _records(conn.transfer(Message(Instruction.GET_WORKER_LIST)))
+    finally:
+        conn.close()
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    """A list of records; an empty list travels as the null record and comes back as None."""
+    if value is None or value == ():
+        return []
+    try:
+        return from_records(value)
+    except ProtocolError as exc:
+        raise ClientError(exc.code, f"malformed answer: {exc.reason}") from None
+
+
+def _quote(fields: dict[str, Any]) -> Quote:
+    try:
+        return Quote(
+            symbol=fields["symbol"],
+            open=fields["open"],
+            high=fields["high"],
+            low=fields["low"],
+            close=fields["close"],
+            volume=fields["volume"],
+            time=fields["time"],
+        )
+    except KeyError as exc:
+        raise ClientError(ErrorCode.BAD_ARGUMENT, f"quote without field {exc}") from None
+
+
+def _str(value: Value) -> str:
+    assert isinstance(value, str)
+    return value

@@ -1,0 +1,203 @@
+"""One blocking TCP conversation with a PaperTrader server, driven by the sans-IO protocol.
+
+The protocol package knows the frames and the state machine; this module adds
+the socket: connect, send a message, read until the next whole message
+arrives, and collect the packets of a data transfer. Plain blocking sockets
+keep the client usable from any program (threads included) without gevent.
+
+Anything that leaves the conversation in an unknown state (a timeout, a
+frame the state machine refuses, the peer closing) closes the socket, so the
+next request starts on a fresh connection instead of reading a stale answer.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+from papertrader.client.address import format_address
+from papertrader.client.errors import ClientError, ServerUnreachable
+from papertrader.protocol import (
+    NIL,
+    ConnectionStateCode,
+    ErrorCode,
+    Instruction,
+    Message,
+    NeedData,
+    ProtocolError,
+    Reassembler,
+    Role,
+    State,
+)
+from papertrader.protocol import Connection as ProtocolConnection
+from papertrader.protocol.values import Value
+
+#: Largest data field we accept from a server: the highest max_data_size a
+#: deployment may configure, so any server's frames fit.
+CLIENT_MAX_DATA_SIZE = 16 * 1024 * 1024
+_RECV_SIZE = 256 * 1024
+
+
+def failure_error(message: Message) -> ClientError:
+    """The ClientError for a failure return (any ``*_FAIL`` or ERROR)."""
+    code_value, reason = message.args[0], message.args[1]
+    assert isinstance(code_value, int) and isinstance(reason, str)
+    try:
+        code = ErrorCode(code_value)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+        reason = f"{reason} (error code {code_value})"
+    order_id: uuid.UUID | None = None
+    if len(message.args) > 2 and isinstance(message.args[2], uuid.UUID) and message.args[2] != NIL:
+        order_id = message.args[2]
+    return ClientError(code, reason, order_id=order_id)
+
+
+class BlockingConnection:
+    """A socket plus the protocol state machine in the client role."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = 30.0,
+        max_data_size: int = CLIENT_MAX_DATA_SIZE,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.max_data_size = max_data_size
+        self.address = format_address(host, port)
+        self._sock: socket.socket | None = None
+        self._protocol = ProtocolConnection(Role.CLIENT, max_data_size)
+
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None
+
+    def open(self) -> None:
+        """Connect if not connected; ServerUnreachable when nothing answers."""
+        if self._sock is not None:
+            return
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as exc:
+            raise ServerUnreachable(self.address, _describe(exc)) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._protocol = ProtocolConnection(Role.CLIENT, self.max_data_size)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # -- one message each way -------------------------------------------------
+    def send(self, message: Message) -> None:
+        self.open()
+        assert self._sock is not None
+        data = self._protocol.send(message)  # LocalProtocolError = our bug: let it show
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise ServerUnreachable(self.address, _describe(exc), lost=True) from None
+
+    def receive(self) -> Message:
+        """The server's next message; raises ClientError if none can be read."""
+        sock = self._sock
+        if sock is None:
+            raise ServerUnreachable(self.address, "not connected", lost=True)
+        while True:
+            try:
+                message = self._protocol.next_message()
+            except ProtocolError as exc:
+                self.close()
+                raise ClientError(
+                    exc.code, f"bad answer from {self.address}: {exc.reason}"
+                ) from None
+            if not isinstance(message, NeedData):
+                return message
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                self.close()
+                raise ClientError(
+                    ErrorCode.TIMEOUT, f"no answer from {self.address} within {self.timeout:g} s"
+                ) from None
+            except OSError as exc:
+                self.close()
+                raise ServerUnreachable(self.address, _describe(exc), lost=True) from None
+            if not data:
+                self.close()
+                raise ServerUnreachable(self.address, "the server closed the connection", lost=True)
+            self._protocol.receive_data(data)
+
+    def request(self, message: Message) -> Message:
+        """Send a command and return its answer (a failure return included)."""
+        self.send(message)
+        return self.receive()
+
+    # -- data transfers ---------------------------------------------------------
+    def transfer(self, message: Message) -> Value:
+        """Packets 1..max answering ``message`` (already in the right state), as one value.
+
+        DATA_FAIL becomes ClientError with the server's code and reason.
+        """
+        self.send(message)
+        reassembler = Reassembler(max_payload=64 * 1024 * 1024)
+        while True:
+            reply = self.receive()
+            if reply.instruction is not Instruction.DATA:
+                if reply.is_failure:
+                    if self._protocol.state is not State.COMMAND:
+                        self.close()  # e.g. ERROR left us in the data state: start afresh
+                    raise failure_error(reply)
+                self.close()
+                raise ClientError(
+                    ErrorCode.TYPE_MISMATCH,
+                    f"{self.address} answered {message.instruction.name} "
+                    f"with {reply.instruction.name}",
+                )
+            try:
+                done, value = reassembler.finish_value(reply)
+            except ProtocolError as exc:
+                self.close()
+                raise ClientError(
+                    exc.code, f"bad transfer from {self.address}: {exc.reason}"
+                ) from None
+            if done:
+                assert value is not None
+                return value
+
+    def data_request(self, message: Message, session_id: uuid.UUID) -> Value:
+        """switchState(1), then the request: what a session-bound data read takes."""
+        switch = Message(
+            Instruction.SWITCH_STATE,
+            (int(ConnectionStateCode.DATA_TRANSFER),),
+            session_id=session_id,
+        )
+        reply = self.request(switch)
+        if reply.instruction is not Instruction.STATE_SWITCH_SUCCESS:
+            if reply.is_failure:
+                raise failure_error(reply)
+            self.close()
+            raise ClientError(
+                ErrorCode.TYPE_MISMATCH,
+                f"{self.address} answered switchState with {reply.instruction.name}",
+            )
+        return self.transfer(message)
+
+
+def _describe(exc: OSError) -> str:
+    """A short human reason for a socket error ("connection refused", not errno soup)."""
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})" if exc.strerror else "unknown host"
+    if exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__

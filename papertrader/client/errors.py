@@ -1,0 +1,48 @@
+"""The one exception the client library raises, carrying the server's reason.
+
+Callers (the CLI, tests, other programs) catch ``ClientError`` and read
+``code`` to decide what to tell the user: a refused order, an expired session
+and an unreachable worker all need different advice, but none needs a
+traceback. ``ServerUnreachable`` is the subclass for "nothing answered", so a
+caller can say which address it tried without parsing text.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from papertrader.protocol.errors import ErrorCode
+
+
+class ClientError(Exception):
+    """The server refused a request, or the conversation with it failed.
+
+    ``order_id`` is set for a refused order the server had already numbered
+    (it was queued and the master rejected it), so the user can find it in
+    their history or report it.
+    """
+
+    def __init__(self, code: ErrorCode, reason: str, *, order_id: uuid.UUID | None = None) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.order_id = order_id
+
+    @property
+    def session_problem(self) -> bool:
+        """True when logging in again is the cure (expired, ended or foreign session)."""
+        return self.code in (ErrorCode.INVALID_SESSION, ErrorCode.SESSION_IP_MISMATCH)
+
+
+class ServerUnreachable(ClientError):
+    """No connection could be made to the server at ``address``, or it went away mid-request.
+
+    ``lost`` tells the two apart: after a lost connection an order may or may
+    not have been queued, so the caller should check the history before
+    sending it again.
+    """
+
+    def __init__(self, address: str, detail: str, *, lost: bool = False) -> None:
+        what = f"connection to {address} lost" if lost else f"cannot reach {address}"
+        super().__init__(ErrorCode.UNAVAILABLE, f"{what}: {detail}")
+        self.address = address

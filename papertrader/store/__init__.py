@@ -1,0 +1,1 @@
+"""Persistence: PostgreSQL (migrations, pool, one module per table family) and Redis (keys, sessions, quotes, orders)."""
