@@ -18,7 +18,7 @@ import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,11 +28,13 @@ from papertrader.protocol import (
     FAILURE_RETURN,
     HEADER_SIZE,
     SCHEMAS,
+    TRANSITIONS,
     ErrorCode,
     Instruction,
     Message,
     MessageType,
     Reassembler,
+    Value,
     ValueType,
     decode_all,
     decode_payload,
@@ -188,11 +190,45 @@ def test_data_transfer_vector_reassembles_to_the_quote() -> None:
     assert str(dict(QUOTE)["price"]) == "189.25"
 
 
+#: One example per value type for the docs' encoding table: (how the docs show it, value).
+VALUE_EXAMPLES: tuple[tuple[str, Value], ...] = (
+    ('STR "BRK.B"', "BRK.B"),
+    ('STR "Zürich" (ü is 2 bytes)', "Zürich"),
+    ("INT 10", 10),
+    ("INT -2", -2),
+    ('DECIMAL "0.10"', Decimal("0.10")),
+    ('DECIMAL "-42"', Decimal("-42")),
+    ("BOOL true", True),
+    ("ID 5e55104d-0000-4000-8000-00000000a11c", SESSION),
+    ("DATE 2025-01-31", date(2025, 1, 31)),
+    ("TIMESTAMP 2025-01-01T12:00:00.123456Z", datetime(2025, 1, 1, 12, 0, 0, 123456, timezone.utc)),
+    ("BYTES 00 ff", b"\x00\xff"),
+    ('LIST ("AAPL", 3)', ("AAPL", 3)),
+    ("LIST () (empty)", ()),
+)
+
+
+def value_hex(value: Value) -> str:
+    raw = encode_payload(value).hex()
+    return f"{raw[:2]} {raw[2:]}".strip()
+
+
+def test_value_examples_round_trip() -> None:
+    for _, value in VALUE_EXAMPLES:
+        assert decode_payload(bytes.fromhex(value_hex(value).replace(" ", ""))) == value
+
+
 # --- the docs cannot drift -------------------------------------------------------------
 
 
 def _docs() -> str:
     return DOCS.read_text(encoding="utf-8")
+
+
+def test_docs_contain_every_value_example() -> None:
+    docs = _docs()
+    for shown, value in VALUE_EXAMPLES:
+        assert f"| {shown} | `{value_hex(value)}` |" in docs, shown
 
 
 def test_docs_contain_every_golden_hex() -> None:
@@ -221,6 +257,14 @@ def test_docs_list_every_value_type_with_its_tag() -> None:
     docs = _docs()
     for kind in ValueType:
         assert re.search(rf"\|\s*{kind.value}\s*\|\s*`{kind.name}`\s*\|", docs), kind.name
+
+
+def test_docs_transition_table_matches_states_py() -> None:
+    docs = _docs()
+    for (source, event), target in TRANSITIONS.items():
+        cells = (re.escape(source.value), re.escape(event.value), re.escape(target.value))
+        row = r"\|\s*" + r"\s*\|\s*".join(cells) + r"\s*\|"
+        assert re.search(row, docs), f"{source.value} + {event.value} -> {target.value}"
 
 
 def test_docs_header_table_matches_the_struct() -> None:
@@ -275,17 +319,36 @@ HEADER_FIELDS = (
     ),
 )
 
+#: The signatures of spec/NOTES.md (sessionID there is the header field here).
 SPEC_NAMES = {
     Instruction.LOGIN: "login(username, password, remember)",
     Instruction.LOGIN_SESSION: "login(sessionID)",
-    Instruction.REGISTER: "register",
-    Instruction.PURCHASE_ASSET: "purchaseAsset",
-    Instruction.SELL_ASSET: "sellAsset",
-    Instruction.LOGOUT: "logout",
-    Instruction.SWITCH_STATE: "switchState",
+    Instruction.REGISTER: "register(username, email, password)",
+    Instruction.PURCHASE_ASSET: "purchaseAsset(sessionID, symbol, quantity)",
+    Instruction.SELL_ASSET: "sellAsset(sessionID, symbol, quantity)",
+    Instruction.LOGOUT: "logout(sessionID) (project addition)",
+    Instruction.GET_ASSET_INFO: "getAssetInfo(asset)",
+    Instruction.GET_ASSET_VALUE_CURRENT: "getAssetValueCurrent(asset)",
+    Instruction.GET_ASSET_VALUE_DAY: "getAssetValueDay(asset, date)",
+    Instruction.GET_ASSET_VALUE_WEEK: "getAssetValueWeek(asset, date)",
+    Instruction.GET_ASSET_VALUE_MONTH: "getAssetValueMonth(asset, date)",
+    Instruction.GET_ASSET_VALUE_YEAR: "getAssetValueYear(asset, date)",
+    Instruction.GET_ASSET_VALUE_ALL_TIME: "getAssetValueAllTime(asset)",
+    Instruction.GET_ASSET_VALUE_PREDICTED: "getAssetValuePredicted(asset, horizon)",
+    Instruction.GET_USER_INFO: "getUserInfo(sessionID, username)",
+    Instruction.GET_USER_PORTFOLIO: "getUserPortfolio(sessionID, username)",
+    Instruction.GET_USER_TRANSACTION_HISTORY: "getUserTransactionHistory(sessionID, username)",
+    Instruction.SWITCH_STATE: "switchState(sessionID, state)",
     Instruction.GET_WORKER_LIST: "getWorkerList",
     Instruction.SESSION_ID: "sessionID",
-    Instruction.ERROR: "error",
+    Instruction.LOGOUT_SUCCESS: "logoutSuccess (project addition)",
+    Instruction.ERROR: "error (project addition)",
+}
+CLIENT_PROTOCOL = {
+    MessageType.COMMAND,
+    MessageType.DATA_TRANSFER,
+    MessageType.CONTROL,
+    MessageType.RETURN,
 }
 
 
@@ -296,13 +359,16 @@ def spec_name(instruction: Instruction) -> str:
     return first + "".join(word.capitalize() for word in rest)
 
 
-def instruction_table() -> str:
+def instruction_table(link: bool = False) -> str:
+    """The client protocol's instructions, or (``link``) the master-worker link's."""
     rows = [
         "| code | name | spec name | category | arguments (data field, in order) "
         "| session id in header | failure return |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for instruction in Instruction:
+        if (instruction.message_type in CLIENT_PROTOCOL) == link:
+            continue
         schema = SCHEMAS[instruction]
         args = ", ".join(f"{name}: {kind.name}" for name, kind in schema.args) or "none"
         failure = FAILURE_RETURN.get(instruction)
@@ -349,10 +415,7 @@ def _value_rows(data: bytes, pos: int, indent: str) -> tuple[list[str], int]:
     elif tag is ValueType.ID:
         row(16, "16 bytes", str(uuid.UUID(bytes=data[pos : pos + 16])))
     elif tag is ValueType.TIMESTAMP:
-        micros = struct.unpack_from("<q", data, pos)[0]
-        moment = decode_payload(data[pos - 1 : pos + 8])
-        assert isinstance(moment, datetime)
-        row(8, "i64 µs", f"{micros} = {moment.isoformat()}")
+        row(8, "i64 µs", _stamp(struct.unpack_from("<q", data, pos)[0]))
     elif tag is ValueType.DATE:
         year, month, day = struct.unpack_from("<HBB", data, pos)
         row(4, "u16 year, u8 month, u8 day", f"{year:04}-{month:02}-{day:02}")
@@ -365,6 +428,12 @@ def _value_rows(data: bytes, pos: int, indent: str) -> tuple[list[str], int]:
     return rows, pos
 
 
+def _stamp(micros: int) -> str:
+    moment = decode_payload(b"\x07" + struct.pack("<q", micros))
+    assert isinstance(moment, datetime)
+    return f"{micros} = {moment.isoformat()}"
+
+
 def frame_breakdown(frame: bytes) -> str:
     fields = HEADER.unpack(frame[:HEADER_SIZE])
     mtype, instruction = MessageType(fields[2]), Instruction(fields[3])
@@ -375,7 +444,7 @@ def frame_breakdown(frame: bytes) -> str:
         f"{fields[2]} = {mtype.name}",
         f"0x{fields[3]:04X} = {instruction.name}",
         *(str(value) for value in fields[4:9]),
-        str(fields[9]) if fields[9] else "0 (not stamped)",
+        _stamp(fields[9]) if fields[9] else "0 (not stamped)",
     ]
     for raw in (fields[10], fields[11]):
         meanings.append(str(uuid.UUID(bytes=raw)) if any(raw) else "zero (none)")
@@ -407,7 +476,34 @@ def examples_markdown() -> str:
                 f"{label}, {len(frame)} bytes:\n\n```text\n{frame.hex()}\n```\n\n"
                 f"{frame_breakdown(frame)}\n"
             )
+        chunks = [m.args[0] for m in vector.messages if m.instruction is Instruction.DATA]
+        if chunks:
+            payload = b"".join(c for c in chunks if isinstance(c, bytes))
+            rows, end = _value_rows(payload, 0, "")
+            assert end == len(payload)
+            table = "\n".join(
+                ["| offset | bytes | field | value |", "| --- | --- | --- | --- |", *rows]
+            )
+            parts.append(
+                f"The receiver joins the chunks in packet order into the {len(payload)}-byte "
+                f"payload, one LIST value (offsets from the start of the payload):\n\n{table}\n"
+            )
     return "\n".join(parts)
+
+
+def transition_table() -> str:
+    rows = ["| state | event | next state |", "| --- | --- | --- |"]
+    rows += [
+        f"| {source.value} | {event.value} | {target.value} |"
+        for (source, event), target in TRANSITIONS.items()
+    ]
+    return "\n".join(rows)
+
+
+def value_table() -> str:
+    rows = ["| value | bytes (tag, then the encoding) |", "| --- | --- |"]
+    rows += [f"| {shown} | `{value_hex(value)}` |" for shown, value in VALUE_EXAMPLES]
+    return "\n".join(rows)
 
 
 def error_table() -> str:
@@ -424,6 +520,9 @@ if __name__ == "__main__":  # pragma: no cover - prints the generated sections o
         "examples": examples_markdown,
         "header": header_table,
         "instructions": instruction_table,
+        "link": lambda: instruction_table(link=True),
+        "transitions": transition_table,
+        "values": value_table,
         "errors": error_table,
         "hex": lambda: "\n".join(f"{v.name}: {encoded(v)}" for v in VECTORS),
     }

@@ -54,11 +54,18 @@ _JOIN_SECONDS = 5.0
 
 @lru_cache(maxsize=4096)
 def display_path(path: str) -> str:
-    """Show a source file relative to the project root, else by its bare name (cached)."""
+    """Show a source file relative to the project root (or, for an installed package,
+    the working directory), else by its bare name (cached)."""
     try:
-        return Path(path).resolve().relative_to(_ROOT).as_posix()
-    except (ValueError, OSError, RuntimeError):
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):
         return Path(path).name
+    for root in (_ROOT, Path.cwd()):
+        try:
+            return resolved.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return resolved.name
 
 
 def entry_format(record: Record) -> str:

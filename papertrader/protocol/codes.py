@@ -1,7 +1,8 @@
 """Message types and instruction codes: the numbers on the wire.
 
 Codes are grouped by category in the high byte (0x01 command, 0x02 data
-transfer, 0x03 control, 0x04 server return, 0x05 master-worker link), so a hex dump reads at a glance.
+transfer, 0x03 control, 0x04 server return, 0x05 master-worker link), so a hex
+dump reads at a glance.
 docs/PROTOCOL.md lists the same table.
 """
 

@@ -86,8 +86,9 @@ class FrameDecoder:
                     self._skip = exc.header.data_size
                 raise
             self._header, self._instruction = header, instruction
-        header, instruction = self._header, self._instruction
-        assert instruction is not None
+        header, pending = self._header, self._instruction
+        assert pending is not None
+        instruction = pending
         if len(self._buffer) < header.data_size:
             return NEED_DATA
         data = bytes(self._buffer[: header.data_size])
@@ -104,5 +105,7 @@ def decode_all(data: bytes, max_data_size: int = DEFAULT_MAX_DATA_SIZE) -> list[
     while not isinstance(message := decoder.next_message(), NeedData):
         messages.append(message)
     if decoder.buffered:
-        raise ProtocolError(ErrorCode.TRAILING_DATA, f"{decoder.buffered} bytes of an unfinished frame")
+        raise ProtocolError(
+            ErrorCode.TRAILING_DATA, f"{decoder.buffered} bytes of an unfinished frame"
+        )
     return messages

@@ -71,7 +71,8 @@ def check_packet_fields(instruction: Instruction, number: int, maximum: int) -> 
             )
     elif number or maximum:
         raise ProtocolError(
-            ErrorCode.BAD_PACKET_NUMBER, f"{instruction.name} is not a data packet but says {number}/{maximum}"
+            ErrorCode.BAD_PACKET_NUMBER,
+            f"{instruction.name} is not a data packet but says {number}/{maximum}",
         )
 
 
@@ -124,7 +125,9 @@ def check_header(header: Header, max_data_size: int) -> Instruction:
         mtype = MessageType(header.message_type)
     except ValueError:
         raise ProtocolError(
-            ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {header.message_type}", header=header
+            ErrorCode.UNKNOWN_MESSAGE_TYPE,
+            f"unknown message type {header.message_type}",
+            header=header,
         ) from None
     try:
         instruction = Instruction(header.instruction)
@@ -137,7 +140,8 @@ def check_header(header: Header, max_data_size: int) -> Instruction:
     if instruction.message_type is not mtype:
         raise ProtocolError(
             ErrorCode.TYPE_MISMATCH,
-            f"{instruction.name} is a {instruction.message_type.name} instruction, sent as {mtype.name}",
+            f"{instruction.name} is a {instruction.message_type.name} instruction, "
+            f"sent as {mtype.name}",
             header=header,
         )
     if header.argument_count > MAX_ARGUMENTS:
@@ -190,7 +194,9 @@ def failure_reply(
         answered = Instruction(instruction) if instruction is not None else None
     except ValueError:
         answered = None
-    reply = Instruction.ERROR if answered is None else FAILURE_RETURN.get(answered, Instruction.ERROR)
+    reply = (
+        Instruction.ERROR if answered is None else FAILURE_RETURN.get(answered, Instruction.ERROR)
+    )
     args: tuple[Value, ...] = (int(code), reason)
     if SCHEMAS[reply].args[-1][1] is ValueType.ID:
         args += (NIL,)

@@ -34,12 +34,17 @@ def _encode(value: Any) -> Value:
 def from_record(record: Value) -> dict[str, Any]:
     """Decode a record into a dict (empty LIST values become None)."""
     if not isinstance(record, tuple):
-        raise ProtocolError(ErrorCode.BAD_ARGUMENT, "a record must be a list of (name, value) pairs")
+        raise ProtocolError(
+            ErrorCode.BAD_ARGUMENT, "a record must be a list of (name, value) pairs"
+        )
     fields: dict[str, Any] = {}
     for pair in record:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "a record field must be a (name, value) pair")
-        name, value = pair
+            raise ProtocolError(
+                ErrorCode.BAD_ARGUMENT, "a record field must be a (name, value) pair"
+            )
+        name, value = pair[0], pair[1]
+        assert isinstance(name, str)
         fields[name] = None if value == NULL else value
     return fields
 

@@ -84,7 +84,13 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 CLIENT_EVENTS = frozenset(
-    {E.COMMAND_REQUEST, E.SWITCH_TO_DATA, E.SWITCH_TO_COMMAND, E.DATA_REQUEST, E.WORKER_LIST_REQUEST}
+    {
+        E.COMMAND_REQUEST,
+        E.SWITCH_TO_DATA,
+        E.SWITCH_TO_COMMAND,
+        E.DATA_REQUEST,
+        E.WORKER_LIST_REQUEST,
+    }
 )
 
 _RETURN_EVENTS = {
@@ -123,7 +129,10 @@ def classify(message: Message) -> Event:
 def _wrong_state(state: State, message: Message) -> str:
     name = message.instruction.name
     if message.message_type is MessageType.DATA_TRANSFER:
-        return f"{name} is a data transfer instruction: send switchState(1) first (state: {state.value})"
+        return (
+            f"{name} is a data transfer instruction: send switchState(1) first "
+            f"(state: {state.value})"
+        )
     if message.message_type is MessageType.COMMAND:
         return f"{name} is only valid in the command state (state: {state.value})"
     return f"{name} is not valid in the {state.value} state"
@@ -177,7 +186,8 @@ class Connection:
             raise LocalProtocolError(exc.code, exc.reason) from None
         if (event in CLIENT_EVENTS) != (self.role is Role.CLIENT):
             raise LocalProtocolError(
-                ErrorCode.TYPE_MISMATCH, f"a {self.role.value} does not send {message.instruction.name}"
+                ErrorCode.TYPE_MISMATCH,
+                f"a {self.role.value} does not send {message.instruction.name}",
             )
         data = encode_message(message, self.max_data_size)
         self._apply(event, message, LocalProtocolError)

@@ -38,7 +38,9 @@ def split_payload(
     chunks = [payload[i : i + chunk_size] for i in range(0, len(payload), chunk_size)] or [b""]
     total = len(chunks)
     if total > 0xFFFFFFFF:
-        raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, "payload needs more than 2**32-1 packets")
+        raise LocalProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, "payload needs more than 2**32-1 packets"
+        )
     return [
         Message(
             Instruction.DATA,
@@ -96,12 +98,16 @@ class Reassembler:
     def feed(self, packet: Message) -> bytes | None:
         """Add a packet; return the whole payload after the last one, else None."""
         if packet.instruction is not Instruction.DATA:
-            raise ProtocolError(ErrorCode.PACKET_MISSING, f"expected a data packet, got {packet.instruction.name}")
+            raise ProtocolError(
+                ErrorCode.PACKET_MISSING, f"expected a data packet, got {packet.instruction.name}"
+            )
         number, maximum = packet.packet_number, packet.packet_max
         if self._max is None:
             self._max = maximum
         elif maximum != self._max:
-            self._fail(ErrorCode.PACKET_MAX_CHANGED, f"packet max changed from {self._max} to {maximum}")
+            self._fail(
+                ErrorCode.PACKET_MAX_CHANGED, f"packet max changed from {self._max} to {maximum}"
+            )
         if number < self.expected:
             self._fail(ErrorCode.PACKET_DUPLICATE, f"packet {number} arrived again")
         if number > self.expected:
@@ -133,7 +139,9 @@ class Reassembler:
         if self.in_progress:
             missing = (self._max or 0) - len(self._chunks)
             self.reset()
-            raise ProtocolError(ErrorCode.PACKET_MISSING, f"transfer ended with {missing} packets missing")
+            raise ProtocolError(
+                ErrorCode.PACKET_MISSING, f"transfer ended with {missing} packets missing"
+            )
 
     def reset(self) -> None:
         self._chunks = []

@@ -1,1 +1,2 @@
-"""Persistence: PostgreSQL (migrations, pool, one module per table family) and Redis (keys, sessions, quotes, orders)."""
+"""Persistence: PostgreSQL (migrations, pool, one module per table family)
+and Redis (keys, sessions, quotes, orders)."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 
@@ -109,7 +109,9 @@ class Outcome:
             symbol=d["symbol"],
             quantity=int(d["quantity"]),
             price=None if d["price"] is None else Decimal(d["price"]),
-            executed_at=None if d["executed_at"] is None else datetime.fromisoformat(d["executed_at"]),
+            executed_at=None
+            if d["executed_at"] is None
+            else datetime.fromisoformat(d["executed_at"]),
         )
 
 
@@ -153,8 +155,11 @@ class OrderQueue:
             want = count - len(entries)
             if want <= 0:
                 break
-            reply = self._redis.xreadgroup(
-                keys.ORDERS_GROUP, keys.ORDERS_CONSUMER, {keys.ORDERS: start}, count=want
+            reply = cast(
+                "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+                self._redis.xreadgroup(
+                    keys.ORDERS_GROUP, keys.ORDERS_CONSUMER, {keys.ORDERS: start}, count=want
+                ),
             )
             for _stream, items in reply or []:
                 for stream_id, raw in items:

@@ -10,6 +10,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 import redis
 
@@ -77,10 +78,14 @@ class SessionStore:
     def get(self, session_id: uuid.UUID, client_ip: str | None) -> Session:
         """The live session, or SessionError (unknown, expired, or used from another IP)."""
         if session_id.int == 0:
-            raise SessionError(ErrorCode.INVALID_SESSION, "this instruction needs a session id: log in first")
-        raw = self._redis.hgetall(keys.session(session_id.hex))
+            raise SessionError(
+                ErrorCode.INVALID_SESSION, "this instruction needs a session id: log in first"
+            )
+        raw = cast("dict[bytes, bytes]", self._redis.hgetall(keys.session(session_id.hex)))
         if not raw:
-            raise SessionError(ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again")
+            raise SessionError(
+                ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again"
+            )
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         session = Session(
             session_id=session_id,

@@ -1,0 +1,105 @@
+"""Account authorization tunnel (spec 3.2.4): credentials to the master, a session back.
+
+Login and register are decided by the master (it holds the accounts and the
+bcrypt hashes); the worker only passes them on, stamped. When the master says
+AUTHENTICATED, the worker creates the session in Redis and hands the client
+its token. Resuming (LOGIN_SESSION) and LOGOUT need no master at all: the
+session lives in Redis, so any worker answers them, even with the master down.
+
+Passwords are never logged, and session ids only by their first digits.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
+from papertrader.store.sessions import SessionError
+from papertrader.worker.client_management import ClientInfo, ClientManager
+from papertrader.worker.forwarding import FORWARD_TIMEOUT, for_master
+from papertrader.worker.master_link import LinkError, MasterLink
+
+
+class AuthTunnel:
+    """Answers LOGIN, REGISTER, LOGIN_SESSION and LOGOUT for one worker."""
+
+    def __init__(
+        self, link: MasterLink, clients: ClientManager, timeout: float = FORWARD_TIMEOUT
+    ) -> None:
+        self._link = link
+        self._clients = clients
+        self._timeout = timeout
+
+    def login(self, request: Message, client: ClientInfo, stamp: int) -> Message:
+        """LOGIN(username, password, remember) -> SESSION_ID or LOGIN_FAIL."""
+        username = str(request.arg("username"))
+        remember = bool(request.arg("remember"))
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=False), self._timeout
+            )
+        except LinkError as exc:
+            logger.warning(f"{client.label}: login for {username!r} failed: {exc.reason}")
+            return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
+        if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
+            account_id = answer.arg("account_id")
+            stored_name = answer.arg("username")
+            assert isinstance(account_id, int) and isinstance(stored_name, str)
+            session = self._clients.open_session(client, account_id, stored_name, remember)
+            return reply_to(
+                request,
+                Instruction.SESSION_ID,
+                session.session_id,
+                session.expires_at,
+                session.username,
+            )
+        if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
+            logger.info(f"{client.label}: login for {username!r} refused: {answer.arg('reason')}")
+            return reply_to(request, Instruction.LOGIN_FAIL, *answer.args)
+        return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
+
+    def register(self, request: Message, client: ClientInfo, stamp: int) -> Message:
+        """REGISTER(username, email, password) -> REGISTER_SUCCESS or REGISTER_FAIL."""
+        username = str(request.arg("username"))
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=False), self._timeout
+            )
+        except LinkError as exc:
+            logger.warning(f"{client.label}: registering {username!r} failed: {exc.reason}")
+            return reply_to(request, Instruction.REGISTER_FAIL, int(exc.code), exc.reason)
+        if isinstance(answer, Message) and answer.instruction in (
+            Instruction.REGISTER_SUCCESS,
+            Instruction.REGISTER_FAIL,
+        ):
+            outcome = "registered" if answer.instruction is Instruction.REGISTER_SUCCESS else (
+                f"not registered ({answer.arg('reason')})"
+            )
+            logger.info(f"{client.label}: {username!r} {outcome}")
+            return reply_to(request, answer.instruction, *answer.args)
+        return self._unexpected(request, Instruction.REGISTER_FAIL, answer)
+
+    def login_session(self, request: Message, client: ClientInfo) -> Message:
+        """LOGIN_SESSION: the same session id back while it is valid (from Redis only)."""
+        try:
+            session = self._clients.check_session(client, request.session_id)
+        except SessionError as exc:
+            return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
+        return reply_to(
+            request, Instruction.SESSION_ID, session.session_id, session.expires_at, session.username
+        )
+
+    def logout(self, request: Message, client: ClientInfo) -> Message:
+        """LOGOUT: the session ends for every worker at once."""
+        try:
+            session = self._clients.check_session(client, request.session_id)
+        except SessionError as exc:
+            return reply_to(request, Instruction.ERROR, int(exc.code), exc.reason)
+        self._clients.end_session(client, session)
+        return reply_to(request, Instruction.LOGOUT_SUCCESS)
+
+    @staticmethod
+    def _unexpected(request: Message, fail: Instruction, answer: Message | bytes) -> Message:
+        what = "DATA" if isinstance(answer, bytes) else answer.instruction.name
+        logger.error(f"the master answered {request.instruction.name} with {what}")
+        return reply_to(request, fail, int(ErrorCode.INTERNAL), f"the master answered {what}")

@@ -1,0 +1,84 @@
+"""Cache management (spec 3.2.6): the current quotes in process memory.
+
+The master publishes quotes to Redis once per update interval; they cannot
+change in between, so the worker loads them once per interval and answers
+every quote request from a dict. Quote reads touch neither Redis nor the
+master, however many clients ask. Each refresh swaps in a new dict in one
+assignment, so a reader sees the old quotes or the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import gevent
+import redis
+from loguru import logger
+
+from papertrader.market.quote import Quote
+from papertrader.store.quotes import QuoteStore
+
+
+class QuoteCache:
+    """Quotes of the configured assets, refreshed in the background."""
+
+    def __init__(self, store: QuoteStore, assets: Iterable[str], interval: float) -> None:
+        self._store = store
+        self._configured = tuple(assets)
+        self._interval = interval
+        self._quotes: dict[str, Quote] = {}
+        self._known: frozenset[str] = frozenset(self._configured)
+        self.updated_at: datetime | None = None
+        self.loaded = False
+        self._runner: gevent.Greenlet | None = None
+        self._failing = False
+
+    # reads: plain dict lookups ---------------------------------------------------
+    def get(self, symbol: str) -> Quote | None:
+        return self._quotes.get(symbol)
+
+    def is_known(self, symbol: str) -> bool:
+        """Configured for this deployment, or quoted by the master."""
+        return symbol in self._known
+
+    @property
+    def known_symbols(self) -> tuple[str, ...]:
+        """The configured assets first, in their order, then any others the master quotes."""
+        extra = sorted(self._known.difference(self._configured))
+        return self._configured + tuple(extra)
+
+    # refresh ---------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Load the quotes from Redis now; on failure keep the last good ones."""
+        try:
+            quotes, updated_at = self._store.load()
+        except (redis.RedisError, ValueError, KeyError, ArithmeticError) as exc:
+            if not self._failing:
+                logger.warning(f"cannot refresh quotes from Redis ({exc}); serving the last ones")
+            self._failing = True
+            return False
+        if self._failing:
+            logger.info("quotes refresh from Redis works again")
+        self._failing = False
+        self._quotes = quotes
+        self._known = frozenset(self._configured).union(quotes)
+        self.updated_at = updated_at
+        self.loaded = True
+        return True
+
+    def start(self) -> None:
+        """Refresh now and then once per update interval, in a greenlet."""
+        if self._runner is None:
+            self.refresh()
+            self._runner = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.kill(block=True, timeout=5)
+            self._runner = None
+
+    def _run(self) -> None:
+        while True:
+            gevent.sleep(self._interval)
+            self.refresh()

@@ -1,0 +1,122 @@
+"""Client management (spec 3.2.3): who is connected, and their sessions.
+
+Connected clients live in process memory: they belong to this worker only.
+Sessions live in Redis through :class:`~papertrader.store.sessions.SessionStore`,
+so a session given out here is valid on every worker (the connectionless
+model), and expiring it is Redis's TTL. Every session check is made against
+the address the client connects from, so a stolen session id is useless from
+another machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from loguru import logger
+
+from papertrader.store.sessions import Session, SessionStore
+
+
+def normalise_ip(host: str) -> str:
+    """The client's IP as sessions record it: IPv4-mapped IPv6 shown as plain IPv4.
+
+    A dual-stack listener sees IPv4 clients as ``::ffff:a.b.c.d``; without this
+    the same client would look like two addresses to the session IP check.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def short_id(session_id: uuid.UUID) -> str:
+    """The first 8 hex digits: enough to follow a session in the log, useless to steal."""
+    return session_id.hex[:8]
+
+
+@dataclass
+class ClientInfo:
+    """One connected client (the WorkerState of spec 2.4.7 keeps a list of these)."""
+
+    client_id: int
+    ip: str
+    port: int
+    connected_at: datetime
+    session_id: uuid.UUID | None = None
+    username: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How log lines name this client."""
+        who = f" ({self.username})" if self.username else ""
+        return f"client #{self.client_id} {self.ip}:{self.port}{who}"
+
+
+class ClientManager:
+    """Connected clients of this worker, and session checks for them."""
+
+    def __init__(self, sessions: SessionStore) -> None:
+        self.sessions = sessions
+        self._clients: dict[int, ClientInfo] = {}
+        self._ids = itertools.count(1)
+        self.total_connections = 0
+
+    # connected clients -----------------------------------------------------
+    def connect(self, host: str, port: int) -> ClientInfo:
+        client = ClientInfo(next(self._ids), normalise_ip(host), port, datetime.now(timezone.utc))
+        self._clients[client.client_id] = client
+        self.total_connections += 1
+        return client
+
+    def disconnect(self, client: ClientInfo) -> None:
+        self._clients.pop(client.client_id, None)
+
+    @property
+    def count(self) -> int:
+        return len(self._clients)
+
+    @property
+    def logged_in(self) -> int:
+        """Connected clients whose last request carried a valid session."""
+        return sum(1 for client in self._clients.values() if client.session_id is not None)
+
+    def snapshot(self) -> list[ClientInfo]:
+        return list(self._clients.values())
+
+    # sessions ----------------------------------------------------------------
+    def open_session(
+        self, client: ClientInfo, account_id: int, username: str, remember: bool
+    ) -> Session:
+        """Give the client a new session token (after the master accepted its login)."""
+        session = self.sessions.create(account_id, username, client.ip, remember)
+        self._attach(client, session)
+        logger.info(
+            f"{client.label}: logged in, session {short_id(session.session_id)}... "
+            f"until {session.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        return session
+
+    def check_session(self, client: ClientInfo, session_id: uuid.UUID) -> Session:
+        """The live session for this client's address, or SessionError."""
+        session = self.sessions.get(session_id, client.ip)
+        self._attach(client, session)
+        return session
+
+    def end_session(self, client: ClientInfo, session: Session) -> None:
+        """Expire the token now, on every worker."""
+        self.sessions.end(session)
+        if client.session_id == session.session_id:
+            client.session_id = None
+        logger.info(f"{client.label}: logged out, session {short_id(session.session_id)}...")
+
+    @staticmethod
+    def _attach(client: ClientInfo, session: Session) -> None:
+        client.session_id = session.session_id
+        client.username = session.username

@@ -1,0 +1,77 @@
+"""Client requests as the master receives them: stamped, with the client's address.
+
+The worker's main job (spec 2.1.8) is to stamp commands: every request
+forwarded to the master carries the time the worker received it (header
+``timestamp``, microseconds) and the client's IP (header ``client_address``),
+plus the client's session id where it has one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta, timezone
+
+from papertrader.protocol import NIL, ErrorCode, Instruction, Message, reply_to, split_payload
+from papertrader.worker.client_management import ClientInfo
+from papertrader.worker.master_link import LinkError, MasterLink
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+#: Seconds a client waits for the master's answer to a forwarded request.
+FORWARD_TIMEOUT = 30.0
+
+
+def stamp_time(stamp: int) -> datetime:
+    """The aware datetime of a header timestamp (exact: no float in between)."""
+    return _EPOCH + timedelta(microseconds=stamp)
+
+
+def for_master(request: Message, client: ClientInfo, stamp: int, *, with_session: bool) -> Message:
+    """``request`` as it travels on the link (the link adds request id and worker UUID)."""
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
+            client.ip
+        )
+    except ValueError:
+        address = None
+    return Message(
+        request.instruction,
+        request.args,
+        session_id=request.session_id if with_session else NIL,
+        timestamp=stamp,
+        client_address=address,
+    )
+
+
+class UserData:
+    """getUserInfo / getUserPortfolio / getUserTransactionHistory, answered by the master."""
+
+    def __init__(self, link: MasterLink, chunk_size: int, timeout: float = FORWARD_TIMEOUT) -> None:
+        self._link = link
+        self._chunk_size = chunk_size
+        self._timeout = timeout
+
+    def fetch(self, request: Message, client: ClientInfo, stamp: int) -> list[Message]:
+        """DATA packets for the client (the master's payload, re-cut) or one DATA_FAIL.
+
+        The payload is passed on as the master encoded it: the worker never
+        needs to understand a portfolio to deliver one.
+        """
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=True), self._timeout
+            )
+        except LinkError as exc:
+            return [reply_to(request, Instruction.DATA_FAIL, int(exc.code), exc.reason)]
+        if isinstance(answer, bytes):
+            return split_payload(answer, self._chunk_size, request_id=request.request_id)
+        if answer.instruction is Instruction.DATA_FAIL:
+            return [reply_to(request, Instruction.DATA_FAIL, *answer.args)]
+        return [
+            reply_to(
+                request,
+                Instruction.DATA_FAIL,
+                int(ErrorCode.INTERNAL),
+                f"the master answered {answer.instruction.name}",
+            )
+        ]

@@ -1,0 +1,391 @@
+"""Master server communication (spec 3.2.2): one persistent link shared by every client.
+
+The worker keeps exactly one TCP connection to the master. Client greenlets
+call :meth:`MasterLink.request` concurrently; each request gets a fresh
+request id, one reader greenlet routes every answer back by that id (putting
+multi-packet DATA transfers back together), and writes are serialised by a
+lock so frames never interleave.
+
+When the link is down, or drops while requests wait, those requests fail at
+once with :class:`LinkError` (``UNAVAILABLE``, "master unreachable") instead of
+hanging until their timeout: a client learns within milliseconds that it
+should try again. The link itself reconnects in the background with
+exponential backoff and jitter, and never spins on a refusing master.
+
+Connecting is split into steps so issue 4 can put the GPG handshake in front
+of LINK_HELLO by overriding :meth:`MasterLink.handshake` alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.socket
+from loguru import logger
+
+from papertrader.config.settings import join_host_port
+from papertrader.protocol import (
+    DEFAULT_MAX_DATA_SIZE,
+    HEADER_SIZE,
+    NIL,
+    ErrorCode,
+    FrameDecoder,
+    Instruction,
+    Message,
+    NeedData,
+    ProtocolError,
+    Reassembler,
+    encode_message,
+)
+
+BACKOFF_START = 0.2
+BACKOFF_MAX = 5.0
+CONNECT_TIMEOUT = 5.0
+#: Seconds the master may take to answer LINK_HELLO (and, later, the handshake).
+HELLO_TIMEOUT = 10.0
+#: A link that stayed up this long was healthy: the next reconnect starts fast again.
+STABLE_LINK_SECONDS = 10.0
+#: A repeated connection failure is logged again at most this often (no log flood).
+REPEAT_LOG_SECONDS = 60.0
+MISSED_HEARTBEATS = 3
+
+_U32 = 0xFFFFFFFF
+
+
+class LinkError(Exception):
+    """A forwarded request got no answer; ``code``/``reason`` go back to the client."""
+
+    def __init__(self, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class LinkRefused(Exception):
+    """The master answered LINK_HELLO with LINK_REFUSED."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class LinkDropped(Exception):
+    """The link ended: closed by the master, silent too long, or unreadable."""
+
+
+@dataclass(frozen=True)
+class LinkIdentity:
+    """What the worker tells the master about itself in LINK_HELLO."""
+
+    worker_uuid: uuid.UUID
+    name: str
+    region: str
+    client_address: str  # host:port clients should use
+
+
+def backoff_delays(
+    start: float = BACKOFF_START,
+    cap: float = BACKOFF_MAX,
+    jitter: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """0.2, 0.4, 0.8 ... 5, 5, ... seconds, each scaled by a random 0.8-1.2.
+
+    The jitter keeps a fleet of workers from reconnecting in lock-step after a
+    master restart.
+    """
+    delay = start
+    while True:
+        yield delay * (0.8 + 0.4 * jitter())
+        delay = min(cap, delay * 2)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _code_and_reason(message: Message) -> tuple[int, str]:
+    """The (code, reason) arguments of a failure message."""
+    code, reason = message.arg("code"), message.arg("reason")
+    return (code if isinstance(code, int) else 0), str(reason)
+
+
+class _Pending:
+    """One request waiting for its answer (a message, or DATA packets to reassemble)."""
+
+    __slots__ = ("reassembler", "result")
+
+    def __init__(self) -> None:
+        self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self.reassembler = Reassembler()
+
+
+class MasterLink:
+    """The worker's persistent link to the master; see the module docstring."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        identity: LinkIdentity,
+        heartbeat_interval: float,
+        max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+    ) -> None:
+        self.address = address
+        self.identity = identity
+        self.heartbeat_interval = heartbeat_interval
+        self.max_data_size = max_data_size
+        self._sock: socket.socket | None = None
+        self._up = gevent.event.Event()
+        self._send_lock = gevent.lock.Semaphore()
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._runner: gevent.Greenlet | None = None
+        self._stopping = False
+        #: How many times the link came up; tests and status output read it.
+        self.connections = 0
+
+    @property
+    def where(self) -> str:
+        return join_host_port(*self.address)
+
+    # lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        if self._runner is None:
+            self._stopping = False
+            self._runner = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        """Close the link for good; waiting requests fail with UNAVAILABLE."""
+        self._stopping = True
+        self._close_socket()
+        if self._runner is not None:
+            self._runner.kill(block=True, timeout=5)
+            self._runner = None
+        self._fail_pending("the worker is shutting down")
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """True once the master has welcomed us (within ``timeout`` seconds)."""
+        return bool(self._up.wait(timeout))
+
+    # requests ------------------------------------------------------------
+    def request(self, message: Message, timeout: float) -> Message | bytes:
+        """Send ``message`` to the master and wait for its answer.
+
+        Returns the answering message, or the whole payload (bytes) when the
+        master answers with DATA packets. Raises :class:`LinkError` when the
+        link is down, drops before the answer, or ``timeout`` seconds pass.
+        """
+        sock = self._sock
+        if sock is None or not self._up.is_set():
+            raise LinkError("master unreachable: try again shortly")
+        request_id = self._new_request_id()
+        pending = _Pending()
+        self._pending[request_id] = pending
+        try:
+            outgoing = replace(
+                message, request_id=request_id, worker_uuid=self.identity.worker_uuid
+            )
+            self._send(sock, encode_message(outgoing, self.max_data_size))
+            answer: Message | bytes = pending.result.get(timeout=timeout)
+            return answer
+        except gevent.Timeout:
+            raise LinkError(f"master did not answer within {timeout:g} s: try again") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _new_request_id(self) -> int:
+        """A u32 id, never 0 (unsolicited frames) and unique among requests in flight."""
+        while True:
+            candidate = next(self._ids) & _U32
+            if candidate and candidate not in self._pending:
+                return candidate
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        try:
+            with self._send_lock:
+                sock.sendall(data)
+        except OSError as exc:  # includes the socket timeout: a master that stopped reading
+            self._close_socket()
+            raise LinkError("master unreachable: the link dropped") from exc
+
+    # the link ------------------------------------------------------------
+    def handshake(self, sock: socket.socket) -> None:
+        """Authenticate before LINK_HELLO. Nothing yet: issue 4 adds GPG here."""
+
+    def _run(self) -> None:
+        delays = backoff_delays()
+        last_problem = ""
+        last_logged = 0.0
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                self._session()
+                problem = "the master closed the link"
+            except LinkRefused as exc:
+                problem = f"the master refused the link: {exc.reason} (code {exc.code})"
+            except LinkDropped as exc:
+                problem = f"link lost: {exc}"
+            except (OSError, ProtocolError) as exc:
+                problem = f"cannot reach the master: {_describe(exc)}"
+            except Exception as exc:  # a bug: log it, but keep the worker trying to link
+                logger.exception("the master link failed unexpectedly")
+                problem = f"internal error: {type(exc).__name__}"
+            finally:
+                self._up.clear()
+                self._close_socket()
+                self._fail_pending("master unreachable: the link dropped")
+            if self._stopping:
+                break
+            if time.monotonic() - started >= STABLE_LINK_SECONDS:
+                delays = backoff_delays()
+            delay = next(delays)
+            now = time.monotonic()
+            if problem != last_problem or now - last_logged >= REPEAT_LOG_SECONDS:
+                logger.warning(f"master {self.where}: {problem}; retrying in {delay:.1f} s")
+                last_problem, last_logged = problem, now
+            else:
+                logger.debug(f"master {self.where}: {problem}; retrying in {delay:.1f} s")
+            gevent.sleep(delay)
+
+    def _session(self) -> None:
+        """Connect, introduce ourselves, then serve the link until it drops."""
+        sock = gevent.socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
+        self._sock = sock
+        sock.settimeout(HELLO_TIMEOUT)
+        self.handshake(sock)
+        decoder = FrameDecoder(self.max_data_size)
+        hello = Message(
+            Instruction.LINK_HELLO,
+            (self.identity.name, self.identity.region, self.identity.client_address),
+            worker_uuid=self.identity.worker_uuid,
+        )
+        sock.sendall(encode_message(hello, self.max_data_size))
+        reply = self._read_message(sock, decoder)
+        if reply.instruction is Instruction.LINK_REFUSED:
+            raise LinkRefused(*_code_and_reason(reply))
+        if reply.instruction is not Instruction.LINK_WELCOME:
+            raise LinkDropped(f"the master answered LINK_HELLO with {reply.instruction.name}")
+        # From now on a silent link is a dead one: 3 heartbeat periods without a byte.
+        sock.settimeout(self.heartbeat_interval * MISSED_HEARTBEATS)
+        self.connections += 1
+        self._up.set()
+        logger.info(
+            f"linked to master {self.where} as {self.identity.name} "
+            f"(uuid {self.identity.worker_uuid}, region {self.identity.region})"
+        )
+        beats = gevent.spawn(self._heartbeats, sock)
+        try:
+            while True:
+                self._dispatch(self._read_message(sock, decoder))
+        except OSError as exc:  # reset by the master, or closed by a failed heartbeat
+            raise LinkDropped(_describe(exc)) from None
+        finally:
+            beats.kill(block=False)
+
+    def _read_message(self, sock: socket.socket, decoder: FrameDecoder) -> Message:
+        """The next frame from the master; a non-fatal bad frame is logged and skipped."""
+        while True:
+            try:
+                message = decoder.next_message()
+            except ProtocolError as exc:
+                if exc.fatal:
+                    raise LinkDropped(f"unreadable frame from the master: {exc.reason}") from None
+                logger.warning(f"dropped a bad frame from the master: {exc.reason}")
+                self._fail_request(exc)
+                continue
+            if not isinstance(message, NeedData):
+                return message
+            try:
+                data = sock.recv(HEADER_SIZE + self.max_data_size)
+            except TimeoutError:
+                raise LinkDropped(
+                    f"the master was silent for {sock.gettimeout():g} s"
+                ) from None
+            if not data:
+                raise LinkDropped("the master closed the connection")
+            decoder.receive_data(data)
+
+    def _heartbeats(self, sock: socket.socket) -> None:
+        beat = encode_message(
+            Message(Instruction.HEARTBEAT, worker_uuid=self.identity.worker_uuid),
+            self.max_data_size,
+        )
+        while True:
+            gevent.sleep(self.heartbeat_interval)
+            try:
+                self._send(sock, beat)
+            except LinkError:
+                return
+
+    def _dispatch(self, message: Message) -> None:
+        """Route one frame from the master to the request waiting for it."""
+        if message.worker_uuid not in (self.identity.worker_uuid, NIL):
+            logger.warning(
+                f"dropped a {message.instruction.name} frame addressed to worker "
+                f"{message.worker_uuid}, not to us"
+            )
+            return
+        instruction = message.instruction
+        if instruction is Instruction.HEARTBEAT:
+            return
+        if instruction is Instruction.LINK_REFUSED:  # e.g. the worker was disabled
+            raise LinkRefused(*_code_and_reason(message))
+        pending = self._pending.get(message.request_id)
+        if pending is None:
+            logger.debug(
+                f"answer {instruction.name} for request {message.request_id}, "
+                "which nobody waits for (timed out?)"
+            )
+            return
+        if instruction is not Instruction.DATA:
+            pending.result.set(message)
+            return
+        try:
+            payload = pending.reassembler.feed(message)
+        except ProtocolError as exc:
+            pending.result.set_exception(
+                LinkError(f"the master sent a broken transfer: {exc.reason}", ErrorCode.INTERNAL)
+            )
+            return
+        if payload is not None:
+            pending.result.set(payload)
+
+    def _fail_request(self, error: ProtocolError) -> None:
+        """A frame we could not read answered some request: fail that one, not the link."""
+        if error.header is None:
+            return
+        pending = self._pending.get(error.header.request_id)
+        if pending is not None and not pending.result.ready():
+            pending.result.set_exception(
+                LinkError(f"the master's answer was unreadable: {error.reason}", ErrorCode.INTERNAL)
+            )
+
+    def _fail_pending(self, reason: str) -> None:
+        for pending in list(self._pending.values()):
+            if not pending.result.ready():
+                pending.result.set_exception(LinkError(reason))
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        self._up.clear()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
