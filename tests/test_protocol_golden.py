@@ -270,6 +270,14 @@ def test_docs_transition_table_matches_states_py() -> None:
 def test_docs_header_table_matches_the_struct() -> None:
     docs = _docs()
     assert HEADER.size == HEADER_SIZE == sum(size for _, size, *_ in HEADER_FIELDS)
+    codes = re.findall(r"\d*[a-zA-Z]", HEADER.format.lstrip("<"))
+    assert len(codes) == len(HEADER_FIELDS)
+    for index, (offset, size, kind, _, _) in enumerate(HEADER_FIELDS):
+        assert struct.calcsize("<" + "".join(codes[:index])) == offset
+        assert struct.calcsize("<" + codes[index]) == size
+        assert (
+            kind == {"s": "bytes", "B": "u8", "H": "u16", "I": "u32", "q": "i64"}[codes[index][-1]]
+        )
     for offset, size, kind, field, _ in HEADER_FIELDS:
         assert re.search(
             rf"\|\s*{offset}\s*\|\s*{size}\s*\|\s*{re.escape(kind)}\s*\|\s*{field}", docs
