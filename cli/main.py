@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cli import db, services
+from cli import client, db, master, services, up, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,10 +16,16 @@ from cli import db, services
 def cli() -> None:
     """PaperTrader: practise investing with fake money against real market prices.
 
-    Start with `pt services up` (private Redis and PostgreSQL), then `pt db migrate`.
+    `pt up` starts everything (private Redis and PostgreSQL, the master, workers);
+    `pt client --help` shows how to trade against it.
     """
 
 
+cli.add_command(up.up)
+cli.add_command(up.down)
+cli.add_command(master.master)
+cli.add_command(worker.worker)
+cli.add_command(client.client)
 cli.add_command(services.services)
 cli.add_command(db.db)
 
@@ -27,3 +33,7 @@ cli.add_command(db.db)
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()
