@@ -1,0 +1,49 @@
+"""Run every benchmark and print one JSON document: `python -m bench` (or `make bench`)."""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+
+from papertrader.store.pool import make_cooperative  # noqa: E402
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def main() -> None:
+    from bench.orders import bench_orders
+    from bench.quotes import bench_quotes
+    from bench.stack import services
+
+    make_cooperative()
+    seconds = float(os.environ.get("PT_BENCH_SECONDS", "10"))
+    with services() as (urls, state):
+        results = {
+            "machine": machine(),
+            "quotes": bench_quotes(urls, state, seconds=seconds),
+            "orders": bench_orders(urls, state),
+        }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
