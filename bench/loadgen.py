@@ -30,7 +30,9 @@ def request_bytes(session_id: uuid.UUID, symbol: str) -> bytes:
     )
 
 
-def _one_connection(port: int, payload: bytes, deadline: float, counts: list[int], idx: int) -> None:
+def _one_connection(
+    port: int, payload: bytes, deadline: float, counts: list[int], idx: int
+) -> None:
     sock = gevent.socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
     buf = bytearray()

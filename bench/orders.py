@@ -75,7 +75,14 @@ def pgbench_tps(database_url: str, seconds: int = 10) -> float | None:
         return None
     parts = urlsplit(database_url)
     env = {**os.environ, "PGPASSWORD": parts.password or ""}
-    common = ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port), "-U", parts.username or ""]
+    common = [
+        "-h",
+        parts.hostname or "127.0.0.1",
+        "-p",
+        str(parts.port),
+        "-U",
+        parts.username or "",
+    ]
     db = parts.path.lstrip("/")
     subprocess.run([binary, "-i", "-q", *common, db], env=env, check=True, capture_output=True)
     out = subprocess.run(

@@ -6,9 +6,19 @@ for "how do I start a worker" opens ``cli/worker.py`` and nothing else.
 
 from __future__ import annotations
 
-import click
+import sys
 
-from cli import client, db, master, services, up, worker
+# The servers are gevent processes: patch before anything imports socket, ssl or
+# threading (redis-py, psycopg2 and loguru all do), so every module sees the
+# cooperative versions. Only for the server commands: the rest of `pt` is plain.
+if sys.argv[1:2] in (["master"], ["worker"]):
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import click  # noqa: E402
+
+from cli import client, db, master, services, up, worker  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -29,18 +29,20 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
 import click
+import psycopg2
 
 import cli
 from cli.common import config_option, json_option, print_json, state_dir_option
 from papertrader.client import ClientError, format_address, get_worker_list
 from papertrader.config import ConfigError, Settings, load_settings
+from papertrader.config.settings import derive_worker_uuid
 from papertrader.services import (
     ServicesError,
     resolve_state_dir,
@@ -52,6 +54,8 @@ from papertrader.services import (
 from papertrader.services.ports import port_is_free
 from papertrader.services.state import ensure_private_dir, pid_alive, tail, write_private_file
 from papertrader.store import migrate as schema
+from papertrader.store.pool import ConnectionPool
+from papertrader.store.workers import WorkerConflict, register_worker
 
 UP_FILE = "up.json"
 UP_FILE_VERSION = 1
@@ -87,9 +91,7 @@ class Child:
         return format_address(self.host, self.port)
 
     def record(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("popen")
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "popen"}
 
 
 @dataclass
@@ -204,8 +206,17 @@ def _port_answers(host: str, port: int) -> bool:
 
 
 # -- starting --------------------------------------------------------------------------
+#: One worker's identity in the caller's environment would be shared by all of ours.
+_PER_WORKER_VARIABLES = (
+    "PT_WORKER_NAME",
+    "PT_WORKER_UUID",
+    "PT_WORKER_ADVERTISE",
+    "PT_WORKER_PORT",
+)
+
+
 def _child_env(settings: Settings, redis_url: str, database_url: str, log: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in _PER_WORKER_VARIABLES}
     env.update(
         {
             "PT_REDIS_URL": redis_url,
@@ -315,21 +326,16 @@ def _probe(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
-def worker_uuid_for(name: str) -> uuid.UUID:
-    """The UUID a worker without an explicit --uuid takes: the worker's own rule."""
-    from papertrader.worker.identity import worker_uuid_for_name
-
-    return worker_uuid_for_name(name)
-
-
 def _register_workers(database_url: str, workers: list[tuple[str, uuid.UUID]], region: str) -> None:
-    from papertrader.store.pool import ConnectionPool
-    from papertrader.store.workers import register_worker
-
+    """Allow our workers on the master (idempotent on the name: re-runs update the row)."""
     pool = ConnectionPool(database_url, size=1)
     try:
         for name, worker_id in workers:
             register_worker(pool, name, worker_id, region)
+    except WorkerConflict as exc:
+        raise StartupFailed(f"registering {name}: {exc}") from None
+    except psycopg2.Error as exc:
+        raise StartupFailed(f"registering the workers in PostgreSQL: {exc}".strip()) from None
     finally:
         pool.close()
 
@@ -522,6 +528,9 @@ def up(
             click.echo("stopping what was started", err=True)
         _teardown(stack, timeout, echo=True)
         sys.exit(1)
+    except BaseException:
+        _teardown(stack, timeout, echo=True)  # a bug of ours must not leave servers behind
+        raise
 
     endpoints = _endpoints(stack, master, started_workers)
     if as_json:
@@ -576,8 +585,8 @@ def _start_stack(
 
     count = settings.workers
     names = [f"worker-{i + 1}" for i in range(count)]
-    identities = [(name, worker_uuid_for(name)) for name in names]
-    region = str(getattr(settings, "region", None) or "local")
+    identities = [(name, derive_worker_uuid(name)) for name in names]
+    region = settings.region
     _register_workers(database_url, identities, region)
 
     config_args = ["--config", str(config_path)] if config_path is not None else []
@@ -585,7 +594,18 @@ def _start_stack(
     master = _launch(
         "master",
         "master",
-        ["master", "run", *config_args, *state_args],
+        [
+            "master",
+            "run",
+            "--host",
+            settings.master_host,
+            "--port",
+            str(settings.master_port),
+            "--log-file",
+            str(logs / "master.log"),
+            *config_args,
+            *state_args,
+        ],
         _child_env(settings, redis_url, database_url, logs / "master.log"),
         settings.master_host,
         settings.master_port,
@@ -618,6 +638,8 @@ def _start_stack(
                 str(port),
                 "--master",
                 master_address,
+                "--log-file",
+                str(logs / f"{name}.log"),
                 *config_args,
                 *state_args,
             ],
@@ -671,8 +693,8 @@ def _supervise(stack: Stack, timeout: float) -> int:
                 if code:
                     break
                 time.sleep(0.5)
-    except Interrupted:
-        click.echo("stopping", err=True)
+    except Interrupted as why:
+        click.echo(f"{why}: stopping", err=True)
     _teardown(stack, timeout, echo=True)
     return code
 

@@ -39,7 +39,9 @@ DEFAULT_ASSETS: tuple[str, ...] = ("AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,12}")
 _NAME_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
-_HOST_PORT_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>[0-9]{1,5})")
+_HOST_PORT_RE = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>[0-9]{1,5})"
+)
 
 WORKER_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://papertrader.invalid/worker")
 """Namespace of the UUIDs derived from worker names (see :func:`derive_worker_uuid`)."""

@@ -11,6 +11,7 @@ applied exactly once.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from papertrader.store import keys
 
 Side = Literal["buy", "sell"]
 RESULT_TTL_SECONDS = 3600
+#: Longest single BLPOP while waiting for an outcome; under redis-py's socket timeout.
+WAIT_SLICE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,20 @@ class OrderQueue:
         self._redis.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
 
     def wait_outcome(self, order_id: uuid.UUID, timeout: float) -> Outcome | None:
-        """Block (cooperatively under gevent) until the master decided the order."""
-        got = self._redis.blpop([keys.order_result(order_id.hex)], timeout=max(timeout, 0.01))
-        if got is None:
-            return None
-        return Outcome.from_json(got[1])
+        """Block (cooperatively under gevent) until the master decided the order.
+
+        BLPOP runs in slices of at most WAIT_SLICE_SECONDS: redis-py's default
+        socket timeout (5 s) would otherwise end a longer BLPOP with an error.
+        """
+        key = keys.order_result(order_id.hex)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            got = self._redis.blpop([key], timeout=max(min(remaining, WAIT_SLICE_SECONDS), 0.01))
+            if got is not None:
+                return Outcome.from_json(got[1])
+            if remaining <= WAIT_SLICE_SECONDS:
+                return None
 
     # master side -------------------------------------------------------
     def ensure_group(self) -> None:

@@ -82,7 +82,9 @@ def apply_orders(
         )
         rows = cur.fetchall()
     if len(rows) != len(orders):
-        raise RuntimeError(f"pt_apply_orders returned {len(rows)} outcomes for {len(orders)} orders")
+        raise RuntimeError(
+            f"pt_apply_orders returned {len(rows)} outcomes for {len(orders)} orders"
+        )
     return [
         AppliedOrder(
             order_id=uuid.UUID(order_id),

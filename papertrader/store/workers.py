@@ -76,7 +76,8 @@ def register_worker(
     try:
         with pool.transaction() as cur:
             cur.execute(
-                "INSERT INTO workers (uuid, name, region, gpg_public_key, gpg_fingerprint, allowed_ips)"
+                "INSERT INTO workers"
+                " (uuid, name, region, gpg_public_key, gpg_fingerprint, allowed_ips)"
                 " VALUES (%s::uuid, %s, %s, %s, %s, %s::cidr[])"
                 " ON CONFLICT (name) DO UPDATE SET uuid = EXCLUDED.uuid, region = EXCLUDED.region,"
                 " gpg_public_key = EXCLUDED.gpg_public_key,"
@@ -133,11 +134,16 @@ def mark_seen(pool: ConnectionPool, uuid: UUID) -> bool:
 # Redis: the workers connected right now ------------------------------------
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def publish_live(client: redis.Redis, uuid: UUID, fields: Mapping[str, str]) -> None:
     """Announce (or refresh) a connected worker."""
     pipe = client.pipeline(transaction=True)
     pipe.sadd(keys.WORKERS_CONNECTED, uuid.hex)
-    pipe.hset(keys.worker_live(uuid.hex), mapping=dict(fields))
+    mapping: dict[Any, Any] = dict(fields)  # redis-py's Mapping type is invariant in the key
+    pipe.hset(keys.worker_live(uuid.hex), mapping=mapping)
     pipe.execute()
 
 
@@ -155,7 +161,7 @@ def clear_live(client: redis.Redis) -> None:
     members = client.smembers(keys.WORKERS_CONNECTED)
     pipe = client.pipeline(transaction=True)
     for member in members:
-        pipe.delete(keys.worker_live(member.decode()))
+        pipe.delete(keys.worker_live(_text(member)))
     pipe.delete(keys.WORKERS_CONNECTED)
     pipe.execute()
 
@@ -163,10 +169,10 @@ def clear_live(client: redis.Redis) -> None:
 def read_live(client: redis.Redis) -> list[dict[str, str]]:
     """The connected workers as the master announced them (with ``uuid``), by name."""
     found: list[dict[str, str]] = []
-    for member in sorted(client.smembers(keys.WORKERS_CONNECTED)):
-        raw = client.hgetall(keys.worker_live(member.decode()))
+    for member in client.smembers(keys.WORKERS_CONNECTED):
+        raw = client.hgetall(keys.worker_live(_text(member)))
         if raw:
-            fields = {k.decode(): v.decode() for k, v in raw.items()}
-            fields["uuid"] = member.decode()
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields["uuid"] = _text(member)
             found.append(fields)
     return sorted(found, key=lambda f: f.get("name", ""))

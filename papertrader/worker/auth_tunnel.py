@@ -15,7 +15,7 @@ from loguru import logger
 
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store.sessions import SessionError
-from papertrader.worker.client_management import ClientInfo, ClientManager
+from papertrader.worker.client_management import ClientInfo, ClientManager, shown
 from papertrader.worker.forwarding import FORWARD_TIMEOUT, for_master
 from papertrader.worker.master_link import LinkError, MasterLink
 
@@ -39,7 +39,7 @@ class AuthTunnel:
                 for_master(request, client, stamp, with_session=False), self._timeout
             )
         except LinkError as exc:
-            logger.warning(f"{client.label}: login for {username!r} failed: {exc.reason}")
+            logger.warning(f"{client.label}: login for {shown(username)} failed: {exc.reason}")
             return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
         if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
             account_id = answer.arg("account_id")
@@ -54,7 +54,8 @@ class AuthTunnel:
                 session.username,
             )
         if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
-            logger.info(f"{client.label}: login for {username!r} refused: {answer.arg('reason')}")
+            reason = str(answer.arg("reason"))
+            logger.info(f"{client.label}: login for {shown(username)} refused: {reason}")
             return reply_to(request, Instruction.LOGIN_FAIL, *answer.args)
         return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
 
@@ -66,16 +67,17 @@ class AuthTunnel:
                 for_master(request, client, stamp, with_session=False), self._timeout
             )
         except LinkError as exc:
-            logger.warning(f"{client.label}: registering {username!r} failed: {exc.reason}")
+            logger.warning(f"{client.label}: registering {shown(username)} failed: {exc.reason}")
             return reply_to(request, Instruction.REGISTER_FAIL, int(exc.code), exc.reason)
         if isinstance(answer, Message) and answer.instruction in (
             Instruction.REGISTER_SUCCESS,
             Instruction.REGISTER_FAIL,
         ):
-            outcome = "registered" if answer.instruction is Instruction.REGISTER_SUCCESS else (
-                f"not registered ({answer.arg('reason')})"
-            )
-            logger.info(f"{client.label}: {username!r} {outcome}")
+            if answer.instruction is Instruction.REGISTER_SUCCESS:
+                outcome = "registered"
+            else:
+                outcome = f"not registered ({answer.arg('reason')!s})"
+            logger.info(f"{client.label}: {shown(username)} {outcome}")
             return reply_to(request, answer.instruction, *answer.args)
         return self._unexpected(request, Instruction.REGISTER_FAIL, answer)
 
@@ -86,7 +88,11 @@ class AuthTunnel:
         except SessionError as exc:
             return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
         return reply_to(
-            request, Instruction.SESSION_ID, session.session_id, session.expires_at, session.username
+            request,
+            Instruction.SESSION_ID,
+            session.session_id,
+            session.expires_at,
+            session.username,
         )
 
     def logout(self, request: Message, client: ClientInfo) -> Message:

@@ -55,7 +55,8 @@ class QuoteCache:
             quotes, updated_at = self._store.load()
         except (redis.RedisError, ValueError, KeyError, ArithmeticError) as exc:
             if not self._failing:
-                logger.warning(f"cannot refresh quotes from Redis ({exc}); serving the last ones")
+                serving = "serving the last ones" if self.loaded else "no quotes until it answers"
+                logger.warning(f"cannot load quotes from Redis ({exc}); {serving}")
             self._failing = True
             return False
         if self._failing:

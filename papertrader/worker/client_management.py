@@ -36,6 +36,11 @@ def normalise_ip(host: str) -> str:
     return str(address)
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """A client-supplied string for a log line: quoted, escaped, and cut to ``limit``."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def short_id(session_id: uuid.UUID) -> str:
     """The first 8 hex digits: enough to follow a session in the log, useless to steal."""
     return session_id.hex[:8]

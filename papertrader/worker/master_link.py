@@ -177,11 +177,12 @@ class MasterLink:
 
     @property
     def connected(self) -> bool:
-        return self._up.is_set()
+        return bool(self._up.is_set())
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         """True once the master has welcomed us (within ``timeout`` seconds)."""
-        return bool(self._up.wait(timeout))
+        ready: bool = self._up.wait(timeout)
+        return ready
 
     # requests ------------------------------------------------------------
     def request(self, message: Message, timeout: float) -> Message | bytes:
@@ -314,9 +315,7 @@ class MasterLink:
             try:
                 data = sock.recv(HEADER_SIZE + self.max_data_size)
             except TimeoutError:
-                raise LinkDropped(
-                    f"the master was silent for {sock.gettimeout():g} s"
-                ) from None
+                raise LinkDropped(f"the master was silent for {sock.gettimeout():g} s") from None
             if not data:
                 raise LinkDropped("the master closed the connection")
             decoder.receive_data(data)

@@ -1,0 +1,104 @@
+"""``pt master``: the master server (spec 3.1).
+
+``pt master run`` serves the master port (2048 by default): links from
+registered workers, and getWorkerList for clients. It needs Redis and a
+migrated PostgreSQL (`pt services up`, `pt db migrate`, or PT_REDIS_URL /
+PT_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import config_option, fail, state_dir_option
+
+
+@click.group()
+def master() -> None:
+    """The master server: accounts, market data, the order queue, worker links.
+
+    Run exactly one master per deployment; workers connect to it, clients
+    connect to workers.
+    """
+
+
+@master.command()
+@config_option
+@state_dir_option
+@click.option(
+    "--host",
+    default=None,
+    help="Address to listen on (overrides master_host; default 127.0.0.1). "
+    "Use 0.0.0.0 to accept workers from other machines.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port to listen on (overrides master_port; default 2048).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Log file (overrides log_file; default <state-dir>/logs/master.log).",
+)
+def run(
+    config_path: Path | None,
+    state_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    log_file: Path | None,
+) -> None:
+    """Run the master in the foreground until Ctrl-C or SIGTERM.
+
+    On stop it finishes the market update and order drain in progress, so no
+    queued order is lost or applied twice.
+
+    \b
+    Before the first run:
+      pt services up     # private Redis and PostgreSQL (or set PT_REDIS_URL, PT_DATABASE_URL)
+      pt db migrate      # create the tables
+    Then start workers with `pt worker run` (each registered on the master).
+    """
+    # gevent first: everything network-related imported below must see the
+    # cooperative socket, ssl, threading and time modules.
+    import warnings
+
+    from gevent import monkey
+
+    with warnings.catch_warnings():
+        # `pt` imported redis (hence ssl) before this command ran; redis only builds
+        # SSL contexts when it connects, after this patch, so the warning does not apply.
+        warnings.simplefilter("ignore", monkey.MonkeyPatchWarning)
+        monkey.patch_all()
+
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.master.main import MasterError, run_master
+    from papertrader.services import ServicesError
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["master_host"] = host
+    if port is not None:
+        overrides["master_port"] = port
+    if log_file is not None:
+        overrides["log_file"] = log_file
+    try:
+        settings = load_settings(config_path)
+        if overrides:
+            settings = settings.with_overrides(**overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+        return
+    try:
+        run_master(settings, state_dir)
+    except (MasterError, ServicesError) as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":  # python -m cli.master run ...
+    master()

@@ -1,0 +1,157 @@
+"""Account management & authorization (spec 3.1.3): register and log in.
+
+The master only checks credentials; the worker that asked creates the session
+(``SessionStore.create``) when the answer is AUTHENTICATED. Every refusal is
+an ``AccountError`` with the ErrorCode and a reason the user can act on.
+Login failures give one reason for an unknown user and a wrong password, and
+take the same time (a bcrypt check runs in both cases), so neither the answer
+nor its timing tells which usernames exist.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loguru import logger
+
+from papertrader.config import Settings
+from papertrader.master import passwords
+from papertrader.master.context import MasterContext
+from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
+from papertrader.store import accounts as store
+from papertrader.store.pool import ConnectionPool
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,24}")
+MAX_EMAIL_LENGTH = 321
+MAX_EMAIL_LOCAL_LENGTH = 64
+MAX_PASSWORD_LENGTH = 1024
+LOGIN_FAILED = "unknown user or wrong password"
+NO_PASSWORD = (
+    "this account signs in with a third-party login and has no password: "
+    "use that login, or add a password to the account first"
+)
+
+
+class AccountError(Exception):
+    """A refused registration or login; ``code`` and ``reason`` go back to the client."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def check_username(username: str) -> None:
+    if not USERNAME_RE.fullmatch(username):
+        raise AccountError(
+            ErrorCode.INVALID_USERNAME,
+            "a username is 1 to 24 characters from A-Z, a-z, 0-9, underscore, dot and hyphen",
+        )
+
+
+def check_email(email: str) -> None:
+    """A plausible shape, not RFC 5322 in full: whether mail arrives is not ours to know."""
+    problem = None
+    if len(email) > MAX_EMAIL_LENGTH:
+        problem = f"is longer than {MAX_EMAIL_LENGTH} characters"
+    elif any(ch.isspace() or not ch.isprintable() for ch in email):
+        problem = "contains spaces or control characters"
+    elif email.count("@") != 1:
+        problem = "must contain exactly one @"
+    else:
+        local, domain = email.split("@")
+        labels = domain.split(".")
+        if not local:
+            problem = "has nothing before the @"
+        elif len(local) > MAX_EMAIL_LOCAL_LENGTH:
+            problem = f"has more than {MAX_EMAIL_LOCAL_LENGTH} characters before the @"
+        elif len(labels) < 2 or not all(labels):
+            problem = "needs a domain like example.com after the @"
+    if problem is not None:
+        raise AccountError(ErrorCode.INVALID_EMAIL, f"the e-mail address {problem}")
+
+
+def check_password(password: str, settings: Settings) -> None:
+    minimum = settings.min_password_length
+    if len(password) < minimum:
+        raise AccountError(
+            ErrorCode.INVALID_PASSWORD, f"the password must have at least {minimum} characters"
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(
+            ErrorCode.INVALID_PASSWORD,
+            f"the password must have at most {MAX_PASSWORD_LENGTH} characters",
+        )
+
+
+def register(
+    pool: ConnectionPool, settings: Settings, username: str, email: str, password: str
+) -> store.Account:
+    """Create a password account with the starting cash, or raise ``AccountError``."""
+    check_username(username)
+    check_email(email)
+    check_password(password, settings)
+    username_taken, email_taken = store.taken(pool, username, email)
+    if username_taken:
+        raise AccountError(ErrorCode.USERNAME_TAKEN, f"the username {username} is taken")
+    if email_taken:
+        raise AccountError(ErrorCode.EMAIL_TAKEN, "an account with this e-mail address exists")
+    password_hash = passwords.hash_password(password, settings.bcrypt_cost)
+    try:
+        account = store.create_account(pool, username, email, password_hash, settings.starting_cash)
+    except store.AccountTaken as exc:  # lost a race with another registration
+        if exc.what == "username":
+            raise AccountError(
+                ErrorCode.USERNAME_TAKEN, f"the username {username} is taken"
+            ) from None
+        raise AccountError(
+            ErrorCode.EMAIL_TAKEN, "an account with this e-mail address exists"
+        ) from None
+    logger.info("registered account {} (id {})", account.username, account.id)
+    return account
+
+
+def login(pool: ConnectionPool, settings: Settings, username: str, password: str) -> store.Account:
+    """The account these credentials open, or ``AccountError(INVALID_CREDENTIALS)``."""
+    account = None
+    if USERNAME_RE.fullmatch(username):
+        account = store.find_account_by_username(pool, username)
+    if account is None or not account.is_password:
+        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], settings.bcrypt_cost)
+        if account is not None:
+            raise AccountError(ErrorCode.INVALID_CREDENTIALS, NO_PASSWORD)
+        raise AccountError(ErrorCode.INVALID_CREDENTIALS, LOGIN_FAILED)
+    if len(password) > MAX_PASSWORD_LENGTH or not passwords.check_password(
+        password, account.password_hash
+    ):
+        raise AccountError(ErrorCode.INVALID_CREDENTIALS, LOGIN_FAILED)
+    return account
+
+
+def _where(request: Message) -> str:
+    return str(request.client_address) if request.client_address is not None else "?"
+
+
+def handle_register(ctx: MasterContext, request: Message) -> list[Message]:
+    username, email, password = (
+        str(request.arg("username")),
+        str(request.arg("email")),
+        str(request.arg("password")),
+    )
+    try:
+        account = register(ctx.pool, ctx.settings, username, email, password)
+    except AccountError as exc:
+        logger.info("registration refused from {}: {}", _where(request), exc.code.name)
+        return [reply_to(request, Instruction.REGISTER_FAIL, int(exc.code), exc.reason)]
+    return [reply_to(request, Instruction.REGISTER_SUCCESS, account.username)]
+
+
+def handle_login(ctx: MasterContext, request: Message) -> list[Message]:
+    username, password = str(request.arg("username")), str(request.arg("password"))
+    try:
+        account = login(ctx.pool, ctx.settings, username, password)
+    except AccountError as exc:
+        logger.info("login refused for {!r} from {}", username[:40], _where(request))
+        return [reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)]
+    logger.info("login of {} (id {}) from {}", account.username, account.id, _where(request))
+    return [reply_to(request, Instruction.AUTHENTICATED, account.id, account.username)]

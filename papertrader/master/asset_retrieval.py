@@ -1,0 +1,168 @@
+"""Assets data retrieval (spec 3.1.6): one market update per update interval.
+
+Each interval (aligned to multiples of ``update_interval`` since the epoch, so
+every bar covers one whole period) the loop asks the provider for all
+configured assets at once, keeps the quotes in memory (``QuoteBook``) for the
+order drain and portfolio valuation, publishes them to Redis for the workers
+and stores the bars in PostgreSQL. Then it runs the order drain, so orders
+fill at the price of the interval in which they are processed.
+
+The loop never dies: a provider error keeps the last good quotes, a Redis or
+database error is logged, and the next interval tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import gevent.event
+import psycopg2
+import redis
+from loguru import logger
+
+from papertrader.market.providers import MarketProvider
+from papertrader.market.quote import Quote
+from papertrader.store.bars import insert_bars
+from papertrader.store.pool import ConnectionPool, PoolTimeout
+from papertrader.store.quotes import QuoteStore
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class QuoteSnapshot:
+    """The quotes of one moment; never changed after it is published."""
+
+    quotes: Mapping[str, Quote] = field(default_factory=dict)
+    updated_at: datetime | None = None
+
+    def price(self, symbol: str) -> Decimal | None:
+        quote = self.quotes.get(symbol)
+        return None if quote is None else quote.price
+
+
+class QuoteBook:
+    """The latest quotes in process memory, replaced whole by one assignment.
+
+    Readers take ``snapshot()`` and use that object: they never see half an
+    update, and no lock is needed.
+    """
+
+    def __init__(self) -> None:
+        self._snapshot = QuoteSnapshot()
+
+    def snapshot(self) -> QuoteSnapshot:
+        return self._snapshot
+
+    def publish(self, quotes: Mapping[str, Quote], updated_at: datetime) -> None:
+        """New quotes replace the old ones of their symbols; other symbols keep theirs."""
+        merged = {**self._snapshot.quotes, **quotes}
+        self._snapshot = QuoteSnapshot(merged, updated_at)
+
+    def prices(self) -> dict[str, Decimal]:
+        """symbol -> current fill price (the close of the latest bar)."""
+        return {symbol: quote.price for symbol, quote in self._snapshot.quotes.items()}
+
+
+def period_start(now: datetime, interval: float) -> datetime:
+    """Start of the update period containing ``now`` (exact, in whole microseconds)."""
+    step = max(1, round(interval * 1_000_000))
+    micros = (now - _EPOCH) // timedelta(microseconds=1)
+    return _EPOCH + timedelta(microseconds=micros - micros % step)
+
+
+class AssetRetrieval:
+    """The retrieval loop; ``after_update`` (the order drain) runs after each interval's update."""
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        interval: float,
+        provider: MarketProvider,
+        book: QuoteBook,
+        quote_store: QuoteStore,
+        pool: ConnectionPool,
+        after_update: Callable[[], object] | None = None,
+    ) -> None:
+        self.symbols = symbols
+        self.interval = interval
+        self._provider = provider
+        self._book = book
+        self._store = quote_store
+        self._pool = pool
+        self._after_update = after_update
+        self._last_period: datetime | None = None
+
+    def seed(self) -> None:
+        """Continue from the quotes in Redis (a restart), so prices do not jump back."""
+        try:
+            quotes, updated_at = self._store.load()
+        except (redis.RedisError, ValueError, KeyError) as exc:
+            logger.warning(
+                "could not load the previous quotes from Redis ({}); starting fresh", exc
+            )
+            return
+        if quotes:
+            self._book.publish(quotes, updated_at or datetime.now(timezone.utc))
+            latest = max(quote.time for quote in quotes.values())
+            if all(quotes.get(s) is not None and quotes[s].time == latest for s in self.symbols):
+                self._last_period = latest  # this period's bars exist already: do not redo them
+            logger.info("continuing from {} quotes of {}", len(quotes), latest.isoformat())
+
+    def update(self, start: datetime) -> bool:
+        """Fetch and publish the bars of the period starting at ``start``; False if the
+        provider failed (the last good quotes stay in place)."""
+        previous = self._book.snapshot().quotes
+        try:
+            quotes = self._provider.fetch(self.symbols, start, previous)
+        except Exception as exc:
+            logger.warning(
+                "market provider {} failed for {} ({}); keeping the last quotes",
+                self._provider.name, start.isoformat(), exc,
+            )  # fmt: skip
+            return False
+        now = datetime.now(timezone.utc)
+        self._book.publish(quotes, now)
+        try:
+            self._store.publish(quotes, now)
+        except redis.RedisError as exc:
+            logger.warning("could not publish quotes to Redis ({}); workers keep the old ones", exc)
+        try:
+            insert_bars(self._pool, quotes.values())
+        except (psycopg2.Error, PoolTimeout) as exc:
+            logger.warning("could not store the bars of {} ({})", start.isoformat(), exc)
+        missing = [s for s in self.symbols if s not in quotes]
+        if missing:
+            logger.warning("no quote this interval for {}", ", ".join(missing))
+        return True
+
+    def tick(self, now: datetime | None = None) -> None:
+        """One interval's work: update (once per period) then the order drain."""
+        start = period_start(now or datetime.now(timezone.utc), self.interval)
+        if start != self._last_period:
+            self._last_period = start
+            self.update(start)
+        if self._after_update is not None:
+            self._after_update()
+
+    def run(self, stop: gevent.event.Event) -> None:
+        """Tick at every period start until ``stop`` is set; a tick in progress finishes."""
+        logger.info(
+            "market updates every {:g}s for {} assets from the {} provider",
+            self.interval, len(self.symbols), self._provider.name,
+        )  # fmt: skip
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("market update failed; trying again next interval")
+            stop.wait(timeout=self._seconds_to_next_period())
+
+    def _seconds_to_next_period(self) -> float:
+        now = datetime.now(timezone.utc)
+        start = period_start(now, self.interval)
+        following = start + timedelta(seconds=self.interval)
+        return max(0.0, (following - now).total_seconds()) + 0.0005

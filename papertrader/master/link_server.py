@@ -1,0 +1,409 @@
+"""The master's port (spec 4.3.1): worker links, and getWorkerList for clients.
+
+One greenlet per TCP connection. Its first frame decides what it is:
+
+* ``LINK_HELLO`` from a registered, enabled worker UUID: a worker link.
+  Requests on it are handled concurrently (a greenlet each, bounded per link),
+  so a slow bcrypt login never holds up the requests behind it; writes are
+  serialised so frames never interleave. Every frame after the hello must
+  carry the worker's UUID; one that does not is dropped, not answered.
+* ``GET_WORKER_LIST`` from a client: DATA packets listing the connected
+  workers, as often as the client asks on that connection.
+* anything else: an ERROR return, then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from collections.abc import Sequence
+
+import gevent
+import gevent.lock
+import gevent.pool
+import psycopg2
+from loguru import logger
+
+from papertrader.master.context import MasterContext
+from papertrader.master.router import route
+from papertrader.master.workers import LinkedWorker
+from papertrader.protocol import (
+    NIL,
+    ErrorCode,
+    FrameDecoder,
+    Instruction,
+    LocalProtocolError,
+    Message,
+    MessageType,
+    NeedData,
+    ProtocolError,
+    encode_message,
+    failure_reply,
+    max_chunk_size,
+    packets_for,
+)
+from papertrader.protocol.records import to_record
+from papertrader.store import workers as worker_store
+from papertrader.store.pool import PoolTimeout
+
+FIRST_FRAME_TIMEOUT = 10.0
+REQUESTS_PER_LINK = 200
+REQUEST_DRAIN_SECONDS = 10.0
+MAX_CLIENT_ADDRESS = 255
+#: Instruction types a worker may send as requests; returns from a worker are not answered.
+_REQUEST_TYPES = frozenset({MessageType.COMMAND, MessageType.DATA_TRANSFER, MessageType.CONTROL})
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection, or it timed out."""
+
+
+class FramedSocket:
+    """A socket that reads whole messages and writes whole answers, one writer at a time."""
+
+    def __init__(self, sock: socket.socket, max_data_size: int) -> None:
+        self.sock = sock
+        self.max_data_size = max_data_size
+        self.decoder = FrameDecoder(max_data_size)
+        self._write_lock = gevent.lock.Semaphore()
+        self.closed_because: str | None = None
+
+    def read(self) -> Message:
+        """The next message; ProtocolError for a bad frame, ConnectionClosed at the end."""
+        while True:
+            message = self.decoder.next_message()
+            if not isinstance(message, NeedData):
+                return message
+            try:
+                data = self.sock.recv(self.decoder.max_frame_size)
+            except OSError as exc:  # includes socket.timeout
+                why = self.closed_because or str(exc) or type(exc).__name__
+                raise ConnectionClosed(why) from None
+            if not data:
+                raise ConnectionClosed("closed by the peer")
+            self.decoder.receive_data(data)
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Encode every message first, then write them in one piece (atomic per answer)."""
+        payload = b"".join(encode_message(m, self.max_data_size) for m in messages)
+        with self._write_lock:
+            self.sock.sendall(payload)
+
+    def shutdown(self, reason: str = "closed by the master") -> None:
+        """Make the reading greenlet see the end of the stream (safe to call twice)."""
+        self.closed_because = self.closed_because or reason
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def _peer_ip(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if isinstance(address, tuple) and address:
+        try:
+            ip = ipaddress.ip_address(address[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        return ip
+    return None
+
+
+def _error(code: ErrorCode, reason: str, request_id: int = 0) -> Message:
+    return failure_reply(None, code, reason, request_id)
+
+
+class LinkServer:
+    """The connection handler given to gevent's StreamServer."""
+
+    def __init__(self, ctx: MasterContext) -> None:
+        self.ctx = ctx
+
+    def handle(self, sock: socket.socket, address: object) -> None:
+        peer = _peer(address)
+        conn = FramedSocket(sock, self.ctx.settings.max_data_size)
+        try:
+            sock.settimeout(FIRST_FRAME_TIMEOUT)
+            try:
+                first = conn.read()
+            except ProtocolError as exc:
+                logger.info("connection from {} refused: bad first frame ({})", peer, exc)
+                request_id = exc.header.request_id if exc.header is not None else 0
+                self._try_send(conn, [_error(exc.code, exc.reason, request_id)])
+                return
+            if first.instruction is Instruction.LINK_HELLO:
+                WorkerLink(self.ctx, conn, address, peer).serve(first)
+            elif first.instruction is Instruction.GET_WORKER_LIST:
+                self._serve_client(conn, peer, first)
+            else:
+                logger.info(
+                    "connection from {} refused: began with {}", peer, first.instruction.name
+                )
+                self._try_send(
+                    conn,
+                    [
+                        _error(
+                            ErrorCode.NOT_ALLOWED,
+                            "the master port serves getWorkerList to clients and links to "
+                            f"registered workers only, not {first.instruction.name}",
+                            first.request_id,
+                        )
+                    ],
+                )
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("connection from {} failed", peer)
+        finally:
+            conn.shutdown()
+            sock.close()
+
+    @staticmethod
+    def _try_send(conn: FramedSocket, messages: Sequence[Message]) -> bool:
+        try:
+            conn.send(messages)
+            return True
+        except OSError:
+            return False
+
+    def _serve_client(self, conn: FramedSocket, peer: str, first: Message) -> None:
+        """getWorkerList, as many times as the client asks; nothing else."""
+        conn.sock.settimeout(self.ctx.settings.client_idle_timeout)
+        request: Message | None = first
+        while True:
+            if request is not None:
+                if request.instruction is Instruction.GET_WORKER_LIST:
+                    listed = tuple(to_record(w) for w in self.ctx.workers.worker_list())
+                    answer = packets_for(
+                        listed,
+                        max_chunk_size(self.ctx.settings.max_data_size),
+                        request_id=request.request_id,
+                    )
+                    logger.debug("worker list ({} workers) to {}", len(listed), peer)
+                else:
+                    answer = [
+                        failure_reply(
+                            request.instruction,
+                            ErrorCode.NOT_ALLOWED,
+                            "a client may only ask the master for getWorkerList; "
+                            "connect to a worker for everything else",
+                            request.request_id,
+                        )
+                    ]
+                if not self._try_send(conn, answer):
+                    return
+            try:
+                request = conn.read()
+            except ProtocolError as exc:
+                if exc.fatal:
+                    logger.info("closing client connection {}: {}", peer, exc)
+                    self._try_send(conn, [_error(exc.code, exc.reason)])
+                    return
+                header = exc.header
+                reply = failure_reply(
+                    header.instruction if header else None,
+                    exc.code,
+                    exc.reason,
+                    header.request_id if header else 0,
+                )
+                if not self._try_send(conn, [reply]):
+                    return
+                request = None
+
+
+class WorkerLink:
+    """One worker's link, from its hello to its end."""
+
+    def __init__(self, ctx: MasterContext, conn: FramedSocket, address: object, peer: str) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.address = address
+        self.peer = peer
+        self.uuid = NIL
+        self.worker: LinkedWorker | None = None
+
+    def _stamp(self, message: Message) -> Message:
+        return dataclasses.replace(message, worker_uuid=self.uuid)
+
+    def _refuse(self, code: ErrorCode, reason: str, hello: Message) -> None:
+        logger.warning("worker link from {} refused: {}", self.peer, reason)
+        refused = Message(
+            Instruction.LINK_REFUSED, (int(code), reason), request_id=hello.request_id
+        )
+        try:
+            self.conn.send([self._stamp(refused)])
+        except OSError:
+            pass
+
+    def _admit(self, hello: Message) -> LinkedWorker | None:
+        """Check the hello against the ``workers`` table; refuse (and None) if not allowed."""
+        self.uuid = hello.worker_uuid
+        client_address = str(hello.arg("client_address")).strip()
+        if self.uuid == NIL:
+            self._refuse(ErrorCode.BAD_ARGUMENT, "LINK_HELLO must carry the worker UUID", hello)
+            return None
+        try:
+            record = worker_store.get_worker_by_uuid(self.ctx.pool, self.uuid)
+        except (psycopg2.Error, PoolTimeout) as exc:
+            logger.warning("cannot check worker {} ({})", self.uuid, exc)
+            self._refuse(
+                ErrorCode.UNAVAILABLE, "the master cannot reach its database; retry", hello
+            )
+            return None
+        if record is None:
+            self._refuse(
+                ErrorCode.NOT_ALLOWED,
+                f"worker UUID {self.uuid} is not registered on this master",
+                hello,
+            )
+            return None
+        if not record.enabled:
+            self._refuse(ErrorCode.NOT_ALLOWED, f"worker {record.name} is disabled", hello)
+            return None
+        ip = _peer_ip(self.address)
+        if record.allowed_ips and not (
+            ip is not None
+            and any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in record.allowed_ips)
+        ):
+            self._refuse(
+                ErrorCode.NOT_ALLOWED,
+                f"worker {record.name} may not connect from {ip}",
+                hello,
+            )
+            return None
+        if not client_address or len(client_address) > MAX_CLIENT_ADDRESS:
+            self._refuse(
+                ErrorCode.BAD_ARGUMENT,
+                "LINK_HELLO client_address must be the host:port clients should use",
+                hello,
+            )
+            return None
+        hello_name = str(hello.arg("name"))
+        if hello_name != record.name:
+            logger.warning(
+                "worker {} introduced itself as {!r}; using its registered name",
+                record.name, hello_name[:64],
+            )  # fmt: skip
+        region = str(hello.arg("region")).strip() or record.region
+        return LinkedWorker(
+            uuid=self.uuid,
+            name=record.name,
+            region=region,
+            client_address=client_address,
+            peer=self.peer,
+            close=self.conn.shutdown,
+            refuse=self._kick,
+        )
+
+    def serve(self, hello: Message) -> None:
+        worker = self._admit(hello)
+        if worker is None:
+            return
+        welcome = Message(Instruction.LINK_WELCOME, (worker.name,), request_id=hello.request_id)
+        self.conn.send([self._stamp(welcome)])
+        registry = self.ctx.workers
+        self.conn.sock.settimeout(registry.silence_limit + 1)
+        self.worker = worker
+        registry.add(worker)
+        requests = gevent.pool.Pool(REQUESTS_PER_LINK)
+        beat = gevent.spawn(self._heartbeats, registry.heartbeat)
+        try:
+            self._read_loop(worker, requests)
+        finally:
+            beat.kill(block=False)
+            registry.remove(worker)
+            # Let requests in flight finish their work (a registration commits or not
+            # as a whole either way); their answers have nowhere to go.
+            requests.join(timeout=REQUEST_DRAIN_SECONDS)
+
+    def _read_loop(self, worker: LinkedWorker, requests: gevent.pool.Pool) -> None:
+        registry = self.ctx.workers
+        while True:
+            try:
+                message = self.conn.read()
+            except ConnectionClosed as exc:
+                logger.info("link of worker {} ended: {}", worker.name, exc)
+                return
+            except ProtocolError as exc:
+                if exc.fatal:
+                    logger.warning("closing link of worker {}: {}", worker.name, exc)
+                    return
+                header = exc.header
+                if header is None or header.worker_uuid != self.uuid:
+                    logger.warning("dropped a bad frame on worker {}'s link: {}", worker.name, exc)
+                    continue
+                registry.touch(worker)
+                logger.info("bad frame from worker {}: {}", worker.name, exc)
+                reply = failure_reply(header.instruction, exc.code, exc.reason, header.request_id)
+                self._send_or_close([reply])
+                continue
+            if message.worker_uuid != self.uuid:
+                logger.warning(
+                    "dropped {} on worker {}'s link: it carries UUID {}, not the link's",
+                    message.instruction.name, worker.name, message.worker_uuid,
+                )  # fmt: skip
+                continue
+            registry.touch(worker)
+            if message.instruction is Instruction.HEARTBEAT:
+                continue
+            if message.message_type not in _REQUEST_TYPES:
+                logger.warning(
+                    "ignored {} from worker {}: the master answers requests only",
+                    message.instruction.name, worker.name,
+                )  # fmt: skip
+                continue
+            requests.spawn(self._answer, message)
+
+    def _answer(self, request: Message) -> None:
+        self._send_or_close(route(self.ctx, request))
+
+    def _send_or_close(self, messages: Sequence[Message]) -> None:
+        try:
+            self.conn.send([self._stamp(m) for m in messages])
+        except LocalProtocolError as exc:
+            logger.error(
+                "could not encode the answer to request {}: {}", messages[0].request_id, exc
+            )
+            fallback = failure_reply(
+                None, ErrorCode.INTERNAL, "the master could not encode its answer",
+                messages[0].request_id,
+            )  # fmt: skip
+            self._send_or_close([fallback])
+        except OSError as exc:
+            logger.info(
+                "could not answer worker {}: {}", self.worker.name if self.worker else "?", exc
+            )
+            self.conn.shutdown()
+
+    def _kick(self, reason: str) -> None:
+        """Tell the worker it is no longer allowed, then close (in the background: a
+        worker that does not read must not stall the watchdog)."""
+        refused = Message(Instruction.LINK_REFUSED, (int(ErrorCode.NOT_ALLOWED), reason))
+
+        def send_and_close() -> None:
+            try:
+                self.conn.send([self._stamp(refused)])
+            except OSError:
+                pass
+            self.conn.shutdown(reason)
+
+        gevent.spawn(send_and_close)
+
+    def _heartbeats(self, period: float) -> None:
+        beat = Message(Instruction.HEARTBEAT, worker_uuid=self.uuid)
+        while True:
+            gevent.sleep(period)
+            try:
+                self.conn.send([beat])
+            except OSError:
+                self.conn.shutdown()
+                return

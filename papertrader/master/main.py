@@ -1,0 +1,219 @@
+"""The master's main module (spec 3.1.1): start everything, serve, stop cleanly.
+
+``Master`` owns the parts: the PostgreSQL pool, the Redis client, the quote
+book, the worker registry, the StreamServer on the master port, and two
+greenlets (the market update + order drain loop, the link watchdog).
+``run_master`` is the process around it: logging, signals, crash dump.
+The process must be gevent-patched before anything network-related is
+imported (``pt master run`` does it).
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+from pathlib import Path
+
+import gevent
+import gevent.event
+import gevent.pool
+import psycopg2
+import redis
+from gevent.server import StreamServer
+from loguru import logger
+
+from papertrader.config import Settings
+from papertrader.log import crash_guard, install_logging, uninstall_logging
+from papertrader.market.providers import ProviderError, make_provider
+from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
+from papertrader.master.context import MasterContext
+from papertrader.master.link_server import LinkServer
+from papertrader.master.transactions import OrderDrain
+from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
+from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
+from papertrader.store import migrate
+from papertrader.store.bars import ensure_assets
+from papertrader.store.order_queue import OrderQueue
+from papertrader.store.pool import ConnectionPool, PoolTimeout, make_cooperative
+from papertrader.store.quotes import QuoteStore
+from papertrader.store.sessions import SessionStore
+
+DB_POOL_SIZE = 20
+REDIS_MAX_CONNECTIONS = 100
+STOP_TIMEOUT = 30.0
+MAX_CONNECTIONS = 10_000
+
+
+class MasterError(Exception):
+    """The master cannot start; the message says why and what to do."""
+
+
+class Master:
+    """A master server in this (gevent) process: ``start()``, then ``stop()``."""
+
+    def __init__(self, settings: Settings, urls: ServiceUrls) -> None:
+        self.settings = settings
+        self.urls = urls
+        self._stop = gevent.event.Event()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._server: StreamServer | None = None
+        self.pool = ConnectionPool(urls.database_url, size=DB_POOL_SIZE)
+        self.redis = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                urls.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=20
+            )
+        )
+        self.quotes = QuoteBook()
+        self.workers = WorkerRegistry(
+            self.pool, self.redis, heartbeat_seconds(settings.update_interval)
+        )
+        self.context = MasterContext(
+            settings=settings,
+            pool=self.pool,
+            redis=self.redis,
+            sessions=SessionStore(
+                self.redis,
+                settings.session_ttl_seconds,
+                settings.session_remember_ttl_seconds,
+                settings.session_ip_check,
+            ),
+            quotes=self.quotes,
+            workers=self.workers,
+        )
+        self.drain = OrderDrain(OrderQueue(self.redis), self.pool, self.quotes.prices)
+        try:
+            provider = make_provider(settings.market_provider, settings.market_seed)
+        except ProviderError as exc:
+            raise MasterError(str(exc)) from None
+        self.retrieval = AssetRetrieval(
+            settings.assets,
+            settings.update_interval,
+            provider,
+            self.quotes,
+            QuoteStore(self.redis),
+            self.pool,
+            after_update=self.drain.run,
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the master listens (after ``start``)."""
+        assert self._server is not None
+        host, port = self._server.address[:2]
+        return str(host), int(port)
+
+    def _check_services(self) -> None:
+        try:
+            pending = migrate.pending_migrations(self.urls.database_url)
+        except migrate.MigrationError as exc:
+            detail = " ".join(str(exc).split())  # psycopg2 messages span lines
+            raise MasterError(f"{detail}; is the database running (`pt services up`)?") from None
+        if pending:
+            raise MasterError(
+                f"the database schema is not up to date ({len(pending)} migrations pending):"
+                " run `pt db migrate`"
+            )
+        try:
+            self.redis.ping()
+            OrderQueue(self.redis).ensure_group()
+        except redis.RedisError as exc:
+            raise MasterError(
+                f"cannot reach Redis ({exc}); is it running (`pt services up`)?"
+            ) from None
+        try:
+            ensure_assets(self.pool, self.settings.assets)
+        except (psycopg2.Error, PoolTimeout) as exc:
+            detail = " ".join(str(exc).split())
+            raise MasterError(f"cannot reach the database ({detail})") from None
+
+    def start(self) -> None:
+        """Check the services, load the last quotes, listen, start the loops."""
+        self._check_services()
+        self.workers.clear_stale()
+        self.retrieval.seed()
+        host, port = self.settings.master_host, self.settings.master_port
+        # A pool, not bare spawn: stop() can then wait for the connection greenlets.
+        server = StreamServer(
+            (host, port), LinkServer(self.context).handle, spawn=gevent.pool.Pool(MAX_CONNECTIONS)
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            hint = (
+                "; another master (or program) uses that port: stop it or choose"
+                " another with --port / master_port"
+                if exc.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise MasterError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+            ) from None
+        self._server = server
+        self._greenlets = [
+            gevent.spawn(self.retrieval.run, self._stop),
+            gevent.spawn(self.workers.run_watchdog, self._stop),
+        ]
+        listen_host, listen_port = self.address
+        logger.info(
+            "master listening on {}:{} ({} assets, update interval {:g}s)",
+            listen_host, listen_port, len(self.settings.assets), self.settings.update_interval,
+        )  # fmt: skip
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop accepting, close the links, let a running update/drain finish, release."""
+        if self._server is not None:
+            self._server.close()
+        self._stop.set()
+        self.workers.close_all()
+        if self._server is not None:
+            self._server.stop(timeout=5)
+        finished = gevent.joinall(self._greenlets, timeout=timeout)
+        if len(finished) < len(self._greenlets):
+            logger.warning("the market loop did not finish within {:g}s; stopping it", timeout)
+            gevent.killall(self._greenlets, timeout=5)
+        self.pool.close()
+        self.redis.close()
+        self.redis.connection_pool.disconnect()
+        logger.info("master stopped")
+
+
+def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
+    if settings.log_file is not None:
+        return settings.log_file
+    return (
+        resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+        / "logs"
+        / "master.log"
+    )
+
+
+def run_master(settings: Settings, state_dir: Path | None = None) -> None:
+    """Run a master until SIGTERM or SIGINT. Raises ``MasterError`` or ``ServicesError``
+    (one line each, already logged) if it cannot start."""
+    install_logging(
+        default_log_file(settings, state_dir),
+        settings.log_memory_entries,
+        settings.log_flush_seconds,
+    )
+    failure: str | None = None
+    try:
+        with crash_guard():
+            try:
+                urls = resolve_urls(settings, state_dir)
+                make_cooperative()
+                master = Master(settings, urls)
+                master.start()
+            except (MasterError, ServicesError) as exc:
+                logger.error("master cannot start: {}", exc)
+                failure = str(exc)
+            else:
+                stopping = gevent.event.Event()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    gevent.signal_handler(signum, stopping.set)
+                stopping.wait()
+                logger.info("stop requested; finishing the current interval")
+                master.stop()
+    finally:
+        uninstall_logging()
+    if failure is not None:
+        raise MasterError(failure)

@@ -1,0 +1,160 @@
+"""User data for data-transfer requests: user info, portfolio and transaction history.
+
+The worker forwards the request with the client's session id; the master
+resolves the session (the worker already checked the client's IP) and answers
+DATA packets or DATA_FAIL. An empty username means the session's own user.
+Another user's data is the public part only: no e-mail, no cash, no average
+prices, no order ids.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from papertrader.master.accounts import USERNAME_RE
+from papertrader.master.context import MasterContext
+from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size, packets_for
+from papertrader.protocol.records import to_record
+from papertrader.protocol.values import Value
+from papertrader.store import accounts as account_store
+from papertrader.store import portfolio as portfolio_store
+from papertrader.store.accounts import Account
+from papertrader.store.sessions import SessionError
+
+CENT = Decimal("0.01")
+
+
+class DataError(Exception):
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def tidy_price(value: Decimal) -> Decimal:
+    """Prices are stored with 6 places; show 2 when the rest are zeros (150.250000 -> 150.25)."""
+    cents = value.quantize(CENT)
+    return cents if cents == value else value.normalize()
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def resolve_target(ctx: MasterContext, request: Message) -> tuple[Account, bool]:
+    """The account asked about and whether it is the session's own."""
+    try:
+        session = ctx.sessions.get(request.session_id, client_ip=None)
+    except SessionError as exc:
+        raise DataError(exc.code, exc.reason) from None
+    username = str(request.arg("username")).strip()
+    if not username or username.lower() == session.username.lower():
+        account = account_store.get_account(ctx.pool, session.account_id)
+        if account is None:
+            raise DataError(ErrorCode.INVALID_SESSION, "the session's account no longer exists")
+        return account, True
+    account = None
+    if USERNAME_RE.fullmatch(username):
+        account = account_store.find_account_by_username(ctx.pool, username)
+    if account is None:
+        raise DataError(ErrorCode.UNKNOWN_USER, f"there is no user {username[:24]}")
+    return account, account.id == session.account_id
+
+
+def user_info(ctx: MasterContext, account: Account, own: bool) -> Value:
+    if own:
+        return to_record(
+            {
+                "username": account.username,
+                "email": account.email,
+                "is_password": account.is_password,
+                "cash": account.cash,
+                "created_at": account.created_at,
+            }
+        )
+    return to_record({"username": account.username, "created_at": account.created_at})
+
+
+def portfolio(ctx: MasterContext, account: Account, own: bool) -> Value:
+    """Positions valued at the master's current quotes (market value rounded to cents)."""
+    snapshot = ctx.quotes.snapshot()
+    rows: list[dict[str, Any]] = []
+    total = account.cash
+    for position in portfolio_store.positions(ctx.pool, account.id):
+        price = snapshot.price(position.symbol)
+        value = None if price is None else money(position.quantity * price)
+        if value is not None:
+            total += value
+        row: dict[str, Any] = {"symbol": position.symbol, "quantity": position.quantity}
+        if own:
+            row["average_price"] = tidy_price(position.average_price)
+        row["price"] = price
+        row["market_value"] = value
+        rows.append(row)
+    if not own:
+        return to_record({"username": account.username, "positions": rows})
+    return to_record(
+        {
+            "username": account.username,
+            "cash": account.cash,
+            "positions": rows,
+            "total_value": money(total),
+            "priced_at": snapshot.updated_at,
+        }
+    )
+
+
+def history(ctx: MasterContext, account: Account, own: bool) -> Value:
+    entries = portfolio_store.history(ctx.pool, account.id)
+    if own:
+        return tuple(
+            to_record(
+                {
+                    "order_id": e.order_id,
+                    "side": e.side,
+                    "symbol": e.symbol,
+                    "quantity": e.quantity,
+                    "price": tidy_price(e.price),
+                    "amount": e.amount,
+                    "received_at": e.received_at,
+                    "executed_at": e.executed_at,
+                }
+            )
+            for e in entries
+        )
+    return tuple(
+        to_record(
+            {
+                "side": e.side,
+                "symbol": e.symbol,
+                "quantity": e.quantity,
+                "price": tidy_price(e.price),
+                "executed_at": e.executed_at,
+            }
+        )
+        for e in entries
+    )
+
+
+_BUILDERS = {
+    Instruction.GET_USER_INFO: user_info,
+    Instruction.GET_USER_PORTFOLIO: portfolio,
+    Instruction.GET_USER_TRANSACTION_HISTORY: history,
+}
+
+
+def handle_user_data(ctx: MasterContext, request: Message) -> list[Message]:
+    """GET_USER_INFO / GET_USER_PORTFOLIO / GET_USER_TRANSACTION_HISTORY."""
+    try:
+        account, own = resolve_target(ctx, request)
+    except DataError as exc:
+        return [
+            Message(
+                Instruction.DATA_FAIL, (int(exc.code), exc.reason), request_id=request.request_id
+            )
+        ]
+    value = _BUILDERS[request.instruction](ctx, account, own)
+    return packets_for(
+        value, max_chunk_size(ctx.settings.max_data_size), request_id=request.request_id
+    )

@@ -1,0 +1,63 @@
+"""Routes each request arriving on a worker link to the module that serves it (spec 3.1.1).
+
+Handlers return the complete answer (one return, or DATA packets 1..max).
+An expected outage (database or Redis unreachable) becomes a failure return
+with UNAVAILABLE and one log line; anything else unexpected becomes INTERNAL
+with the traceback in the log, never on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg2
+import redis
+from loguru import logger
+
+from papertrader.master import accounts, portfolio
+from papertrader.master.context import MasterContext
+from papertrader.protocol import ErrorCode, Instruction, Message, failure_reply
+from papertrader.store.pool import PoolTimeout
+
+Handler = Callable[[MasterContext, Message], list[Message]]
+
+ROUTES: dict[Instruction, Handler] = {
+    Instruction.LOGIN: accounts.handle_login,
+    Instruction.REGISTER: accounts.handle_register,
+    Instruction.GET_USER_INFO: portfolio.handle_user_data,
+    Instruction.GET_USER_PORTFOLIO: portfolio.handle_user_data,
+    Instruction.GET_USER_TRANSACTION_HISTORY: portfolio.handle_user_data,
+}
+
+
+def route(ctx: MasterContext, request: Message) -> list[Message]:
+    """The answer to one forwarded request, carrying its request id."""
+    handler = ROUTES.get(request.instruction)
+    if handler is None:
+        return [
+            failure_reply(
+                request.instruction,
+                ErrorCode.NOT_ALLOWED,
+                f"{request.instruction.name} is not served by the master over a worker link",
+                request.request_id,
+            )
+        ]
+    try:
+        return handler(ctx, request)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError, PoolTimeout) as exc:
+        logger.warning("{} failed: the database is unavailable ({})", request.instruction.name, exc)
+        reason = "the master's database is unavailable; try again shortly"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logger.warning("{} failed: Redis is unavailable ({})", request.instruction.name, exc)
+        reason = "the master's session store is unavailable; try again shortly"
+    except Exception:
+        logger.exception("{} failed unexpectedly", request.instruction.name)
+        return [
+            failure_reply(
+                request.instruction,
+                ErrorCode.INTERNAL,
+                "internal error on the master; it has been logged",
+                request.request_id,
+            )
+        ]
+    return [failure_reply(request.instruction, ErrorCode.UNAVAILABLE, reason, request.request_id)]

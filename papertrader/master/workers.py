@@ -1,0 +1,158 @@
+"""Worker management (spec 3.1.5): the workers linked to this master right now.
+
+The registry is the master's memory of its links (name, UUID, region, the
+address clients should use, when it connected, when it last sent a frame),
+mirrored to Redis for ``pt`` commands. Its watchdog drops a link that stayed
+silent for three heartbeat periods, and one whose worker was disabled or
+unregistered meanwhile: that is how an operator boots a worker off.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any
+
+import gevent.event
+import psycopg2
+import redis
+from loguru import logger
+
+from papertrader.store import workers as store
+from papertrader.store.pool import ConnectionPool, PoolTimeout
+
+
+def heartbeat_seconds(update_interval: float) -> float:
+    """How often each side of a link sends a HEARTBEAT (the link contract)."""
+    return max(1.0, update_interval)
+
+
+@dataclass(eq=False)
+class LinkedWorker:
+    """One live link. ``close`` shuts its socket (the link's greenlet then cleans up);
+    ``refuse`` first tells the worker why (LINK_REFUSED), for a worker booted off."""
+
+    uuid: uuid.UUID
+    name: str
+    region: str | None
+    client_address: str  # "host:port" that clients should use
+    peer: str  # where the link comes from
+    close: Callable[[str], None] = field(repr=False)
+    refuse: Callable[[str], None] = field(repr=False)
+    connected_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    last_frame: float = field(default_factory=time.monotonic)
+
+    def live_fields(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "region": self.region or "",
+            "address": self.client_address,
+            "peer": self.peer,
+            "connected_at": self.connected_at.isoformat(),
+            "last_seen": datetime.now(timezone.utc).isoformat(),
+        }
+
+
+class WorkerRegistry:
+    def __init__(self, pool: ConnectionPool, client: redis.Redis, heartbeat: float) -> None:
+        self._pool = pool
+        self._redis = client
+        self.heartbeat = heartbeat
+        self.silence_limit = 3 * heartbeat
+        self._links: dict[uuid.UUID, LinkedWorker] = {}
+
+    # links come and go --------------------------------------------------
+    def add(self, worker: LinkedWorker) -> None:
+        """Register a new link; an older link of the same worker is closed (it reconnected)."""
+        old = self._links.get(worker.uuid)
+        self._links[worker.uuid] = worker
+        if old is not None:
+            logger.info(
+                "worker {} reconnected from {}; closing its old link", worker.name, worker.peer
+            )
+            old.close("replaced by a new link of the same worker")
+        self._mirror(lambda: store.publish_live(self._redis, worker.uuid, worker.live_fields()))
+        logger.info(
+            "worker {} ({}) linked from {}; clients use {}",
+            worker.name, worker.region or "no region", worker.peer, worker.client_address,
+        )  # fmt: skip
+
+    def remove(self, worker: LinkedWorker) -> None:
+        """Forget a closed link (unless a newer link of the same worker replaced it)."""
+        if self._links.get(worker.uuid) is not worker:
+            return
+        del self._links[worker.uuid]
+        self._mirror(lambda: store.remove_live(self._redis, worker.uuid))
+        self._mark_seen(worker)
+        logger.info("worker {} disconnected", worker.name)
+
+    def touch(self, worker: LinkedWorker) -> None:
+        worker.last_frame = time.monotonic()
+
+    # reads ----------------------------------------------------------------
+    def connected(self) -> list[LinkedWorker]:
+        return sorted(self._links.values(), key=lambda w: w.name)
+
+    def worker_list(self) -> list[dict[str, Any]]:
+        """What a client gets for getWorkerList: the workers it can connect to now."""
+        return [
+            {"name": w.name, "region": w.region, "address": w.client_address}
+            for w in self.connected()
+        ]
+
+    # the watchdog -----------------------------------------------------------
+    def check(self) -> None:
+        """Drop silent or no-longer-allowed links; refresh last-seen times."""
+        now = time.monotonic()
+        for worker in list(self._links.values()):
+            silent = now - worker.last_frame
+            if silent > self.silence_limit:
+                logger.warning(
+                    "worker {} silent for {:.1f}s (limit {:g}s); dropping its link",
+                    worker.name, silent, self.silence_limit,
+                )  # fmt: skip
+                worker.close(f"silent for more than {self.silence_limit:g}s")
+                continue
+            if self._mark_seen(worker) is False:
+                reason = f"worker {worker.name} is disabled or no longer registered"
+                logger.warning("{}; dropping its link", reason)
+                worker.refuse(reason)
+                continue
+            self._mirror(
+                partial(store.publish_live, self._redis, worker.uuid, worker.live_fields())
+            )
+
+    def run_watchdog(self, stop: gevent.event.Event) -> None:
+        while not stop.wait(timeout=self.heartbeat):
+            try:
+                self.check()
+            except Exception:
+                logger.exception("worker watchdog round failed")
+
+    def clear_stale(self) -> None:
+        """At start: whatever a previous master left in Redis is not connected to us."""
+        self._mirror(lambda: store.clear_live(self._redis))
+
+    def close_all(self) -> None:
+        for worker in list(self._links.values()):
+            worker.close("the master is stopping")
+
+    # helpers ------------------------------------------------------------------
+    def _mark_seen(self, worker: LinkedWorker) -> bool | None:
+        """True/False from the database; None if it could not be asked (keep the link)."""
+        try:
+            return store.mark_seen(self._pool, worker.uuid)
+        except (psycopg2.Error, PoolTimeout) as exc:
+            logger.warning("could not record that worker {} is alive ({})", worker.name, exc)
+            return None
+
+    @staticmethod
+    def _mirror(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except redis.RedisError as exc:
+            logger.warning("could not update the connected workers in Redis ({})", exc)

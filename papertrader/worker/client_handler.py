@@ -1,0 +1,383 @@
+"""One greenlet per client: bytes in, the protocol state machine, answers out.
+
+Each client connection runs :meth:`ClientConnection.serve` in its own
+greenlet (gevent's StreamServer spawns it). The protocol ``Connection`` does
+the framing and the state machine of spec 4.2; this module routes each
+message to the module that answers it and sends the answer back.
+
+Robustness rules, so one client can never hurt another:
+
+* a message that is wrong but framed (bad argument, wrong state, unknown
+  instruction) gets its failure return and the connection goes on;
+* bytes that cannot be framed (bad magic, oversized frame) get an ERROR
+  return if possible, then the connection is closed;
+* a client idle for ``client_idle_timeout``, or stuck half-way through a frame
+  for ``min(30, client_idle_timeout)`` seconds, is closed, and so is one that
+  stops reading our answers;
+* Redis trouble becomes an UNAVAILABLE failure return, and an unexpected bug
+  an INTERNAL one, both logged, never a dropped worker.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import redis
+from loguru import logger
+
+from papertrader.config import Settings
+from papertrader.protocol import (
+    HEADER_SIZE,
+    ConnectionStateCode,
+    ErrorCode,
+    Instruction,
+    LocalProtocolError,
+    Message,
+    NeedData,
+    ProtocolError,
+    Role,
+    encode_message,
+    failure_reply,
+    max_chunk_size,
+    packets_for,
+    reply_to,
+)
+from papertrader.protocol import Connection as ProtocolConnection
+from papertrader.protocol.records import to_record
+from papertrader.store.sessions import Session, SessionError
+from papertrader.worker.auth_tunnel import AuthTunnel
+from papertrader.worker.cache import QuoteCache
+from papertrader.worker.client_management import ClientInfo, ClientManager
+from papertrader.worker.forwarding import UserData
+from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
+
+#: A client may take at most this long to finish sending one frame.
+MID_FRAME_LIMIT = 30.0
+#: Seconds allowed for the farewell ERROR to a client being closed.
+FAREWELL_TIMEOUT = 2.0
+#: Currency of every asset until asset metadata is served (a later issue).
+CURRENCY = "USD"
+
+_HISTORY = frozenset(
+    {
+        Instruction.GET_ASSET_VALUE_DAY,
+        Instruction.GET_ASSET_VALUE_WEEK,
+        Instruction.GET_ASSET_VALUE_MONTH,
+        Instruction.GET_ASSET_VALUE_YEAR,
+        Instruction.GET_ASSET_VALUE_ALL_TIME,
+        Instruction.GET_ASSET_VALUE_PREDICTED,
+    }
+)
+_USER_DATA = frozenset(
+    {
+        Instruction.GET_USER_INFO,
+        Instruction.GET_USER_PORTFOLIO,
+        Instruction.GET_USER_TRANSACTION_HISTORY,
+    }
+)
+
+
+class _Closing(Exception):
+    """The connection must end; ``reason`` is logged, ``farewell`` sent first if set."""
+
+    def __init__(self, reason: str, farewell: Message | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.farewell = farewell
+
+
+def now_micros() -> int:
+    """The worker's stamp: microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+class ClientHandler:
+    """What every client connection shares; the StreamServer calls it per connection."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clients: ClientManager,
+        cache: QuoteCache,
+        tunnel: AuthTunnel,
+        orders: OrderDesk,
+        user_data: UserData,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.cache = cache
+        self.tunnel = tunnel
+        self.orders = orders
+        self.user_data = user_data
+        self.chunk_size = max_chunk_size(settings.max_data_size)
+
+    def __call__(self, sock: socket.socket, address: Any) -> None:
+        """StreamServer handle: serve one client until it leaves; never raises."""
+        host, port = str(address[0]), int(address[1])
+        client = self.clients.connect(host, port)
+        logger.info(f"{client.label}: connected ({self.clients.count} clients)")
+        connection = ClientConnection(self, sock, client)
+        try:
+            connection.serve()
+        except Exception:  # a bug: this client's loss only, logged once
+            logger.exception(f"{client.label}: handler failed")
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.clients.disconnect(client)
+            logger.info(
+                f"{client.label}: disconnected ({connection.close_reason}; "
+                f"{self.clients.count} clients)"
+            )
+
+
+class ClientConnection:
+    """The read loop and message routing of one client."""
+
+    def __init__(self, shared: ClientHandler, sock: socket.socket, client: ClientInfo) -> None:
+        self.shared = shared
+        self.sock = sock
+        self.client = client
+        settings = shared.settings
+        self.conn = ProtocolConnection(Role.SERVER, settings.max_data_size)
+        self.recv_size = HEADER_SIZE + settings.max_data_size
+        self.idle_timeout = settings.client_idle_timeout
+        self.frame_limit = min(MID_FRAME_LIMIT, settings.client_idle_timeout)
+        self.send_timeout = settings.client_idle_timeout
+        self._frame_deadline: float | None = None
+        self.close_reason = "closed"
+        self._routes: dict[Instruction, Callable[[Message, int], list[Message]]] = {
+            Instruction.LOGIN: self._login,
+            Instruction.REGISTER: self._register,
+            Instruction.LOGIN_SESSION: self._login_session,
+            Instruction.LOGOUT: self._logout,
+            Instruction.PURCHASE_ASSET: self._order,
+            Instruction.SELL_ASSET: self._order,
+            Instruction.SWITCH_STATE: self._switch_state,
+            Instruction.GET_ASSET_VALUE_CURRENT: self._asset_value_current,
+            Instruction.GET_ASSET_INFO: self._asset_info,
+            Instruction.GET_WORKER_LIST: self._worker_list,
+            **{instruction: self._history for instruction in _HISTORY},
+            **{instruction: self._user_data for instruction in _USER_DATA},
+        }
+
+    # the loop ----------------------------------------------------------------------
+    def serve(self) -> None:
+        try:
+            while True:
+                data = self._recv()
+                if not data:
+                    self.close_reason = "closed by the client"
+                    return
+                stamp = now_micros()
+                self.conn.receive_data(data)
+                self._drain(stamp)
+        except _Closing as closing:
+            self.close_reason = closing.reason
+            if closing.farewell is not None:
+                self._farewell(closing.farewell)
+        except (OSError, gevent.Timeout) as exc:
+            self.close_reason = f"connection lost ({exc.__class__.__name__})"
+
+    def _recv(self) -> bytes:
+        """The next bytes, or _Closing when the client is idle or stuck mid-frame too long."""
+        now = time.monotonic()
+        if self.conn.mid_frame:
+            if self._frame_deadline is None:
+                self._frame_deadline = now + self.frame_limit
+            timeout = self._frame_deadline - now
+            why = f"sent part of a frame, then nothing for {self.frame_limit:g} s"
+        else:
+            self._frame_deadline = None
+            timeout = self.idle_timeout
+            why = f"idle for {self.idle_timeout:g} s"
+        if timeout > 0:
+            timer = gevent.Timeout.start_new(timeout)
+            try:
+                return bytes(self.sock.recv(self.recv_size))
+            except gevent.Timeout as exc:
+                if exc is not timer:
+                    raise
+            finally:
+                timer.close()
+        raise _Closing(why, Message(Instruction.ERROR, (int(ErrorCode.TIMEOUT), f"{why}: closing")))
+
+    def _drain(self, stamp: int) -> None:
+        """Answer every whole message buffered so far, in order."""
+        while True:
+            try:
+                message = self.conn.next_message()
+            except ProtocolError as exc:
+                if exc.fatal:
+                    farewell = Message(
+                        Instruction.ERROR,
+                        (int(exc.code), f"{exc.reason}: closing the connection"),
+                        request_id=exc.header.request_id if exc.header else 0,
+                    )
+                    raise _Closing(f"unreadable bytes ({exc.code.name})", farewell) from None
+                logger.debug(f"{self.client.label}: refused a message: {exc}")
+                self._sendall(self._failure_bytes(exc))
+                continue
+            if isinstance(message, NeedData):
+                return
+            self._frame_deadline = None  # progress: the next frame gets its own time
+            self._sendall(b"".join(self.conn.send(reply) for reply in self._answer(message, stamp)))
+
+    def _answer(self, message: Message, stamp: int) -> list[Message]:
+        """Route one message; expected failures become its failure return."""
+        instruction = message.instruction
+        try:
+            return self._routes[instruction](message, stamp)
+        except SessionError as exc:
+            return [failure_reply(instruction, exc.code, exc.reason, message.request_id)]
+        except redis.RedisError as exc:
+            logger.warning(f"{self.client.label}: {instruction.name}: Redis unavailable ({exc})")
+            reason = "the session and order store is unreachable: try again shortly"
+            return [failure_reply(instruction, ErrorCode.UNAVAILABLE, reason, message.request_id)]
+        except Exception:
+            logger.exception(f"{self.client.label}: {instruction.name} failed")
+            reason = f"internal error while answering {instruction.name}"
+            return [failure_reply(instruction, ErrorCode.INTERNAL, reason, message.request_id)]
+
+    def _failure_bytes(self, error: ProtocolError) -> bytes:
+        try:
+            return self.conn.failure_for(error)
+        except LocalProtocolError:  # no failure return fits the state: a plain ERROR does
+            request_id = error.header.request_id if error.header else 0
+            return encode_message(
+                Message(Instruction.ERROR, (int(error.code), error.reason), request_id=request_id),
+                self.conn.max_data_size,
+            )
+
+    def _sendall(self, data: bytes) -> None:
+        """Send, closing a client that does not take our answer for ``send_timeout``."""
+        timer = gevent.Timeout.start_new(self.send_timeout)
+        try:
+            self.sock.sendall(data)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise _Closing(f"did not read our answers for {self.send_timeout:g} s") from None
+        finally:
+            timer.close()
+
+    def _farewell(self, message: Message) -> None:
+        """Best effort: tell the client why it is being closed."""
+        try:
+            data = encode_message(message, self.conn.max_data_size)
+            with gevent.Timeout(FAREWELL_TIMEOUT, False):
+                self.sock.sendall(data)
+        except OSError:
+            pass
+
+    # sessions ------------------------------------------------------------------------
+    def _session(self, message: Message) -> Session:
+        """The live session of the request, checked against the client's IP (SessionError)."""
+        return self.shared.clients.check_session(self.client, message.session_id)
+
+    # command state -------------------------------------------------------------------
+    def _login(self, message: Message, stamp: int) -> list[Message]:
+        return [self.shared.tunnel.login(message, self.client, stamp)]
+
+    def _register(self, message: Message, stamp: int) -> list[Message]:
+        return [self.shared.tunnel.register(message, self.client, stamp)]
+
+    def _login_session(self, message: Message, stamp: int) -> list[Message]:
+        return [self.shared.tunnel.login_session(message, self.client)]
+
+    def _logout(self, message: Message, stamp: int) -> list[Message]:
+        return [self.shared.tunnel.logout(message, self.client)]
+
+    def _order(self, message: Message, stamp: int) -> list[Message]:
+        session = self._session(message)
+        return [self.shared.orders.place(message, self.client, session, stamp)]
+
+    # control -------------------------------------------------------------------------
+    def _switch_state(self, message: Message, stamp: int) -> list[Message]:
+        """switchState(1) needs a valid session; switchState(0) is always granted.
+
+        Going back to the command state reveals nothing and is the way out for
+        a client whose session expired while in the data transfer state (it
+        must reach the command state to log in again).
+        """
+        target = message.arg("state")
+        if target == ConnectionStateCode.DATA_TRANSFER:
+            self._session(message)
+        return [reply_to(message, Instruction.STATE_SWITCH_SUCCESS, target)]
+
+    def _worker_list(self, message: Message, stamp: int) -> list[Message]:
+        return [
+            reply_to(
+                message,
+                Instruction.DATA_FAIL,
+                int(ErrorCode.NOT_ALLOWED),
+                "getWorkerList is answered by the master (port 2048), not by a worker",
+            )
+        ]
+
+    # data transfer state -------------------------------------------------------------
+    def _packets(self, message: Message, value: Any) -> list[Message]:
+        return packets_for(
+            to_record(value) if isinstance(value, dict) else value,
+            chunk_size=self.shared.chunk_size,
+            request_id=message.request_id,
+        )
+
+    def _unknown_asset(self, message: Message, symbol: str) -> list[Message]:
+        reason = unknown_asset_reason(symbol, self.shared.cache.known_symbols)
+        return [reply_to(message, Instruction.DATA_FAIL, int(ErrorCode.UNKNOWN_ASSET), reason)]
+
+    def _asset_value_current(self, message: Message, stamp: int) -> list[Message]:
+        self._session(message)
+        symbol = normalise_symbol(str(message.arg("asset")))
+        cache = self.shared.cache
+        if not cache.is_known(symbol):
+            return self._unknown_asset(message, symbol)
+        quote = cache.get(symbol)
+        if quote is None:
+            return [
+                reply_to(
+                    message,
+                    Instruction.DATA_FAIL,
+                    int(ErrorCode.NO_DATA),
+                    f"no quote for {symbol} yet: the first market update is still to come",
+                )
+            ]
+        return self._packets(message, quote.as_record())
+
+    def _asset_info(self, message: Message, stamp: int) -> list[Message]:
+        self._session(message)
+        symbol = normalise_symbol(str(message.arg("asset")))
+        cache = self.shared.cache
+        if not cache.is_known(symbol):
+            return self._unknown_asset(message, symbol)
+        quote = cache.get(symbol)
+        record = {
+            "symbol": symbol,
+            "name": None,  # asset names are not configured yet
+            "currency": CURRENCY,
+            "quote": quote.as_record() if quote is not None else None,
+            "updated_at": cache.updated_at,
+        }
+        return self._packets(message, record)
+
+    def _history(self, message: Message, stamp: int) -> list[Message]:
+        self._session(message)
+        return [
+            reply_to(
+                message,
+                Instruction.DATA_FAIL,
+                int(ErrorCode.UNAVAILABLE),
+                "price history is not served yet",
+            )
+        ]
+
+    def _user_data(self, message: Message, stamp: int) -> list[Message]:
+        self._session(message)
+        return self.shared.user_data.fetch(message, self.client, stamp)

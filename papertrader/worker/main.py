@@ -1,0 +1,208 @@
+"""Main module of the worker (spec 3.2.1): wire the modules together, start, stop.
+
+The process must be monkey-patched by gevent before this module is imported
+(``pt worker run`` does it), so redis-py, sockets and queues all yield to the
+event loop instead of blocking it.
+
+Start order follows the spec: quotes are loaded, the master link starts
+connecting, then the worker listens for clients. It does not wait for the
+master: quotes, session resumes and logouts are served without it, and a login
+while the master is away gets a prompt UNAVAILABLE instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import gevent
+import gevent.event
+import redis
+from gevent.server import StreamServer
+from loguru import logger
+
+from papertrader.config import Settings
+from papertrader.config.settings import join_host_port
+from papertrader.log import crash_guard, install_logging, uninstall_logging
+from papertrader.protocol import max_chunk_size
+from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
+from papertrader.store.order_queue import OrderQueue
+from papertrader.store.quotes import QuoteStore
+from papertrader.store.sessions import SessionStore
+from papertrader.worker.auth_tunnel import AuthTunnel
+from papertrader.worker.cache import QuoteCache
+from papertrader.worker.client_handler import ClientHandler
+from papertrader.worker.client_management import ClientManager
+from papertrader.worker.forwarding import UserData
+from papertrader.worker.master_link import LinkIdentity, MasterLink
+from papertrader.worker.orders import OrderDesk, order_wait_timeout
+
+#: Redis connections one worker may hold. Every client waiting for an order
+#: holds one for the whole wait (BLPOP), so the pool is sized for many greenlets.
+REDIS_MAX_CONNECTIONS = 1024
+#: A greenlet finding every Redis connection busy waits this long before failing.
+REDIS_POOL_TIMEOUT = 20.0
+REDIS_CONNECT_TIMEOUT = 5.0
+#: Seconds given to connected clients to finish their current request at shutdown.
+STOP_GRACE = 5.0
+
+
+class WorkerStartError(RuntimeError):
+    """The worker cannot start (no Redis configured, port taken...): a message for the operator."""
+
+
+def redis_url_for(settings: Settings, state_dir: Path | None) -> str:
+    """The configured Redis, else the one `pt services up` recorded (the worker needs no SQL)."""
+    if settings.redis_url:
+        return settings.redis_url
+    return resolve_urls(settings, state_dir).redis_url
+
+
+def make_redis(url: str) -> redis.Redis:
+    """A client whose pool makes greenlets wait for a free connection instead of failing."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class Worker:
+    """One worker server: its modules, started and stopped together."""
+
+    def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
+        self.settings = settings
+        self.redis = redis_client
+        self.cache = QuoteCache(QuoteStore(redis_client), settings.assets, settings.update_interval)
+        self.link = MasterLink(
+            settings.master_address,
+            LinkIdentity(
+                worker_uuid=settings.worker_id,
+                name=settings.worker_name,
+                region=settings.region,
+                client_address=settings.worker_client_address,
+            ),
+            heartbeat_interval=max(1.0, settings.update_interval),
+            max_data_size=settings.max_data_size,
+        )
+        self.clients = ClientManager(
+            SessionStore(
+                redis_client,
+                settings.session_ttl_seconds,
+                settings.session_remember_ttl_seconds,
+                settings.session_ip_check,
+            )
+        )
+        handler = ClientHandler(
+            settings,
+            self.clients,
+            self.cache,
+            AuthTunnel(self.link, self.clients),
+            OrderDesk(
+                OrderQueue(redis_client),
+                self.cache,
+                settings.worker_name,
+                order_wait_timeout(settings.update_interval),
+            ),
+            UserData(self.link, max_chunk_size(settings.max_data_size)),
+        )
+        self.server = StreamServer((settings.worker_host, settings.worker_port), handler)
+        self._stopped = gevent.event.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when configured with port 0)."""
+        host, port = self.server.address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Bind, load quotes, start the link, serve. WorkerStartError if the port is unusable."""
+        settings = self.settings
+        try:
+            self.server.init_socket()  # bind first: a taken port fails before anything starts
+        except OSError as exc:
+            where = join_host_port(settings.worker_host, settings.worker_port)
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise WorkerStartError(f"cannot listen on {where}: {why}") from None
+        self.cache.start()
+        if self.cache.loaded:
+            known = len(self.cache.known_symbols)
+            logger.info(f"{known} assets known, quotes of {self.cache.updated_at}")
+        self.link.start()
+        self.server.start()
+        logger.info(
+            f"worker {settings.worker_name} (uuid {settings.worker_id}, region {settings.region}) "
+            f"listening for clients on {join_host_port(*self.address)}, "
+            f"advertised as {settings.worker_client_address}; "
+            f"master at {self.link.where}"
+        )
+
+    def stop(self) -> None:
+        """Stop listening, let clients finish briefly, drop the link; idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        logger.info(f"worker {self.settings.worker_name} stopping ({self.clients.count} clients)")
+        self.server.stop(timeout=STOP_GRACE)
+        self.link.stop()
+        self.cache.stop()
+        self.redis.close()
+        self.redis.connection_pool.disconnect()
+        logger.info(f"worker {self.settings.worker_name} stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` has been called; True if it has."""
+        return bool(self._stopped.wait(timeout))
+
+
+def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
+    """<state_dir>/logs/<worker_name>.log unless ``log_file`` is set."""
+    if settings.log_file is not None:
+        return settings.log_file
+    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+    return directory / "logs" / f"{settings.worker_name}.log"
+
+
+def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
+    """Run a worker until SIGTERM or SIGINT (the body of ``pt worker run``).
+
+    Problems the operator must fix (no Redis configured, port taken) are
+    logged as one line and raised as WorkerStartError, without a traceback;
+    anything else is a crash, logged with its traceback by ``crash_guard``.
+    """
+    log_file = default_log_file(settings, state_dir)
+    install_logging(log_file, settings.log_memory_entries, settings.log_flush_seconds)
+    failure: WorkerStartError | None = None
+    try:
+        with crash_guard():
+            try:
+                worker = Worker(settings, make_redis(redis_url_for(settings, state_dir)))
+                worker.start()
+            except (WorkerStartError, ServicesError) as exc:
+                logger.error(f"worker {settings.worker_name} not started: {exc}")
+                failure = WorkerStartError(str(exc))
+            else:
+                _serve_until_signalled(worker)
+    finally:
+        uninstall_logging()  # flushes the held entries to the log file
+    if failure is not None:
+        raise failure
+
+
+def _serve_until_signalled(worker: Worker) -> None:
+    """Block until SIGTERM or SIGINT, then stop the worker cleanly."""
+    stop = gevent.event.Event()
+    handlers = [
+        gevent.signal_handler(signal.SIGTERM, stop.set),
+        gevent.signal_handler(signal.SIGINT, stop.set),
+    ]
+    try:
+        stop.wait()
+        logger.info("stop signal received")
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        worker.stop()

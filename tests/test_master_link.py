@@ -1,0 +1,399 @@
+"""The master process over real sockets: worker links, getWorkerList, signals.
+
+Each test starts `python -m cli.master run` as a subprocess (gevent-patched as
+in production) on a free port, against this test's Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from papertrader.protocol import (
+    ErrorCode,
+    FrameDecoder,
+    Instruction,
+    Message,
+    NeedData,
+    Reassembler,
+    encode_message,
+)
+from papertrader.protocol.records import from_record, from_records
+from papertrader.services.ports import free_port
+from papertrader.store.order_queue import Order, OrderQueue
+from papertrader.store.pool import ConnectionPool
+from papertrader.store.sessions import SessionStore
+from papertrader.store.workers import read_live, register_worker, set_worker_enabled
+
+ROOT = Path(__file__).resolve().parent.parent
+INTERVAL = 0.3
+
+
+@dataclass
+class MasterProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+
+def start_master(
+    tmp_path: Path, redis_url: str, database_url: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = port or free_port()
+    log = tmp_path / "master.log"
+    environment = {
+        **os.environ,
+        "PT_REDIS_URL": redis_url,
+        "PT_DATABASE_URL": database_url,
+        "PT_BCRYPT_COST": "4",
+        "PT_UPDATE_INTERVAL": str(INTERVAL),
+        "PT_ASSETS": "AAPL,MSFT",
+        "PT_LOG_FLUSH_SECONDS": "0.1",
+    }
+    environment.pop("PT_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.master", "run", "--state-dir", str(tmp_path / "state"),
+         "--port", str(port), "--log-file", str(log)],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    return process, port, log
+
+
+@pytest.fixture
+def master(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[MasterProcess]:
+    process, port, log = start_master(tmp_path, redis_url, database_url)
+    running = MasterProcess(process, port, log)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"master exited with {process.returncode}: {err.decode()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("master did not listen within 30 s")
+            time.sleep(0.05)
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = ConnectionPool(database_url, size=2)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+class Peer:
+    """A blocking test client speaking frames to the master."""
+
+    def __init__(self, port: int, worker_uuid: uuid.UUID | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.decoder = FrameDecoder()
+        self.worker_uuid = worker_uuid or uuid.UUID(int=0)
+        self.heartbeats = 0
+
+    def send(
+        self, instruction: Instruction, *args: object, request_id: int = 0, **header: object
+    ) -> None:
+        fields = {"worker_uuid": self.worker_uuid, **header}
+        message = Message(instruction, args, request_id=request_id, **fields)  # type: ignore[arg-type]
+        self.sock.sendall(encode_message(message))
+
+    def read(self, skip_heartbeats: bool = True) -> Message | None:
+        """The next frame, or None when the master closed the connection."""
+        while True:
+            message = self.decoder.next_message()
+            if isinstance(message, NeedData):
+                data = self.sock.recv(65536)
+                if not data:
+                    return None
+                self.decoder.receive_data(data)
+                continue
+            if skip_heartbeats and message.instruction is Instruction.HEARTBEAT:
+                self.heartbeats += 1
+                continue
+            return message
+
+    def read_data(self) -> object:
+        reassembler = Reassembler()
+        while True:
+            message = self.read()
+            assert message is not None and message.instruction is Instruction.DATA, message
+            done, value = reassembler.finish_value(message)
+            if done:
+                return value
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def linked_worker(master: MasterProcess, pool: ConnectionPool, name: str = "w1") -> Peer:
+    worker_uuid = uuid.uuid4()
+    register_worker(pool, name, worker_uuid, "eu-west")
+    peer = Peer(master.port, worker_uuid)
+    peer.send(Instruction.LINK_HELLO, name, "eu-west", "worker1.example.com:2049")
+    welcome = peer.read()
+    assert welcome is not None and welcome.instruction is Instruction.LINK_WELCOME
+    assert welcome.args == (name,)
+    return peer
+
+
+def answer(peer: Peer) -> Message:
+    message = peer.read()
+    assert message is not None, "the master closed the connection"
+    return message
+
+
+def worker_list(port: int) -> list[dict[str, object]]:
+    client = Peer(port)
+    try:
+        client.send(Instruction.GET_WORKER_LIST, request_id=7)
+        return from_records(client.read_data())  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+def test_unregistered_worker_is_refused_and_disconnected(master: MasterProcess) -> None:
+    peer = Peer(master.port, uuid.uuid4())
+    peer.send(Instruction.LINK_HELLO, "rogue", "nowhere", "rogue:2049")
+    refused = peer.read()
+    assert refused is not None and refused.instruction is Instruction.LINK_REFUSED
+    assert refused.arg("code") == ErrorCode.NOT_ALLOWED
+    assert "not registered" in str(refused.arg("reason"))
+    assert peer.read() is None
+    assert worker_list(master.port) == []
+
+
+def test_disabled_worker_is_refused(master: MasterProcess, pool: ConnectionPool) -> None:
+    worker_uuid = uuid.uuid4()
+    register_worker(pool, "off", worker_uuid, None)
+    set_worker_enabled(pool, "off", False)
+    peer = Peer(master.port, worker_uuid)
+    peer.send(Instruction.LINK_HELLO, "off", "", "off:2049")
+    refused = peer.read()
+    assert refused is not None and refused.instruction is Instruction.LINK_REFUSED
+    assert "disabled" in str(refused.arg("reason"))
+
+
+def test_worker_disabled_while_linked_is_booted_off(
+    master: MasterProcess, pool: ConnectionPool
+) -> None:
+    peer = linked_worker(master, pool, "w9")
+    set_worker_enabled(pool, "w9", False)
+    refused = peer.read()  # within one watchdog round (1 s)
+    assert refused is not None and refused.instruction is Instruction.LINK_REFUSED
+    assert refused.arg("code") == ErrorCode.NOT_ALLOWED and "disabled" in str(refused.arg("reason"))
+    assert peer.read() is None
+    assert worker_list(master.port) == []
+
+
+def test_client_may_ask_for_the_worker_list_repeatedly(
+    master: MasterProcess, pool: ConnectionPool
+) -> None:
+    worker = linked_worker(master, pool, "w2")  # kept open: a closed link is unlisted
+    client = Peer(master.port)
+    for request_id in (1, 2):
+        client.send(Instruction.GET_WORKER_LIST, request_id=request_id)
+        assert [w["name"] for w in from_records(client.read_data())] == ["w2"]  # type: ignore[arg-type]
+    client.send(Instruction.LOGIN, "alice", "password1", False, request_id=3)
+    refused = answer(client)
+    assert refused.instruction is Instruction.LOGIN_FAIL and refused.request_id == 3
+    assert refused.arg("code") == ErrorCode.NOT_ALLOWED
+    worker.close()
+
+
+def test_client_must_start_with_get_worker_list(master: MasterProcess) -> None:
+    client = Peer(master.port)
+    client.send(Instruction.LOGIN, "alice", "password1", False, request_id=3)
+    error = client.read()
+    assert error is not None and error.instruction is Instruction.ERROR
+    assert error.request_id == 3 and error.arg("code") == ErrorCode.NOT_ALLOWED
+    assert client.read() is None
+
+
+def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: ConnectionPool) -> None:
+    peer = linked_worker(master, pool)
+    assert worker_list(master.port) == [
+        {"name": "w1", "region": "eu-west", "address": "worker1.example.com:2049"}
+    ]
+
+    peer.send(Instruction.REGISTER, "Alice", "alice@example.com", "password1", request_id=1)
+    peer.send(Instruction.REGISTER, "alice", "a2@example.com", "password1", request_id=2)
+    answers = {m.request_id: m for m in (peer.read(), peer.read()) if m is not None}
+    assert answers[1].instruction is Instruction.REGISTER_SUCCESS and answers[1].args == ("Alice",)
+    assert answers[2].instruction is Instruction.REGISTER_FAIL
+    assert answers[2].arg("code") == ErrorCode.USERNAME_TAKEN
+
+    peer.send(Instruction.LOGIN, "alice", "password1", True, request_id=3)
+    ok = peer.read()
+    assert ok is not None and ok.instruction is Instruction.AUTHENTICATED and ok.request_id == 3
+    assert ok.arg("username") == "Alice" and isinstance(ok.arg("account_id"), int)
+    assert ok.worker_uuid == peer.worker_uuid
+
+    peer.send(Instruction.LOGIN, "alice", "wrong", False, request_id=4)
+    peer.send(Instruction.LOGIN, "nobody", "password1", False, request_id=5)
+    fails = {m.request_id: m for m in (peer.read(), peer.read()) if m is not None}
+    assert fails[4].instruction is fails[5].instruction is Instruction.LOGIN_FAIL
+    assert (
+        fails[4].args
+        == fails[5].args
+        == (int(ErrorCode.INVALID_CREDENTIALS), "unknown user or wrong password")
+    )
+
+    # A frame with another UUID after the hello is dropped, not answered.
+    peer.send(
+        Instruction.LOGIN, "alice", "password1", False, request_id=6, worker_uuid=uuid.uuid4()
+    )
+    peer.send(Instruction.REGISTER, "bob", "bob@example.com", "x", request_id=7)
+    nxt = peer.read()
+    assert nxt is not None and nxt.request_id == 7 and nxt.instruction is Instruction.REGISTER_FAIL
+    assert nxt.arg("code") == ErrorCode.INVALID_PASSWORD
+
+    peer.close()
+    deadline = time.monotonic() + 5
+    while worker_list(master.port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker_list(master.port) == []
+
+
+def test_user_data_and_orders_through_a_running_master(
+    master: MasterProcess, pool: ConnectionPool, redis_client: redis.Redis
+) -> None:
+    peer = linked_worker(master, pool)
+    peer.send(Instruction.REGISTER, "carol", "carol@example.com", "password1", request_id=1)
+    peer.send(Instruction.REGISTER, "dave", "dave@example.com", "password1", request_id=2)
+    assert {answer(peer).instruction, answer(peer).instruction} == {Instruction.REGISTER_SUCCESS}
+    peer.send(Instruction.LOGIN, "carol", "password1", False, request_id=3)
+    carol_id = answer(peer).arg("account_id")
+    assert isinstance(carol_id, int)
+    session = SessionStore(redis_client, 3600, 86400).create(
+        carol_id, "carol", "198.51.100.4", False
+    )
+
+    # An order queued by a worker is filled at the master's current price.
+    queue = OrderQueue(redis_client)
+    placed = Order(
+        uuid.uuid4(), carol_id, "buy", "AAPL", 3, datetime.now(timezone.utc), "198.51.100.4", "w1"
+    )
+    queue.submit(placed)
+    filled = queue.wait_outcome(placed.order_id, timeout=10)
+    assert filled is not None and filled.status == "filled" and filled.price is not None
+
+    peer.send(Instruction.GET_USER_PORTFOLIO, "", request_id=10, session_id=session.session_id)
+    own = from_record(peer.read_data())  # type: ignore[arg-type]
+    assert own["username"] == "carol"
+    assert own["cash"] == Decimal("100000.00") - 3 * filled.price
+    (position,) = from_records(own["positions"])
+    assert position["symbol"] == "AAPL" and position["quantity"] == 3
+    assert position["average_price"] == filled.price
+    assert position["market_value"] == (3 * position["price"]).quantize(Decimal("0.01"))
+    assert own["total_value"] == own["cash"] + position["market_value"]
+
+    peer.send(Instruction.GET_USER_INFO, "dave", request_id=11, session_id=session.session_id)
+    other = from_record(peer.read_data())  # type: ignore[arg-type]
+    assert set(other) == {"username", "created_at"}  # no e-mail, no cash
+
+    peer.send(
+        Instruction.GET_USER_TRANSACTION_HISTORY, "", request_id=12, session_id=session.session_id
+    )
+    (entry,) = from_records(peer.read_data())
+    assert (entry["order_id"], entry["side"], entry["quantity"]) == (placed.order_id, "buy", 3)
+
+    peer.send(Instruction.GET_USER_INFO, "nobody", request_id=13, session_id=session.session_id)
+    fail = peer.read()
+    assert fail is not None and fail.instruction is Instruction.DATA_FAIL and fail.request_id == 13
+    assert fail.arg("code") == ErrorCode.UNKNOWN_USER
+
+    peer.send(Instruction.GET_USER_INFO, "", request_id=14, session_id=uuid.uuid4())
+    expired = peer.read()
+    assert expired is not None and expired.arg("code") == ErrorCode.INVALID_SESSION
+
+
+def test_silent_link_is_dropped_and_sigterm_stops_cleanly(
+    master: MasterProcess, pool: ConnectionPool
+) -> None:
+    peer = linked_worker(master, pool)
+    started = time.monotonic()
+    assert peer.read() is None  # we never send a heartbeat: dropped after 3 periods of 1 s
+    assert 2.5 < time.monotonic() - started < 8
+    assert peer.heartbeats >= 2  # the master's own heartbeats kept coming meanwhile
+    assert master.stop() == 0
+    log = master.log.read_text()
+    assert "silent" in log and "worker w1 disconnected" in log and "master stopped" in log
+
+
+def test_master_refuses_to_start_on_an_unmigrated_database(
+    tmp_path: Path, redis_url: str, empty_database_url: str
+) -> None:
+    process, _port, _log = start_master(tmp_path, redis_url, empty_database_url)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "pt db migrate" in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+def test_second_master_on_the_same_port_says_so(
+    master: MasterProcess, tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    process, _port, _log = start_master(tmp_path / "second", redis_url, database_url, master.port)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{master.port}" in err.decode()
+    assert "--port" in err.decode() and "Traceback" not in err.decode()
+
+
+def test_garbage_on_a_link_is_answered_then_fatal_garbage_closes_it(
+    master: MasterProcess, pool: ConnectionPool, redis_client: redis.Redis
+) -> None:
+    peer = linked_worker(master, pool)
+    assert [w["name"] for w in read_live(redis_client)] == ["w1"]  # visible to `pt` commands
+
+    frame = bytearray(
+        encode_message(Message(Instruction.HEARTBEAT, request_id=41, worker_uuid=peer.worker_uuid))
+    )
+    frame[4:6] = (0x0599).to_bytes(2, "little")  # an instruction that does not exist
+    peer.sock.sendall(bytes(frame))
+    error = answer(peer)
+    assert error.instruction is Instruction.ERROR and error.request_id == 41
+    assert error.arg("code") == ErrorCode.UNKNOWN_INSTRUCTION
+
+    peer.send(Instruction.LOGIN, "nobody", "password1", False, request_id=42)
+    assert answer(peer).instruction is Instruction.LOGIN_FAIL  # the link still works
+
+    peer.sock.sendall(b"GET / HTTP/1.1\r\n" + bytes(80))  # the framing is lost
+    assert peer.read() is None
+    deadline = time.monotonic() + 5
+    while read_live(redis_client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert read_live(redis_client) == []

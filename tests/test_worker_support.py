@@ -1,0 +1,355 @@
+"""Helpers for the worker tests (no tests here): a worker process, a client, a scripted master.
+
+The worker runs as a real subprocess (`pt worker run`'s command function,
+monkey-patched as in production) against the test's Redis. The client is a
+small blocking one built on ``papertrader.protocol.Connection``. Where a
+master is needed, ``ScriptedMaster`` speaks the link protocol over a real
+socket and answers the way the contract says the master does, so the worker
+is exercised without waiting for the master server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from papertrader.protocol import (
+    HEADER_SIZE,
+    NIL,
+    Connection,
+    FrameDecoder,
+    Instruction,
+    Message,
+    NeedData,
+    Reassembler,
+    Role,
+    Value,
+    decode_payload,
+    encode_message,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ASSETS = "AAPL,MSFT,GOOG"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Poll until ``condition()`` is truthy; its value, or AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(step)
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    env: dict[str, str]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def worker_env(
+    tmp_path: Path, redis_url: str, port: int, master_port: int, **settings: Any
+) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PT_")}
+    env.update(
+        {
+            "PT_REDIS_URL": redis_url,
+            "PT_STATE_DIR": str(tmp_path / "state"),
+            "PT_WORKER_HOST": "127.0.0.1",
+            "PT_WORKER_PORT": str(port),
+            "PT_MASTER_CONNECT": f"127.0.0.1:{master_port}",
+            "PT_UPDATE_INTERVAL": "0.3",
+            "PT_ASSETS": DEFAULT_ASSETS,
+            "PT_LOG_FLUSH_SECONDS": "0.1",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    env.update({f"PT_{key.upper()}": str(value) for key, value in settings.items()})
+    return env
+
+
+@contextmanager
+def running_worker(
+    tmp_path: Path,
+    redis_url: str,
+    master_port: int | None = None,
+    args: tuple[str, ...] = (),
+    **settings: Any,
+) -> Iterator[WorkerProcess]:
+    """A worker subprocess listening on a free port; SIGTERM at the end must exit 0."""
+    port = free_port()
+    master_port = master_port or free_port()  # nobody listens there unless the test does
+    env = worker_env(tmp_path, redis_url, port, master_port, **settings)
+    log_path = tmp_path / f"worker-{port}.stderr"
+    with log_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from cli.worker import worker; worker()", "run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    worker = WorkerProcess(process, port, log_path, env)
+    try:
+        deadline = time.monotonic() + 20
+        while "listening for clients" not in worker.log():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start:\n{worker.log()}")
+            time.sleep(0.02)
+        yield worker
+    finally:
+        code = worker.stop()
+    assert code == 0, f"worker exited with {code}:\n{worker.log()}"
+    assert "Traceback" not in worker.log(), worker.log()
+
+
+class Client:
+    """A blocking test client: protocol Connection(Role.CLIENT) over a plain socket."""
+
+    def __init__(
+        self,
+        port: int,
+        source_ip: str = "127.0.0.1",
+        timeout: float = 10.0,
+        max_data_size: int = 65536,
+    ) -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source_ip, 0)
+        )
+        self.conn = Connection(Role.CLIENT, max_data_size)
+        self._request_ids = iter(range(1, 1 << 32))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, message: Message) -> None:
+        self.sock.sendall(self.conn.send(message))
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes the client state machine would refuse to produce."""
+        self.sock.sendall(data)
+
+    def receive(self) -> Message:
+        while True:
+            message = self.conn.next_message()
+            if not isinstance(message, NeedData):
+                return message
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the worker closed the connection")
+            self.conn.receive_data(data)
+
+    def message(self, instruction: Instruction, *args: Value, session: uuid.UUID = NIL) -> Message:
+        return Message(instruction, args, session_id=session, request_id=next(self._request_ids))
+
+    def call(self, instruction: Instruction, *args: Value, session: uuid.UUID = NIL) -> Message:
+        request = self.message(instruction, *args, session=session)
+        self.send(request)
+        reply = self.receive()
+        assert reply.request_id == request.request_id
+        return reply
+
+    def fetch(
+        self, instruction: Instruction, *args: Value, session: uuid.UUID = NIL
+    ) -> tuple[list[Message], Value | Message]:
+        """A data request: (packets, decoded value), or (packets, DATA_FAIL message)."""
+        request = self.message(instruction, *args, session=session)
+        self.send(request)
+        reassembler = Reassembler()
+        packets: list[Message] = []
+        while True:
+            reply = self.receive()
+            assert reply.request_id == request.request_id
+            if reply.instruction is not Instruction.DATA:
+                return packets, reply
+            packets.append(reply)
+            payload = reassembler.feed(reply)
+            if payload is not None:
+                return packets, decode_payload(payload)
+
+    def switch(self, state: int, session: uuid.UUID) -> Message:
+        return self.call(Instruction.SWITCH_STATE, state, session=session)
+
+    def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        """True once the worker closes the connection (messages before that are skipped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        return True
+
+
+# -- a scripted master -------------------------------------------------------------------
+
+Answer = Callable[[Message], list[Message] | None]
+
+
+@dataclass
+class LinkConnection:
+    sock: socket.socket
+    hello: Message | None = None
+    received: list[Message] = field(default_factory=list)
+    closed: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, messages: list[Message], max_data_size: int) -> None:
+        with self.lock:
+            self.sock.sendall(b"".join(encode_message(m, max_data_size) for m in messages))
+
+
+class ScriptedMaster:
+    """The master side of the link on a real socket: welcomes or refuses, then answers.
+
+    ``answer`` maps each request to the frames sent back (None: no answer);
+    it raises ``DropLink`` to close the link instead.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        refuse: tuple[int, str] | None = None,
+        answer: Answer | None = None,
+        heartbeat: float | None = 0.3,
+        max_data_size: int = 65536,
+    ) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.port = int(self.listener.getsockname()[1])
+        self.refuse = refuse
+        self.answer = answer
+        self.heartbeat = heartbeat
+        self.max_data_size = max_data_size
+        self.attempts: list[float] = []
+        self.links: list[LinkConnection] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        for link in self.links:
+            try:
+                link.sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> ScriptedMaster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def requests(self) -> list[Message]:
+        return [m for link in self.links for m in link.received]
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.attempts.append(time.monotonic())
+            link = LinkConnection(sock)
+            self.links.append(link)
+            threading.Thread(target=self._serve, args=(link,), daemon=True).start()
+
+    def _serve(self, link: LinkConnection) -> None:
+        decoder = FrameDecoder(self.max_data_size)
+        try:
+            while not self._stop.is_set():
+                message = decoder.next_message()
+                if isinstance(message, NeedData):
+                    data = link.sock.recv(HEADER_SIZE + self.max_data_size)
+                    if not data:
+                        return
+                    decoder.receive_data(data)
+                    continue
+                if link.hello is None:
+                    link.hello = message
+                    if self.refuse is not None:
+                        refusal = Message(Instruction.LINK_REFUSED, self.refuse)
+                        link.send([refusal], self.max_data_size)
+                        return
+                    welcome = Message(
+                        Instruction.LINK_WELCOME, (str(message.args[0]),),
+                        worker_uuid=message.worker_uuid,
+                    )  # fmt: skip
+                    link.send([welcome], self.max_data_size)
+                    if self.heartbeat:
+                        threading.Thread(
+                            target=self._beat, args=(link, message.worker_uuid), daemon=True
+                        ).start()
+                    continue
+                link.received.append(message)
+                if message.instruction is Instruction.HEARTBEAT or self.answer is None:
+                    continue
+                try:
+                    replies = self.answer(message)
+                except DropLink:
+                    return
+                if replies:
+                    link.send(replies, self.max_data_size)
+        except OSError:
+            return
+        finally:
+            link.closed.set()
+            link.sock.close()
+
+    def _beat(self, link: LinkConnection, worker_uuid: uuid.UUID) -> None:
+        assert self.heartbeat is not None
+        beat = Message(Instruction.HEARTBEAT, worker_uuid=worker_uuid)
+        while not link.closed.wait(self.heartbeat):
+            try:
+                link.send([beat], self.max_data_size)
+            except OSError:
+                return
+
+
+class DropLink(Exception):
+    """Raised by an ``answer`` function: the scripted master closes the link instead."""
