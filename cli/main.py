@@ -16,9 +16,9 @@ if sys.argv[1:2] in (["master"], ["worker"]):
 
     monkey.patch_all()
 
-import click  # noqa: E402
+import click
 
-from cli import client, db, master, services, up, worker  # noqa: E402
+from cli import client, db, master, services, up, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
