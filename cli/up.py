@@ -727,7 +727,13 @@ def down(state_dir: Path | None, timeout: float, as_json: bool) -> None:
         deadline = time.monotonic() + timeout * 3
         while pid_alive(int(supervisor)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        stopped["pt up"] = "stopped" if not pid_alive(int(supervisor)) else "still running"
+        if pid_alive(int(supervisor)):
+            stopped["pt up"] = "still running"
+        elif not (directory / UP_FILE).exists():
+            _report({"pt up": "stopped, with everything it started"}, directory, as_json)
+            return
+        else:
+            stopped["pt up"] = "stopped"
     children = [
         Child(
             name=str(c["name"]),
@@ -754,6 +760,10 @@ def down(state_dir: Path | None, timeout: float, as_json: bool) -> None:
         except ServicesError as exc:
             _fail(f"stopping the services: {exc}")
     (directory / UP_FILE).unlink(missing_ok=True)
+    _report(stopped, directory, as_json)
+
+
+def _report(stopped: dict[str, str], directory: Path, as_json: bool) -> None:
     if as_json:
         print_json({"state_dir": str(directory), "stopped": stopped})
         return

@@ -25,6 +25,25 @@ from papertrader.store import keys
 
 Side = Literal["buy", "sell"]
 RESULT_TTL_SECONDS = 3600
+
+# Publishes a chunk's outcomes and acknowledges its entries in one atomic call:
+# one command instead of three per order keeps the drain's Redis cost flat.
+# KEYS[1] = the stream; ARGV = group, ttl, n, n x (result key, outcome), ids...
+_COMPLETE_LUA = """
+local group, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 0, n - 1 do
+  local key = ARGV[4 + 2 * i]
+  redis.call('RPUSH', key, ARGV[5 + 2 * i])
+  redis.call('EXPIRE', key, ttl)
+end
+local ids = {}
+for i = 4 + 2 * n, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ids > 0 then
+  redis.call('XACK', KEYS[1], group, unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+return #ids
+"""
 #: Longest single BLPOP while waiting for an outcome; under redis-py's socket timeout.
 WAIT_SLICE_SECONDS = 2.0
 
@@ -130,6 +149,7 @@ class Entry:
 class OrderQueue:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._complete = client.register_script(_COMPLETE_LUA)
 
     # worker side -------------------------------------------------------
     def submit(self, order: Order) -> None:
@@ -185,19 +205,18 @@ class OrderQueue:
         return entries
 
     def complete(self, results: Sequence[tuple[Entry, Outcome | None]]) -> None:
-        """Publish outcomes and acknowledge their entries, in one MULTI."""
+        """Publish outcomes and acknowledge their entries, atomically (one Lua call).
+
+        Callers pass at most a few thousand results at a time (Lua's argument limit).
+        """
         if not results:
             return
-        pipe = self._redis.pipeline(transaction=True)
-        for _entry, outcome in results:
-            if outcome is not None:
-                key = keys.order_result(outcome.order_id.hex)
-                pipe.rpush(key, outcome.to_json())
-                pipe.expire(key, RESULT_TTL_SECONDS)
-        ids = [entry.stream_id for entry, _ in results]
-        pipe.xack(keys.ORDERS, keys.ORDERS_GROUP, *ids)
-        pipe.xdel(keys.ORDERS, *ids)
-        pipe.execute()
+        published = [outcome for _entry, outcome in results if outcome is not None]
+        args: list[str | bytes | int] = [keys.ORDERS_GROUP, RESULT_TTL_SECONDS, len(published)]
+        for outcome in published:
+            args += [keys.order_result(outcome.order_id.hex), outcome.to_json()]
+        args += [entry.stream_id for entry, _ in results]
+        self._complete(keys=[keys.ORDERS], args=args)
 
     def pending_count(self) -> int:
         """Orders queued or read but not yet acknowledged (for status and tests)."""

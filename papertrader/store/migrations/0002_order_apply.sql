@@ -37,88 +37,85 @@ RETURNS TABLE (
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    o          JSONB;
-    v_order    UUID;
-    v_account  BIGINT;
-    v_side     TEXT;
-    v_symbol   TEXT;
-    v_qty      BIGINT;
-    v_price    NUMERIC;
-    v_amount   NUMERIC;
-    v_cash     NUMERIC;
-    v_held     BIGINT;
-    v_avg      NUMERIC;
-    v_when     TIMESTAMPTZ;
-    v_received TIMESTAMPTZ;
-    v_ip       INET;
-    v_code     INTEGER;
-    v_reason   TEXT;
+    o        RECORD;
+    v_seen   UUID[];
+    v_amount NUMERIC;
+    v_cash   NUMERIC;
+    v_held   BIGINT;
+    v_code   INTEGER;
+    v_reason TEXT;
 BEGIN
-    FOR o IN SELECT value FROM jsonb_array_elements(batch) LOOP
-        v_order    := (o->>'order_id')::UUID;
-        v_account  := (o->>'account_id')::BIGINT;
-        v_side     := o->>'side';
-        v_symbol   := o->>'symbol';
-        v_qty      := (o->>'quantity')::BIGINT;
-        v_price    := (o->>'price')::NUMERIC;
-        v_when     := (o->>'executed_at')::TIMESTAMPTZ;
-        v_received := (o->>'received_at')::TIMESTAMPTZ;
-        v_ip       := (o->>'client_ip')::INET;
-        v_code     := NULL;
+    -- Ids decided before, found with one index scan for the whole batch; in the
+    -- normal case (no crash) this is empty and costs nothing per order.
+    SELECT array_agg(d.id) INTO v_seen FROM (
+        SELECT t.order_id AS id FROM transactions t
+        WHERE t.order_id IN (SELECT (e->>'order_id')::UUID FROM jsonb_array_elements(batch) e)
+        UNION ALL
+        SELECT r.order_id FROM rejected_orders r
+        WHERE r.order_id IN (SELECT (e->>'order_id')::UUID FROM jsonb_array_elements(batch) e)
+    ) d;
 
-        -- Decided before? Return the first outcome, change nothing.
-        RETURN QUERY
-            SELECT t.order_id, 'filled'::TEXT, 0, ''::TEXT, t.price, t.amount, t.executed_at, TRUE
-            FROM transactions t WHERE t.order_id = v_order;
-        IF FOUND THEN CONTINUE; END IF;
-        RETURN QUERY
-            SELECT r.order_id, 'rejected'::TEXT, r.code, r.reason, NULL::NUMERIC, NULL::NUMERIC,
-                   r.decided_at, TRUE
-            FROM rejected_orders r WHERE r.order_id = v_order;
-        IF FOUND THEN CONTINUE; END IF;
+    FOR o IN
+        SELECT * FROM jsonb_to_recordset(batch) AS x(
+            order_id UUID, account_id BIGINT, side TEXT, symbol TEXT, quantity BIGINT,
+            price NUMERIC, received_at TIMESTAMPTZ, client_ip INET, executed_at TIMESTAMPTZ)
+    LOOP
+        IF v_seen IS NOT NULL AND o.order_id = ANY (v_seen) THEN
+            -- Decided before: return the first outcome, change nothing.
+            RETURN QUERY
+                SELECT t.order_id, 'filled'::TEXT, 0, ''::TEXT, t.price, t.amount,
+                       t.executed_at, TRUE
+                FROM transactions t WHERE t.order_id = o.order_id
+                UNION ALL
+                SELECT r.order_id, 'rejected'::TEXT, r.code, r.reason, NULL::NUMERIC,
+                       NULL::NUMERIC, r.decided_at, TRUE
+                FROM rejected_orders r WHERE r.order_id = o.order_id;
+            CONTINUE;
+        END IF;
 
-        SELECT a.cash INTO v_cash FROM accounts a WHERE a.id = v_account FOR UPDATE;
+        v_code := NULL;
+        SELECT a.cash INTO v_cash FROM accounts a WHERE a.id = o.account_id FOR UPDATE;
         IF NOT FOUND THEN
             v_code := 112; v_reason := 'account does not exist';
-        ELSIF v_side NOT IN ('buy', 'sell') THEN
-            v_code := 9; v_reason := format('side %s is neither buy nor sell', v_side);
-        ELSIF v_qty IS NULL OR v_qty <= 0 THEN
+        ELSIF o.side IS NULL OR o.side NOT IN ('buy', 'sell') THEN
+            v_code := 9; v_reason := format('side %s is neither buy nor sell', o.side);
+        ELSIF o.quantity IS NULL OR o.quantity <= 0 THEN
             v_code := 109; v_reason := 'quantity must be a whole number of at least 1';
-        ELSIF v_price IS NULL THEN
-            v_code := 108; v_reason := format('no price for %s this interval', v_symbol);
+        ELSIF o.price IS NULL THEN
+            v_code := 108; v_reason := format('no price for %s this interval', o.symbol);
         END IF;
 
         IF v_code IS NULL THEN
-            v_amount := round(v_qty * v_price, 2);
-            SELECT p.quantity, p.average_price INTO v_held, v_avg
-            FROM positions p WHERE p.account_id = v_account AND p.symbol = v_symbol FOR UPDATE;
-            v_held := COALESCE(v_held, 0);
-            IF v_side = 'buy' THEN
+            v_amount := round(o.quantity * o.price, 2);
+            IF o.side = 'buy' THEN
                 IF v_cash < v_amount THEN
                     v_code := 110;
                     v_reason := format('buying %s %s at %s costs %s; cash is %s',
-                                       v_qty, v_symbol, v_price, v_amount, v_cash);
+                                       o.quantity, o.symbol, o.price, v_amount, v_cash);
                 ELSE
-                    UPDATE accounts SET cash = cash - v_amount WHERE id = v_account;
-                    INSERT INTO positions (account_id, symbol, quantity, average_price)
-                    VALUES (v_account, v_symbol, v_qty, v_price)
+                    UPDATE accounts SET cash = cash - v_amount WHERE id = o.account_id;
+                    INSERT INTO positions AS p (account_id, symbol, quantity, average_price)
+                    VALUES (o.account_id, o.symbol, o.quantity, o.price)
                     ON CONFLICT (account_id, symbol) DO UPDATE
                     SET average_price = round(
-                            (positions.quantity * positions.average_price + EXCLUDED.quantity * EXCLUDED.average_price)
-                            / (positions.quantity + EXCLUDED.quantity), 6),
-                        quantity = positions.quantity + EXCLUDED.quantity;
+                            (p.quantity * p.average_price + EXCLUDED.quantity * EXCLUDED.average_price)
+                            / (p.quantity + EXCLUDED.quantity), 6),
+                        quantity = p.quantity + EXCLUDED.quantity;
                 END IF;
             ELSE
-                IF v_held < v_qty THEN
+                SELECT p.quantity INTO v_held FROM positions p
+                WHERE p.account_id = o.account_id AND p.symbol = o.symbol FOR UPDATE;
+                v_held := COALESCE(v_held, 0);
+                IF v_held < o.quantity THEN
                     v_code := 111;
-                    v_reason := format('selling %s %s but %s held', v_qty, v_symbol, v_held);
+                    v_reason := format('selling %s %s but %s held', o.quantity, o.symbol, v_held);
                 ELSE
-                    UPDATE accounts SET cash = cash + v_amount WHERE id = v_account;
-                    IF v_held = v_qty THEN
-                        DELETE FROM positions WHERE account_id = v_account AND symbol = v_symbol;
+                    UPDATE accounts SET cash = cash + v_amount WHERE id = o.account_id;
+                    IF v_held = o.quantity THEN
+                        DELETE FROM positions WHERE account_id = o.account_id AND symbol = o.symbol;
                     ELSE
-                        UPDATE positions SET quantity = quantity - v_qty
-                        WHERE account_id = v_account AND symbol = v_symbol;
+                        UPDATE positions SET quantity = quantity - o.quantity
+                        WHERE account_id = o.account_id AND symbol = o.symbol;
                     END IF;
                 END IF;
             END IF;
@@ -127,16 +124,17 @@ BEGIN
         IF v_code IS NULL THEN
             INSERT INTO transactions (order_id, account_id, side, symbol, quantity, price, amount,
                                       received_at, executed_at, client_ip)
-            VALUES (v_order, v_account, v_side, v_symbol, v_qty, v_price, v_amount,
-                    v_received, v_when, v_ip);
-            RETURN QUERY SELECT v_order, 'filled'::TEXT, 0, ''::TEXT, v_price, v_amount, v_when, FALSE;
+            VALUES (o.order_id, o.account_id, o.side, o.symbol, o.quantity, o.price, v_amount,
+                    o.received_at, o.executed_at, o.client_ip);
+            RETURN QUERY SELECT o.order_id, 'filled'::TEXT, 0, ''::TEXT, o.price, v_amount,
+                                o.executed_at, FALSE;
         ELSE
             INSERT INTO rejected_orders (order_id, account_id, side, symbol, quantity, code, reason,
                                          received_at, decided_at)
-            VALUES (v_order, v_account, COALESCE(v_side, ''), COALESCE(v_symbol, ''),
-                    COALESCE(v_qty, 0), v_code, v_reason, v_received, v_when);
-            RETURN QUERY SELECT v_order, 'rejected'::TEXT, v_code, v_reason, NULL::NUMERIC,
-                                NULL::NUMERIC, v_when, FALSE;
+            VALUES (o.order_id, o.account_id, COALESCE(o.side, ''), COALESCE(o.symbol, ''),
+                    COALESCE(o.quantity, 0), v_code, v_reason, o.received_at, o.executed_at);
+            RETURN QUERY SELECT o.order_id, 'rejected'::TEXT, v_code, v_reason, NULL::NUMERIC,
+                                NULL::NUMERIC, o.executed_at, FALSE;
         END IF;
     END LOOP;
 END;

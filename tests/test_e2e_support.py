@@ -1,0 +1,278 @@
+"""Helpers for the end-to-end tests: a real master and real workers as child processes.
+
+No tests here. ``Servers`` starts ``pt master run`` and ``pt worker run`` on
+free ports against the test's own Redis database and PostgreSQL database (the
+``redis_url`` / ``database_url`` fixtures), with a short update interval and
+the cheapest bcrypt cost, and waits until the master lists every worker.
+Each process writes its console to ``<tmp>/logs/<name>.out``; a failing check
+can include the end of those logs with ``Servers.logs()``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg2
+
+from papertrader.client import ClientError, PaperTraderClient, get_worker_list
+from papertrader.config.settings import derive_worker_uuid
+from papertrader.services.ports import free_port
+from papertrader.store.pool import ConnectionPool
+from papertrader.store.workers import register_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+UPDATE_INTERVAL = 0.3
+STARTING_CASH = Decimal("100000.00")
+PASSWORD = "correct horse battery"
+
+
+def child_env(redis_url: str, database_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server under test: the caller's PT_* settings do not leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+    env.update(
+        {
+            "PT_REDIS_URL": redis_url,
+            "PT_DATABASE_URL": database_url,
+            "PT_UPDATE_INTERVAL": str(UPDATE_INTERVAL),
+            "PT_BCRYPT_COST": "4",
+            "PT_STATE_DIR": str(state_dir),
+            "PT_STARTING_CASH": str(STARTING_CASH),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    port: int
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Servers:
+    """A master and ``workers`` workers, started with ``start()``, stopped with ``stop()``."""
+
+    tmp_path: Path
+    redis_url: str
+    database_url: str
+    workers: int = 1
+    env_extra: dict[str, str] = field(default_factory=dict)
+    master_port: int = field(default_factory=free_port)
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state_dir = self.tmp_path / "state"
+        self.log_dir = self.tmp_path / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = child_env(self.redis_url, self.database_url, self.state_dir, **self.env_extra)
+        self.procs["master"] = Proc(
+            "master",
+            ["master", "run", "--port", str(self.master_port)],
+            self.master_port,
+            self.log_dir / "master.out",
+        )
+        for index in range(1, self.workers + 1):
+            name = f"worker-{index}"
+            port = free_port()
+            self.procs[name] = Proc(
+                name,
+                [
+                    "worker",
+                    "run",
+                    "--name",
+                    name,
+                    "--region",
+                    "test",
+                    "--port",
+                    str(port),
+                    "--master",
+                    f"127.0.0.1:{self.master_port}",
+                ],
+                port,
+                self.log_dir / f"{name}.out",
+            )
+
+    # -- processes ---------------------------------------------------------------
+    @property
+    def worker_names(self) -> list[str]:
+        return [name for name in self.procs if name != "master"]
+
+    def worker_port(self, index: int = 0) -> int:
+        return self.procs[self.worker_names[index]].port
+
+    def launch(self, name: str) -> None:
+        proc = self.procs[name]
+        with open(proc.log, "ab") as out:
+            proc.popen = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", *proc.args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=str(ROOT),
+            )
+
+    def wait_port(self, name: str, timeout: float = 30.0) -> None:
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        while not port_answers(proc.port):
+            assert proc.popen is not None
+            if proc.popen.poll() is not None:
+                raise AssertionError(f"{name} exited ({proc.popen.returncode})\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} never answered on {proc.port}\n{self.logs()}")
+            time.sleep(0.05)
+
+    def wait_linked(self, timeout: float = 30.0) -> None:
+        """Until the master's getWorkerList names every worker."""
+        wanted = set(self.worker_names)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                listed = {w.get("name") for w in get_worker_list("127.0.0.1", self.master_port, 5)}
+                if wanted <= listed:
+                    return
+            except ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not linked to the master\n{self.logs()}")
+            time.sleep(0.1)
+
+    def wait_quotes(self, timeout: float = 30.0) -> None:
+        """Until the worker serves a quote (its cache loaded the master's first prices)."""
+        deadline = time.monotonic() + timeout
+        name = f"probe{uuid.uuid4().hex[:8]}"
+        with self.client() as probe:
+            probe.register(name, f"{name}@example.org", PASSWORD)
+            probe.login(name, PASSWORD)
+            while True:
+                try:
+                    probe.quote("AAPL")
+                    return
+                except ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+    def register_workers(self) -> None:
+        pool = ConnectionPool(self.database_url, size=1)
+        try:
+            for name in self.worker_names:
+                register_worker(pool, name, derive_worker_uuid(name), "test")
+        finally:
+            pool.close()
+
+    def start(self) -> Servers:
+        self.register_workers()
+        self.launch("master")
+        self.wait_port("master")
+        for name in self.worker_names:
+            self.launch(name)
+        for name in self.worker_names:
+            self.wait_port(name)
+        self.wait_linked()
+        return self
+
+    def restart_master(self) -> None:
+        self.launch("master")
+        self.wait_port("master")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        popen = self.procs[name].popen
+        assert popen is not None
+        popen.send_signal(sig)
+        popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in [*self.worker_names, "master"]:
+            popen = self.procs[name].popen
+            if popen is not None and popen.poll() is None:
+                popen.terminate()
+                try:
+                    popen.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait(timeout=5)
+
+    def logs(self, lines: int = 30) -> str:
+        parts = []
+        for proc in self.procs.values():
+            try:
+                text = proc.log.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                text = ["(no log)"]
+            parts.append(f"--- {proc.name} ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    # -- clients -----------------------------------------------------------------
+    def client(self, index: int = 0, timeout: float = 90.0) -> PaperTraderClient:
+        return PaperTraderClient("127.0.0.1", self.worker_port(index), timeout=timeout)
+
+
+@contextmanager
+def running(servers: Servers) -> Iterator[Servers]:
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+def new_user(client: PaperTraderClient, prefix: str = "u") -> str:
+    """Register and log in a fresh user; returns the username."""
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    client.register(name, f"{name}@example.org", PASSWORD)
+    client.login(name, PASSWORD)
+    return name
+
+
+def account_id(database_url: str, username: str) -> int:
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM accounts WHERE username = %s", (username,))
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None, username
+    return int(row[0])
+
+
+def expected_holdings(history: list[dict[str, object]]) -> tuple[Decimal, dict[str, int]]:
+    """Cash and positions implied by a transaction history, from the starting cash."""
+    cash = STARTING_CASH
+    positions: dict[str, int] = {}
+    for row in history:
+        amount = row["amount"]
+        quantity = row["quantity"]
+        symbol = row["symbol"]
+        assert isinstance(amount, Decimal) and isinstance(quantity, int) and isinstance(symbol, str)
+        if row["side"] == "buy":
+            cash -= amount
+            positions[symbol] = positions.get(symbol, 0) + quantity
+        else:
+            cash += amount
+            positions[symbol] = positions.get(symbol, 0) - quantity
+    return cash, {symbol: qty for symbol, qty in positions.items() if qty}

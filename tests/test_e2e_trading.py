@@ -1,0 +1,292 @@
+"""End to end through real processes: a master, workers, Redis, PostgreSQL, the client library.
+
+Each test starts its own master and workers (``Servers``) against its own
+Redis database and PostgreSQL database, and talks to them over TCP exactly
+as a user's client would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import redis
+
+from papertrader.client import ClientError, Fill, PaperTraderClient
+from papertrader.market.quote import Quote
+from papertrader.protocol import ErrorCode
+from papertrader.store import keys
+from test_e2e_support import (
+    PASSWORD,
+    STARTING_CASH,
+    Servers,
+    expected_holdings,
+    new_user,
+    running,
+)
+
+
+@pytest.fixture
+def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Servers]:
+    with running(Servers(tmp_path, redis_url, database_url, workers=2)) as started:
+        started.wait_quotes()
+        yield started
+
+
+@pytest.fixture
+def trader(servers: Servers) -> Iterator[PaperTraderClient]:
+    with servers.client(0) as client:
+        new_user(client)
+        yield client
+
+
+def test_register_login_quote_buy_sell_portfolio_history(servers: Servers) -> None:
+    with servers.client(0) as client:
+        assert client.register("Alice_1", "alice@example.org", PASSWORD) == "Alice_1"
+        session = client.login("alice_1", PASSWORD)
+        assert session.username == "Alice_1"
+        assert session.expires_at > datetime.now(session.expires_at.tzinfo)
+
+        quote = client.quote("AAPL")
+        assert isinstance(quote, Quote) and quote.symbol == "AAPL"
+        assert quote.low <= quote.close <= quote.high and isinstance(quote.close, Decimal)
+        info = client.asset_info("MSFT")
+        assert info["symbol"] == "MSFT" and isinstance(info["quote"], Quote)
+
+        bought = client.buy("AAPL", 10)
+        assert isinstance(bought, Fill)
+        assert (bought.side, bought.symbol, bought.quantity) == ("buy", "AAPL", 10)
+        sold = client.sell("AAPL", 4)
+        assert (sold.side, sold.quantity) == ("sell", 4)
+
+        history = client.history()
+        assert [(h["order_id"], h["side"], h["quantity"], h["price"]) for h in history] == [
+            (bought.order_id, "buy", 10, bought.price),
+            (sold.order_id, "sell", 4, sold.price),
+        ]
+        cash, positions = expected_holdings(history)
+        assert cash == STARTING_CASH - (bought.price * 10).quantize(Decimal("0.01")) + (
+            sold.price * 4
+        ).quantize(Decimal("0.01"))
+
+        portfolio = client.portfolio()
+        assert portfolio["username"] == "Alice_1"
+        assert portfolio["cash"] == cash
+        assert (
+            {p["symbol"]: p["quantity"] for p in portfolio["positions"]} == positions == {"AAPL": 6}
+        )
+        (position,) = portfolio["positions"]
+        assert position["average_price"] == bought.price
+        assert portfolio["total_value"] == cash + position["market_value"]
+
+        me = client.user_info()
+        assert me["username"] == "Alice_1" and me["email"] == "alice@example.org"
+        assert me["cash"] == cash
+
+
+def test_other_users_see_positions_but_not_cash(servers: Servers) -> None:
+    with servers.client(0) as alice, servers.client(1) as bob:
+        alice_name = new_user(alice, "alice")
+        new_user(bob, "bob")
+        alice.buy("MSFT", 2)
+        seen = bob.portfolio(alice_name)
+        assert seen["username"] == alice_name
+        assert "cash" not in seen or seen["cash"] is None
+        assert [(p["symbol"], p["quantity"]) for p in seen["positions"]] == [("MSFT", 2)]
+        assert [h["side"] for h in bob.history(alice_name)] == ["buy"]
+        assert "email" not in bob.user_info(alice_name)
+        with pytest.raises(ClientError) as caught:
+            bob.portfolio("nobody_" + uuid.uuid4().hex[:6])
+        assert caught.value.code is ErrorCode.UNKNOWN_USER
+
+
+def test_registration_and_login_failures(servers: Servers) -> None:
+    with servers.client(0) as client:
+        name = new_user(client)
+        with pytest.raises(ClientError) as taken:
+            client.register(name.upper(), "other@example.org", PASSWORD)
+        assert taken.value.code is ErrorCode.USERNAME_TAKEN
+        with pytest.raises(ClientError) as wrong:
+            client.login(name, "not the password")
+        with pytest.raises(ClientError) as unknown:
+            client.login("nobody" + name, PASSWORD)
+        assert wrong.value.code is unknown.value.code is ErrorCode.INVALID_CREDENTIALS
+        assert wrong.value.reason == unknown.value.reason  # no hint which one was wrong
+
+
+def test_not_enough_cash_is_rejected_with_its_order_id(trader: PaperTraderClient) -> None:
+    before = trader.portfolio()
+    with pytest.raises(ClientError) as caught:
+        trader.buy("AAPL", 1_000_000)
+    assert caught.value.code is ErrorCode.INSUFFICIENT_CASH
+    assert caught.value.order_id is not None
+    assert "cash" in caught.value.reason
+    after = trader.portfolio()
+    assert after["cash"] == before["cash"] == STARTING_CASH
+    assert after["positions"] == [] and trader.history() == []
+
+
+def test_selling_more_than_held_is_rejected(trader: PaperTraderClient) -> None:
+    trader.buy("GOOG", 3)
+    with pytest.raises(ClientError) as caught:
+        trader.sell("GOOG", 4)
+    assert caught.value.code is ErrorCode.INSUFFICIENT_POSITION
+    with pytest.raises(ClientError) as never_held:
+        trader.sell("TSLA", 1)
+    assert never_held.value.code is ErrorCode.INSUFFICIENT_POSITION
+    assert [(p["symbol"], p["quantity"]) for p in trader.portfolio()["positions"]] == [("GOOG", 3)]
+
+
+def test_unknown_symbol(trader: PaperTraderClient) -> None:
+    for call in (trader.buy, trader.sell):
+        with pytest.raises(ClientError) as caught:
+            call("NOPE", 1)
+        assert caught.value.code is ErrorCode.UNKNOWN_ASSET
+        assert caught.value.order_id is None  # refused by the worker, never queued
+        assert "AAPL" in caught.value.reason  # says what can be traded
+    with pytest.raises(ClientError) as quoted:
+        trader.quote("NOPE")
+    assert quoted.value.code is ErrorCode.UNKNOWN_ASSET
+    assert trader.quote("aapl").symbol == "AAPL"  # the connection is still usable
+
+
+@pytest.mark.parametrize("quantity", [0, -1, -(2**40)])
+def test_zero_and_negative_quantities(trader: PaperTraderClient, quantity: int) -> None:
+    for call in (trader.buy, trader.sell):
+        with pytest.raises(ClientError) as caught:
+            call("AAPL", quantity)
+        assert caught.value.code is ErrorCode.INVALID_QUANTITY
+        assert caught.value.order_id is None
+    assert trader.portfolio()["cash"] == STARTING_CASH
+
+
+def test_expired_and_ended_sessions_are_refused(servers: Servers, redis_url: str) -> None:
+    with servers.client(0) as client:
+        new_user(client)
+        session = client.session_id
+        assert session is not None
+        # Expiry is the key's TTL in Redis: let it run out.
+        store = redis.Redis.from_url(redis_url)
+        try:
+            assert store.pexpire(keys.session(session.hex), 1)
+        finally:
+            store.close()
+        time.sleep(0.05)
+        for call in (lambda: client.quote("AAPL"), client.portfolio, lambda: client.buy("AAPL", 1)):
+            with pytest.raises(ClientError) as caught:
+                call()
+            assert caught.value.code is ErrorCode.INVALID_SESSION, caught.value
+            assert caught.value.session_problem
+        with pytest.raises(ClientError) as resumed:
+            client.resume(session)
+        assert resumed.value.code is ErrorCode.INVALID_SESSION
+
+        new_user(client)
+        client.logout()
+        assert client.session_id is None
+        with pytest.raises(ClientError):
+            client.portfolio()
+
+
+def test_a_session_made_on_one_worker_works_on_another(servers: Servers) -> None:
+    with servers.client(0) as first:
+        name = new_user(first)
+        session = first.session_id
+        assert session is not None
+        first.buy("AMZN", 1)
+    with servers.client(1) as second:
+        info = second.resume(session)
+        assert info.username == name and info.session_id == session
+        second.buy("AMZN", 2)
+        assert [(p["symbol"], p["quantity"]) for p in second.portfolio()["positions"]] == [
+            ("AMZN", 3)
+        ]
+        second.logout()
+    with servers.client(0) as first_again:
+        with pytest.raises(ClientError) as caught:
+            first_again.resume(session)  # logged out on worker 2: gone on worker 1 too
+        assert caught.value.code is ErrorCode.INVALID_SESSION
+
+
+def test_fifty_clients_trading_one_asset_at_once(servers: Servers, database_url: str) -> None:
+    """Every account ends exactly where its own history says, in the API and in PostgreSQL."""
+    clients = 50
+    errors: list[BaseException] = []
+    results: dict[str, list[Fill | ClientError]] = {}
+    finals: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    start = threading.Barrier(clients)
+
+    def trade(index: int) -> None:
+        try:
+            with servers.client(index % 2) as client:
+                name = new_user(client, f"t{index:02d}_")
+                outcomes: list[Fill | ClientError] = []
+                results[name] = outcomes
+                start.wait(timeout=60)
+                plan = [("buy", 3), ("sell", 1), ("buy", 2), ("sell", 5 if index % 5 == 0 else 4)]
+                for side, quantity in plan:
+                    try:
+                        send = client.buy if side == "buy" else client.sell
+                        outcomes.append(send("NVDA", quantity))
+                    except ClientError as exc:
+                        outcomes.append(exc)
+                finals[name] = (client.portfolio(), client.history())
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trade, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not errors, f"{errors[:3]}\n{servers.logs()}"
+    assert len(results) == clients
+
+    for name, outcomes in results.items():
+        fills = [o for o in outcomes if isinstance(o, Fill)]
+        rejections = [o for o in outcomes if isinstance(o, ClientError)]
+        # every fifth client sells 5 of the 4 it holds: rejected; the others end flat
+        assert all(r.code is ErrorCode.INSUFFICIENT_POSITION for r in rejections), rejections
+        assert len(fills) + len(rejections) == 4
+        portfolio, history = finals[name]
+        assert [h["order_id"] for h in history] == [f.order_id for f in fills]
+        cash, positions = expected_holdings(history)
+        assert portfolio["cash"] == cash
+        assert {p["symbol"]: p["quantity"] for p in portfolio["positions"]} == positions
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            for name, outcomes in results.items():
+                cur.execute(
+                    "SELECT t.order_id, t.side, t.symbol, t.quantity, t.amount"
+                    " FROM transactions t JOIN accounts a ON a.id = t.account_id"
+                    " WHERE a.username = %s ORDER BY t.id",
+                    (name,),
+                )
+                rows = cur.fetchall()
+                history = [
+                    {"side": r[1], "symbol": r[2], "quantity": int(r[3]), "amount": r[4]}
+                    for r in rows
+                ]
+                fills = [o for o in outcomes if isinstance(o, Fill)]
+                assert {uuid.UUID(str(r[0])) for r in rows} == {f.order_id for f in fills}
+                cash, positions = expected_holdings(history)
+                cur.execute(
+                    "SELECT a.cash, p.symbol, p.quantity FROM accounts a"
+                    " LEFT JOIN positions p ON p.account_id = a.id WHERE a.username = %s",
+                    (name,),
+                )
+                held = cur.fetchall()
+                assert held[0][0] == cash, name
+                assert {r[1]: int(r[2]) for r in held if r[1] is not None} == positions, name
+    finally:
+        conn.close()
