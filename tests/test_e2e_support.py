@@ -174,9 +174,11 @@ class Servers:
                 try:
                     probe.quote("AAPL")
                     return
-                except ClientError:
+                except ClientError as exc:
                     if time.monotonic() > deadline:
                         raise
+                    if exc.session_problem:  # a very short session TTL under test
+                        probe.login(name, PASSWORD)
                     time.sleep(0.1)
 
     def register_workers(self) -> None:

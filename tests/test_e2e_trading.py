@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,6 @@ from typing import Any
 import psycopg2
 import pytest
 import redis
-
-from papertrader.client import ClientError, Fill, PaperTraderClient
-from papertrader.market.quote import Quote
-from papertrader.protocol import ErrorCode
-from papertrader.store import keys
 from test_e2e_support import (
     PASSWORD,
     STARTING_CASH,
@@ -32,6 +27,11 @@ from test_e2e_support import (
     new_user,
     running,
 )
+
+from papertrader.client import ClientError, Fill, PaperTraderClient
+from papertrader.market.quote import Quote
+from papertrader.protocol import ErrorCode
+from papertrader.store import keys
 
 
 @pytest.fixture
@@ -168,18 +168,17 @@ def test_zero_and_negative_quantities(trader: PaperTraderClient, quantity: int) 
     assert trader.portfolio()["cash"] == STARTING_CASH
 
 
-def test_expired_and_ended_sessions_are_refused(servers: Servers, redis_url: str) -> None:
-    with servers.client(0) as client:
-        new_user(client)
+def test_expired_and_ended_sessions_are_refused(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    short = Servers(tmp_path, redis_url, database_url, env_extra={"PT_SESSION_TTL_SECONDS": "2"})
+    with running(short), short.client() as client:
+        short.wait_quotes()
+        name = new_user(client)
         session = client.session_id
-        assert session is not None
-        # Expiry is the key's TTL in Redis: let it run out.
-        store = redis.Redis.from_url(redis_url)
-        try:
-            assert store.pexpire(keys.session(session.hex), 1)
-        finally:
-            store.close()
-        time.sleep(0.05)
+        assert session is not None and client.session is not None
+        client.quote("AAPL")  # valid now, and remembered by the worker
+        time.sleep(max(0.0, (client.session.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.3)
         for call in (lambda: client.quote("AAPL"), client.portfolio, lambda: client.buy("AAPL", 1)):
             with pytest.raises(ClientError) as caught:
                 call()
@@ -189,7 +188,8 @@ def test_expired_and_ended_sessions_are_refused(servers: Servers, redis_url: str
             client.resume(session)
         assert resumed.value.code is ErrorCode.INVALID_SESSION
 
-        new_user(client)
+        client.login(name, PASSWORD, remember=True)  # remembered sessions last longer
+        client.quote("AAPL")
         client.logout()
         assert client.session_id is None
         with pytest.raises(ClientError):
@@ -239,7 +239,7 @@ def test_fifty_clients_trading_one_asset_at_once(servers: Servers, database_url:
                     except ClientError as exc:
                         outcomes.append(exc)
                 finals[name] = (client.portfolio(), client.history())
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=trade, args=(i,)) for i in range(clients)]

@@ -74,6 +74,14 @@ def address_from_bytes(raw: bytes) -> IPAddress | None:
     return address.ipv4_mapped or address
 
 
+_NIL_BYTES = bytes(16)
+
+
+def _uuid(raw: bytes) -> uuid.UUID:
+    """UUID of 16 header bytes; the common all-zero case skips building a new object."""
+    return NIL if raw == _NIL_BYTES else uuid.UUID(bytes=raw)
+
+
 def pack_header(header: Header) -> bytes:
     """The 80 header bytes."""
     return HEADER.pack(
@@ -114,7 +122,7 @@ def unpack_header(raw: bytes) -> Header:
         packet_max=maximum,
         data_size=size,
         timestamp=stamp,
-        session_id=uuid.UUID(bytes=session),
-        worker_uuid=uuid.UUID(bytes=worker),
+        session_id=_uuid(session),
+        worker_uuid=_uuid(worker),
         client_address=address_from_bytes(address),
     )

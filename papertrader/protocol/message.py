@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from papertrader.protocol.codes import Instruction, MessageType
 from papertrader.protocol.errors import ErrorCode, LocalProtocolError, ProtocolError
@@ -28,10 +28,11 @@ class Message:
     request_id: int = 0
     packet_number: int = 0
     packet_max: int = 0
-    message_type: MessageType = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "message_type", self.instruction.message_type)
+    @property
+    def message_type(self) -> MessageType:
+        """Derived from the instruction (its high byte), so it can never disagree."""
+        return _MESSAGE_TYPES[self.instruction]
 
     def arg(self, name: str) -> Value:
         """An argument by its schema name, so handlers never count positions."""
@@ -42,6 +43,7 @@ class Message:
         return self.instruction in _FAILURES
 
 
+_MESSAGE_TYPES = {instruction: instruction.message_type for instruction in Instruction}
 _FAILURES = frozenset(set(FAILURE_RETURN.values()))
 
 

@@ -19,6 +19,10 @@ def account_sessions(account_id: int) -> str:
     return f"{PREFIX}account:{account_id}:sessions"
 
 
+#: Pub/sub channel: the hex id of each session ended by logout, so workers drop
+#: it from their in-memory session cache at once.
+SESSIONS_ENDED = f"{PREFIX}sessions:ended"
+
 #: Hash: symbol -> JSON quote {symbol, open, high, low, close, volume, time}, decimals as strings.
 QUOTES = f"{PREFIX}quotes"
 

@@ -77,6 +77,10 @@ class SessionStore:
 
     def get(self, session_id: uuid.UUID, client_ip: str | None) -> Session:
         """The live session, or SessionError (unknown, expired, or used from another IP)."""
+        return self.verify(self.fetch(session_id), client_ip)
+
+    def fetch(self, session_id: uuid.UUID) -> Session:
+        """The session as stored, or SessionError if there is none (unknown or expired)."""
         if session_id.int == 0:
             raise SessionError(
                 ErrorCode.INVALID_SESSION, "this instruction needs a session id: log in first"
@@ -95,6 +99,10 @@ class SessionStore:
             remember=fields["remember"] == "1",
             expires_at=datetime.fromisoformat(fields["expires_at"]),
         )
+        return session
+
+    def verify(self, session: Session, client_ip: str | None) -> Session:
+        """Refuse a session used from another address (unless configured otherwise)."""
         if self._ip_check and client_ip is not None and client_ip != session.client_ip:
             raise SessionError(
                 ErrorCode.SESSION_IP_MISMATCH, "session belongs to another address: log in again"
@@ -102,8 +110,13 @@ class SessionStore:
         return session
 
     def end(self, session: Session) -> None:
-        """Logout: gone for every worker at once."""
+        """Logout: gone for every worker at once.
+
+        The announcement on SESSIONS_ENDED lets workers that keep sessions in
+        memory drop this one now rather than at its expiry.
+        """
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(keys.session(session.session_id.hex))
         pipe.srem(keys.account_sessions(session.account_id), session.session_id.hex)
+        pipe.publish(keys.SESSIONS_ENDED, session.session_id.hex)
         pipe.execute()

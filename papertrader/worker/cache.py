@@ -17,6 +17,8 @@ import redis
 from loguru import logger
 
 from papertrader.market.quote import Quote
+from papertrader.protocol.records import to_record
+from papertrader.protocol.values import encode_payload
 from papertrader.store.quotes import QuoteStore
 
 
@@ -28,6 +30,9 @@ class QuoteCache:
         self._configured = tuple(assets)
         self._interval = interval
         self._quotes: dict[str, Quote] = {}
+        # The data-transfer payload of each quote, encoded once per refresh: a
+        # quote read then costs a dict lookup and a header, not an encoding.
+        self._payloads: dict[str, bytes] = {}
         self._known: frozenset[str] = frozenset(self._configured)
         self.updated_at: datetime | None = None
         self.loaded = False
@@ -37,6 +42,10 @@ class QuoteCache:
     # reads: plain dict lookups ---------------------------------------------------
     def get(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
+
+    def payload(self, symbol: str) -> bytes | None:
+        """The encoded quote record (protocol.records) ready to cut into packets."""
+        return self._payloads.get(symbol)
 
     def is_known(self, symbol: str) -> bool:
         """Configured for this deployment, or quoted by the master."""
@@ -62,6 +71,9 @@ class QuoteCache:
         if self._failing:
             logger.info("quotes refresh from Redis works again")
         self._failing = False
+        self._payloads = {
+            symbol: encode_payload(to_record(quote.as_record())) for symbol, quote in quotes.items()
+        }
         self._quotes = quotes
         self._known = frozenset(self._configured).union(quotes)
         self.updated_at = updated_at

@@ -45,6 +45,7 @@ from papertrader.protocol import (
     max_chunk_size,
     packets_for,
     reply_to,
+    split_payload,
 )
 from papertrader.protocol import Connection as ProtocolConnection
 from papertrader.protocol.records import to_record
@@ -120,6 +121,10 @@ class ClientHandler:
         host, port = str(address[0]), int(address[1])
         client = self.clients.connect(host, port)
         logger.info(f"{client.label}: connected ({self.clients.count} clients)")
+        try:  # answers are small frames: do not let Nagle hold them for the client's ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         connection = ClientConnection(self, sock, client)
         try:
             connection.serve()
@@ -209,7 +214,15 @@ class ClientConnection:
         raise _Closing(why, Message(Instruction.ERROR, (int(ErrorCode.TIMEOUT), f"{why}: closing")))
 
     def _drain(self, stamp: int) -> None:
-        """Answer every whole message buffered so far, in order."""
+        """Answer every whole message buffered so far, in order, in as few sends as possible."""
+        pending: list[bytes] = []
+        try:
+            self._answer_buffered(stamp, pending)
+        finally:
+            if pending:
+                self._sendall(b"".join(pending))
+
+    def _answer_buffered(self, stamp: int, out: list[bytes]) -> None:
         while True:
             try:
                 message = self.conn.next_message()
@@ -222,12 +235,13 @@ class ClientConnection:
                     )
                     raise _Closing(f"unreadable bytes ({exc.code.name})", farewell) from None
                 logger.debug(f"{self.client.label}: refused a message: {exc}")
-                self._sendall(self._failure_bytes(exc))
+                out.append(self._failure_bytes(exc))
                 continue
             if isinstance(message, NeedData):
                 return
             self._frame_deadline = None  # progress: the next frame gets its own time
-            self._sendall(b"".join(self.conn.send(reply) for reply in self._answer(message, stamp)))
+            replies = self._answer(message, stamp)
+            out.extend(self.conn.send(reply) for reply in replies)
 
     def _answer(self, message: Message, stamp: int) -> list[Message]:
         """Route one message; expected failures become its failure return."""
@@ -339,8 +353,8 @@ class ClientConnection:
         cache = self.shared.cache
         if not cache.is_known(symbol):
             return self._unknown_asset(message, symbol)
-        quote = cache.get(symbol)
-        if quote is None:
+        payload = cache.payload(symbol)
+        if payload is None:
             return [
                 reply_to(
                     message,
@@ -349,7 +363,7 @@ class ClientConnection:
                     f"no quote for {symbol} yet: the first market update is still to come",
                 )
             ]
-        return self._packets(message, quote.as_record())
+        return split_payload(payload, self.shared.chunk_size, request_id=message.request_id)
 
     def _asset_info(self, message: Message, stamp: int) -> list[Message]:
         self._session(message)

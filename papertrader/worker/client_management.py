@@ -3,7 +3,9 @@
 Connected clients live in process memory: they belong to this worker only.
 Sessions live in Redis through :class:`~papertrader.store.sessions.SessionStore`,
 so a session given out here is valid on every worker (the connectionless
-model), and expiring it is Redis's TTL. Every session check is made against
+model), and expiring it is Redis's TTL. Verified sessions are also kept in
+memory (:mod:`papertrader.worker.session_cache`) until they expire or a logout
+is announced, so most requests need no Redis round trip. Every session check is made against
 the address the client connects from, so a stolen session id is useless from
 another machine.
 """
@@ -18,7 +20,8 @@ from datetime import datetime, timezone
 
 from loguru import logger
 
-from papertrader.store.sessions import Session, SessionStore
+from papertrader.store.sessions import Session
+from papertrader.worker.session_cache import SessionCache
 
 
 def normalise_ip(host: str) -> str:
@@ -67,7 +70,7 @@ class ClientInfo:
 class ClientManager:
     """Connected clients of this worker, and session checks for them."""
 
-    def __init__(self, sessions: SessionStore) -> None:
+    def __init__(self, sessions: SessionCache) -> None:
         self.sessions = sessions
         self._clients: dict[int, ClientInfo] = {}
         self._ids = itertools.count(1)
@@ -100,7 +103,8 @@ class ClientManager:
         self, client: ClientInfo, account_id: int, username: str, remember: bool
     ) -> Session:
         """Give the client a new session token (after the master accepted its login)."""
-        session = self.sessions.create(account_id, username, client.ip, remember)
+        session = self.sessions.store.create(account_id, username, client.ip, remember)
+        self.sessions.remember(session)
         self._attach(client, session)
         logger.info(
             f"{client.label}: logged in, session {short_id(session.session_id)}... "
@@ -116,7 +120,8 @@ class ClientManager:
 
     def end_session(self, client: ClientInfo, session: Session) -> None:
         """Expire the token now, on every worker."""
-        self.sessions.end(session)
+        self.sessions.store.end(session)
+        self.sessions.forget(session.session_id)
         if client.session_id == session.session_id:
             client.session_id = None
         logger.info(f"{client.label}: logged out, session {short_id(session.session_id)}...")

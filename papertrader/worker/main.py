@@ -37,6 +37,7 @@ from papertrader.worker.client_management import ClientManager
 from papertrader.worker.forwarding import UserData
 from papertrader.worker.master_link import LinkIdentity, MasterLink
 from papertrader.worker.orders import OrderDesk, order_wait_timeout
+from papertrader.worker.session_cache import SessionCache
 
 #: Redis connections one worker may hold. Every client waiting for an order
 #: holds one for the whole wait (BLPOP), so the pool is sized for many greenlets.
@@ -88,14 +89,16 @@ class Worker:
             heartbeat_interval=max(1.0, settings.update_interval),
             max_data_size=settings.max_data_size,
         )
-        self.clients = ClientManager(
+        self.sessions = SessionCache(
             SessionStore(
                 redis_client,
                 settings.session_ttl_seconds,
                 settings.session_remember_ttl_seconds,
                 settings.session_ip_check,
-            )
+            ),
+            redis_client,
         )
+        self.clients = ClientManager(self.sessions)
         handler = ClientHandler(
             settings,
             self.clients,
@@ -128,6 +131,7 @@ class Worker:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise WorkerStartError(f"cannot listen on {where}: {why}") from None
         self.cache.start()
+        self.sessions.start()
         if self.cache.loaded:
             known = len(self.cache.known_symbols)
             logger.info(f"{known} assets known, quotes of {self.cache.updated_at}")
@@ -149,6 +153,7 @@ class Worker:
         self.server.stop(timeout=STOP_GRACE)
         self.link.stop()
         self.cache.stop()
+        self.sessions.stop()
         self.redis.close()
         self.redis.connection_pool.disconnect()
         logger.info(f"worker {self.settings.worker_name} stopped")

@@ -1,0 +1,100 @@
+"""Sessions this worker has verified, kept in memory (spec 3.2.3, "keep track of sessions").
+
+A session never changes after login: it only ends, by its expiry time (known
+here) or by logout (announced on the SESSIONS_ENDED channel). So a verified
+session can be answered from memory until either happens, and a quote request
+costs no Redis round trip. Whenever the announcement channel is not known to
+be live (before the first subscription, after a disconnect) the cache is
+emptied and bypassed, so a logout is never missed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import gevent
+import redis
+from loguru import logger
+
+from papertrader.protocol.errors import ErrorCode
+from papertrader.store import keys
+from papertrader.store.sessions import Session, SessionError, SessionStore
+
+MAX_ENTRIES = 100_000
+RESUBSCRIBE_DELAY = 1.0
+
+
+class SessionCache:
+    """Verified sessions by id, dropped on logout announcements and at expiry."""
+
+    def __init__(self, store: SessionStore, client: redis.Redis) -> None:
+        self.store = store
+        self._redis = client
+        self._sessions: dict[uuid.UUID, Session] = {}
+        self._live = False  # True only while subscribed: otherwise never trust memory
+        self._ended = 0  # counts announcements, to spot one racing a fetch
+        self._listener: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._listener = gevent.spawn(self._listen)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.kill(block=False)
+        self._live = False
+        self._sessions.clear()
+
+    @property
+    def size(self) -> int:
+        return len(self._sessions)
+
+    def get(self, session_id: uuid.UUID, client_ip: str | None) -> Session:
+        """The live session checked against ``client_ip``, or SessionError."""
+        session = self._sessions.get(session_id) if self._live else None
+        if session is not None:
+            if session.expires_at > datetime.now(timezone.utc):
+                return self.store.verify(session, client_ip)
+            self._sessions.pop(session_id, None)
+            raise SessionError(ErrorCode.INVALID_SESSION, "session expired: log in again")
+        ended_before = self._ended
+        session = self.store.fetch(session_id)
+        if self._live and self._ended == ended_before:
+            if len(self._sessions) >= MAX_ENTRIES:
+                self._sessions.pop(next(iter(self._sessions)))  # the oldest entry
+            self._sessions[session_id] = session
+        return self.store.verify(session, client_ip)
+
+    def remember(self, session: Session) -> None:
+        """A session this worker just created is known valid."""
+        if self._live:
+            self._sessions[session.session_id] = session
+
+    def forget(self, session_id: uuid.UUID) -> None:
+        self._sessions.pop(session_id, None)
+
+    def _listen(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(keys.SESSIONS_ENDED)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe":
+                        # Confirmed: from here on no announcement can be missed.
+                        self._live = True
+                    elif message.get("type") == "message":
+                        self._ended += 1
+                        try:
+                            self._sessions.pop(uuid.UUID(hex=message["data"].decode()), None)
+                        except (ValueError, AttributeError):
+                            logger.warning("ignoring a malformed session-ended announcement")
+            except redis.RedisError as exc:
+                logger.warning(f"session announcements unavailable ({exc}); not caching sessions")
+            finally:
+                self._live = False
+                self._sessions.clear()
+                pubsub.close()
+            gevent.sleep(RESUBSCRIBE_DELAY)

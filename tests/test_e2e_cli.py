@@ -1,0 +1,165 @@
+"""``pt client`` as a user runs it, against a real master and worker.
+
+Checks what scripts rely on: exit statuses, the session file's mode, and the
+shape of every ``--json`` document (money as strings, never floats).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from test_e2e_support import PASSWORD, ROOT, STARTING_CASH, Servers, running
+
+from papertrader.client.session_file import load_session
+from papertrader.store import keys
+
+QUOTE_KEYS = {"symbol", "open", "high", "low", "close", "volume", "time"}
+ORDER_KEYS = {
+    "status",
+    "reason",
+    "order_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "executed_at",
+}
+HISTORY_KEYS = {"order_id", "side", "symbol", "quantity", "price", "executed_at"}
+POSITION_KEYS = {"symbol", "quantity", "average_price", "price", "market_value"}
+
+
+@pytest.fixture
+def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Servers]:
+    with running(Servers(tmp_path, redis_url, database_url)) as started:
+        started.wait_quotes()
+        yield started
+
+
+class Pt:
+    """Runs ``pt client`` in a subprocess with one worker and one session file."""
+
+    def __init__(self, servers: Servers, session_file: Path) -> None:
+        self.worker = f"127.0.0.1:{servers.worker_port()}"
+        self.session_file = session_file
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+        env["PYTHONPATH"] = str(ROOT)
+        env["PT_WORKER"] = self.worker
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "client", "--session-file", str(self.session_file)]
+            + list(args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+
+    def json(self, *args: str) -> Any:
+        result = self(*args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def login(self, user: str) -> None:
+        result = self("register", user, "--email", f"{user}@example.org", "--password-stdin",
+                      stdin=PASSWORD + "\n")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        result = self("login", user, "--password-stdin", stdin=PASSWORD + "\n")
+        assert result.returncode == 0, result.stderr
+
+
+def _is_decimal_text(value: object) -> bool:
+    return isinstance(value, str) and Decimal(value) == Decimal(value)
+
+
+def test_a_trading_session_from_the_command_line(servers: Servers, tmp_path: Path) -> None:
+    session_file = tmp_path / "conf" / "session.json"
+    pt = Pt(servers, session_file)
+    pt.login("carol")
+    assert stat.S_IMODE(session_file.stat().st_mode) == 0o600
+    assert pt.json("whoami")["username"] == "carol"
+
+    quote = pt.json("quote", "aapl")
+    assert set(quote) == QUOTE_KEYS and quote["symbol"] == "AAPL"
+    assert all(_is_decimal_text(quote[k]) for k in ("open", "high", "low", "close"))
+    assert isinstance(quote["volume"], int)
+    several = pt.json("quote", "AAPL", "MSFT")
+    assert [q["symbol"] for q in several] == ["AAPL", "MSFT"]
+
+    bought = pt.json("buy", "AAPL", "5")
+    assert set(bought) == ORDER_KEYS
+    assert bought["status"] == "filled" and bought["side"] == "buy" and bought["quantity"] == 5
+    assert _is_decimal_text(bought["price"]) and bought["reason"] is None
+
+    rejected = pt("--json", "sell", "AAPL", "6")
+    assert rejected.returncode == 1
+    document = json.loads(rejected.stdout)
+    assert set(document) == ORDER_KEYS
+    assert document["status"] == "rejected" and document["order_id"]
+    assert "held" in document["reason"] and document["price"] is None
+
+    portfolio = pt.json("portfolio")
+    assert set(portfolio) == {"username", "cash", "positions", "total_value"}
+    assert Decimal(portfolio["cash"]) == STARTING_CASH - (Decimal(bought["price"]) * 5).quantize(
+        Decimal("0.01")
+    )
+    (position,) = portfolio["positions"]
+    assert set(position) == POSITION_KEYS and position["quantity"] == 5
+    assert _is_decimal_text(portfolio["total_value"])
+
+    history = pt.json("history")
+    assert [set(h) for h in history] == [HISTORY_KEYS]
+    assert history[0]["order_id"] == bought["order_id"]
+
+    human = pt("portfolio")
+    assert human.returncode == 0 and "Cash" in human.stdout and "AAPL" in human.stdout
+
+    assert pt("logout").returncode == 0
+    assert not session_file.exists()
+    after = pt("portfolio")
+    assert after.returncode == 1 and "not logged in" in after.stderr
+
+
+def test_failures_exit_1_with_one_line(servers: Servers, tmp_path: Path) -> None:
+    pt = Pt(servers, tmp_path / "session.json")
+    pt.login("dave")
+    for args in (["buy", "NOPE", "1"], ["buy", "AAPL", "100000000"], ["quote", "NOPE"]):
+        result = pt(*args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    wrong = pt("login", "dave", "--password-stdin", stdin="not it\n")
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr
+
+
+def test_expired_session_says_log_in_again(
+    servers: Servers, tmp_path: Path, redis_url: str
+) -> None:
+    session_file = tmp_path / "session.json"
+    pt = Pt(servers, session_file)
+    pt.login("erin")
+    stored = load_session(session_file)
+    assert stored is not None
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(keys.session(stored.session_id.hex))  # what expiry does
+    finally:
+        client.close()
+    result = pt("buy", "AAPL", "1")
+    assert result.returncode == 1
+    assert "log in again" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not session_file.exists()  # a dead session is not kept
