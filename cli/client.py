@@ -144,10 +144,8 @@ def _server_errors(options: ClientOptions) -> Iterator[None]:
     except ClientError as exc:
         if exc.session_problem:
             delete_session(options.session_file)
-            _fail(
-                f"your session is no longer valid ({exc.reason}): log in again with "
-                "`pt client login USER`"
-            )
+            advice = exc.reason if "log in again" in exc.reason else f"{exc.reason}: log in again"
+            _fail(f"{advice} (`pt client login USER`)")
         _fail(exc.reason)
 
 

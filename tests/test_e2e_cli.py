@@ -11,17 +11,17 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from test_e2e_support import PASSWORD, ROOT, STARTING_CASH, Servers, running
 
 from papertrader.client.session_file import load_session
-from papertrader.store import keys
 
 QUOTE_KEYS = {"symbol", "open", "high", "low", "close", "volume", "time"}
 ORDER_KEYS = {
@@ -146,20 +146,19 @@ def test_failures_exit_1_with_one_line(servers: Servers, tmp_path: Path) -> None
 
 
 def test_expired_session_says_log_in_again(
-    servers: Servers, tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
-    session_file = tmp_path / "session.json"
-    pt = Pt(servers, session_file)
-    pt.login("erin")
-    stored = load_session(session_file)
-    assert stored is not None
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.delete(keys.session(stored.session_id.hex))  # what expiry does
-    finally:
-        client.close()
-    result = pt("buy", "AAPL", "1")
-    assert result.returncode == 1
+    short = Servers(tmp_path, redis_url, database_url, env_extra={"PT_SESSION_TTL_SECONDS": "1"})
+    with running(short):
+        short.wait_quotes()
+        session_file = tmp_path / "session.json"
+        pt = Pt(short, session_file)
+        pt.login("erin")
+        stored = load_session(session_file)
+        assert stored is not None
+        time.sleep(max(0.0, (stored.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.3)
+        result = pt("buy", "AAPL", "1")
+    assert result.returncode == 1, result.stdout
     assert "log in again" in result.stderr
     assert "Traceback" not in result.stderr
     assert not session_file.exists()  # a dead session is not kept

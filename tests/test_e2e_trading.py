@@ -18,7 +18,6 @@ from typing import Any
 
 import psycopg2
 import pytest
-import redis
 from test_e2e_support import (
     PASSWORD,
     STARTING_CASH,
@@ -31,7 +30,6 @@ from test_e2e_support import (
 from papertrader.client import ClientError, Fill, PaperTraderClient
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
-from papertrader.store import keys
 
 
 @pytest.fixture
@@ -178,7 +176,9 @@ def test_expired_and_ended_sessions_are_refused(
         session = client.session_id
         assert session is not None and client.session is not None
         client.quote("AAPL")  # valid now, and remembered by the worker
-        time.sleep(max(0.0, (client.session.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.3)
+        time.sleep(
+            max(0.0, (client.session.expires_at - datetime.now(timezone.utc)).total_seconds()) + 0.3
+        )
         for call in (lambda: client.quote("AAPL"), client.portfolio, lambda: client.buy("AAPL", 1)):
             with pytest.raises(ClientError) as caught:
                 call()
@@ -190,10 +190,13 @@ def test_expired_and_ended_sessions_are_refused(
 
         client.login(name, PASSWORD, remember=True)  # remembered sessions last longer
         client.quote("AAPL")
+        ended = client.session_id
+        assert ended is not None
         client.logout()
         assert client.session_id is None
-        with pytest.raises(ClientError):
-            client.portfolio()
+        with pytest.raises(ClientError) as gone:
+            client.resume(ended)
+        assert gone.value.code is ErrorCode.INVALID_SESSION
 
 
 def test_a_session_made_on_one_worker_works_on_another(servers: Servers) -> None:

@@ -56,7 +56,9 @@ class SessionCache:
             if session.expires_at > datetime.now(timezone.utc):
                 return self.store.verify(session, client_ip)
             self._sessions.pop(session_id, None)
-            raise SessionError(ErrorCode.INVALID_SESSION, "session expired: log in again")
+            raise SessionError(
+                ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again"
+            )
         ended_before = self._ended
         session = self.store.fetch(session_id)
         if self._live and self._ended == ended_before:

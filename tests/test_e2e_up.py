@@ -1,0 +1,170 @@
+"""``pt up --detach`` and ``pt down``: the whole stack in one command, and back.
+
+Redis and PostgreSQL come from the test fixtures (PT_REDIS_URL /
+PT_DATABASE_URL), so ``pt up`` starts no services of its own here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from test_e2e_support import PASSWORD, ROOT, child_env, port_answers
+
+from papertrader.client import PaperTraderClient, get_worker_list
+from papertrader.config.settings import derive_worker_uuid
+from papertrader.services.ports import free_port
+from papertrader.services.state import pid_alive
+
+
+def _pt(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _free_block(count: int) -> int:
+    """A first port such that it and the next ``count - 1`` are free (good enough for a test)."""
+    while True:
+        first = free_port()
+        if first + count < 65535 and all(
+            port_answers(p) is False for p in range(first, first + count)
+        ):
+            return first
+
+
+def test_up_detach_serves_clients_and_down_stops_everything(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    state = tmp_path / "state"
+    env = child_env(redis_url, database_url, state)
+    master_port, worker_port = free_port(), _free_block(2)
+    result = _pt(
+        ["up", "--detach", "--json", "--state-dir", str(state), "--workers", "2",
+         "--master-port", str(master_port), "--worker-port", str(worker_port),
+         "--update-interval", "0.3"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    endpoints: dict[str, Any] = json.loads(result.stdout)
+    try:
+        assert endpoints["master"]["address"] == f"127.0.0.1:{master_port}"
+        addresses = [w["address"] for w in endpoints["workers"]]
+        assert addresses == [f"127.0.0.1:{worker_port}", f"127.0.0.1:{worker_port + 1}"]
+        assert endpoints["services_started"] is False  # the URLs were configured
+        assert (state / "up.json").exists()
+        assert (state / "logs" / "master.out").exists()
+
+        listed = get_worker_list("127.0.0.1", master_port)
+        assert {w["name"] for w in listed} == {"worker-1", "worker-2"}
+
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT name, uuid::text FROM workers ORDER BY name")
+            rows = cur.fetchall()
+        conn.close()
+        assert rows == [(n, str(derive_worker_uuid(n))) for n in ("worker-1", "worker-2")]
+
+        with PaperTraderClient("127.0.0.1", worker_port + 1) as client:
+            client.register("upuser", "up@example.org", PASSWORD)
+            client.login("upuser", PASSWORD)
+            assert client.buy("SPY", 1).quantity == 1
+
+        again = _pt(["up", "--detach", "--state-dir", str(state)], env)
+        assert again.returncode == 1 and "pt down" in again.stderr
+    finally:
+        down = _pt(["down", "--state-dir", str(state), "--json"], env)
+    assert down.returncode == 0, down.stderr
+    stopped = json.loads(down.stdout)["stopped"]
+    assert stopped == {"worker-1": "stopped", "worker-2": "stopped", "master": "stopped"}
+    assert not (state / "up.json").exists()
+    pids = [endpoints["master"]["pid"], *[w["pid"] for w in endpoints["workers"]]]
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not port_answers(master_port) and not port_answers(worker_port)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    state = tmp_path / "state"
+    env = child_env(redis_url, database_url, state)
+    master_port, worker_port = free_port(), free_port()
+    blocker = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{worker_port}));"
+         "s.listen(); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert blocker.stdout is not None and blocker.stdout.readline().strip() == b"ok"
+        result = _pt(
+            ["up", "--detach", "--state-dir", str(state), "--workers", "1",
+             "--master-port", str(master_port), "--worker-port", str(worker_port),
+             "--timeout", "10"],
+            env,
+        )  # fmt: skip
+    finally:
+        blocker.kill()
+        blocker.wait()
+    assert result.returncode == 1
+    assert f"{worker_port}" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not port_answers(master_port)  # nothing was left running
+
+
+def test_a_worker_the_master_refuses_stops_the_stack(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    state = tmp_path / "state"
+    env = child_env(redis_url, database_url, state)
+    master_port, worker_port = free_port(), free_port()
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO workers (uuid, name, gpg_public_key, gpg_fingerprint, enabled)"
+            " VALUES (%s::uuid, 'worker-1', '', '', false)",
+            (str(derive_worker_uuid("worker-1")),),
+        )
+    conn.close()
+    result = _pt(
+        ["up", "--detach", "--state-dir", str(state), "--workers", "1",
+         "--master-port", str(master_port), "--worker-port", str(worker_port),
+         "--timeout", "8"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "worker-1" in result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr.split("last lines")[0]
+    assert not port_answers(master_port) and not port_answers(worker_port)
+    assert not (state / "up.json").exists()
+    assert os.path.exists(state / "logs" / "worker-1.out")
+
+
+def test_a_child_dying_at_start_is_named_with_its_log(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    state = tmp_path / "state"
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # pt up itself never talks to Redis
+    env = child_env(dead_redis, database_url, state)
+    master_port, worker_port = free_port(), free_port()
+    result = _pt(
+        ["up", "--detach", "--state-dir", str(state), "--workers", "1",
+         "--master-port", str(master_port), "--worker-port", str(worker_port),
+         "--timeout", "8"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "master" in result.stderr.splitlines()[0] and "last lines" in result.stderr
+    assert not port_answers(master_port) and not port_answers(worker_port)
+    assert not (state / "up.json").exists()
