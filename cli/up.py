@@ -172,7 +172,7 @@ def stop_child(child: Child, timeout: float) -> str:
     if child.popen is None and not _same_process(child.pid, child.started):
         return "was not running"
     if child.popen is not None and child.popen.poll() is not None:
-        return f"had exited (status {child.popen.returncode})"
+        return f"had already stopped: it {_exit_text(child.popen.returncode)}"
     _signal(child.pid, signal.SIGTERM)
     if _wait_gone(child, timeout):
         return "stopped"
@@ -190,6 +190,16 @@ def stop_children(children: list[Child], timeout: float, echo: bool) -> None:
         outcome = stop_child(child, timeout)
         if echo:
             click.echo(f"{child.name:<10} {outcome}", err=True)
+
+
+def _exit_text(status: int) -> str:
+    """``exited with status 1`` or ``was killed by SIGKILL``."""
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
 
 
 def _log_tail(child: Child) -> str:
@@ -273,7 +283,7 @@ def _launch(
 def _died(child: Child) -> NoReturn:
     assert child.popen is not None
     raise StartupFailed(
-        f"{child.name} exited with status {child.popen.returncode} while starting; "
+        f"{child.name} {_exit_text(child.popen.returncode)} while starting; "
         f"last lines of {child.log}:\n{_log_tail(child)}"
     )
 
@@ -515,10 +525,20 @@ def up(
     logs.mkdir(mode=0o700, parents=True, exist_ok=True)
     stack = Stack(directory, False, detach, None if detach else os.getpid())
     say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    started = False
     try:
         with _interruptible():
             master, started_workers = _start_stack(stack, settings, config_path, logs, timeout, say)
+            started = True
+            _announce(stack, master, started_workers, as_json)
+            if detach:
+                return
+            code = _supervise(stack)
     except Interrupted as why:
+        if started:
+            click.echo(f"{why}: stopping", err=True)
+            _teardown(stack, timeout, echo=True)
+            sys.exit(0)
         click.echo(f"interrupted ({why}) while starting: stopping what was started", err=True)
         _teardown(stack, timeout, echo=True)
         sys.exit(130 if str(why) == "SIGINT" else 143)
@@ -531,24 +551,24 @@ def up(
     except BaseException:
         _teardown(stack, timeout, echo=True)  # a bug of ours must not leave servers behind
         raise
-
-    endpoints = _endpoints(stack, master, started_workers)
-    if as_json:
-        print_json(endpoints)
-    else:
-        click.echo(f"master    {master.address}  (pid {master.pid})")
-        for w in started_workers:
-            click.echo(f"{w.name:<9} {w.address}  (pid {w.pid})")
-        click.echo(f"logs      {logs}")
-        click.echo(f"Try: pt client --worker {started_workers[0].address} register USER --email E")
-    if detach:
-        if not as_json:
-            click.echo(f"Running in the background; stop with `pt down --state-dir {directory}`.")
-        return
-    if not as_json:
-        click.echo("Press Ctrl-C to stop.")
-    code = _supervise(stack, timeout)
+    _teardown(stack, timeout, echo=True)  # a child died: stop the rest
     sys.exit(code)
+
+
+def _announce(stack: Stack, master: Child, workers: list[Child], as_json: bool) -> None:
+    """The endpoints: a JSON document, or lines for people."""
+    if as_json:
+        print_json(_endpoints(stack, master, workers))
+        return
+    click.echo(f"master    {master.address}  (pid {master.pid})")
+    for w in workers:
+        click.echo(f"{w.name:<9} {w.address}  (pid {w.pid})")
+    click.echo(f"logs      {stack.state_dir / 'logs'}")
+    click.echo(f"Try: pt client --worker {workers[0].address} register USER --email E")
+    if stack.detached:
+        click.echo(f"Running in the background; stop with `pt down --state-dir {stack.state_dir}`.")
+    else:
+        click.echo("Press Ctrl-C to stop.")
 
 
 def _master_pid(document: dict[str, Any]) -> str:
@@ -661,7 +681,12 @@ def _start_stack(
 
 
 def _teardown(stack: Stack, timeout: float, echo: bool) -> None:
-    """Stop the children (workers, then master), then services this run started."""
+    """Stop the children (workers, then master), then services this run started.
+
+    A second Ctrl-C is ignored meanwhile: stopping half-way would leave servers
+    behind (SIGTERM/SIGKILL still end the children after ``timeout``).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop_children(stack.children, timeout, echo)
     if stack.services_started:
         try:
@@ -673,30 +698,20 @@ def _teardown(stack: Stack, timeout: float, echo: bool) -> None:
     stack.forget()
 
 
-def _supervise(stack: Stack, timeout: float) -> int:
-    """Wait in the foreground until Ctrl-C/SIGTERM or a child dies; then stop everything."""
-    code = 0
-    try:
-        with _interruptible():
-            while True:
-                for child in stack.children:
-                    assert child.popen is not None
-                    status = child.popen.poll()
-                    if status is not None:
-                        click.echo(
-                            f"error: {child.name} exited with status {status}; "
-                            f"last lines of {child.log}:\n{_log_tail(child)}",
-                            err=True,
-                        )
-                        code = 1
-                        break
-                if code:
-                    break
-                time.sleep(0.5)
-    except Interrupted as why:
-        click.echo(f"{why}: stopping", err=True)
-    _teardown(stack, timeout, echo=True)
-    return code
+def _supervise(stack: Stack) -> int:
+    """Wait in the foreground until a child dies (returns 1); signals raise Interrupted."""
+    while True:
+        for child in stack.children:
+            assert child.popen is not None
+            status = child.popen.poll()
+            if status is not None:
+                click.echo(
+                    f"error: {child.name} {_exit_text(status)}; "
+                    f"last lines of {child.log}:\n{_log_tail(child)}",
+                    err=True,
+                )
+                return 1
+        time.sleep(0.5)
 
 
 @click.command()

@@ -24,10 +24,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
+import redis
 
 from papertrader.client import ClientError, PaperTraderClient, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.services.ports import free_port
+from papertrader.store import keys
+from papertrader.store.order_queue import Order
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.workers import register_worker
 
@@ -260,6 +263,18 @@ def account_id(database_url: str, username: str) -> int:
     conn.close()
     assert row is not None, username
     return int(row[0])
+
+
+def queue_orders(redis_url: str, orders: list[Order]) -> None:
+    """XADD the orders in one pipeline, exactly as workers queue them."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for order in orders:
+            pipe.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
+        pipe.execute()
+    finally:
+        client.close()
 
 
 def expected_holdings(history: list[dict[str, object]]) -> tuple[Decimal, dict[str, int]]:

@@ -22,14 +22,17 @@ from test_e2e_support import (
     PASSWORD,
     STARTING_CASH,
     Servers,
+    account_id,
     expected_holdings,
     new_user,
+    queue_orders,
     running,
 )
 
 from papertrader.client import ClientError, Fill, PaperTraderClient
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
+from papertrader.store.order_queue import Order
 
 
 @pytest.fixture
@@ -293,3 +296,26 @@ def test_fifty_clients_trading_one_asset_at_once(servers: Servers, database_url:
                 assert {r[1]: int(r[2]) for r in held if r[1] is not None} == positions, name
     finally:
         conn.close()
+
+
+def test_a_long_history_arrives_in_many_packets(
+    servers: Servers, redis_url: str, database_url: str
+) -> None:
+    """More than one DATA frame's worth (64 KiB): reassembled in order, nothing lost."""
+    with servers.client() as client:
+        name = new_user(client)
+        account = account_id(database_url, name)
+        orders = [
+            Order(uuid.uuid4(), account, "buy", "SPY", 1, datetime.now(timezone.utc),
+                  "127.0.0.1", "worker-1")
+            for _ in range(800)
+        ]  # fmt: skip
+        queue_orders(redis_url, orders)
+        deadline = time.monotonic() + 60
+        while len(history := client.history()) < len(orders):
+            assert time.monotonic() < deadline, servers.logs()
+            time.sleep(0.2)
+        assert [h["order_id"] for h in history] == [o.order_id for o in orders]
+        cash, positions = expected_holdings(history)
+        portfolio = client.portfolio()
+        assert portfolio["cash"] == cash and positions == {"SPY": 800}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -166,5 +167,35 @@ def test_a_child_dying_at_start_is_named_with_its_log(
     )  # fmt: skip
     assert result.returncode == 1, result.stdout
     assert "master" in result.stderr.splitlines()[0] and "last lines" in result.stderr
+    assert not port_answers(master_port) and not port_answers(worker_port)
+    assert not (state / "up.json").exists()
+
+
+def test_ctrl_c_stops_a_foreground_up_in_order(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    state = tmp_path / "state"
+    env = child_env(redis_url, database_url, state)
+    master_port, worker_port = free_port(), free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--state-dir", str(state), "--workers", "1",
+         "--master-port", str(master_port), "--worker-port", str(worker_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert up.stdout is not None
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        assert port_answers(master_port) and port_answers(worker_port), lines
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, err
+    assert err.index("worker-1") < err.index("master")  # workers first, then the master
     assert not port_answers(master_port) and not port_answers(worker_port)
     assert not (state / "up.json").exists()

@@ -44,6 +44,9 @@ class Message:
 
 
 _MESSAGE_TYPES = {instruction: instruction.message_type for instruction in Instruction}
+# Plain dict lookups: calling an Enum to convert a code is slow on the hot path.
+_BY_TYPE_CODE = {int(mtype): mtype for mtype in MessageType}
+_BY_INSTRUCTION_CODE = {int(instruction): instruction for instruction in Instruction}
 _FAILURES = frozenset(set(FAILURE_RETURN.values()))
 
 
@@ -123,23 +126,21 @@ def check_header(header: Header, max_data_size: int) -> Instruction:
             fatal=True,
             header=header,
         )
-    try:
-        mtype = MessageType(header.message_type)
-    except ValueError:
+    mtype = _BY_TYPE_CODE.get(header.message_type)
+    if mtype is None:
         raise ProtocolError(
             ErrorCode.UNKNOWN_MESSAGE_TYPE,
             f"unknown message type {header.message_type}",
             header=header,
-        ) from None
-    try:
-        instruction = Instruction(header.instruction)
-    except ValueError:
+        )
+    instruction = _BY_INSTRUCTION_CODE.get(header.instruction)
+    if instruction is None:
         raise ProtocolError(
             ErrorCode.UNKNOWN_INSTRUCTION,
             f"unknown instruction 0x{header.instruction:04x}",
             header=header,
-        ) from None
-    if instruction.message_type is not mtype:
+        )
+    if _MESSAGE_TYPES[instruction] is not mtype:
         raise ProtocolError(
             ErrorCode.TYPE_MISMATCH,
             f"{instruction.name} is a {instruction.message_type.name} instruction, "

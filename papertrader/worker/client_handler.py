@@ -203,14 +203,13 @@ class ClientConnection:
             timeout = self.idle_timeout
             why = f"idle for {self.idle_timeout:g} s"
         if timeout > 0:
-            timer = gevent.Timeout.start_new(timeout)
+            # A socket timeout, not a gevent.Timeout: gevent waits with it natively,
+            # without arming and cancelling a timer object for every read.
+            self.sock.settimeout(timeout)
             try:
                 return bytes(self.sock.recv(self.recv_size))
-            except gevent.Timeout as exc:
-                if exc is not timer:
-                    raise
-            finally:
-                timer.close()
+            except TimeoutError:
+                pass
         raise _Closing(why, Message(Instruction.ERROR, (int(ErrorCode.TIMEOUT), f"{why}: closing")))
 
     def _drain(self, stamp: int) -> None:
@@ -271,15 +270,15 @@ class ClientConnection:
 
     def _sendall(self, data: bytes) -> None:
         """Send, closing a client that does not take our answer for ``send_timeout``."""
-        timer = gevent.Timeout.start_new(self.send_timeout)
+        self.sock.settimeout(self.send_timeout)  # gevent applies it to the whole sendall
         try:
-            self.sock.sendall(data)
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
+            # One send() takes a small answer whole; sendall() (which asks the kernel
+            # for the buffer size first) only for what is left of a large one.
+            sent = self.sock.send(data)
+            if sent < len(data):
+                self.sock.sendall(memoryview(data)[sent:])
+        except TimeoutError:
             raise _Closing(f"did not read our answers for {self.send_timeout:g} s") from None
-        finally:
-            timer.close()
 
     def _farewell(self, message: Message) -> None:
         """Best effort: tell the client why it is being closed."""
