@@ -27,7 +27,7 @@ from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
 from papertrader.protocol.records import from_record, from_records
 from papertrader.protocol.values import Value
 
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 90.0  # longer than the worker waits for an order outcome (60 s)
 
 
 class PaperTraderClient:
