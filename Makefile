@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed
 STATE_DIR ?= $(CURDIR)/state
 TOXENVS ?= py311,lint,type
 
-.PHONY: run test os-packages venv lint type bench clean
+# Interpreters installed with pyenv, for tox's py310..py313 (shims alone are not found).
+PYENV_BINS := $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[0-3].*/bin 2>/dev/null | tr '\n' ':')
+
+.PHONY: run test test-all os-packages venv lint type bench clean
 
 os-packages:
 	@scripts/ensure-os-packages.sh "$(PYTHON)"
@@ -28,6 +31,9 @@ run: venv
 
 test: venv
 	$(BIN)/tox -e $(TOXENVS)
+
+test-all: venv
+	PATH="$(PYENV_BINS)$$PATH" $(BIN)/tox
 
 lint: venv
 	$(BIN)/tox -e lint
