@@ -38,6 +38,7 @@ from papertrader.services.state import (
     DATABASE_USER,
     PostgresRecord,
     ensure_private_dir,
+    log_since,
     pid_alive,
     process_name,
     read_pid_file,
@@ -394,7 +395,7 @@ def _launch(
         timeout + 5,
     )
     if done.returncode != 0:
-        new_log = _log_since(log_file, log_offset)
+        new_log = log_since(log_file, log_offset)
         if "could not bind" in new_log or "Address already in use" in new_log:
             raise _PortLost()
         raise ServicesError(
@@ -415,16 +416,6 @@ def _launch(
         f"PostgreSQL started but refused connections on {LOOPBACK}:{record.port} for "
         f"{timeout:.0f}s ({last_error}); see {log_file}"
     )
-
-
-def _log_since(path: Path, offset: int) -> str:
-    """What the server logged during this start attempt."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _ensure_database(record: PostgresRecord) -> None:

@@ -24,6 +24,7 @@ from papertrader.services.ports import LOOPBACK, free_port, port_is_free
 from papertrader.services.state import (
     RedisRecord,
     ensure_private_dir,
+    log_since,
     pid_alive,
     process_name,
     read_pid_file,
@@ -172,23 +173,13 @@ def _launch(record: RedisRecord, redis_server: Path, timeout: float) -> RedisRec
         if pid is not None and not pid_alive(pid):
             break
         time.sleep(0.05)
-    new_log = _log_since(log_file, log_offset)
+    new_log = log_since(log_file, log_offset)
     if "Address already in use" in new_log:
         raise _PortLost()
     raise ServicesError(
         f"redis-server did not answer PING on {LOOPBACK}:{record.port} within {timeout:.0f}s; "
         f"its log {log_file} says:\n{new_log.strip() or tail(log_file)}"
     )
-
-
-def _log_since(path: Path, offset: int) -> str:
-    """What the server logged during this start attempt."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def stop(record: RedisRecord, timeout: float) -> bool:

@@ -134,6 +134,16 @@ def read_pid_file(path: Path) -> int | None:
     return int(first) if first.isdigit() else None
 
 
+def log_since(path: Path, offset: int) -> str:
+    """What a server logged since ``offset``: the part of its log about this start attempt."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def tail(path: Path, lines: int = 15) -> str:
     """The last lines of a log file, for error messages that show what the server said."""
     try:
