@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STATE_DIR ?= $(CURDIR)/state
-TOXENVS ?= py311,lint,type
+TOXENVS ?= py311,lint,type,ansible
 
 # Interpreters installed with pyenv, for tox's py310..py313 (shims alone are not found).
 PYENV_BINS := $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[0-3].*/bin 2>/dev/null | tr '\n' ':')

@@ -13,6 +13,7 @@ import redis
 
 from bench.loadgen import request_bytes, run_load
 from bench.stack import free_port, spawn, stop, wait_for_port
+from papertrader.keyring import Keyring
 from papertrader.market.providers import SimulatedProvider
 from papertrader.services import ServiceUrls
 from papertrader.store.quotes import QuoteStore
@@ -38,7 +39,13 @@ def bench_quotes(
         stop(bare)
 
     worker_port = free_port()
+    # A worker needs its key pair and a pinned master key to start, even with no master.
+    keyring = Keyring(state / "gnupg-bench", create=True)
+    fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("bench")]
+    keyring.stop_agent()
     env = {
+        "PT_WORKER_GNUPG_HOME": str(keyring.home),
+        "PT_MASTER_FINGERPRINT": fingerprint[0],
         "PT_REDIS_URL": urls.redis_url,
         "PT_DATABASE_URL": urls.database_url,
         "PT_WORKER_PORT": str(worker_port),

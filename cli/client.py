@@ -22,9 +22,11 @@ from typing import Any, NoReturn
 
 import click
 
+from cli.charts import bars_rows, forecast_chart, price_chart
 from cli.common import json_option, print_json
 from papertrader.client import (
     ClientError,
+    FailoverClient,
     Fill,
     PaperTraderClient,
     ServerUnreachable,
@@ -38,7 +40,9 @@ from papertrader.client.session_file import (
     load_session,
     save_session,
 )
+from papertrader.market.forecast import MAX_HORIZON
 from papertrader.market.quote import Quote
+from papertrader.market.ranges import RANGE_NAMES
 from papertrader.protocol import ErrorCode
 
 DEFAULT_WORKER = "127.0.0.1:2049"
@@ -55,9 +59,26 @@ class ClientOptions:
     session_file: Path
     timeout: float
     as_json: bool
+    #: With --master: find a worker through the master and fail over between workers.
+    master: tuple[str, int] | None = None
+    region: str | None = None
 
-    def connect(self, session_id: uuid.UUID | None = None) -> PaperTraderClient:
+    def connect(self, session_id: uuid.UUID | None = None) -> PaperTraderClient | FailoverClient:
+        if self.master is not None:
+            host, port = self.master
+            return FailoverClient(host, port, self.region, self.timeout, session_id=session_id)
         return PaperTraderClient(self.host, self.port, self.timeout, session_id=session_id)
+
+
+def _master_address(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_address(value, default_port=2048)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def _worker_address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -79,6 +100,21 @@ def _worker_address(ctx: click.Context, param: click.Parameter, value: str) -> t
     help="The worker to talk to (also PT_WORKER). Any worker serves any session.",
 )
 @click.option(
+    "--master",
+    "master",
+    envvar="PT_CLIENT_MASTER",
+    default=None,
+    callback=_master_address,
+    metavar="HOST:PORT",
+    help="Ask this master for its workers instead of using --worker, and move to "
+    "another worker (same session) when one goes away (also PT_CLIENT_MASTER).",
+)
+@click.option(
+    "--region",
+    default=None,
+    help="With --master: prefer workers of this region.",
+)
+@click.option(
     "--session-file",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="PT_SESSION_FILE",
@@ -98,6 +134,8 @@ def _worker_address(ctx: click.Context, param: click.Parameter, value: str) -> t
 def client(
     ctx: click.Context,
     worker: tuple[str, int],
+    master: tuple[str, int] | None,
+    region: str | None,
     session_file: Path | None,
     timeout: float,
     as_json: bool,
@@ -114,6 +152,8 @@ def client(
         session_file=session_file or default_session_file(),
         timeout=timeout,
         as_json=as_json,
+        master=master,
+        region=region,
     )
 
 
@@ -139,6 +179,8 @@ def _server_errors(options: ClientOptions) -> Iterator[None]:
     try:
         yield
     except ServerUnreachable as exc:
+        if options.master is not None:  # the address is the master's, or several workers'
+            _fail(f"{exc.reason} (is the master running? `pt workers list` on its host)")
         hint = "" if exc.reason.startswith("connection to") else " (is the worker running? `pt up`)"
         _fail(f"{exc.reason.replace('cannot reach ', 'cannot reach the worker at ', 1)}{hint}")
     except ClientError as exc:
@@ -392,11 +434,54 @@ def whoami(as_json: bool) -> None:
 
 
 # -- market data ---------------------------------------------
+range_option = click.option(
+    "--range",
+    "range_",
+    type=click.Choice(RANGE_NAMES),
+    default=None,
+    help="day: minute bars of the date; week, month: daily bars up to it; "
+    "year: monthly bars up to it; all: monthly bars of everything.",
+)
+date_option = click.option(
+    "--date",
+    "on",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The UTC day the range ends on, YYYY-MM-DD (default: today).",
+)
+
+
+def bars_document(symbol: str, range_: str, bars: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"symbol": symbol, "range": range_, "bars": [_text(bar) for bar in bars]}
+
+
+def _price_history(symbol: str, range_: str, on: datetime | None) -> list[dict[str, Any]]:
+    options = _options()
+    stored = _stored_session(options)
+    with _server_errors(options), options.connect(stored.session_id) as conn:
+        return conn.price_history(symbol.upper(), range_, on.date() if on else None)
+
+
 @client.command()
 @click.argument("symbols", nargs=-1, required=True)
+@click.option("--chart", is_flag=True, help="Draw the price of SYMBOL over --range.")
+@range_option
+@date_option
 @json_option
-def quote(symbols: tuple[str, ...], as_json: bool) -> None:
-    """Current price bar of one or more SYMBOLS."""
+def quote(
+    symbols: tuple[str, ...], chart: bool, range_: str | None, on: datetime | None, as_json: bool
+) -> None:
+    """Current price bar of one or more SYMBOLS (--chart: a price chart of one)."""
+    if chart or range_ or on:
+        if len(symbols) != 1:
+            raise click.UsageError("--chart draws one symbol at a time")
+        symbol, shown_range = symbols[0].upper(), range_ or "day"
+        bars = _price_history(symbol, shown_range, on)
+        if _wants_json(as_json):
+            print_json(bars_document(symbol, shown_range, bars))
+        else:
+            click.echo(price_chart(symbol, bars, shown_range))
+        return
     options = _options()
     stored = _stored_session(options)
     quotes: list[Quote] = []
@@ -514,10 +599,28 @@ def portfolio(username: str, as_json: bool) -> None:
 
 
 @client.command()
-@click.argument("username", required=False, default="")
+@click.argument("username", metavar="[USERNAME | SYMBOL]", required=False, default="")
+@range_option
+@date_option
 @json_option
-def history(username: str, as_json: bool) -> None:
-    """Executed orders, oldest first (yours, or USERNAME's)."""
+def history(username: str, range_: str | None, on: datetime | None, as_json: bool) -> None:
+    """Executed orders, oldest first (yours, or USERNAME's).
+
+    With --range or --date: the price bars of SYMBOL instead
+    (`pt client history AAPL --range week`).
+    """
+    if range_ or on:
+        if not username:
+            raise click.UsageError("--range/--date show prices: name the SYMBOL")
+        symbol, shown_range = username.upper(), range_ or "day"
+        bars = _price_history(symbol, shown_range, on)
+        if _wants_json(as_json):
+            print_json(bars_document(symbol, shown_range, bars))
+        else:
+            headers = ["TIME (UTC)", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME"]
+            click.echo(f"{symbol} {shown_range}: {len(bars)} bars")
+            click.echo(_table(headers, bars_rows(bars, _price), right={1, 2, 3, 4, 5}))
+        return
     options = _options()
     stored = _stored_session(options)
     with _server_errors(options), options.connect(stored.session_id) as conn:
@@ -541,3 +644,46 @@ def history(username: str, as_json: bool) -> None:
     ]
     headers = ["EXECUTED", "SIDE", "SYMBOL", "QTY", "PRICE", "ORDER"]
     click.echo(_table(headers, table, right={3, 4}))
+
+
+@client.command()
+@click.argument("symbol")
+@click.option(
+    "--horizon",
+    type=click.IntRange(1, MAX_HORIZON),
+    default=10,
+    show_default=True,
+    help="How many update intervals ahead.",
+)
+@click.option("--chart", is_flag=True, help="Draw the recent closes and the forecast band.")
+@json_option
+def forecast(symbol: str, horizon: int, chart: bool, as_json: bool) -> None:
+    """A naive forecast of SYMBOL's price (Holt's linear smoothing): practice, not advice."""
+    options = _options()
+    stored = _stored_session(options)
+    symbol = symbol.upper()
+    with _server_errors(options), options.connect(stored.session_id) as conn:
+        result = conn.forecast(symbol, horizon)
+    if _wants_json(as_json):
+        print_json(_text(result))
+        return
+    points = result.get("points") or []
+    if chart:
+        click.echo(forecast_chart(symbol, [result["last_close"]], result))
+    click.echo(
+        f"{symbol}: last close {_price(result.get('last_close'))}; "
+        f"{result.get('method')} over {result.get('based_on')} bars "
+        f"(alpha {result.get('alpha')}, beta {result.get('beta')})"
+    )
+    rows = [
+        [
+            str(p.get("step")),
+            _when(p.get("time")),
+            _price(p.get("value")),
+            _price(p.get("lower")),
+            _price(p.get("upper")),
+        ]
+        for p in points
+    ]
+    click.echo(_table(["STEP", "TIME", "FORECAST", "LOWER", "UPPER"], rows, right={0, 2, 3, 4}))
+    click.echo("A naive model for practice, not investment advice.")

@@ -18,7 +18,7 @@ if sys.argv[1:2] in (["master"], ["worker"]):
 
 import click
 
-from cli import client, db, master, services, up, worker
+from cli import client, db, market, master, services, up, worker, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,6 +38,8 @@ cli.add_command(worker.worker)
 cli.add_command(client.client)
 cli.add_command(services.services)
 cli.add_command(db.db)
+cli.add_command(workers.workers)
+cli.add_command(market.market)
 
 
 def main() -> None:

@@ -100,5 +100,48 @@ def run(
         fail(str(exc))
 
 
+@master.command()
+@config_option
+@state_dir_option
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="GnuPG home for the master's key pair (default: master_gnupg_home, else "
+    "<state-dir>/gnupg-master; created with mode 0700).",
+)
+def keygen(config_path: Path | None, state_dir: Path | None, home: Path | None) -> None:
+    """Make the master's key pair (Ed25519, once) and print its fingerprint.
+
+    Workers pin this fingerprint (master_fingerprint / PT_MASTER_FINGERPRINT)
+    and refuse a master with any other key. Running it again prints the
+    fingerprint of the key already there.
+    """
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.keyring import Keyring, KeyringError, master_home
+
+    try:
+        directory = home if home is not None else master_home(load_settings(config_path), state_dir)
+        keyring = Keyring(directory, create=True)
+        try:
+            existing = keyring.secret_fingerprints()
+            fingerprint = existing[0] if existing else keyring.generate("papertrader-master")
+        finally:
+            keyring.stop_agent()
+    except (ConfigError, KeyringError) as exc:
+        fail(str(exc))
+        return
+    click.echo(fingerprint)
+    note = "already there" if existing else "made"
+    click.echo(f"master key {note} in {keyring.home}; workers pin it:", err=True)
+    click.echo(f"  PT_MASTER_FINGERPRINT={fingerprint}", err=True)
+    if keyring.gpg_home != keyring.home:
+        click.echo(
+            f"note: gpg reaches it through the short path {keyring.gpg_home} "
+            "(agent sockets need short paths)",
+            err=True,
+        )
+
+
 if __name__ == "__main__":  # python -m cli.master run ...
     master()

@@ -1,11 +1,13 @@
 """``pt up`` / ``pt down``: the whole stack on one machine in one command.
 
 ``pt up`` starts the private Redis and PostgreSQL (unless both URLs are
-configured), applies the migrations, registers its workers in the
-``workers`` table, then starts the master and N workers as child processes,
-each logging to ``<state_dir>/logs/``. It returns control only once every
-server answers on its port and the master lists every worker, then prints the
-endpoints.
+configured), applies the migrations, makes the master's key pair and one per
+worker (GnuPG homes in the state directory, reused on later runs), registers
+its workers in the ``workers`` table (their keys, allowed from 127.0.0.1/32),
+pins the master's fingerprint in each worker's environment, then starts the
+master and N workers as child processes, each logging to ``<state_dir>/logs/``.
+It returns control only once every server answers on its port and the master
+lists every worker, then prints the endpoints.
 
 Who stops what: ``pt up`` stops exactly what it started. In the foreground,
 Ctrl-C or SIGTERM stops the workers, then the master, then the services if
@@ -43,6 +45,7 @@ from cli.common import config_option, json_option, print_json, state_dir_option
 from papertrader.client import ClientError, format_address, get_worker_list
 from papertrader.config import ConfigError, Settings, load_settings
 from papertrader.config.settings import derive_worker_uuid
+from papertrader.keyring import Keyring, KeyringError, master_home, worker_home
 from papertrader.services import (
     ServicesError,
     resolve_state_dir,
@@ -58,6 +61,8 @@ from papertrader.store.pool import ConnectionPool
 from papertrader.store.workers import WorkerConflict, register_worker
 
 UP_FILE = "up.json"
+#: Where `pt up`'s own workers may link from: this machine.
+LOCAL_WORKER_IPS = ("127.0.0.1/32", "::1/128")
 UP_FILE_VERSION = 1
 LOG_TAIL_LINES = 20
 #: Where ``python -m cli.main`` is importable from, for the children.
@@ -218,6 +223,9 @@ def _port_answers(host: str, port: int) -> bool:
 # -- starting --------------------------------------------------------------------------
 #: One worker's identity in the caller's environment would be shared by all of ours.
 _PER_WORKER_VARIABLES = (
+    "PT_WORKER_GNUPG_HOME",
+    "PT_WORKER_KEY_FINGERPRINT",
+    "PT_MASTER_FINGERPRINT",
     "PT_WORKER_NAME",
     "PT_WORKER_UUID",
     "PT_WORKER_ADVERTISE",
@@ -234,6 +242,7 @@ def _child_env(settings: Settings, redis_url: str, database_url: str, log: Path)
             "PT_MASTER_HOST": settings.master_host,
             "PT_MASTER_PORT": str(settings.master_port),
             "PT_UPDATE_INTERVAL": repr(settings.update_interval),
+            "PT_MARKET_PROVIDER": settings.market_provider,
             "PT_LOG_FILE": str(log),
             "PYTHONUNBUFFERED": "1",
         }
@@ -336,12 +345,43 @@ def _probe(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
-def _register_workers(database_url: str, workers: list[tuple[str, uuid.UUID]], region: str) -> None:
-    """Allow our workers on the master (idempotent on the name: re-runs update the row)."""
+@dataclass(frozen=True)
+class _Key:
+    """A key pair ``pt up`` made (or found) in the state directory."""
+
+    home: Path
+    fingerprint: str
+    public_key: str
+
+
+def _key(home: Path, name: str, say: Any) -> _Key:
+    """The key pair in ``home``, made on the first run (GnuPG home 0700)."""
+    try:
+        keyring = Keyring(home, create=True)
+        try:
+            existing = keyring.secret_fingerprints()
+            fingerprint = existing[0] if existing else keyring.generate(name)
+            public = keyring.export_public(fingerprint).decode("ascii")
+        finally:
+            keyring.stop_agent()
+    except KeyringError as exc:
+        raise StartupFailed(f"key of {name}: {exc}") from None
+    if not existing and keyring.gpg_home != keyring.home:
+        say(f"keys      {home} is reached through {keyring.gpg_home} (short path for gpg-agent)")
+    return _Key(home, fingerprint, public)
+
+
+def _register_workers(
+    database_url: str, workers: list[tuple[str, uuid.UUID, _Key]], region: str
+) -> None:
+    """Allow our workers on the master, with their keys, from this machine only
+    (idempotent on the name: re-runs update the row, an operator's disable stays)."""
     pool = ConnectionPool(database_url, size=1)
     try:
-        for name, worker_id in workers:
-            register_worker(pool, name, worker_id, region)
+        for name, worker_id, key in workers:
+            register_worker(
+                pool, name, worker_id, region, key.public_key, key.fingerprint, LOCAL_WORKER_IPS
+            )
     except WorkerConflict as exc:
         raise StartupFailed(f"registering {name}: {exc}") from None
     except psycopg2.Error as exc:
@@ -406,8 +446,11 @@ def _settings(
     worker_port: int | None,
     workers: int | None,
     update_interval: float | None,
+    provider: str | None = None,
 ) -> Settings:
     overrides: dict[str, Any] = {}
+    if provider is not None:
+        overrides["market_provider"] = provider
     if master_port is not None:
         overrides["master_port"] = master_port
     if worker_port is not None:
@@ -469,6 +512,13 @@ def _endpoints(stack: Stack, master: Child, workers: list[Child]) -> dict[str, A
     help="Seconds between price updates and order drains.",
 )
 @click.option(
+    "--provider",
+    type=click.Choice(["sim", "http", "csv"]),
+    default=None,
+    help="Market data: sim (simulated), http (a public quote API), csv (replays "
+    "market_csv_path or the bundled sample, its history backfilled at start; offline).",
+)
+@click.option(
     "--detach",
     is_flag=True,
     help="Return once everything answers, leaving it running; stop it with `pt down`.",
@@ -488,6 +538,7 @@ def up(
     master_port: int | None,
     worker_port: int | None,
     update_interval: float | None,
+    provider: str | None,
     detach: bool,
     timeout: float,
     as_json: bool,
@@ -499,7 +550,7 @@ def up(
     returns once everything answers; `pt down` stops it. Logs are in
     <state_dir>/logs/.
     """
-    settings = _settings(config_path, master_port, worker_port, workers, update_interval)
+    settings = _settings(config_path, master_port, worker_port, workers, update_interval, provider)
     directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
     try:
         ensure_private_dir(directory)
@@ -607,7 +658,15 @@ def _start_stack(
     names = [f"worker-{i + 1}" for i in range(count)]
     identities = [(name, derive_worker_uuid(name)) for name in names]
     region = settings.region
-    _register_workers(database_url, identities, region)
+    master_key = _key(master_home(settings, directory), "papertrader-master", say)
+    worker_keys = {
+        name: _key(worker_home(settings.with_overrides(worker_name=name), directory), name, say)
+        for name in names
+    }
+    _register_workers(
+        database_url, [(n, u, worker_keys[n]) for n, u in identities], region
+    )
+    say(f"keys      master {master_key.fingerprint}; {count} workers registered")
 
     config_args = ["--config", str(config_path)] if config_path is not None else []
     state_args = ["--state-dir", str(directory)]
@@ -626,7 +685,10 @@ def _start_stack(
             *config_args,
             *state_args,
         ],
-        _child_env(settings, redis_url, database_url, logs / "master.log"),
+        {
+            **_child_env(settings, redis_url, database_url, logs / "master.log"),
+            "PT_MASTER_GNUPG_HOME": str(master_key.home),
+        },
         settings.master_host,
         settings.master_port,
         logs,
@@ -663,7 +725,12 @@ def _start_stack(
                 *config_args,
                 *state_args,
             ],
-            _child_env(settings, redis_url, database_url, logs / f"{name}.log"),
+            {
+                **_child_env(settings, redis_url, database_url, logs / f"{name}.log"),
+                "PT_WORKER_GNUPG_HOME": str(worker_keys[name].home),
+                "PT_WORKER_KEY_FINGERPRINT": worker_keys[name].fingerprint,
+                "PT_MASTER_FINGERPRINT": master_key.fingerprint,
+            },
             settings.worker_host,
             port,
             logs,

@@ -212,7 +212,7 @@ def test_assets_file_without_symbols(tmp_path: Path) -> None:
         ("PT_MIN_PASSWORD_LENGTH", "0", "out of range"),
         ("PT_MAX_DATA_SIZE", "1023", "out of range"),
         ("PT_MAX_DATA_SIZE", str(16 * 1024 * 1024 + 1), "out of range"),
-        ("PT_MARKET_PROVIDER", "http", "not a known choice"),
+        ("PT_MARKET_PROVIDER", "ftp", "not a known choice"),
         ("PT_MARKET_SEED", "seed", "not a whole number"),
         ("PT_STARTING_CASH", "-1", "out of range"),
         ("PT_STARTING_CASH", "1.234", "more than 2 decimal places"),

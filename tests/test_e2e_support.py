@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg2
 import redis
+from test_workers_keys import master_env, register, worker_env
 
 from papertrader.client import ClientError, PaperTraderClient, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
@@ -32,7 +33,6 @@ from papertrader.services.ports import free_port
 from papertrader.store import keys
 from papertrader.store.order_queue import Order
 from papertrader.store.pool import ConnectionPool
-from papertrader.store.workers import register_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 UPDATE_INTERVAL = 0.3
@@ -55,6 +55,7 @@ def child_env(redis_url: str, database_url: str, state_dir: Path, **extra: str) 
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(master_env())
     env.update(extra)
     return env
 
@@ -74,6 +75,7 @@ class Proc:
     port: int
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Servers:
                 ],
                 port,
                 self.log_dir / f"{name}.out",
+                env=worker_env(name),
             )
 
     # -- processes ---------------------------------------------------------------
@@ -136,7 +139,7 @@ class Servers:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env={**self.env, **proc.env},
                 cwd=str(ROOT),
             )
 
@@ -188,7 +191,7 @@ class Servers:
         pool = ConnectionPool(self.database_url, size=1)
         try:
             for name in self.worker_names:
-                register_worker(pool, name, derive_worker_uuid(name), "test")
+                register(pool, name, derive_worker_uuid(name), "test")
         finally:
             pool.close()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from test_workers_keys import WorkerPeer, keys, master_env, register
 
 from papertrader.protocol import (
     ErrorCode,
@@ -36,7 +37,8 @@ from papertrader.services.ports import free_port
 from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
-from papertrader.store.workers import read_live, register_worker, set_worker_enabled
+from papertrader.store.workers import read_live, set_worker_enabled
+from papertrader.worker.master_link import LinkRefused
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.3
@@ -67,6 +69,7 @@ def start_master(
         "PT_UPDATE_INTERVAL": str(INTERVAL),
         "PT_ASSETS": "AAPL,MSFT",
         "PT_LOG_FLUSH_SECONDS": "0.1",
+        **master_env(),
     }
     environment.pop("PT_CONFIG", None)
     process = subprocess.Popen(
@@ -158,18 +161,27 @@ class Peer:
         self.sock.close()
 
 
-def linked_worker(master: MasterProcess, pool: ConnectionPool, name: str = "w1") -> Peer:
+def linked_worker(master: MasterProcess, pool: ConnectionPool, name: str = "w1") -> WorkerPeer:
     worker_uuid = uuid.uuid4()
-    register_worker(pool, name, worker_uuid, "eu-west")
-    peer = Peer(master.port, worker_uuid)
-    peer.send(Instruction.LINK_HELLO, name, "eu-west", "worker1.example.com:2049")
-    welcome = peer.read()
-    assert welcome is not None and welcome.instruction is Instruction.LINK_WELCOME
+    key = register(pool, name, worker_uuid, "eu-west")
+    peer = WorkerPeer(master.port, worker_uuid, key)
+    peer.handshake()
+    welcome = peer.hello(name, "eu-west", "worker1.example.com:2049")
+    assert welcome.instruction is Instruction.LINK_WELCOME
     assert welcome.args == (name,)
     return peer
 
 
-def answer(peer: Peer) -> Message:
+def wait_logged(master: MasterProcess, text: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = master.log.read_text() if master.log.exists() else ""
+        if text in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
+def answer(peer: Peer | WorkerPeer) -> Message:
     message = peer.read()
     assert message is not None, "the master closed the connection"
     return message
@@ -185,25 +197,26 @@ def worker_list(port: int) -> list[dict[str, object]]:
 
 
 def test_unregistered_worker_is_refused_and_disconnected(master: MasterProcess) -> None:
-    peer = Peer(master.port, uuid.uuid4())
-    peer.send(Instruction.LINK_HELLO, "rogue", "nowhere", "rogue:2049")
-    refused = peer.read()
-    assert refused is not None and refused.instruction is Instruction.LINK_REFUSED
-    assert refused.arg("code") == ErrorCode.NOT_ALLOWED
-    assert "not registered" in str(refused.arg("reason"))
+    worker_uuid = uuid.uuid4()
+    peer = WorkerPeer(master.port, worker_uuid, keys().key("rogue"))
+    with pytest.raises(LinkRefused) as refused:
+        peer.handshake()
+    assert refused.value.code == ErrorCode.NOT_ALLOWED
+    assert "registered" not in refused.value.reason  # the peer learns only "refused"
     assert peer.read() is None
+    assert f"worker UUID {worker_uuid} is not registered" in wait_logged(master, "not registered")
     assert worker_list(master.port) == []
 
 
 def test_disabled_worker_is_refused(master: MasterProcess, pool: ConnectionPool) -> None:
     worker_uuid = uuid.uuid4()
-    register_worker(pool, "off", worker_uuid, None)
+    key = register(pool, "off", worker_uuid, None)
     set_worker_enabled(pool, "off", False)
-    peer = Peer(master.port, worker_uuid)
-    peer.send(Instruction.LINK_HELLO, "off", "", "off:2049")
-    refused = peer.read()
-    assert refused is not None and refused.instruction is Instruction.LINK_REFUSED
-    assert "disabled" in str(refused.arg("reason"))
+    peer = WorkerPeer(master.port, worker_uuid, key)
+    with pytest.raises(LinkRefused) as refused:
+        peer.handshake()
+    assert "disabled" not in refused.value.reason
+    assert "worker off is disabled" in wait_logged(master, "is disabled")
 
 
 def test_worker_disabled_while_linked_is_booted_off(
@@ -383,7 +396,7 @@ def test_garbage_on_a_link_is_answered_then_fatal_garbage_closes_it(
         encode_message(Message(Instruction.HEARTBEAT, request_id=41, worker_uuid=peer.worker_uuid))
     )
     frame[4:6] = (0x0599).to_bytes(2, "little")  # an instruction that does not exist
-    peer.sock.sendall(bytes(frame))
+    peer.send_frame(bytes(frame))
     error = answer(peer)
     assert error.instruction is Instruction.ERROR and error.request_id == 41
     assert error.arg("code") == ErrorCode.UNKNOWN_INSTRUCTION
@@ -391,7 +404,7 @@ def test_garbage_on_a_link_is_answered_then_fatal_garbage_closes_it(
     peer.send(Instruction.LOGIN, "nobody", "password1", False, request_id=42)
     assert answer(peer).instruction is Instruction.LOGIN_FAIL  # the link still works
 
-    peer.sock.sendall(b"GET / HTTP/1.1\r\n" + bytes(80))  # the framing is lost
+    peer.send_frame(b"GET / HTTP/1.1\r\n" + bytes(80))  # the framing is lost
     assert peer.read() is None
     deadline = time.monotonic() + 5
     while read_live(redis_client) and time.monotonic() < deadline:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from test_worker_support import ROOT, Client, free_port, running_worker, wait_for
+from test_workers_keys import master_env, register
 
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.protocol import ErrorCode, Instruction, Message
 from papertrader.protocol.records import from_record, from_records
 from papertrader.store.pool import ConnectionPool
-from papertrader.store.workers import register_worker
 
 pytest.importorskip("papertrader.master.main")
 
@@ -45,6 +45,7 @@ def running_master(tmp_path: Path, redis_url: str, database_url: str, port: int)
             "PT_UPDATE_INTERVAL": "0.3",
             "PT_ASSETS": "AAPL,MSFT",
             "PT_LOG_FLUSH_SECONDS": "0.1",
+            **master_env(),
         }
     )
     process = subprocess.Popen(
@@ -92,7 +93,7 @@ def test_a_client_trades_through_a_worker_and_the_real_master(
 ) -> None:
     pool = ConnectionPool(database_url, size=1)
     try:
-        register_worker(pool, "worker-1", derive_worker_uuid("worker-1"), "local")
+        register(pool, "worker-1", derive_worker_uuid("worker-1"), "local")
     finally:
         pool.close()
 
@@ -162,7 +163,7 @@ def test_the_worker_survives_a_master_restart(
 ) -> None:
     pool = ConnectionPool(database_url, size=1)
     try:
-        register_worker(pool, "worker-1", derive_worker_uuid("worker-1"), "local")
+        register(pool, "worker-1", derive_worker_uuid("worker-1"), "local")
     finally:
         pool.close()
 

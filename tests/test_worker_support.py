@@ -21,8 +21,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from test_workers_keys import keys
+from test_workers_keys import worker_env as key_env
 
 from papertrader.protocol import (
     HEADER_SIZE,
@@ -38,6 +42,9 @@ from papertrader.protocol import (
     decode_payload,
     encode_message,
 )
+from papertrader.protocol.link_seal import Direction, Opener, Sealer, proof_transcript
+from papertrader.protocol.link_seal import auth_transcript as transcript_of
+from papertrader.protocol.values import timestamp_micros
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ASSETS = "AAPL,MSFT,GOOG"
@@ -99,6 +106,7 @@ def worker_env(
             "PYTHONPATH": str(ROOT),
         }
     )
+    env.update(key_env(str(settings.get("worker_name", "worker-1"))))
     env.update({f"PT_{key.upper()}": str(value) for key, value in settings.items()})
     return env
 
@@ -236,10 +244,14 @@ class LinkConnection:
     received: list[Message] = field(default_factory=list)
     closed: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    sealer: Sealer | None = None
 
     def send(self, messages: list[Message], max_data_size: int) -> None:
         with self.lock:
-            self.sock.sendall(b"".join(encode_message(m, max_data_size) for m in messages))
+            frames = [encode_message(m, max_data_size) for m in messages]
+            if self.sealer is not None:
+                frames = [self.sealer.seal(frame) for frame in frames]
+            self.sock.sendall(b"".join(frames))
 
 
 class ScriptedMaster:
@@ -299,17 +311,67 @@ class ScriptedMaster:
             self.links.append(link)
             threading.Thread(target=self._serve, args=(link,), daemon=True).start()
 
+    def _handshake(self, link: LinkConnection, decoder: FrameDecoder) -> Opener | None:
+        """The master side of the GPG handshake with the test master key; None if refused."""
+        master = keys().master
+        keyring = master.keyring()
+        start = self._next(link, decoder, None)
+        if start is None:  # the worker went away
+            return None
+        assert start.instruction is Instruction.LINK_START, start
+        challenge = os.urandom(32)
+        public = keyring.export_public(master.fingerprint, armor=False)
+        link.send([Message(Instruction.LINK_CHALLENGE, (challenge, public))], self.max_data_size)
+        auth = self._next(link, decoder, None)
+        if auth is None:
+            return None
+        assert auth.instruction is Instruction.LINK_AUTH, auth
+        if self.refuse is not None:
+            link.send([Message(Instruction.LINK_REFUSED, self.refuse)], self.max_data_size)
+            return None
+        signed_at, nonce, sealed_key, _signature = auth.args
+        assert isinstance(signed_at, datetime) and isinstance(nonce, bytes)
+        assert isinstance(sealed_key, bytes)
+        transcript = transcript_of(
+            challenge, auth.worker_uuid, timestamp_micros(signed_at), nonce, sealed_key
+        )
+        link_key = keyring.decrypt(sealed_key)
+        assert link_key is not None
+        proof = keyring.sign(proof_transcript(transcript), master.fingerprint)
+        link.send(
+            [Message(Instruction.LINK_PROOF, (proof,), worker_uuid=auth.worker_uuid)],
+            self.max_data_size,
+        )
+        link.sealer = Sealer(link_key, auth.worker_uuid, Direction.MASTER_TO_WORKER)
+        return Opener(link_key, auth.worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size)
+
+    def _next(
+        self, link: LinkConnection, decoder: FrameDecoder, opener: Opener | None
+    ) -> Message | None:
+        while True:
+            message = decoder.next_message()
+            if not isinstance(message, NeedData):
+                return message
+            data = link.sock.recv(HEADER_SIZE + self.max_data_size)
+            if not data:
+                return None
+            if opener is None:
+                decoder.receive_data(data)
+                continue
+            opener.receive_data(data)
+            while (frame := opener.next_frame()) is not None:
+                decoder.receive_data(frame)
+
     def _serve(self, link: LinkConnection) -> None:
         decoder = FrameDecoder(self.max_data_size)
         try:
+            opener = self._handshake(link, decoder)
+            if opener is None:
+                return
             while not self._stop.is_set():
-                message = decoder.next_message()
-                if isinstance(message, NeedData):
-                    data = link.sock.recv(HEADER_SIZE + self.max_data_size)
-                    if not data:
-                        return
-                    decoder.receive_data(data)
-                    continue
+                message = self._next(link, decoder, opener)
+                if message is None:
+                    return
                 if link.hello is None:
                     link.hello = message
                     if self.refuse is not None:

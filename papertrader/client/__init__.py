@@ -12,12 +12,15 @@ Every refusal is a ``ClientError`` with the server's ``code`` and ``reason``.
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
 from papertrader.client.errors import ClientError, ServerUnreachable
+from papertrader.client.failover import FailoverClient, OrderOutcomeUnknown
 from papertrader.client.models import Fill, SessionInfo
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ClientError",
+    "FailoverClient",
     "Fill",
+    "OrderOutcomeUnknown",
     "PaperTraderClient",
     "ServerUnreachable",
     "SessionInfo",

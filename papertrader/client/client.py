@@ -15,6 +15,7 @@ One client is one connection: use one per thread.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,14 @@ from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
 from papertrader.protocol.records import from_record, from_records
 from papertrader.protocol.values import Value
+
+_RANGES: dict[str, Instruction] = {
+    "day": Instruction.GET_ASSET_VALUE_DAY,
+    "week": Instruction.GET_ASSET_VALUE_WEEK,
+    "month": Instruction.GET_ASSET_VALUE_MONTH,
+    "year": Instruction.GET_ASSET_VALUE_YEAR,
+    "all": Instruction.GET_ASSET_VALUE_ALL_TIME,
+}
 
 DEFAULT_TIMEOUT = 90.0  # longer than the worker waits for an order outcome (60 s)
 
@@ -57,6 +66,10 @@ class PaperTraderClient:
 
     def close(self) -> None:
         self._conn.close()
+
+    def connection_lost(self) -> bool:
+        """True if the worker closed the connection since the last answer."""
+        return self._conn.peer_closed()
 
     def __enter__(self) -> PaperTraderClient:
         return self
@@ -106,6 +119,26 @@ class PaperTraderClient:
         if info.get("quote") is not None:
             info["quote"] = _quote(from_record(info["quote"]))
         return info
+
+    def price_history(
+        self, symbol: str, range_: str = "day", on: datetime.date | None = None
+    ) -> list[dict[str, Any]]:
+        """Bars of ``symbol``: ``range_`` is day (minute bars), week or month (daily bars),
+        year or all (monthly bars), ending on the UTC date ``on`` (default: today)."""
+        instruction = _RANGES.get(range_)
+        if instruction is None:
+            raise ValueError(f"range must be one of {', '.join(_RANGES)}, not {range_!r}")
+        if instruction is Instruction.GET_ASSET_VALUE_ALL_TIME:
+            return _records(self._data_args(instruction, symbol))
+        day = on or datetime.datetime.now(datetime.timezone.utc).date()
+        return _records(self._data_args(instruction, symbol, day))
+
+    def forecast(self, symbol: str, horizon: int) -> dict[str, Any]:
+        """A naive forecast of the next ``horizon`` update intervals (practice, not advice)."""
+        value = self._data_args(Instruction.GET_ASSET_VALUE_PREDICTED, symbol, horizon)
+        result = from_record(value)
+        result["points"] = _records(result.get("points"))
+        return result
 
     # -- orders --------------------------------------------------------------------------
     def buy(self, symbol: str, quantity: int) -> Fill:
@@ -170,8 +203,11 @@ class PaperTraderClient:
         return info
 
     def _data(self, instruction: Instruction, argument: str) -> Value:
+        return self._data_args(instruction, argument)
+
+    def _data_args(self, instruction: Instruction, *arguments: Value) -> Value:
         session_id = self._session()
-        request = Message(instruction, (argument,), session_id=session_id)
+        request = Message(instruction, arguments, session_id=session_id)
         return self._conn.data_request(request, session_id)
 
     def _order(

@@ -12,6 +12,7 @@ next request starts on a fresh connection instead of reading a stale answer.
 
 from __future__ import annotations
 
+import select
 import socket
 import uuid
 
@@ -86,6 +87,20 @@ class BlockingConnection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._protocol = ProtocolConnection(Role.CLIENT, self.max_data_size)
+
+    def peer_closed(self) -> bool:
+        """True if the server has closed this connection while we were not looking
+        (checked without blocking), so a request sent now would be lost."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

@@ -46,3 +46,4 @@ class ServerUnreachable(ClientError):
         what = f"connection to {address} lost" if lost else f"cannot reach {address}"
         super().__init__(ErrorCode.UNAVAILABLE, f"{what}: {detail}")
         self.address = address
+        self.lost = lost

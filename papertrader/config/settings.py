@@ -45,8 +45,11 @@ _HOST_PORT_RE = re.compile(
 
 WORKER_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://papertrader.invalid/worker")
 """Namespace of the UUIDs derived from worker names (see :func:`derive_worker_uuid`)."""
+_FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _MAX_SHOWN = 80
 _HIDDEN = "<hidden>"
+#: Settings whose values are secrets: masked in repr and in error messages.
+SECRET_SETTINGS = frozenset({"market_api_key"})
 
 
 class ConfigError(ValueError):
@@ -62,7 +65,8 @@ class ConfigError(ValueError):
 class _Rule:
     """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
 
-    kind: str  # int, float, bool, str, optstr, optpath, optuuid, opthostport, decimal, assets
+    # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets
+    kind: str
     allowed: str
     low: float | None = None
     high: float | None = None
@@ -131,9 +135,39 @@ _RULES: dict[str, _Rule] = {
     "min_password_length": _Rule("int", "a whole number of characters, at least 1", 1),
     "max_data_size": _Rule("int", "bytes from 1024 to 16777216 (16 MiB)", 1024, 16 * 1024 * 1024),
     "client_idle_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
-    "market_provider": _Rule("str", "one of: sim", choices=("sim",)),
+    "market_provider": _Rule("str", "one of: sim, http, csv", choices=("sim", "http", "csv")),
     "market_seed": _Rule("int", "a whole number"),
+    "market_http_api": _Rule("str", "one of: stooq", choices=("stooq",)),
+    "market_http_url": _Rule(
+        "optstr",
+        "a URL starting with http:// or https://, or unset for the API's public address",
+        prefixes=("http://", "https://"),
+    ),
+    "market_api_key": _Rule("optstr", "the API key (a secret: never shown), or unset for none"),
+    "market_csv_path": _Rule(
+        "optpath", "a CSV file (symbol,time,open,high,low,close,volume), or unset for the sample"
+    ),
+    "market_timeout": _Rule("float", "seconds from 0.1 to 120", 0.1, 120),
+    "history_cache_bytes": _Rule(
+        "int", "bytes of history a worker keeps in memory, 0 to 4294967296", 0, 2**32
+    ),
     "state_dir": _Rule("optpath", "a directory path, or unset for the user's state directory"),
+    "master_gnupg_home": _Rule(
+        "optpath", "a directory path, or unset for <state_dir>/gnupg-master"
+    ),
+    "master_fingerprint": _Rule(
+        "optfpr",
+        "the master key's fingerprint, 40 hex digits as `pt master keygen` prints it "
+        "(needed by workers)",
+    ),
+    "worker_gnupg_home": _Rule(
+        "optpath", "a directory path, or unset for <state_dir>/gnupg-<worker_name>"
+    ),
+    "worker_key_fingerprint": _Rule(
+        "optfpr",
+        "a key fingerprint (40 hex digits), or unset for the only key pair in worker_gnupg_home",
+    ),
+    "handshake_max_skew_seconds": _Rule("int", "whole seconds from 1 to 3600", 1, 3600),
 }
 
 _PATH_KINDS = frozenset({"optpath"})
@@ -186,7 +220,29 @@ class Settings:
     client_idle_timeout: float = 300.0
     market_provider: str = "sim"
     market_seed: int = 42
+    #: Which quote API the ``http`` provider speaks (papertrader/market/providers/http.py).
+    market_http_api: str = "stooq"
+    #: Address of that API; None means its public address.
+    market_http_url: str | None = None
+    #: Key of the quote API, if it needs one. A secret: masked in repr, never logged.
+    market_api_key: str | None = None
+    #: OHLCV file the ``csv`` provider replays; None means the bundled sample.
+    market_csv_path: Path | None = None
+    #: Seconds one request to the quote API may take (connect and read each).
+    market_timeout: float = 10.0
+    #: Bytes of price history each worker keeps in process memory (LRU); 0 = Redis only.
+    history_cache_bytes: int = 32 * 1024 * 1024
     state_dir: Path | None = None
+    #: The master's GnuPG home (its key pair; `pt master keygen`).
+    master_gnupg_home: Path | None = None
+    #: A worker pins its master's key: the handshake fails against any other key.
+    master_fingerprint: str | None = None
+    #: The worker's GnuPG home (its key pair; `pt workers keygen`).
+    worker_gnupg_home: Path | None = None
+    #: Which key pair of worker_gnupg_home signs; None = the only one there.
+    worker_key_fingerprint: str | None = None
+    #: How far the worker's handshake time may be from the master's clock.
+    handshake_max_skew_seconds: int = 30
 
     _DIRECT: ClassVar[str] = "Settings(...)"
 
@@ -200,6 +256,8 @@ class Settings:
             value = getattr(self, f.name)
             if "url" in f.name and isinstance(value, str):
                 parts.append(f"{f.name}={redact_url(value)!r}")
+            elif f.name in SECRET_SETTINGS and value is not None:
+                parts.append(f"{f.name}='***'")
             else:
                 parts.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(parts)})"
@@ -403,7 +461,9 @@ def _unknown_setting(key: str, source: str, extra: str = "") -> ConfigError:
 
 
 def _show(name: str, value: Any) -> str:
-    """Render a bad value for an error message; URLs are masked, long values cut."""
+    """Render a bad value for an error message; URLs and secrets are masked, long values cut."""
+    if name in SECRET_SETTINGS:
+        return "the value (hidden)"
     if "url" in name:
         shown = redact_url(value) if isinstance(value, str) else _HIDDEN
         return "the value (hidden)" if shown == _HIDDEN else f'"{shown}"'
@@ -428,7 +488,7 @@ def _parse_env(name: str, rule: _Rule, text: str, var: str) -> Any:
     """Turn an environment string into the field's native type; checks come later."""
     stripped = text.strip()
     kind = rule.kind
-    if kind in ("optstr", "optpath", "optuuid", "opthostport") and stripped == "":
+    if kind in ("optstr", "optpath", "optuuid", "opthostport", "optfpr") and stripped == "":
         return None  # an empty variable unsets the value from the file
     if kind == "int":
         try:
@@ -486,6 +546,8 @@ def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
             return join_host_port(*split_host_port(value))
         except ValueError:
             raise _fail(name, rule, value, "is not host:port", source) from None
+    if kind == "optfpr" and value is not None:
+        return _coerce_fingerprint(name, rule, value, source)
     if kind == "decimal":
         return _coerce_decimal(name, rule, value, source)
     if kind == "assets":
@@ -507,6 +569,16 @@ def _coerce_uuid(name: str, rule: _Rule, value: Any, source: str) -> str:
     if parsed.int == 0:  # the nil UUID means "no worker" in frame headers
         raise _fail(name, rule, value, "is the nil UUID", source)
     return str(parsed)
+
+
+def _coerce_fingerprint(name: str, rule: _Rule, value: Any, source: str) -> str:
+    """A key fingerprint, spaces allowed, kept as upper-case hex."""
+    if not isinstance(value, str):
+        raise _fail(name, rule, value, "is not a string", source)
+    cleaned = value.strip().replace(" ", "").upper()
+    if not _FINGERPRINT_RE.fullmatch(cleaned):
+        raise _fail(name, rule, value, "is not a key fingerprint", source)
+    return cleaned
 
 
 def _coerce_decimal(name: str, rule: _Rule, value: Any, source: str) -> Decimal:

@@ -7,8 +7,12 @@ order drain and portfolio valuation, publishes them to Redis for the workers
 and stores the bars in PostgreSQL. Then it runs the order drain, so orders
 fill at the price of the interval in which they are processed.
 
-The loop never dies: a provider error keeps the last good quotes, a Redis or
-database error is logged, and the next interval tries again.
+The loop never dies: a provider error keeps the last good quotes (logged
+with their age, and marked stale in ``pt:market:status``), a Redis or
+database error is logged, and the next interval tries again. Each attempt's
+outcome and the API requests it cost go to Redis for `pt market status`.
+A provider with ``history()`` (the csv replay) has its bars backfilled into
+``asset_bars`` at start.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from loguru import logger
 from papertrader.market.providers import MarketProvider
 from papertrader.market.quote import Quote
 from papertrader.store.bars import insert_bars
+from papertrader.store.history import insert_history
+from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.pool import ConnectionPool, PoolTimeout
 from papertrader.store.quotes import QuoteStore
 
@@ -86,6 +92,7 @@ class AssetRetrieval:
         quote_store: QuoteStore,
         pool: ConnectionPool,
         after_update: Callable[[], object] | None = None,
+        status: MarketStatusStore | None = None,
     ) -> None:
         self.symbols = symbols
         self.interval = interval
@@ -95,6 +102,47 @@ class AssetRetrieval:
         self._pool = pool
         self._after_update = after_update
         self._last_period: datetime | None = None
+        self._status = status
+        self._calls_reported = 0
+
+    def backfill(self) -> int:
+        """Store the provider's own history (csv replay) in asset_bars; rows already
+        there are kept. Returns the rows added; a database error is logged, not fatal."""
+        source = getattr(self._provider, "history", None)
+        if not callable(source):
+            return 0
+        bars = [q for q in source() if q.symbol in self.symbols]
+        try:
+            added = insert_history(self._pool, bars)
+        except (psycopg2.Error, PoolTimeout) as exc:
+            logger.warning(
+                "could not backfill the {} provider's history ({})", self._provider.name, exc
+            )
+            return 0
+        logger.info(
+            "backfilled {} of {} historical bars from the {} provider",
+            added, len(bars), self._provider.name,
+        )  # fmt: skip
+        return added
+
+    def _report(self, attempt: datetime, ok: bool, error: str | None) -> None:
+        """The attempt's outcome and new API calls to Redis (best effort)."""
+        if self._status is None:
+            return
+        calls = int(getattr(self._provider, "api_calls", 0))
+        new_calls, self._calls_reported = calls - self._calls_reported, calls
+        try:
+            self._status.record(
+                self._provider.name,
+                getattr(self._provider, "api", None),
+                self.interval,
+                attempt,
+                ok,
+                error,
+                max(0, new_calls),
+            )
+        except redis.RedisError as exc:
+            logger.debug("could not record the market status ({})", exc)
 
     def seed(self) -> None:
         """Continue from the quotes in Redis (a restart), so prices do not jump back."""
@@ -115,16 +163,27 @@ class AssetRetrieval:
     def update(self, start: datetime) -> bool:
         """Fetch and publish the bars of the period starting at ``start``; False if the
         provider failed (the last good quotes stay in place)."""
-        previous = self._book.snapshot().quotes
+        snapshot = self._book.snapshot()
+        previous = snapshot.quotes
         try:
             quotes = self._provider.fetch(self.symbols, start, previous)
+            if not quotes:
+                raise ValueError("the provider returned no quote at all")
         except Exception as exc:
+            failed_at = datetime.now(timezone.utc)
+            age = (
+                f"now {(failed_at - snapshot.updated_at).total_seconds():.0f} s old, marked stale"
+                if snapshot.updated_at is not None
+                else "none yet"
+            )
             logger.warning(
-                "market provider {} failed for {} ({}); keeping the last quotes",
-                self._provider.name, start.isoformat(), exc,
+                "market provider {} failed for {} ({}); keeping the last quotes ({})",
+                self._provider.name, start.isoformat(), exc, age,
             )  # fmt: skip
+            self._report(failed_at, False, str(exc)[:300])
             return False
         now = datetime.now(timezone.utc)
+        self._report(now, True, None)
         self._book.publish(quotes, now)
         try:
             self._store.publish(quotes, now)

@@ -2,10 +2,15 @@
 
 One greenlet per TCP connection. Its first frame decides what it is:
 
-* ``LINK_HELLO`` from a registered, enabled worker UUID: a worker link.
-  Requests on it are handled concurrently (a greenlet each, bounded per link),
-  so a slow bcrypt login never holds up the requests behind it; writes are
-  serialised so frames never interleave. Every frame after the hello must
+* ``LINK_START`` from a worker: the GPG handshake (``master/handshake.py``);
+  a worker that passes it gets LINK_PROOF, and from then on every frame both
+  ways is sealed with the link key (``protocol/link_seal.py``): the sealed
+  LINK_HELLO, LINK_WELCOME, then requests. A record that does not open
+  (tampered, replayed, reordered, injected) drops the link. A refused worker
+  gets one generic LINK_REFUSED; the reason is in our log only.
+  Requests on a link are handled concurrently (a greenlet each, bounded per
+  link), so a slow bcrypt login never holds up the requests behind it; writes
+  are serialised so frames never interleave. Every frame after the hello must
   carry the worker's UUID; one that does not is dropped, not answered.
 * ``GET_WORKER_LIST`` from a client: DATA packets listing the connected
   workers, as often as the client asks on that connection.
@@ -16,20 +21,30 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 import socket
+import time
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import gevent
+import gevent.event
 import gevent.lock
 import gevent.pool
-import psycopg2
 from loguru import logger
 
+from papertrader.keyring import KeyringError
 from papertrader.master.context import MasterContext
+from papertrader.master.handshake import (
+    Admitted,
+    HandshakeRefused,
+    HandshakeUnavailable,
+    MasterHandshake,
+)
 from papertrader.master.router import route
 from papertrader.master.workers import LinkedWorker
 from papertrader.protocol import (
-    NIL,
     ErrorCode,
     FrameDecoder,
     Instruction,
@@ -43,9 +58,9 @@ from papertrader.protocol import (
     max_chunk_size,
     packets_for,
 )
-from papertrader.protocol.records import to_record
-from papertrader.store import workers as worker_store
-from papertrader.store.pool import PoolTimeout
+from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
+from papertrader.protocol.records import from_record, to_record
+from papertrader.protocol.values import decode_payload
 
 FIRST_FRAME_TIMEOUT = 10.0
 REQUESTS_PER_LINK = 200
@@ -53,10 +68,17 @@ REQUEST_DRAIN_SECONDS = 10.0
 MAX_CLIENT_ADDRESS = 255
 #: Instruction types a worker may send as requests; returns from a worker are not answered.
 _REQUEST_TYPES = frozenset({MessageType.COMMAND, MessageType.DATA_TRANSFER, MessageType.CONTROL})
+#: All a refused worker learns: the reason is in the master's log, not on the wire.
+REFUSED_REASON = "refused by the master (its log says why)"
+_U32 = 0xFFFFFFFF
 
 
 class ConnectionClosed(Exception):
     """The peer closed the connection, or it timed out."""
+
+
+class LinkTampered(ConnectionClosed):
+    """A sealed record did not open: the link cannot be trusted any more."""
 
 
 class FramedSocket:
@@ -68,6 +90,17 @@ class FramedSocket:
         self.decoder = FrameDecoder(max_data_size)
         self._write_lock = gevent.lock.Semaphore()
         self.closed_because: str | None = None
+        self._sealer: Sealer | None = None
+        self._opener: Opener | None = None
+
+    def start_sealing(self, link_key: bytes, worker_uuid: uuid.UUID) -> None:
+        """From now on every frame both ways is sealed with ``link_key``."""
+        if self.decoder.buffered:
+            raise ConnectionClosed("the worker sent frames before the handshake finished")
+        self._sealer = Sealer(link_key, worker_uuid, Direction.MASTER_TO_WORKER)
+        self._opener = Opener(
+            link_key, worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size
+        )
 
     def read(self) -> Message:
         """The next message; ProtocolError for a bad frame, ConnectionClosed at the end."""
@@ -82,12 +115,22 @@ class FramedSocket:
                 raise ConnectionClosed(why) from None
             if not data:
                 raise ConnectionClosed("closed by the peer")
-            self.decoder.receive_data(data)
+            if self._opener is None:
+                self.decoder.receive_data(data)
+                continue
+            self._opener.receive_data(data)
+            try:
+                while (frame := self._opener.next_frame()) is not None:
+                    self.decoder.receive_data(frame)
+            except SealError as exc:
+                raise LinkTampered(str(exc)) from None
 
     def send(self, messages: Sequence[Message]) -> None:
         """Encode every message first, then write them in one piece (atomic per answer)."""
-        payload = b"".join(encode_message(m, self.max_data_size) for m in messages)
+        frames = [encode_message(m, self.max_data_size) for m in messages]
         with self._write_lock:
+            sealer = self._sealer
+            payload = b"".join(frames if sealer is None else [sealer.seal(f) for f in frames])
             self.sock.sendall(payload)
 
     def shutdown(self, reason: str = "closed by the master") -> None:
@@ -122,11 +165,23 @@ def _error(code: ErrorCode, reason: str, request_id: int = 0) -> Message:
     return failure_reply(None, code, reason, request_id)
 
 
+def _refuse(conn: FramedSocket, peer: str, reason: str) -> None:
+    """Log why; tell the peer only that it was refused."""
+    logger.warning("worker link from {} refused: {}", peer, reason)
+    try:
+        conn.send(
+            [Message(Instruction.LINK_REFUSED, (int(ErrorCode.NOT_ALLOWED), REFUSED_REASON))]
+        )
+    except OSError:
+        pass
+
+
 class LinkServer:
     """The connection handler given to gevent's StreamServer."""
 
-    def __init__(self, ctx: MasterContext) -> None:
+    def __init__(self, ctx: MasterContext, handshake: MasterHandshake) -> None:
         self.ctx = ctx
+        self.handshake = handshake
 
     def handle(self, sock: socket.socket, address: object) -> None:
         peer = _peer(address)
@@ -140,8 +195,10 @@ class LinkServer:
                 request_id = exc.header.request_id if exc.header is not None else 0
                 self._try_send(conn, [_error(exc.code, exc.reason, request_id)])
                 return
-            if first.instruction is Instruction.LINK_HELLO:
-                WorkerLink(self.ctx, conn, address, peer).serve(first)
+            if first.instruction is Instruction.LINK_START:
+                self._serve_worker(conn, address, peer)
+            elif first.instruction is Instruction.LINK_HELLO:
+                _refuse(conn, peer, "LINK_HELLO without the GPG handshake (an older worker?)")
             elif first.instruction is Instruction.GET_WORKER_LIST:
                 self._serve_client(conn, peer, first)
             else:
@@ -174,6 +231,42 @@ class LinkServer:
             return True
         except OSError:
             return False
+
+    def _serve_worker(self, conn: FramedSocket, address: object, peer: str) -> None:
+        """The handshake, then the sealed link of an admitted worker."""
+        challenge, frame = self.handshake.challenge()
+        conn.send([frame])
+        try:
+            answer = conn.read()
+        except ProtocolError as exc:
+            _refuse(conn, peer, f"unreadable answer to the challenge ({exc.reason})")
+            return
+        try:
+            admitted = self.handshake.check(answer, challenge, _peer_ip(address))
+        except HandshakeRefused as exc:
+            _refuse(conn, peer, str(exc))
+            return
+        except HandshakeUnavailable as exc:
+            logger.warning("worker link from {} put off: {}", peer, exc)
+            unavailable = Message(
+                Instruction.LINK_REFUSED,
+                (int(ErrorCode.UNAVAILABLE), "the master cannot check workers now; retry"),
+            )
+            self._try_send(conn, [unavailable])
+            return
+        except KeyringError as exc:
+            logger.error("gpg failed in the handshake with {}: {}", peer, exc)
+            _refuse(conn, peer, "gpg failed on the master")
+            return
+        worker_uuid = admitted.record.uuid
+        conn.send([Message(Instruction.LINK_PROOF, (admitted.proof,), worker_uuid=worker_uuid)])
+        conn.start_sealing(admitted.link_key, worker_uuid)
+        try:
+            hello = conn.read()
+        except ProtocolError as exc:
+            logger.warning("worker {} sent a bad LINK_HELLO: {}", admitted.record.name, exc)
+            return
+        WorkerLink(self.ctx, conn, address, peer, admitted).serve(hello)
 
     def _serve_client(self, conn: FramedSocket, peer: str, first: Message) -> None:
         """getWorkerList, as many times as the client asks; nothing else."""
@@ -221,21 +314,26 @@ class LinkServer:
 
 
 class WorkerLink:
-    """One worker's link, from its hello to its end."""
+    """One worker's sealed link, from its hello to its end."""
 
-    def __init__(self, ctx: MasterContext, conn: FramedSocket, address: object, peer: str) -> None:
+    def __init__(
+        self, ctx: MasterContext, conn: FramedSocket, address: object, peer: str, admitted: Admitted
+    ) -> None:
         self.ctx = ctx
         self.conn = conn
         self.address = address
         self.peer = peer
-        self.uuid = NIL
+        self.record = admitted.record
+        self.uuid = admitted.record.uuid
         self.worker: LinkedWorker | None = None
+        self._status_waiters: dict[int, gevent.event.AsyncResult] = {}
+        self._status_ids = itertools.count(1)
 
     def _stamp(self, message: Message) -> Message:
         return dataclasses.replace(message, worker_uuid=self.uuid)
 
     def _refuse(self, code: ErrorCode, reason: str, hello: Message) -> None:
-        logger.warning("worker link from {} refused: {}", self.peer, reason)
+        logger.warning("worker link of {} from {} refused: {}", self.record.name, self.peer, reason)
         refused = Message(
             Instruction.LINK_REFUSED, (int(code), reason), request_id=hello.request_id
         )
@@ -245,41 +343,15 @@ class WorkerLink:
             pass
 
     def _admit(self, hello: Message) -> LinkedWorker | None:
-        """Check the hello against the ``workers`` table; refuse (and None) if not allowed."""
-        self.uuid = hello.worker_uuid
+        """Check the (sealed) hello of a worker the handshake admitted; refuse if wrong."""
+        if hello.instruction is not Instruction.LINK_HELLO or hello.worker_uuid != self.uuid:
+            self._refuse(
+                ErrorCode.BAD_ARGUMENT,
+                "the first sealed frame must be LINK_HELLO with the worker's UUID",
+                hello,
+            )
+            return None
         client_address = str(hello.arg("client_address")).strip()
-        if self.uuid == NIL:
-            self._refuse(ErrorCode.BAD_ARGUMENT, "LINK_HELLO must carry the worker UUID", hello)
-            return None
-        try:
-            record = worker_store.get_worker_by_uuid(self.ctx.pool, self.uuid)
-        except (psycopg2.Error, PoolTimeout) as exc:
-            logger.warning("cannot check worker {} ({})", self.uuid, exc)
-            self._refuse(
-                ErrorCode.UNAVAILABLE, "the master cannot reach its database; retry", hello
-            )
-            return None
-        if record is None:
-            self._refuse(
-                ErrorCode.NOT_ALLOWED,
-                f"worker UUID {self.uuid} is not registered on this master",
-                hello,
-            )
-            return None
-        if not record.enabled:
-            self._refuse(ErrorCode.NOT_ALLOWED, f"worker {record.name} is disabled", hello)
-            return None
-        ip = _peer_ip(self.address)
-        if record.allowed_ips and not (
-            ip is not None
-            and any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in record.allowed_ips)
-        ):
-            self._refuse(
-                ErrorCode.NOT_ALLOWED,
-                f"worker {record.name} may not connect from {ip}",
-                hello,
-            )
-            return None
         if not client_address or len(client_address) > MAX_CLIENT_ADDRESS:
             self._refuse(
                 ErrorCode.BAD_ARGUMENT,
@@ -287,6 +359,7 @@ class WorkerLink:
                 hello,
             )
             return None
+        record = self.record
         hello_name = str(hello.arg("name"))
         if hello_name != record.name:
             logger.warning(
@@ -302,7 +375,27 @@ class WorkerLink:
             peer=self.peer,
             close=self.conn.shutdown,
             refuse=self._kick,
+            status=self.request_status,
         )
+
+    def request_status(self, timeout: float) -> dict[str, Any]:
+        """The worker's live figures (LINK_STATUS), plus the round trip in milliseconds."""
+        request_id = next(self._status_ids) & _U32 or 1
+        waiter: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._status_waiters[request_id] = waiter
+        started = time.monotonic()
+        try:
+            self.conn.send(
+                [self._stamp(Message(Instruction.LINK_STATUS_REQUEST, request_id=request_id))]
+            )
+            answer: Message = waiter.get(timeout=timeout)
+        finally:
+            self._status_waiters.pop(request_id, None)
+        latency_ms = (time.monotonic() - started) * 1000
+        raw = answer.arg("status")
+        figures = from_record(decode_payload(raw)) if isinstance(raw, bytes) else {}
+        figures["link_latency_ms"] = round(latency_ms, 2)
+        return figures
 
     def serve(self, hello: Message) -> None:
         worker = self._admit(hello)
@@ -354,6 +447,11 @@ class WorkerLink:
                 continue
             registry.touch(worker)
             if message.instruction is Instruction.HEARTBEAT:
+                continue
+            if message.instruction is Instruction.LINK_STATUS:
+                waiter = self._status_waiters.get(message.request_id)
+                if waiter is not None:
+                    waiter.set(message)
                 continue
             if message.message_type not in _REQUEST_TYPES:
                 logger.warning(

@@ -23,16 +23,20 @@ from gevent.server import StreamServer
 from loguru import logger
 
 from papertrader.config import Settings
+from papertrader.keyring import Keyring, KeyringError, master_home
 from papertrader.log import crash_guard, install_logging, uninstall_logging
-from papertrader.market.providers import ProviderError, make_provider
+from papertrader.market.providers import ProviderError, provider_from_settings
 from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
 from papertrader.master.context import MasterContext
+from papertrader.master.control import ControlListener
+from papertrader.master.handshake import MasterHandshake
 from papertrader.master.link_server import LinkServer
 from papertrader.master.transactions import OrderDrain
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
 from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
 from papertrader.store import migrate
 from papertrader.store.bars import ensure_assets
+from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pool import ConnectionPool, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
@@ -51,9 +55,12 @@ class MasterError(Exception):
 class Master:
     """A master server in this (gevent) process: ``start()``, then ``stop()``."""
 
-    def __init__(self, settings: Settings, urls: ServiceUrls) -> None:
+    def __init__(
+        self, settings: Settings, urls: ServiceUrls, state_dir: Path | None = None
+    ) -> None:
         self.settings = settings
         self.urls = urls
+        self.keyring, self.fingerprint = _master_key(settings, state_dir)
         self._stop = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._server: StreamServer | None = None
@@ -82,7 +89,7 @@ class Master:
         )
         self.drain = OrderDrain(OrderQueue(self.redis), self.pool, self.quotes.prices)
         try:
-            provider = make_provider(settings.market_provider, settings.market_seed)
+            provider = provider_from_settings(settings)
         except ProviderError as exc:
             raise MasterError(str(exc)) from None
         self.retrieval = AssetRetrieval(
@@ -93,6 +100,7 @@ class Master:
             QuoteStore(self.redis),
             self.pool,
             after_update=self.drain.run,
+            status=MarketStatusStore(self.redis),
         )
 
     @property
@@ -130,11 +138,17 @@ class Master:
         """Check the services, load the last quotes, listen, start the loops."""
         self._check_services()
         self.workers.clear_stale()
+        self.retrieval.backfill()
         self.retrieval.seed()
         host, port = self.settings.master_host, self.settings.master_port
+        handshake = MasterHandshake(
+            self.pool, self.keyring, self.fingerprint, self.settings.handshake_max_skew_seconds
+        )
         # A pool, not bare spawn: stop() can then wait for the connection greenlets.
         server = StreamServer(
-            (host, port), LinkServer(self.context).handle, spawn=gevent.pool.Pool(MAX_CONNECTIONS)
+            (host, port),
+            LinkServer(self.context, handshake).handle,
+            spawn=gevent.pool.Pool(MAX_CONNECTIONS),
         )
         try:
             server.start()
@@ -152,12 +166,14 @@ class Master:
         self._greenlets = [
             gevent.spawn(self.retrieval.run, self._stop),
             gevent.spawn(self.workers.run_watchdog, self._stop),
+            gevent.spawn(ControlListener(self.redis, self.workers).run, self._stop),
         ]
         listen_host, listen_port = self.address
         logger.info(
             "master listening on {}:{} ({} assets, update interval {:g}s)",
             listen_host, listen_port, len(self.settings.assets), self.settings.update_interval,
         )  # fmt: skip
+        logger.info("master key {} (workers pin it as master_fingerprint)", self.fingerprint)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop accepting, close the links, let a running update/drain finish, release."""
@@ -174,7 +190,21 @@ class Master:
         self.pool.close()
         self.redis.close()
         self.redis.connection_pool.disconnect()
+        self.keyring.stop_agent()
         logger.info("master stopped")
+
+
+def _master_key(settings: Settings, state_dir: Path | None) -> tuple[Keyring, str]:
+    """The master's keyring and key fingerprint, or MasterError saying how to make one."""
+    home = master_home(settings, state_dir)
+    hint = f"make one with `pt master keygen --home {home}` (or set master_gnupg_home)"
+    if not home.is_dir():
+        raise MasterError(f"no master key: GnuPG home {home} does not exist; {hint}")
+    try:
+        keyring = Keyring(home)
+        return keyring, keyring.own_fingerprint()
+    except KeyringError as exc:
+        raise MasterError(f"master key: {exc}; {hint}") from None
 
 
 def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
@@ -201,7 +231,7 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
             try:
                 urls = resolve_urls(settings, state_dir)
                 make_cooperative()
-                master = Master(settings, urls)
+                master = Master(settings, urls, state_dir)
                 master.start()
             except (MasterError, ServicesError) as exc:
                 logger.error("master cannot start: {}", exc)

@@ -14,7 +14,7 @@ import psycopg2
 import redis
 from loguru import logger
 
-from papertrader.master import accounts, portfolio
+from papertrader.master import accounts, history, portfolio
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message, failure_reply
 from papertrader.store.pool import PoolTimeout
@@ -27,6 +27,12 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.GET_USER_INFO: portfolio.handle_user_data,
     Instruction.GET_USER_PORTFOLIO: portfolio.handle_user_data,
     Instruction.GET_USER_TRANSACTION_HISTORY: portfolio.handle_user_data,
+    Instruction.GET_ASSET_VALUE_DAY: history.handle_history,
+    Instruction.GET_ASSET_VALUE_WEEK: history.handle_history,
+    Instruction.GET_ASSET_VALUE_MONTH: history.handle_history,
+    Instruction.GET_ASSET_VALUE_YEAR: history.handle_history,
+    Instruction.GET_ASSET_VALUE_ALL_TIME: history.handle_history,
+    Instruction.GET_ASSET_VALUE_PREDICTED: history.handle_forecast,
 }
 
 

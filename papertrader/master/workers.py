@@ -43,6 +43,8 @@ class LinkedWorker:
     peer: str  # where the link comes from
     close: Callable[[str], None] = field(repr=False)
     refuse: Callable[[str], None] = field(repr=False)
+    #: Asks the worker for its live figures over the link (timeout in seconds).
+    status: Callable[[float], dict[str, Any]] = field(repr=False, default=lambda _timeout: {})
     connected_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     last_frame: float = field(default_factory=time.monotonic)
 
@@ -96,6 +98,18 @@ class WorkerRegistry:
     # reads ----------------------------------------------------------------
     def connected(self) -> list[LinkedWorker]:
         return sorted(self._links.values(), key=lambda w: w.name)
+
+    def find(self, worker_uuid: uuid.UUID) -> LinkedWorker | None:
+        return self._links.get(worker_uuid)
+
+    def boot(self, worker_uuid: uuid.UUID, reason: str) -> bool:
+        """Drop that worker's link now (it is told LINK_REFUSED); False if not linked."""
+        worker = self._links.get(worker_uuid)
+        if worker is None:
+            return False
+        logger.warning("booting worker {} off: {}", worker.name, reason)
+        worker.refuse(reason)
+        return True
 
     def worker_list(self) -> list[dict[str, Any]]:
         """What a client gets for getWorkerList: the workers it can connect to now."""

@@ -71,6 +71,12 @@ class Instruction(IntEnum):
     LINK_REFUSED = 0x0503  # master -> worker: link refused, then closed
     HEARTBEAT = 0x0504  # either way, keeps a quiet link known alive
     AUTHENTICATED = 0x0505  # master -> worker: the answer to a good LOGIN
+    LINK_START = 0x0506  # worker -> master, first frame: challenge me (plain)
+    LINK_CHALLENGE = 0x0507  # master -> worker: fresh challenge + master public key (plain)
+    LINK_AUTH = 0x0508  # worker -> master: signed answer + sealed link key (plain)
+    LINK_PROOF = 0x0509  # master -> worker: the master's signature; sealed frames follow
+    LINK_STATUS_REQUEST = 0x050A  # master -> worker: live figures, please (sealed)
+    LINK_STATUS = 0x050B  # worker -> master: the live figures (sealed)
 
     @property
     def message_type(self) -> MessageType:

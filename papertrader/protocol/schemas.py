@@ -83,6 +83,19 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.LINK_REFUSED: _FAIL,
     I.HEARTBEAT: Schema(()),
     I.AUTHENTICATED: Schema((("account_id", T.INT), ("username", T.STR))),
+    I.LINK_START: Schema(()),
+    I.LINK_CHALLENGE: Schema((("challenge", T.BYTES), ("master_key", T.BYTES))),
+    I.LINK_AUTH: Schema(
+        (
+            ("signed_at", T.TIMESTAMP),
+            ("nonce", T.BYTES),
+            ("sealed_key", T.BYTES),
+            ("signature", T.BYTES),
+        )
+    ),
+    I.LINK_PROOF: Schema((("signature", T.BYTES),)),
+    I.LINK_STATUS_REQUEST: Schema(()),
+    I.LINK_STATUS: Schema((("status", T.BYTES),)),
 }
 
 #: The failure return that answers each request instruction.

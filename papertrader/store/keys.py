@@ -52,3 +52,33 @@ def worker_live(worker_uuid_hex: str) -> str:
 
 #: Set of the UUIDs of the workers connected to the master right now.
 WORKERS_CONNECTED = f"{PREFIX}workers:connected"
+
+#: Hash: the market feed's health (provider, api, last_update, last_attempt, ok, last_error),
+#: written by the master after each update attempt, read by `pt market status`.
+MARKET_STATUS = f"{PREFIX}market:status"
+
+#: String (counter): requests sent to the quote API (retries included), INCRBY by the master.
+MARKET_API_CALLS = f"{PREFIX}market:api_calls"
+
+#: String (counter): price-history reads the master made in PostgreSQL; the worker cache
+#: exists to keep it flat (tests and `pt market status` read it).
+HISTORY_QUERIES = f"{PREFIX}history:queries"
+
+#: Glob matching every cached history answer (deleted after a backfill changes the past).
+HISTORY_CACHE_PATTERN = f"{PREFIX}history:cache:*"
+
+
+#: String: one cached history answer, shared by all workers. ``kind`` is day, week, month,
+#: year, all or predicted; ``argument`` the date (ISO) or the horizon. TTL: the end of the
+#: update interval while the range is still open, longer for closed periods.
+def history_cache(kind: str, symbol: str, argument: str) -> str:
+    return f"{PREFIX}history:cache:{kind}:{symbol}:{argument}"
+
+#: Pub/sub channel: `pt workers` commands ask the running master to boot a worker or to
+#: fetch live figures from it (JSON requests; papertrader.store.worker_control).
+WORKERS_CONTROL = f"{PREFIX}workers:control"
+
+
+#: List holding the master's JSON answer to one control request. TTL 60 s.
+def worker_control_reply(request_hex: str) -> str:
+    return f"{PREFIX}workers:control:{request_hex}:reply"

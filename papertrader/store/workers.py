@@ -32,7 +32,7 @@ class WorkerRecord:
     name: str
     region: str | None
     enabled: bool
-    allowed_ips: tuple[str, ...]  # CIDRs; empty = any address
+    allowed_ips: tuple[str, ...]  # CIDRs; empty = no address at all (the master refuses)
     gpg_fingerprint: str
     registered_at: datetime
     last_seen_at: datetime | None
@@ -93,6 +93,22 @@ def get_worker_by_uuid(pool: ConnectionPool, uuid: UUID) -> WorkerRecord | None:
         cur.execute(_SELECT + " WHERE uuid = %s::uuid", (str(uuid),))
         row = cur.fetchone()
     return None if row is None else _record(row)
+
+
+def get_public_key(pool: ConnectionPool, uuid: UUID) -> str:
+    """The worker's registered public key (ASCII-armored), "" if none or unknown."""
+    with pool.transaction() as cur:
+        cur.execute("SELECT gpg_public_key FROM workers WHERE uuid = %s::uuid", (str(uuid),))
+        row = cur.fetchone()
+    return "" if row is None else str(row[0])
+
+
+def remove_worker(pool: ConnectionPool, name: str) -> bool:
+    """Forget a worker; False if no worker has that name. Its history is kept (orders
+    name workers by name, not by this row)."""
+    with pool.transaction() as cur:
+        cur.execute("DELETE FROM workers WHERE name = %s", (name,))
+        return bool(cur.rowcount)
 
 
 def get_worker_by_name(pool: ConnectionPool, name: str) -> WorkerRecord | None:

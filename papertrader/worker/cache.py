@@ -10,7 +10,7 @@ assignment, so a reader sees the old quotes or the new ones, never a mix.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 
 import gevent
 import redis
@@ -50,6 +50,14 @@ class QuoteCache:
     def is_known(self, symbol: str) -> bool:
         """Configured for this deployment, or quoted by the master."""
         return symbol in self._known
+
+    def is_stale(self, now: datetime | None = None) -> bool:
+        """True when the master has not updated prices for two intervals (its provider
+        is failing, or it is down): the quotes served are the last good ones."""
+        if self.updated_at is None:
+            return True
+        age = ((now or datetime.now(timezone.utc)) - self.updated_at).total_seconds()
+        return age > 2 * self._interval + 1
 
     @property
     def known_symbols(self) -> tuple[str, ...]:

@@ -54,6 +54,7 @@ from papertrader.worker.auth_tunnel import AuthTunnel
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_management import ClientInfo, ClientManager
 from papertrader.worker.forwarding import UserData
+from papertrader.worker.history import PriceHistory
 from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
 
 #: A client may take at most this long to finish sending one frame.
@@ -107,6 +108,7 @@ class ClientHandler:
         tunnel: AuthTunnel,
         orders: OrderDesk,
         user_data: UserData,
+        history: PriceHistory | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -114,12 +116,51 @@ class ClientHandler:
         self.tunnel = tunnel
         self.orders = orders
         self.user_data = user_data
+        self.history = history
         self.chunk_size = max_chunk_size(settings.max_data_size)
+        #: Why this worker may not serve now (the master refused or booted it), or None.
+        self.out_of_service: Callable[[], str | None] = lambda: None
+        self._sockets: dict[int, socket.socket] = {}
+
+    def shed(self, reason: str) -> None:
+        """Close every client connection once its request in progress is answered (the
+        read side only is shut: answers still go out, then the client sees the end)."""
+        if self._sockets:
+            logger.warning(f"out of service ({reason}): closing {len(self._sockets)} clients")
+        for sock in list(self._sockets.values()):
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def _turn_away(self, sock: socket.socket, host: str, port: int, reason: str) -> None:
+        """An out-of-service worker tells a new client to go elsewhere, then closes."""
+        farewell = Message(
+            Instruction.ERROR,
+            (
+                int(ErrorCode.UNAVAILABLE),
+                "this worker is out of service (the master refused it): "
+                "connect to another worker (getWorkerList on the master)",
+            ),
+        )
+        try:
+            with gevent.Timeout(FAREWELL_TIMEOUT, False):
+                sock.sendall(encode_message(farewell, self.settings.max_data_size))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        logger.info(f"turned away client {host}:{port}: out of service ({reason})")
 
     def __call__(self, sock: socket.socket, address: Any) -> None:
         """StreamServer handle: serve one client until it leaves; never raises."""
         host, port = str(address[0]), int(address[1])
+        refused = self.out_of_service()
+        if refused is not None:
+            self._turn_away(sock, host, port, refused)
+            return
         client = self.clients.connect(host, port)
+        self._sockets[client.client_id] = sock
         logger.info(f"{client.label}: connected ({self.clients.count} clients)")
         try:  # answers are small frames: do not let Nagle hold them for the client's ACK
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -131,6 +172,7 @@ class ClientHandler:
         except Exception:  # a bug: this client's loss only, logged once
             logger.exception(f"{client.label}: handler failed")
         finally:
+            self._sockets.pop(client.client_id, None)
             try:
                 sock.close()
             except OSError:
@@ -377,11 +419,15 @@ class ClientConnection:
             "currency": CURRENCY,
             "quote": quote.as_record() if quote is not None else None,
             "updated_at": cache.updated_at,
+            # The master keeps the last good prices when its provider fails: say so.
+            "stale": cache.is_stale(),
         }
         return self._packets(message, record)
 
     def _history(self, message: Message, stamp: int) -> list[Message]:
         self._session(message)
+        if self.shared.history is not None:
+            return self.shared.history.fetch(message, self.client, stamp)
         return [
             reply_to(
                 message,

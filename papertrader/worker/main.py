@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import gevent
 import gevent.event
@@ -24,6 +27,7 @@ from loguru import logger
 
 from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
+from papertrader.keyring import Keyring, KeyringError, worker_home
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
@@ -35,6 +39,9 @@ from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_handler import ClientHandler
 from papertrader.worker.client_management import ClientManager
 from papertrader.worker.forwarding import UserData
+from papertrader.worker.handshake import WorkerHandshake
+from papertrader.worker.history import PriceHistory
+from papertrader.worker.history_cache import HistoryCache
 from papertrader.worker.master_link import LinkIdentity, MasterLink
 from papertrader.worker.orders import OrderDesk, order_wait_timeout
 from papertrader.worker.session_cache import SessionCache
@@ -74,9 +81,14 @@ def make_redis(url: str) -> redis.Redis:
 class Worker:
     """One worker server: its modules, started and stopped together."""
 
-    def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, redis_client: redis.Redis, state_dir: Path | None = None
+    ) -> None:
         self.settings = settings
         self.redis = redis_client
+        self.keyring, handshake = _handshake(settings, state_dir)
+        self.started_at = datetime.now(timezone.utc)
+        self._started = time.monotonic()
         self.cache = QuoteCache(QuoteStore(redis_client), settings.assets, settings.update_interval)
         self.link = MasterLink(
             settings.master_address,
@@ -88,6 +100,9 @@ class Worker:
             ),
             heartbeat_interval=max(1.0, settings.update_interval),
             max_data_size=settings.max_data_size,
+            authenticate=handshake,
+            status=self.status,
+            on_refused=self._out_of_service,
         )
         self.sessions = SessionCache(
             SessionStore(
@@ -111,9 +126,41 @@ class Worker:
                 order_wait_timeout(settings.update_interval),
             ),
             UserData(self.link, max_chunk_size(settings.max_data_size)),
+            PriceHistory(
+                self.link,
+                HistoryCache(redis_client, settings.history_cache_bytes),
+                self.cache,
+                max_chunk_size(settings.max_data_size),
+                settings.update_interval,
+            ),
         )
+        handler.out_of_service = lambda: self.link.out_of_service
+        self.handler = handler
         self.server = StreamServer((settings.worker_host, settings.worker_port), handler)
         self._stopped = gevent.event.Event()
+
+    def status(self) -> dict[str, Any]:
+        """Live figures for `pt workers info` (asked by the master over the link)."""
+        updated = self.cache.updated_at
+        age = None
+        if updated is not None:
+            age = int((datetime.now(timezone.utc) - updated).total_seconds())
+        return {
+            "name": self.settings.worker_name,
+            "region": self.settings.region,
+            "started_at": self.started_at,
+            "uptime_seconds": int(time.monotonic() - self._started),
+            "clients": self.clients.count,
+            "logged_in": self.clients.logged_in,
+            "cache_updated_at": updated,
+            "cache_age_seconds": age,
+            "link_connections": self.link.connections,
+        }
+
+    def _out_of_service(self, reason: str) -> None:
+        """The master refused or booted us: our clients must go to another worker."""
+        logger.warning(f"the master refused this worker ({reason}): not serving clients")
+        self.handler.shed(reason)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -156,11 +203,37 @@ class Worker:
         self.sessions.stop()
         self.redis.close()
         self.redis.connection_pool.disconnect()
+        self.keyring.stop_agent()
         logger.info(f"worker {self.settings.worker_name} stopped")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has been called; True if it has."""
         return bool(self._stopped.wait(timeout))
+
+
+def _handshake(settings: Settings, state_dir: Path | None) -> tuple[Keyring, WorkerHandshake]:
+    """The worker's key and the pinned master key, or WorkerStartError saying what to do."""
+    if settings.master_fingerprint is None:
+        raise WorkerStartError(
+            "master_fingerprint is not set: give the worker the fingerprint "
+            "`pt master keygen` printed on the master host (PT_MASTER_FINGERPRINT)"
+        )
+    home = worker_home(settings, state_dir)
+    hint = (
+        f"make the worker's key with `pt workers keygen --home {home} --name "
+        f"{settings.worker_name}` and register it on the master (or set worker_gnupg_home)"
+    )
+    if not home.is_dir():
+        raise WorkerStartError(f"no worker key: GnuPG home {home} does not exist; {hint}")
+    try:
+        keyring = Keyring(home)
+        own = keyring.own_fingerprint(settings.worker_key_fingerprint)
+    except KeyringError as exc:
+        raise WorkerStartError(f"worker key: {exc}; {hint}") from None
+    handshake = WorkerHandshake(
+        keyring, own, settings.master_fingerprint, settings.worker_id, settings.max_data_size
+    )
+    return keyring, handshake
 
 
 def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
@@ -184,7 +257,9 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
     try:
         with crash_guard():
             try:
-                worker = Worker(settings, make_redis(redis_url_for(settings, state_dir)))
+                worker = Worker(
+                    settings, make_redis(redis_url_for(settings, state_dir)), state_dir
+                )
                 worker.start()
             except (WorkerStartError, ServicesError) as exc:
                 logger.error(f"worker {settings.worker_name} not started: {exc}")

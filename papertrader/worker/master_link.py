@@ -12,8 +12,13 @@ hanging until their timeout: a client learns within milliseconds that it
 should try again. The link itself reconnects in the background with
 exponential backoff and jitter, and never spins on a refusing master.
 
-Connecting is split into steps so issue 4 can put the GPG handshake in front
-of LINK_HELLO by overriding :meth:`MasterLink.handshake` alone.
+Every connection starts with the GPG handshake (``worker/handshake.py``,
+given as ``authenticate``), which yields the link key; from then on every
+frame both ways is sealed with it (``protocol/link_seal.py``), LINK_HELLO
+included. A sealed record from the master that does not open drops the link.
+A LINK_REFUSED (a refused handshake, or the worker booted off or disabled)
+calls ``on_refused``: the worker then stops serving clients until it is
+linked again.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import gevent
 import gevent.event
@@ -46,6 +52,9 @@ from papertrader.protocol import (
     Reassembler,
     encode_message,
 )
+from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
+from papertrader.protocol.records import to_record
+from papertrader.protocol.values import encode_payload
 
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
@@ -121,6 +130,23 @@ def _code_and_reason(message: Message) -> tuple[int, str]:
     return (code if isinstance(code, int) else 0), str(reason)
 
 
+class _Channel:
+    """One connection's socket and its sealer: frames go out sealed, in sequence order."""
+
+    def __init__(self, sock: socket.socket, sealer: Sealer) -> None:
+        self.sock = sock
+        self.sealer = sealer
+        self.lock = gevent.lock.Semaphore()
+
+    def send(self, frame: bytes) -> None:
+        with self.lock:  # sealing numbers the frame: seal and write in one step
+            self.sock.sendall(self.sealer.seal(frame))
+
+
+#: Given a fresh connection, runs the handshake and returns the link key.
+Authenticate = Callable[[socket.socket], bytes]
+
+
 class _Pending:
     """One request waiting for its answer (a message, or DATA packets to reassemble)."""
 
@@ -140,14 +166,23 @@ class MasterLink:
         identity: LinkIdentity,
         heartbeat_interval: float,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+        *,
+        authenticate: Authenticate,
+        status: Callable[[], dict[str, Any]] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.address = address
         self.identity = identity
         self.heartbeat_interval = heartbeat_interval
         self.max_data_size = max_data_size
+        self.authenticate = authenticate
+        self.status = status
+        self.on_refused = on_refused
         self._sock: socket.socket | None = None
+        self._channel: _Channel | None = None
+        #: Why the master refused us (booted, disabled, unknown); None while welcome.
+        self.out_of_service: str | None = None
         self._up = gevent.event.Event()
-        self._send_lock = gevent.lock.Semaphore()
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._runner: gevent.Greenlet | None = None
@@ -192,8 +227,8 @@ class MasterLink:
         master answers with DATA packets. Raises :class:`LinkError` when the
         link is down, drops before the answer, or ``timeout`` seconds pass.
         """
-        sock = self._sock
-        if sock is None or not self._up.is_set():
+        channel = self._channel
+        if channel is None or not self._up.is_set():
             raise LinkError("master unreachable: try again shortly")
         request_id = self._new_request_id()
         pending = _Pending()
@@ -202,7 +237,7 @@ class MasterLink:
             outgoing = replace(
                 message, request_id=request_id, worker_uuid=self.identity.worker_uuid
             )
-            self._send(sock, encode_message(outgoing, self.max_data_size))
+            self._send(channel, encode_message(outgoing, self.max_data_size))
             answer: Message | bytes = pending.result.get(timeout=timeout)
             return answer
         except gevent.Timeout:
@@ -217,18 +252,15 @@ class MasterLink:
             if candidate and candidate not in self._pending:
                 return candidate
 
-    def _send(self, sock: socket.socket, data: bytes) -> None:
+    def _send(self, channel: _Channel, frame: bytes) -> None:
         try:
-            with self._send_lock:
-                sock.sendall(data)
+            channel.send(frame)
         except OSError as exc:  # includes the socket timeout: a master that stopped reading
-            self._close_socket()
+            if channel is self._channel:
+                self._close_socket()
             raise LinkError("master unreachable: the link dropped") from exc
 
     # the link ------------------------------------------------------------
-    def handshake(self, sock: socket.socket) -> None:
-        """Authenticate before LINK_HELLO. Nothing yet: issue 4 adds GPG here."""
-
     def _run(self) -> None:
         delays = backoff_delays()
         last_problem = ""
@@ -240,6 +272,11 @@ class MasterLink:
                 problem = "the master closed the link"
             except LinkRefused as exc:
                 problem = f"the master refused the link: {exc.reason} (code {exc.code})"
+                if exc.code == ErrorCode.NOT_ALLOWED:
+                    first = self.out_of_service is None
+                    self.out_of_service = exc.reason
+                    if first and self.on_refused is not None:
+                        self.on_refused(exc.reason)
             except LinkDropped as exc:
                 problem = f"link lost: {exc}"
             except (OSError, ProtocolError) as exc:
@@ -269,15 +306,18 @@ class MasterLink:
         sock = gevent.socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
         self._sock = sock
         sock.settimeout(HELLO_TIMEOUT)
-        self.handshake(sock)
+        link_key = self.authenticate(sock)
+        worker_uuid = self.identity.worker_uuid
+        channel = _Channel(sock, Sealer(link_key, worker_uuid, Direction.WORKER_TO_MASTER))
+        opener = Opener(link_key, worker_uuid, Direction.MASTER_TO_WORKER, self.max_data_size)
         decoder = FrameDecoder(self.max_data_size)
         hello = Message(
             Instruction.LINK_HELLO,
             (self.identity.name, self.identity.region, self.identity.client_address),
-            worker_uuid=self.identity.worker_uuid,
+            worker_uuid=worker_uuid,
         )
-        sock.sendall(encode_message(hello, self.max_data_size))
-        reply = self._read_message(sock, decoder)
+        channel.send(encode_message(hello, self.max_data_size))
+        reply = self._read_message(sock, decoder, opener)
         if reply.instruction is Instruction.LINK_REFUSED:
             raise LinkRefused(*_code_and_reason(reply))
         if reply.instruction is not Instruction.LINK_WELCOME:
@@ -285,21 +325,25 @@ class MasterLink:
         # From now on a silent link is a dead one: 3 heartbeat periods without a byte.
         sock.settimeout(self.heartbeat_interval * MISSED_HEARTBEATS)
         self.connections += 1
+        self._channel = channel
+        self.out_of_service = None
         self._up.set()
         logger.info(
             f"linked to master {self.where} as {self.identity.name} "
             f"(uuid {self.identity.worker_uuid}, region {self.identity.region})"
         )
-        beats = gevent.spawn(self._heartbeats, sock)
+        beats = gevent.spawn(self._heartbeats, channel)
         try:
             while True:
-                self._dispatch(self._read_message(sock, decoder))
+                self._dispatch(self._read_message(sock, decoder, opener), channel)
         except OSError as exc:  # reset by the master, or closed by a failed heartbeat
             raise LinkDropped(_describe(exc)) from None
         finally:
             beats.kill(block=False)
 
-    def _read_message(self, sock: socket.socket, decoder: FrameDecoder) -> Message:
+    def _read_message(
+        self, sock: socket.socket, decoder: FrameDecoder, opener: Opener
+    ) -> Message:
         """The next frame from the master; a non-fatal bad frame is logged and skipped."""
         while True:
             try:
@@ -318,9 +362,14 @@ class MasterLink:
                 raise LinkDropped(f"the master was silent for {sock.gettimeout():g} s") from None
             if not data:
                 raise LinkDropped("the master closed the connection")
-            decoder.receive_data(data)
+            opener.receive_data(data)
+            try:
+                while (frame := opener.next_frame()) is not None:
+                    decoder.receive_data(frame)
+            except SealError as exc:
+                raise LinkDropped(f"refused a sealed frame from the master: {exc}") from None
 
-    def _heartbeats(self, sock: socket.socket) -> None:
+    def _heartbeats(self, channel: _Channel) -> None:
         beat = encode_message(
             Message(Instruction.HEARTBEAT, worker_uuid=self.identity.worker_uuid),
             self.max_data_size,
@@ -328,11 +377,25 @@ class MasterLink:
         while True:
             gevent.sleep(self.heartbeat_interval)
             try:
-                self._send(sock, beat)
+                self._send(channel, beat)
             except LinkError:
                 return
 
-    def _dispatch(self, message: Message) -> None:
+    def _answer_status(self, channel: _Channel, request: Message) -> None:
+        """LINK_STATUS: this worker's live figures, for `pt workers info`."""
+        figures = self.status() if self.status is not None else {}
+        answer = Message(
+            Instruction.LINK_STATUS,
+            (encode_payload(to_record(figures)),),
+            request_id=request.request_id,
+            worker_uuid=self.identity.worker_uuid,
+        )
+        try:
+            self._send(channel, encode_message(answer, self.max_data_size))
+        except LinkError:
+            pass
+
+    def _dispatch(self, message: Message, channel: _Channel) -> None:
         """Route one frame from the master to the request waiting for it."""
         if message.worker_uuid not in (self.identity.worker_uuid, NIL):
             logger.warning(
@@ -345,6 +408,9 @@ class MasterLink:
             return
         if instruction is Instruction.LINK_REFUSED:  # e.g. the worker was disabled
             raise LinkRefused(*_code_and_reason(message))
+        if instruction is Instruction.LINK_STATUS_REQUEST:
+            gevent.spawn(self._answer_status, channel, message)
+            return
         pending = self._pending.get(message.request_id)
         if pending is None:
             logger.debug(
@@ -382,6 +448,7 @@ class MasterLink:
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
+        self._channel = None
         self._up.clear()
         if sock is not None:
             try:

@@ -1,0 +1,209 @@
+"""``pt market``: the market data feed, for operators.
+
+``status`` shows which provider feeds the master, when prices last changed,
+whether they are stale (the last update failed, or none came for two
+intervals) and how many API requests the deployment has made. ``backfill``
+loads a historical OHLCV file into ``asset_bars`` (the format is in
+``papertrader/market/csvfile.py``), so the history views and charts have data.
+Both use the configured Redis/PostgreSQL, else the ones `pt services up`
+started in the state directory.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg2
+import redis
+
+from cli.common import config_option, fail, json_option, print_json, state_dir_option
+from papertrader.config import ConfigError, Settings, load_settings
+from papertrader.market.csvfile import SAMPLE, CsvFormatError, count_rows, iter_rows
+from papertrader.market.quote import Quote
+from papertrader.services import ServicesError, ServiceUrls, resolve_urls
+from papertrader.store import keys
+from papertrader.store.history import insert_history
+from papertrader.store.market_status import MarketStatusStore
+from papertrader.store.pool import ConnectionPool, PoolTimeout
+
+BATCH = 1000
+
+
+def _settings_and_urls(
+    config_path: Path | None, state_dir: Path | None
+) -> tuple[Settings, ServiceUrls]:
+    try:
+        settings = load_settings(config_path)
+        return settings, resolve_urls(settings, state_dir)
+    except (ConfigError, ServicesError) as exc:
+        fail(str(exc))
+        raise AssertionError("unreachable") from None
+
+
+@click.group()
+def market() -> None:
+    """Market data: the feed's status, and loading price history."""
+
+
+def status_document(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    status = MarketStatusStore(client).read()
+    now = datetime.now(timezone.utc)
+    age = status.age(now)
+    return {
+        "provider": status.provider or settings.market_provider,
+        "api": status.api,
+        "running": status.last_attempt is not None,
+        "last_update": status.last_update.isoformat() if status.last_update else None,
+        "last_attempt": status.last_attempt.isoformat() if status.last_attempt else None,
+        "age_seconds": None if age is None else round(age, 3),
+        "stale": status.stale(now),
+        "last_error": status.last_error,
+        "api_calls": status.api_calls,
+        "history_queries": status.history_queries,
+        "update_interval": status.interval or settings.update_interval,
+    }
+
+
+@market.command()
+@config_option
+@state_dir_option
+@json_option
+def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Provider, last update, staleness and API calls of the running master."""
+    settings, urls = _settings_and_urls(config_path, state_dir)
+    client = redis.Redis.from_url(urls.redis_url, socket_connect_timeout=5)
+    try:
+        document = status_document(settings, client)
+    except redis.RedisError as exc:
+        fail(f"cannot read the market status from Redis ({exc}); is it running?")
+        return
+    finally:
+        client.close()
+    if as_json:
+        print_json(document)
+        return
+    api = f" ({document['api']})" if document["api"] else ""
+    click.echo(f"provider         {document['provider']}{api}")
+    if not document["running"]:
+        click.echo("last update      none yet (is the master running? `pt up`)")
+    else:
+        state = "STALE" if document["stale"] else "fresh"
+        click.echo(
+            f"last update      {document['last_update'] or 'never'} "
+            f"({document['age_seconds']:.1f} s ago, {state})"
+            if document["age_seconds"] is not None
+            else f"last update      never ({state})"
+        )
+        if document["last_error"]:
+            click.echo(f"last error       {document['last_error']}")
+    click.echo(f"update interval  {document['update_interval']:g} s")
+    click.echo(f"API calls        {document['api_calls']}")
+    click.echo(f"history reads    {document['history_queries']}")
+
+
+def _clear_history_cache(redis_url: str) -> int:
+    """Delete the workers' cached history answers: the past just changed."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    try:
+        removed = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=keys.HISTORY_CACHE_PATTERN, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += int(client.delete(*batch))
+                batch = []
+        if batch:
+            removed += int(client.delete(*batch))
+        return removed
+    finally:
+        client.close()
+
+
+@market.command()
+@click.option(
+    "--provider",
+    type=click.Choice(["csv"]),
+    default="csv",
+    show_default=True,
+    help="Where the history comes from (a CSV file; the HTTP quote API has no history).",
+)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="OHLCV file: symbol,time,open,high,low,close,volume with a header "
+    "(default: the bundled sample).",
+)
+@config_option
+@state_dir_option
+@json_option
+def backfill(
+    provider: str,
+    path: Path | None,
+    config_path: Path | None,
+    state_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Load historical bars into the database (bars already there are kept)."""
+    source = path or SAMPLE
+    settings, urls = _settings_and_urls(config_path, state_dir)
+    try:
+        total = count_rows(source)
+    except CsvFormatError as exc:
+        fail(str(exc))
+        return
+    pool = ConnectionPool(urls.database_url, size=1)
+    added = read = 0
+    symbols: set[str] = set()
+    try:
+        batch: list[Quote] = []
+        with click.progressbar(
+            length=total, label=f"loading {source.name}", file=click.get_text_stream("stderr")
+        ) as bar:
+            for quote in iter_rows(source):
+                batch.append(quote)
+                symbols.add(quote.symbol)
+                if len(batch) >= BATCH:
+                    added += insert_history(pool, batch)
+                    read += len(batch)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                added += insert_history(pool, batch)
+                read += len(batch)
+                bar.update(len(batch))
+    except CsvFormatError as exc:
+        fail(f"{exc} (the {read} rows before it were loaded)")
+    except (psycopg2.Error, PoolTimeout) as exc:
+        detail = " ".join(str(exc).split())
+        fail(f"cannot write to the database ({detail}); is it running and migrated?")
+    finally:
+        pool.close()
+    try:
+        cleared = _clear_history_cache(urls.redis_url)
+    except redis.RedisError:
+        cleared = 0  # no Redis, no cache to clear
+    unconfigured = sorted(symbols.difference(settings.assets))
+    document = {
+        "file": str(source),
+        "provider": provider,
+        "rows": read,
+        "added": added,
+        "kept": read - added,
+        "symbols": sorted(symbols),
+        "not_configured": unconfigured,
+        "cache_entries_cleared": cleared,
+    }
+    if as_json:
+        print_json(document)
+        return
+    click.echo(
+        f"loaded {read} bars of {len(symbols)} symbols from {source}: "
+        f"{added} new, {read - added} already there"
+    )
+    if unconfigured:
+        click.echo(f"note: not in the configured assets, so not served: {', '.join(unconfigured)}")
