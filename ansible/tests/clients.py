@@ -141,7 +141,9 @@ def main() -> None:
     parser.add_argument("--password-file", type=Path, required=True)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between requests")
-    parser.add_argument("--give-up", type=float, default=30.0, help="seconds before a request fails for good")
+    parser.add_argument(
+        "--give-up", type=float, default=30.0, help="seconds before a request fails for good"
+    )
     parser.add_argument("--stop-file", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--limit", type=float, default=900.0, help="seconds; stop regardless")
@@ -149,9 +151,7 @@ def main() -> None:
     password = args.password_file.read_text().strip()
 
     clients = [Client(i, args, password) for i in range(args.clients)]
-    threads = [
-        threading.Thread(target=c.run, args=(args.stop_file,), daemon=True) for c in clients
-    ]
+    threads = [threading.Thread(target=c.run, args=(args.stop_file,), daemon=True) for c in clients]
     for thread in threads:
         thread.start()
     started = time.monotonic()

@@ -53,8 +53,10 @@ PASSWORD = "correct horse battery"
 #: What build-wheel.sh packs; copied once so the run sees one fixed source tree.
 SOURCES = ("pyproject.toml", "requirements.txt", "README.md", "papertrader", "cli")
 NEW_VERSION = "0.1.0.post1"
-RECAP_RE = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-                      r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
+RECAP_RE = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
+)
 
 
 class ScenarioFailed(Exception):
@@ -93,7 +95,7 @@ def write_inventory(work: Path) -> Path:
         }
 
     regions: dict[str, dict[str, Any]] = {}
-    for (name, region), port in zip(WORKERS.items(), worker_ports):
+    for (name, region), port in zip(WORKERS.items(), worker_ports, strict=True):
         group = regions.setdefault(f"workers_{region}", {"vars": {"region": region}, "hosts": {}})
         group["vars"]["worker_settings"] = {"client_idle_timeout": 120 if region == "eu" else 90}
         group["hosts"][name] = host(name) | {
@@ -168,12 +170,18 @@ class Scenario:
     def master_address(self) -> str:
         return f"127.0.0.1:{self.doc['all']['vars']['papertrader_master_port']}"
 
-    def pt(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def pt(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """`pt` of the master host, with the master's settings file."""
         env = dict(self.env, PT_CONFIG=str(self.root(MASTER) / "etc" / "master.toml"))
         result = subprocess.run(
             [str(self.root(MASTER) / "venv" / "bin" / "pt"), *args],
-            input=stdin, capture_output=True, text=True, env=env, timeout=120,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         if check and result.returncode != 0:
             raise ScenarioFailed(
@@ -191,13 +199,18 @@ class Scenario:
         log(" ".join(cmd))
         with log_path.open("w") as out:
             proc = subprocess.Popen(
-                cmd, cwd=ANSIBLE_DIR, env=self.env, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True,
+                cmd,
+                cwd=ANSIBLE_DIR,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.write(line)
                 sys.stdout.write(line)
+                sys.stdout.flush()
             rc = proc.wait()
         elapsed = time.monotonic() - started
         self.timings.append((name, elapsed))
@@ -221,21 +234,66 @@ class Scenario:
             if entry is None or not entry.get("connected"):
                 raise ScenarioFailed(f"the master does not list {name} as connected: {listed}")
             if entry.get("region") != region:
-                raise ScenarioFailed(f"{name} is listed in region {entry.get('region')}, not {region}")
+                raise ScenarioFailed(
+                    f"{name} is listed in region {entry.get('region')}, not {region}"
+                )
         log(f"the master lists every worker of every region: {sorted(listed)}")
+
+    def check_configs(self) -> None:
+        """Settings rendered from the inventory: private files, per-region values."""
+        files = {MASTER: self.root(MASTER) / "etc" / "master.toml"}
+        files |= {name: self.root(name) / "etc" / "worker.toml" for name in WORKERS}
+        for path in files.values():
+            mode = path.stat().st_mode & 0o777
+            if mode != 0o600:
+                raise ScenarioFailed(f"{path} has mode {mode:o}, not 600 (it holds passwords)")
+            text = path.read_text()
+            for line in (
+                'assets = ["AAPL", "MSFT", "GOOG"]',
+                "update_interval = 0.5",
+                "log_memory_entries = 200",
+                'redis_url = "redis://',
+            ):
+                if line not in text:
+                    raise ScenarioFailed(f"{path} lacks {line!r}")
+        for name, region in WORKERS.items():
+            text = files[name].read_text()
+            idle = 120 if region == "eu" else 90
+            for line in (
+                f'region = "{region}"',
+                f"client_idle_timeout = {idle}",
+                "master_fingerprint = ",
+            ):
+                if line not in text:
+                    raise ScenarioFailed(f"{files[name]} lacks {line!r}")
+        log("settings files: mode 0600, shared and per-region values as in the inventory")
 
     def client(self, worker: str, *args: str, stdin: str | None = None) -> str:
         port = self.worker_port(worker)
         session = self.work / f"session-{worker}.json"
         result = self.pt(
-            "client", "--worker", f"127.0.0.1:{port}", "--session-file", str(session),
-            "--timeout", "20", *args, stdin=stdin,
+            "client",
+            "--worker",
+            f"127.0.0.1:{port}",
+            "--session-file",
+            str(session),
+            "--timeout",
+            "20",
+            *args,
+            stdin=stdin,
         )
         return result.stdout
 
     def check_logins(self) -> None:
-        self.client("eu-1", "register", USER, "--email", "alice@example.com",
-                    "--password-stdin", stdin=PASSWORD + "\n")
+        self.client(
+            "eu-1",
+            "register",
+            USER,
+            "--email",
+            "alice@example.com",
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
         for region in sorted(set(WORKERS.values())):
             worker = next(name for name, r in WORKERS.items() if r == region)
             self.client(worker, "login", USER, "--password-stdin", stdin=PASSWORD + "\n")
@@ -246,7 +304,9 @@ class Scenario:
         changed = {host: counts["changed"] for host, counts in recap.items() if counts["changed"]}
         expected = {MASTER, *WORKERS}
         if not expected <= set(recap):
-            raise ScenarioFailed(f"{playbook}: hosts missing from the recap: {expected - set(recap)}")
+            raise ScenarioFailed(
+                f"{playbook}: hosts missing from the recap: {expected - set(recap)}"
+            )
         if changed:
             raise ScenarioFailed(f"second run of {playbook} changed something: {changed}")
         log(f"second run of {playbook}: changed=0 for every host")
@@ -261,7 +321,8 @@ class Scenario:
 
     def host_vars(self, name: str) -> dict[str, Any]:
         groups = self.doc["all"]["children"]["workers"]["children"]
-        return groups[f"workers_{WORKERS[name]}"]["hosts"][name]
+        host: dict[str, Any] = groups[f"workers_{WORKERS[name]}"]["hosts"][name]
+        return host
 
     def save_inventory(self) -> None:
         self.inventory.write_text("---\n" + json.dumps(self.doc, indent=2) + "\n")
@@ -296,9 +357,22 @@ class Scenario:
         before = self.worker_pids()
         old_version = self.version(MASTER)
         self.clients = subprocess.Popen(
-            [str(self.root(MASTER) / "venv" / "bin" / "python"), str(TESTS_DIR / "clients.py"),
-             "--master", self.master_address, "--user", USER, "--password-file", str(password_file),
-             "--clients", "6", "--stop-file", str(stop_file), "--report", str(report_file)],
+            [
+                str(self.root(MASTER) / "venv" / "bin" / "python"),
+                str(TESTS_DIR / "clients.py"),
+                "--master",
+                self.master_address,
+                "--user",
+                USER,
+                "--password-file",
+                str(password_file),
+                "--clients",
+                "6",
+                "--stop-file",
+                str(stop_file),
+                "--report",
+                str(report_file),
+            ],
             env=self.env,
         )
         time.sleep(3)  # the clients log in and settle on their workers
@@ -314,11 +388,16 @@ class Scenario:
                 self.clients.kill()
         self.clients = None
         report = json.loads(report_file.read_text())
-        summary = {k: report[k] for k in ("seconds", "ok", "retried", "failovers", "failed_for_good", "unfinished")}
+        summary = {
+            k: report[k]
+            for k in ("seconds", "ok", "retried", "failovers", "failed_for_good", "unfinished")
+        }
         log(f"clients during the rolling update: {summary}")
         for client in report["clients"]:
-            log(f"  {client['name']}: ok={client['ok']} failovers={client['failovers']} "
-                f"workers={client['workers_used']} errors={client['errors'][:2]}")
+            log(
+                f"  {client['name']}: ok={client['ok']} failovers={client['failovers']} "
+                f"workers={client['workers_used']} errors={client['errors'][:2]}"
+            )
         if report["failed_for_good"] or report["unfinished"]:
             raise ScenarioFailed(f"client requests failed for good during the roll-out: {summary}")
         if report["ok"] < 50 or report["failovers"] < 1:
@@ -340,7 +419,10 @@ class Scenario:
         python = self.root(host) / "venv" / "bin" / "python"
         result = subprocess.run(
             [str(python), "-c", "import importlib.metadata as m; print(m.version('papertrader'))"],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
         return result.stdout.strip()
 
@@ -349,6 +431,7 @@ class Scenario:
         recap = self.playbook("site.yml")
         if set(recap) < {MASTER, *WORKERS}:
             raise ScenarioFailed(f"site.yml did not reach every host: {recap}")
+        self.check_configs()
         self.check_all_listed()
         self.check_logins()
         self.check_idempotent(self.playbook("site.yml"), "site.yml")
@@ -372,9 +455,16 @@ class Scenario:
         master_python = self.root(MASTER) / "venv" / "bin" / "python"
         services = self.root(MASTER) / "state" / "services"
         if master_python.exists() and (services / "services.json").exists():
-            quiet([str(master_python), "-c",
-                   "import sys; from papertrader.services import destroy_services; "
-                   "destroy_services(sys.argv[1])", str(services)], self.env)
+            quiet(
+                [
+                    str(master_python),
+                    "-c",
+                    "import sys; from papertrader.services import destroy_services; "
+                    "destroy_services(sys.argv[1])",
+                    str(services),
+                ],
+                self.env,
+            )
         for home in {p.parent for p in hosts.glob("**/pubring.kbx")}:
             quiet(["gpgconf", "--homedir", str(home), "--kill", "all"], self.env)
         kill_leftovers(self.work)
@@ -406,7 +496,10 @@ def quiet(cmd: Sequence[str], env: dict[str, str]) -> None:
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=90)
         if result.returncode != 0:
-            log(f"cleanup: {' '.join(cmd)} exited {result.returncode}: {result.stderr.strip()[-300:]}")
+            log(
+                f"cleanup: {' '.join(cmd)} exited {result.returncode}: "
+                f"{result.stderr.strip()[-300:]}"
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log(f"cleanup: {' '.join(cmd)}: {exc}")
 
@@ -448,7 +541,9 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
             continue
         match = RECAP_RE.match(line) if in_recap else None
         if match:
-            recap[match["host"]] = {k: int(match[k]) for k in ("ok", "changed", "unreachable", "failed")}
+            recap[match["host"]] = {
+                k: int(match[k]) for k in ("ok", "changed", "unreachable", "failed")
+            }
     return recap
 
 

@@ -84,7 +84,7 @@ class AuthTunnel:
     def login_session(self, request: Message, client: ClientInfo) -> Message:
         """LOGIN_SESSION: the same session id back while it is valid (from Redis only)."""
         try:
-            session = self._clients.check_session(client, request.session_id)
+            session = self._clients.check_session(client, request.session_id, fresh=True)
         except SessionError as exc:
             return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
         return reply_to(
@@ -98,7 +98,7 @@ class AuthTunnel:
     def logout(self, request: Message, client: ClientInfo) -> Message:
         """LOGOUT: the session ends for every worker at once."""
         try:
-            session = self._clients.check_session(client, request.session_id)
+            session = self._clients.check_session(client, request.session_id, fresh=True)
         except SessionError as exc:
             return reply_to(request, Instruction.ERROR, int(exc.code), exc.reason)
         self._clients.end_session(client, session)

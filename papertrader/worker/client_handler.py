@@ -332,9 +332,9 @@ class ClientConnection:
             pass
 
     # sessions ------------------------------------------------------------------------
-    def _session(self, message: Message) -> Session:
+    def _session(self, message: Message, fresh: bool = False) -> Session:
         """The live session of the request, checked against the client's IP (SessionError)."""
-        return self.shared.clients.check_session(self.client, message.session_id)
+        return self.shared.clients.check_session(self.client, message.session_id, fresh)
 
     # command state -------------------------------------------------------------------
     def _login(self, message: Message, stamp: int) -> list[Message]:
@@ -350,7 +350,7 @@ class ClientConnection:
         return [self.shared.tunnel.logout(message, self.client)]
 
     def _order(self, message: Message, stamp: int) -> list[Message]:
-        session = self._session(message)
+        session = self._session(message, fresh=True)
         return [self.shared.orders.place(message, self.client, session, stamp)]
 
     # control -------------------------------------------------------------------------
@@ -438,5 +438,5 @@ class ClientConnection:
         ]
 
     def _user_data(self, message: Message, stamp: int) -> list[Message]:
-        self._session(message)
+        self._session(message, fresh=True)
         return self.shared.user_data.fetch(message, self.client, stamp)

@@ -112,9 +112,14 @@ class ClientManager:
         )
         return session
 
-    def check_session(self, client: ClientInfo, session_id: uuid.UUID) -> Session:
-        """The live session for this client's address, or SessionError."""
-        session = self.sessions.get(session_id, client.ip)
+    def check_session(
+        self, client: ClientInfo, session_id: uuid.UUID, fresh: bool = False
+    ) -> Session:
+        """The live session for this client's address, or SessionError.
+
+        ``fresh``: verified in Redis, not in this worker's session cache.
+        """
+        session = self.sessions.get(session_id, client.ip, fresh)
         self._attach(client, session)
         return session
 

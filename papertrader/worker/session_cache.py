@@ -49,12 +49,24 @@ class SessionCache:
     def size(self) -> int:
         return len(self._sessions)
 
-    def get(self, session_id: uuid.UUID, client_ip: str | None) -> Session:
-        """The live session checked against ``client_ip``, or SessionError."""
-        session = self._sessions.get(session_id) if self._live else None
-        if session is not None:
-            if session.expires_at > datetime.now(timezone.utc):
-                return self.store.verify(session, client_ip)
+    def get(self, session_id: uuid.UUID, client_ip: str | None, fresh: bool = False) -> Session:
+        """The live session checked against ``client_ip``, or SessionError.
+
+        ``fresh`` asks Redis itself: for orders, private data, resume and logout,
+        where even the milliseconds a logout announcement takes to arrive matter.
+        Market data requests take the cached answer.
+        """
+        if fresh:
+            try:
+                stored = self.store.fetch(session_id)
+            except SessionError:
+                self.forget(session_id)
+                raise
+            return self.store.verify(stored, client_ip)
+        cached = self._sessions.get(session_id) if self._live else None
+        if cached is not None:
+            if cached.expires_at > datetime.now(timezone.utc):
+                return self.store.verify(cached, client_ip)
             self._sessions.pop(session_id, None)
             raise SessionError(
                 ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again"
