@@ -207,11 +207,21 @@ class Scenario:
                 text=True,
             )
             assert proc.stdout is not None
-            for line in proc.stdout:
-                out.write(line)
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            rc = proc.wait()
+            try:
+                for line in proc.stdout:
+                    out.write(line)
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                rc = proc.wait()
+            except BaseException:
+                # Interrupted: stop ansible before the clean-up, or it goes on starting things.
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                raise
         elapsed = time.monotonic() - started
         self.timings.append((name, elapsed))
         recap = parse_recap(log_path.read_text())
