@@ -9,6 +9,7 @@ field, not in the data, so it is in exactly one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from papertrader.protocol.codes import Instruction
 from papertrader.protocol.values import ValueType
@@ -24,7 +25,7 @@ class Schema:
     args: tuple[tuple[str, ValueType], ...]
     needs_session: bool = False
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.args)
 
