@@ -85,6 +85,7 @@ def short_home(home: Path) -> Path:
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     digest = hashlib.sha256(os.fsencode(str(home))).hexdigest()[:16]
     link = base / f"pt-gnupg-{digest}"
+    _prune_dangling(base)
     for _attempt in range(2):
         if link.is_symlink():
             if os.readlink(link) == str(home) and link.lstat().st_uid == os.getuid():
@@ -97,6 +98,14 @@ def short_home(home: Path) -> Path:
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             os.symlink(home, link)
     return link
+
+
+def _prune_dangling(base: Path) -> None:
+    """Remove our own short links whose GnuPG home is gone (a deleted state dir)."""
+    for stale in base.glob("pt-gnupg-*"):
+        with contextlib.suppress(OSError):
+            if stale.is_symlink() and not stale.exists() and stale.lstat().st_uid == os.getuid():
+                stale.unlink()
 
 
 def ensure_home(home: Path) -> None:
