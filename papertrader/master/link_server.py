@@ -402,21 +402,17 @@ class WorkerLink:
         if worker is None:
             return
         welcome = Message(Instruction.LINK_WELCOME, (worker.name,), request_id=hello.request_id)
+        self.conn.send([self._stamp(welcome)])
         registry = self.ctx.workers
         self.conn.sock.settimeout(registry.silence_limit + 1)
         self.worker = worker
-        # Listed before it is welcomed: once the worker hears LINK_WELCOME, the
-        # worker list and `pt workers list` already show it.
         registry.add(worker)
         requests = gevent.pool.Pool(REQUESTS_PER_LINK)
-        beat: gevent.Greenlet | None = None
+        beat = gevent.spawn(self._heartbeats, registry.heartbeat)
         try:
-            self.conn.send([self._stamp(welcome)])
-            beat = gevent.spawn(self._heartbeats, registry.heartbeat)
             self._read_loop(worker, requests)
         finally:
-            if beat is not None:
-                beat.kill(block=False)
+            beat.kill(block=False)
             registry.remove(worker)
             # Let requests in flight finish their work (a registration commits or not
             # as a whole either way); their answers have nowhere to go.
