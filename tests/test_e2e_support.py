@@ -29,6 +29,7 @@ from test_workers_keys import master_env, register, worker_env
 
 from papertrader.client import ClientError, PaperTraderClient, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
+from papertrader.protocol import ErrorCode
 from papertrader.services.ports import free_port
 from papertrader.store import keys
 from papertrader.store.order_queue import Order
@@ -174,7 +175,16 @@ class Servers:
         deadline = time.monotonic() + timeout
         name = f"probe{uuid.uuid4().hex[:8]}"
         with self.client() as probe:
-            probe.register(name, f"{name}@example.org", PASSWORD)
+            # The master lists a worker as it welcomes it; the worker may take a moment
+            # more to mark its link up, answering UNAVAILABLE meanwhile.
+            while True:
+                try:
+                    probe.register(name, f"{name}@example.org", PASSWORD)
+                    break
+                except ClientError as exc:
+                    if exc.code is not ErrorCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
             probe.login(name, PASSWORD)
             while True:
                 try:

@@ -390,6 +390,9 @@ def test_garbage_on_a_link_is_answered_then_fatal_garbage_closes_it(
     master: MasterProcess, pool: ConnectionPool, redis_client: redis.Redis
 ) -> None:
     peer = linked_worker(master, pool)
+    deadline = time.monotonic() + 5  # the master lists a worker just after welcoming it
+    while not read_live(redis_client) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [w["name"] for w in read_live(redis_client)] == ["w1"]  # visible to `pt` commands
 
     frame = bytearray(
