@@ -61,6 +61,8 @@ BACKOFF_MAX = 5.0
 CONNECT_TIMEOUT = 5.0
 #: Seconds the master may take to answer LINK_HELLO (and, later, the handshake).
 HELLO_TIMEOUT = 10.0
+#: How long a request waits for a link that is in the middle of its handshake.
+CONNECTING_GRACE = 3.0
 #: A link that stayed up this long was healthy: the next reconnect starts fast again.
 STABLE_LINK_SECONDS = 10.0
 #: A repeated connection failure is logged again at most this often (no log flood).
@@ -183,6 +185,7 @@ class MasterLink:
         #: Why the master refused us (booted, disabled, unknown); None while welcome.
         self.out_of_service: str | None = None
         self._up = gevent.event.Event()
+        self._connecting = False  # connected, handshake not finished yet
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._runner: gevent.Greenlet | None = None
@@ -229,7 +232,13 @@ class MasterLink:
         """
         channel = self._channel
         if channel is None or not self._up.is_set():
-            raise LinkError("master unreachable: try again shortly")
+            # A link in the middle of its handshake is moments from up: wait for it
+            # rather than turn the client away; a link that is down fails at once.
+            if not (self._connecting and self._up.wait(min(timeout, CONNECTING_GRACE))):
+                raise LinkError("master unreachable: try again shortly")
+            channel = self._channel
+            if channel is None:
+                raise LinkError("master unreachable: try again shortly")
         request_id = self._new_request_id()
         pending = _Pending()
         self._pending[request_id] = pending
@@ -285,6 +294,7 @@ class MasterLink:
                 logger.exception("the master link failed unexpectedly")
                 problem = f"internal error: {type(exc).__name__}"
             finally:
+                self._connecting = False
                 self._up.clear()
                 self._close_socket()
                 self._fail_pending("master unreachable: the link dropped")
@@ -305,6 +315,7 @@ class MasterLink:
         """Connect, introduce ourselves, then serve the link until it drops."""
         sock = gevent.socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
         self._sock = sock
+        self._connecting = True
         sock.settimeout(HELLO_TIMEOUT)
         link_key = self.authenticate(sock)
         worker_uuid = self.identity.worker_uuid
@@ -328,6 +339,7 @@ class MasterLink:
         self._channel = channel
         self.out_of_service = None
         self._up.set()
+        self._connecting = False
         logger.info(
             f"linked to master {self.where} as {self.identity.name} "
             f"(uuid {self.identity.worker_uuid}, region {self.identity.region})"
