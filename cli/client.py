@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import click
 
 from cli.charts import bars_rows, forecast_chart, price_chart
-from cli.common import json_option, print_json
+from cli.common import fail, json_option, print_json
 from papertrader.client import (
     ClientError,
     FailoverClient,
@@ -168,11 +168,6 @@ def _wants_json(as_json: bool) -> bool:
     return as_json or _options().as_json
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
 @contextmanager
 def _server_errors(options: ClientOptions) -> Iterator[None]:
     """Turn every expected ClientError into one line on stderr and exit status 1."""
@@ -180,24 +175,24 @@ def _server_errors(options: ClientOptions) -> Iterator[None]:
         yield
     except ServerUnreachable as exc:
         if options.master is not None:  # the address is the master's, or several workers'
-            _fail(f"{exc.reason} (is the master running? `pt workers list` on its host)")
+            fail(f"{exc.reason} (is the master running? `pt workers list` on its host)")
         hint = "" if exc.reason.startswith("connection to") else " (is the worker running? `pt up`)"
-        _fail(f"{exc.reason.replace('cannot reach ', 'cannot reach the worker at ', 1)}{hint}")
+        fail(f"{exc.reason.replace('cannot reach ', 'cannot reach the worker at ', 1)}{hint}")
     except ClientError as exc:
         if exc.session_problem:
             delete_session(options.session_file)
             advice = exc.reason if "log in again" in exc.reason else f"{exc.reason}: log in again"
-            _fail(f"{advice} (`pt client login USER`)")
-        _fail(exc.reason)
+            fail(f"{advice} (`pt client login USER`)")
+        fail(exc.reason)
 
 
 def _stored_session(options: ClientOptions) -> StoredSession:
     try:
         stored = load_session(options.session_file)
     except SessionFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if stored is None:
-        _fail("not logged in: run `pt client login USER` first")
+        fail("not logged in: run `pt client login USER` first")
     return stored
 
 
@@ -400,10 +395,10 @@ def logout(as_json: bool) -> None:
                 conn.logout()
             ended = True
         except ServerUnreachable as exc:
-            _fail(f"{exc.reason}; the session is still valid, try again when the worker is back")
+            fail(f"{exc.reason}; the session is still valid, try again when the worker is back")
         except ClientError as exc:
             if not exc.session_problem:
-                _fail(exc.reason)
+                fail(exc.reason)
     delete_session(options.session_file)
     if _wants_json(as_json):
         print_json({"logged_out": ended})
@@ -541,7 +536,7 @@ def _report_rejection(
         print_json(rejection_document(side, symbol, quantity, exc))
         sys.exit(1)
     order = f" (order {exc.order_id})" if exc.order_id else ""
-    _fail(f"{side} {quantity} {symbol} rejected: {exc.reason}{order}")
+    fail(f"{side} {quantity} {symbol} rejected: {exc.reason}{order}")
 
 
 @client.command()

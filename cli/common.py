@@ -10,9 +10,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from papertrader.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +47,20 @@ def print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Stop with a one-line error on stderr and no traceback."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def settings_or_fail(config_path: Path | None, **overrides: Any) -> Settings:
+    """The settings with the command's options on top (None = option not given);
+    a bad value stops the command with the one line ConfigError wrote."""
+    from papertrader.config import ConfigError, load_settings
+
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        settings = load_settings(config_path)
+        return settings.with_overrides(**given) if given else settings
+    except ConfigError as exc:
+        fail(str(exc))

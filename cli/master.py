@@ -9,11 +9,10 @@ PT_DATABASE_URL).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from cli.common import config_option, fail, state_dir_option
+from cli.common import config_option, fail, settings_or_fail, state_dir_option
 
 
 @click.group()
@@ -76,24 +75,10 @@ def run(
         warnings.simplefilter("ignore", monkey.MonkeyPatchWarning)
         monkey.patch_all()
 
-    from papertrader.config import ConfigError, load_settings
     from papertrader.master.main import MasterError, run_master
     from papertrader.services import ServicesError
 
-    overrides: dict[str, Any] = {}
-    if host is not None:
-        overrides["master_host"] = host
-    if port is not None:
-        overrides["master_port"] = port
-    if log_file is not None:
-        overrides["log_file"] = log_file
-    try:
-        settings = load_settings(config_path)
-        if overrides:
-            settings = settings.with_overrides(**overrides)
-    except ConfigError as exc:
-        fail(str(exc))
-        return
+    settings = settings_or_fail(config_path, master_host=host, master_port=port, log_file=log_file)
     try:
         run_master(settings, state_dir)
     except (MasterError, ServicesError) as exc:

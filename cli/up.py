@@ -41,9 +41,16 @@ import click
 import psycopg2
 
 import cli
-from cli.common import config_option, json_option, print_json, state_dir_option
+from cli.common import (
+    config_option,
+    fail,
+    json_option,
+    print_json,
+    settings_or_fail,
+    state_dir_option,
+)
 from papertrader.client import ClientError, format_address, get_worker_list
-from papertrader.config import ConfigError, Settings, load_settings
+from papertrader.config import Settings
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.keyring import Keyring, KeyringError, master_home, worker_home
 from papertrader.services import (
@@ -405,11 +412,6 @@ def _interruptible() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
 def _existing_stack(state_dir: Path) -> dict[str, Any] | None:
     """The up.json of a stack whose processes still run, else None (stale files are removed)."""
     document = _read_up_file(state_dir)
@@ -436,7 +438,7 @@ def _read_up_file(state_dir: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        _fail(f"{path} cannot be read ({exc}); remove it after checking no server runs")
+        fail(f"{path} cannot be read ({exc}); remove it after checking no server runs")
     return document
 
 
@@ -448,22 +450,14 @@ def _settings(
     update_interval: float | None,
     provider: str | None = None,
 ) -> Settings:
-    overrides: dict[str, Any] = {}
-    if provider is not None:
-        overrides["market_provider"] = provider
-    if master_port is not None:
-        overrides["master_port"] = master_port
-    if worker_port is not None:
-        overrides["worker_port"] = worker_port
-    if workers is not None:
-        overrides["workers"] = workers
-    if update_interval is not None:
-        overrides["update_interval"] = update_interval
-    try:
-        settings = load_settings(config_path)
-        return settings.with_overrides(**overrides) if overrides else settings
-    except ConfigError as exc:
-        _fail(str(exc))
+    return settings_or_fail(
+        config_path,
+        market_provider=provider,
+        master_port=master_port,
+        worker_port=worker_port,
+        workers=workers,
+        update_interval=update_interval,
+    )
 
 
 def _endpoints(stack: Stack, master: Child, workers: list[Child]) -> dict[str, Any]:
@@ -555,22 +549,22 @@ def up(
     try:
         ensure_private_dir(directory)
     except (ServicesError, OSError) as exc:
-        _fail(f"state directory {directory}: {exc}")
+        fail(f"state directory {directory}: {exc}")
     if (running := _existing_stack(directory)) is not None:
-        _fail(
+        fail(
             f"a stack started by `pt up` already runs from {directory} "
             f"(master pid {_master_pid(running)}): stop it with `pt down --state-dir {directory}`"
         )
     count = settings.workers
     ports = [settings.worker_port + i for i in range(count)]
     if ports[-1] > 65535:
-        _fail(f"worker ports {ports[0]}-{ports[-1]} go past 65535: choose a lower --worker-port")
+        fail(f"worker ports {ports[0]}-{ports[-1]} go past 65535: choose a lower --worker-port")
     for what, host, port in [
         ("master", settings.master_host, settings.master_port),
         *[(f"worker-{i + 1}", settings.worker_host, p) for i, p in enumerate(ports)],
     ]:
         if not port_is_free(port, _probe(host)):
-            _fail(f"port {port} on {host} (for {what}) is already in use; choose another port")
+            fail(f"port {port} on {host} (for {what}) is already in use; choose another port")
 
     logs = directory / "logs"
     logs.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -840,7 +834,7 @@ def down(state_dir: Path | None, timeout: float, as_json: bool) -> None:
             for name, was_running in result.items():
                 stopped[name] = "stopped" if was_running else "was not running"
         except ServicesError as exc:
-            _fail(f"stopping the services: {exc}")
+            fail(f"stopping the services: {exc}")
     (directory / UP_FILE).unlink(missing_ok=True)
     _report(stopped, directory, as_json)
 

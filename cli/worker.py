@@ -8,11 +8,10 @@ at the top of this module imports the worker or gevent.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from cli.common import config_option, fail, state_dir_option
+from cli.common import config_option, fail, settings_or_fail, state_dir_option
 
 
 @click.group()
@@ -97,28 +96,19 @@ def run(
         warnings.simplefilter("ignore", monkey.MonkeyPatchWarning)
         monkey.patch_all()
 
-    from papertrader.config import ConfigError, load_settings
     from papertrader.worker.main import WorkerStartError, run_worker
 
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("worker_name", name),
-            ("worker_uuid", worker_uuid),
-            ("region", region),
-            ("worker_host", host),
-            ("worker_port", port),
-            ("worker_advertise", advertise),
-            ("master_connect", master),
-            ("log_file", log_file),
-        )
-        if value is not None
-    }
-    try:
-        settings = load_settings(config_path).with_overrides(**overrides)
-    except ConfigError as exc:
-        fail(str(exc))
-        return
+    settings = settings_or_fail(
+        config_path,
+        worker_name=name,
+        worker_uuid=worker_uuid,
+        region=region,
+        worker_host=host,
+        worker_port=port,
+        worker_advertise=advertise,
+        master_connect=master,
+        log_file=log_file,
+    )
     try:
         run_worker(settings, state_dir)
     except WorkerStartError as exc:

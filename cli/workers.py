@@ -15,25 +15,19 @@ Adding a worker by hand (README, "Adding a worker in another region"):
 from __future__ import annotations
 
 import ipaddress
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from cli.common import config_option, json_option, print_json, state_dir_option
+from cli.common import config_option, fail, json_option, print_json, state_dir_option
 
 #: Seconds `pt workers` waits for the master's answer.
 MASTER_TIMEOUT = 8.0
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @click.group()
@@ -64,15 +58,15 @@ def _registry(config_path: Path | None, state_dir: Path | None) -> Iterator[Any]
     try:
         urls = resolve_urls(load_settings(config_path), state_dir)
     except (ConfigError, ServicesError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         pool = ConnectionPool(urls.database_url, size=1)
     except psycopg2.Error as exc:
-        _fail(f"cannot reach the database: {' '.join(str(exc).split())}")
+        fail(f"cannot reach the database: {' '.join(str(exc).split())}")
     try:
         yield pool
     except psycopg2.Error as exc:
-        _fail(f"database error: {' '.join(str(exc).split())}")
+        fail(f"database error: {' '.join(str(exc).split())}")
     finally:
         pool.close()
 
@@ -86,7 +80,7 @@ def _redis(config_path: Path | None, state_dir: Path | None) -> Any:
     try:
         urls = resolve_urls(load_settings(config_path), state_dir)
     except (ConfigError, ServicesError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return redis.Redis.from_url(urls.redis_url, socket_connect_timeout=5)
 
 
@@ -112,7 +106,7 @@ def _record(pool: Any, name: str) -> Any:
 
     record = get_worker_by_name(pool, name)
     if record is None:
-        _fail(f"no worker named {name!r} is registered (see `pt workers list`)")
+        fail(f"no worker named {name!r} is registered (see `pt workers list`)")
     return record
 
 
@@ -163,18 +157,18 @@ def keygen(home: Path, name: str, out: Path | None, as_json: bool) -> None:
         try:
             existing = keyring.secret_fingerprints()
             if len(existing) > 1:
-                _fail(f"{home} holds {len(existing)} key pairs; use an empty --home")
+                fail(f"{home} holds {len(existing)} key pairs; use an empty --home")
             fingerprint = existing[0] if existing else keyring.generate(name)
             public = keyring.export_public(fingerprint).decode("ascii")
         finally:
             keyring.stop_agent()
     except KeyringError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if out is not None:
         try:
             out.write_text(public, encoding="ascii")
         except OSError as exc:
-            _fail(f"cannot write {out}: {exc.strerror or exc}")
+            fail(f"cannot write {out}: {exc.strerror or exc}")
     if as_json:
         print_json(
             {
@@ -259,11 +253,11 @@ def register(
         public_key = key_file.read_text(encoding="utf-8")
         info = scan_public_key(public_key)
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {key_file}: {exc}")
+        fail(f"cannot read {key_file}: {exc}")
     except KeyringError as exc:
-        _fail(f"{key_file}: {exc}")
+        fail(f"{key_file}: {exc}")
     if not info.can_sign:
-        _fail(f"{key_file}: key {info.fingerprint} cannot sign; the handshake needs a signing key")
+        fail(f"{key_file}: key {info.fingerprint} cannot sign; the handshake needs a signing key")
     chosen: uuid.UUID | None = None
     if worker_uuid is not None:
         try:
@@ -279,7 +273,7 @@ def register(
             and existing.gpg_fingerprint
             and (existing.gpg_fingerprint.upper() != info.fingerprint)
         ):
-            _fail(
+            fail(
                 f"worker {name} is registered with another key ({existing.gpg_fingerprint}); "
                 f"`pt workers remove {name}` first to replace it"
             )
@@ -289,7 +283,7 @@ def register(
         try:
             register_worker(pool, name, new_uuid, region, public_key, info.fingerprint, cidrs)
         except WorkerConflict as exc:
-            _fail(str(exc))
+            fail(str(exc))
     document = {
         "name": name,
         "uuid": str(new_uuid),
@@ -458,7 +452,7 @@ def boot(config_path: Path | None, state_dir: Path | None, name: str) -> None:
         record = _record(pool, name)
     outcome = _boot(config_path, state_dir, record)
     if outcome.startswith("not booted"):
-        _fail(outcome)
+        fail(outcome)
     click.echo(outcome)
 
 
