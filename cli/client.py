@@ -183,6 +183,8 @@ def _server_errors(options: ClientOptions) -> Iterator[None]:
             delete_session(options.session_file)
             advice = exc.reason if "log in again" in exc.reason else f"{exc.reason}: log in again"
             fail(f"{advice} (`pt client login USER`)")
+        if exc.retry_after is not None:
+            fail(f"refused by an abuse limit: {exc.reason} (wait, then run the same command again)")
         fail(exc.reason)
 
 

@@ -52,6 +52,12 @@ def child_env(redis_url: str, database_url: str, state_dir: Path, **extra: str) 
             "PT_BCRYPT_COST": "4",
             "PT_STATE_DIR": str(state_dir),
             "PT_STARTING_CASH": str(STARTING_CASH),
+            # Tests register and log in many users from one address: limits of their own
+            # are set by the tests about limits (test_e2e_abuse.py).
+            "PT_LOGIN_RATE_PER_ADDRESS": "100000/minute",
+            "PT_REGISTER_RATE_PER_ADDRESS": "100000/minute",
+            "PT_REGISTER_RATE_PER_EMAIL": "100000/minute",
+            "PT_RESUME_RATE_PER_ADDRESS": "100000/minute",
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }

@@ -103,6 +103,9 @@ def worker_env(
             "PT_UPDATE_INTERVAL": "0.3",
             "PT_ASSETS": DEFAULT_ASSETS,
             "PT_LOG_FLUSH_SECONDS": "0.1",
+            "PT_LOGIN_RATE_PER_ADDRESS": "100000/minute",
+            "PT_REGISTER_RATE_PER_ADDRESS": "100000/minute",
+            "PT_RESUME_RATE_PER_ADDRESS": "100000/minute",
             "PYTHONPATH": str(ROOT),
         }
     )

@@ -49,8 +49,9 @@ class PaperTraderClient:
         timeout: float = DEFAULT_TIMEOUT,
         max_data_size: int = CLIENT_MAX_DATA_SIZE,
         session_id: uuid.UUID | None = None,
+        source_address: str | None = None,
     ) -> None:
-        self._conn = BlockingConnection(host, port, timeout, max_data_size)
+        self._conn = BlockingConnection(host, port, timeout, max_data_size, source_address)
         #: The session sent with requests; set by login/resume, cleared by logout.
         self.session_id = session_id
         self.session: SessionInfo | None = None

@@ -63,10 +63,13 @@ class BlockingConnection:
         port: int,
         timeout: float = 30.0,
         max_data_size: int = CLIENT_MAX_DATA_SIZE,
+        source_address: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        #: Local address to connect from (a multi-homed client); None: the system's choice.
+        self.source_address = source_address
         self.max_data_size = max_data_size
         self.address = format_address(host, port)
         self._sock: socket.socket | None = None
@@ -81,7 +84,10 @@ class BlockingConnection:
         if self._sock is not None:
             return
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            source = (self.source_address, 0) if self.source_address else None
+            sock = socket.create_connection(
+                (self.host, self.port), timeout=self.timeout, source_address=source
+            )
         except OSError as exc:
             raise ServerUnreachable(self.address, _describe(exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -9,9 +9,13 @@ caller can say which address it tried without parsing text.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from papertrader.protocol.errors import ErrorCode
+
+#: How a RATE_LIMITED reason ends (docs/PROTOCOL.md, section 9).
+_RETRY_AFTER = re.compile(r"retry after (\d+) s\b")
 
 
 class ClientError(Exception):
@@ -32,6 +36,14 @@ class ClientError(Exception):
     def session_problem(self) -> bool:
         """True when logging in again is the cure (expired, ended or foreign session)."""
         return self.code in (ErrorCode.INVALID_SESSION, ErrorCode.SESSION_IP_MISMATCH)
+
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds to wait before trying again, for a RATE_LIMITED refusal; else None."""
+        if self.code is not ErrorCode.RATE_LIMITED:
+            return None
+        match = _RETRY_AFTER.search(self.reason)
+        return int(match[1]) if match else None
 
 
 class ServerUnreachable(ClientError):

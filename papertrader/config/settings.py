@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from papertrader.limits.rates import Rate, parse_rate
+
 # tomllib is 3.11+; tomli has the same API. Imported by name so type checkers
 # targeting 3.10 do not demand tomli's presence on 3.11+ machines.
 _toml: Any = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
@@ -65,7 +67,7 @@ class ConfigError(ValueError):
 class _Rule:
     """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
 
-    # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets
+    # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets, rate
     kind: str
     allowed: str
     low: float | None = None
@@ -79,6 +81,7 @@ class _Rule:
 _PORT = _Rule("int", "a port number from 1 to 65535", 1, 65535)
 _HOST = _Rule("str", "a host name or IP address (no spaces)")
 _NAME = _Rule("str", "1 to 64 characters from A-Z a-z 0-9 . _ -", pattern=_NAME_RE)
+_RATE = _Rule("rate", "N/unit: requests per second, minute, hour or day, e.g. 30/minute")
 
 _RULES: dict[str, _Rule] = {
     "assets": _Rule(
@@ -168,6 +171,12 @@ _RULES: dict[str, _Rule] = {
         "a key fingerprint (40 hex digits), or unset for the only key pair in worker_gnupg_home",
     ),
     "handshake_max_skew_seconds": _Rule("int", "whole seconds from 1 to 3600", 1, 3600),
+    "login_rate_per_address": _RATE,
+    "register_rate_per_address": _RATE,
+    "register_rate_per_email": _RATE,
+    "resume_rate_per_address": _RATE,
+    "login_failures_before_backoff": _Rule("int", "a whole number from 0 to 1000", 0, 1000),
+    "login_backoff_max_seconds": _Rule("int", "whole seconds from 1 to 86400", 1, 86400),
 }
 
 _PATH_KINDS = frozenset({"optpath"})
@@ -243,6 +252,17 @@ class Settings:
     worker_key_fingerprint: str | None = None
     #: How far the worker's handshake time may be from the master's clock.
     handshake_max_skew_seconds: int = 30
+    #: Abuse limits (papertrader/limits): LOGIN attempts per client address (IPv6: per /64),
+    login_rate_per_address: Rate = Rate(20, 60)
+    #: REGISTER attempts per client address, and per e-mail address,
+    register_rate_per_address: Rate = Rate(10, 3600)
+    register_rate_per_email: Rate = Rate(3, 3600)
+    #: session resumes (LOGIN_SESSION) per client address.
+    resume_rate_per_address: Rate = Rate(60, 60)
+    #: Failed logins of one username before it must wait 1 s, 2 s, 4 s ... (back-off),
+    login_failures_before_backoff: int = 5
+    #: and the longest wait (the owner's known addresses never wait).
+    login_backoff_max_seconds: int = 300
 
     _DIRECT: ClassVar[str] = "Settings(...)"
 
@@ -550,6 +570,15 @@ def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
         return _coerce_fingerprint(name, rule, value, source)
     if kind == "decimal":
         return _coerce_decimal(name, rule, value, source)
+    if kind == "rate":
+        if isinstance(value, Rate):
+            return value
+        if not isinstance(value, str):
+            raise _fail(name, rule, value, "is not a rate", source)
+        try:
+            return parse_rate(value)
+        except ValueError:
+            raise _fail(name, rule, value, "is not a rate", source) from None
     if kind == "assets":
         return _coerce_assets(name, rule, value, source)
     return value

@@ -58,6 +58,7 @@ class ErrorCode(IntEnum):
     UNAVAILABLE = 115
     INTERNAL = 116
     NOT_ALLOWED = 117
+    RATE_LIMITED = 118  # too many requests: the reason ends with "retry after N s"
 
 
 class ProtocolError(Exception):

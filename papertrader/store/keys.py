@@ -74,6 +74,7 @@ HISTORY_CACHE_PATTERN = f"{PREFIX}history:cache:*"
 def history_cache(kind: str, symbol: str, argument: str) -> str:
     return f"{PREFIX}history:cache:{kind}:{symbol}:{argument}"
 
+
 #: Pub/sub channel: `pt workers` commands ask the running master to boot a worker or to
 #: fetch live figures from it (JSON requests; papertrader.store.worker_control).
 WORKERS_CONTROL = f"{PREFIX}workers:control"
@@ -82,3 +83,26 @@ WORKERS_CONTROL = f"{PREFIX}workers:control"
 #: List holding the master's JSON answer to one control request. TTL 60 s.
 def worker_control_reply(request_hex: str) -> str:
     return f"{PREFIX}workers:control:{request_hex}:reply"
+
+
+#: Glob of every rate-limit key (abuse limits, ``papertrader/limits``). Workers write them;
+#: an ACL user of a worker needs read and write on this pattern.
+RATE_PATTERN = f"{PREFIX}rate:*"
+
+
+#: String: the GCRA theoretical arrival time (ms, Redis clock) of one limit rule and
+#: subject, e.g. ``pt:rate:login-ip:203.0.113.7``. Expires when the budget is full again.
+def rate(rule: str, subject: str) -> str:
+    return f"{PREFIX}rate:{rule}:{subject}"
+
+
+#: Hash: failed logins of one username (hashed), ``n`` and ``until`` (ms); expires an hour
+#: after the last failure or at the end of the wait (``limits/backoff.py``).
+def login_failures(user_subject: str) -> str:
+    return f"{PREFIX}rate:login-fail:{user_subject}"
+
+
+#: Set: the addresses that logged in to one username (hashed) successfully in the last 30
+#: days; they skip the username's back-off wait.
+def login_known_addresses(user_subject: str) -> str:
+    return f"{PREFIX}rate:login-known:{user_subject}"

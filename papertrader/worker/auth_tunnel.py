@@ -6,6 +6,12 @@ AUTHENTICATED, the worker creates the session in Redis and hands the client
 its token. Resuming (LOGIN_SESSION) and LOGOUT need no master at all: the
 session lives in Redis, so any worker answers them, even with the master down.
 
+Before anything is forwarded, :class:`~papertrader.limits.auth.AuthGate`
+applies the abuse limits (per address, per username, per e-mail; shared by
+all workers in Redis): a refused request gets its failure return with
+RATE_LIMITED and never reaches the master's bcrypt. Login answers feed the
+username's back-off.
+
 Passwords are never logged, and session ids only by their first digits.
 """
 
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 from loguru import logger
 
+from papertrader.limits.auth import AuthGate
+from papertrader.limits.limiter import retry_after_text
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store.sessions import SessionError
 from papertrader.worker.client_management import ClientInfo, ClientManager, shown
@@ -24,16 +32,31 @@ class AuthTunnel:
     """Answers LOGIN, REGISTER, LOGIN_SESSION and LOGOUT for one worker."""
 
     def __init__(
-        self, link: MasterLink, clients: ClientManager, timeout: float = FORWARD_TIMEOUT
+        self,
+        link: MasterLink,
+        clients: ClientManager,
+        timeout: float = FORWARD_TIMEOUT,
+        gate: AuthGate | None = None,
     ) -> None:
         self._link = link
         self._clients = clients
         self._timeout = timeout
+        self._gate = gate
+
+    @staticmethod
+    def _limited(request: Message, fail: Instruction, client: ClientInfo, reason: str) -> Message:
+        logger.info(f"{client.label}: {request.instruction.name} refused: {reason}")
+        return reply_to(request, fail, int(ErrorCode.RATE_LIMITED), reason)
 
     def login(self, request: Message, client: ClientInfo, stamp: int) -> Message:
         """LOGIN(username, password, remember) -> SESSION_ID or LOGIN_FAIL."""
         username = str(request.arg("username"))
         remember = bool(request.arg("remember"))
+        gate = self._gate
+        if gate is not None:
+            refusal = gate.before_login(client.ip, username)
+            if refusal is not None:
+                return self._limited(request, Instruction.LOGIN_FAIL, client, refusal)
         try:
             answer = self._link.request(
                 for_master(request, client, stamp, with_session=False), self._timeout
@@ -45,6 +68,8 @@ class AuthTunnel:
             account_id = answer.arg("account_id")
             stored_name = answer.arg("username")
             assert isinstance(account_id, int) and isinstance(stored_name, str)
+            if gate is not None:
+                gate.login_succeeded(client.ip, username)
             session = self._clients.open_session(client, account_id, stored_name, remember)
             return reply_to(
                 request,
@@ -56,12 +81,21 @@ class AuthTunnel:
         if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
             reason = str(answer.arg("reason"))
             logger.info(f"{client.label}: login for {shown(username)} refused: {reason}")
-            return reply_to(request, Instruction.LOGIN_FAIL, *answer.args)
+            if gate is not None and answer.arg("code") == ErrorCode.INVALID_CREDENTIALS:
+                waiting = gate.login_failed(username)
+                if waiting is not None:
+                    wait = retry_after_text(waiting)
+                    reason += f"; the next attempt for this username must wait ({wait})"
+            return reply_to(request, Instruction.LOGIN_FAIL, answer.arg("code"), reason)
         return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
 
     def register(self, request: Message, client: ClientInfo, stamp: int) -> Message:
         """REGISTER(username, email, password) -> REGISTER_SUCCESS or REGISTER_FAIL."""
         username = str(request.arg("username"))
+        if self._gate is not None:
+            refusal = self._gate.before_register(client.ip, str(request.arg("email")))
+            if refusal is not None:
+                return self._limited(request, Instruction.REGISTER_FAIL, client, refusal)
         try:
             answer = self._link.request(
                 for_master(request, client, stamp, with_session=False), self._timeout
@@ -83,6 +117,10 @@ class AuthTunnel:
 
     def login_session(self, request: Message, client: ClientInfo) -> Message:
         """LOGIN_SESSION: the same session id back while it is valid (from Redis only)."""
+        if self._gate is not None:
+            refusal = self._gate.before_resume(client.ip)
+            if refusal is not None:
+                return self._limited(request, Instruction.LOGIN_FAIL, client, refusal)
         try:
             session = self._clients.check_session(client, request.session_id, fresh=True)
         except SessionError as exc:

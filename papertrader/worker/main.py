@@ -28,6 +28,7 @@ from loguru import logger
 from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, worker_home
+from papertrader.limits.auth import AuthGate
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
@@ -118,7 +119,9 @@ class Worker:
             settings,
             self.clients,
             self.cache,
-            AuthTunnel(self.link, self.clients),
+            AuthTunnel(
+                self.link, self.clients, gate=AuthGate.from_settings(redis_client, settings)
+            ),
             OrderDesk(
                 OrderQueue(redis_client),
                 self.cache,
@@ -257,9 +260,7 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
     try:
         with crash_guard():
             try:
-                worker = Worker(
-                    settings, make_redis(redis_url_for(settings, state_dir)), state_dir
-                )
+                worker = Worker(settings, make_redis(redis_url_for(settings, state_dir)), state_dir)
                 worker.start()
             except (WorkerStartError, ServicesError) as exc:
                 logger.error(f"worker {settings.worker_name} not started: {exc}")

@@ -1,0 +1,27 @@
+"""Abuse limits shared by every server process: rates, back-off, pending orders.
+
+* :mod:`.rates`: ``Rate`` ("30/minute"), the setting type of every limit.
+* :mod:`.limiter`: :class:`RateLimiter`, GCRA done atomically in Redis, so
+  all workers share one budget per rule and subject.
+* :mod:`.backoff`: :class:`LoginBackoff`, exponential waits per username
+  after failed logins, never a permanent lockout.
+* :mod:`.subjects`: how an IP address, a username or an e-mail becomes the
+  subject of a limit (IPv6 per /64, names case-folded and hashed).
+
+Refusals are :class:`Refused` with ``retry_after`` in seconds; the protocol
+carries them as failure returns with ``ErrorCode.RATE_LIMITED`` and a reason
+ending in ``retry after N s`` (:func:`retry_after_text`).
+"""
+
+from papertrader.limits.limiter import Allowed, RateLimiter, Refused, Rule, retry_after_text
+from papertrader.limits.rates import Rate, parse_rate
+
+__all__ = [
+    "Allowed",
+    "Rate",
+    "RateLimiter",
+    "Refused",
+    "Rule",
+    "parse_rate",
+    "retry_after_text",
+]

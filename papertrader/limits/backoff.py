@@ -1,0 +1,153 @@
+"""Exponential back-off per username after failed logins, without a permanent lockout.
+
+After ``free`` failed logins for one username (from any address), each
+further attempt must wait 1 s, then 2, 4, 8 ... up to ``cap`` seconds after
+the last failure. A correct password once the wait is over logs in and
+clears the count; failures are forgotten ``FAILURE_MEMORY`` seconds after
+the last one. The wait applies to existing and unknown usernames alike, so
+it reveals nothing about which exist.
+
+A stranger who knows a username could keep it waiting by failing on
+purpose. Addresses that logged in to the account successfully before (kept
+``KNOWN_ADDRESS_SECONDS``, at most ``KNOWN_ADDRESSES``) are therefore exempt
+from the per-username wait: the owner keeps signing in from home while a
+guesser elsewhere waits. (Every address still has its own per-address rate
+limit, :class:`~papertrader.limits.limiter.RateLimiter`.)
+
+State in Redis (``store/keys.py``): ``pt:rate:login-fail:<user>`` (hash:
+``n`` failures, ``until`` ms) and ``pt:rate:login-known:<user>`` (set of
+address subjects). Everything is one Lua call per event, timed by Redis's
+clock unless a test injects one; a Redis outage lets logins through.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import redis
+from loguru import logger
+
+from papertrader.limits.limiter import Refused
+from papertrader.store import keys
+
+FAILURE_MEMORY = 3600
+KNOWN_ADDRESS_SECONDS = 30 * 86400
+KNOWN_ADDRESSES = 32
+
+_NOW = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+# KEYS = fail hash, known set; ARGV = now or "", address -> ms to wait (0: go ahead)
+_WAIT_LUA = (
+    _NOW
+    + """
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
+local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until')) or 0
+if until_ms > now then return until_ms - now end
+return 0
+"""
+)
+# KEYS = fail hash; ARGV = now or "", free, cap ms, memory ms -> ms to wait from now
+_FAILED_LUA = (
+    _NOW
+    + """
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local free, cap, memory = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local wait = 0
+if n > free then
+  wait = math.min(cap, 1000 * 2 ^ math.min(n - free - 1, 40))
+  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + wait))
+end
+redis.call('PEXPIRE', KEYS[1], math.max(memory, wait))
+return wait
+"""
+)
+# KEYS = fail hash, known set; ARGV = address, keep ms, most addresses
+_SUCCEEDED_LUA = """
+redis.call('DEL', KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+while redis.call('SCARD', KEYS[2]) > tonumber(ARGV[3]) do
+  local other = redis.call('SRANDMEMBER', KEYS[2])
+  if other == ARGV[1] then break end
+  redis.call('SREM', KEYS[2], other)
+end
+return 1
+"""
+
+
+class LoginBackoff:
+    """``wait`` before forwarding a login, ``failed``/``succeeded`` after its answer."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        free_failures: int,
+        cap_seconds: int,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.free_failures = free_failures
+        self.cap_seconds = cap_seconds
+        self._wait = client.register_script(_WAIT_LUA)
+        self._failed = client.register_script(_FAILED_LUA)
+        self._succeeded = client.register_script(_SUCCEEDED_LUA)
+        self._clock = clock
+        self._warned_at = -math.inf
+
+    def _now(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
+
+    def wait(self, user: str, address: str) -> Refused | None:
+        """A refusal while this username must wait (and ``address`` is not a known one)."""
+        try:
+            ms = int(
+                self._wait(
+                    keys=[keys.login_failures(user), keys.login_known_addresses(user)],
+                    args=[self._now(), address],
+                )
+            )
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+            return None
+        return Refused(ms / 1000) if ms > 0 else None
+
+    def failed(self, user: str) -> Refused | None:
+        """Count a failed login; the wait it now imposes on the username, if any."""
+        try:
+            ms = int(
+                self._failed(
+                    keys=[keys.login_failures(user)],
+                    args=[
+                        self._now(),
+                        self.free_failures,
+                        self.cap_seconds * 1000,
+                        FAILURE_MEMORY * 1000,
+                    ],
+                )
+            )
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+            return None
+        return Refused(ms / 1000) if ms > 0 else None
+
+    def succeeded(self, user: str, address: str) -> None:
+        """A correct password: forget the failures, remember the address as the owner's."""
+        try:
+            self._succeeded(
+                keys=[keys.login_failures(user), keys.login_known_addresses(user)],
+                args=[address, KNOWN_ADDRESS_SECONDS * 1000, KNOWN_ADDRESSES],
+            )
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+
+    def _unavailable(self, exc: redis.RedisError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 60:
+            self._warned_at = now
+            logger.warning(f"login back-off not applied: Redis unavailable ({exc})")

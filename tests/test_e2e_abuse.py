@@ -1,0 +1,122 @@
+"""Abuse limits end to end: a real master and worker, real sockets, floods kept short.
+
+The flooding client connects from 127.0.0.3 and the ordinary user from
+127.0.0.2 (both loopback; the fixture's own probe uses 127.0.0.1), so
+per-address limits can be seen hitting one and sparing the other. Every
+bound here is generous: nothing depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_e2e_support import PASSWORD, Servers, running
+
+from papertrader.client import ClientError, PaperTraderClient
+from papertrader.protocol import ErrorCode
+
+#: What an ordinary user's request may take while a flood runs (documented in README).
+ORDINARY_BOUND = 10.0
+
+
+def ordinary(servers: Servers) -> PaperTraderClient:
+    return PaperTraderClient(
+        "127.0.0.1", servers.worker_port(), timeout=60, source_address="127.0.0.2"
+    )
+
+
+def flooder(servers: Servers) -> PaperTraderClient:
+    return PaperTraderClient(
+        "127.0.0.1", servers.worker_port(), timeout=60, source_address="127.0.0.3"
+    )
+
+
+@pytest.fixture
+def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Servers]:
+    limits = {
+        "PT_LOGIN_RATE_PER_ADDRESS": "6/minute",
+        "PT_REGISTER_RATE_PER_ADDRESS": "3/hour",
+        "PT_REGISTER_RATE_PER_EMAIL": "100/hour",
+        "PT_RESUME_RATE_PER_ADDRESS": "5/minute",
+        "PT_LOGIN_FAILURES_BEFORE_BACKOFF": "3",
+        "PT_LOGIN_BACKOFF_MAX_SECONDS": "2",
+    }
+    with running(Servers(tmp_path, redis_url, database_url, env_extra=limits)) as started:
+        started.wait_quotes()
+        yield started
+
+
+def refusal(call: object) -> ClientError:
+    assert callable(call)
+    with pytest.raises(ClientError) as caught:
+        call()
+    return caught.value
+
+
+def test_a_login_flood_from_one_address_is_refused_while_others_log_in(servers: Servers) -> None:
+    with ordinary(servers) as user:
+        user.register("carol", "carol@example.org", PASSWORD)
+    with flooder(servers) as attacker:
+        codes = []
+        for _ in range(12):
+            try:
+                attacker.login("carol", "not her password at all")
+            except ClientError as exc:
+                codes.append(exc.code)
+        assert codes[:3] == [ErrorCode.INVALID_CREDENTIALS] * 3
+        assert codes.count(ErrorCode.RATE_LIMITED) >= 6
+        limited = refusal(lambda: attacker.login("carol", PASSWORD))
+        assert limited.code is ErrorCode.RATE_LIMITED
+        assert limited.retry_after is not None and 1 <= limited.retry_after <= 60
+        assert limited.reason.endswith(f"retry after {limited.retry_after} s")
+    # The owner, from an address of their own, waits out at most the username's
+    # back-off (capped at 2 s here), then the right password works.
+    started = time.monotonic()
+    with ordinary(servers) as user:
+        while True:
+            try:
+                session = user.login("carol", PASSWORD)
+                break
+            except ClientError as exc:
+                assert exc.code is ErrorCode.RATE_LIMITED and exc.retry_after is not None
+                assert time.monotonic() - started < 30
+                time.sleep(exc.retry_after)
+        assert session.username == "carol"
+        quote_started = time.monotonic()
+        user.quote("AAPL")
+        assert time.monotonic() - quote_started < ORDINARY_BOUND
+
+
+def test_registrations_per_address_are_limited(servers: Servers) -> None:
+    with flooder(servers) as attacker:
+        for index in range(3):
+            attacker.register(f"reg{index}", f"reg{index}@example.org", PASSWORD)
+        limited = refusal(lambda: attacker.register("reg9", "reg9@example.org", PASSWORD))
+        assert limited.code is ErrorCode.RATE_LIMITED
+        assert "registrations from your address" in limited.reason
+        assert limited.retry_after is not None and limited.retry_after > 60
+    with ordinary(servers) as user:
+        assert user.register("dave", "dave@example.org", PASSWORD) == "dave"
+
+
+def test_session_resumes_per_address_are_limited(servers: Servers) -> None:
+    with ordinary(servers) as user:
+        user.register("erin", "erin@example.org", PASSWORD)
+        session = user.login("erin", PASSWORD)
+    with flooder(servers) as attacker:
+        codes = []
+        for _ in range(8):
+            try:
+                attacker.resume(session.session_id)
+                codes.append(None)
+            except ClientError as exc:
+                codes.append(exc.code)
+        # The session belongs to 127.0.0.2: the first five are refused for that,
+        # then the address's resume budget is spent.
+        assert codes[:5] == [ErrorCode.SESSION_IP_MISMATCH] * 5
+        assert codes[5:] == [ErrorCode.RATE_LIMITED] * 3
+    with ordinary(servers) as user:
+        assert user.resume(session.session_id).username == "erin"
