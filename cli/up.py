@@ -51,7 +51,7 @@ from cli.common import (
 )
 from papertrader.client import ClientError, format_address, get_worker_list
 from papertrader.config import Settings
-from papertrader.config.settings import derive_worker_uuid
+from papertrader.config.settings import derive_worker_uuid, join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home, worker_home
 from papertrader.services import (
     ServicesError,
@@ -379,16 +379,18 @@ def _key(home: Path, name: str, say: Any) -> _Key:
 
 
 def _register_workers(
-    database_url: str, workers: list[tuple[str, uuid.UUID, _Key]], region: str
+    database_url: str, workers: list[tuple[str, uuid.UUID, _Key, str]], region: str
 ) -> None:
-    """Allow our workers on the master, with their keys, from this machine only
-    (idempotent on the name: re-runs update the row, an operator's disable stays)."""
+    """Allow our workers on the master, with their keys, from this machine only, pinned
+    to their client addresses and region (idempotent on the name: re-runs update the
+    row, an operator's disable stays)."""
     pool = ConnectionPool(database_url, size=1)
     try:
-        for name, worker_id, key in workers:
+        for name, worker_id, key, address in workers:
             register_worker(
-                pool, name, worker_id, region, key.public_key, key.fingerprint, LOCAL_WORKER_IPS
-            )
+                pool, name, worker_id, region, key.public_key, key.fingerprint, LOCAL_WORKER_IPS,
+                address,
+            )  # fmt: skip
     except WorkerConflict as exc:
         raise StartupFailed(f"registering {name}: {exc}") from None
     except psycopg2.Error as exc:
@@ -657,8 +659,12 @@ def _start_stack(
         name: _key(worker_home(settings.with_overrides(worker_name=name), directory), name, say)
         for name in names
     }
+    addresses = {
+        name: join_host_port(settings.worker_host, settings.worker_port + index)
+        for index, name in enumerate(names)
+    }
     _register_workers(
-        database_url, [(n, u, worker_keys[n]) for n, u in identities], region
+        database_url, [(n, u, worker_keys[n], addresses[n]) for n, u in identities], region
     )
     say(f"keys      master {master_key.fingerprint}; {count} workers registered")
 

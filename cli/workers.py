@@ -8,7 +8,8 @@ booting a worker off go through the running master, asked over Redis
 Adding a worker by hand (README, "Adding a worker in another region"):
 
     worker host:  pt workers keygen --home ~/.pt-gnupg --name eu-1 --out eu-1.asc
-    master host:  pt workers register eu-1 --key eu-1.asc --ip 203.0.113.7/32 --region eu
+    master host:  pt workers register eu-1 --key eu-1.asc --ip 203.0.113.7/32 --region eu \
+                      --address eu-1.example.com:2049
     worker host:  PT_WORKER_UUID=... PT_MASTER_FINGERPRINT=... pt worker run --name eu-1 ...
 """
 
@@ -41,6 +42,7 @@ def workers() -> None:
     \b
     On the worker host:  pt workers keygen --home DIR --name NAME --out NAME.asc
     On the master host:  pt workers register NAME --key NAME.asc --ip CIDR --region R
+                         --address HOST:PORT
     Then:                pt workers list | info NAME | boot NAME | disable NAME
     """
 
@@ -193,7 +195,7 @@ def keygen(home: Path, name: str, out: Path | None, as_json: bool) -> None:
     if out is not None:
         click.echo(
             f"Copy {out} to the master host and run: pt workers register {name} --key {out.name}"
-            " --ip <worker IP>/32 --region <region>"
+            " --ip <worker IP>/32 --region <region> --address <host:port for clients>"
         )
 
 
@@ -218,7 +220,20 @@ def keygen(home: Path, name: str, out: Path | None, as_json: bool) -> None:
     help="Address or CIDR the worker may connect from; repeat for several. "
     "A worker without any is refused.",
 )
-@click.option("--region", default=None, help="Region shown to clients (e.g. eu, us-east).")
+@click.option(
+    "--region",
+    default=None,
+    help="Region shown to clients (e.g. eu, us-east); the worker must announce exactly this. "
+    "Needed the first time; an update without it keeps the registered one.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Where clients reach the worker (its worker_advertise, or worker_host:worker_port): "
+    "the master refuses the worker if it announces anything else, and lists only this "
+    "address. Needed the first time; an update without it keeps the registered one.",
+)
 @click.option(
     "--uuid",
     "worker_uuid",
@@ -233,22 +248,36 @@ def register(
     key_file: Path,
     ips: tuple[str, ...],
     region: str | None,
+    address: str | None,
     worker_uuid: str | None,
     as_json: bool,
 ) -> None:
     """Allow the worker NAME to link to the master; prints its UUID.
 
-    Running it again with the same name and key updates the IPs (and the
-    region, if given) and keeps the UUID. A different key for a registered name is refused:
+    The worker is pinned: it may link only from the given IPs, and only if it
+    announces the given address and region. Running it again with the same
+    name and key updates the IPs (and the region and address, if given) and
+    keeps the UUID. A different key for a registered name is refused:
     `pt workers remove NAME` first.
     """
     from papertrader.config.settings import _NAME_RE
     from papertrader.keyring import KeyringError, scan_public_key
+    from papertrader.master.admission import normalise_address
     from papertrader.store.workers import WorkerConflict, get_worker_by_name, register_worker
 
     if not _NAME_RE.fullmatch(name):
         raise click.BadParameter("1 to 64 characters from A-Z a-z 0-9 . _ -", param_hint="NAME")
     cidrs = _cidrs(ips)
+    if region is not None and not _NAME_RE.fullmatch(region):
+        raise click.BadParameter("1 to 64 characters from A-Z a-z 0-9 . _ -", param_hint="--region")
+    if address is not None:
+        pinned = normalise_address(address)
+        if pinned is None:
+            raise click.BadParameter(
+                f"{address!r} is not HOST:PORT (an IPv6 address as [addr]:port)",
+                param_hint="--address",
+            )
+        address = pinned
     try:
         public_key = key_file.read_text(encoding="utf-8")
         info = scan_public_key(public_key)
@@ -278,10 +307,23 @@ def register(
                 f"`pt workers remove {name}` first to replace it"
             )
         new_uuid = chosen or (existing.uuid if existing is not None else uuid.uuid4())
-        if region is None and existing is not None:
-            region = existing.region  # an update without --region keeps it
+        if existing is not None:  # an update without --region / --address keeps them
+            region = region if region is not None else existing.region
+            address = address if address is not None else existing.address
+        missing = [
+            option
+            for option, value in (("--address HOST:PORT", address), ("--region R", region))
+            if value is None
+        ]
+        if missing:
+            fail(
+                f"worker {name} needs {' and '.join(missing)}: the master admits a worker only "
+                "with the address and region it was registered with"
+            )
         try:
-            register_worker(pool, name, new_uuid, region, public_key, info.fingerprint, cidrs)
+            register_worker(
+                pool, name, new_uuid, region, public_key, info.fingerprint, cidrs, address
+            )
         except WorkerConflict as exc:
             fail(str(exc))
     document = {
@@ -290,6 +332,7 @@ def register(
         "fingerprint": info.fingerprint,
         "allowed_ips": cidrs,
         "region": region,
+        "address": address,
         "created": existing is None,
     }
     if as_json:
@@ -298,7 +341,8 @@ def register(
     click.echo(str(new_uuid))
     click.echo(
         f"{'registered' if existing is None else 'updated'} worker {name} (key "
-        f"{info.fingerprint}, from {', '.join(cidrs)}). Start it with PT_WORKER_UUID={new_uuid} "
+        f"{info.fingerprint}, from {', '.join(cidrs)}, region {region}, clients use {address})."
+        f" Start it with PT_WORKER_UUID={new_uuid} "
         "and PT_MASTER_FINGERPRINT=<`pt master keygen` on this host prints it>.",
         err=True,
     )
@@ -330,6 +374,7 @@ def list_workers(config_path: Path | None, state_dir: Path | None, as_json: bool
                 "name": record.name,
                 "uuid": str(record.uuid),
                 "region": record.region,
+                "address": record.address,
                 "allowed_ips": list(record.allowed_ips),
                 "enabled": record.enabled,
                 "fingerprint": record.gpg_fingerprint,
@@ -386,6 +431,7 @@ def info(config_path: Path | None, state_dir: Path | None, name: str, as_json: b
         "name": record.name,
         "uuid": str(record.uuid),
         "region": record.region,
+        "address": record.address,
         "enabled": record.enabled,
         "allowed_ips": list(record.allowed_ips),
         "fingerprint": record.gpg_fingerprint,

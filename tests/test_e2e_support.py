@@ -207,7 +207,10 @@ class Servers:
         pool = ConnectionPool(self.database_url, size=1)
         try:
             for name in self.worker_names:
-                register(pool, name, derive_worker_uuid(name), "test")
+                args = self.procs[name].args
+                region = args[args.index("--region") + 1]  # pinned as the worker says it
+                address = f"127.0.0.1:{self.procs[name].port}"
+                register(pool, name, derive_worker_uuid(name), region, address=address)
         finally:
             pool.close()
 

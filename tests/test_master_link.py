@@ -163,7 +163,7 @@ class Peer:
 
 def linked_worker(master: MasterProcess, pool: ConnectionPool, name: str = "w1") -> WorkerPeer:
     worker_uuid = uuid.uuid4()
-    key = register(pool, name, worker_uuid, "eu-west")
+    key = register(pool, name, worker_uuid, "eu-west", address="worker1.example.com:2049")
     peer = WorkerPeer(master.port, worker_uuid, key)
     peer.handshake()
     welcome = peer.hello(name, "eu-west", "worker1.example.com:2049")

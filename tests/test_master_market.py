@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -44,8 +44,10 @@ def retrieval(
     client: redis.Redis,
     provider: object = None,
     drains: list[int] | None = None,
+    book: QuoteBook | None = None,
+    after_update: Callable[[], object] | None = None,
 ) -> tuple[AssetRetrieval, QuoteBook]:
-    book = QuoteBook()
+    book = book or QuoteBook()
     loop = AssetRetrieval(
         SYMBOLS,
         5.0,
@@ -53,7 +55,7 @@ def retrieval(
         book,
         QuoteStore(client),
         pool,
-        after_update=(lambda: drains.append(1)) if drains is not None else None,
+        after_update=(lambda: drains.append(1)) if drains is not None else after_update,
     )
     return loop, book
 
@@ -104,6 +106,32 @@ def test_a_restarted_master_continues_the_prices(
     for symbol in SYMBOLS:
         assert after[symbol].open == before[symbol].close
     assert len(bars(pool)) == 4
+
+
+def test_attack_poisoned_quotes_in_redis_never_become_fill_prices(
+    pool: ConnectionPool, redis_client: redis.Redis
+) -> None:
+    """A price written into pt:quotes (by a worker, before ACLs stopped it) does not
+    survive a master restart: the book is seeded from PostgreSQL, and the stored
+    prices are written back over the poison before the first drain."""
+    first, _ = retrieval(pool, redis_client)
+    first.tick(now=T0)
+    stored, _ = QuoteStore(redis_client).load()
+    this_period = period_start(T0, 5.0)
+    poison = Quote("AAPL", Decimal("0.01"), Decimal("0.01"), Decimal("0.01"),
+                   Decimal("0.01"), 1, this_period)  # fmt: skip
+    QuoteStore(redis_client).publish({"AAPL": poison}, T0)
+
+    drains: list[dict[str, Decimal]] = []
+    book = QuoteBook()
+    restarted, _ = retrieval(
+        pool, redis_client, book=book, after_update=lambda: drains.append(book.prices())
+    )
+    restarted.seed()
+    restarted.tick(now=T0)  # the same period: no new fetch, only the drain
+    assert drains == [{s: stored[s].close for s in SYMBOLS}]
+    assert drains[0]["AAPL"] != Decimal("0.01")
+    assert QuoteStore(redis_client).load()[0]["AAPL"] == stored["AAPL"]
 
 
 def test_provider_failure_keeps_the_last_quotes(

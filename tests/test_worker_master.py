@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from test_worker_support import ROOT, Client, free_port, running_worker, wait_for
-from test_workers_keys import master_env, register
+from test_workers_keys import PEER_ADDRESS, master_env, register
 
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.protocol import ErrorCode, Instruction, Message
@@ -101,7 +101,12 @@ def test_a_client_trades_through_a_worker_and_the_real_master(
     with (
         running_master(tmp_path, redis_url, database_url, master_port),
         running_worker(
-            tmp_path, redis_url, master_port=master_port, assets="AAPL,MSFT", bcrypt_cost=4
+            tmp_path,
+            redis_url,
+            master_port=master_port,
+            assets="AAPL,MSFT",
+            bcrypt_cost=4,
+            worker_advertise=PEER_ADDRESS,
         ) as worker,
     ):
         wait_for(lambda: "linked to master" in worker.log(), timeout=15)
@@ -168,7 +173,9 @@ def test_the_worker_survives_a_master_restart(
         pool.close()
 
     master_port = free_port()
-    with running_worker(tmp_path, redis_url, master_port=master_port) as worker:
+    with running_worker(
+        tmp_path, redis_url, master_port=master_port, worker_advertise=PEER_ADDRESS
+    ) as worker:
         with running_master(tmp_path, redis_url, database_url, master_port):
             wait_for(lambda: worker.log().count("linked to master") == 1, timeout=15)
             with Client(worker.port) as client:

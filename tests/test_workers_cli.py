@@ -67,9 +67,17 @@ def test_keygen_register_and_the_registry_commands(
                        "eu-1", "--out", str(key_file), "--json"))  # fmt: skip
     assert made["created"] and key_file.read_text().startswith("-----BEGIN PGP PUBLIC KEY")
 
+    unpinned = pt(env, "workers", "register", "eu-1", "--key", str(key_file),
+                  "--ip", "203.0.113.7", "--region", "eu")  # fmt: skip
+    assert unpinned.exit_code == 1 and "needs --address HOST:PORT" in unpinned.stderr
+    bad_address = pt(env, "workers", "register", "eu-1", "--key", str(key_file), "--ip",
+                     "203.0.113.7", "--region", "eu", "--address", "eu-1")  # fmt: skip
+    assert bad_address.exit_code == 2 and "is not HOST:PORT" in bad_address.output
     registered = document(pt(env, "workers", "register", "eu-1", "--key", str(key_file),
-                             "--ip", "203.0.113.7", "--region", "eu", "--json"))  # fmt: skip
+                             "--ip", "203.0.113.7", "--region", "eu", "--address",
+                             "EU-1.example.net:2049", "--json"))  # fmt: skip
     assert registered["allowed_ips"] == ["203.0.113.7/32"]
+    assert registered["address"] == "eu-1.example.net:2049"
     assert registered["fingerprint"] == made["fingerprint"]
     same = pt(env, "workers", "register", "eu-1", "--key", str(key_file), "--ip",
               "198.51.100.0/24", "--ip", "203.0.113.7/32")  # fmt: skip
@@ -89,6 +97,7 @@ def test_keygen_register_and_the_registry_commands(
     listing = document(pt(env, "workers", "list", "--json"))
     (row,) = listing["workers"]
     assert row["name"] == "eu-1" and row["connected"] is False and row["region"] == "eu"
+    assert row["address"] == "eu-1.example.net:2049"  # kept by the update without --address
     assert row["allowed_ips"] == ["198.51.100.0/24", "203.0.113.7/32"]
     assert "not running" in listing["master"]
 

@@ -38,6 +38,8 @@ from papertrader.store.workers import register_worker
 from papertrader.worker.handshake import WorkerHandshake
 
 LOCALHOST = ("127.0.0.1/32",)
+#: The client address WorkerPeer.hello announces unless told otherwise.
+PEER_ADDRESS = "w.example:2049"
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,12 @@ def register(
     region: str | None = "test",
     key: KeyPair | None = None,
     ips: Sequence[str] = LOCALHOST,
+    address: str | None = PEER_ADDRESS,
 ) -> KeyPair:
-    """Register ``name`` with its test key (or ``key``) from 127.0.0.1 by default."""
+    """Register ``name`` with its test key (or ``key``) from 127.0.0.1 by default, pinned
+    to ``region`` and the client ``address`` it must announce."""
     key = key or keys().key(name)
-    register_worker(pool, name, worker_uuid, region, key.public_key, key.fingerprint, ips)
+    register_worker(pool, name, worker_uuid, region, key.public_key, key.fingerprint, ips, address)
     return key
 
 
@@ -166,7 +170,7 @@ class WorkerPeer:
         message = Message(instruction, args, request_id=request_id, **fields)  # type: ignore[arg-type]
         self.send_frame(encode_message(message))
 
-    def hello(self, name: str, region: str = "test", address: str = "w.example:2049") -> Message:
+    def hello(self, name: str, region: str = "test", address: str = PEER_ADDRESS) -> Message:
         self.send(Instruction.LINK_HELLO, name, region, address)
         reply = self.read()
         assert reply is not None, "the master closed the link instead of welcoming it"

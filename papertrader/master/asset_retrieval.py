@@ -13,6 +13,12 @@ database error is logged, and the next interval tries again. Each attempt's
 outcome and the API requests it cost go to Redis for `pt market status`.
 A provider with ``history()`` (the csv replay) has its bars backfilled into
 ``asset_bars`` at start.
+
+Prices only ever flow *out* to Redis: the quote book is filled by the
+provider and, at start, from the bars stored in PostgreSQL, never from
+``pt:quotes``. Redis is shared with every worker, so a price found there
+cannot be trusted to fill an order (issue 10); the seeded quotes are written
+back over whatever ``pt:quotes`` holds.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from loguru import logger
 from papertrader.market.providers import MarketProvider
 from papertrader.market.quote import Quote
 from papertrader.store.bars import insert_bars
-from papertrader.store.history import insert_history
+from papertrader.store.history import insert_history, last_quotes
 from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.pool import ConnectionPool, PoolTimeout
 from papertrader.store.quotes import QuoteStore
@@ -145,20 +151,25 @@ class AssetRetrieval:
             logger.debug("could not record the market status ({})", exc)
 
     def seed(self) -> None:
-        """Continue from the quotes in Redis (a restart), so prices do not jump back."""
+        """Continue from the last bars stored in PostgreSQL (a restart), so prices do not
+        jump back; then overwrite ``pt:quotes`` with them, whatever it held."""
         try:
-            quotes, updated_at = self._store.load()
-        except (redis.RedisError, ValueError, KeyError) as exc:
-            logger.warning(
-                "could not load the previous quotes from Redis ({}); starting fresh", exc
-            )
+            quotes = last_quotes(self._pool, self.symbols)
+        except (psycopg2.Error, PoolTimeout) as exc:
+            logger.warning("could not load the last stored bars ({}); prices start afresh", exc)
             return
-        if quotes:
-            self._book.publish(quotes, updated_at or datetime.now(timezone.utc))
-            latest = max(quote.time for quote in quotes.values())
-            if all(quotes.get(s) is not None and quotes[s].time == latest for s in self.symbols):
-                self._last_period = latest  # this period's bars exist already: do not redo them
-            logger.info("continuing from {} quotes of {}", len(quotes), latest.isoformat())
+        if not quotes:
+            return
+        now = datetime.now(timezone.utc)
+        self._book.publish(quotes, now)
+        latest = max(quote.time for quote in quotes.values())
+        if all(quotes.get(s) is not None and quotes[s].time == latest for s in self.symbols):
+            self._last_period = latest  # this period's bars exist already: do not redo them
+        try:
+            self._store.publish(quotes, now)
+        except redis.RedisError as exc:
+            logger.warning("could not publish the stored quotes to Redis ({})", exc)
+        logger.info("continuing from {} stored bars of {}", len(quotes), latest.isoformat())
 
     def update(self, start: datetime) -> bool:
         """Fetch and publish the bars of the period starting at ``start``; False if the

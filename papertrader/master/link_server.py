@@ -35,6 +35,7 @@ import gevent.pool
 from loguru import logger
 
 from papertrader.keyring import KeyringError
+from papertrader.master.admission import hello_problem
 from papertrader.master.context import MasterContext
 from papertrader.master.handshake import (
     Admitted,
@@ -65,7 +66,6 @@ from papertrader.protocol.values import decode_payload
 FIRST_FRAME_TIMEOUT = 10.0
 REQUESTS_PER_LINK = 200
 REQUEST_DRAIN_SECONDS = 10.0
-MAX_CLIENT_ADDRESS = 255
 #: Instruction types a worker may send as requests; returns from a worker are not answered.
 _REQUEST_TYPES = frozenset({MessageType.COMMAND, MessageType.DATA_TRANSFER, MessageType.CONTROL})
 #: All a refused worker learns: the reason is in the master's log, not on the wire.
@@ -332,8 +332,13 @@ class WorkerLink:
     def _stamp(self, message: Message) -> Message:
         return dataclasses.replace(message, worker_uuid=self.uuid)
 
-    def _refuse(self, code: ErrorCode, reason: str, hello: Message) -> None:
-        logger.warning("worker link of {} from {} refused: {}", self.record.name, self.peer, reason)
+    def _refuse(
+        self, code: ErrorCode, reason: str, hello: Message, why: str | None = None
+    ) -> None:
+        """Refuse the link with ``reason``; the log gets ``why`` (the details) if given."""
+        logger.warning(
+            "worker link of {} from {} refused: {}", self.record.name, self.peer, why or reason
+        )
         refused = Message(
             Instruction.LINK_REFUSED, (int(code), reason), request_id=hello.request_id
         )
@@ -351,27 +356,28 @@ class WorkerLink:
                 hello,
             )
             return None
-        client_address = str(hello.arg("client_address")).strip()
-        if not client_address or len(client_address) > MAX_CLIENT_ADDRESS:
+        record = self.record
+        problem = hello_problem(record, hello)
+        if problem is not None:
             self._refuse(
-                ErrorCode.BAD_ARGUMENT,
-                "LINK_HELLO client_address must be the host:port clients should use",
+                ErrorCode.NOT_ALLOWED,
+                "LINK_HELLO differs from this worker's registration (the master's log says how)",
                 hello,
+                why=problem,
             )
             return None
-        record = self.record
         hello_name = str(hello.arg("name"))
         if hello_name != record.name:
             logger.warning(
                 "worker {} introduced itself as {!r}; using its registered name",
                 record.name, hello_name[:64],
             )  # fmt: skip
-        region = str(hello.arg("region")).strip() or record.region
+        assert record.address is not None
         return LinkedWorker(
             uuid=self.uuid,
             name=record.name,
-            region=region,
-            client_address=client_address,
+            region=record.region,
+            client_address=record.address,
             peer=self.peer,
             close=self.conn.shutdown,
             refuse=self._kick,
@@ -401,12 +407,27 @@ class WorkerLink:
         worker = self._admit(hello)
         if worker is None:
             return
-        welcome = Message(Instruction.LINK_WELCOME, (worker.name,), request_id=hello.request_id)
-        self.conn.send([self._stamp(welcome)])
         registry = self.ctx.workers
-        self.conn.sock.settimeout(registry.silence_limit + 1)
-        self.worker = worker
-        registry.add(worker)
+        holder = registry.claim(worker)
+        if holder is not None:
+            self._refuse(
+                ErrorCode.ALREADY_LINKED,
+                "this worker is already linked to the master; retry later",
+                hello,
+                why=f"it is already linked from {holder.peer} (since "
+                f"{holder.connected_at.isoformat()}) and that link is alive; "
+                f"`pt workers boot {worker.name}` replaces it",
+            )
+            return
+        try:
+            welcome = Message(Instruction.LINK_WELCOME, (worker.name,), request_id=hello.request_id)
+            self.conn.send([self._stamp(welcome)])
+            self.conn.sock.settimeout(registry.silence_limit + 1)
+            self.worker = worker
+            registry.add(worker)
+        except BaseException:
+            registry.remove(worker)
+            raise
         requests = gevent.pool.Pool(REQUESTS_PER_LINK)
         beat = gevent.spawn(self._heartbeats, registry.heartbeat)
         try:

@@ -5,6 +5,12 @@ address clients should use, when it connected, when it last sent a frame),
 mirrored to Redis for ``pt`` commands. Its watchdog drops a link that stayed
 silent for three heartbeat periods, and one whose worker was disabled or
 unregistered meanwhile: that is how an operator boots a worker off.
+
+One live link per worker: a second link for a UUID whose link is alive is
+refused (``claim``), not swapped in, so whoever holds a worker's key cannot
+knock the running worker off by linking again; ``pt workers boot`` is how an
+operator replaces a link. A link that stopped talking (three heartbeat
+periods) is not alive and gives way at once.
 """
 
 from __future__ import annotations
@@ -66,17 +72,41 @@ class WorkerRegistry:
         self.heartbeat = heartbeat
         self.silence_limit = 3 * heartbeat
         self._links: dict[uuid.UUID, LinkedWorker] = {}
+        #: Links being welcomed: claimed, not yet listed (so never listed before welcome).
+        self._claims: dict[uuid.UUID, LinkedWorker] = {}
 
     # links come and go --------------------------------------------------
-    def add(self, worker: LinkedWorker) -> None:
-        """Register a new link; an older link of the same worker is closed (it reconnected)."""
+    def alive(self, worker: LinkedWorker) -> bool:
+        """Whether the link spoke within the silence limit (the watchdog's rule)."""
+        return time.monotonic() - worker.last_frame <= self.silence_limit
+
+    def claim(self, worker: LinkedWorker) -> LinkedWorker | None:
+        """Reserve the worker's UUID for this new link; returns the live link (or the
+        claim in progress) that holds it instead, in which case the new link is refused.
+
+        A held link that is no longer alive is closed and gives way.
+        """
+        pending = self._claims.get(worker.uuid)
+        if pending is not None:
+            return pending
         old = self._links.get(worker.uuid)
-        self._links[worker.uuid] = worker
+        if old is not None and self.alive(old):
+            return old
+        self._claims[worker.uuid] = worker  # before anything that may yield
         if old is not None:
             logger.info(
-                "worker {} reconnected from {}; closing its old link", worker.name, worker.peer
-            )
-            old.close("replaced by a new link of the same worker")
+                "worker {} links again from {}; its old link from {} was silent: closing it",
+                worker.name, worker.peer, old.peer,
+            )  # fmt: skip
+            old.close("replaced: silent for longer than the heartbeat limit")
+            self.remove(old)
+        return None
+
+    def add(self, worker: LinkedWorker) -> None:
+        """List a claimed link once it is welcomed."""
+        if self._claims.get(worker.uuid) is worker:
+            del self._claims[worker.uuid]
+        self._links[worker.uuid] = worker
         self._mirror(lambda: store.publish_live(self._redis, worker.uuid, worker.live_fields()))
         logger.info(
             "worker {} ({}) linked from {}; clients use {}",
@@ -85,6 +115,9 @@ class WorkerRegistry:
 
     def remove(self, worker: LinkedWorker) -> None:
         """Forget a closed link (unless a newer link of the same worker replaced it)."""
+        if self._claims.get(worker.uuid) is worker:
+            del self._claims[worker.uuid]
+            return
         if self._links.get(worker.uuid) is not worker:
             return
         del self._links[worker.uuid]

@@ -59,6 +59,10 @@ class ErrorCode(IntEnum):
     INTERNAL = 116
     NOT_ALLOWED = 117
     RATE_LIMITED = 118  # too many requests: the reason ends with "retry after N s"
+    # 124-129: least privilege (issue 10)
+    ALREADY_LINKED = 124
+    SESSION_MISMATCH = 125
+    SESSION_UNVERIFIED = 126
 
 
 class ProtocolError(Exception):

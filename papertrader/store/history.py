@@ -117,6 +117,29 @@ def latest_bars(pool: ConnectionPool, symbol: str, limit: int) -> list[Bar]:
         return [_bar(row) for row in cur.fetchall()]
 
 
+def last_quotes(pool: ConnectionPool, symbols: Sequence[str]) -> dict[str, Quote]:
+    """The newest stored bar of each symbol as a quote (symbols without a bar are left
+    out): where a restarted master continues its prices from. One index probe per
+    symbol, read from PostgreSQL, which only the master writes."""
+    if not symbols:
+        return {}
+    with pool.transaction() as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (symbol) symbol, period_start, open, high, low, close, volume"
+            " FROM asset_bars WHERE symbol = ANY(%s) ORDER BY symbol, period_start DESC",
+            (list(symbols),),
+        )
+        rows = cur.fetchall()
+    quotes = {}
+    for symbol, *bar in rows:
+        row = _bar(bar)
+        quotes[str(symbol)] = Quote(
+            str(symbol), tidy_price(row.open), tidy_price(row.high), tidy_price(row.low),
+            tidy_price(row.close), row.volume, row.period_start,
+        )  # fmt: skip
+    return quotes
+
+
 def insert_history(pool: ConnectionPool, quotes: Iterable[Quote], page_size: int = 1000) -> int:
     """Backfill bars (each at its own time); bars already stored are kept. Returns the
     number of rows actually inserted."""

@@ -36,11 +36,14 @@ class WorkerRecord:
     gpg_fingerprint: str
     registered_at: datetime
     last_seen_at: datetime | None
+    #: host:port clients are told to use; the worker's LINK_HELLO must say the same.
+    #: None for a worker registered before addresses were pinned (refused until set).
+    address: str | None = None
 
 
 _SELECT = (
     "SELECT id, uuid::text, name, region, enabled, allowed_ips::text[], gpg_fingerprint,"
-    " registered_at, last_seen_at FROM workers"
+    " registered_at, last_seen_at, advertise_address FROM workers"
 )
 
 
@@ -55,6 +58,7 @@ def _record(row: tuple[Any, ...]) -> WorkerRecord:
         gpg_fingerprint=str(row[6]),
         registered_at=row[7],
         last_seen_at=row[8],
+        address=row[9],
     )
 
 
@@ -66,23 +70,27 @@ def register_worker(
     public_key: str = "",
     fingerprint: str = "",
     allowed_ips: Sequence[str] = (),
+    address: str | None = None,
 ) -> None:
     """Register a worker, or update the one of that name (idempotent on ``name``).
 
-    ``enabled`` is left as it is on an update, so re-running a deployment
-    script does not re-enable a worker an operator switched off. Raises
-    ``WorkerConflict`` if the UUID belongs to a worker of another name.
+    ``region`` and ``address`` (host:port for clients) are what the worker's
+    LINK_HELLO must say: the master refuses anything else. ``enabled`` is left
+    as it is on an update, so re-running a deployment script does not re-enable
+    a worker an operator switched off. Raises ``WorkerConflict`` if the UUID
+    belongs to a worker of another name.
     """
     try:
         with pool.transaction() as cur:
             cur.execute(
-                "INSERT INTO workers"
-                " (uuid, name, region, gpg_public_key, gpg_fingerprint, allowed_ips)"
-                " VALUES (%s::uuid, %s, %s, %s, %s, %s::cidr[])"
+                "INSERT INTO workers (uuid, name, region, gpg_public_key, gpg_fingerprint,"
+                " allowed_ips, advertise_address)"
+                " VALUES (%s::uuid, %s, %s, %s, %s, %s::cidr[], %s)"
                 " ON CONFLICT (name) DO UPDATE SET uuid = EXCLUDED.uuid, region = EXCLUDED.region,"
                 " gpg_public_key = EXCLUDED.gpg_public_key,"
-                " gpg_fingerprint = EXCLUDED.gpg_fingerprint, allowed_ips = EXCLUDED.allowed_ips",
-                (str(uuid), name, region, public_key, fingerprint, list(allowed_ips)),
+                " gpg_fingerprint = EXCLUDED.gpg_fingerprint, allowed_ips = EXCLUDED.allowed_ips,"
+                " advertise_address = EXCLUDED.advertise_address",
+                (str(uuid), name, region, public_key, fingerprint, list(allowed_ips), address),
             )
     except psycopg2.errors.UniqueViolation:
         raise WorkerConflict(f"worker UUID {uuid} is registered under another name") from None
