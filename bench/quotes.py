@@ -53,7 +53,7 @@ def bench_quotes(
         "PT_UPDATE_INTERVAL": "5",
         "PT_LOG_FILE": str(state / "worker.log"),
     }
-    worker = spawn(["-m", "cli.main", "worker", "run"], env, state / "worker.out")
+    worker = spawn(["-m", "papertrader_cli", "worker", "run"], env, state / "worker.out")
     try:
         wait_for_port(worker_port, worker)
         run_load(worker_port, payload, connections, 1.0)

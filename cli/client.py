@@ -22,8 +22,6 @@ from typing import Any, NoReturn
 
 import click
 
-from cli.charts import bars_rows, forecast_chart, price_chart
-from cli.common import fail, json_option, print_json
 from papertrader.client import (
     ClientError,
     FailoverClient,
@@ -44,6 +42,9 @@ from papertrader.market.forecast import MAX_HORIZON
 from papertrader.market.quote import Quote
 from papertrader.market.ranges import RANGE_NAMES
 from papertrader.protocol import ErrorCode
+
+from .charts import bars_rows, forecast_chart, price_chart
+from .common import fail, json_option, print_json
 
 DEFAULT_WORKER = "127.0.0.1:2049"
 CENTS = Decimal("0.01")

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from cli.common import config_option, fail, json_option, print_json, state_dir_option
 from papertrader.config import ConfigError, load_settings
 from papertrader.services import ServicesError, mask_url, resolve_urls
 from papertrader.store import migrate as schema
+
+from .common import config_option, fail, json_option, print_json, state_dir_option
 
 
 def database_url_for(config_path: Path | None, state_dir: Path | None) -> str:

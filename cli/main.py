@@ -18,7 +18,7 @@ if sys.argv[1:2] in (["master"], ["worker"]):
 
 import click
 
-from cli import client, db, market, master, services, up, worker, workers
+from . import client, db, market, master, services, up, worker, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,6 +33,7 @@ def cli() -> None:
 
 cli.add_command(up.up)
 cli.add_command(up.down)
+cli.add_command(up.restart)
 cli.add_command(master.master)
 cli.add_command(worker.worker)
 cli.add_command(client.client)

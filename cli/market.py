@@ -19,7 +19,6 @@ import click
 import psycopg2
 import redis
 
-from cli.common import config_option, fail, json_option, print_json, state_dir_option
 from papertrader.config import ConfigError, Settings, load_settings
 from papertrader.market.csvfile import SAMPLE, CsvFormatError, count_rows, iter_rows
 from papertrader.market.quote import Quote
@@ -28,6 +27,8 @@ from papertrader.store import keys
 from papertrader.store.history import insert_history
 from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.pool import ConnectionPool, PoolTimeout
+
+from .common import config_option, fail, json_option, print_json, state_dir_option
 
 BATCH = 1000
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import config_option, fail, settings_or_fail, state_dir_option
+from .common import config_option, fail, settings_or_fail, state_dir_option
 
 
 @click.group()
@@ -128,5 +128,5 @@ def keygen(config_path: Path | None, state_dir: Path | None, home: Path | None) 
         )
 
 
-if __name__ == "__main__":  # python -m cli.master run ...
+if __name__ == "__main__":  # python -m papertrader_cli.master run ...
     master()

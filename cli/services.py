@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from cli.common import fail, json_option, print_json, state_dir_option
 from papertrader.services import (
     ServicesError,
     resolve_state_dir,
@@ -21,6 +20,8 @@ from papertrader.services import (
     start_services,
     stop_services,
 )
+
+from .common import fail, json_option, print_json, state_dir_option
 
 
 @click.group()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import config_option, fail, settings_or_fail, state_dir_option
+from .common import config_option, fail, settings_or_fail, state_dir_option
 
 
 @click.group()

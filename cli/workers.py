@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from cli.common import config_option, fail, json_option, print_json, state_dir_option
+from .common import config_option, fail, json_option, print_json, state_dir_option
 
 #: Seconds `pt workers` waits for the master's answer.
 MASTER_TIMEOUT = 8.0

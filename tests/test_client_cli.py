@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.client import client
 from papertrader.client import ClientError, PaperTraderClient, ServerUnreachable, parse_address
 from papertrader.client.session_file import StoredSession, load_session, save_session
 from papertrader.protocol import ErrorCode
 from papertrader.services.ports import free_port
+from papertrader_cli.client import client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,10 @@ def _run(
     """``pt client ...`` as a real process, so exit status and stderr are what a user sees."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
     env["PYTHONPATH"] = str(ROOT)
-    code = "import sys; from cli.client import client; sys.exit(client(prog_name='pt client'))"
+    code = (
+        "import sys; from papertrader_cli.client import client;"
+        " sys.exit(client(prog_name='pt client'))"
+    )
     return subprocess.run(
         [sys.executable, "-c", code, "--session-file", str(session_file), *args],
         input=stdin,

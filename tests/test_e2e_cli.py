@@ -57,8 +57,8 @@ class Pt:
         env["PYTHONPATH"] = str(ROOT)
         env["PT_WORKER"] = self.worker
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", "client", "--session-file", str(self.session_file)]
-            + list(args),
+            [sys.executable, "-m", "papertrader_cli", "client",  # fmt: skip
+             "--session-file", str(self.session_file), *args],
             input=stdin,
             capture_output=True,
             text=True,

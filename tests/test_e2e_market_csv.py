@@ -26,7 +26,7 @@ def run(
     args: list[str], env: dict[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "papertrader_cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -142,7 +142,7 @@ class Servers:
         proc = self.procs[name]
         with open(proc.log, "ab") as out:
             proc.popen = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", *proc.args],
+                [sys.executable, "-m", "papertrader_cli", *proc.args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

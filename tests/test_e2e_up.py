@@ -27,7 +27,7 @@ def _pt(
     args: list[str], env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "papertrader_cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -66,7 +66,7 @@ def test_up_detach_serves_clients_and_down_stops_everything(
         addresses = [w["address"] for w in endpoints["workers"]]
         assert addresses == [f"127.0.0.1:{worker_port}", f"127.0.0.1:{worker_port + 1}"]
         assert endpoints["services_started"] is False  # the URLs were configured
-        assert (state / "up.json").exists()
+        assert (state / "stack.json").exists()
         assert (state / "logs" / "master.out").exists()
 
         listed = get_worker_list("127.0.0.1", master_port)
@@ -90,7 +90,7 @@ def test_up_detach_serves_clients_and_down_stops_everything(
     assert down.returncode == 0, down.stderr
     stopped = json.loads(down.stdout)["stopped"]
     assert stopped == {"worker-1": "stopped", "worker-2": "stopped", "master": "stopped"}
-    assert not (state / "up.json").exists()
+    assert not (state / "stack.json").exists()
     pids = [endpoints["master"]["pid"], *[w["pid"] for w in endpoints["workers"]]]
     assert not any(pid_alive(pid) for pid in pids)
     assert not port_answers(master_port) and not port_answers(worker_port)
@@ -148,7 +148,7 @@ def test_a_worker_the_master_refuses_stops_the_stack(
     assert "worker-1" in result.stderr
     assert "Traceback (most recent call last)" not in result.stderr.split("last lines")[0]
     assert not port_answers(master_port) and not port_answers(worker_port)
-    assert not (state / "up.json").exists()
+    assert not (state / "stack.json").exists()
     assert os.path.exists(state / "logs" / "worker-1.out")
 
 
@@ -168,7 +168,7 @@ def test_a_child_dying_at_start_is_named_with_its_log(
     assert result.returncode == 1, result.stdout
     assert "master" in result.stderr.splitlines()[0] and "last lines" in result.stderr
     assert not port_answers(master_port) and not port_answers(worker_port)
-    assert not (state / "up.json").exists()
+    assert not (state / "stack.json").exists()
 
 
 def test_ctrl_c_stops_a_foreground_up_in_order(
@@ -178,7 +178,7 @@ def test_ctrl_c_stops_a_foreground_up_in_order(
     env = child_env(redis_url, database_url, state)
     master_port, worker_port = free_port(), free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--state-dir", str(state), "--workers", "1",
+        [sys.executable, "-m", "papertrader_cli", "up", "--state-dir", str(state), "--workers", "1",
          "--master-port", str(master_port), "--worker-port", str(worker_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
@@ -196,6 +196,7 @@ def test_ctrl_c_stops_a_foreground_up_in_order(
         if up.poll() is None:
             up.kill()
     assert up.returncode == 0, err
-    assert err.index("worker-1") < err.index("master")  # workers first, then the master
+    stopping = err.split("SIGINT: stopping", 1)[1]
+    assert stopping.index("worker-1") < stopping.index("master")  # workers, then the master
     assert not port_answers(master_port) and not port_answers(worker_port)
-    assert not (state / "up.json").exists()
+    assert not (state / "stack.json").exists()

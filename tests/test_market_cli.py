@@ -13,7 +13,7 @@ from test_e2e_support import ROOT, child_env
 
 def pt(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", "market", *args],
+        [sys.executable, "-m", "papertrader_cli", "market", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -17,7 +17,6 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from cli.main import cli
 from papertrader.config import Settings
 from papertrader.services import (
     ServicesError,
@@ -39,6 +38,7 @@ from papertrader.services.state import (
     mask_url,
     save_state,
 )
+from papertrader_cli.main import cli
 
 # Keep the caller's PT_* settings out of the CLI runs: they would win over the state dir.
 CLEAN_ENV: dict[str, str | None] = {

@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner
 from test_worker_support import ROOT, free_port, worker_env
 
-from cli.worker import worker
 from papertrader.config import ConfigError, Settings, load_settings
 from papertrader.config.settings import derive_worker_uuid
+from papertrader_cli.worker import worker
 
 
 def run_worker_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from cli.worker import worker; worker()", "run", *args],
+        [sys.executable, "-c", "from papertrader_cli.worker import worker; worker()", "run", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

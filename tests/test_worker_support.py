@@ -129,7 +129,8 @@ def running_worker(
     log_path = tmp_path / f"worker-{port}.stderr"
     with log_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from cli.worker import worker; worker()", "run", *args],
+            [sys.executable, "-c", "from papertrader_cli.worker import worker; worker()",
+             "run", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

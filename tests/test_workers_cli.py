@@ -20,9 +20,9 @@ from test_e2e_support import Servers, running
 from test_worker_support import wait_for
 from test_workers_keys import keys
 
-from cli.main import cli
 from papertrader.client import get_worker_list
 from papertrader.keyring import stop_agent
+from papertrader_cli.main import cli
 
 
 @pytest.fixture

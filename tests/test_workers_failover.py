@@ -123,7 +123,7 @@ def test_pt_client_with_master_follows_the_workers(servers: Servers, tmp_path: P
         env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
         env["PYTHONPATH"] = str(ROOT)
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", "client", "--master",
+            [sys.executable, "-m", "papertrader_cli", "client", "--master",
              f"127.0.0.1:{servers.master_port}", "--region", "eu",
              "--session-file", str(session_file), *args],
             input=stdin, capture_output=True, text=True, env=env, timeout=60,

@@ -23,6 +23,7 @@ from gevent.server import StreamServer
 from loguru import logger
 
 from papertrader.config import Settings
+from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.market.providers import ProviderError, provider_from_settings
@@ -34,6 +35,7 @@ from papertrader.master.link_server import LinkServer
 from papertrader.master.transactions import OrderDrain
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
 from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
+from papertrader.stack.runfiles import announced
 from papertrader.store import migrate
 from papertrader.store.bars import ensure_assets
 from papertrader.store.market_status import MarketStatusStore
@@ -207,14 +209,14 @@ def _master_key(settings: Settings, state_dir: Path | None) -> tuple[Keyring, st
         raise MasterError(f"master key: {exc}; {hint}") from None
 
 
+def _state_dir(settings: Settings, state_dir: Path | None) -> Path:
+    return resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+
+
 def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
     if settings.log_file is not None:
         return settings.log_file
-    return (
-        resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
-        / "logs"
-        / "master.log"
-    )
+    return _state_dir(settings, state_dir) / "logs" / "master.log"
 
 
 def run_master(settings: Settings, state_dir: Path | None = None) -> None:
@@ -240,9 +242,16 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
                 stopping = gevent.event.Event()
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     gevent.signal_handler(signum, stopping.set)
-                stopping.wait()
-                logger.info("stop requested; finishing the current interval")
-                master.stop()
+                with announced(
+                    _state_dir(settings, state_dir),
+                    "master",
+                    "master",
+                    join_host_port(*master.address),
+                    default_log_file(settings, state_dir),
+                ):
+                    stopping.wait()
+                    logger.info("stop requested; finishing the current interval")
+                    master.stop()
     finally:
         uninstall_logging()
     if failure is not None:

@@ -32,6 +32,7 @@ from papertrader.limits.auth import AuthGate
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
+from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
@@ -266,7 +267,14 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
                 logger.error(f"worker {settings.worker_name} not started: {exc}")
                 failure = WorkerStartError(str(exc))
             else:
-                _serve_until_signalled(worker)
+                with announced(
+                    resolve_state_dir(state_dir or settings.state_dir),
+                    settings.worker_name,
+                    "worker",
+                    join_host_port(*worker.address),
+                    log_file,
+                ):
+                    _serve_until_signalled(worker)
     finally:
         uninstall_logging()  # flushes the held entries to the log file
     if failure is not None:

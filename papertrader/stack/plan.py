@@ -1,0 +1,303 @@
+"""Planning a stack: everything that happens before the first child starts.
+
+``prepare`` takes the resolved settings of one ``pt up`` and leaves a record
+ready for the supervisor: the ports checked free, Redis and PostgreSQL
+running (the private ones of the state directory unless both URLs are
+configured), the schema migrated, a key pair for the master and each worker
+(GnuPG homes in the state directory, reused on later runs), the workers
+registered on the master (their keys, allowed from this machine only), and
+per child the exact command line and environment to start it with.
+
+Each step is a function of its own; a new kind of preparation (TLS
+certificates, per-process database roles or Redis users) is one more step
+that adds files to the state directory and entries to a child's ``env``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from papertrader.config import Settings
+from papertrader.config.settings import derive_worker_uuid, join_host_port
+from papertrader.stack.processes import probe_host
+from papertrader.stack.record import Child, StackError, StackRecord, kept_environment, logs_dir
+
+#: Where `pt up`'s own workers may link from: this machine.
+LOCAL_WORKER_IPS = ("127.0.0.1/32", "::1/128")
+#: How a child runs ``pt``: this interpreter and the installed CLI package.
+PT_COMMAND = (sys.executable, "-m", "papertrader_cli")
+#: One worker's identity in the caller's environment would be shared by all of ours.
+PER_WORKER_VARIABLES = (
+    "PT_WORKER_GNUPG_HOME",
+    "PT_WORKER_KEY_FINGERPRINT",
+    "PT_MASTER_FINGERPRINT",
+    "PT_WORKER_NAME",
+    "PT_WORKER_UUID",
+    "PT_WORKER_ADVERTISE",
+    "PT_WORKER_PORT",
+)
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What one ``pt up`` was asked for, with every path already absolute."""
+
+    settings: Settings
+    state_dir: Path
+    config_path: Path | None
+    detached: bool
+    timeout: float
+    cwd: Path
+
+    def worker_names(self) -> list[str]:
+        return [f"worker-{i + 1}" for i in range(self.settings.workers)]
+
+    def worker_ports(self) -> list[int]:
+        return [self.settings.worker_port + i for i in range(self.settings.workers)]
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A key pair the stack made (or found) in the state directory."""
+
+    home: Path
+    fingerprint: str
+    public_key: str
+
+
+def check_ports(options: StackOptions) -> None:
+    """Every port the stack will listen on is free now (else StackError naming it)."""
+    from papertrader.services.ports import port_is_free
+
+    settings = options.settings
+    ports = options.worker_ports()
+    if ports[-1] > 65535:
+        raise StackError(
+            f"worker ports {ports[0]}-{ports[-1]} go past 65535: choose a lower --worker-port"
+        )
+    wanted = [("master", settings.master_host, settings.master_port)] + [
+        (name, settings.worker_host, port)
+        for name, port in zip(options.worker_names(), ports, strict=True)
+    ]
+    for what, host, port in wanted:
+        if not port_is_free(port, probe_host(host)):
+            raise StackError(
+                f"port {port} on {host} (for {what}) is already in use; choose another port"
+            )
+
+
+def start_services_for(record: StackRecord, options: StackOptions, say: Say) -> tuple[str, str]:
+    """The Redis and PostgreSQL URLs: configured ones, else the private services (started).
+
+    The record is saved before the services start, so a ``pt down`` after a
+    crash right here still finds and stops them.
+    """
+    from papertrader.services import ServicesError, resolve_urls, services_status, start_services
+    from papertrader.stack.record import save_record
+
+    settings = options.settings
+    if settings.redis_url and settings.database_url:
+        return settings.redis_url, settings.database_url
+    try:
+        before = services_status(options.state_dir)
+        already = bool(before["redis"]["running"] and before["postgres"]["running"])
+        record.services_started = not already
+        save_record(record)
+        start_services(options.state_dir, timeout=options.timeout)
+        urls = resolve_urls(settings, options.state_dir)
+    except ServicesError as exc:
+        raise StackError(str(exc)) from None
+    say("services  running" + ("" if record.services_started else " (already were)"))
+    return urls.redis_url, urls.database_url
+
+
+def migrate_schema(database_url: str, say: Say) -> None:
+    """Apply the migrations not yet applied."""
+    from papertrader.store import migrate as schema
+
+    try:
+        applied = schema.migrate(database_url)
+    except schema.MigrationError as exc:
+        raise StackError(str(exc)) from None
+    if applied:
+        say(f"schema    applied {', '.join(applied)}")
+
+
+def key_pair(home: Path, name: str, say: Say) -> KeyPair:
+    """The key pair in ``home``, made on the first run (GnuPG home 0700)."""
+    from papertrader.keyring import Keyring, KeyringError
+
+    try:
+        keyring = Keyring(home, create=True)
+        try:
+            existing = keyring.secret_fingerprints()
+            fingerprint = existing[0] if existing else keyring.generate(name)
+            public = keyring.export_public(fingerprint).decode("ascii")
+        finally:
+            keyring.stop_agent()
+    except KeyringError as exc:
+        raise StackError(f"key of {name}: {exc}") from None
+    if not existing and keyring.gpg_home != keyring.home:
+        say(f"keys      {home} is reached through {keyring.gpg_home} (short path for gpg-agent)")
+    return KeyPair(home, fingerprint, public)
+
+
+def register_workers(
+    database_url: str, workers: list[tuple[str, uuid.UUID, KeyPair, str]], region: str
+) -> None:
+    """Allow our workers on the master, with their keys, from this machine only, pinned
+    to their client addresses and region (idempotent on the name: re-runs update the
+    row, an operator's disable stays)."""
+    import psycopg2
+
+    from papertrader.store.pool import ConnectionPool
+    from papertrader.store.workers import WorkerConflict, register_worker
+
+    pool = ConnectionPool(database_url, size=1)
+    name = ""
+    try:
+        for name, worker_id, key, address in workers:
+            register_worker(
+                pool, name, worker_id, region, key.public_key, key.fingerprint, LOCAL_WORKER_IPS,
+                address,
+            )  # fmt: skip
+    except WorkerConflict as exc:
+        raise StackError(f"registering {name}: {exc}") from None
+    except psycopg2.Error as exc:
+        raise StackError(f"registering the workers in PostgreSQL: {exc}".strip()) from None
+    finally:
+        pool.close()
+
+
+def base_environment(options: StackOptions, redis_url: str, database_url: str) -> dict[str, str]:
+    """What every child gets: the caller's settings plus the stack's resolved ones."""
+    settings = options.settings
+    env = {
+        k: v for k, v in kept_environment(os.environ).items() if k not in PER_WORKER_VARIABLES
+    }
+    env.update(
+        {
+            "PT_REDIS_URL": redis_url,
+            "PT_DATABASE_URL": database_url,
+            "PT_STATE_DIR": str(options.state_dir),
+            "PT_MASTER_HOST": settings.master_host,
+            "PT_MASTER_PORT": str(settings.master_port),
+            "PT_UPDATE_INTERVAL": repr(settings.update_interval),
+            "PT_MARKET_PROVIDER": settings.market_provider,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if options.config_path is not None:
+        env["PT_CONFIG"] = str(options.config_path)
+    else:
+        env.pop("PT_CONFIG", None)
+    return env
+
+
+def _child(
+    options: StackOptions,
+    name: str,
+    role: str,
+    args: list[str],
+    env: dict[str, str],
+    host: str,
+    port: int,
+    worker_uuid: str | None = None,
+) -> Child:
+    logs = logs_dir(options.state_dir)
+    log = logs / f"{name}.log"
+    common = ["--log-file", str(log), "--state-dir", str(options.state_dir)]
+    if options.config_path is not None:
+        common += ["--config", str(options.config_path)]
+    return Child(
+        name=name,
+        role=role,
+        argv=[*PT_COMMAND, *args, *common],
+        env={**env, "PT_LOG_FILE": str(log)},
+        cwd=str(options.cwd),
+        host=host,
+        port=port,
+        log=str(log),
+        console=str(logs / f"{name}.out"),
+        uuid=worker_uuid,
+    )
+
+
+def plan_children(
+    options: StackOptions,
+    env: dict[str, str],
+    master_key: KeyPair,
+    worker_keys: dict[str, KeyPair],
+) -> list[Child]:
+    """The master and the workers, each with its command line and environment."""
+    settings = options.settings
+    master = _child(
+        options,
+        "master",
+        "master",
+        ["master", "run", "--host", settings.master_host, "--port", str(settings.master_port)],
+        {**env, "PT_MASTER_GNUPG_HOME": str(master_key.home)},
+        settings.master_host,
+        settings.master_port,
+    )
+    master_address = join_host_port(probe_host(settings.master_host), settings.master_port)
+    children = [master]
+    for name, port in zip(options.worker_names(), options.worker_ports(), strict=True):
+        worker_id = str(derive_worker_uuid(name))
+        key = worker_keys[name]
+        children.append(
+            _child(
+                options,
+                name,
+                "worker",
+                ["worker", "run", "--name", name, "--uuid", worker_id,
+                 "--region", settings.region, "--host", settings.worker_host,
+                 "--port", str(port), "--master", master_address],
+                {
+                    **env,
+                    "PT_WORKER_GNUPG_HOME": str(key.home),
+                    "PT_WORKER_KEY_FINGERPRINT": key.fingerprint,
+                    "PT_MASTER_FINGERPRINT": master_key.fingerprint,
+                },
+                settings.worker_host,
+                port,
+                worker_uuid=worker_id,
+            )
+        )  # fmt: skip
+    return children
+
+
+def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
+    """Services, schema, keys, registration and the children's recipes, into ``record``."""
+    from papertrader.keyring import master_home, worker_home
+
+    settings = options.settings
+    redis_url, database_url = start_services_for(record, options, say)
+    migrate_schema(database_url, say)
+    master_key = key_pair(master_home(settings, options.state_dir), "papertrader-master", say)
+    names = options.worker_names()
+    worker_keys = {
+        name: key_pair(
+            worker_home(settings.with_overrides(worker_name=name), options.state_dir), name, say
+        )
+        for name in names
+    }
+    addresses = {
+        name: join_host_port(settings.worker_host, port)
+        for name, port in zip(names, options.worker_ports(), strict=True)
+    }
+    register_workers(
+        database_url,
+        [(name, derive_worker_uuid(name), worker_keys[name], addresses[name]) for name in names],
+        settings.region,
+    )
+    say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
+    env = base_environment(options, redis_url, database_url)
+    record.children = plan_children(options, env, master_key, worker_keys)
