@@ -51,7 +51,7 @@ WORKERS = {"eu-1": "eu", "eu-2": "eu", "us-1": "us"}
 USER = "ansible-alice"
 PASSWORD = "correct horse battery"
 #: What build-wheel.sh packs; copied once so the run sees one fixed source tree.
-SOURCES = ("pyproject.toml", "requirements.txt", "README.md", "papertrader", "cli")
+SOURCES = ("pyproject.toml", "setup.py", "requirements.txt", "README.md", "papertrader", "cli")
 NEW_VERSION = "0.1.0.post1"
 RECAP_RE = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"

@@ -12,7 +12,7 @@ python=$1 source=$2 build=$3
 rm -rf "$build"
 mkdir -p "$build/src" "$build/dist"
 tar -C "$source" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    -cf - pyproject.toml requirements.txt README.md papertrader cli | tar -C "$build/src" -xf -
+    -cf - pyproject.toml setup.py requirements.txt README.md papertrader cli | tar -C "$build/src" -xf -
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$build/dist" "$build/src" >&2
 rm -rf "$build/src"
