@@ -47,6 +47,13 @@ def print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Left-aligned columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Stop with a one-line error on stderr and no traceback."""
     click.echo(f"error: {message}", err=True)

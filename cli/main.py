@@ -18,7 +18,7 @@ if sys.argv[1:2] in (["master"], ["worker"]):
 
 import click
 
-from . import client, db, market, master, services, up, worker, workers
+from . import client, db, logs, market, master, services, status, up, worker, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +34,8 @@ def cli() -> None:
 cli.add_command(up.up)
 cli.add_command(up.down)
 cli.add_command(up.restart)
+cli.add_command(status.status)
+cli.add_command(logs.logs)
 cli.add_command(master.master)
 cli.add_command(worker.worker)
 cli.add_command(client.client)

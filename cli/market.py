@@ -11,7 +11,6 @@ started in the state directory.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +49,9 @@ def market() -> None:
 
 
 def status_document(settings: Settings, client: redis.Redis) -> dict[str, Any]:
-    status = MarketStatusStore(client).read()
-    now = datetime.now(timezone.utc)
-    age = status.age(now)
-    return {
-        "provider": status.provider or settings.market_provider,
-        "api": status.api,
-        "running": status.last_attempt is not None,
-        "last_update": status.last_update.isoformat() if status.last_update else None,
-        "last_attempt": status.last_attempt.isoformat() if status.last_attempt else None,
-        "age_seconds": None if age is None else round(age, 3),
-        "stale": status.stale(now),
-        "last_error": status.last_error,
-        "api_calls": status.api_calls,
-        "history_queries": status.history_queries,
-        "update_interval": status.interval or settings.update_interval,
-    }
+    return MarketStatusStore(client).read().describe(
+        settings.market_provider, settings.update_interval
+    )
 
 
 @market.command()
@@ -73,7 +59,12 @@ def status_document(settings: Settings, client: redis.Redis) -> dict[str, Any]:
 @state_dir_option
 @json_option
 def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """Provider, last update, staleness and API calls of the running master."""
+    """Provider, last update, staleness and API calls of the running master.
+
+    Exits with status 3 when the prices are stale (the last update failed, or
+    none came for two intervals) or no master has updated them yet, so a
+    monitoring script can test it.
+    """
     settings, urls = _settings_and_urls(config_path, state_dir)
     client = redis.Redis.from_url(urls.redis_url, socket_connect_timeout=5)
     try:
@@ -85,7 +76,13 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
         client.close()
     if as_json:
         print_json(document)
-        return
+    else:
+        _print_status(document)
+    if document["stale"] or not document["running"]:
+        raise SystemExit(3)
+
+
+def _print_status(document: dict[str, Any]) -> None:
     api = f" ({document['api']})" if document["api"] else ""
     click.echo(f"provider         {document['provider']}{api}")
     if not document["running"]:

@@ -131,6 +131,12 @@ def _announce(record: StackRecord, as_json: bool) -> None:
     show_default=True,
     help="Seconds to wait for each step of the start-up.",
 )
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="In the foreground, do not show the servers' log entries (`pt logs -f` does).",
+)
 @json_option
 def up(
     config_path: Path | None,
@@ -142,6 +148,7 @@ def up(
     provider: str | None,
     detach: bool,
     timeout: float,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Start everything: services, migrations, the master and its workers, supervised.
@@ -182,8 +189,20 @@ def up(
         return
 
     from papertrader.stack import install_supervisor_logging, run_foreground
+    from papertrader.stack.logs import Follower
 
     install_supervisor_logging(options.state_dir)
+    # The servers' entries, merged and compact; the supervisor's own lines are
+    # already printed as they happen. Logs of a --json run go to stderr.
+    follower = None if quiet else Follower(options.state_dir)
+
+    def show_logs() -> None:
+        if follower is None:
+            return
+        for entry in follower.poll():
+            if entry.process != "supervisor":
+                click.echo(entry.compact(), err=as_json)
+
     try:
         run_foreground(
             options,
@@ -191,9 +210,12 @@ def up(
             echo=tell,
             on_started=lambda record: _announce(record, as_json),
             report=lambda name, outcome: tell(f"{name:<10} {outcome}"),
+            every=show_logs,
         )
     except StackError as exc:
         fail(str(exc), 130 if "interrupted" in str(exc) else 1)
+    finally:
+        show_logs()  # what the servers wrote while stopping
 
 
 @click.command()

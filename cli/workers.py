@@ -25,7 +25,14 @@ from typing import Any
 
 import click
 
-from .common import config_option, fail, json_option, print_json, state_dir_option
+from .common import (
+    config_option,
+    fail,
+    json_option,
+    print_json,
+    print_table,
+    state_dir_option,
+)
 
 #: Seconds `pt workers` waits for the master's answer.
 MASTER_TIMEOUT = 8.0
@@ -406,11 +413,7 @@ def list_workers(config_path: Path | None, state_dir: Path | None, as_json: bool
             ]
             for r, rec in zip(rows, records, strict=True)
         ]
-        widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-        for line in [headers, *table]:
-            click.echo(
-                "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-            )
+        print_table(headers, table)
     if master_note:
         click.echo(f"note: connection state unknown: {master_note}", err=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def test_ctrl_c_stops_a_foreground_up_in_order(
     tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
     state = tmp_path / "state"
-    env = child_env(redis_url, database_url, state)
+    env = child_env(redis_url, database_url, state, PT_LOG_FLUSH_SECONDS="0.2")
     master_port, worker_port = free_port(), free_port()
     up = subprocess.Popen(
         [sys.executable, "-m", "papertrader_cli", "up", "--state-dir", str(state), "--workers", "1",
@@ -190,6 +191,11 @@ def test_ctrl_c_stops_a_foreground_up_in_order(
             if "Ctrl-C" in line:
                 break
         assert port_answers(master_port) and port_answers(worker_port), lines
+        # The servers' own log entries follow, merged and compact: "12:00:01 worker-1 ...".
+        for line in up.stdout:
+            lines.append(line)
+            if re.match(r"\d\d:\d\d:\d\d worker-1 +worker worker-1 .*listening", line):
+                break
         up.send_signal(signal.SIGINT)
         _, err = up.communicate(timeout=60)
     finally:

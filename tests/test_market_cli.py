@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
+import redis
 from test_e2e_support import ROOT, child_env
+
+from papertrader.store.market_status import MarketStatusStore
 
 
 def pt(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -58,5 +62,30 @@ def test_status_before_any_master_says_so(
 ) -> None:
     env = child_env(redis_url, database_url, tmp_path / "state")
     result = pt(["status"], env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # no prices at all: a monitor must notice
     assert "provider         sim" in result.stdout and "none yet" in result.stdout
+
+
+def test_status_exits_non_zero_exactly_when_the_prices_are_stale(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    env = child_env(redis_url, database_url, tmp_path / "state")
+    client = redis.Redis.from_url(redis_url)
+    store = MarketStatusStore(client)
+    now = datetime.now(timezone.utc)
+    try:
+        store.record("sim", None, 5.0, now, True, None, 1)
+        fresh = pt(["status", "--json"], env)
+        assert fresh.returncode == 0, fresh.stderr
+        assert json.loads(fresh.stdout)["stale"] is False
+
+        store.record("sim", None, 5.0, now - timedelta(minutes=5), True, None, 1)
+        old = pt(["status"], env)
+        assert old.returncode == 3 and "STALE" in old.stdout
+
+        store.record("http", "stooq", 5.0, now, False, "HTTP 503 from the quote API", 1)
+        failing = pt(["status", "--json"], env)
+        assert failing.returncode == 3
+        assert json.loads(failing.stdout)["last_error"] == "HTTP 503 from the quote API"
+    finally:
+        client.close()

@@ -90,6 +90,23 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
         assert before.env["PT_UPDATE_INTERVAL"] == "0.3"
         assert before.env["PT_DATABASE_URL"] == database_url
 
+        # pt status: everything up, exit 0 (the first drain and price update may take a moment).
+        wait_until("pt status to say all is well", lambda: pt(["status"], env).returncode == 0)
+        status = pt(["status", "--json"], env)
+        document = json.loads(status.stdout)
+        assert document["ok"] is True and document["problems"] == []
+        assert [(p["name"], p["state"], p["started_by"]) for p in document["processes"]] == [
+            ("master", "running", "pt up"), ("worker-1", "running", "pt up"),
+        ]  # fmt: skip
+        assert document["processes"][0]["address"] == f"127.0.0.1:{master_port}"
+        assert [(w["name"], w["clients"]) for w in document["workers"]] == [("worker-1", 0)]
+        assert document["market"]["stale"] is False
+        assert document["orders"]["queue_depth"] == 0
+        assert document["orders"]["last_drain"]["ok"] is True
+        assert document["supervisor"]["running"] is True
+        human = pt(["status"], env).stdout
+        assert "all good" in human and "worker-1" in human and "fresh" in human
+
         # A crash: the supervisor starts the same master again, and the worker relinks.
         os.kill(int(before.pid or 0), signal.SIGKILL)
         wait_until(
@@ -127,11 +144,25 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
 
         unknown = pt(["restart", "worker-9"], env)
         assert unknown.returncode == 1 and "worker-1" in unknown.stderr
+
+        # Nobody restarts a killed worker now: pt status says so and exits non-zero.
+        os.kill(int(children(state)["worker-1"].pid or 0), signal.SIGKILL)
+        wait_until("worker-1 to die", lambda: not children(state)["worker-1"].alive())
+        broken = pt(["status", "--json"], env)
+        assert broken.returncode == 3
+        problems = json.loads(broken.stdout)["problems"]
+        assert "worker-1 is not running" in problems
+        assert any("the supervisor is gone" in p for p in problems)
+        assert "worker-1 is not running" in pt(["status"], env).stdout
+
+        # The logs of every process, merged.
+        logs = pt(["logs", "master", "-n", "3", "--json"], env)
+        assert logs.returncode == 0 and logs.stdout.count('"process": "master"') == 3
     finally:
         down = pt(["down", "--json"], env)
     assert down.returncode == 0, down.stderr
     stopped = json.loads(down.stdout)["stopped"]
-    assert stopped["master"] == "stopped" and stopped["worker-1"] == "stopped"
+    assert stopped["master"] == "stopped" and stopped["worker-1"] == "was not running"
     assert not port_answers(master_port) and not port_answers(worker_port)
     assert load_record(state) is None and running_servers(state) == []
 

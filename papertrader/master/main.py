@@ -38,6 +38,7 @@ from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, 
 from papertrader.stack.runfiles import announced
 from papertrader.store import migrate
 from papertrader.store.bars import ensure_assets
+from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pool import ConnectionPool, PoolTimeout, make_cooperative
@@ -89,7 +90,12 @@ class Master:
             quotes=self.quotes,
             workers=self.workers,
         )
-        self.drain = OrderDrain(OrderQueue(self.redis), self.pool, self.quotes.prices)
+        self.drain = OrderDrain(
+            OrderQueue(self.redis),
+            self.pool,
+            self.quotes.prices,
+            status=DrainStatusStore(self.redis),
+        )
         try:
             provider = provider_from_settings(settings)
         except ProviderError as exc:

@@ -30,6 +30,7 @@ import redis
 from loguru import logger
 
 from papertrader.protocol import ErrorCode
+from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.orders import AppliedOrder, apply_orders
 from papertrader.store.pool import ConnectionPool, PoolTimeout
@@ -132,33 +133,53 @@ def drain_once(
 
 
 class OrderDrain:
-    """Runs ``drain_once`` for the retrieval loop and never lets an error escape it."""
+    """Runs ``drain_once`` for the retrieval loop and never lets an error escape it.
+
+    After each drain it records when it ran, what it decided and how long it
+    took (``DrainStatusStore``, read by `pt status`), or why it was postponed.
+    """
 
     def __init__(
-        self, queue: OrderQueue, pool: ConnectionPool, prices: Callable[[], Mapping[str, Decimal]]
+        self,
+        queue: OrderQueue,
+        pool: ConnectionPool,
+        prices: Callable[[], Mapping[str, Decimal]],
+        status: DrainStatusStore | None = None,
     ) -> None:
         self._queue = queue
         self._pool = pool
         self._prices = prices
+        self._status = status
         self._group_ready = False
 
     def run(self) -> int:
         started = time.monotonic()
+        at = datetime.now(timezone.utc)
+        count, error = 0, None
         try:
             if not self._group_ready:
                 self._queue.ensure_group()
                 self._group_ready = True
             count = drain_once(self._queue, self._pool, self._prices())
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.warning("order drain postponed: Redis is unavailable ({})", exc)
-            return 0
+            error = f"Redis is unavailable ({exc})"
+            logger.warning("order drain postponed: {}", error)
         except UNAVAILABLE_ERRORS as exc:
-            logger.warning("order drain postponed: the database is unavailable ({})", exc)
-            return 0
-        except Exception:
+            error = f"the database is unavailable ({' '.join(str(exc).split())})"
+            logger.warning("order drain postponed: {}", error)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
             logger.exception("order drain failed; the orders stay queued for the next interval")
-            return 0
+        elapsed = (time.monotonic() - started) * 1000
         if count:
-            elapsed = (time.monotonic() - started) * 1000
             logger.info("applied {} orders in {:.0f} ms", count, elapsed)
+        self._record(at, count, elapsed, error)
         return count
+
+    def _record(self, at: datetime, count: int, elapsed: float, error: str | None) -> None:
+        if self._status is None:
+            return
+        try:
+            self._status.record(at, count, elapsed, error)
+        except redis.RedisError:
+            pass  # Redis is down: the drain itself said so already

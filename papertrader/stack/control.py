@@ -113,6 +113,7 @@ def run_foreground(
     echo: Say | None = None,
     on_started: Callable[[StackRecord], None] | None = None,
     report: Report | None = None,
+    every: Callable[[], None] | None = None,
 ) -> str:
     """Plan, start and supervise the stack in this process until SIGINT or SIGTERM.
 
@@ -138,7 +139,7 @@ def run_foreground(
             raise
         if on_started is not None:
             on_started(record)
-        reason = supervisor.run()
+        reason = supervisor.run(every)
         # A second Ctrl-C must not leave servers behind half-way (SIGTERM and
         # SIGKILL still end each child after the timeout).
         signal.signal(signal.SIGINT, signal.SIG_IGN)

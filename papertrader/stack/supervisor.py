@@ -267,10 +267,16 @@ class Supervisor:
         self._save()
 
     # -- watch ---------------------------------------------------------------------
-    def run(self) -> str:
-        """Watch until a stop is requested; returns its reason."""
+    def run(self, every: Callable[[], None] | None = None) -> str:
+        """Watch until a stop is requested; returns its reason.
+
+        ``every`` runs after each look (the foreground ``pt up`` prints the
+        servers' new log entries there).
+        """
         while not self._stop.wait(POLL_SECONDS):
             self.tick()
+            if every is not None:
+                every()
         return self._stop_reason
 
     def tick(self) -> None:

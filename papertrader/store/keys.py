@@ -57,6 +57,10 @@ WORKERS_CONNECTED = f"{PREFIX}workers:connected"
 #: written by the master after each update attempt, read by `pt market status`.
 MARKET_STATUS = f"{PREFIX}market:status"
 
+#: Hash: the last order drain (at, applied, duration_ms, ok, error), written by the master
+#: after each drain, read by `pt status`.
+ORDERS_DRAIN = f"{PREFIX}orders:drain"
+
 #: String (counter): requests sent to the quote API (retries included), INCRBY by the master.
 MARKET_API_CALLS = f"{PREFIX}market:api_calls"
 

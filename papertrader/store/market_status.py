@@ -45,6 +45,28 @@ class MarketStatus:
         return self.interval is not None and age is not None and age > 2 * self.interval + 1
 
 
+    def describe(
+        self, provider: str, interval: float, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """The document `pt market status --json` and `pt status` show (``provider`` and
+        ``interval`` stand in for what the master has not recorded yet)."""
+        now = now or datetime.now(timezone.utc)
+        age = self.age(now)
+        return {
+            "provider": self.provider or provider,
+            "api": self.api,
+            "running": self.last_attempt is not None,
+            "last_update": self.last_update.isoformat() if self.last_update else None,
+            "last_attempt": self.last_attempt.isoformat() if self.last_attempt else None,
+            "age_seconds": None if age is None else round(age, 3),
+            "stale": self.stale(now),
+            "last_error": self.last_error,
+            "api_calls": self.api_calls,
+            "history_queries": self.history_queries,
+            "update_interval": self.interval or interval,
+        }
+
+
 class MarketStatusStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
