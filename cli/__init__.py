@@ -1,1 +1,4 @@
-"""The ``pt`` command line: one click group per audience (see ``cli.main``)."""
+"""The ``pt`` command line: one click group per audience (see ``main.py``).
+
+Installed as ``papertrader_cli``; imports inside are relative so that mapping works.
+"""
