@@ -37,9 +37,9 @@ def run(
     )
 
 
-def ok_json(args: list[str], env: dict[str, str]) -> Any:
+def ok_json(args: list[str], env: dict[str, str], code: int = 0) -> Any:
     result = run([*args, "--json"], env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == code, result.stderr
     return json.loads(result.stdout)
 
 
@@ -50,7 +50,7 @@ def test_up_with_the_csv_provider_serves_history_and_charts_offline(
     env = child_env(redis_url, database_url, state)
     env.pop("PT_UPDATE_INTERVAL")
     master_port, worker_port = free_port(), free_port()
-    before = ok_json(["market", "status", "--state-dir", str(state)], env)
+    before = ok_json(["market", "status", "--state-dir", str(state)], env, code=3)  # no prices
     assert before["running"] is False and before["api_calls"] == 0
 
     up = run(
