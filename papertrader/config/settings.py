@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from papertrader.limits.rates import Rate, parse_rate
+from papertrader.oidc.providers import OidcProvider, parse_providers
 
 # tomllib is 3.11+; tomli has the same API. Imported by name so type checkers
 # targeting 3.10 do not demand tomli's presence on 3.11+ machines.
@@ -51,7 +52,9 @@ _FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _MAX_SHOWN = 80
 _HIDDEN = "<hidden>"
 #: Settings whose values are secrets: masked in repr and in error messages.
-SECRET_SETTINGS = frozenset({"market_api_key"})
+SECRET_SETTINGS = frozenset({"market_api_key", "smtp_password"})
+#: Settings whose bad values are never echoed in errors (they may hold secrets).
+_HIDDEN_IN_ERRORS = SECRET_SETTINGS | {"oidc_providers"}
 
 
 class ConfigError(ValueError):
@@ -67,7 +70,8 @@ class ConfigError(ValueError):
 class _Rule:
     """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
 
-    # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets, rate
+    # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets, rate,
+    # providers
     kind: str
     allowed: str
     low: float | None = None
@@ -177,6 +181,34 @@ _RULES: dict[str, _Rule] = {
     "resume_rate_per_address": _RATE,
     "login_failures_before_backoff": _Rule("int", "a whole number from 0 to 1000", 0, 1000),
     "login_backoff_max_seconds": _Rule("int", "whole seconds from 1 to 86400", 1, 86400),
+    "oidc_providers": _Rule(
+        "providers",
+        "a list of {name, issuer, client_id, client_secret?, display_name?, scopes?} tables "
+        "(in PT_OIDC_PROVIDERS: the same as a JSON list); issuer an https:// URL",
+    ),
+    "oidc_clock_skew_seconds": _Rule("int", "whole seconds from 0 to 600", 0, 600),
+    "oidc_fresh_seconds": _Rule("int", "whole seconds from 30 to 3600", 30, 3600),
+    "oidc_rate_per_address": _RATE,
+    "smtp_host": _Rule("optstr", "the mail server's host name, or unset: no mail is sent"),
+    "smtp_port": _PORT,
+    "smtp_security": _Rule(
+        "str", "one of: starttls, tls, none", choices=("starttls", "tls", "none")
+    ),
+    "smtp_user": _Rule("optstr", "the SMTP user name, or unset to send without logging in"),
+    "smtp_password": _Rule("optstr", "the SMTP password (a secret: never shown), or unset"),
+    "smtp_sender": _Rule(
+        "str", "the From address of PaperTrader's mail, e.g. PaperTrader <noreply@example.org>"
+    ),
+    "smtp_timeout": _Rule("float", "seconds from 1 to 120", 1, 120),
+    "smtp_ca_file": _Rule(
+        "optpath", "a PEM file of CA certificates for the mail server, or unset for the system's"
+    ),
+    "reset_code_minutes": _Rule("int", "whole minutes from 5 to 1440", 5, 1440),
+    "email_verification": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
+    "username_retirement_days": _Rule("int", "whole days from 0 to 3650", 0, 3650),
+    "forgot_rate_per_address": _RATE,
+    "forgot_rate_per_account": _RATE,
+    "reset_rate_per_address": _RATE,
 }
 
 _PATH_KINDS = frozenset({"optpath"})
@@ -263,6 +295,38 @@ class Settings:
     login_failures_before_backoff: int = 5
     #: and the longest wait (the owner's known addresses never wait).
     login_backoff_max_seconds: int = 300
+    #: OpenID Connect providers users may sign in with (papertrader/oidc; README "Signing
+    #: in with Google"). Empty: password accounts only.
+    oidc_providers: tuple[OidcProvider, ...] = ()
+    #: Leeway for the exp/iat of ID tokens, for clocks that differ a little.
+    oidc_clock_skew_seconds: int = 60
+    #: How recent a provider sign-in must be to prove ownership (account deletion).
+    oidc_fresh_seconds: int = 300
+    #: Sign-ins with a provider (LOGIN_OIDC) per client address.
+    oidc_rate_per_address: Rate = Rate(30, 60)
+    #: Mail (password reset, e-mail verification). No host: nothing is mailed, and the
+    #: master's log says so when a reset is asked for.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    #: starttls (port 587), tls (implicit TLS, port 465) or none (loopback relays only).
+    smtp_security: str = "starttls"
+    smtp_user: str | None = None
+    #: A secret: masked in repr, never logged.
+    smtp_password: str | None = None
+    smtp_sender: str = "PaperTrader <noreply@papertrader.invalid>"
+    smtp_timeout: float = 10.0
+    smtp_ca_file: Path | None = None
+    #: How long a mailed password-reset code works.
+    reset_code_minutes: int = 30
+    #: Ask new password accounts to confirm their e-mail with a mailed code.
+    email_verification: bool = False
+    #: Days the username of a deleted account stays unavailable to others.
+    username_retirement_days: int = 90
+    #: Password-reset requests per client address, and per account asked about,
+    forgot_rate_per_address: Rate = Rate(5, 3600)
+    forgot_rate_per_account: Rate = Rate(3, 3600)
+    #: and attempts to use a reset code per client address.
+    reset_rate_per_address: Rate = Rate(10, 3600)
 
     _DIRECT: ClassVar[str] = "Settings(...)"
 
@@ -482,7 +546,7 @@ def _unknown_setting(key: str, source: str, extra: str = "") -> ConfigError:
 
 def _show(name: str, value: Any) -> str:
     """Render a bad value for an error message; URLs and secrets are masked, long values cut."""
-    if name in SECRET_SETTINGS:
+    if name in _HIDDEN_IN_ERRORS:
         return "the value (hidden)"
     if "url" in name:
         shown = redact_url(value) if isinstance(value, str) else _HIDDEN
@@ -581,6 +645,11 @@ def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
             raise _fail(name, rule, value, "is not a rate", source) from None
     if kind == "assets":
         return _coerce_assets(name, rule, value, source)
+    if kind == "providers":
+        try:
+            return parse_providers(value)
+        except ValueError as exc:
+            raise _fail(name, rule, value, f"is not usable ({exc})", source) from None
     return value
 
 

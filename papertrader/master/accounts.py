@@ -19,6 +19,7 @@ from papertrader.master import passwords
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store import accounts as store
+from papertrader.store import identities
 from papertrader.store.pool import ConnectionPool
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,24}")
@@ -111,20 +112,43 @@ def register(
     return account
 
 
+def no_password_reason(pool: ConnectionPool, settings: Settings, account_id: int) -> str:
+    """ "this account signs in with Google: ..." (spec 3.1.3: ask for the third-party login)."""
+    titles = {provider.name: provider.title for provider in settings.oidc_providers}
+    linked = [identity.provider for identity in identities.of_account(pool, account_id)]
+    if not linked:
+        return NO_PASSWORD
+    names = " or ".join(titles.get(name, name.capitalize()) for name in linked)
+    return (
+        f"this account signs in with {names}: use `pt client login --with {linked[0]}` "
+        "(a password can be added once signed in)"
+    )
+
+
 def login(pool: ConnectionPool, settings: Settings, username: str, password: str) -> store.Account:
-    """The account these credentials open, or ``AccountError(INVALID_CREDENTIALS)``."""
+    """The account these credentials open, or ``AccountError(INVALID_CREDENTIALS)``.
+
+    An account without a password is answered "this account signs in with
+    <provider>" after the same bcrypt work as a wrong password.
+    """
     account = None
     if USERNAME_RE.fullmatch(username):
         account = store.find_account_by_username(pool, username)
     if account is None or not account.is_password:
+        reason = LOGIN_FAILED if account is None else no_password_reason(pool, settings, account.id)
         passwords.burn_check(password[:MAX_PASSWORD_LENGTH], settings.bcrypt_cost)
-        if account is not None:
-            raise AccountError(ErrorCode.INVALID_CREDENTIALS, NO_PASSWORD)
-        raise AccountError(ErrorCode.INVALID_CREDENTIALS, LOGIN_FAILED)
+        raise AccountError(ErrorCode.INVALID_CREDENTIALS, reason)
     if len(password) > MAX_PASSWORD_LENGTH or not passwords.check_password(
         password, account.password_hash
     ):
         raise AccountError(ErrorCode.INVALID_CREDENTIALS, LOGIN_FAILED)
+    if settings.email_verification and not account.email_verified:
+        raise AccountError(
+            ErrorCode.EMAIL_UNVERIFIED,
+            "confirm your e-mail address first with the code we mailed "
+            "(`pt client email verify --code CODE`); no mail? "
+            f"`pt client password forgot {account.username}` sends a code that also confirms it",
+        )
     return account
 
 

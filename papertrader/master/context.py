@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import redis
 
 from papertrader.config import Settings
+from papertrader.mail.smtp import Mailer
 from papertrader.master.asset_retrieval import QuoteBook
 from papertrader.master.workers import WorkerRegistry
+from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
 
@@ -25,3 +27,6 @@ class MasterContext:
     sessions: SessionStore
     quotes: QuoteBook
     workers: WorkerRegistry
+    #: Third-party sign-in and mail (issue 12); None where a test needs neither.
+    oidc: IdTokenVerifier | None = None
+    mailer: Mailer | None = None

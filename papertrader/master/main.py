@@ -26,6 +26,7 @@ from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home
 from papertrader.log import crash_guard, install_logging, uninstall_logging
+from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
 from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
 from papertrader.master.context import MasterContext
@@ -34,6 +35,8 @@ from papertrader.master.handshake import MasterHandshake
 from papertrader.master.link_server import LinkServer
 from papertrader.master.transactions import OrderDrain
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
+from papertrader.oidc.discovery import ProviderDirectory
+from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
 from papertrader.store import migrate
@@ -89,6 +92,12 @@ class Master:
             ),
             quotes=self.quotes,
             workers=self.workers,
+            oidc=IdTokenVerifier(
+                ProviderDirectory(settings.oidc_providers),
+                self.redis,
+                settings.oidc_clock_skew_seconds,
+            ),
+            mailer=Mailer(settings),
         )
         self.drain = OrderDrain(
             OrderQueue(self.redis),

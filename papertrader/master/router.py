@@ -14,7 +14,16 @@ import psycopg2
 import redis
 from loguru import logger
 
-from papertrader.master import accounts, history, portfolio
+from papertrader.master import (
+    accounts,
+    credentials,
+    deletion,
+    history,
+    portfolio,
+    recovery,
+    session_admin,
+    signin,
+)
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message, failure_reply
 from papertrader.store.pool import PoolTimeout
@@ -23,7 +32,22 @@ Handler = Callable[[MasterContext, Message], list[Message]]
 
 ROUTES: dict[Instruction, Handler] = {
     Instruction.LOGIN: accounts.handle_login,
-    Instruction.REGISTER: accounts.handle_register,
+    Instruction.REGISTER: recovery.handle_register,
+    # accounts a person can live with (issue 12)
+    Instruction.LOGIN_OIDC: signin.handle_login_oidc,
+    Instruction.GET_SIGN_IN_OPTIONS: signin.handle_sign_in_options,
+    Instruction.PASSWORD_SET: credentials.handle_change,
+    Instruction.PASSWORD_REMOVE: credentials.handle_change,
+    Instruction.PROVIDER_LINK: credentials.handle_change,
+    Instruction.PROVIDER_UNLINK: credentials.handle_change,
+    Instruction.GET_SIGN_IN_METHODS: credentials.handle_sign_in_methods,
+    Instruction.PASSWORD_FORGOT: recovery.handle_forgot,
+    Instruction.PASSWORD_RESET: recovery.handle_change,
+    Instruction.EMAIL_VERIFY: recovery.handle_change,
+    Instruction.GET_SESSIONS: session_admin.handle_sessions,
+    Instruction.SESSION_REVOKE: session_admin.handle_change,
+    Instruction.LOGOUT_ALL: session_admin.handle_change,
+    Instruction.ACCOUNT_DELETE: deletion.handle_delete,
     Instruction.GET_USER_INFO: portfolio.handle_user_data,
     Instruction.GET_USER_PORTFOLIO: portfolio.handle_user_data,
     Instruction.GET_USER_TRANSACTION_HISTORY: portfolio.handle_user_data,

@@ -31,6 +31,19 @@ class Instruction(IntEnum):
     PURCHASE_ASSET = 0x0104  # purchaseAsset(sessionID, symbol, quantity)
     SELL_ASSET = 0x0105  # sellAsset(sessionID, symbol, quantity)
     LOGOUT = 0x0106  # logout(sessionID): ends the session on every worker
+    # Accounts (issue 12; docs/PROTOCOL.md section 12): answered by the master
+    LOGIN_OIDC = 0x0110  # sign in with an OpenID Connect provider's ID token
+    GET_SIGN_IN_OPTIONS = 0x0111  # the providers a client may offer, no session
+    PASSWORD_SET = 0x0112  # add a password, or change it (current password)
+    PASSWORD_REMOVE = 0x0113  # only while a provider remains linked
+    PROVIDER_LINK = 0x0114  # link a provider to the signed-in account
+    PROVIDER_UNLINK = 0x0115  # only while another way in remains
+    PASSWORD_FORGOT = 0x0116  # mail a reset code; the same answer for everyone
+    PASSWORD_RESET = 0x0117  # reset code + new password; every session ends
+    SESSION_REVOKE = 0x0118  # end one of one's own sessions, by its handle
+    LOGOUT_ALL = 0x0119  # end every session of the account (this one too, or not)
+    ACCOUNT_DELETE = 0x011A  # with the password or a fresh provider sign-in
+    EMAIL_VERIFY = 0x011B  # confirm the e-mail address with a mailed code
 
     # Data transfer state (MessageType.DATA_TRANSFER)
     GET_ASSET_INFO = 0x0201
@@ -44,6 +57,8 @@ class Instruction(IntEnum):
     GET_USER_INFO = 0x0209
     GET_USER_PORTFOLIO = 0x020A
     GET_USER_TRANSACTION_HISTORY = 0x020B
+    GET_SESSIONS = 0x0210  # one's own sessions (issue 12)
+    GET_SIGN_IN_METHODS = 0x0211  # password or not, linked providers (issue 12)
 
     # Control (MessageType.CONTROL): valid in either state
     SWITCH_STATE = 0x0301  # switchState(sessionID, state)
@@ -64,6 +79,9 @@ class Instruction(IntEnum):
     DATA_FAIL = 0x040C
     LOGOUT_SUCCESS = 0x040D
     ERROR = 0x040E  # a message that matched no instruction's own failure return
+    ACCOUNT_SUCCESS = 0x0410  # an account change was made (issue 12)
+    ACCOUNT_FAIL = 0x0411  # an account change was refused (issue 12)
+    SIGN_IN_OPTIONS = 0x0412  # the answer to GET_SIGN_IN_OPTIONS (issue 12)
 
     # Master-worker link (MessageType.LINK): never valid on a client connection
     LINK_HELLO = 0x0501  # worker -> master, first frame: who I am

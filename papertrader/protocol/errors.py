@@ -63,6 +63,16 @@ class ErrorCode(IntEnum):
     ALREADY_LINKED = 124
     SESSION_MISMATCH = 125
     SESSION_UNVERIFIED = 126
+    # Accounts (issue 12)
+    SIGN_IN_REFUSED = 130  # the provider's ID token was refused (the reason says why)
+    UNKNOWN_PROVIDER = 131  # no sign-in provider of that name is configured
+    USERNAME_NEEDED = 132  # first sign-in with a provider: choose a username
+    LINK_REQUIRED = 133  # an account has this e-mail: sign in to it and link the provider
+    EMAIL_UNVERIFIED = 134  # the provider has not verified the e-mail address
+    LAST_WAY_IN = 135  # the change would leave the account with no way to sign in
+    RESET_CODE_INVALID = 136  # the reset code is unknown, used or expired
+    UNKNOWN_SESSION = 137  # no session of this account has that handle
+    PROOF_REQUIRED = 138  # the password, or a fresh sign-in with a linked provider, is needed
 
 
 class ProtocolError(Exception):

@@ -44,6 +44,9 @@ _FILL = Schema(
 )
 _ORDER_FAIL = Schema((("code", T.INT), ("reason", T.STR), ("order_id", T.ID)))
 _USER_REQUEST = Schema((("username", T.STR),), needs_session=True)
+_PROVIDER_PROOF = Schema(
+    (("provider", T.STR), ("id_token", T.STR), ("nonce", T.STR)), needs_session=True
+)
 
 SCHEMAS: dict[Instruction, Schema] = {
     I.LOGIN: Schema((("username", T.STR), ("password", T.STR), ("remember", T.BOOL))),
@@ -52,6 +55,29 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.PURCHASE_ASSET: _ORDER,
     I.SELL_ASSET: _ORDER,
     I.LOGOUT: Schema((), needs_session=True),
+    I.LOGIN_OIDC: Schema(
+        (
+            ("provider", T.STR),
+            ("id_token", T.STR),
+            ("nonce", T.STR),
+            ("remember", T.BOOL),
+            ("username", T.STR),
+        )
+    ),
+    I.GET_SIGN_IN_OPTIONS: Schema(()),
+    I.PASSWORD_SET: Schema((("current", T.STR), ("new", T.STR)), needs_session=True),
+    I.PASSWORD_REMOVE: Schema((("current", T.STR),), needs_session=True),
+    I.PROVIDER_LINK: _PROVIDER_PROOF,
+    I.PROVIDER_UNLINK: Schema((("provider", T.STR),), needs_session=True),
+    I.PASSWORD_FORGOT: Schema((("who", T.STR),)),
+    I.PASSWORD_RESET: Schema((("code", T.STR), ("new", T.STR))),
+    I.SESSION_REVOKE: Schema((("handle", T.STR),), needs_session=True),
+    I.LOGOUT_ALL: Schema((("keep_this", T.BOOL),), needs_session=True),
+    I.ACCOUNT_DELETE: Schema(
+        (("password", T.STR), ("provider", T.STR), ("id_token", T.STR), ("nonce", T.STR)),
+        needs_session=True,
+    ),
+    I.EMAIL_VERIFY: Schema((("code", T.STR),)),
     I.GET_ASSET_INFO: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_CURRENT: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_DAY: _DATE_REQUEST,
@@ -63,6 +89,8 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.GET_USER_INFO: _USER_REQUEST,
     I.GET_USER_PORTFOLIO: _USER_REQUEST,
     I.GET_USER_TRANSACTION_HISTORY: _USER_REQUEST,
+    I.GET_SESSIONS: Schema((), needs_session=True),
+    I.GET_SIGN_IN_METHODS: Schema((), needs_session=True),
     I.SWITCH_STATE: Schema((("state", T.INT),), needs_session=True),
     I.GET_WORKER_LIST: Schema(()),
     I.LOGIN_FAIL: _FAIL,
@@ -79,6 +107,9 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.DATA_FAIL: _FAIL,
     I.LOGOUT_SUCCESS: Schema(()),
     I.ERROR: _FAIL,
+    I.ACCOUNT_SUCCESS: Schema((("message", T.STR),)),
+    I.ACCOUNT_FAIL: _FAIL,
+    I.SIGN_IN_OPTIONS: Schema((("providers", T.LIST),)),
     I.LINK_HELLO: Schema((("name", T.STR), ("region", T.STR), ("client_address", T.STR))),
     I.LINK_WELCOME: Schema((("name", T.STR),)),
     I.LINK_REFUSED: _FAIL,
@@ -107,6 +138,23 @@ FAILURE_RETURN: dict[Instruction, Instruction] = {
     I.PURCHASE_ASSET: I.PURCHASE_FAIL,
     I.SELL_ASSET: I.SELL_FAIL,
     I.LOGOUT: I.ERROR,
+    I.LOGIN_OIDC: I.LOGIN_FAIL,
+    **{
+        code: I.ACCOUNT_FAIL
+        for code in (
+            I.GET_SIGN_IN_OPTIONS,
+            I.PASSWORD_SET,
+            I.PASSWORD_REMOVE,
+            I.PROVIDER_LINK,
+            I.PROVIDER_UNLINK,
+            I.PASSWORD_FORGOT,
+            I.PASSWORD_RESET,
+            I.SESSION_REVOKE,
+            I.LOGOUT_ALL,
+            I.ACCOUNT_DELETE,
+            I.EMAIL_VERIFY,
+        )
+    },
     I.SWITCH_STATE: I.STATE_SWITCH_FAIL,
     I.GET_WORKER_LIST: I.DATA_FAIL,
     **{code: I.DATA_FAIL for code in Instruction if code.value >> 8 == 0x02},

@@ -9,9 +9,17 @@ from __future__ import annotations
 PREFIX = "pt:"
 
 
-#: Hash: one session (account_id, username, client_ip, remember, created_at). TTL = expiry.
+#: Hash: one session (account_id, username, client_ip, remember, expires_at, created_at).
+#: TTL = expiry.
 def session(session_hex: str) -> str:
     return f"{PREFIX}session:{session_hex}"
+
+
+#: Hash: when and from where a session was last used (``at`` ISO time, ``ip``), for its
+#: owner's session list; written by workers at most once a minute per session. Same expiry
+#: as the session.
+def session_seen(session_hex: str) -> str:
+    return f"{PREFIX}session-seen:{session_hex}"
 
 
 #: Set of the session ids of one account, so logout-everywhere and audits can find them.
@@ -110,3 +118,9 @@ def login_failures(user_subject: str) -> str:
 #: days; they skip the username's back-off wait.
 def login_known_addresses(user_subject: str) -> str:
     return f"{PREFIX}rate:login-known:{user_subject}"
+
+
+#: String: an OpenID Connect nonce already used in a sign-in (SHA-256 hex of the nonce and
+#: issuer), kept until the ID token that carried it expires, so a replayed token is refused.
+def oidc_nonce(digest_hex: str) -> str:
+    return f"{PREFIX}oidc:nonce:{digest_hex}"

@@ -6,6 +6,7 @@ is not there, on every worker at once, and logout is one DEL.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -35,6 +36,31 @@ class Session:
     client_ip: str
     remember: bool
     expires_at: datetime
+    created_at: datetime | None = None
+
+    @property
+    def handle(self) -> str:
+        """The session's public name (``session_handle``)."""
+        return session_handle(self.session_id)
+
+
+def session_handle(session_id: uuid.UUID) -> str:
+    """A short public name of a session, for listing and revoking it.
+
+    The session id is a bearer secret and never leaves the session's own
+    client; the handle (12 hex digits of its SHA-256) names it in a list of
+    one's sessions without letting anyone who sees the list use it.
+    """
+    return hashlib.sha256(session_id.bytes).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One live session as its owner sees it in ``pt client sessions list``."""
+
+    session: Session
+    last_used_at: datetime | None
+    last_ip: str | None
 
 
 class SessionStore:
@@ -56,7 +82,8 @@ class SessionStore:
         """A fresh 128-bit random session id; the short or long expiry by ``remember``."""
         session_id = uuid.UUID(bytes=secrets.token_bytes(16))
         ttl = self._remember_ttl if remember else self._ttl
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=ttl)
+        created_at = datetime.now(timezone.utc)
+        expires_at = created_at + timedelta(seconds=ttl)
         key = keys.session(session_id.hex)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
@@ -67,13 +94,16 @@ class SessionStore:
                 "client_ip": client_ip,
                 "remember": int(remember),
                 "expires_at": expires_at.isoformat(),
+                "created_at": created_at.isoformat(),
             },
         )
         pipe.expire(key, ttl)
         pipe.sadd(keys.account_sessions(account_id), session_id.hex)
         pipe.expire(keys.account_sessions(account_id), self._remember_ttl)
         pipe.execute()
-        return Session(session_id, account_id, username, client_ip, remember, expires_at)
+        return Session(
+            session_id, account_id, username, client_ip, remember, expires_at, created_at
+        )
 
     def get(self, session_id: uuid.UUID, client_ip: str | None) -> Session:
         """The live session, or SessionError (unknown, expired, or used from another IP)."""
@@ -98,6 +128,9 @@ class SessionStore:
             client_ip=fields["client_ip"],
             remember=fields["remember"] == "1",
             expires_at=datetime.fromisoformat(fields["expires_at"]),
+            created_at=(
+                datetime.fromisoformat(fields["created_at"]) if "created_at" in fields else None
+            ),
         )
         return session
 
@@ -117,6 +150,60 @@ class SessionStore:
         """
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(keys.session(session.session_id.hex))
+        pipe.delete(keys.session_seen(session.session_id.hex))
         pipe.srem(keys.account_sessions(session.account_id), session.session_id.hex)
         pipe.publish(keys.SESSIONS_ENDED, session.session_id.hex)
         pipe.execute()
+
+    # -- sessions a user controls (issue 12) ----------------------------------------
+    def touch(self, session: Session, client_ip: str, now: datetime | None = None) -> None:
+        """Record that the session was used now, from ``client_ip`` (for its owner's list).
+
+        Kept beside the session, not in it (``keys.session_seen``), with the
+        same expiry: the session record itself is never rewritten after login.
+        """
+        key = keys.session_seen(session.session_id.hex)
+        moment = (now or datetime.now(timezone.utc)).isoformat()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"at": moment, "ip": client_ip})
+        pipe.expireat(key, session.expires_at)
+        pipe.execute()
+
+    def of_account(self, account_id: int) -> list[SessionView]:
+        """The account's live sessions, newest first; ids of ended ones are tidied away."""
+        members = cast("set[bytes]", self._redis.smembers(keys.account_sessions(account_id)))
+        hexes = sorted(member.decode() for member in members)
+        views: list[SessionView] = []
+        gone: list[str] = []
+        for session_hex in hexes:
+            try:
+                session = self.fetch(uuid.UUID(hex=session_hex))
+            except (SessionError, ValueError):
+                gone.append(session_hex)
+                continue
+            if session.account_id != account_id:
+                continue
+            seen = cast("dict[bytes, bytes]", self._redis.hgetall(keys.session_seen(session_hex)))
+            at = seen.get(b"at")
+            ip = seen.get(b"ip")
+            views.append(
+                SessionView(
+                    session,
+                    datetime.fromisoformat(at.decode()) if at else None,
+                    ip.decode() if ip else None,
+                )
+            )
+        if gone:
+            self._redis.srem(keys.account_sessions(account_id), *gone)
+        oldest = datetime.min.replace(tzinfo=timezone.utc)
+        views.sort(key=lambda view: view.session.created_at or oldest, reverse=True)
+        return views
+
+    def end_all(self, account_id: int, keep: uuid.UUID | None = None) -> int:
+        """End every session of the account except ``keep``; how many were ended."""
+        ended = 0
+        for view in self.of_account(account_id):
+            if view.session.session_id != keep:
+                self.end(view.session)
+                ended += 1
+        return ended

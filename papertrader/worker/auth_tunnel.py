@@ -12,16 +12,26 @@ all workers in Redis): a refused request gets its failure return with
 RATE_LIMITED and never reaches the master's bcrypt. Login answers feed the
 username's back-off.
 
-Passwords are never logged, and session ids only by their first digits.
+The account requests of issue 12 (sign-in with a provider, passwords,
+reset codes, sessions, deletion) are decided by the master too. The worker
+checks the client's session first where one is needed (fresh, from Redis,
+against the client's address), applies :class:`~papertrader.limits.accounts.AccountGate`,
+and relays the master's ACCOUNT_SUCCESS / ACCOUNT_FAIL. A provider sign-in
+that the master accepts ends like a password login: AUTHENTICATED, then the
+session (:meth:`AuthTunnel._session_for`).
+
+Passwords, ID tokens and reset codes are never logged, and session ids only
+by their first digits.
 """
 
 from __future__ import annotations
 
 from loguru import logger
 
+from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
 from papertrader.limits.limiter import retry_after_text
-from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
+from papertrader.protocol import FAILURE_RETURN, SCHEMAS, ErrorCode, Instruction, Message, reply_to
 from papertrader.store.sessions import SessionError
 from papertrader.worker.client_management import ClientInfo, ClientManager, shown
 from papertrader.worker.forwarding import FORWARD_TIMEOUT, for_master
@@ -37,11 +47,13 @@ class AuthTunnel:
         clients: ClientManager,
         timeout: float = FORWARD_TIMEOUT,
         gate: AuthGate | None = None,
+        accounts: AccountGate | None = None,
     ) -> None:
         self._link = link
         self._clients = clients
         self._timeout = timeout
         self._gate = gate
+        self._accounts = accounts
 
     @staticmethod
     def _limited(request: Message, fail: Instruction, client: ClientInfo, reason: str) -> Message:
@@ -65,19 +77,9 @@ class AuthTunnel:
             logger.warning(f"{client.label}: login for {shown(username)} failed: {exc.reason}")
             return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
         if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
-            account_id = answer.arg("account_id")
-            stored_name = answer.arg("username")
-            assert isinstance(account_id, int) and isinstance(stored_name, str)
             if gate is not None:
                 gate.login_succeeded(client.ip, username)
-            session = self._clients.open_session(client, account_id, stored_name, remember)
-            return reply_to(
-                request,
-                Instruction.SESSION_ID,
-                session.session_id,
-                session.expires_at,
-                session.username,
-            )
+            return self._session_for(request, client, answer, remember)
         if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
             reason = str(answer.arg("reason"))
             logger.info(f"{client.label}: login for {shown(username)} refused: {reason}")
@@ -88,6 +90,87 @@ class AuthTunnel:
                     reason += f"; the next attempt for this username must wait ({wait})"
             return reply_to(request, Instruction.LOGIN_FAIL, answer.arg("code"), reason)
         return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
+
+    def _session_for(
+        self, request: Message, client: ClientInfo, answer: Message, remember: bool
+    ) -> Message:
+        """The one way a sign-in (password or provider) becomes a session: SESSION_ID."""
+        account_id = answer.arg("account_id")
+        stored_name = answer.arg("username")
+        assert isinstance(account_id, int) and isinstance(stored_name, str)
+        session = self._clients.open_session(client, account_id, stored_name, remember)
+        return reply_to(
+            request,
+            Instruction.SESSION_ID,
+            session.session_id,
+            session.expires_at,
+            session.username,
+        )
+
+    def login_oidc(self, request: Message, client: ClientInfo, stamp: int) -> Message:
+        """LOGIN_OIDC(provider, id_token, nonce, remember, username) -> SESSION_ID or LOGIN_FAIL."""
+        provider = str(request.arg("provider"))
+        if self._accounts is not None:
+            refusal = self._accounts.before_oidc(client.ip)
+            if refusal is not None:
+                return self._limited(request, Instruction.LOGIN_FAIL, client, refusal)
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=False), self._timeout
+            )
+        except LinkError as exc:
+            logger.warning(f"{client.label}: sign-in with {shown(provider)} failed: {exc.reason}")
+            return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
+        if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
+            return self._session_for(request, client, answer, bool(request.arg("remember")))
+        if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
+            logger.info(
+                f"{client.label}: sign-in with {shown(provider)} refused: {answer.arg('reason')!s}"
+            )
+            return reply_to(request, Instruction.LOGIN_FAIL, *answer.args)
+        return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
+
+    def _account_limit(self, request: Message, client: ClientInfo) -> str | None:
+        gate = self._accounts
+        if gate is None:
+            return None
+        if request.instruction is Instruction.PASSWORD_FORGOT:
+            return gate.before_forgot(client.ip, str(request.arg("who")))
+        if request.instruction in (Instruction.PASSWORD_RESET, Instruction.EMAIL_VERIFY):
+            return gate.before_code(client.ip)
+        return None
+
+    def account(self, request: Message, client: ClientInfo, stamp: int) -> Message:
+        """An account request of issue 12 -> the master's ACCOUNT_SUCCESS/ACCOUNT_FAIL
+        (SIGN_IN_OPTIONS for GET_SIGN_IN_OPTIONS)."""
+        fail = FAILURE_RETURN[request.instruction]
+        needs_session = SCHEMAS[request.instruction].needs_session
+        if needs_session:
+            try:
+                self._clients.check_session(client, request.session_id, fresh=True)
+            except SessionError as exc:
+                return reply_to(request, fail, int(exc.code), exc.reason)
+        refusal = self._account_limit(request, client)
+        if refusal is not None:
+            return self._limited(request, fail, client, refusal)
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=needs_session), self._timeout
+            )
+        except LinkError as exc:
+            logger.warning(f"{client.label}: {request.instruction.name} failed: {exc.reason}")
+            return reply_to(request, fail, int(exc.code), exc.reason)
+        if isinstance(answer, Message) and answer.instruction in (
+            Instruction.ACCOUNT_SUCCESS,
+            Instruction.ACCOUNT_FAIL,
+            Instruction.SIGN_IN_OPTIONS,
+        ):
+            if answer.instruction is Instruction.ACCOUNT_FAIL:
+                logger.info(
+                    f"{client.label}: {request.instruction.name} refused: {answer.arg('reason')!s}"
+                )
+            return reply_to(request, answer.instruction, *answer.args)
+        return self._unexpected(request, fail, answer)
 
     def register(self, request: Message, client: ClientInfo, stamp: int) -> Message:
         """REGISTER(username, email, password) -> REGISTER_SUCCESS or REGISTER_FAIL."""

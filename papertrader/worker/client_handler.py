@@ -79,6 +79,24 @@ _USER_DATA = frozenset(
         Instruction.GET_USER_INFO,
         Instruction.GET_USER_PORTFOLIO,
         Instruction.GET_USER_TRANSACTION_HISTORY,
+        Instruction.GET_SESSIONS,
+        Instruction.GET_SIGN_IN_METHODS,
+    }
+)
+#: Account requests of issue 12, answered by the master through the auth tunnel.
+_ACCOUNT = frozenset(
+    {
+        Instruction.GET_SIGN_IN_OPTIONS,
+        Instruction.PASSWORD_SET,
+        Instruction.PASSWORD_REMOVE,
+        Instruction.PROVIDER_LINK,
+        Instruction.PROVIDER_UNLINK,
+        Instruction.PASSWORD_FORGOT,
+        Instruction.PASSWORD_RESET,
+        Instruction.EMAIL_VERIFY,
+        Instruction.SESSION_REVOKE,
+        Instruction.LOGOUT_ALL,
+        Instruction.ACCOUNT_DELETE,
     }
 )
 
@@ -204,6 +222,8 @@ class ClientConnection:
             Instruction.REGISTER: self._register,
             Instruction.LOGIN_SESSION: self._login_session,
             Instruction.LOGOUT: self._logout,
+            Instruction.LOGIN_OIDC: self._login_oidc,
+            **{instruction: self._account for instruction in _ACCOUNT},
             Instruction.PURCHASE_ASSET: self._order,
             Instruction.SELL_ASSET: self._order,
             Instruction.SWITCH_STATE: self._switch_state,
@@ -342,6 +362,12 @@ class ClientConnection:
 
     def _register(self, message: Message, stamp: int) -> list[Message]:
         return [self.shared.tunnel.register(message, self.client, stamp)]
+
+    def _login_oidc(self, message: Message, stamp: int) -> list[Message]:
+        return [self.shared.tunnel.login_oidc(message, self.client, stamp)]
+
+    def _account(self, message: Message, stamp: int) -> list[Message]:
+        return [self.shared.tunnel.account(message, self.client, stamp)]
 
     def _login_session(self, message: Message, stamp: int) -> list[Message]:
         return [self.shared.tunnel.login_session(message, self.client)]

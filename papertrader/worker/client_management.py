@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +23,10 @@ from loguru import logger
 
 from papertrader.store.sessions import Session
 from papertrader.worker.session_cache import SessionCache
+
+#: A session's "last used" (its owner's session list) is written at most this often.
+TOUCH_INTERVAL = 60.0
+MAX_TOUCHED = 100_000
 
 
 def normalise_ip(host: str) -> str:
@@ -75,6 +80,7 @@ class ClientManager:
         self._clients: dict[int, ClientInfo] = {}
         self._ids = itertools.count(1)
         self.total_connections = 0
+        self._touched: dict[uuid.UUID, float] = {}
 
     # connected clients -----------------------------------------------------
     def connect(self, host: str, port: int) -> ClientInfo:
@@ -106,6 +112,7 @@ class ClientManager:
         session = self.sessions.store.create(account_id, username, client.ip, remember)
         self.sessions.remember(session)
         self._attach(client, session)
+        self._touch(client, session)
         logger.info(
             f"{client.label}: logged in, session {short_id(session.session_id)}... "
             f"until {session.expires_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -121,7 +128,18 @@ class ClientManager:
         """
         session = self.sessions.get(session_id, client.ip, fresh)
         self._attach(client, session)
+        self._touch(client, session)
         return session
+
+    def _touch(self, client: ClientInfo, session: Session) -> None:
+        """Note when and from where the session was used, at most once a minute."""
+        now = time.monotonic()
+        if now - self._touched.get(session.session_id, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
+            return
+        if len(self._touched) >= MAX_TOUCHED:
+            self._touched.clear()
+        self._touched[session.session_id] = now
+        self.sessions.store.touch(session, client.ip)
 
     def end_session(self, client: ClientInfo, session: Session) -> None:
         """Expire the token now, on every worker."""

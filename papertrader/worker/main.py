@@ -28,6 +28,7 @@ from loguru import logger
 from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, worker_home
+from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.protocol import max_chunk_size
@@ -121,7 +122,10 @@ class Worker:
             self.clients,
             self.cache,
             AuthTunnel(
-                self.link, self.clients, gate=AuthGate.from_settings(redis_client, settings)
+                self.link,
+                self.clients,
+                gate=AuthGate.from_settings(redis_client, settings),
+                accounts=AccountGate.from_settings(redis_client, settings),
             ),
             OrderDesk(
                 OrderQueue(redis_client),

@@ -1,0 +1,1 @@
+"""Mail to account owners: the SMTP sender (:mod:`.smtp`) and the texts (:mod:`.messages`)."""

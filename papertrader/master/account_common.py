@@ -1,0 +1,40 @@
+"""What the account handlers of issue 12 share: the caller's session, the two answers.
+
+Every account change arrives from a worker with the client's session id in
+the header (the worker has already checked it against the client's
+address). The master looks the session up again in Redis: it is the
+authority, and a session ended a moment ago must not change an account.
+"""
+
+from __future__ import annotations
+
+from papertrader.master.accounts import AccountError
+from papertrader.master.context import MasterContext
+from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
+from papertrader.store import accounts as account_store
+from papertrader.store.accounts import Account
+from papertrader.store.sessions import Session, SessionError
+
+
+def own_session(ctx: MasterContext, request: Message) -> tuple[Session, Account]:
+    """The request's live session and its account, or AccountError."""
+    try:
+        session = ctx.sessions.fetch(request.session_id)
+    except SessionError as exc:
+        raise AccountError(exc.code, exc.reason) from None
+    account = account_store.get_account(ctx.pool, session.account_id)
+    if account is None:
+        raise AccountError(ErrorCode.INVALID_SESSION, "the session's account no longer exists")
+    return session, account
+
+
+def done(request: Message, message: str) -> list[Message]:
+    return [reply_to(request, Instruction.ACCOUNT_SUCCESS, message)]
+
+
+def refused(request: Message, error: AccountError) -> list[Message]:
+    return [reply_to(request, Instruction.ACCOUNT_FAIL, int(error.code), error.reason)]
+
+
+def where(request: Message) -> str:
+    return str(request.client_address) if request.client_address is not None else "?"
