@@ -108,6 +108,107 @@ class PaperTraderClient:
         self.session_id = None
         self.session = None
 
+    # -- accounts a person can live with (docs/PROTOCOL.md section 12) ----------------
+    def sign_in_options(self) -> list[dict[str, Any]]:
+        """The providers this server offers: name, display_name, issuer, client_id,
+        client_secret (of an installed-app client, or None) and scopes."""
+        reply = self._command(Message(Instruction.GET_SIGN_IN_OPTIONS))
+        self._expect(reply, Instruction.SIGN_IN_OPTIONS)
+        return _records(reply.arg("providers"))
+
+    def login_oidc(
+        self,
+        provider: str,
+        id_token: str,
+        nonce: str,
+        remember: bool = False,
+        username: str = "",
+    ) -> SessionInfo:
+        """Sign in with a provider's ID token (``papertrader.oidc.native`` obtains one).
+
+        ``username`` names the new account on a first sign-in (USERNAME_NEEDED
+        without it); it is ignored for an account already linked.
+        """
+        reply = self._command(
+            Message(Instruction.LOGIN_OIDC, (provider, id_token, nonce, remember, username))
+        )
+        return self._take_session(reply)
+
+    def set_password(self, new: str, current: str = "") -> str:
+        """Add a password (``current`` empty), or change it; other sessions are signed out."""
+        return self._account(Instruction.PASSWORD_SET, current, new)
+
+    def remove_password(self, current: str) -> str:
+        """Remove the password (only while a provider stays linked)."""
+        return self._account(Instruction.PASSWORD_REMOVE, current)
+
+    def link_provider(self, provider: str, id_token: str, nonce: str) -> str:
+        """Link a provider sign-in to the account of this session."""
+        return self._account(Instruction.PROVIDER_LINK, provider, id_token, nonce)
+
+    def unlink_provider(self, provider: str) -> str:
+        """Unlink a provider (only while another way in remains)."""
+        return self._account(Instruction.PROVIDER_UNLINK, provider)
+
+    def forgot_password(self, who: str) -> str:
+        """Ask for a reset code by username or e-mail; the answer is the same either way."""
+        return self._account(Instruction.PASSWORD_FORGOT, who, session=False)
+
+    def reset_password(self, code: str, new: str) -> str:
+        """Set a new password with a mailed code; every session of the account ends."""
+        return self._account(Instruction.PASSWORD_RESET, code, new, session=False)
+
+    def verify_email(self, code: str) -> str:
+        """Confirm the account's e-mail address with a mailed code."""
+        return self._account(Instruction.EMAIL_VERIFY, code, session=False)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """This account's live sessions, newest first (``current`` marks this one)."""
+        return _records(self._data_args(Instruction.GET_SESSIONS))
+
+    def sign_in_methods(self) -> dict[str, Any]:
+        """Whether the account has a password, its e-mail, and its linked providers."""
+        result = from_record(self._data_args(Instruction.GET_SIGN_IN_METHODS))
+        result["providers"] = _records(result.get("providers"))
+        return result
+
+    def revoke_session(self, handle: str) -> str:
+        """End one of this account's sessions, by the handle ``sessions()`` shows."""
+        answer = self._account(Instruction.SESSION_REVOKE, handle)
+        if "(this one)" in answer:
+            self._forget_session()
+        return answer
+
+    def logout_all(self, keep_this: bool = True) -> str:
+        """End every session of the account (this one too unless ``keep_this``)."""
+        answer = self._account(Instruction.LOGOUT_ALL, keep_this)
+        if not keep_this:
+            self._forget_session()
+        return answer
+
+    def delete_account(
+        self, password: str = "", provider: str = "", id_token: str = "", nonce: str = ""
+    ) -> str:
+        """Delete the account: with its password, or a fresh sign-in with a linked provider."""
+        answer = self._account(Instruction.ACCOUNT_DELETE, password, provider, id_token, nonce)
+        self._forget_session()
+        return answer
+
+    def _account(self, instruction: Instruction, *args: Value, session: bool = True) -> str:
+        session_id = self._session() if session else None
+        message = (
+            Message(instruction, args, session_id=session_id)
+            if session_id is not None
+            else Message(instruction, args)
+        )
+        reply = self._command(message)
+        self._expect(reply, Instruction.ACCOUNT_SUCCESS)
+        return _str(reply.arg("message"))
+
+    def _forget_session(self) -> None:
+        self.session_id = None
+        self.session = None
+
     # -- market data ---------------------------------------------------------------
     def quote(self, symbol: str) -> Quote:
         """The current bar of ``symbol``: orders sent now fill at about its close."""

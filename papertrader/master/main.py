@@ -96,6 +96,7 @@ class Master:
                 ProviderDirectory(settings.oidc_providers),
                 self.redis,
                 settings.oidc_clock_skew_seconds,
+                fresh_seconds=settings.oidc_fresh_seconds,
             ),
             mailer=Mailer(settings),
         )

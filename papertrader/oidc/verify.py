@@ -13,10 +13,14 @@ A token is accepted only if every one of these holds, in this order:
    future and ``iat`` not in the future (both with ``clock_skew`` seconds of
    leeway), ``sub`` is present;
 4. ``nonce`` equals the nonce the client generated for this sign-in.
+   The device-code flow (RFC 8628) has no nonce: its tokens are sent with an
+   empty nonce, must then carry none, and must have been issued within
+   ``fresh_seconds``; the token itself takes the nonce's place below.
 
-:meth:`IdTokenVerifier.consume` then spends the nonce: it is recorded in
-Redis until the token expires, so the same token (or another with the same
-nonce) cannot sign in twice. It is called only when the token grants
+:meth:`IdTokenVerifier.consume` then spends the nonce (for a device-flow
+token, the token's SHA-256): it is recorded in Redis until the token
+expires, so the same token (or another with the same nonce) cannot sign in
+twice. It is called only when the token grants
 something (a session, a link, a deletion); a refusal such as "choose a
 username first" lets the user try again with the same token.
 """
@@ -32,6 +36,7 @@ from typing import Any
 import redis
 from joserfc import jws, jwt
 from joserfc.errors import BadSignatureError, ClaimError, ExpiredTokenError, JoseError
+from joserfc.jwt import ClaimsOption
 
 from papertrader.oidc.discovery import ProviderDirectory
 from papertrader.oidc.providers import OidcProvider
@@ -61,6 +66,7 @@ class VerifiedToken:
     email_verified: bool
     issued_at: int
     expires_at: int
+    #: What makes this sign-in unique: the nonce, or for a device-flow token the token's hash.
     nonce: str
 
 
@@ -77,15 +83,17 @@ class IdTokenVerifier:
         client: redis.Redis,
         clock_skew: int = 60,
         clock: Callable[[], float] = time.time,
+        fresh_seconds: int = 300,
     ) -> None:
         self.directory = directory
         self._redis = client
         self.clock_skew = clock_skew
+        self.fresh_seconds = fresh_seconds
         self._clock = clock
 
     def verify(self, provider: OidcProvider, id_token: str, nonce: str) -> VerifiedToken:
         """The token's identity, or TokenRefused; ProviderUnavailable if keys cannot be had."""
-        if not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
+        if nonce and not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise TokenRefused(
                 f"the nonce must be {MIN_NONCE_LENGTH} to {MAX_NONCE_LENGTH} characters"
             )
@@ -114,6 +122,8 @@ class IdTokenVerifier:
         claims = token.claims
         self._check_claims(provider, claims, nonce)
         email = claims.get("email")
+        if not nonce:  # device flow: the token is its own nonce
+            nonce = "token:" + hashlib.sha256(id_token.encode("ascii")).hexdigest()
         return VerifiedToken(
             provider=provider,
             subject=str(claims["sub"]),
@@ -125,16 +135,16 @@ class IdTokenVerifier:
         )
 
     def _check_claims(self, provider: OidcProvider, claims: dict[str, Any], nonce: str) -> None:
-        registry = jwt.JWTClaimsRegistry(
-            now=int(self._clock()),
-            leeway=self.clock_skew,
-            iss={"essential": True, "value": provider.issuer},
-            aud={"essential": True, "value": provider.client_id},
-            sub={"essential": True},
-            exp={"essential": True},
-            iat={"essential": True},
-            nonce={"essential": True, "value": nonce},
-        )
+        options: dict[str, ClaimsOption] = {
+            "iss": {"essential": True, "value": provider.issuer},
+            "aud": {"essential": True, "value": provider.client_id},
+            "sub": {"essential": True},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+        }
+        if nonce:
+            options["nonce"] = {"essential": True, "value": nonce}
+        registry = jwt.JWTClaimsRegistry(now=int(self._clock()), leeway=self.clock_skew, **options)
         try:
             registry.validate(claims)
         except ExpiredTokenError:
@@ -156,6 +166,11 @@ class IdTokenVerifier:
             raise TokenRefused("the ID token's subject is malformed")
         if int(claims["iat"]) > self._clock() + self.clock_skew:
             raise TokenRefused("the ID token is dated in the future")
+        if not nonce:
+            if "nonce" in claims:
+                raise TokenRefused("the ID token carries a nonce, but none was sent with it")
+            if self._clock() - int(claims["iat"]) > self.fresh_seconds:
+                raise TokenRefused("the ID token (without a nonce) is too old: sign in again")
 
     def consume(self, token: VerifiedToken) -> bool:
         """Spend the token's nonce; False if it was spent before (a replay)."""
