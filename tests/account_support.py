@@ -30,7 +30,7 @@ from papertrader.services.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 CLIENT_ID = "papertrader-test-client"
-CLIENT_SECRET = "installed-app-secret"  # noqa: S105 - a test provider's public client secret
+CLIENT_SECRET = "installed-app-secret"
 
 
 class ProviderProcess:
@@ -150,7 +150,7 @@ class _Handler:
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
         assert isinstance(content, bytes)
         with self.sink.lock:

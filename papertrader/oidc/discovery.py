@@ -3,9 +3,10 @@
 The master reads ``<issuer>/.well-known/openid-configuration`` once (kept
 ``CONFIG_TTL`` seconds), then the ``jwks_uri`` it names. Keys are kept until
 a token names a key id (``kid``) the cached set lacks: the provider has
-rotated its keys, so the set is fetched again, at most once per
-``REFRESH_INTERVAL`` per provider so that tokens with made-up key ids cannot
-make the master hammer the provider.
+rotated its keys, so the set is fetched again, at most ``REFRESHES_PER_MINUTE``
+times a minute per provider, so that tokens with made-up key ids cannot make
+the master hammer the provider (and a real rotation is still picked up at
+once).
 
 Every fetch is a ``requests`` call with short connect and read timeouts; in
 the gevent-patched servers it waits cooperatively, so a slow provider costs
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -32,7 +34,7 @@ from papertrader.oidc.providers import OidcProvider
 TIMEOUT = (3.0, 5.0)
 CONFIG_TTL = 3600.0
 KEYS_TTL = 3600.0
-REFRESH_INTERVAL = 30.0
+REFRESHES_PER_MINUTE = 10
 MAX_DOCUMENT_BYTES = 512 * 1024
 
 
@@ -47,6 +49,8 @@ class _Cached:
     keys: KeySet | None = None
     kids: frozenset[str] = frozenset()
     keys_at: float = -1e18
+    #: When the key set was fetched because of an unknown kid, within the last minute.
+    refreshes: deque[float] = field(default_factory=deque)
 
 
 def fetch_json(url: str, session: requests.Session | None = None) -> dict[str, Any]:
@@ -112,7 +116,12 @@ class ProviderDirectory:
             now = self._clock()
             stale = cached.keys is None or now - cached.keys_at > KEYS_TTL
             unknown = kid is not None and kid not in cached.kids
-            if stale or (unknown and now - cached.keys_at >= REFRESH_INTERVAL):
+            while cached.refreshes and now - cached.refreshes[0] > 60:
+                cached.refreshes.popleft()
+            may_refresh = len(cached.refreshes) < REFRESHES_PER_MINUTE
+            if unknown and not stale and may_refresh:
+                cached.refreshes.append(now)
+            if stale or (unknown and may_refresh):
                 document = fetch_json(str(config["jwks_uri"]), self._session)
                 try:
                     key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
