@@ -360,12 +360,46 @@ def register(username: str, email: str, password_stdin: bool, as_json: bool) -> 
 
 
 @client.command()
-@click.argument("username")
+@click.argument("username", required=False)
 @click.option("--remember", is_flag=True, help="Keep the session for weeks instead of an hour.")
+@click.option(
+    "--with",
+    "provider",
+    metavar="PROVIDER",
+    default=None,
+    help="Sign in with this provider (e.g. google) instead of a password; the first time, "
+    "USERNAME (or --username) names the new account.",
+)
+@click.option("--username", "new_username", default=None, help="With --with: the same as USERNAME.")
+@click.option("--device", is_flag=True, help="With --with: approve on another device with a code.")
+@click.option("--paste", is_flag=True, help="With --with: the browser runs on another machine.")
+@click.option("--no-browser", is_flag=True, help="With --with: print the address, open nothing.")
 @password_stdin_option
 @json_option
-def login(username: str, remember: bool, password_stdin: bool, as_json: bool) -> None:
-    """Log in as USERNAME and keep the session for the next commands."""
+def login(
+    username: str | None,
+    remember: bool,
+    provider: str | None,
+    new_username: str | None,
+    device: bool,
+    paste: bool,
+    no_browser: bool,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Log in as USERNAME (or with a provider) and keep the session for the next commands.
+
+    `pt client login alice` asks for the password; `pt client login --with google`
+    opens the provider's sign-in in a browser (see `pt client password --help` to
+    add a password to such an account).
+    """
+    if provider is not None:
+        from cli.client_account import login_with
+
+        login_with(provider, new_username or username, remember, device, paste, no_browser, as_json)
+        return
+    if username is None:
+        raise click.UsageError("name the USERNAME, or sign in with --with PROVIDER")
     options = _options()
     password = _read_password(password_stdin, confirm=False)
     with _server_errors(options), options.connect() as conn:
@@ -685,3 +719,7 @@ def forecast(symbol: str, horizon: int, chart: bool, as_json: bool) -> None:
     ]
     click.echo(_table(["STEP", "TIME", "FORECAST", "LOWER", "UPPER"], rows, right={0, 2, 3, 4}))
     click.echo("A naive model for practice, not investment advice.")
+
+
+# The account commands (password, sessions, link, account) live in their own module.
+from cli import client_account as _client_account  # noqa: E402,F401

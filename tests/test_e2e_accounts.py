@@ -9,6 +9,11 @@ each test uses fresh usernames, e-mail addresses and provider subjects.
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +23,7 @@ import pytest
 import redis
 from account_support import MailSink, ProviderProcess
 from conftest import _with_path, create_database, drop_database
-from test_e2e_support import PASSWORD, Servers, running
+from test_e2e_support import PASSWORD, ROOT, Servers, running
 
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.oidc.native import DeviceFlow, LoopbackFlow, ProviderOptions
@@ -26,7 +31,9 @@ from papertrader.protocol import ErrorCode
 from papertrader.services import ServiceUrls
 
 NEW_PASSWORD = "a much longer new passphrase"
-REDIS_DB = 15  # this module's own logical database, flushed before and after
+REDIS_DB = 15
+#: Reset codes tried per address and hour (the other tests try 7 from 127.0.0.1 in all).
+CODE_GUESSES = 12  # this module's own logical database, flushed before and after
 
 
 @dataclass
@@ -78,7 +85,7 @@ def stack(
                 # stay well inside them.
                 "PT_FORGOT_RATE_PER_ADDRESS": "100/hour",
                 "PT_FORGOT_RATE_PER_ACCOUNT": "3/hour",
-                "PT_RESET_RATE_PER_ADDRESS": "5/hour",
+                "PT_RESET_RATE_PER_ADDRESS": f"{CODE_GUESSES}/hour",
                 **mail.env(),
             }
             servers = Servers(tmp, redis_url, database_url, env_extra=env)
@@ -251,7 +258,7 @@ def test_reset_requests_and_code_guesses_are_rate_limited(stack: Stack) -> None:
         limited = refusal(lambda: client.forgot_password(name))
         assert limited.code is ErrorCode.RATE_LIMITED and limited.retry_after is not None
         client.forgot_password(f"other{uuid.uuid4().hex[:8]}")  # another name is not limited
-        for _ in range(5):
+        for _ in range(CODE_GUESSES):
             wrong = refusal(lambda: guesser.reset_password("not-a-real-code", NEW_PASSWORD))
             assert wrong.code is ErrorCode.RESET_CODE_INVALID
         guessing = refusal(lambda: guesser.reset_password("not-a-real-code", NEW_PASSWORD))
@@ -411,3 +418,123 @@ def test_a_passwordless_account_is_deleted_with_a_fresh_sign_in(stack: Stack) ->
         id_token, nonce = stack.browser_sign_in(client)
         client.delete_account(provider="testid", id_token=id_token, nonce=nonce)
         assert stack.sql("SELECT count(*) FROM accounts WHERE username = %s", name) == [(0,)]
+
+
+# -- the pt client commands -------------------------------------------------------------------
+class Pt:
+    """``pt client`` in a subprocess, with this stack's worker and its own session file."""
+
+    def __init__(self, stack: Stack, session_file: Path) -> None:
+        self.stack = stack
+        self.session_file = session_file
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+        env["PYTHONPATH"] = str(ROOT)
+        env["PT_WORKER"] = f"127.0.0.1:{stack.servers.worker_port()}"
+        self.env = env
+
+    def args(self, *args: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "client",
+            "--session-file",
+            str(self.session_file),
+            *args,
+        ]
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.args(*args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=str(ROOT),
+            timeout=120,
+            check=False,
+        )
+
+    def with_browser(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a command that prints a sign-in address; act as the browser for it."""
+        proc = subprocess.Popen(
+            self.args(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=str(ROOT),
+        )
+        assert proc.stderr is not None and proc.stdout is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.strip().startswith("http://127.0.0.1:") and "/authorize?" in line:
+                self.stack.idp.browse_and_follow(line.strip())
+                break
+            if "enter the code" in line:
+                self.stack.idp.approve_device(line.rsplit(" ", 1)[1].strip())
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+        return subprocess.CompletedProcess(
+            proc.args, proc.returncode, stdout, "".join(seen) + stderr
+        )
+
+
+def test_the_cli_signs_up_with_a_provider_and_manages_the_account(
+    stack: Stack, tmp_path: Path
+) -> None:
+    pt = Pt(stack, tmp_path / "session.json")
+    name, email = fresh("c")
+    stack.idp.sign_in_as(f"sub-{name}", email)
+    done = pt.with_browser(
+        "login", "--with", "testid", "--username", name, "--no-browser", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["username"] == name
+    assert stat.S_IMODE(pt.session_file.stat().st_mode) == 0o600
+
+    listed = pt("sessions", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["current"] is True and len(row["handle"]) == 12
+
+    again = pt.with_browser("login", "--with", "testid", "--device")  # the device-code flow
+    assert again.returncode == 0, again.stderr
+    assert f"Signed in as {name}" in again.stdout
+
+    added = pt("password", "add", "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    shown = json.loads(pt("account", "show", "--json").stdout)
+    assert shown["has_password"] is True and shown["providers"][0]["name"] == "testid"
+
+    assert pt("login", name, "--password-stdin", stdin=NEW_PASSWORD + "\n").returncode == 0
+    # Adding the password (from the device-flow session) signed out the browser one.
+    handles = [r["handle"] for r in json.loads(pt("sessions", "list", "--json").stdout)]
+    assert len(handles) == 2 and row["handle"] not in handles
+
+    refused = pt("account", "delete", "--yes", "--password-stdin", stdin="wrong password here\n")
+    assert refused.returncode == 1 and "current password is wrong" in refused.stderr
+    deleted = pt(
+        "account", "delete", "--yes", "--password-stdin", "--json", stdin=NEW_PASSWORD + "\n"
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["deleted"] == name
+    assert not pt.session_file.exists()
+
+
+def test_the_cli_resets_a_forgotten_password(stack: Stack, tmp_path: Path) -> None:
+    pt = Pt(stack, tmp_path / "session.json")
+    with stack.client() as client:
+        name, email = password_user(stack, client)
+    asked = pt("password", "forgot", name)
+    assert asked.returncode == 0 and "If an account matches" in asked.stdout
+    code = stack.mail.wait_for(email).code()
+    reset = pt("password", "reset", "--code", code, "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert reset.returncode == 0, reset.stderr
+    reused = pt("password", "reset", "--code", code, "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert reused.returncode == 1 and "already used or expired" in reused.stderr
+    assert pt("login", name, "--password-stdin", stdin=NEW_PASSWORD + "\n").returncode == 0
+    assert pt("sessions", "logout-all", "--all").returncode == 0
+    assert not pt.session_file.exists()
