@@ -288,7 +288,9 @@ REQUESTS = [
     Message(Instruction.GET_SIGN_IN_OPTIONS, request_id=51),
     Message(Instruction.PASSWORD_SET, ("", "new pw"), session_id=SID, request_id=52),
     Message(Instruction.PASSWORD_REMOVE, ("pw",), session_id=SID, request_id=53),
-    Message(Instruction.PROVIDER_LINK, ("google", "h.p.s", "n" * 16), session_id=SID, request_id=54),
+    Message(
+        Instruction.PROVIDER_LINK, ("google", "h.p.s", "n" * 16), session_id=SID, request_id=54
+    ),
     Message(Instruction.PROVIDER_UNLINK, ("google",), session_id=SID, request_id=55),
     Message(Instruction.PASSWORD_FORGOT, ("alice",), request_id=56),
     Message(Instruction.PASSWORD_RESET, ("code", "new pw"), request_id=57),
