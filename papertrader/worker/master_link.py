@@ -353,7 +353,9 @@ class MasterLink:
         finally:
             beats.kill(block=False)
 
-    def _read_message(self, sock: socket.socket, decoder: FrameDecoder, opener: Opener) -> Message:
+    def _read_message(
+        self, sock: socket.socket, decoder: FrameDecoder, opener: Opener
+    ) -> Message:
         """The next frame from the master; a non-fatal bad frame is logged and skipped."""
         while True:
             try:
