@@ -394,7 +394,7 @@ def login(
     add a password to such an account).
     """
     if provider is not None:
-        from cli.client_account import login_with
+        from .client_account import login_with
 
         login_with(provider, new_username or username, remember, device, paste, no_browser, as_json)
         return
@@ -722,4 +722,4 @@ def forecast(symbol: str, horizon: int, chart: bool, as_json: bool) -> None:
 
 
 # The account commands (password, sessions, link, account) live in their own module.
-from cli import client_account as _client_account  # noqa: E402,F401
+from . import client_account as _client_account  # noqa: E402,F401

@@ -23,7 +23,19 @@ from typing import Any
 
 import click
 
-from cli.client import (
+from papertrader.client import ClientError, FailoverClient, PaperTraderClient
+from papertrader.client.models import SessionInfo
+from papertrader.client.session_file import StoredSession, delete_session, save_session
+from papertrader.oidc.native import (
+    DeviceFlow,
+    LoopbackFlow,
+    ProviderOptions,
+    SignInError,
+    Tokens,
+)
+from papertrader.protocol import ErrorCode
+
+from .client import (
     ClientOptions,
     _options,
     _read_password,
@@ -36,18 +48,7 @@ from cli.client import (
     client,
     password_stdin_option,
 )
-from cli.common import fail, json_option, print_json
-from papertrader.client import ClientError, FailoverClient, PaperTraderClient
-from papertrader.client.models import SessionInfo
-from papertrader.client.session_file import StoredSession, delete_session, save_session
-from papertrader.oidc.native import (
-    DeviceFlow,
-    LoopbackFlow,
-    ProviderOptions,
-    SignInError,
-    Tokens,
-)
-from papertrader.protocol import ErrorCode
+from .common import fail, json_option, print_json
 
 Connection = PaperTraderClient | FailoverClient
 

@@ -437,7 +437,7 @@ class Pt:
         return [
             sys.executable,
             "-m",
-            "cli.main",
+            "papertrader_cli",
             "client",
             "--session-file",
             str(self.session_file),
