@@ -31,6 +31,7 @@ from loguru import logger
 from papertrader.config import ConfigError, Settings, load_settings
 from papertrader.mail.smtp import Mailer, MailError, masked
 from papertrader.oidc.discovery import REFRESHES_PER_MINUTE, ProviderDirectory, ProviderUnavailable
+from papertrader.oidc.native import LoopbackFlow, ProviderOptions, SignInError
 from papertrader.oidc.providers import parse_providers
 from papertrader.oidc.verify import IdTokenVerifier, TokenRefused
 from papertrader.services.ports import free_port
@@ -254,3 +255,40 @@ def test_mail_goes_through_starttls_with_a_login_and_the_password_is_never_logge
 def test_addresses_are_masked_in_logs() -> None:
     assert masked("alice@example.org") == "a***@example.org"
     assert masked("nonsense") == "***"
+
+
+# -- the native flow's parts -----------------------------------------------------------------
+def _options_of(idp: ProviderProcess) -> ProviderOptions:
+    return ProviderOptions.from_record(json.loads(idp.setting())[0])
+
+
+def test_a_browser_on_another_machine_hands_over_the_address_it_ended_on(
+    idp: ProviderProcess, redis_client: redis.Redis
+) -> None:
+    flow = LoopbackFlow(_options_of(idp))
+    url = flow.start()
+    assert "code_challenge_method=S256" in url and f"nonce={flow.nonce}" in url
+    location = idp.browse(url)  # the browser elsewhere cannot reach our 127.0.0.1
+    tokens = flow.exchange(flow.code_from_redirect(location))
+    (provider,) = parse_providers(idp.setting())
+    verifier = IdTokenVerifier(ProviderDirectory((provider,)), redis_client)
+    assert verifier.verify(provider, tokens.id_token, tokens.nonce).email
+
+
+def test_an_answer_for_another_sign_in_is_refused(idp: ProviderProcess) -> None:
+    first, second = LoopbackFlow(_options_of(idp)), LoopbackFlow(_options_of(idp))
+    first_url = first.start()
+    second.start()
+    location = idp.browse(first_url)
+    with pytest.raises(SignInError, match="state mismatch"):
+        second.code_from_redirect(location)
+    first.close()
+
+
+def test_a_code_is_worthless_without_the_pkce_verifier(idp: ProviderProcess) -> None:
+    flow = LoopbackFlow(_options_of(idp))
+    location = idp.browse(flow.start())
+    code = flow.code_from_redirect(location)
+    flow.verifier = "x" * 64  # what an app that intercepted the redirect would have
+    with pytest.raises(SignInError, match="gave no ID token"):
+        flow.exchange(code)
