@@ -8,7 +8,8 @@ authority, and a session ended a moment ago must not change an account.
 
 from __future__ import annotations
 
-from papertrader.master.accounts import AccountError
+from papertrader.master import passwords
+from papertrader.master.accounts import MAX_PASSWORD_LENGTH, AccountError, check_password
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store import accounts as account_store
@@ -26,6 +27,29 @@ def own_session(ctx: MasterContext, request: Message) -> tuple[Session, Account]
     if account is None:
         raise AccountError(ErrorCode.INVALID_SESSION, "the session's account no longer exists")
     return session, account
+
+
+def new_password_hash(ctx: MasterContext, account: Account, password: str) -> str:
+    """The password policy for this account, then its bcrypt hash (off the event loop).
+
+    The one place the account handlers of issue 12 hash a password, so they
+    follow whatever ``accounts.check_password`` and ``passwords`` do for
+    registration.
+    """
+    check_password(password, ctx.settings)
+    return passwords.hash_password(password, ctx.settings.bcrypt_cost)
+
+
+def password_matches(ctx: MasterContext, account: Account, password: str) -> bool:
+    """Whether ``password`` is the account's; one bcrypt check's time either way
+    (an account without a password spends it on a dummy hash)."""
+    if not account.is_password:
+        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], ctx.settings.bcrypt_cost)
+        return False
+    if len(password) > MAX_PASSWORD_LENGTH:
+        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], ctx.settings.bcrypt_cost)
+        return False
+    return passwords.check_password(password, account.password_hash)
 
 
 def done(request: Message, message: str) -> list[Message]:

@@ -20,9 +20,14 @@ from __future__ import annotations
 
 from loguru import logger
 
-from papertrader.master import passwords
-from papertrader.master.account_common import done, own_session, refused
-from papertrader.master.accounts import MAX_PASSWORD_LENGTH, AccountError, check_password
+from papertrader.master.account_common import (
+    done,
+    new_password_hash,
+    own_session,
+    password_matches,
+    refused,
+)
+from papertrader.master.accounts import AccountError
 from papertrader.master.context import MasterContext
 from papertrader.master.signin import spend, verified_token
 from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size, packets_for
@@ -36,12 +41,9 @@ WRONG_PASSWORD = "the current password is wrong"
 
 def require_password(ctx: MasterContext, account: Account, password: str) -> None:
     """AccountError unless ``password`` is the account's (bcrypt, off the loop)."""
-    if not account.is_password:
-        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], ctx.settings.bcrypt_cost)
-        raise AccountError(ErrorCode.INVALID_CREDENTIALS, "this account has no password")
-    if len(password) > MAX_PASSWORD_LENGTH or not passwords.check_password(
-        password, account.password_hash
-    ):
+    if not password_matches(ctx, account, password):
+        if not account.is_password:
+            raise AccountError(ErrorCode.INVALID_CREDENTIALS, "this account has no password")
         raise AccountError(ErrorCode.INVALID_CREDENTIALS, WRONG_PASSWORD)
 
 
@@ -61,8 +63,7 @@ def set_password(ctx: MasterContext, request: Message) -> str:
                 ErrorCode.INVALID_CREDENTIALS, "give the current password to change it"
             )
         require_password(ctx, account, current)
-    check_password(new, ctx.settings)
-    password_hash = passwords.hash_password(new, ctx.settings.bcrypt_cost)
+    password_hash = new_password_hash(ctx, account, new)
     if not account_store.set_password_hash(ctx.pool, account.id, password_hash):
         raise AccountError(ErrorCode.INVALID_SESSION, "the session's account no longer exists")
     ended = ctx.sessions.end_all(account.id, keep=session.session_id)

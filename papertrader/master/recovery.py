@@ -29,9 +29,9 @@ from loguru import logger
 from papertrader.limits.limiter import RateLimiter, Refused, Rule
 from papertrader.mail.messages import reset_mail, verify_mail
 from papertrader.mail.smtp import MailError, masked
-from papertrader.master import accounts, passwords
-from papertrader.master.account_common import done, refused, where
-from papertrader.master.accounts import MAX_PASSWORD_LENGTH, AccountError, check_password
+from papertrader.master import accounts
+from papertrader.master.account_common import done, new_password_hash, refused, where
+from papertrader.master.accounts import AccountError
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message
 from papertrader.store import account_codes
@@ -104,12 +104,13 @@ def reset(ctx: MasterContext, request: Message) -> str:
     code, new = str(request.arg("code")), str(request.arg("new"))
     if not code.strip() or len(code) > 256:
         raise AccountError(ErrorCode.RESET_CODE_INVALID, CODE_INVALID)
-    check_password(new, ctx.settings)
-    if not account_codes.peek(ctx.pool, code, "reset"):
+    owner = account_codes.peek(ctx.pool, code, "reset")
+    account = None if owner is None else account_store.get_account(ctx.pool, owner)
+    if account is None:
         raise AccountError(ErrorCode.RESET_CODE_INVALID, CODE_INVALID)
-    password_hash = passwords.hash_password(new[:MAX_PASSWORD_LENGTH], ctx.settings.bcrypt_cost)
+    password_hash = new_password_hash(ctx, account, new)  # the code is not spent on a bad one
     used = account_codes.use(ctx.pool, code, "reset")
-    if used is None:  # spent by a concurrent request meanwhile
+    if used is None or used.account_id != account.id:  # spent by a concurrent request
         raise AccountError(ErrorCode.RESET_CODE_INVALID, CODE_INVALID)
     if not account_store.set_password_hash(ctx.pool, used.account_id, password_hash):
         raise AccountError(ErrorCode.RESET_CODE_INVALID, CODE_INVALID)  # deleted meanwhile

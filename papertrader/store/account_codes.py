@@ -74,12 +74,13 @@ def use(pool: ConnectionPool, code: str, purpose: str) -> UsedCode | None:
     return None if row is None else UsedCode(int(row[0]), str(row[1]), row[2])
 
 
-def peek(pool: ConnectionPool, code: str, purpose: str) -> bool:
-    """Whether the code would be accepted now (without spending it)."""
+def peek(pool: ConnectionPool, code: str, purpose: str) -> int | None:
+    """The account whose code this is if it would be accepted now (without spending it)."""
     with pool.transaction() as cur:
         cur.execute(
-            "SELECT 1 FROM account_codes WHERE code_hash = %s AND purpose = %s"
+            "SELECT account_id FROM account_codes WHERE code_hash = %s AND purpose = %s"
             " AND used_at IS NULL AND expires_at > now()",
             (code_hash(code), purpose),
         )
-        return cur.fetchone() is not None
+        row = cur.fetchone()
+    return None if row is None else int(row[0])

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import cast
 
 import redis
+from loguru import logger
 
 from papertrader.protocol.errors import ErrorCode
 from papertrader.store import keys
@@ -167,7 +168,10 @@ class SessionStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"at": moment, "ip": client_ip})
         pipe.expireat(key, session.expires_at)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:  # bookkeeping only: never fail the request for it
+            logger.debug(f"last use of a session not recorded ({exc})")
 
     def of_account(self, account_id: int) -> list[SessionView]:
         """The account's live sessions, newest first; ids of ended ones are tidied away."""
