@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages PaperTrader needs, only the ones that are missing:
-# redis-server, postgresql, gnupg, and Python's venv module.
+# redis-server, postgresql, gnupg, Python's venv module, Node.js (the web client's
+# codec tests) and Chromium with its driver (the browser tests of the web client).
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bi
   missing+=(postgresql)
 fi
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 python=${1:-python3}
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
