@@ -18,9 +18,15 @@ from papertrader.store.sessions import Session, SessionError
 
 
 def own_session(ctx: MasterContext, request: Message) -> tuple[Session, Account]:
-    """The request's live session and its account, or AccountError."""
+    """The request's live session and its account, or AccountError.
+
+    The session is checked again against the client address the worker
+    stamped: a worker is trusted to say where a request came from, not to
+    have checked the session.
+    """
+    client_ip = str(request.client_address) if request.client_address is not None else None
     try:
-        session = ctx.sessions.fetch(request.session_id)
+        session = ctx.sessions.get(request.session_id, client_ip)
     except SessionError as exc:
         raise AccountError(exc.code, exc.reason) from None
     account = account_store.get_account(ctx.pool, session.account_id)
