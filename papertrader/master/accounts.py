@@ -156,6 +156,12 @@ def _where(request: Message) -> str:
     return str(request.client_address) if request.client_address is not None else "?"
 
 
+def signed_in(ctx: MasterContext, request: Message, account: store.Account) -> list[Message]:
+    """The answer to every successful sign-in, password (LOGIN) or provider (LOGIN_OIDC):
+    the one place a sign-in turns into what makes a session."""
+    return [reply_to(request, Instruction.AUTHENTICATED, account.id, account.username)]
+
+
 def handle_register(ctx: MasterContext, request: Message) -> list[Message]:
     username, email, password = (
         str(request.arg("username")),
@@ -178,4 +184,4 @@ def handle_login(ctx: MasterContext, request: Message) -> list[Message]:
         logger.info("login refused for {!r} from {}", username[:40], _where(request))
         return [reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)]
     logger.info("login of {} (id {}) from {}", account.username, account.id, _where(request))
-    return [reply_to(request, Instruction.AUTHENTICATED, account.id, account.username)]
+    return signed_in(ctx, request, account)

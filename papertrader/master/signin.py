@@ -26,7 +26,7 @@ from loguru import logger
 
 from papertrader.mail.smtp import masked
 from papertrader.master.account_common import where
-from papertrader.master.accounts import AccountError, check_username
+from papertrader.master.accounts import AccountError, check_username, signed_in
 from papertrader.master.context import MasterContext
 from papertrader.oidc.discovery import ProviderUnavailable
 from papertrader.oidc.verify import TokenRefused, VerifiedToken
@@ -160,7 +160,7 @@ def handle_login_oidc(ctx: MasterContext, request: Message) -> list[Message]:
     logger.info(
         "sign-in of {} (id {}) with {} from {}", account.username, account.id, name, where(request)
     )
-    return [reply_to(request, Instruction.AUTHENTICATED, account.id, account.username)]
+    return signed_in(ctx, request, account)
 
 
 def handle_sign_in_options(ctx: MasterContext, request: Message) -> list[Message]:
