@@ -5,27 +5,29 @@ sends it, so a shell session feels like a logged-in app. Tables for people,
 ``--json`` (exactly one document, money as strings) for scripts.
 
 Exit status: 0 done, 1 the server said no (rejected order, wrong password,
-expired session) or could not be reached, 2 the command line was wrong.
+expired session) or could not be reached, 2 the command line was wrong, 3 the
+outcome of an order (or a cancel) is unknown: it may still go through, so it
+must not be placed again as a new order; `pt client order ID` tells what
+became of it (cli/client_orders.py).
 """
 
 from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from papertrader.client import (
     ClientError,
     FailoverClient,
-    Fill,
     PaperTraderClient,
     ServerUnreachable,
     parse_address,
@@ -41,7 +43,6 @@ from papertrader.client.session_file import (
 from papertrader.market.forecast import MAX_HORIZON
 from papertrader.market.quote import Quote
 from papertrader.market.ranges import RANGE_NAMES
-from papertrader.protocol import ErrorCode
 
 from .charts import bars_rows, forecast_chart, price_chart
 from .common import fail, json_option, print_json
@@ -282,32 +283,6 @@ def quote_document(quote: Quote) -> dict[str, Any]:
     }
 
 
-def fill_document(fill: Fill) -> dict[str, Any]:
-    return {
-        "status": "filled",
-        "reason": None,
-        "order_id": str(fill.order_id),
-        "symbol": fill.symbol,
-        "side": fill.side,
-        "quantity": fill.quantity,
-        "price": _text(fill.price),
-        "executed_at": _text(fill.executed_at),
-    }
-
-
-def rejection_document(side: str, symbol: str, quantity: int, exc: ClientError) -> dict[str, Any]:
-    return {
-        "status": "rejected",
-        "reason": exc.reason,
-        "order_id": None if exc.order_id is None else str(exc.order_id),
-        "symbol": symbol,
-        "side": side,
-        "quantity": quantity,
-        "price": None,
-        "executed_at": None,
-    }
-
-
 def portfolio_document(portfolio: dict[str, Any]) -> dict[str, Any]:
     positions = [
         {
@@ -540,60 +515,6 @@ def quote(
     click.echo(_table(headers, rows, right={1, 2, 3, 4, 5}))
 
 
-# -- orders ---------------------------------------------
-def _order(side: str, symbol: str, quantity: int, as_json: bool) -> None:
-    options = _options()
-    stored = _stored_session(options)
-    symbol = symbol.upper()
-    with _server_errors(options), options.connect(stored.session_id) as conn:
-        send: Callable[[str, int], Fill] = conn.buy if side == "buy" else conn.sell
-        try:
-            fill = send(symbol, quantity)
-        except ServerUnreachable:
-            raise
-        except ClientError as exc:
-            if exc.session_problem or exc.code is ErrorCode.UNAVAILABLE:
-                raise
-            _report_rejection(side, symbol, quantity, exc, _wants_json(as_json))
-    if _wants_json(as_json):
-        print_json(fill_document(fill))
-        return
-    verb = "Bought" if side == "buy" else "Sold"
-    total = (fill.price * fill.quantity).quantize(CENTS, rounding=ROUND_HALF_EVEN)
-    click.echo(
-        f"{verb} {fill.quantity} {fill.symbol} at {_price(fill.price)} = {_money(total)} "
-        f"({_when(fill.executed_at)}, order {fill.order_id})"
-    )
-
-
-def _report_rejection(
-    side: str, symbol: str, quantity: int, exc: ClientError, as_json: bool
-) -> NoReturn:
-    if as_json:
-        print_json(rejection_document(side, symbol, quantity, exc))
-        sys.exit(1)
-    order = f" (order {exc.order_id})" if exc.order_id else ""
-    fail(f"{side} {quantity} {symbol} rejected: {exc.reason}{order}")
-
-
-@client.command()
-@click.argument("symbol")
-@click.argument("quantity", metavar="QTY", type=click.IntRange(min=1))
-@json_option
-def buy(symbol: str, quantity: int, as_json: bool) -> None:
-    """Buy QTY units of SYMBOL at the price of the next update interval."""
-    _order("buy", symbol, quantity, as_json)
-
-
-@client.command()
-@click.argument("symbol")
-@click.argument("quantity", metavar="QTY", type=click.IntRange(min=1))
-@json_option
-def sell(symbol: str, quantity: int, as_json: bool) -> None:
-    """Sell QTY units of SYMBOL at the price of the next update interval."""
-    _order("sell", symbol, quantity, as_json)
-
-
 # -- account data ---------------------------------------------
 @client.command()
 @click.argument("username", required=False, default="")
@@ -721,5 +642,7 @@ def forecast(symbol: str, horizon: int, chart: bool, as_json: bool) -> None:
     click.echo("A naive model for practice, not investment advice.")
 
 
-# The account commands (password, sessions, link, account) live in their own module.
+# The account commands (password, sessions, link, account) and the order commands (buy,
+# sell, order, orders, cancel) live in their own modules; importing them registers them.
 from . import client_account as _client_account  # noqa: E402,F401
+from . import client_orders as _client_orders  # noqa: E402,F401

@@ -100,14 +100,14 @@ def test_a_trading_session_from_the_command_line(servers: Servers, tmp_path: Pat
     assert [q["symbol"] for q in several] == ["AAPL", "MSFT"]
 
     bought = pt.json("buy", "AAPL", "5")
-    assert set(bought) == ORDER_KEYS
+    assert ORDER_KEYS <= set(bought)  # and the order's other fields (client order id, times...)
     assert bought["status"] == "filled" and bought["side"] == "buy" and bought["quantity"] == 5
     assert _is_decimal_text(bought["price"]) and bought["reason"] is None
 
     rejected = pt("--json", "sell", "AAPL", "6")
     assert rejected.returncode == 1
     document = json.loads(rejected.stdout)
-    assert set(document) == ORDER_KEYS
+    assert ORDER_KEYS <= set(document)
     assert document["status"] == "rejected" and document["order_id"]
     assert "held" in document["reason"] and document["price"] is None
 

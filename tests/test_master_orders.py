@@ -20,7 +20,7 @@ from papertrader.protocol import ErrorCode
 from papertrader.store import keys
 from papertrader.store.accounts import create_account, get_account
 from papertrader.store.order_queue import Order, OrderQueue, Outcome
-from papertrader.store.orders import apply_orders
+from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import history, positions
 
@@ -138,7 +138,10 @@ def test_crash_after_apply_before_ack_applies_nothing_twice(
     queue.submit(buy)
     (entry,) = queue.read_batch(count=10)  # the master read it...
     assert entry.order == buy
-    (first,) = apply_orders(pool, [(buy, PRICES["AAPL"])], T0)  # ...applied it... and died.
+    (applied,) = apply_chunk(
+        pool, [buy.staged()], PRICES, T0, T0 + timedelta(hours=8), 200
+    )  # ...and died.
+    first = applied.state()
     assert first.status == "filled" and not first.replayed
     assert queue.pending_count() == 1
 
@@ -161,7 +164,10 @@ def test_same_order_queued_twice_is_applied_once_with_one_outcome(
     queue.submit(buy)
     queue.submit(buy)
     assert drain_once(queue, pool, PRICES, now=T0) == 2
-    assert outcome(queue, buy) == outcome(queue, buy)
+    first, second = outcome(queue, buy), outcome(queue, buy)
+    assert (first.status, first.price, first.executed_at) == ("filled", Decimal("150.25"), T0)
+    assert (second.status, second.price, second.executed_at) == ("filled", Decimal("150.25"), T0)
+    assert second.replayed and not first.replayed
     assert held(pool, account_id) == {"AAPL": (2, Decimal("150.25"))}
 
 

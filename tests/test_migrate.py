@@ -21,8 +21,9 @@ from papertrader.store.migrate import (
 )
 
 ALL = [m.name for m in list_migrations()]
-# The tables of spec 2.4 created by 0001_initial.sql.
-INITIAL_TABLES = {"accounts", "positions", "transactions", "workers", "asset_bars", "assets"}
+# The tables of spec 2.4 created by 0001_initial.sql that are tables still (transactions,
+# the history, became a view of orders in 0005_order_book.sql).
+INITIAL_TABLES = {"accounts", "positions", "workers", "asset_bars", "assets"}
 
 
 def declared_tables() -> set[str]:
@@ -255,31 +256,68 @@ def test_accounts_rules(db_conn: psycopg2.extensions.connection) -> None:
     )
 
 
-def test_transactions_rules(db_conn: psycopg2.extensions.connection) -> None:
+def test_orders_rules(db_conn: psycopg2.extensions.connection) -> None:
     account = _account(db_conn)
     order = uuid.uuid4()
     insert = (
-        "INSERT INTO transactions (order_id, account_id, side, symbol, quantity, price, amount,"
-        " received_at, executed_at, client_ip)"
-        " VALUES (%s, %s, %s, 'AAPL', %s, 10.5, 21.00, now(), now(), '203.0.113.7')"
+        "INSERT INTO orders (order_id, account_id, client_order_id, side, symbol, quantity,"
+        " status, fill_id, price, amount, received_at, executed_at, client_ip)"
+        " VALUES (%s, %s, %s, %s, 'AAPL', %s, 'filled', nextval('orders_fill_id_seq'), 10.5,"
+        " 21.00, now(), now(), '203.0.113.7')"
     )
     with db_conn.cursor() as cur:
-        cur.execute(insert, (str(order), account, "buy", 2))
+        cur.execute(insert, (str(order), account, str(order), "buy", 2))
     db_conn.commit()
     # The same order applied twice is refused.
-    _refused(db_conn, psycopg2.errors.UniqueViolation, insert, (str(order), account, "sell", 2))
     _refused(
-        db_conn, psycopg2.errors.CheckViolation, insert, (str(uuid.uuid4()), account, "hold", 2)
+        db_conn,
+        psycopg2.errors.UniqueViolation,
+        insert,
+        (str(order), account, str(order), "sell", 2),
     )
+    other = str(uuid.uuid4())
+    _refused(db_conn, psycopg2.errors.CheckViolation, insert, (other, account, other, "hold", 2))
+    _refused(db_conn, psycopg2.errors.CheckViolation, insert, (other, account, other, "sell", 0))
+    # A filled order needs its fill; an open one cannot have one.
     _refused(
-        db_conn, psycopg2.errors.CheckViolation, insert, (str(uuid.uuid4()), account, "sell", 0)
+        db_conn,
+        psycopg2.errors.CheckViolation,
+        "INSERT INTO orders (order_id, account_id, client_order_id, side, symbol, quantity, status)"
+        " VALUES (%s, %s, %s, 'buy', 'AAPL', 1, 'filled')",
+        (other, account, other),
     )
-    with db_conn.cursor() as cur:
+    with db_conn.cursor() as cur:  # the history is a view of the filled orders
         cur.execute(
             "SELECT amount::text, host(client_ip) FROM transactions WHERE order_id = %s",
             (str(order),),
         )
         assert cur.fetchone() == ("21.00", "203.0.113.7")
+
+
+def test_reservations_can_never_exceed_cash_or_units(
+    db_conn: psycopg2.extensions.connection,
+) -> None:
+    account = _account(db_conn, cash="100.00")
+    db_conn.commit()
+    _refused(
+        db_conn,
+        psycopg2.errors.CheckViolation,
+        "UPDATE accounts SET reserved_cash = 100.01 WHERE id = %s",
+        (account,),
+    )
+    with db_conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO positions (account_id, symbol, quantity, average_price)"
+            " VALUES (%s, 'AAPL', 3, 1)",
+            (account,),
+        )
+    db_conn.commit()
+    _refused(
+        db_conn,
+        psycopg2.errors.CheckViolation,
+        "UPDATE positions SET reserved_quantity = 4 WHERE account_id = %s",
+        (account,),
+    )
 
 
 def test_workers_and_bars(db_conn: psycopg2.extensions.connection) -> None:

@@ -20,7 +20,7 @@ import redis
 from test_e2e_support import PASSWORD, ROOT, Servers, new_user, running
 from test_worker_support import Client, wait_for
 
-from papertrader.client import FailoverClient, OrderOutcomeUnknown, get_worker_list
+from papertrader.client import FailoverClient, Fill, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.protocol import ErrorCode, Instruction
 from papertrader.store import keys
@@ -140,9 +140,11 @@ def test_pt_client_with_master_follows_the_workers(servers: Servers, tmp_path: P
     assert '"symbol": "AAPL"' in quote.stdout
 
 
-def test_an_order_whose_answer_is_lost_is_reported_unknown_not_resent(
+def test_an_order_whose_answer_is_lost_is_recovered_from_another_worker_not_resent(
     tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
+    """The worker dies while its client waits for the order: the failover client asks
+    another worker for that order (by its client order id) and reports its fill."""
     interval = 4.0
     slow = Servers(tmp_path, redis_url, database_url, workers=2, env_extra={
         "PT_UPDATE_INTERVAL": str(interval)})  # fmt: skip
@@ -150,11 +152,12 @@ def test_an_order_whose_answer_is_lost_is_reported_unknown_not_resent(
         stack.wait_quotes()
         client = FailoverClient("127.0.0.1", stack.master_port, region="eu")
         new_user(client)  # type: ignore[arg-type]
-        outcome: list[BaseException] = []
+        outcome: list[object] = []
+        cid = uuid.uuid4()
 
         def order() -> None:
             try:
-                client.buy("AAPL", 1)
+                outcome.append(client.buy("AAPL", 1, client_order_id=cid))
             except BaseException as exc:  # handed to the test thread
                 outcome.append(exc)
 
@@ -168,10 +171,12 @@ def test_an_order_whose_answer_is_lost_is_reported_unknown_not_resent(
         queue.close()
         stack.kill("worker-2")
         buyer.join(30)
-        assert len(outcome) == 1 and isinstance(outcome[0], OrderOutcomeUnknown), outcome
-        assert "check the history" in str(outcome[0])
+        assert len(outcome) == 1 and isinstance(outcome[0], Fill), outcome
+        fill = outcome[0]
         # The order was queued once and is applied once: the history shows it exactly once.
-        history = wait_for(lambda: client.history(), timeout=15)
+        history = client.history()
         assert [(h["side"], h["symbol"], h["quantity"]) for h in history] == [("buy", "AAPL", 1)]
+        assert history[0]["order_id"] == fill.order_id and history[0]["price"] == fill.price
+        assert client.order(cid).status == "filled"
         assert client.worker is not None and client.worker["name"] == "worker-1"
         client.close()

@@ -11,9 +11,9 @@ Every refusal is a ``ClientError`` with the server's ``code`` and ``reason``.
 
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
-from papertrader.client.errors import ClientError, ServerUnreachable
-from papertrader.client.failover import FailoverClient, OrderOutcomeUnknown
-from papertrader.client.models import Fill, SessionInfo
+from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
+from papertrader.client.failover import FailoverClient
+from papertrader.client.models import Fill, OrderStatus, SessionInfo
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -21,6 +21,7 @@ __all__ = [
     "FailoverClient",
     "Fill",
     "OrderOutcomeUnknown",
+    "OrderStatus",
     "PaperTraderClient",
     "ServerUnreachable",
     "SessionInfo",

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
 from papertrader.client.connection import CLIENT_MAX_DATA_SIZE, BlockingConnection, failure_error
-from papertrader.client.errors import ClientError
-from papertrader.client.models import Fill, SessionInfo, Side
+from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
+from papertrader.client.models import Fill, OrderStatus, SessionInfo, Side
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
-from papertrader.protocol.records import from_record, from_records
+from papertrader.protocol.records import from_record, from_records, to_record
 from papertrader.protocol.values import Value
 
 _RANGES: dict[str, Instruction] = {
@@ -243,21 +244,100 @@ class PaperTraderClient:
         return result
 
     # -- orders --------------------------------------------------------------------------
-    def buy(self, symbol: str, quantity: int) -> Fill:
+    def place_order(
+        self,
+        side: Side,
+        symbol: str,
+        quantity: int,
+        *,
+        order_type: str = "market",
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        time_in_force: str = "day",
+        client_order_id: uuid.UUID | None = None,
+    ) -> OrderStatus:
+        """Place an order; returns its state after the master's next drain (filled, or
+        open in the book for a limit or stop order that has to wait).
+
+        ``client_order_id`` (made up when None) identifies the order: sending the
+        same one again never creates a second order, it answers with the first
+        one's state. A refusal raises ClientError (``order_id`` = the client
+        order id); an answer that cannot say what became of the order, or one
+        that never came (timeout, closed connection, Ctrl-C), raises
+        OrderOutcomeUnknown: ask ``order(client_order_id)``, never re-send it
+        with a new id.
+        """
+        cid = client_order_id or uuid.uuid4()
+        ticket: dict[str, Any] = {
+            "client_order_id": cid,
+            "side": side,
+            "symbol": symbol,
+            "quantity": quantity,
+            "type": order_type,
+            "limit_price": limit_price,
+            "stop_price": stop_price,
+            "time_in_force": time_in_force,
+        }
+        message = Message(
+            Instruction.PLACE_ORDER,
+            (to_record({k: v for k, v in ticket.items() if v is not None}),),
+            session_id=self._session(),
+        )
+        reply = self._order_request(message, cid)
+        if reply.instruction is Instruction.ORDER_FAIL:
+            error = failure_error(reply)
+            if error.code is ErrorCode.OUTCOME_UNKNOWN:
+                raise OrderOutcomeUnknown(error.reason, cid)
+            raise error  # order_id: the order's id if it was queued (and rejected)
+        self._expect(reply, Instruction.ORDER_STATUS)
+        return _order_status(reply.arg("order"))
+
+    def buy(self, symbol: str, quantity: int, client_order_id: uuid.UUID | None = None) -> Fill:
         """A market buy, filled when the master next drains the queue.
 
         A refusal (not enough cash, unknown symbol, bad quantity...) raises
-        ClientError; its ``order_id`` is set when the order had been queued.
+        ClientError with ``order_id`` set; see ``place_order`` for the rest.
         """
-        return self._order(
-            Instruction.PURCHASE_ASSET, Instruction.PURCHASE_SUCCESS, "buy", symbol, quantity
-        )
+        return self._market("buy", symbol, quantity, client_order_id)
 
-    def sell(self, symbol: str, quantity: int) -> Fill:
+    def sell(self, symbol: str, quantity: int, client_order_id: uuid.UUID | None = None) -> Fill:
         """A market sell; see ``buy``."""
-        return self._order(
-            Instruction.SELL_ASSET, Instruction.SELL_SUCCESS, "sell", symbol, quantity
-        )
+        return self._market("sell", symbol, quantity, client_order_id)
+
+    def order(self, order_id: uuid.UUID) -> OrderStatus:
+        """One of your orders, by its client order id (or the order id the history shows)."""
+        return _order_status(self._data_args(Instruction.GET_ORDER, order_id))
+
+    def orders(self, open_only: bool = False, limit: int = 100) -> list[OrderStatus]:
+        """Your orders, newest first (queued ones first); only waiting ones if ``open_only``."""
+        status = "open" if open_only else "all"
+        value = self._data_args(Instruction.GET_ORDERS, "", status, limit)
+        return [OrderStatus.from_record(fields) for fields in _records(value)]
+
+    def cancel(self, order_id: uuid.UUID) -> OrderStatus:
+        """Cancel an order still waiting (queued, or open in the book); returns its
+        canceled state. ClientError(ORDER_NOT_OPEN) if it filled or ended first."""
+        message = Message(Instruction.CANCEL_ORDER, (order_id,), session_id=self._session())
+        reply = self._order_request(message, order_id)
+        if reply.instruction is Instruction.ORDER_FAIL:
+            error = failure_error(reply)
+            if error.code is ErrorCode.OUTCOME_UNKNOWN:
+                raise OrderOutcomeUnknown(error.reason, order_id)
+            raise ClientError(error.code, error.reason, order_id=order_id)
+        self._expect(reply, Instruction.ORDER_STATUS)
+        return _order_status(reply.arg("order"))
+
+    def cancel_all(self) -> int:
+        """Cancel every waiting order of yours; returns how many were canceled."""
+        message = Message(Instruction.CANCEL_ALL_ORDERS, ("",), session_id=self._session())
+        reply = self._order_request(message, None)
+        if reply.instruction is Instruction.ORDER_FAIL:
+            error = failure_error(reply)
+            if error.code is ErrorCode.OUTCOME_UNKNOWN:
+                raise OrderOutcomeUnknown(error.reason)
+            raise error
+        self._expect(reply, Instruction.ORDERS_CANCELED)
+        return int(reply.arg("canceled"))  # type: ignore[arg-type]
 
     # -- account data ---------------------------------------------------------------------
     def portfolio(self, username: str = "") -> dict[str, Any]:
@@ -312,16 +392,40 @@ class PaperTraderClient:
         request = Message(instruction, arguments, session_id=session_id)
         return self._conn.data_request(request, session_id)
 
-    def _order(
-        self, instruction: Instruction, success: Instruction, side: Side, symbol: str, quantity: int
+    def _market(
+        self, side: Side, symbol: str, quantity: int, client_order_id: uuid.UUID | None
     ) -> Fill:
-        session_id = self._session()
-        reply = self._command(Message(instruction, (symbol, quantity), session_id=session_id))
-        self._expect(reply, success)
-        order_id, filled_symbol, filled_qty, price, executed_at = reply.args
-        assert isinstance(order_id, uuid.UUID) and isinstance(filled_symbol, str)
-        assert isinstance(filled_qty, int)
-        return Fill(order_id, side, filled_symbol, filled_qty, price, executed_at)  # type: ignore[arg-type]
+        state = self.place_order(side, symbol, quantity, client_order_id=client_order_id)
+        fill = state.fill
+        if fill is None:
+            raise ClientError(
+                ErrorCode.ORDER_NOT_OPEN,
+                f"order {state.client_order_id} was {state.status}, not filled",
+                order_id=state.client_order_id,
+            )
+        return fill
+
+    def _order_request(self, message: Message, order_id: uuid.UUID | None) -> Message:
+        """Send an order (or a cancel) and read its answer. Once it may have left,
+        anything that ends the wait is OrderOutcomeUnknown: it may have happened."""
+        try:
+            self._conn.send(message)
+        except ServerUnreachable as exc:
+            if not exc.lost:
+                raise  # never connected: nothing was sent
+            raise OrderOutcomeUnknown(
+                f"the connection broke while sending: {exc.reason}", order_id, lost=True
+            ) from None
+        except BaseException as exc:  # Ctrl-C: part of it, or all, may have left
+            self._conn.close()
+            raise OrderOutcomeUnknown(f"interrupted ({type(exc).__name__})", order_id) from exc
+        try:
+            return self._conn.receive()
+        except ClientError as exc:
+            raise OrderOutcomeUnknown(f"no answer: {exc.reason}", order_id, lost=True) from None
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...
+            self._conn.close()
+            raise OrderOutcomeUnknown(f"interrupted ({type(exc).__name__})", order_id) from exc
 
 
 def get_worker_list(
@@ -343,6 +447,13 @@ def _records(value: Any) -> list[dict[str, Any]]:
         return from_records(value)
     except ProtocolError as exc:
         raise ClientError(exc.code, f"malformed answer: {exc.reason}") from None
+
+
+def _order_status(value: Any) -> OrderStatus:
+    try:
+        return OrderStatus.from_record(from_record(value))
+    except (ProtocolError, TypeError) as exc:
+        raise ClientError(ErrorCode.BAD_ARGUMENT, f"malformed order record: {exc}") from None
 
 
 def _quote(fields: dict[str, Any]) -> Quote:

@@ -59,3 +59,23 @@ class ServerUnreachable(ClientError):
         super().__init__(ErrorCode.UNAVAILABLE, f"{what}: {detail}")
         self.address = address
         self.lost = lost
+
+
+class OrderOutcomeUnknown(ClientError):
+    """An order (or a cancel) was sent but what became of it is not known.
+
+    The answer was lost (a timeout, a closed connection, Ctrl-C, a worker gone)
+    or the worker itself could not tell (the master had not decided it in time,
+    the order store failed). The order may still fill: never send it again as a
+    new order. ``order_id`` is the client order id: ask for the order's state
+    with it (``PaperTraderClient.order``), or send the same order again with the
+    same client order id, which can never create a second order.
+    """
+
+    def __init__(
+        self, reason: str, order_id: uuid.UUID | None = None, *, lost: bool = False
+    ) -> None:
+        super().__init__(ErrorCode.OUTCOME_UNKNOWN, reason, order_id=order_id)
+        #: The answer was lost on the way (a timeout, a broken connection): another
+        #: worker can be asked. False when a server said so, or the user interrupted.
+        self.lost = lost

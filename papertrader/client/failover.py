@@ -11,25 +11,32 @@ What is retried where:
 * reads (quotes, portfolio, history, user info) and session calls are
   idempotent: a request whose answer was lost is simply sent again on the
   next worker;
-* orders are not: an order is re-sent elsewhere only when it provably never
-  reached a worker (the connection was already closed before sending, or the
-  worker turned it away as out of service). An order sent whose answer was
-  lost raises :class:`OrderOutcomeUnknown`: it may have been queued, and
-  sending it again could buy twice. Check the history before retrying.
+* orders carry the client's own order id, so an order whose answer was lost
+  is never simply sent again as a new order: the client moves to another
+  worker and asks for that order's state (getOrder). Decided (filled, open,
+  rejected...): that is the answer. Still queued: it asks again until the
+  master decides, within the timeout. Unknown to the master: the order never
+  reached the stream, so it is sent again with the same client order id,
+  which can never make a second order (the master applies an order id once).
+  Only when none of that gives an answer is :class:`OrderOutcomeUnknown`
+  raised, with the client order id to check later. Cancels are resolved the
+  same way.
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar
 
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
-from papertrader.client.errors import ClientError, ServerUnreachable
-from papertrader.client.models import Fill, SessionInfo
+from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
+from papertrader.client.models import Fill, OrderStatus, SessionInfo, Side
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
 
@@ -39,17 +46,8 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 4
 #: Seconds to wait for the master's worker list.
 LIST_TIMEOUT = 10.0
-
-
-class OrderOutcomeUnknown(ClientError):
-    """The order was sent but its worker went away before answering.
-
-    It may or may not have been queued (``order_id`` is set when the worker had
-    numbered it); look at the transaction history before sending it again.
-    """
-
-    def __init__(self, reason: str, order_id: uuid.UUID | None = None) -> None:
-        super().__init__(ErrorCode.UNAVAILABLE, reason, order_id=order_id)
+#: How often a client recovering a lost order answer asks for the order's state.
+RECOVER_POLL_SECONDS = 0.5
 
 
 def _turned_away(exc: ClientError) -> bool:
@@ -162,13 +160,20 @@ class FailoverClient:
             client = self._current(avoid)
             try:
                 result = operation(client)
+            except OrderOutcomeUnknown as exc:
+                if not exc.lost:
+                    raise
+                avoid.add(client.address)  # that worker went away: go elsewhere
+                self.close()
+                if not idempotent or attempt + 1 == MAX_ATTEMPTS:
+                    raise
+                continue
             except ServerUnreachable as exc:
                 avoid.add(client.address)
                 self.close()
                 if not idempotent and exc.lost:
                     raise OrderOutcomeUnknown(
-                        f"the order's outcome is unknown: {exc.reason}. It may have been "
-                        "queued; check the history before sending it again"
+                        f"the order's outcome is unknown: {exc.reason}", lost=True
                     ) from None
                 if attempt + 1 == MAX_ATTEMPTS:
                     raise
@@ -227,8 +232,102 @@ class FailoverClient:
     def user_info(self, username: str = "") -> dict[str, Any]:
         return self._call(lambda c: c.user_info(username))
 
-    def buy(self, symbol: str, quantity: int) -> Fill:
-        return self._call(lambda c: c.buy(symbol, quantity), idempotent=False)
+    # -- orders: never lost, never doubled --------------------------------------------
+    def place_order(
+        self,
+        side: Side,
+        symbol: str,
+        quantity: int,
+        *,
+        order_type: str = "market",
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        time_in_force: str = "day",
+        client_order_id: uuid.UUID | None = None,
+    ) -> OrderStatus:
+        """PaperTraderClient.place_order; an answer lost with its worker is recovered
+        from another worker by the order's client order id (see the module doc)."""
+        cid = client_order_id or uuid.uuid4()
 
-    def sell(self, symbol: str, quantity: int) -> Fill:
-        return self._call(lambda c: c.sell(symbol, quantity), idempotent=False)
+        def send(client: PaperTraderClient) -> OrderStatus:
+            return client.place_order(
+                side, symbol, quantity, order_type=order_type, limit_price=limit_price,
+                stop_price=stop_price, time_in_force=time_in_force, client_order_id=cid,
+            )  # fmt: skip
+
+        try:
+            return self._call(send, idempotent=False)
+        except OrderOutcomeUnknown as exc:
+            if not exc.lost:
+                raise
+            return self._recover(cid, send, exc.reason)
+
+    def buy(self, symbol: str, quantity: int, client_order_id: uuid.UUID | None = None) -> Fill:
+        return _filled(self.place_order("buy", symbol, quantity, client_order_id=client_order_id))
+
+    def sell(self, symbol: str, quantity: int, client_order_id: uuid.UUID | None = None) -> Fill:
+        return _filled(self.place_order("sell", symbol, quantity, client_order_id=client_order_id))
+
+    def cancel(self, order_id: uuid.UUID) -> OrderStatus:
+        """PaperTraderClient.cancel; a lost answer is recovered by asking the order's state."""
+        try:
+            return self._call(lambda c: c.cancel(order_id), idempotent=False)
+        except OrderOutcomeUnknown as exc:
+            if not exc.lost:
+                raise
+            first = exc.reason
+        try:
+            state = self._call(lambda c: c.order(order_id))
+        except ClientError as exc:
+            raise OrderOutcomeUnknown(
+                f"{first}; then its state could not be read ({exc.reason})", order_id
+            ) from None
+        if state.status == "canceled":
+            return state
+        if state.is_open:  # the cancel did not get there: send it again
+            return self._call(lambda c: c.cancel(order_id), idempotent=False)
+        raise ClientError(
+            ErrorCode.ORDER_NOT_OPEN,
+            f"order {order_id} is {state.status}, so it cannot be canceled any more",
+            order_id=order_id,
+        )
+
+    def _recover(
+        self, cid: uuid.UUID, send: Callable[[PaperTraderClient], OrderStatus], first: str
+    ) -> OrderStatus:
+        """The state of order ``cid`` whose answer was lost: asked of another worker until
+        the master has decided it; sent again (same id) if it never got there."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                state = self._call(lambda c: c.order(cid))
+            except ClientError as exc:
+                if exc.code is ErrorCode.UNKNOWN_ORDER:  # it never reached the master
+                    return self._call(send, idempotent=False)
+                raise OrderOutcomeUnknown(
+                    f"{first}; then its state could not be read ({exc.reason})", cid
+                ) from None
+            if state.status == "rejected":
+                raise ClientError(ErrorCode(state.code) if state.code in _CODES else
+                                  ErrorCode.INTERNAL, state.reason, order_id=cid)  # fmt: skip
+            if state.status != "queued":
+                return state
+            if time.monotonic() >= deadline:
+                raise OrderOutcomeUnknown(
+                    f"{first}; the order is still queued after {self.timeout:g} s", cid
+                )
+            time.sleep(RECOVER_POLL_SECONDS)
+
+
+_CODES = frozenset(int(code) for code in ErrorCode)
+
+
+def _filled(state: OrderStatus) -> Fill:
+    fill = state.fill
+    if fill is None:
+        raise ClientError(
+            ErrorCode.ORDER_NOT_OPEN,
+            f"order {state.client_order_id} was {state.status}, not filled",
+            order_id=state.client_order_id,
+        )
+    return fill

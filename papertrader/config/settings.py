@@ -27,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from papertrader.limits.rates import Rate, parse_rate
 from papertrader.oidc.providers import OidcProvider, parse_providers
@@ -49,6 +50,7 @@ _HOST_PORT_RE = re.compile(
 WORKER_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://papertrader.invalid/worker")
 """Namespace of the UUIDs derived from worker names (see :func:`derive_worker_uuid`)."""
 _FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
+_CLOCK_RE = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 _MAX_SHOWN = 80
 _HIDDEN = "<hidden>"
 #: Settings whose values are secrets: masked in repr and in error messages.
@@ -71,7 +73,7 @@ class _Rule:
     """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
 
     # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets, rate,
-    # providers
+    # providers, zone
     kind: str
     allowed: str
     low: float | None = None
@@ -209,6 +211,16 @@ _RULES: dict[str, _Rule] = {
     "forgot_rate_per_address": _RATE,
     "forgot_rate_per_account": _RATE,
     "reset_rate_per_address": _RATE,
+    "max_order_quantity": _Rule(
+        "int", "a whole number of units from 1 to 1000000000000", 1, 10**12
+    ),
+    "max_open_orders": _Rule("int", "a whole number of orders from 1 to 100000", 1, 100_000),
+    "market_close": _Rule(
+        "str", "a time of day as HH:MM (24 hours), e.g. 16:00", pattern=_CLOCK_RE
+    ),
+    "market_timezone": _Rule(
+        "zone", "an IANA time zone name, e.g. America/New_York, Europe/London or UTC"
+    ),
 }
 
 _PATH_KINDS = frozenset({"optpath"})
@@ -327,6 +339,14 @@ class Settings:
     forgot_rate_per_account: Rate = Rate(3, 3600)
     #: and attempts to use a reset code per client address.
     reset_rate_per_address: Rate = Rate(10, 3600)
+    #: Orders (issue 13): the most units one order may ask for (checked by the worker),
+    max_order_quantity: int = 1_000_000_000
+    #: the most open (limit and stop) orders one account may have at a time,
+    max_open_orders: int = 200
+    #: and when day orders end: the first market close (HH:MM in market_timezone)
+    #: after the order was accepted.
+    market_close: str = "16:00"
+    market_timezone: str = "America/New_York"
 
     _DIRECT: ClassVar[str] = "Settings(...)"
 
@@ -613,6 +633,14 @@ def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise _fail(name, rule, value, "is not true or false", source)
         return value
+    if kind == "zone":
+        if not isinstance(value, str):
+            raise _fail(name, rule, value, "is not a string", source)
+        try:
+            ZoneInfo(value.strip())
+        except (ValueError, ZoneInfoNotFoundError):
+            raise _fail(name, rule, value, "is not a known time zone", source) from None
+        return value.strip()
     if kind == "str" or (kind == "optstr" and value is not None):
         if not isinstance(value, str):
             raise _fail(name, rule, value, "is not a string", source)

@@ -7,6 +7,7 @@ test can build one around its own database and Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -17,6 +18,9 @@ from papertrader.master.workers import WorkerRegistry
 from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
+
+if TYPE_CHECKING:
+    from papertrader.master.transactions import OrderIntake
 
 
 @dataclass(frozen=True)
@@ -30,3 +34,5 @@ class MasterContext:
     #: Third-party sign-in and mail (issue 12); None where a test needs neither.
     oidc: IdTokenVerifier | None = None
     mailer: Mailer | None = None
+    #: The orders read from the stream and not yet drained (None: not reading it).
+    intake: OrderIntake | None = None

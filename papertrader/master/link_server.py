@@ -98,9 +98,7 @@ class FramedSocket:
         if self.decoder.buffered:
             raise ConnectionClosed("the worker sent frames before the handshake finished")
         self._sealer = Sealer(link_key, worker_uuid, Direction.MASTER_TO_WORKER)
-        self._opener = Opener(
-            link_key, worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size
-        )
+        self._opener = Opener(link_key, worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size)
 
     def read(self) -> Message:
         """The next message; ProtocolError for a bad frame, ConnectionClosed at the end."""
@@ -169,9 +167,7 @@ def _refuse(conn: FramedSocket, peer: str, reason: str) -> None:
     """Log why; tell the peer only that it was refused."""
     logger.warning("worker link from {} refused: {}", peer, reason)
     try:
-        conn.send(
-            [Message(Instruction.LINK_REFUSED, (int(ErrorCode.NOT_ALLOWED), REFUSED_REASON))]
-        )
+        conn.send([Message(Instruction.LINK_REFUSED, (int(ErrorCode.NOT_ALLOWED), REFUSED_REASON))])
     except OSError:
         pass
 

@@ -28,12 +28,13 @@ from papertrader.keyring import Keyring, KeyringError, master_home
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
+from papertrader.master import trading_day
 from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
 from papertrader.master.context import MasterContext
 from papertrader.master.control import ControlListener
 from papertrader.master.handshake import MasterHandshake
 from papertrader.master.link_server import LinkServer
-from papertrader.master.transactions import OrderDrain
+from papertrader.master.transactions import OrderDrain, OrderIntake
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
 from papertrader.oidc.discovery import ProviderDirectory
 from papertrader.oidc.verify import IdTokenVerifier
@@ -77,6 +78,7 @@ class Master:
             )
         )
         self.quotes = QuoteBook()
+        self.intake = OrderIntake(OrderQueue(self.redis))
         self.workers = WorkerRegistry(
             self.pool, self.redis, heartbeat_seconds(settings.update_interval)
         )
@@ -99,12 +101,17 @@ class Master:
                 fresh_seconds=settings.oidc_fresh_seconds,
             ),
             mailer=Mailer(settings),
+            intake=self.intake,
         )
+        close = trading_day.parse_clock(settings.market_close)
         self.drain = OrderDrain(
             OrderQueue(self.redis),
             self.pool,
             self.quotes.prices,
             status=DrainStatusStore(self.redis),
+            intake=self.intake,
+            day_end=lambda now: trading_day.day_order_end(now, close, settings.market_timezone),
+            max_open=settings.max_open_orders,
         )
         try:
             provider = provider_from_settings(settings)
@@ -185,6 +192,7 @@ class Master:
             gevent.spawn(self.retrieval.run, self._stop),
             gevent.spawn(self.workers.run_watchdog, self._stop),
             gevent.spawn(ControlListener(self.redis, self.workers).run, self._stop),
+            gevent.spawn(self.drain.intake.run, self._stop),
         ]
         listen_host, listen_port = self.address
         logger.info(

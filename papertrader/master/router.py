@@ -19,6 +19,7 @@ from papertrader.master import (
     credentials,
     deletion,
     history,
+    orders,
     portfolio,
     recovery,
     session_admin,
@@ -57,6 +58,10 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.GET_ASSET_VALUE_YEAR: history.handle_history,
     Instruction.GET_ASSET_VALUE_ALL_TIME: history.handle_history,
     Instruction.GET_ASSET_VALUE_PREDICTED: history.handle_forecast,
+    Instruction.GET_ORDER: orders.handle_get_order,
+    Instruction.GET_ORDERS: orders.handle_get_orders,
+    Instruction.CANCEL_ORDER: orders.handle_cancel_order,
+    Instruction.CANCEL_ALL_ORDERS: orders.handle_cancel_all,
 }
 
 

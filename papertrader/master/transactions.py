@@ -1,102 +1,234 @@
 """Assets buy & sell (spec 3.1.7): drain the order queue once per update interval.
 
-Why this is exactly-once, even across a SIGKILL at any instruction:
+The master reads the order stream as orders arrive (``OrderIntake``: through
+its consumer group, into memory, so it can tell that an order is queued and
+cancel one before its drain) and applies them once per update interval, after
+the prices moved:
 
-1. Orders are read through the Redis consumer group, so an order read but not
-   acknowledged stays pending and ``read_batch`` returns it again, first.
-2. ``pt_apply_orders`` commits each chunk's cash, positions and history in one
-   transaction, and an order id it decided before is not applied again: it
-   returns the first outcome.
-3. Only after that commit are the outcomes pushed and the entries
-   acknowledged, in one MULTI (``OrderQueue.complete``).
+1. the book's turn (``drain_book``): day orders past their end expire, open
+   limit and stop orders whose condition holds at the interval's price fill;
+2. the new orders, sorted by the workers' timestamps (the stream id breaking
+   ties), in chunks: each chunk is staged with COPY and applied by a few
+   set-based statements (``apply_chunk``, migration 0005) in one transaction;
+3. after each chunk commits, its outcomes are pushed to the waiting workers
+   and its entries acknowledged, in one Lua call (``OrderQueue.complete``).
 
-Killed before 2 commits: nothing happened, the orders are re-read. Killed
-between 2 and 3: re-read, "applied" again as a no-op with the recorded
-outcome, then published. Killed after 3: gone from the queue, applied once.
+Why this is exactly-once, even across a SIGKILL at any instruction: an entry
+read but not acknowledged stays in the consumer group's pending list and is
+read again by a restarted master; the apply is idempotent on the order id (the
+primary key of ``orders``: an order id seen before changes nothing and comes
+back with its current state); acknowledging comes only after the commit.
+Killed before a chunk commits: nothing happened, its orders are re-read.
+Killed between the commit and the acknowledgement: re-read, replayed as a
+no-op with the recorded outcome, published. Killed after: applied once.
 
-Within a batch orders go in the workers' time order (``received_at``), the
-stream id breaking ties, not in the order they reached Redis.
+A chunk PostgreSQL refuses as a whole (a value it cannot take) is split in
+halves until the order at fault is alone: it is rejected with INTERNAL, the
+others are applied, still in stamp order.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import gevent
+import gevent.event
 import psycopg2
 import redis
 from loguru import logger
 
+from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
-from papertrader.store.orders import AppliedOrder, apply_orders
+from papertrader.store.order_state import OrderState
+from papertrader.store.orders import ChunkOutcome, apply_chunk, drain_book
 from papertrader.store.pool import ConnectionPool, PoolTimeout
+from papertrader.store.stream_order import StagedOrder
 
-BATCH_SIZE = 5000
-CHUNK_SIZE = 500
+#: Orders applied per transaction: large enough that per-statement costs vanish,
+#: small enough that a chunk's locks and its wait for the workers stay short.
+CHUNK_SIZE = 4000
+#: Entries one read of the stream returns.
+READ_COUNT = 5000
+#: Most orders the intake holds in memory; beyond it they wait in the stream.
+MAX_BUFFERED = 500_000
+#: Most orders one drain applies; the rest wait for the next interval.
+MAX_PER_DRAIN = 500_000
+#: Most open orders an account may have unless the settings say otherwise.
+DEFAULT_MAX_OPEN_ORDERS = 200
 #: Errors that mean "the database is not reachable now": leave the orders pending.
 UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, PoolTimeout)
 
 
-def _sort_key(entry: Entry) -> tuple[datetime, tuple[int, int]]:
-    assert entry.order is not None
-    ms, _, seq = entry.stream_id.decode().partition("-")
-    stamp = entry.order.received_at
-    if stamp.tzinfo is None:  # a stamp without a zone would make the sort raise: UTC
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp, (int(ms), int(seq or 0))
+def _sort_key(entry: Entry) -> tuple[datetime, int, int]:
+    """The workers' stamp, the stream id breaking ties."""
+    assert entry.staged is not None
+    return entry.staged.sort_key
 
 
-def _outcome(order: Order, applied: AppliedOrder) -> Outcome:
-    return Outcome(
-        order_id=order.order_id,
-        status=applied.status,
-        code=applied.code,
-        reason=applied.reason,
-        side=order.side,
-        symbol=order.symbol,
-        quantity=order.quantity,
-        price=applied.price,
-        executed_at=applied.executed_at,
-    )
+class OrderIntake:
+    """Every order read from the stream and not yet drained, in memory.
 
+    Entries are read through the master's consumer group: once read they stay
+    in its pending list until the drain acknowledges them, so a restarted
+    master reads them again (its first reads ask for its own pending entries).
+    ``find`` answers "is this order queued?" for order status and cancel.
+    """
 
-def _apply_chunk(
-    pool: ConnectionPool, chunk: Sequence[Entry], prices: Mapping[str, Decimal], now: datetime
-) -> list[tuple[Entry, Outcome | None]]:
-    """Outcomes for one chunk. A chunk PostgreSQL refuses as a whole (a value it
-    cannot take) is retried order by order, so one bad order cannot block the
-    queue: that order alone is rejected, unapplied, with INTERNAL."""
-    orders = [
-        (entry.order, prices.get(entry.order.symbol)) for entry in chunk if entry.order is not None
-    ]
-    try:
-        applied = apply_orders(pool, orders, now)
+    def __init__(self, queue: OrderQueue, limit: int = MAX_BUFFERED) -> None:
+        self._queue = queue
+        self._limit = limit
+        self._entries: dict[bytes, Entry] = {}
+        self._by_order: dict[str, Entry] = {}  # order id (hex) -> its first entry
+        #: Where reading our own pending entries has got to; None once they are all read.
+        self._pending_from: str | None = "0"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def poll(self, block_ms: int | None = None) -> int:
+        """Read what arrived (waiting up to ``block_ms`` for something); returns how many."""
+        room = self._limit - len(self._entries)
+        if room <= 0:
+            return 0
+        count = min(READ_COUNT, room)
+        got: list[Entry] = []
+        if self._pending_from is not None:
+            got = self._queue.read_pending(self._pending_from, count)
+            if got:
+                self._pending_from = got[-1].stream_id.decode()
+            else:
+                self._pending_from = None
+        if not got:
+            got = self._queue.read_new(count, block_ms)
+        for entry in got:
+            if entry.stream_id in self._entries:
+                continue
+            self._entries[entry.stream_id] = entry
+            if entry.staged is not None:
+                self._by_order.setdefault(entry.staged.order_id, entry)
+        return len(got)
+
+    def catch_up(self) -> None:
+        """Read everything queued by now (without waiting)."""
+        while self.poll() and len(self._entries) < self._limit:
+            pass
+
+    def take(self, limit: int = MAX_PER_DRAIN) -> list[Entry]:
+        """Up to ``limit`` entries for the drain, the oldest first (still held until
+        ``forget``)."""
+        self.catch_up()
+        taken: list[Entry] = []
+        for entry in self._entries.values():
+            if len(taken) >= limit:
+                break
+            taken.append(entry)
+        return taken
+
+    def forget(self, entries: Sequence[Entry]) -> None:
+        """The drain acknowledged these: they are no longer queued."""
+        for entry in entries:
+            self._entries.pop(entry.stream_id, None)
+            if entry.staged is not None and self._by_order.get(entry.staged.order_id) is entry:
+                del self._by_order[entry.staged.order_id]
+
+    def find(self, order_id: uuid.UUID) -> Order | None:
+        """The queued order with this id, if it is in the stream (read up to now)."""
+        entry = self._by_order.get(order_id.hex)
+        if entry is None:
+            self.catch_up()
+            entry = self._by_order.get(order_id.hex)
+        return None if entry is None else entry.order
+
+    def queued_for(self, account_id: int) -> list[Order]:
+        """The queued orders of one account (for its order list)."""
+        self.catch_up()
+        account = str(account_id)
         return [
-            (entry, _outcome(order, result))
-            for entry, (order, _price), result in zip(chunk, orders, applied, strict=True)
+            entry.order
+            for entry in self._entries.values()
+            if entry.staged is not None
+            and entry.staged.account_id == account
+            and entry.order is not None
         ]
-    except UNAVAILABLE_ERRORS:
-        raise
-    except psycopg2.Error as exc:
-        if len(chunk) > 1:
-            logger.warning("an order batch was refused ({}); applying its orders one by one", exc)
-            return [item for entry in chunk for item in _apply_chunk(pool, [entry], prices, now)]
-        order = orders[0][0]
-        logger.error("order {} cannot be applied and is rejected: {}", order.order_id, exc)
-        return [
-            (
-                chunk[0],
-                Outcome(
-                    order.order_id, "rejected", int(ErrorCode.INTERNAL),
-                    "the order could not be processed and was not executed",
-                    order.side, order.symbol, order.quantity, None, now,
-                ),
+
+    def run(self, stop: gevent.event.Event, block_ms: int = 1000) -> None:
+        """Keep reading until ``stop``; a Redis outage is waited out."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                if len(self._entries) >= self._limit:
+                    stop.wait(0.1)
+                    continue
+                self.poll(block_ms)
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                if failures == 1:
+                    logger.warning("order intake: Redis is unavailable ({}); retrying", exc)
+                stop.wait(min(5.0, 0.2 * 2**failures))
+
+
+def _rejected_internal(staged: StagedOrder, now: datetime) -> ChunkOutcome:
+    order = Order.from_staged(staged)
+    reason = "the order could not be processed and was not executed"
+    state = OrderState(
+        order.order_id, "rejected", int(ErrorCode.INTERNAL), reason, order.side, order.symbol,
+        order.quantity, None, None, client_order_id=order.client_id,
+        order_type=order.order_type, limit_price=order.limit_price, stop_price=order.stop_price,
+        time_in_force=order.time_in_force, received_at=order.received_at, decided_at=now,
+    )  # fmt: skip
+    return ChunkOutcome("rejected", int(ErrorCode.INTERNAL), reason, state.to_json())
+
+
+def _publish(
+    queue: OrderQueue,
+    intake: OrderIntake,
+    chunk: Sequence[Entry],
+    results: Sequence[tuple[Entry, str]],
+) -> None:
+    """Tell the waiting workers and acknowledge the chunk (after its commit)."""
+    queue.complete(results)
+    intake.forget(chunk)
+
+
+class Drainer:
+    """Applies chunks of orders; holds what every chunk of one drain shares."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        prices: Mapping[str, Decimal],
+        now: datetime,
+        day_end: datetime,
+        max_open: int,
+    ) -> None:
+        self.pool = pool
+        self.prices = prices
+        self.now = now
+        self.day_end = day_end
+        self.max_open = max_open
+
+    def apply(self, orders: Sequence[StagedOrder]) -> list[ChunkOutcome]:
+        """Outcomes for ``orders``; a chunk PostgreSQL refuses whole is bisected."""
+        try:
+            return apply_chunk(
+                self.pool, orders, self.prices, self.now, self.day_end, self.max_open
             )
-        ]  # fmt: skip
+        except UNAVAILABLE_ERRORS:
+            raise
+        except psycopg2.Error as exc:
+            if len(orders) > 1:
+                logger.warning("an order chunk was refused ({}); splitting it", exc)
+                half = len(orders) // 2
+                return self.apply(orders[:half]) + self.apply(orders[half:])
+            logger.error("order {} cannot be applied and is rejected: {}", orders[0].order_id, exc)
+            return [_rejected_internal(orders[0], self.now)]
 
 
 def drain_once(
@@ -105,31 +237,55 @@ def drain_once(
     prices: Mapping[str, Decimal],
     *,
     now: datetime | None = None,
-    batch_size: int = BATCH_SIZE,
+    intake: OrderIntake | None = None,
     chunk_size: int = CHUNK_SIZE,
+    day_end: datetime | None = None,
+    max_open: int = DEFAULT_MAX_OPEN_ORDERS,
 ) -> int:
-    """Apply every queued order at ``prices`` (symbol -> fill price); returns how many
-    orders got an outcome. Malformed stream entries are acknowledged and logged.
+    """One interval's work at ``prices`` (symbol -> price): the book's turn, then every
+    queued order; returns how many queued orders got an outcome. Malformed stream
+    entries are acknowledged and logged.
 
     Raises on Redis or database outages, leaving the unfinished orders pending
     for the next call.
     """
     now = now or datetime.now(timezone.utc)
+    day_end = day_end or day_order_end(now)
+    intake = intake if intake is not None else OrderIntake(queue)
+    turn = drain_book(pool, prices, now)
+    if turn.changed:
+        logger.info(
+            "book: {} filled, {} rejected, {} expired, {} stop orders triggered",
+            turn.filled, turn.rejected, turn.expired, turn.triggered,
+        )  # fmt: skip
+    drainer = Drainer(pool, prices, now, day_end, max_open)
     decided = 0
-    while True:
-        entries = queue.read_batch(count=batch_size)
+    while decided < MAX_PER_DRAIN:
+        entries = intake.take(MAX_PER_DRAIN - decided)
         if not entries:
-            return decided
-        malformed = [entry for entry in entries if entry.order is None]
+            break
+        malformed = [entry for entry in entries if entry.staged is None]
         for entry in malformed:
             logger.warning("dropping malformed order entry {}: {!r}", entry.stream_id, entry.raw)
         if malformed:
             queue.complete([(entry, None) for entry in malformed])
-        good = sorted((entry for entry in entries if entry.order is not None), key=_sort_key)
-        for start in range(0, len(good), chunk_size):
-            results = _apply_chunk(pool, good[start : start + chunk_size], prices, now)
-            queue.complete(results)
-            decided += len(results)
+            intake.forget(malformed)
+        good = sorted((entry for entry in entries if entry.staged is not None), key=_sort_key)
+        publishing: gevent.Greenlet | None = None
+        try:
+            for start in range(0, len(good), chunk_size):
+                chunk = good[start : start + chunk_size]
+                outcomes = drainer.apply([e.staged for e in chunk if e.staged is not None])
+                results = [(entry, o.json) for entry, o in zip(chunk, outcomes, strict=True)]
+                # The chunk is committed: its outcomes go out while the next one is applied.
+                if publishing is not None:
+                    publishing.get()
+                publishing = gevent.spawn(_publish, queue, intake, chunk, results)
+                decided += len(chunk)
+        finally:
+            if publishing is not None:
+                publishing.get()
+    return decided
 
 
 class OrderDrain:
@@ -145,11 +301,18 @@ class OrderDrain:
         pool: ConnectionPool,
         prices: Callable[[], Mapping[str, Decimal]],
         status: DrainStatusStore | None = None,
+        *,
+        intake: OrderIntake | None = None,
+        day_end: Callable[[datetime], datetime] = day_order_end,
+        max_open: int = DEFAULT_MAX_OPEN_ORDERS,
     ) -> None:
         self._queue = queue
         self._pool = pool
         self._prices = prices
         self._status = status
+        self.intake = intake if intake is not None else OrderIntake(queue)
+        self._day_end = day_end
+        self._max_open = max_open
         self._group_ready = False
 
     def run(self) -> int:
@@ -160,7 +323,16 @@ class OrderDrain:
             if not self._group_ready:
                 self._queue.ensure_group()
                 self._group_ready = True
-            count = drain_once(self._queue, self._pool, self._prices())
+            now = datetime.now(timezone.utc)
+            count = drain_once(
+                self._queue,
+                self._pool,
+                self._prices(),
+                now=now,
+                intake=self.intake,
+                day_end=self._day_end(now),
+                max_open=self._max_open,
+            )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             error = f"Redis is unavailable ({exc})"
             logger.warning("order drain postponed: {}", error)
@@ -183,3 +355,6 @@ class OrderDrain:
             self._status.record(at, count, elapsed, error)
         except redis.RedisError:
             pass  # Redis is down: the drain itself said so already
+
+
+__all__ = ["CHUNK_SIZE", "OrderDrain", "OrderIntake", "Outcome", "drain_once"]

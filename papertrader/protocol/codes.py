@@ -44,6 +44,9 @@ class Instruction(IntEnum):
     LOGOUT_ALL = 0x0119  # end every session of the account (this one too, or not)
     ACCOUNT_DELETE = 0x011A  # with the password or a fresh provider sign-in
     EMAIL_VERIFY = 0x011B  # confirm the e-mail address with a mailed code
+    PLACE_ORDER = 0x0120  # placeOrder(ticket): any order, with the client's order id
+    CANCEL_ORDER = 0x0121  # cancelOrder(order_id): cancel one order still waiting
+    CANCEL_ALL_ORDERS = 0x0122  # cancelAllOrders(account): every waiting order of an account
 
     # Data transfer state (MessageType.DATA_TRANSFER)
     GET_ASSET_INFO = 0x0201
@@ -59,6 +62,8 @@ class Instruction(IntEnum):
     GET_USER_TRANSACTION_HISTORY = 0x020B
     GET_SESSIONS = 0x0210  # one's own sessions (issue 12)
     GET_SIGN_IN_METHODS = 0x0211  # password or not, linked providers (issue 12)
+    GET_ORDER = 0x0220  # getOrder(order_id): one order's state
+    GET_ORDERS = 0x0221  # getOrders(account, status, limit): an account's orders
 
     # Control (MessageType.CONTROL): valid in either state
     SWITCH_STATE = 0x0301  # switchState(sessionID, state)
@@ -82,6 +87,9 @@ class Instruction(IntEnum):
     ACCOUNT_SUCCESS = 0x0410  # an account change was made (issue 12)
     ACCOUNT_FAIL = 0x0411  # an account change was refused (issue 12)
     SIGN_IN_OPTIONS = 0x0412  # the answer to GET_SIGN_IN_OPTIONS (issue 12)
+    ORDER_STATUS = 0x0420  # an order's state (placed, canceled...)
+    ORDER_FAIL = 0x0421  # an order refused, or its outcome unknown, with its client order id
+    ORDERS_CANCELED = 0x0422  # how many orders cancelAllOrders canceled
 
     # Master-worker link (MessageType.LINK): never valid on a client connection
     LINK_HELLO = 0x0501  # worker -> master, first frame: who I am

@@ -73,6 +73,12 @@ class ErrorCode(IntEnum):
     RESET_CODE_INVALID = 136  # the reset code is unknown, used or expired
     UNKNOWN_SESSION = 137  # no session of this account has that handle
     PROOF_REQUIRED = 138  # the password, or a fresh sign-in with a linked provider, is needed
+    OUTCOME_UNKNOWN = 140  # the order may or may not go through: ask for its state by its id
+    UNKNOWN_ORDER = 141  # no order with this id for this account
+    ORDER_NOT_OPEN = 142  # cannot cancel: the order is filled, rejected, canceled or expired
+    INVALID_ORDER = 143  # the order ticket is malformed (type, prices, time in force, fields)
+    INVALID_PRICE = 144  # a limit or stop price that cannot be taken
+    TOO_MANY_OPEN_ORDERS = 145  # the account has as many open orders as allowed
 
 
 class ProtocolError(Exception):

@@ -47,6 +47,7 @@ _USER_REQUEST = Schema((("username", T.STR),), needs_session=True)
 _PROVIDER_PROOF = Schema(
     (("provider", T.STR), ("id_token", T.STR), ("nonce", T.STR)), needs_session=True
 )
+_ORDER_RECORD = Schema((("order", T.LIST),))
 
 SCHEMAS: dict[Instruction, Schema] = {
     I.LOGIN: Schema((("username", T.STR), ("password", T.STR), ("remember", T.BOOL))),
@@ -78,6 +79,9 @@ SCHEMAS: dict[Instruction, Schema] = {
         needs_session=True,
     ),
     I.EMAIL_VERIFY: Schema((("code", T.STR),)),
+    I.PLACE_ORDER: Schema((("ticket", T.LIST),), needs_session=True),
+    I.CANCEL_ORDER: Schema((("order_id", T.ID),), needs_session=True),
+    I.CANCEL_ALL_ORDERS: Schema((("account", T.STR),), needs_session=True),
     I.GET_ASSET_INFO: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_CURRENT: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_DAY: _DATE_REQUEST,
@@ -91,6 +95,10 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.GET_USER_TRANSACTION_HISTORY: _USER_REQUEST,
     I.GET_SESSIONS: Schema((), needs_session=True),
     I.GET_SIGN_IN_METHODS: Schema((), needs_session=True),
+    I.GET_ORDER: Schema((("order_id", T.ID),), needs_session=True),
+    I.GET_ORDERS: Schema(
+        (("account", T.STR), ("status", T.STR), ("limit", T.INT)), needs_session=True
+    ),
     I.SWITCH_STATE: Schema((("state", T.INT),), needs_session=True),
     I.GET_WORKER_LIST: Schema(()),
     I.LOGIN_FAIL: _FAIL,
@@ -110,6 +118,9 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.ACCOUNT_SUCCESS: Schema((("message", T.STR),)),
     I.ACCOUNT_FAIL: _FAIL,
     I.SIGN_IN_OPTIONS: Schema((("providers", T.LIST),)),
+    I.ORDER_STATUS: _ORDER_RECORD,
+    I.ORDER_FAIL: _ORDER_FAIL,
+    I.ORDERS_CANCELED: Schema((("canceled", T.INT),)),
     I.LINK_HELLO: Schema((("name", T.STR), ("region", T.STR), ("client_address", T.STR))),
     I.LINK_WELCOME: Schema((("name", T.STR),)),
     I.LINK_REFUSED: _FAIL,
@@ -155,6 +166,9 @@ FAILURE_RETURN: dict[Instruction, Instruction] = {
             I.EMAIL_VERIFY,
         )
     },
+    I.PLACE_ORDER: I.ORDER_FAIL,
+    I.CANCEL_ORDER: I.ORDER_FAIL,
+    I.CANCEL_ALL_ORDERS: I.ORDER_FAIL,
     I.SWITCH_STATE: I.STATE_SWITCH_FAIL,
     I.GET_WORKER_LIST: I.DATA_FAIL,
     **{code: I.DATA_FAIL for code in Instruction if code.value >> 8 == 0x02},

@@ -10,18 +10,19 @@ applied exactly once.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import redis
 
 from papertrader.store import keys
+from papertrader.store.order_state import OrderState
+from papertrader.store.stream_order import StagedOrder, parse_fields
 
 Side = Literal["buy", "sell"]
 RESULT_TTL_SECONDS = 3600
@@ -46,10 +47,19 @@ return #ids
 """
 #: Longest single BLPOP while waiting for an outcome; under redis-py's socket timeout.
 WAIT_SLICE_SECONDS = 2.0
+#: Most stream ids one XACK/XDEL may name (Lua's unpack() limit is about 8000).
+MAX_COMPLETE = 5000
 
 
 @dataclass(frozen=True)
 class Order:
+    """One queued order, as a worker writes it to the stream.
+
+    The first eight fields are the original market order's; an entry without
+    the others (written before client order ids existed) is a market day order
+    whose client order id is its order id.
+    """
+
     order_id: uuid.UUID
     account_id: int
     side: Side
@@ -58,9 +68,24 @@ class Order:
     received_at: datetime  # the worker's stamp: the queue is drained in this order
     client_ip: str | None
     worker: str
+    client_order_id: uuid.UUID | None = None  # None: the order id itself
+    order_type: str = "market"
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: str = "day"
+    #: Hex id of the result list the submitting worker waits on (None: the order id).
+    reply: str | None = None
+
+    @property
+    def client_id(self) -> uuid.UUID:
+        return self.client_order_id or self.order_id
+
+    @property
+    def result_key(self) -> str:
+        return keys.order_result(self.reply or self.order_id.hex)
 
     def fields(self) -> dict[str, str]:
-        return {
+        out = {
             "order_id": self.order_id.hex,
             "account_id": str(self.account_id),
             "side": self.side,
@@ -70,80 +95,91 @@ class Order:
             "client_ip": self.client_ip or "",
             "worker": self.worker,
         }
+        if self.client_order_id is not None:
+            out["client_order_id"] = self.client_order_id.hex
+        if self.order_type != "market":
+            out["type"] = self.order_type
+        if self.limit_price is not None:
+            out["limit_price"] = str(self.limit_price)
+        if self.stop_price is not None:
+            out["stop_price"] = str(self.stop_price)
+        if self.time_in_force != "day":
+            out["time_in_force"] = self.time_in_force
+        if self.reply is not None:
+            out["reply"] = self.reply
+        return out
 
     @classmethod
     def from_fields(cls, raw: dict[bytes, bytes]) -> Order:
-        """Parse a stream entry; raises ValueError/KeyError on a malformed one."""
-        f = {k.decode(): v.decode() for k, v in raw.items()}
-        side = f["side"]
-        if side not in ("buy", "sell"):
-            raise ValueError(f"side {side!r}")
-        return cls(
-            order_id=uuid.UUID(hex=f["order_id"]),
-            account_id=int(f["account_id"]),
-            side=side,  # type: ignore[arg-type]
-            symbol=f["symbol"],
-            quantity=int(f["quantity"]),
-            received_at=datetime.fromisoformat(f["received_at"]),
-            client_ip=f["client_ip"] or None,
-            worker=f.get("worker", ""),
-        )
+        """Parse a stream entry; raises ValueError/KeyError on a malformed one
+        (``stream_order.parse_fields`` says what is well-formed)."""
+        try:
+            return cls.from_staged(parse_fields(raw))
+        except UnicodeDecodeError as exc:
+            raise ValueError(str(exc)) from None
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to an order, as the worker reports it to the client."""
-
-    order_id: uuid.UUID
-    status: Literal["filled", "rejected"]
-    code: int
-    reason: str
-    side: str
-    symbol: str
-    quantity: int
-    price: Decimal | None
-    executed_at: datetime | None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "order_id": self.order_id.hex,
-                "status": self.status,
-                "code": self.code,
-                "reason": self.reason,
-                "side": self.side,
-                "symbol": self.symbol,
-                "quantity": self.quantity,
-                "price": None if self.price is None else str(self.price),
-                "executed_at": None if self.executed_at is None else self.executed_at.isoformat(),
-            }
-        )
+    def staged(self) -> StagedOrder:
+        """The order as the drain takes it (what the master reads from the stream)."""
+        return parse_fields({k.encode(): v.encode() for k, v in self.fields().items()})
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Outcome:
-        d: dict[str, Any] = json.loads(text)
+    def from_staged(cls, staged: StagedOrder) -> Order:
         return cls(
-            order_id=uuid.UUID(hex=d["order_id"]),
-            status=d["status"],
-            code=int(d["code"]),
-            reason=d["reason"],
-            side=d["side"],
-            symbol=d["symbol"],
-            quantity=int(d["quantity"]),
-            price=None if d["price"] is None else Decimal(d["price"]),
-            executed_at=None
-            if d["executed_at"] is None
-            else datetime.fromisoformat(d["executed_at"]),
+            order_id=uuid.UUID(hex=staged.order_id),
+            account_id=int(staged.account_id),
+            side=staged.side,  # type: ignore[arg-type]
+            symbol=staged.symbol,
+            quantity=int(staged.quantity),
+            received_at=staged.received_at,
+            client_ip=staged.client_ip,
+            worker=staged.worker,
+            client_order_id=(
+                uuid.UUID(hex=staged.client_order_id) if staged.has_client_order_id else None
+            ),
+            order_type=staged.order_type,
+            limit_price=None if staged.limit_price is None else Decimal(staged.limit_price),
+            stop_price=None if staged.stop_price is None else Decimal(staged.stop_price),
+            time_in_force=staged.time_in_force,
+            reply=staged.reply,
         )
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A stream entry read by the master: the order, or None if it could not be parsed."""
+#: What the worker waiting on an order is told: the order's state after the drain.
+Outcome = OrderState
 
-    stream_id: bytes
-    order: Order | None
-    raw: dict[bytes, bytes]
+
+class Entry:
+    """A stream entry read by the master: checked once (``staged``, None if malformed);
+    ``order`` builds the Order objects only when something asks for them."""
+
+    __slots__ = ("_order", "raw", "staged", "stream_id")
+
+    def __init__(self, stream_id: bytes, raw: dict[bytes, bytes]) -> None:
+        self.stream_id = stream_id
+        self.raw = raw
+        try:
+            self.staged: StagedOrder | None = parse_fields(raw, stream_id)
+        except (KeyError, ValueError, UnicodeDecodeError):
+            self.staged = None
+        self._order: Order | None = None
+
+    @property
+    def order(self) -> Order | None:
+        if self._order is None and self.staged is not None:
+            self._order = Order.from_staged(self.staged)
+        return self._order
+
+    @property
+    def result_key(self) -> str:
+        assert self.staged is not None
+        return keys.order_result(self.staged.reply or self.staged.order_id)
+
+
+def _result_key(entry: Entry, outcome: Outcome | str) -> str:
+    if entry.staged is not None:
+        return entry.result_key
+    assert isinstance(outcome, OrderState)
+    return keys.order_result(outcome.order_id.hex)
 
 
 class OrderQueue:
@@ -156,13 +192,17 @@ class OrderQueue:
         """Queue an order. Once this returns the order will be applied exactly once."""
         self._redis.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
 
-    def wait_outcome(self, order_id: uuid.UUID, timeout: float) -> Outcome | None:
+    def wait_outcome(
+        self, order_id: uuid.UUID, timeout: float, reply: str | None = None
+    ) -> Outcome | None:
         """Block (cooperatively under gevent) until the master decided the order.
 
-        BLPOP runs in slices of at most WAIT_SLICE_SECONDS: redis-py's default
-        socket timeout (5 s) would otherwise end a longer BLPOP with an error.
+        ``reply`` is the result id the order was queued with (default: the order
+        id). BLPOP runs in slices of at most WAIT_SLICE_SECONDS: redis-py's
+        default socket timeout (5 s) would otherwise end a longer BLPOP with an
+        error.
         """
-        key = keys.order_result(order_id.hex)
+        key = keys.order_result(reply or order_id.hex)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -182,41 +222,54 @@ class OrderQueue:
 
     def read_batch(self, count: int) -> list[Entry]:
         """Our unacknowledged entries first (left by a crash), then new ones."""
-        entries: list[Entry] = []
-        for start in ("0", ">"):
-            want = count - len(entries)
-            if want <= 0:
-                break
-            reply = cast(
-                "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
-                self._redis.xreadgroup(
-                    keys.ORDERS_GROUP, keys.ORDERS_CONSUMER, {keys.ORDERS: start}, count=want
-                ),
-            )
-            for _stream, items in reply or []:
-                for stream_id, raw in items:
-                    if not raw:  # deleted while pending
-                        continue
-                    try:
-                        order: Order | None = Order.from_fields(raw)
-                    except (KeyError, ValueError):
-                        order = None
-                    entries.append(Entry(stream_id, order, raw))
+        entries = self.read_pending("0", count)
+        if len(entries) < count:
+            entries += self.read_new(count - len(entries))
         return entries
 
-    def complete(self, results: Sequence[tuple[Entry, Outcome | None]]) -> None:
+    def read_pending(self, after: str, count: int) -> list[Entry]:
+        """Entries read before but not acknowledged (a crash left them), after ``after``."""
+        return self._read(after, count, None)
+
+    def read_new(self, count: int, block_ms: int | None = None) -> list[Entry]:
+        """Entries never read by the group, waiting up to ``block_ms`` for one."""
+        return self._read(">", count, block_ms)
+
+    def _read(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
+        reply = cast(
+            "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+            self._redis.xreadgroup(
+                keys.ORDERS_GROUP,
+                keys.ORDERS_CONSUMER,
+                {keys.ORDERS: start},
+                count=count,
+                block=block_ms,
+            ),
+        )
+        entries: list[Entry] = []
+        for _stream, items in reply or []:
+            for stream_id, raw in items:
+                if not raw:  # deleted while pending
+                    continue
+                entries.append(Entry(stream_id, raw))
+        return entries
+
+    def complete(self, results: Sequence[tuple[Entry, Outcome | str | None]]) -> None:
         """Publish outcomes and acknowledge their entries, atomically (one Lua call).
 
-        Callers pass at most a few thousand results at a time (Lua's argument limit).
+        An outcome is an ``Outcome`` or its JSON text already; None acknowledges
+        without publishing (a malformed entry). Each goes to the result list the
+        entry's worker waits on. Larger sequences are sent MAX_COMPLETE at a time.
         """
-        if not results:
-            return
-        published = [outcome for _entry, outcome in results if outcome is not None]
-        args: list[str | bytes | int] = [keys.ORDERS_GROUP, RESULT_TTL_SECONDS, len(published)]
-        for outcome in published:
-            args += [keys.order_result(outcome.order_id.hex), outcome.to_json()]
-        args += [entry.stream_id for entry, _ in results]
-        self._complete(keys=[keys.ORDERS], args=args)
+        for start in range(0, len(results), MAX_COMPLETE):
+            part = results[start : start + MAX_COMPLETE]
+            published = [(entry, outcome) for entry, outcome in part if outcome is not None]
+            args: list[str | bytes | int] = [keys.ORDERS_GROUP, RESULT_TTL_SECONDS, len(published)]
+            for entry, outcome in published:
+                args.append(_result_key(entry, outcome))
+                args.append(outcome if isinstance(outcome, str) else outcome.to_json())
+            args += [entry.stream_id for entry, _ in part]
+            self._complete(keys=[keys.ORDERS], args=args)
 
     def pending_count(self) -> int:
         """Orders queued or read but not yet acknowledged (for status and tests)."""

@@ -1,100 +1,221 @@
-"""Applying queued orders in PostgreSQL through ``pt_apply_orders`` (migration 0002).
+"""Applying a chunk of queued orders in PostgreSQL, set-based (migration 0005).
 
-The function validates, fills and records each order of a batch in one
-transaction and returns one outcome per order, in batch order. An order id it
-has decided before is not applied again: its first outcome comes back with
-``replayed`` set. The master may therefore call this again for orders whose
-outcome it never got to publish (a crash), and nothing is applied twice.
+``apply_chunk`` puts the chunk into the temporary table ``pt_order_stage``
+(one array per column, unnested by one INSERT) and calls ``pt_drain_orders``,
+which validates, fills, books and records the whole chunk in a few statements
+and returns one row per order. All of it is one transaction: every outcome of the chunk is recorded,
+or none is. An order id the master has seen before changes nothing and comes
+back with its current state (``replayed``), so a master that re-reads orders
+after a crash applies nothing twice.
+
+``drain_book`` is the book's turn, once per interval: day orders past their
+end expire, and open orders whose price condition holds fill.
+
+Nothing here parses more than it must: the rows come back as text and the
+outcome JSON for the waiting worker is written once, here.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import uuid
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-from papertrader.store.order_queue import Order
+from papertrader.store.order_state import OrderState
 from papertrader.store.pool import ConnectionPool
+from papertrader.store.stream_order import StagedOrder
 
-_BIGINT = range(-(2**63), 2**63)
+# The chunk travels as one array literal per column ("{a,b,...}"), unnested into
+# the staging table by one INSERT: COPY would be the classic way, but psycopg2
+# refuses COPY on a cooperative (gevent) connection.
+_STAGE = (
+    "INSERT INTO pt_order_stage (idx, order_id, account_id, client_order_id, side, symbol,"
+    " quantity, order_type, limit_price, stop_price, time_in_force, received_at, client_ip,"
+    " worker)"
+    " SELECT * FROM unnest(%s::integer[], %s::uuid[], %s::bigint[], %s::uuid[], %s::text[],"
+    " %s::text[], %s::bigint[], %s::text[], %s::numeric[], %s::numeric[], %s::text[],"
+    " %s::timestamptz[], %s::inet[], %s::text[])"
+)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._\-^:+]+")
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without a zone is UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _array(items: Sequence[str]) -> str:
+    """An array literal of elements that need no quoting (numbers, ids, times, NULL)."""
+    return "{" + ",".join(items) + "}"
+
+
+def _quoted(text: str) -> str:
+    """One text element of an array literal (quoted unless it is plainly safe)."""
+    if _PLAIN.fullmatch(text) and text.upper() != "NULL":
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", "") + '"'
+
+
+def _stage_args(orders: Sequence[StagedOrder]) -> tuple[str, ...]:
+    """The staging INSERT's arguments, one array literal per column."""
+    return (
+        _array([str(idx) for idx in range(len(orders))]),
+        _array([o.order_id for o in orders]),
+        _array([o.account_id for o in orders]),
+        _array([o.client_order_id for o in orders]),
+        _array([o.side for o in orders]),
+        _array([_quoted(o.symbol) for o in orders]),
+        _array([o.quantity for o in orders]),
+        _array([o.order_type for o in orders]),
+        _array(["NULL" if o.limit_price is None else o.limit_price for o in orders]),
+        _array(["NULL" if o.stop_price is None else o.stop_price for o in orders]),
+        _array([o.time_in_force for o in orders]),
+        _array([o.received_text for o in orders]),  # isoformat(): nothing to quote
+        _array(["NULL" if o.client_ip is None else o.client_ip for o in orders]),  # checked
+        _array([_quoted(o.worker) for o in orders]),
+    )
 
 
 @dataclass(frozen=True)
-class AppliedOrder:
-    """What ``pt_apply_orders`` decided for one order."""
+class ChunkOutcome:
+    """What ``pt_drain_orders`` decided for one order, and the JSON the worker reads."""
 
-    order_id: uuid.UUID
-    status: Literal["filled", "rejected"]
-    code: int  # 0 when filled, else an ErrorCode value
+    status: str
+    code: int
     reason: str
-    price: Decimal | None
-    amount: Decimal | None
-    executed_at: datetime  # when it went through (or was rejected), the first time
-    replayed: bool  # decided by an earlier call; nothing changed this time
+    json: str  # OrderState.to_json's form (or the master's record of a known order)
+
+    def state(self) -> OrderState:
+        return OrderState.from_json(self.json)
 
 
-def _order_json(order: Order, price: Decimal | None, executed_at: datetime) -> dict[str, Any]:
-    """One batch element. Values PostgreSQL cannot cast are neutralised here, so one
-    malformed order is rejected by the function's own checks instead of aborting
-    the whole batch with a cast error."""
-    client_ip: str | None = None
-    if order.client_ip:
-        try:
-            client_ip = str(ipaddress.ip_address(order.client_ip))
-        except ValueError:
-            client_ip = None
-    return {
-        "order_id": str(order.order_id),
-        "account_id": order.account_id if order.account_id in _BIGINT else 0,
-        "side": order.side,
-        "symbol": order.symbol.replace("\x00", "\ufffd"),  # jsonb refuses NUL
-        "quantity": order.quantity if order.quantity in _BIGINT else 0,
-        "price": None if price is None else str(price),
-        "received_at": order.received_at.isoformat(),
-        "client_ip": client_ip,
-        "executed_at": executed_at.isoformat(),
-    }
+def _js(text: str | None) -> str:
+    """A JSON string (or null) for text that may need escaping."""
+    if text is None:
+        return "null"
+    if not text or _PLAIN.fullmatch(text):
+        return f'"{text}"'
+    return json.dumps(text)
 
 
-def apply_orders(
+def _num(text: str | None) -> str:
+    """A JSON string (or null) for a number's text (nothing to escape)."""
+    return "null" if text is None else f'"{text}"'
+
+
+def _fresh_json(
+    order: StagedOrder,
+    row: Sequence[Any],
+    price: str | None,
+    now: str,
+    day_end: str,
+) -> str:
+    """The outcome of an order decided in this chunk, in OrderState.to_json's form: its
+    terms (the worker's), the drain's columns, and the times, which are the chunk's own.
+    Written as text directly: this runs for every order of every drain."""
+    _idx, status, code, reason, amount, realized, reserved_cash, reserved_quantity, _ = row
+    filled = status == "filled"
+    rejected = status == "rejected"
+    triggered = "null"
+    if order.stop_price is not None and not rejected and price is not None:
+        stop, mark = Decimal(order.stop_price), Decimal(price)
+        if (mark >= stop) if order.side == "buy" else (mark <= stop):
+            triggered = f'"{now}"'
+    expires = f'"{day_end}"' if status == "open" and order.time_in_force == "day" else "null"
+    return (
+        f'{{"order_id": "{order.order_id}", "status": "{status}", "code": {code}, '
+        f'"reason": {_js(reason)}, "side": "{order.side}", "symbol": {_js(order.symbol)}, '
+        f'"quantity": {order.quantity}, "price": {_num(price) if filled else "null"}, '
+        f'"executed_at": {f"{chr(34)}{now}{chr(34)}" if filled else "null"}, '
+        f'"client_order_id": "{order.client_order_id}", "order_type": "{order.order_type}", '
+        f'"limit_price": {_num(order.limit_price)}, "stop_price": {_num(order.stop_price)}, '
+        f'"time_in_force": "{order.time_in_force}", "amount": {_num(amount)}, '
+        f'"realized_pnl": {_num(realized)}, "reserved_cash": "{reserved_cash or "0"}", '
+        f'"reserved_quantity": {reserved_quantity or 0}, '
+        f'"received_at": "{order.received_text}", '
+        f'"accepted_at": {"null" if rejected else f"{chr(34)}{now}{chr(34)}"}, '
+        f'"triggered_at": {triggered}, '
+        f'"decided_at": {"null" if status == "open" else f"{chr(34)}{now}{chr(34)}"}, '
+        f'"expires_at": {expires}, "replayed": false}}'
+    )
+
+
+def apply_chunk(
     pool: ConnectionPool,
-    orders: Sequence[tuple[Order, Decimal | None]],
-    executed_at: datetime,
-) -> list[AppliedOrder]:
-    """Apply ``orders`` (each with its fill price, None = no price) in the given order.
+    orders: Sequence[StagedOrder],
+    prices: Mapping[str, Decimal],
+    now: datetime,
+    day_end: datetime,
+    max_open: int,
+) -> list[ChunkOutcome]:
+    """Apply ``orders`` (in stamp order) at ``prices``; one outcome per order, in order.
 
-    One transaction for the whole sequence: either every outcome is recorded
-    or none is. Returns one ``AppliedOrder`` per input, in the same order.
+    One transaction for the chunk. ``day_end`` is when day orders that wait in
+    the book from now on expire; ``max_open`` the most open orders an account
+    may have.
     """
     if not orders:
         return []
-    batch = json.dumps([_order_json(order, price, executed_at) for order, price in orders])
+    staged = _stage_args(orders)
+    symbols = sorted(prices)
     with pool.transaction() as cur:
+        cur.execute("SELECT pt_order_tables()")
+        cur.execute(_STAGE, staged)
         cur.execute(
-            "SELECT order_id::text, status, code, reason, price, amount, executed_at, replayed"
-            " FROM pt_apply_orders(%s::jsonb)",
-            (batch,),
+            "SELECT * FROM pt_drain_orders(%s, %s, %s::text[], %s::numeric[], %s)",
+            (now, day_end, symbols, [prices[s] for s in symbols], max_open),
         )
         rows = cur.fetchall()
     if len(rows) != len(orders):
         raise RuntimeError(
-            f"pt_apply_orders returned {len(rows)} outcomes for {len(orders)} orders"
+            f"pt_drain_orders returned {len(rows)} outcomes for {len(orders)} orders"
         )
-    return [
-        AppliedOrder(
-            order_id=uuid.UUID(order_id),
-            status="filled" if status == "filled" else "rejected",
-            code=int(code),
-            reason=str(reason),
-            price=None if price is None else Decimal(price),
-            amount=None if amount is None else Decimal(amount),
-            executed_at=when,
-            replayed=bool(replayed),
+    now_text = _utc(now).isoformat()
+    end_text = _utc(day_end).isoformat()
+    marks = {symbol: str(price) for symbol, price in prices.items()}
+    outcomes = []
+    for order, row in zip(orders, rows, strict=True):
+        status, code, reason, record = row[1], row[2], row[3], row[8]
+        if record is not None:  # known before this chunk: the master's record of it
+            known = json.loads(record)
+            outcomes.append(
+                ChunkOutcome(known["status"], int(known["code"]), known["reason"], record)
+            )
+            continue
+        text = _fresh_json(order, row, marks.get(order.symbol), now_text, end_text)
+        outcomes.append(ChunkOutcome(status, int(code), reason, text))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class BookTurn:
+    """What the book's turn did in one interval."""
+
+    filled: int
+    rejected: int
+    expired: int
+    triggered: int
+
+    @property
+    def changed(self) -> int:
+        return self.filled + self.rejected + self.expired + self.triggered
+
+
+def drain_book(pool: ConnectionPool, prices: Mapping[str, Decimal], now: datetime) -> BookTurn:
+    """Expire day orders past their end, then fill the open orders whose condition holds."""
+    symbols = sorted(prices)
+    with pool.transaction() as cur:
+        cur.execute("SELECT pt_order_tables()")
+        cur.execute(
+            "SELECT * FROM pt_drain_book(%s, %s::text[], %s::numeric[])",
+            (now, symbols, [prices[s] for s in symbols]),
         )
-        for order_id, status, code, reason, price, amount, when, replayed in rows
-    ]
+        row = cur.fetchone()
+    assert row is not None
+    return BookTurn(*(int(value) for value in row))

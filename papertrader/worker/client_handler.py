@@ -53,7 +53,7 @@ from papertrader.store.sessions import Session, SessionError
 from papertrader.worker.auth_tunnel import AuthTunnel
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_management import ClientInfo, ClientManager
-from papertrader.worker.forwarding import UserData
+from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
 
@@ -81,6 +81,8 @@ _USER_DATA = frozenset(
         Instruction.GET_USER_TRANSACTION_HISTORY,
         Instruction.GET_SESSIONS,
         Instruction.GET_SIGN_IN_METHODS,
+        Instruction.GET_ORDER,
+        Instruction.GET_ORDERS,
     }
 )
 #: Account requests of issue 12, answered by the master through the auth tunnel.
@@ -99,6 +101,8 @@ _ACCOUNT = frozenset(
         Instruction.ACCOUNT_DELETE,
     }
 )
+#: Commands the master answers (the worker relays its return).
+_MASTER_COMMANDS = frozenset({Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS})
 
 
 class _Closing(Exception):
@@ -127,6 +131,7 @@ class ClientHandler:
         orders: OrderDesk,
         user_data: UserData,
         history: PriceHistory | None = None,
+        commands: Commands | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients
@@ -135,6 +140,7 @@ class ClientHandler:
         self.orders = orders
         self.user_data = user_data
         self.history = history
+        self.commands = commands
         self.chunk_size = max_chunk_size(settings.max_data_size)
         #: Why this worker may not serve now (the master refused or booted it), or None.
         self.out_of_service: Callable[[], str | None] = lambda: None
@@ -226,6 +232,8 @@ class ClientConnection:
             **{instruction: self._account for instruction in _ACCOUNT},
             Instruction.PURCHASE_ASSET: self._order,
             Instruction.SELL_ASSET: self._order,
+            Instruction.PLACE_ORDER: self._place_order,
+            **{instruction: self._master_command for instruction in _MASTER_COMMANDS},
             Instruction.SWITCH_STATE: self._switch_state,
             Instruction.GET_ASSET_VALUE_CURRENT: self._asset_value_current,
             Instruction.GET_ASSET_INFO: self._asset_info,
@@ -378,6 +386,21 @@ class ClientConnection:
     def _order(self, message: Message, stamp: int) -> list[Message]:
         session = self._session(message, fresh=True)
         return [self.shared.orders.place(message, self.client, session, stamp)]
+
+    def _place_order(self, message: Message, stamp: int) -> list[Message]:
+        session = self._session(message, fresh=True)
+        return [self.shared.orders.place_ticket(message, self.client, session, stamp)]
+
+    def _master_command(self, message: Message, stamp: int) -> list[Message]:
+        self._session(message, fresh=True)
+        if self.shared.commands is None:
+            reason = f"{message.instruction.name} is not served by this worker"
+            return [
+                failure_reply(
+                    message.instruction, ErrorCode.UNAVAILABLE, reason, message.request_id
+                )
+            ]
+        return [self.shared.commands.forward(message, self.client, stamp)]
 
     # control -------------------------------------------------------------------------
     def _switch_state(self, message: Message, stamp: int) -> list[Message]:

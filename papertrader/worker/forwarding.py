@@ -11,7 +11,15 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timedelta, timezone
 
-from papertrader.protocol import NIL, ErrorCode, Instruction, Message, reply_to, split_payload
+from papertrader.protocol import (
+    NIL,
+    ErrorCode,
+    Instruction,
+    Message,
+    failure_reply,
+    reply_to,
+    split_payload,
+)
 from papertrader.worker.client_management import ClientInfo
 from papertrader.worker.master_link import LinkError, MasterLink
 
@@ -75,3 +83,43 @@ class UserData:
                 f"the master answered {answer.instruction.name}",
             )
         ]
+
+
+class Commands:
+    """Commands the master answers (cancelOrder, cancelAllOrders): its return, relayed.
+
+    A cancel sent to the master whose answer never came back may or may not
+    have happened, so that answer says the outcome is unknown (and how to find
+    out), unless the request never left the worker.
+    """
+
+    def __init__(self, link: MasterLink, timeout: float = FORWARD_TIMEOUT) -> None:
+        self._link = link
+        self._timeout = timeout
+
+    def forward(self, request: Message, client: ClientInfo, stamp: int) -> Message:
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=True), self._timeout
+            )
+        except LinkError as exc:
+            if not exc.sent or exc.code is not ErrorCode.UNAVAILABLE:
+                return failure_reply(request.instruction, exc.code, exc.reason, request.request_id)
+            check = "pt client orders --open"
+            if request.instruction is Instruction.CANCEL_ORDER:
+                check = f"pt client order {request.args[0]!s}"
+            reason = (
+                f"outcome unknown: {exc.reason}; the request may or may not have been carried "
+                f"out: check with `{check}`"
+            )
+            return failure_reply(
+                request.instruction, ErrorCode.OUTCOME_UNKNOWN, reason, request.request_id
+            )
+        if isinstance(answer, bytes):
+            return failure_reply(
+                request.instruction,
+                ErrorCode.INTERNAL,
+                "the master answered with data",
+                request.request_id,
+            )
+        return reply_to(request, answer.instruction, *answer.args)

@@ -41,7 +41,7 @@ from papertrader.worker.auth_tunnel import AuthTunnel
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_handler import ClientHandler
 from papertrader.worker.client_management import ClientManager
-from papertrader.worker.forwarding import UserData
+from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.handshake import WorkerHandshake
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.history_cache import HistoryCache
@@ -132,6 +132,7 @@ class Worker:
                 self.cache,
                 settings.worker_name,
                 order_wait_timeout(settings.update_interval),
+                settings.max_order_quantity,
             ),
             UserData(self.link, max_chunk_size(settings.max_data_size)),
             PriceHistory(
@@ -141,6 +142,7 @@ class Worker:
                 max_chunk_size(settings.max_data_size),
                 settings.update_interval,
             ),
+            Commands(self.link),
         )
         handler.out_of_service = lambda: self.link.out_of_service
         self.handler = handler

@@ -73,12 +73,19 @@ _U32 = 0xFFFFFFFF
 
 
 class LinkError(Exception):
-    """A forwarded request got no answer; ``code``/``reason`` go back to the client."""
+    """A forwarded request got no answer; ``code``/``reason`` go back to the client.
 
-    def __init__(self, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE) -> None:
+    ``sent`` is False when the request never left the worker (no link), so the
+    master cannot have acted on it.
+    """
+
+    def __init__(
+        self, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE, *, sent: bool = True
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.sent = sent
 
 
 class LinkRefused(Exception):
@@ -235,10 +242,10 @@ class MasterLink:
             # A link in the middle of its handshake is moments from up: wait for it
             # rather than turn the client away; a link that is down fails at once.
             if not (self._connecting and self._up.wait(min(timeout, CONNECTING_GRACE))):
-                raise LinkError("master unreachable: try again shortly")
+                raise LinkError("master unreachable: try again shortly", sent=False)
             channel = self._channel
             if channel is None:
-                raise LinkError("master unreachable: try again shortly")
+                raise LinkError("master unreachable: try again shortly", sent=False)
         request_id = self._new_request_id()
         pending = _Pending()
         self._pending[request_id] = pending
@@ -353,9 +360,7 @@ class MasterLink:
         finally:
             beats.kill(block=False)
 
-    def _read_message(
-        self, sock: socket.socket, decoder: FrameDecoder, opener: Opener
-    ) -> Message:
+    def _read_message(self, sock: socket.socket, decoder: FrameDecoder, opener: Opener) -> Message:
         """The next frame from the master; a non-fatal bad frame is logged and skipped."""
         while True:
             try:
