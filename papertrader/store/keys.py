@@ -49,8 +49,11 @@ ORDERS_CONSUMER = "master"
 
 
 #: List holding the JSON outcome of one order, for the worker waiting on it. TTL 1 hour.
-def order_result(order_hex: str) -> str:
-    return f"{PREFIX}order:{order_hex}:result"
+def order_result(reply_hex: str) -> str:
+    """The result list of one queued order: named by the random ``reply`` id the worker
+    queued it with (by the order id for entries without one). Workers need only BLPOP
+    on this family (``pt:order:*``); the master writes it."""
+    return f"{PREFIX}order:{reply_hex}:result"
 
 
 #: Hash: live figures of a connected worker (name, region, address, clients, started_at).
