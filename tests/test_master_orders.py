@@ -140,7 +140,7 @@ def test_crash_after_apply_before_ack_applies_nothing_twice(
     assert entry.order == buy
     (applied,) = apply_chunk(
         pool, [buy.staged()], PRICES, T0, T0 + timedelta(hours=8), 200
-    )  # ...and died.
+    ).outcomes()  # ...and died.
     first = applied.state()
     assert first.status == "filled" and not first.replayed
     assert queue.pending_count() == 1

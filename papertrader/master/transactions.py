@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Protocol
 
 import gevent
 import gevent.event
@@ -46,7 +47,7 @@ from papertrader.protocol import ErrorCode
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.order_state import OrderState
-from papertrader.store.orders import ChunkOutcome, apply_chunk, drain_book
+from papertrader.store.orders import apply_chunk, drain_book
 from papertrader.store.pool import ConnectionPool, PoolTimeout
 from papertrader.store.stream_order import StagedOrder
 
@@ -174,7 +175,24 @@ class OrderIntake:
                 stop.wait(min(5.0, 0.2 * 2**failures))
 
 
-def _rejected_internal(staged: StagedOrder, now: datetime) -> ChunkOutcome:
+class Applied(Protocol):
+    """A committed part of a chunk (``AppliedChunk``, or one order refused alone)."""
+
+    def jsons(self) -> list[str]:
+        """The outcome JSON of each of its orders, in order."""
+
+
+class _Refused:
+    """An order rejected with INTERNAL (PostgreSQL refused it alone): its outcome, built."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def jsons(self) -> list[str]:
+        return [self.text]
+
+
+def _rejected_internal(staged: StagedOrder, now: datetime) -> _Refused:
     order = Order.from_staged(staged)
     reason = "the order could not be processed and was not executed"
     state = OrderState(
@@ -183,17 +201,15 @@ def _rejected_internal(staged: StagedOrder, now: datetime) -> ChunkOutcome:
         order_type=order.order_type, limit_price=order.limit_price, stop_price=order.stop_price,
         time_in_force=order.time_in_force, received_at=order.received_at, decided_at=now,
     )  # fmt: skip
-    return ChunkOutcome("rejected", int(ErrorCode.INTERNAL), reason, state.to_json())
+    return _Refused(state.to_json())
 
 
 def _publish(
-    queue: OrderQueue,
-    intake: OrderIntake,
-    chunk: Sequence[Entry],
-    results: Sequence[tuple[Entry, str]],
+    queue: OrderQueue, intake: OrderIntake, chunk: Sequence[Entry], parts: Sequence[Applied]
 ) -> None:
     """Tell the waiting workers and acknowledge the chunk (after its commit)."""
-    queue.complete(results)
+    texts = [text for part in parts for text in part.jsons()]
+    queue.complete(list(zip(chunk, texts, strict=True)))
     intake.forget(chunk)
 
 
@@ -214,12 +230,13 @@ class Drainer:
         self.day_end = day_end
         self.max_open = max_open
 
-    def apply(self, orders: Sequence[StagedOrder]) -> list[ChunkOutcome]:
-        """Outcomes for ``orders``; a chunk PostgreSQL refuses whole is bisected."""
+    def apply(self, orders: Sequence[StagedOrder]) -> list[Applied]:
+        """Apply ``orders``: the committed parts, in order (one unless PostgreSQL refused
+        the chunk whole and it was bisected)."""
         try:
-            return apply_chunk(
-                self.pool, orders, self.prices, self.now, self.day_end, self.max_open
-            )
+            return [
+                apply_chunk(self.pool, orders, self.prices, self.now, self.day_end, self.max_open)
+            ]
         except UNAVAILABLE_ERRORS:
             raise
         except psycopg2.Error as exc:
@@ -275,12 +292,12 @@ def drain_once(
         try:
             for start in range(0, len(good), chunk_size):
                 chunk = good[start : start + chunk_size]
-                outcomes = drainer.apply([e.staged for e in chunk if e.staged is not None])
-                results = [(entry, o.json) for entry, o in zip(chunk, outcomes, strict=True)]
-                # The chunk is committed: its outcomes go out while the next one is applied.
+                parts = drainer.apply([e.staged for e in chunk if e.staged is not None])
+                # The chunk is committed: its outcomes are written and go out while
+                # PostgreSQL applies the next one.
                 if publishing is not None:
                     publishing.get()
-                publishing = gevent.spawn(_publish, queue, intake, chunk, results)
+                publishing = gevent.spawn(_publish, queue, intake, chunk, parts)
                 decided += len(chunk)
         finally:
             if publishing is not None:

@@ -146,6 +146,36 @@ def _fresh_json(
     )
 
 
+@dataclass(frozen=True)
+class AppliedChunk:
+    """A committed chunk: the drain's rows, turned into outcomes when asked (the
+    master does that while PostgreSQL applies the next chunk)."""
+
+    orders: Sequence[StagedOrder]
+    rows: Sequence[Sequence[Any]]
+    marks: Mapping[str, str]
+    now: str
+    day_end: str
+
+    def jsons(self) -> list[str]:
+        """The outcome JSON of every order, in order."""
+        texts = []
+        for order, row in zip(self.orders, self.rows, strict=True):
+            record = row[8]
+            if record is None:
+                record = _fresh_json(order, row, self.marks.get(order.symbol), self.now,
+                                     self.day_end)  # fmt: skip
+            texts.append(record)
+        return texts
+
+    def outcomes(self) -> list[ChunkOutcome]:
+        out = []
+        for text in self.jsons():
+            data = json.loads(text)
+            out.append(ChunkOutcome(data["status"], int(data["code"]), data["reason"], text))
+        return out
+
+
 def apply_chunk(
     pool: ConnectionPool,
     orders: Sequence[StagedOrder],
@@ -153,44 +183,31 @@ def apply_chunk(
     now: datetime,
     day_end: datetime,
     max_open: int,
-) -> list[ChunkOutcome]:
+) -> AppliedChunk:
     """Apply ``orders`` (in stamp order) at ``prices``; one outcome per order, in order.
 
     One transaction for the chunk. ``day_end`` is when day orders that wait in
     the book from now on expire; ``max_open`` the most open orders an account
     may have.
     """
-    if not orders:
-        return []
-    staged = _stage_args(orders)
-    symbols = sorted(prices)
-    with pool.transaction() as cur:
-        cur.execute("SELECT pt_order_tables()")
-        cur.execute(_STAGE, staged)
-        cur.execute(
-            "SELECT * FROM pt_drain_orders(%s, %s, %s::text[], %s::numeric[], %s)",
-            (now, day_end, symbols, [prices[s] for s in symbols], max_open),
-        )
-        rows = cur.fetchall()
+    rows: list[Any] = []
+    if orders:
+        staged = _stage_args(orders)
+        symbols = sorted(prices)
+        with pool.transaction() as cur:
+            cur.execute("SELECT pt_order_tables()")
+            cur.execute(_STAGE, staged)
+            cur.execute(
+                "SELECT * FROM pt_drain_orders(%s, %s, %s::text[], %s::numeric[], %s)",
+                (now, day_end, symbols, [prices[s] for s in symbols], max_open),
+            )
+            rows = cur.fetchall()
     if len(rows) != len(orders):
         raise RuntimeError(
             f"pt_drain_orders returned {len(rows)} outcomes for {len(orders)} orders"
         )
-    now_text = _utc(now).isoformat()
-    end_text = _utc(day_end).isoformat()
     marks = {symbol: str(price) for symbol, price in prices.items()}
-    outcomes = []
-    for order, row in zip(orders, rows, strict=True):
-        status, code, reason, record = row[1], row[2], row[3], row[8]
-        if record is not None:  # known before this chunk: the master's record of it
-            known = json.loads(record)
-            outcomes.append(
-                ChunkOutcome(known["status"], int(known["code"]), known["reason"], record)
-            )
-            continue
-        text = _fresh_json(order, row, marks.get(order.symbol), now_text, end_text)
-        outcomes.append(ChunkOutcome(status, int(code), reason, text))
-    return outcomes
+    return AppliedChunk(orders, rows, marks, _utc(now).isoformat(), _utc(day_end).isoformat())
 
 
 @dataclass(frozen=True)
