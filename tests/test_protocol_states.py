@@ -300,6 +300,17 @@ REQUESTS = [
     Message(Instruction.EMAIL_VERIFY, ("code",), request_id=61),
     Message(Instruction.GET_SESSIONS, session_id=SID, request_id=62),
     Message(Instruction.GET_SIGN_IN_METHODS, session_id=SID, request_id=63),
+    # orders (issue 13)
+    Message(
+        Instruction.PLACE_ORDER,
+        ((("client_order_id", SID), ("side", "buy"), ("symbol", "AAPL"), ("quantity", 1)),),
+        session_id=SID,
+        request_id=70,
+    ),
+    Message(Instruction.CANCEL_ORDER, (SID,), session_id=SID, request_id=71),
+    Message(Instruction.CANCEL_ALL_ORDERS, ("",), session_id=SID, request_id=72),
+    Message(Instruction.GET_ORDER, (SID,), session_id=SID, request_id=73),
+    Message(Instruction.GET_ORDERS, ("", "open", 10), session_id=SID, request_id=74),
     Message(Instruction.GET_ASSET_INFO, ("AAPL",), session_id=SID, request_id=21),
     Message(Instruction.GET_ASSET_VALUE_CURRENT, ("AAPL",), session_id=SID, request_id=22),
     Message(
