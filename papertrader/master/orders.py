@@ -49,9 +49,12 @@ class OrderRequestError(Exception):
 
 
 def _account(ctx: MasterContext, request: Message, account: str = "") -> int:
-    """The account the request acts on: the session's own (practice) account."""
+    """The account the request acts on: the session's own (practice) account. The
+    session is checked against the client address the worker stamped, as the
+    worker itself checked it."""
+    client_ip = str(request.client_address) if request.client_address is not None else None
     try:
-        session = ctx.sessions.get(request.session_id, client_ip=None)
+        session = ctx.sessions.get(request.session_id, client_ip)
     except SessionError as exc:
         raise OrderRequestError(exc.code, exc.reason) from None
     if account.strip():
