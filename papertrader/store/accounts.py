@@ -214,13 +214,15 @@ def mark_email_verified(pool: ConnectionPool, account_id: int, email: str) -> bo
 def delete_account(pool: ConnectionPool, account_id: int, retire_days: int) -> Account | None:
     """Delete the account and everything that names it; its username is retired.
 
-    Removed in one transaction: the positions, the transaction history, the
-    rejected orders, the linked sign-ins and the mailed codes (the last three
-    by ``ON DELETE CASCADE`` or explicitly), then the account row. The
-    lower-cased username goes to ``retired_usernames`` for ``retire_days``
-    days. An order still queued for the account is rejected by the drain
-    ("account does not exist"). Returns the deleted account, or None if there
-    was none.
+    Removed in one transaction, the account row locked first (the drain locks
+    the accounts it fills for, so no fill can land half-way): every order of
+    the account (open ones in the book, filled ones, the history, refused and
+    canceled ones), then the account row, which takes its positions, linked
+    sign-ins and mailed codes with it (``ON DELETE CASCADE``). The lower-cased
+    username goes to ``retired_usernames`` for ``retire_days`` days. An order
+    still queued in Redis for the account is rejected by the next drain (the
+    account does not exist). Returns the deleted account, or None if there was
+    none.
     """
     with pool.transaction() as cur:
         cur.execute(
@@ -232,8 +234,10 @@ def delete_account(pool: ConnectionPool, account_id: int, retire_days: int) -> A
         row = cur.fetchone()
         if row is None:
             return None
-        cur.execute("DELETE FROM transactions WHERE account_id = %s", (account_id,))
-        cur.execute("DELETE FROM rejected_orders WHERE account_id = %s", (account_id,))
+        # Every order of the account, whatever its state: the history (transactions)
+        # and the refusals (rejected_orders) are views of this table, and open
+        # orders (the book, with their reservations) go with the account.
+        cur.execute("DELETE FROM orders WHERE account_id = %s", (account_id,))
         cur.execute("DELETE FROM accounts WHERE id = %s", (account_id,))
         cur.execute(
             "INSERT INTO retired_usernames (username_lower, retired_until)"
