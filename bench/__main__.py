@@ -33,19 +33,22 @@ def machine() -> dict[str, object]:
 
 
 def main() -> None:
+    from bench.hostile import bench_hostile
     from bench.orders import bench_orders
     from bench.quotes import bench_quotes
     from bench.stack import services
 
     make_cooperative()
     seconds = float(os.environ.get("PT_BENCH_SECONDS", "10"))
-    wanted = set(sys.argv[1:]) or {"quotes", "orders"}
+    wanted = set(sys.argv[1:]) or {"quotes", "orders", "hostile"}
     with services() as (urls, state):
         results: dict[str, object] = {"machine": machine()}
         if "quotes" in wanted:
             results["quotes"] = bench_quotes(urls, state, seconds=seconds)
         if "orders" in wanted:
             results["orders"] = bench_orders(urls, state)
+        if "hostile" in wanted:
+            results["hostile_memory"] = bench_hostile(urls, state)
     print(json.dumps(results, indent=2))
 
 

@@ -41,7 +41,7 @@ def test_defaults() -> None:
     assert settings.session_ttl_seconds == 3600
     assert settings.session_remember_ttl_seconds == 30 * 86400
     assert settings.session_ip_check is True
-    assert settings.min_password_length == 8
+    assert settings.min_password_length == 10
     assert settings.max_data_size == 65536
     assert settings.client_idle_timeout == 300.0
     assert settings.market_provider == "sim"

@@ -120,3 +120,87 @@ def test_session_resumes_per_address_are_limited(servers: Servers) -> None:
         assert codes[5:] == [ErrorCode.RATE_LIMITED] * 3
     with ordinary(servers) as user:
         assert user.resume(session.session_id).username == "erin"
+
+
+@pytest.fixture
+def slow_bcrypt(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Servers]:
+    """A master whose bcrypt is slow (cost 13) and has one thread and one waiting place."""
+    settings = {
+        "PT_BCRYPT_COST": "13",
+        "PT_BCRYPT_THREADS": "1",
+        "PT_BCRYPT_QUEUE": "1",
+        "PT_REQUEST_DEADLINE_SECONDS": "20",
+    }
+    with running(Servers(tmp_path, redis_url, database_url, env_extra=settings)) as started:
+        started.wait_quotes(timeout=120)
+        yield started
+
+
+def test_a_full_bcrypt_queue_answers_unavailable_at_once(slow_bcrypt: Servers) -> None:
+    import threading
+
+    outcomes: list[tuple[ErrorCode | None, float]] = []
+    lock = threading.Lock()
+
+    def log_in(index: int) -> None:
+        client = PaperTraderClient(
+            "127.0.0.1", slow_bcrypt.worker_port(), timeout=120, source_address=f"127.0.1.{index}"
+        )
+        started = time.monotonic()
+        code: ErrorCode | None = None
+        try:
+            with client:
+                client.login("nobody", "some password here")
+        except ClientError as exc:
+            code = exc.code
+        with lock:
+            outcomes.append((code, time.monotonic() - started))
+
+    threads = [threading.Thread(target=log_in, args=(i,)) for i in range(1, 7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    codes = [code for code, _ in outcomes]
+    assert len(codes) == 6
+    # One thread and one waiting place: at most two are checked, the others are turned
+    # away at once instead of queuing (each check of cost 13 takes a good fraction of a
+    # second; "at once" is bounded generously but far under 4 such checks).
+    assert codes.count(ErrorCode.INVALID_CREDENTIALS) >= 1
+    busy = [elapsed for code, elapsed in outcomes if code is ErrorCode.UNAVAILABLE]
+    assert len(busy) >= 3, outcomes
+
+
+def test_a_login_whose_client_left_is_not_computed(slow_bcrypt: Servers) -> None:
+    import socket
+
+    from papertrader.protocol import Instruction, Message, encode_message
+
+    def login_frame(name: str) -> bytes:
+        return encode_message(Message(Instruction.LOGIN, (name, "some password here", False)))
+
+    # One login keeps the single bcrypt thread busy; another client sends its login
+    # and leaves while it waits.
+    busy = PaperTraderClient("127.0.0.1", slow_bcrypt.worker_port(), timeout=120)
+    waiting = socket.create_connection(("127.0.0.1", slow_bcrypt.worker_port()))
+    import threading
+
+    answered = threading.Thread(target=lambda: refusal(lambda: busy.login("nobody-busy", "x" * 12)))
+    answered.start()
+    time.sleep(0.3)
+    waiting.sendall(login_frame("nobody-leaver"))
+    time.sleep(0.3)
+    waiting.close()
+    answered.join(timeout=120)
+    busy.close()
+    # The pool runs checks in order: once a later login is answered, the leaver's
+    # would have been computed before it, had it not been dropped.
+    with PaperTraderClient("127.0.0.1", slow_bcrypt.worker_port(), timeout=120) as later:
+        assert refusal(lambda: later.login("nobody-after", "x" * 12)).code in (
+            ErrorCode.INVALID_CREDENTIALS,
+        )
+    logs = slow_bcrypt.logs(400)
+    assert "closed by the client while the master checked its password" in logs
+    # Never checked: at most dropped, unchecked, when its turn came.
+    assert "login refused for 'nobody-leaver' from 127.0.0.1: INVALID_CREDENTIALS" not in logs
+    assert "login refused for 'nobody-after' from 127.0.0.1: INVALID_CREDENTIALS" in logs

@@ -24,6 +24,8 @@ from papertrader.store.pool import ConnectionPool
 from papertrader.worker.handshake import HandshakeFailed, WorkerHandshake, read_frame
 from papertrader.worker.master_link import LinkRefused
 
+GOOD_PASSWORD = "paper trading practice 7"  # passes the password policy
+
 GENERIC = "refused by the master (its log says why)"
 
 # The real master process and a pool on its database, as in test_master_link.
@@ -69,7 +71,7 @@ def test_a_key_made_with_plain_gpg_registers_and_works(
 ) -> None:
     key = keys().gpg_made("plain-gpg-worker")  # signing only, no encryption subkey
     peer = linked(master, pool, "plain", key)
-    peer.send(Instruction.REGISTER, "gina", "gina@example.com", "password1", request_id=5)
+    peer.send(Instruction.REGISTER, "gina", "gina@example.com", GOOD_PASSWORD, request_id=5)
     reply = peer.read()
     assert reply is not None and reply.instruction is Instruction.REGISTER_SUCCESS
     assert reply.request_id == 5 and reply.worker_uuid == peer.worker_uuid
@@ -192,7 +194,7 @@ def test_a_flipped_bit_on_the_link_drops_it(master: MasterProcess, pool: Connect
 
 def test_a_frame_replayed_on_the_link_drops_it(master: MasterProcess, pool: ConnectionPool) -> None:
     peer = linked(master, pool, "again", keys().key("again"))
-    peer.send(Instruction.LOGIN, "nobody", "password1", False, request_id=1)
+    peer.send(Instruction.LOGIN, "nobody", GOOD_PASSWORD, False, request_id=1)
     first = peer.read()
     assert first is not None and first.instruction is Instruction.LOGIN_FAIL
     peer.sock.sendall(peer.sent_records[-1])  # the same sealed LOGIN once more

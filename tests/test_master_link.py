@@ -40,6 +40,8 @@ from papertrader.store.sessions import SessionStore
 from papertrader.store.workers import read_live, set_worker_enabled
 from papertrader.worker.master_link import LinkRefused
 
+GOOD_PASSWORD = "paper trading practice 7"  # passes the password policy
+
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.3
 
@@ -168,7 +170,8 @@ def linked_worker(master: MasterProcess, pool: ConnectionPool, name: str = "w1")
     peer.handshake()
     welcome = peer.hello(name, "eu-west", "worker1.example.com:2049")
     assert welcome.instruction is Instruction.LINK_WELCOME
-    assert welcome.args == (name,)
+    # The master's terms: its heartbeat period and request deadline, in milliseconds.
+    assert welcome.args[0] == name and welcome.args[1] >= 1000 and welcome.args[2] == 10_000
     return peer
 
 
@@ -239,7 +242,7 @@ def test_client_may_ask_for_the_worker_list_repeatedly(
     for request_id in (1, 2):
         client.send(Instruction.GET_WORKER_LIST, request_id=request_id)
         assert [w["name"] for w in from_records(client.read_data())] == ["w2"]  # type: ignore[arg-type]
-    client.send(Instruction.LOGIN, "alice", "password1", False, request_id=3)
+    client.send(Instruction.LOGIN, "alice", GOOD_PASSWORD, False, request_id=3)
     refused = answer(client)
     assert refused.instruction is Instruction.LOGIN_FAIL and refused.request_id == 3
     assert refused.arg("code") == ErrorCode.NOT_ALLOWED
@@ -248,7 +251,7 @@ def test_client_may_ask_for_the_worker_list_repeatedly(
 
 def test_client_must_start_with_get_worker_list(master: MasterProcess) -> None:
     client = Peer(master.port)
-    client.send(Instruction.LOGIN, "alice", "password1", False, request_id=3)
+    client.send(Instruction.LOGIN, "alice", GOOD_PASSWORD, False, request_id=3)
     error = client.read()
     assert error is not None and error.instruction is Instruction.ERROR
     assert error.request_id == 3 and error.arg("code") == ErrorCode.NOT_ALLOWED
@@ -261,21 +264,21 @@ def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: Conn
         {"name": "w1", "region": "eu-west", "address": "worker1.example.com:2049"}
     ]
 
-    peer.send(Instruction.REGISTER, "Alice", "alice@example.com", "password1", request_id=1)
-    peer.send(Instruction.REGISTER, "alice", "a2@example.com", "password1", request_id=2)
+    peer.send(Instruction.REGISTER, "Alice", "alice@example.com", GOOD_PASSWORD, request_id=1)
+    peer.send(Instruction.REGISTER, "alice", "a2@example.com", GOOD_PASSWORD, request_id=2)
     answers = {m.request_id: m for m in (peer.read(), peer.read()) if m is not None}
     assert answers[1].instruction is Instruction.REGISTER_SUCCESS and answers[1].args == ("Alice",)
     assert answers[2].instruction is Instruction.REGISTER_FAIL
     assert answers[2].arg("code") == ErrorCode.USERNAME_TAKEN
 
-    peer.send(Instruction.LOGIN, "alice", "password1", True, request_id=3)
+    peer.send(Instruction.LOGIN, "alice", GOOD_PASSWORD, True, request_id=3)
     ok = peer.read()
     assert ok is not None and ok.instruction is Instruction.AUTHENTICATED and ok.request_id == 3
     assert ok.arg("username") == "Alice" and isinstance(ok.arg("account_id"), int)
     assert ok.worker_uuid == peer.worker_uuid
 
     peer.send(Instruction.LOGIN, "alice", "wrong", False, request_id=4)
-    peer.send(Instruction.LOGIN, "nobody", "password1", False, request_id=5)
+    peer.send(Instruction.LOGIN, "nobody", GOOD_PASSWORD, False, request_id=5)
     fails = {m.request_id: m for m in (peer.read(), peer.read()) if m is not None}
     assert fails[4].instruction is fails[5].instruction is Instruction.LOGIN_FAIL
     assert (
@@ -286,7 +289,7 @@ def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: Conn
 
     # A frame with another UUID after the hello is dropped, not answered.
     peer.send(
-        Instruction.LOGIN, "alice", "password1", False, request_id=6, worker_uuid=uuid.uuid4()
+        Instruction.LOGIN, "alice", GOOD_PASSWORD, False, request_id=6, worker_uuid=uuid.uuid4()
     )
     peer.send(Instruction.REGISTER, "bob", "bob@example.com", "x", request_id=7)
     nxt = peer.read()
@@ -304,10 +307,10 @@ def test_user_data_and_orders_through_a_running_master(
     master: MasterProcess, pool: ConnectionPool, redis_client: redis.Redis
 ) -> None:
     peer = linked_worker(master, pool)
-    peer.send(Instruction.REGISTER, "carol", "carol@example.com", "password1", request_id=1)
-    peer.send(Instruction.REGISTER, "dave", "dave@example.com", "password1", request_id=2)
+    peer.send(Instruction.REGISTER, "carol", "carol@example.com", GOOD_PASSWORD, request_id=1)
+    peer.send(Instruction.REGISTER, "dave", "dave@example.com", GOOD_PASSWORD, request_id=2)
     assert {answer(peer).instruction, answer(peer).instruction} == {Instruction.REGISTER_SUCCESS}
-    peer.send(Instruction.LOGIN, "carol", "password1", False, request_id=3)
+    peer.send(Instruction.LOGIN, "carol", GOOD_PASSWORD, False, request_id=3)
     carol_id = answer(peer).arg("account_id")
     assert isinstance(carol_id, int)
     session = SessionStore(redis_client, 3600, 86400).create(
@@ -358,8 +361,9 @@ def test_silent_link_is_dropped_and_sigterm_stops_cleanly(
 ) -> None:
     peer = linked_worker(master, pool)
     started = time.monotonic()
-    assert peer.read() is None  # we never send a heartbeat: dropped after 3 periods of 1 s
-    assert 2.5 < time.monotonic() - started < 8
+    # We never send a heartbeat: dropped after max(10 s, 5 heartbeats of 1 s), not sooner.
+    assert peer.read() is None
+    assert 9.5 < time.monotonic() - started < 40
     assert peer.heartbeats >= 2  # the master's own heartbeats kept coming meanwhile
     assert master.stop() == 0
     log = master.log.read_text()
@@ -404,7 +408,7 @@ def test_garbage_on_a_link_is_answered_then_fatal_garbage_closes_it(
     assert error.instruction is Instruction.ERROR and error.request_id == 41
     assert error.arg("code") == ErrorCode.UNKNOWN_INSTRUCTION
 
-    peer.send(Instruction.LOGIN, "nobody", "password1", False, request_id=42)
+    peer.send(Instruction.LOGIN, "nobody", GOOD_PASSWORD, False, request_id=42)
     assert answer(peer).instruction is Instruction.LOGIN_FAIL  # the link still works
 
     peer.send_frame(b"GET / HTTP/1.1\r\n" + bytes(80))  # the framing is lost
@@ -413,3 +417,32 @@ def test_garbage_on_a_link_is_answered_then_fatal_garbage_closes_it(
     while read_live(redis_client) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert read_live(redis_client) == []
+
+
+def test_a_slowloris_on_the_master_port_is_closed_by_the_whole_frame_deadline(
+    master: MasterProcess,
+) -> None:
+    """One byte every second used to restart a 10 s clock forever; now the first
+    frame must be whole within 10 s, however it trickles in."""
+    frame = encode_message(Message(Instruction.GET_WORKER_LIST))
+    sock = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+    started = time.monotonic()
+    closed_after = None
+    try:
+        for byte in frame[:60]:
+            try:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(1.0)
+                if sock.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        sock.close()
+    assert closed_after is not None, "the master kept a trickling connection open"
+    assert 9.5 <= closed_after < 40
+    assert "did not send its first frame in time" in wait_logged(master, "in time", 10)

@@ -273,6 +273,7 @@ class ScriptedMaster:
         answer: Answer | None = None,
         heartbeat: float | None = 0.3,
         max_data_size: int = 65536,
+        request_deadline: float = 10.0,
     ) -> None:
         self.listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self.listener.getsockname()[1])
@@ -280,6 +281,7 @@ class ScriptedMaster:
         self.answer = answer
         self.heartbeat = heartbeat
         self.max_data_size = max_data_size
+        self.request_deadline = request_deadline
         self.attempts: list[float] = []
         self.links: list[LinkConnection] = []
         self._stop = threading.Event()
@@ -383,9 +385,14 @@ class ScriptedMaster:
                         link.send([refusal], self.max_data_size)
                         return
                     welcome = Message(
-                        Instruction.LINK_WELCOME, (str(message.args[0]),),
+                        Instruction.LINK_WELCOME,
+                        (
+                            str(message.args[0]),
+                            round((self.heartbeat or 1.0) * 1000),
+                            round(self.request_deadline * 1000),
+                        ),
                         worker_uuid=message.worker_uuid,
-                    )  # fmt: skip
+                    )
                     link.send([welcome], self.max_data_size)
                     if self.heartbeat:
                         threading.Thread(

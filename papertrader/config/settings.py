@@ -141,9 +141,19 @@ _RULES: dict[str, _Rule] = {
     "session_ttl_seconds": _Rule("int", "whole seconds, at least 1", 1),
     "session_remember_ttl_seconds": _Rule("int", "whole seconds, at least 1", 1),
     "session_ip_check": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
-    "min_password_length": _Rule("int", "a whole number of characters, at least 1", 1),
+    "min_password_length": _Rule("int", "a whole number of characters from 8 to 1024", 8, 1024),
+    "min_password_score": _Rule("int", "a zxcvbn strength score from 0 to 4", 0, 4),
+    "bcrypt_threads": _Rule("int", "threads from 0 (one per core) to 256", 0, 256),
+    "bcrypt_queue": _Rule("int", "waiting password checks, 0 to 100000", 0, 100000),
+    "request_deadline_seconds": _Rule("float", "seconds from 1 to 300", 1, 300),
     "max_data_size": _Rule("int", "bytes from 1024 to 16777216 (16 MiB)", 1024, 16 * 1024 * 1024),
     "client_idle_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
+    "client_preauth_idle_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
+    "max_request_size": _Rule("int", "bytes from 1024 to 16777216", 1024, 16 * 1024 * 1024),
+    "max_connections": _Rule("int", "connections from 1 to 1000000", 1, 1_000_000),
+    "max_connections_per_address": _Rule("int", "connections from 1 to 1000000", 1, 1_000_000),
+    "client_send_buffer_bytes": _Rule("int", "bytes from 65536 to 1073741824", 65536, 2**30),
+    "client_send_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
     "market_provider": _Rule("str", "one of: sim, http, csv", choices=("sim", "http", "csv")),
     "market_seed": _Rule("int", "a whole number"),
     "market_http_api": _Rule("str", "one of: stooq", choices=("stooq",)),
@@ -268,9 +278,29 @@ class Settings:
     session_ttl_seconds: int = 3600
     session_remember_ttl_seconds: int = 30 * 86400
     session_ip_check: bool = True
-    min_password_length: int = 8
+    #: Password policy (master/password_policy.py): NFKC characters, and the zxcvbn score.
+    min_password_length: int = 10
+    min_password_score: int = 3
+    #: bcrypt's own pool on the master: threads (0 = one per core) and checks that may wait.
+    bcrypt_threads: int = 0
+    bcrypt_queue: int = 64
+    #: How long a worker waits for the master's answer to a forwarded request; the master
+    #: sends it in LINK_WELCOME and drops work whose request is older (master/deadlines.py).
+    request_deadline_seconds: float = 10.0
     max_data_size: int = 65536
     client_idle_timeout: float = 300.0
+    #: A client that has not presented a valid session is closed sooner when idle.
+    client_preauth_idle_timeout: float = 30.0
+    #: Largest data field a client (or a worker before its handshake) may send; the
+    #: largest legal request, a REGISTER with a 1024-character password, is under 5 KiB.
+    max_request_size: int = 8192
+    #: Connections one server process holds in all, and from one address (IPv6: a /64).
+    max_connections: int = 10_000
+    max_connections_per_address: int = 100
+    #: Answers a worker keeps for a client before it waits for the client to read them,
+    #: and how long it waits before closing a client that does not read.
+    client_send_buffer_bytes: int = 1024 * 1024
+    client_send_timeout: float = 30.0
     market_provider: str = "sim"
     market_seed: int = 42
     #: Which quote API the ``http`` provider speaks (papertrader/market/providers/http.py).

@@ -9,8 +9,9 @@ authority, and a session ended a moment ago must not change an account.
 from __future__ import annotations
 
 from papertrader.master import passwords
-from papertrader.master.accounts import MAX_PASSWORD_LENGTH, AccountError, check_password
+from papertrader.master.accounts import AccountError, bcrypt_work, check_password
 from papertrader.master.context import MasterContext
+from papertrader.master.password_policy import MAX_PASSWORD_LENGTH
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store import accounts as account_store
 from papertrader.store.accounts import Account
@@ -42,20 +43,19 @@ def new_password_hash(ctx: MasterContext, account: Account, password: str) -> st
     follow whatever ``accounts.check_password`` and ``passwords`` do for
     registration.
     """
-    check_password(password, ctx.settings)
-    return passwords.hash_password(password, ctx.settings.bcrypt_cost)
+    text = check_password(password, ctx.settings, account.username, account.email)
+    return bcrypt_work(ctx.bcrypt, None, passwords.hash_password, text, ctx.settings.bcrypt_cost)
 
 
 def password_matches(ctx: MasterContext, account: Account, password: str) -> bool:
-    """Whether ``password`` is the account's; one bcrypt check's time either way
-    (an account without a password spends it on a dummy hash)."""
-    if not account.is_password:
-        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], ctx.settings.bcrypt_cost)
+    """Whether ``password`` is the account's; one bcrypt check of the same normalised
+    input either way (an account without a password spends it on a dummy hash), in
+    the master's bounded bcrypt pool (a full pool: AccountError UNAVAILABLE)."""
+    if not account.is_password or len(password) > MAX_PASSWORD_LENGTH:
+        cost = ctx.settings.bcrypt_cost
+        bcrypt_work(ctx.bcrypt, None, passwords.burn_check, password, cost)
         return False
-    if len(password) > MAX_PASSWORD_LENGTH:
-        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], ctx.settings.bcrypt_cost)
-        return False
-    return passwords.check_password(password, account.password_hash)
+    return bcrypt_work(ctx.bcrypt, None, passwords.check_password, password, account.password_hash)
 
 
 def done(request: Message, message: str) -> list[Message]:

@@ -4,28 +4,43 @@ The master only checks credentials; the worker that asked creates the session
 (``SessionStore.create``) when the answer is AUTHENTICATED. Every refusal is
 an ``AccountError`` with the ErrorCode and a reason the user can act on.
 Login failures give one reason for an unknown user and a wrong password, and
-take the same time (a bcrypt check runs in both cases), so neither the answer
-nor its timing tells which usernames exist.
+take the same time (a bcrypt check of the same normalised input runs in every
+case, whatever the password's length), so neither the answer nor its timing
+tells which usernames exist. bcrypt runs in the master's bounded pool with
+the request's deadline: a full pool is UNAVAILABLE at once, and a request
+given up meanwhile is dropped (``bcrypt_pool.py``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from loguru import logger
 
 from papertrader.config import Settings
 from papertrader.master import passwords
+from papertrader.master.bcrypt_pool import BcryptPool, Busy, Expired, Job
 from papertrader.master.context import MasterContext
+from papertrader.master.deadlines import current_job
+from papertrader.master.password_policy import (
+    MAX_PASSWORD_LENGTH,
+    WeakPassword,
+    check_new_password,
+)
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store import accounts as store
 from papertrader.store import identities
 from papertrader.store.pool import ConnectionPool
 
+T = TypeVar("T")
+U = TypeVar("U")
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,24}")
 MAX_EMAIL_LENGTH = 321
 MAX_EMAIL_LOCAL_LENGTH = 64
-MAX_PASSWORD_LENGTH = 1024
+GIVEN_UP = "the request was given up before the master could check it: try again"
+BUSY = "the master is busy checking passwords: try again in a few seconds"
 LOGIN_FAILED = "unknown user or wrong password"
 NO_PASSWORD = (
     "this account signs in with a third-party login and has no password: "
@@ -72,32 +87,41 @@ def check_email(email: str) -> None:
         raise AccountError(ErrorCode.INVALID_EMAIL, f"the e-mail address {problem}")
 
 
-def check_password(password: str, settings: Settings) -> None:
-    minimum = settings.min_password_length
-    if len(password) < minimum:
-        raise AccountError(
-            ErrorCode.INVALID_PASSWORD, f"the password must have at least {minimum} characters"
+def check_password(password: str, settings: Settings, username: str = "", email: str = "") -> str:
+    """The password policy (``password_policy.py``); the NFKC form to hash."""
+    try:
+        return check_new_password(
+            password,
+            username=username,
+            email=email,
+            min_length=settings.min_password_length,
+            min_score=settings.min_password_score,
         )
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError(
-            ErrorCode.INVALID_PASSWORD,
-            f"the password must have at most {MAX_PASSWORD_LENGTH} characters",
-        )
+    except WeakPassword as exc:
+        raise AccountError(ErrorCode.INVALID_PASSWORD, str(exc)) from None
 
 
 def register(
-    pool: ConnectionPool, settings: Settings, username: str, email: str, password: str
+    pool: ConnectionPool,
+    settings: Settings,
+    username: str,
+    email: str,
+    password: str,
+    bcrypt_pool: BcryptPool | None = None,
+    job: Job | None = None,
 ) -> store.Account:
     """Create a password account with the starting cash, or raise ``AccountError``."""
     check_username(username)
     check_email(email)
-    check_password(password, settings)
+    password = check_password(password, settings, username, email)
     username_taken, email_taken = store.taken(pool, username, email)
     if username_taken:
         raise AccountError(ErrorCode.USERNAME_TAKEN, f"the username {username} is taken")
     if email_taken:
         raise AccountError(ErrorCode.EMAIL_TAKEN, "an account with this e-mail address exists")
-    password_hash = passwords.hash_password(password, settings.bcrypt_cost)
+    password_hash = bcrypt_work(
+        bcrypt_pool, job, passwords.hash_password, password, settings.bcrypt_cost
+    )
     try:
         account = store.create_account(pool, username, email, password_hash, settings.starting_cash)
     except store.AccountTaken as exc:  # lost a race with another registration
@@ -125,9 +149,42 @@ def no_password_reason(pool: ConnectionPool, settings: Settings, account_id: int
     )
 
 
-def login(pool: ConnectionPool, settings: Settings, username: str, password: str) -> store.Account:
+_default_pool: BcryptPool | None = None
+
+
+def bcrypt_work(
+    bcrypt_pool: BcryptPool | None,
+    job: Job | None,
+    work: Callable[[BcryptPool, Job, str, U], T],
+    password: str,
+    extra: U,
+) -> T:
+    """``work(pool, job, password, extra)`` in the bcrypt pool: a full pool (Busy) or a
+    request given up meanwhile (Expired) is UNAVAILABLE at once, never computed."""
+    global _default_pool
+    if bcrypt_pool is None:  # tools and tests without a master
+        _default_pool = _default_pool or BcryptPool()
+        bcrypt_pool = _default_pool
+    try:
+        return work(bcrypt_pool, job or current_job() or Job(), password, extra)
+    except Busy:
+        raise AccountError(ErrorCode.UNAVAILABLE, BUSY) from None
+    except Expired:
+        logger.info("a password check was dropped: its request was given up before it ran")
+        raise AccountError(ErrorCode.UNAVAILABLE, GIVEN_UP) from None
+
+
+def login(
+    pool: ConnectionPool,
+    settings: Settings,
+    username: str,
+    password: str,
+    bcrypt_pool: BcryptPool | None = None,
+    job: Job | None = None,
+) -> store.Account:
     """The account these credentials open, or ``AccountError(INVALID_CREDENTIALS)``.
 
+    Exactly one bcrypt check runs on every path, over the same normalised input.
     An account without a password is answered "this account signs in with
     <provider>" after the same bcrypt work as a wrong password.
     """
@@ -136,11 +193,12 @@ def login(pool: ConnectionPool, settings: Settings, username: str, password: str
         account = store.find_account_by_username(pool, username)
     if account is None or not account.is_password:
         reason = LOGIN_FAILED if account is None else no_password_reason(pool, settings, account.id)
-        passwords.burn_check(password[:MAX_PASSWORD_LENGTH], settings.bcrypt_cost)
+        bcrypt_work(bcrypt_pool, job, passwords.burn_check, password, settings.bcrypt_cost)
         raise AccountError(ErrorCode.INVALID_CREDENTIALS, reason)
-    if len(password) > MAX_PASSWORD_LENGTH or not passwords.check_password(
-        password, account.password_hash
-    ):
+    matches = bcrypt_work(
+        bcrypt_pool, job, passwords.check_password, password, account.password_hash
+    )
+    if not matches or len(password) > MAX_PASSWORD_LENGTH:
         raise AccountError(ErrorCode.INVALID_CREDENTIALS, LOGIN_FAILED)
     if settings.email_verification and not account.email_verified:
         raise AccountError(
@@ -169,7 +227,7 @@ def handle_register(ctx: MasterContext, request: Message) -> list[Message]:
         str(request.arg("password")),
     )
     try:
-        account = register(ctx.pool, ctx.settings, username, email, password)
+        account = register(ctx.pool, ctx.settings, username, email, password, ctx.bcrypt)
     except AccountError as exc:
         logger.info("registration refused from {}: {}", _where(request), exc.code.name)
         return [reply_to(request, Instruction.REGISTER_FAIL, int(exc.code), exc.reason)]
@@ -179,9 +237,11 @@ def handle_register(ctx: MasterContext, request: Message) -> list[Message]:
 def handle_login(ctx: MasterContext, request: Message) -> list[Message]:
     username, password = str(request.arg("username")), str(request.arg("password"))
     try:
-        account = login(ctx.pool, ctx.settings, username, password)
+        account = login(ctx.pool, ctx.settings, username, password, ctx.bcrypt)
     except AccountError as exc:
-        logger.info("login refused for {!r} from {}", username[:40], _where(request))
+        logger.info(
+            "login refused for {!r} from {}: {}", username[:40], _where(request), exc.code.name
+        )
         return [reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)]
     logger.info("login of {} (id {}) from {}", account.username, account.id, _where(request))
     return signed_in(ctx, request, account)

@@ -6,7 +6,7 @@ test can build one around its own database and Redis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis
@@ -14,6 +14,7 @@ import redis
 from papertrader.config import Settings
 from papertrader.mail.smtp import Mailer
 from papertrader.master.asset_retrieval import QuoteBook
+from papertrader.master.bcrypt_pool import BcryptPool
 from papertrader.master.workers import WorkerRegistry
 from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.store.pool import ConnectionPool
@@ -36,3 +37,5 @@ class MasterContext:
     mailer: Mailer | None = None
     #: The orders read from the stream and not yet drained (None: not reading it).
     intake: OrderIntake | None = None
+    #: bcrypt's own bounded pool (bcrypt_threads, bcrypt_queue).
+    bcrypt: BcryptPool = field(default_factory=BcryptPool)

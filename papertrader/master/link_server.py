@@ -15,6 +15,13 @@ One greenlet per TCP connection. Its first frame decides what it is:
 * ``GET_WORKER_LIST`` from a client: DATA packets listing the connected
   workers, as often as the client asks on that connection.
 * anything else: an ERROR return, then the connection is closed.
+
+Deadlines (``limits/deadlines.py``): the first frame, each handshake frame
+and LINK_HELLO must arrive whole within HANDSHAKE_SECONDS (a byte now and
+then does not keep a connection open); a getWorkerList client must send its
+next whole request within ``client_preauth_idle_timeout``; a link is
+dropped after ``link_silence_window`` without a frame. Frames before the
+handshake may carry at most ``max_request_size`` bytes of data.
 """
 
 from __future__ import annotations
@@ -35,8 +42,17 @@ import gevent.pool
 from loguru import logger
 
 from papertrader.keyring import KeyringError
+from papertrader.limits.connections import ConnectionLimits
+from papertrader.limits.deadlines import (
+    HANDSHAKE_SECONDS,
+    DeadlineExceeded,
+    link_silence_window,
+    recv_before,
+)
 from papertrader.master.admission import hello_problem
+from papertrader.master.bcrypt_pool import Job
 from papertrader.master.context import MasterContext
+from papertrader.master.deadlines import LinkClock, set_current_job
 from papertrader.master.handshake import (
     Admitted,
     HandshakeRefused,
@@ -63,7 +79,7 @@ from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
 from papertrader.protocol.records import from_record, to_record
 from papertrader.protocol.values import decode_payload
 
-FIRST_FRAME_TIMEOUT = 10.0
+FIRST_FRAME_TIMEOUT = HANDSHAKE_SECONDS
 REQUESTS_PER_LINK = 200
 REQUEST_DRAIN_SECONDS = 10.0
 #: Instruction types a worker may send as requests; returns from a worker are not answered.
@@ -84,10 +100,13 @@ class LinkTampered(ConnectionClosed):
 class FramedSocket:
     """A socket that reads whole messages and writes whole answers, one writer at a time."""
 
-    def __init__(self, sock: socket.socket, max_data_size: int) -> None:
+    def __init__(
+        self, sock: socket.socket, max_data_size: int, receive_limit: int | None = None
+    ) -> None:
         self.sock = sock
         self.max_data_size = max_data_size
-        self.decoder = FrameDecoder(max_data_size)
+        #: Frames from the peer may be smaller than ours until the link is sealed.
+        self.decoder = FrameDecoder(receive_limit or max_data_size)
         self._write_lock = gevent.lock.Semaphore()
         self.closed_because: str | None = None
         self._sealer: Sealer | None = None
@@ -97,17 +116,26 @@ class FramedSocket:
         """From now on every frame both ways is sealed with ``link_key``."""
         if self.decoder.buffered:
             raise ConnectionClosed("the worker sent frames before the handshake finished")
+        self.decoder = FrameDecoder(self.max_data_size)  # a sealed worker may send full frames
         self._sealer = Sealer(link_key, worker_uuid, Direction.MASTER_TO_WORKER)
         self._opener = Opener(link_key, worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size)
 
-    def read(self) -> Message:
-        """The next message; ProtocolError for a bad frame, ConnectionClosed at the end."""
+    def read(self, deadline: float | None = None, what: str = "a whole frame") -> Message:
+        """The next message; ProtocolError for a bad frame, ConnectionClosed at the end.
+
+        ``deadline`` (time.monotonic): the whole message must have arrived by then.
+        """
         while True:
             message = self.decoder.next_message()
             if not isinstance(message, NeedData):
                 return message
             try:
-                data = self.sock.recv(self.decoder.max_frame_size)
+                if deadline is None:
+                    data = self.sock.recv(self.decoder.max_frame_size)
+                else:
+                    data = recv_before(self.sock, self.decoder.max_frame_size, deadline, what)
+            except DeadlineExceeded as exc:
+                raise ConnectionClosed(f"did not send {exc} in time") from None
             except OSError as exc:  # includes socket.timeout
                 why = self.closed_because or str(exc) or type(exc).__name__
                 raise ConnectionClosed(why) from None
@@ -178,14 +206,33 @@ class LinkServer:
     def __init__(self, ctx: MasterContext, handshake: MasterHandshake) -> None:
         self.ctx = ctx
         self.handshake = handshake
+        settings = ctx.settings
+        self.limits = ConnectionLimits(
+            settings.max_connections, settings.max_connections_per_address
+        )
 
     def handle(self, sock: socket.socket, address: object) -> None:
-        peer = _peer(address)
-        conn = FramedSocket(sock, self.ctx.settings.max_data_size)
+        ip = _peer_ip(address)
+        subject, refusal = self.limits.admit(str(ip) if ip is not None else "?")
+        if refusal is not None:
+            logger.info("connection from {} refused: {}", _peer(address), refusal.reason)
+            conn = FramedSocket(sock, self.ctx.settings.max_data_size)
+            sock.settimeout(2.0)
+            self._try_send(conn, [_error(refusal.code, refusal.reason)])
+            sock.close()
+            return
         try:
-            sock.settimeout(FIRST_FRAME_TIMEOUT)
+            self._handle(sock, address)
+        finally:
+            self.limits.release(subject)
+
+    def _handle(self, sock: socket.socket, address: object) -> None:
+        peer = _peer(address)
+        settings = self.ctx.settings
+        conn = FramedSocket(sock, settings.max_data_size, settings.max_request_size)
+        try:
             try:
-                first = conn.read()
+                first = conn.read(time.monotonic() + FIRST_FRAME_TIMEOUT, "its first frame")
             except ProtocolError as exc:
                 logger.info("connection from {} refused: bad first frame ({})", peer, exc)
                 request_id = exc.header.request_id if exc.header is not None else 0
@@ -212,8 +259,8 @@ class LinkServer:
                         )
                     ],
                 )
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            logger.info("connection from {} closed: {}", peer, exc)
         except Exception:
             logger.exception("connection from {} failed", peer)
         finally:
@@ -233,7 +280,7 @@ class LinkServer:
         challenge, frame = self.handshake.challenge()
         conn.send([frame])
         try:
-            answer = conn.read()
+            answer = conn.read(time.monotonic() + HANDSHAKE_SECONDS, "its handshake")
         except ProtocolError as exc:
             _refuse(conn, peer, f"unreadable answer to the challenge ({exc.reason})")
             return
@@ -258,15 +305,16 @@ class LinkServer:
         conn.send([Message(Instruction.LINK_PROOF, (admitted.proof,), worker_uuid=worker_uuid)])
         conn.start_sealing(admitted.link_key, worker_uuid)
         try:
-            hello = conn.read()
+            hello = conn.read(time.monotonic() + HANDSHAKE_SECONDS, "LINK_HELLO")
         except ProtocolError as exc:
             logger.warning("worker {} sent a bad LINK_HELLO: {}", admitted.record.name, exc)
             return
         WorkerLink(self.ctx, conn, address, peer, admitted).serve(hello)
 
     def _serve_client(self, conn: FramedSocket, peer: str, first: Message) -> None:
-        """getWorkerList, as many times as the client asks; nothing else."""
-        conn.sock.settimeout(self.ctx.settings.client_idle_timeout)
+        """getWorkerList, as many times as the client asks; nothing else. Each next
+        request must arrive whole within client_preauth_idle_timeout."""
+        idle = self.ctx.settings.client_preauth_idle_timeout
         request: Message | None = first
         while True:
             if request is not None:
@@ -291,7 +339,10 @@ class LinkServer:
                 if not self._try_send(conn, answer):
                     return
             try:
-                request = conn.read()
+                request = conn.read(time.monotonic() + idle, f"a whole request in {idle:g} s")
+            except ConnectionClosed as exc:
+                logger.info("closing client connection {}: {}", peer, exc)
+                return
             except ProtocolError as exc:
                 if exc.fatal:
                     logger.info("closing client connection {}: {}", peer, exc)
@@ -324,6 +375,9 @@ class WorkerLink:
         self.worker: LinkedWorker | None = None
         self._status_waiters: dict[int, gevent.event.AsyncResult] = {}
         self._status_ids = itertools.count(1)
+        #: The worker's clock seen from ours, and the work of its requests in flight.
+        self.clock = LinkClock()
+        self._jobs: dict[int, Job] = {}
 
     def _stamp(self, message: Message) -> Message:
         return dataclasses.replace(message, worker_uuid=self.uuid)
@@ -416,9 +470,18 @@ class WorkerLink:
             )
             return
         try:
-            welcome = Message(Instruction.LINK_WELCOME, (worker.name,), request_id=hello.request_id)
+            self.clock.observe(hello.timestamp)
+            welcome = Message(
+                Instruction.LINK_WELCOME,
+                (
+                    worker.name,
+                    round(registry.heartbeat * 1000),
+                    round(self.ctx.settings.request_deadline_seconds * 1000),
+                ),
+                request_id=hello.request_id,
+            )
             self.conn.send([self._stamp(welcome)])
-            self.conn.sock.settimeout(registry.silence_limit + 1)
+            self.conn.sock.settimeout(link_silence_window(registry.heartbeat) + 1)
             self.worker = worker
             registry.add(worker)
         except BaseException:
@@ -431,6 +494,8 @@ class WorkerLink:
         finally:
             beat.kill(block=False)
             registry.remove(worker)
+            for job in list(self._jobs.values()):  # nobody is left to answer
+                job.cancel()
             # Let requests in flight finish their work (a registration commits or not
             # as a whole either way); their answers have nowhere to go.
             requests.join(timeout=REQUEST_DRAIN_SECONDS)
@@ -464,6 +529,12 @@ class WorkerLink:
                 continue
             registry.touch(worker)
             if message.instruction is Instruction.HEARTBEAT:
+                self.clock.observe(message.timestamp)
+                continue
+            if message.instruction is Instruction.LINK_CANCEL:
+                job = self._jobs.get(message.request_id)
+                if job is not None:
+                    job.cancel()
                 continue
             if message.instruction is Instruction.LINK_STATUS:
                 waiter = self._status_waiters.get(message.request_id)
@@ -479,7 +550,24 @@ class WorkerLink:
             requests.spawn(self._answer, message)
 
     def _answer(self, request: Message) -> None:
-        self._send_or_close(route(self.ctx, request))
+        """Route one request under its Job (deadline from its stamp, cancellable)."""
+        job = self.clock.job(request.timestamp, self.ctx.settings.request_deadline_seconds)
+        rid = request.request_id
+        self._jobs[rid] = job
+        try:
+            if job.expired:
+                logger.info(
+                    "dropped {} from worker {}: its deadline passed before it was read",
+                    request.instruction.name, self.record.name,
+                )  # fmt: skip
+                return
+            set_current_job(job)
+            answer = route(self.ctx, request)
+        finally:
+            if self._jobs.get(rid) is job:
+                del self._jobs[rid]
+        if not job.cancelled:
+            self._send_or_close(answer)
 
     def _send_or_close(self, messages: Sequence[Message]) -> None:
         try:

@@ -30,6 +30,7 @@ from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
 from papertrader.master import trading_day
 from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
+from papertrader.master.bcrypt_pool import BcryptPool
 from papertrader.master.context import MasterContext
 from papertrader.master.control import ControlListener
 from papertrader.master.handshake import MasterHandshake
@@ -52,7 +53,6 @@ from papertrader.store.sessions import SessionStore
 DB_POOL_SIZE = 20
 REDIS_MAX_CONNECTIONS = 100
 STOP_TIMEOUT = 30.0
-MAX_CONNECTIONS = 10_000
 
 
 class MasterError(Exception):
@@ -102,6 +102,7 @@ class Master:
             ),
             mailer=Mailer(settings),
             intake=self.intake,
+            bcrypt=BcryptPool(settings.bcrypt_threads, settings.bcrypt_queue),
         )
         close = trading_day.parse_clock(settings.market_close)
         self.drain = OrderDrain(
@@ -173,7 +174,7 @@ class Master:
         server = StreamServer(
             (host, port),
             LinkServer(self.context, handshake).handle,
-            spawn=gevent.pool.Pool(MAX_CONNECTIONS),
+            spawn=gevent.pool.Pool(self.settings.max_connections + 16),
         )
         try:
             server.start()
@@ -213,6 +214,7 @@ class Master:
         if len(finished) < len(self._greenlets):
             logger.warning("the market loop did not finish within {:g}s; stopping it", timeout)
             gevent.killall(self._greenlets, timeout=5)
+        self.context.bcrypt.close()
         self.pool.close()
         self.redis.close()
         self.redis.connection_pool.disconnect()

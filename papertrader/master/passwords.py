@@ -1,13 +1,16 @@
-"""Password hashing for account management (spec 3.1.3): bcrypt, off the event loop.
+"""Password hashing for account management (spec 3.1.3): bcrypt, in its own bounded pool.
 
-bcrypt reads at most 72 bytes (bcrypt 5 refuses longer input), while
-passwords may be up to 1024 characters. Every password is therefore first
-reduced to base64(SHA-256(UTF-8 password)), 44 ASCII bytes, and that is what
-bcrypt hashes: long passwords keep all their strength, and no NUL byte can cut
-the input short. The stored value is an ordinary ``$2b$`` bcrypt hash.
+Every password is first normalised to Unicode NFKC (``password_policy``),
+then reduced to base64(SHA-256(UTF-8)), 44 ASCII bytes, and that is what
+bcrypt hashes: bcrypt reads at most 72 bytes, so long passwords keep all
+their strength, and no NUL byte can cut the input short. The stored value is
+an ordinary ``$2b$`` bcrypt hash.
 
-bcrypt is deliberately slow CPU work; it runs in gevent's threadpool so one
-login never stalls the other connections of the process.
+bcrypt runs in :class:`~papertrader.master.bcrypt_pool.BcryptPool`, bounded
+and with the request's deadline; :func:`burn_check` spends exactly the time
+of a real check on the same normalised input, so a login's answer time
+tells nothing about whether the username exists, whatever the password's
+length.
 """
 
 from __future__ import annotations
@@ -15,22 +18,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-from typing import Any
 
 import bcrypt
-import gevent
+
+from papertrader.master.bcrypt_pool import BcryptPool, Job
+from papertrader.master.password_policy import normalise
 
 _dummy_hashes: dict[int, bytes] = {}
 _dummy_lock = threading.Lock()
 
 
 def _prehash(password: str) -> bytes:
-    return base64.b64encode(hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
-
-
-def _in_threadpool(function: Any, *args: Any) -> Any:
-    """Run CPU-bound ``function`` in gevent's threadpool and wait for it cooperatively."""
-    return gevent.get_hub().threadpool.apply(function, args)
+    text = normalise(password)
+    return base64.b64encode(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
 
 
 def _hash(password: str, cost: int) -> str:
@@ -44,16 +44,6 @@ def _check(password: str, stored: bytes) -> bool:
         return False
 
 
-def hash_password(password: str, cost: int) -> str:
-    """A salted bcrypt hash of ``password`` with ``2**cost`` rounds."""
-    return str(_in_threadpool(_hash, password, cost))
-
-
-def check_password(password: str, stored_hash: str) -> bool:
-    """Whether ``password`` matches ``stored_hash`` (constant-time inside bcrypt)."""
-    return bool(_in_threadpool(_check, password, stored_hash.encode("ascii", "replace")))
-
-
 def _dummy_hash(cost: int) -> bytes:
     with _dummy_lock:
         if cost not in _dummy_hashes:
@@ -61,8 +51,22 @@ def _dummy_hash(cost: int) -> bytes:
         return _dummy_hashes[cost]
 
 
-def burn_check(password: str, cost: int) -> None:
-    """Spend the time of a real password check for an account that does not exist,
-    so the answer time does not tell whether a username is registered."""
-    stored = _in_threadpool(_dummy_hash, cost)
-    _in_threadpool(_check, password, stored)
+def _burn(password: str, cost: int) -> bool:
+    _check(password, _dummy_hash(cost))
+    return False
+
+
+def hash_password(pool: BcryptPool, job: Job, password: str, cost: int) -> str:
+    """A salted bcrypt hash of ``password`` with ``2**cost`` rounds (Busy, Expired)."""
+    return pool.run(job, _hash, password, cost)
+
+
+def check_password(pool: BcryptPool, job: Job, password: str, stored_hash: str) -> bool:
+    """Whether ``password`` matches ``stored_hash`` (constant-time inside bcrypt)."""
+    return pool.run(job, _check, password, stored_hash.encode("ascii", "replace"))
+
+
+def burn_check(pool: BcryptPool, job: Job, password: str, cost: int) -> None:
+    """Spend the time of a real password check for an account that does not exist
+    (or has no password): the same normalising, hashing and bcrypt work."""
+    pool.run(job, _burn, password, cost)

@@ -3,14 +3,17 @@
 The registry is the master's memory of its links (name, UUID, region, the
 address clients should use, when it connected, when it last sent a frame),
 mirrored to Redis for ``pt`` commands. Its watchdog drops a link that stayed
-silent for three heartbeat periods, and one whose worker was disabled or
-unregistered meanwhile: that is how an operator boots a worker off.
+silent for ``link_silence_window`` (several missed heartbeats, never under
+10 s: a worker stalled for a few seconds keeps its link), and one whose
+worker was disabled or unregistered meanwhile: that is how an operator boots
+a worker off. The heartbeat period is the master's, sent to each worker in
+LINK_WELCOME: both sides use the same one, whatever their own settings say.
 
 One live link per worker: a second link for a UUID whose link is alive is
 refused (``claim``), not swapped in, so whoever holds a worker's key cannot
 knock the running worker off by linking again; ``pt workers boot`` is how an
-operator replaces a link. A link that stopped talking (three heartbeat
-periods) is not alive and gives way at once.
+operator replaces a link. A link that stopped talking (the silence window)
+is not alive and gives way at once.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import psycopg2
 import redis
 from loguru import logger
 
+from papertrader.limits.deadlines import link_silence_window
 from papertrader.store import workers as store
 from papertrader.store.pool import ConnectionPool, PoolTimeout
 
@@ -70,7 +74,7 @@ class WorkerRegistry:
         self._pool = pool
         self._redis = client
         self.heartbeat = heartbeat
-        self.silence_limit = 3 * heartbeat
+        self.silence_limit = link_silence_window(heartbeat)
         self._links: dict[uuid.UUID, LinkedWorker] = {}
         #: Links being welcomed: claimed, not yet listed (so never listed before welcome).
         self._claims: dict[uuid.UUID, LinkedWorker] = {}

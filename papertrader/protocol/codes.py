@@ -103,6 +103,7 @@ class Instruction(IntEnum):
     LINK_PROOF = 0x0509  # master -> worker: the master's signature; sealed frames follow
     LINK_STATUS_REQUEST = 0x050A  # master -> worker: live figures, please (sealed)
     LINK_STATUS = 0x050B  # worker -> master: the live figures (sealed)
+    LINK_CANCEL = 0x0510  # worker -> master: I gave up request <request id>; drop its work
 
     @property
     def message_type(self) -> MessageType:

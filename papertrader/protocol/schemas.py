@@ -122,7 +122,9 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.ORDER_FAIL: _ORDER_FAIL,
     I.ORDERS_CANCELED: Schema((("canceled", T.INT),)),
     I.LINK_HELLO: Schema((("name", T.STR), ("region", T.STR), ("client_address", T.STR))),
-    I.LINK_WELCOME: Schema((("name", T.STR),)),
+    I.LINK_WELCOME: Schema(
+        (("name", T.STR), ("heartbeat_ms", T.INT), ("request_deadline_ms", T.INT))
+    ),
     I.LINK_REFUSED: _FAIL,
     I.HEARTBEAT: Schema(()),
     I.AUTHENTICATED: Schema((("account_id", T.INT), ("username", T.STR))),
@@ -139,6 +141,7 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.LINK_PROOF: Schema((("signature", T.BYTES),)),
     I.LINK_STATUS_REQUEST: Schema(()),
     I.LINK_STATUS: Schema((("status", T.BYTES),)),
+    I.LINK_CANCEL: Schema(()),
 }
 
 #: The failure return that answers each request instruction.

@@ -141,11 +141,18 @@ def _wrong_state(state: State, message: Message) -> str:
 class Connection:
     """One side of a client-worker (or client-master) connection."""
 
-    def __init__(self, role: Role, max_data_size: int = DEFAULT_MAX_DATA_SIZE) -> None:
+    def __init__(
+        self,
+        role: Role,
+        max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+        receive_limit: int | None = None,
+    ) -> None:
+        """``max_data_size`` bounds what we send; ``receive_limit`` (default the same)
+        what we accept: a server takes small requests and sends large answers."""
         self.role = role
         self.state = State.COMMAND
         self.max_data_size = max_data_size
-        self._decoder = FrameDecoder(max_data_size)
+        self._decoder = FrameDecoder(receive_limit or max_data_size)
 
     @property
     def mid_frame(self) -> bool:

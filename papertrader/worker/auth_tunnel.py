@@ -34,7 +34,7 @@ from papertrader.limits.limiter import retry_after_text
 from papertrader.protocol import FAILURE_RETURN, SCHEMAS, ErrorCode, Instruction, Message, reply_to
 from papertrader.store.sessions import SessionError
 from papertrader.worker.client_management import ClientInfo, ClientManager, shown
-from papertrader.worker.forwarding import FORWARD_TIMEOUT, for_master
+from papertrader.worker.forwarding import for_master
 from papertrader.worker.master_link import LinkError, MasterLink
 
 
@@ -45,7 +45,7 @@ class AuthTunnel:
         self,
         link: MasterLink,
         clients: ClientManager,
-        timeout: float = FORWARD_TIMEOUT,
+        timeout: float | None = None,
         gate: AuthGate | None = None,
         accounts: AccountGate | None = None,
     ) -> None:

@@ -11,9 +11,17 @@ Robustness rules, so one client can never hurt another:
   instruction) gets its failure return and the connection goes on;
 * bytes that cannot be framed (bad magic, oversized frame) get an ERROR
   return if possible, then the connection is closed;
-* a client idle for ``client_idle_timeout``, or stuck half-way through a frame
-  for ``min(30, client_idle_timeout)`` seconds, is closed, and so is one that
-  stops reading our answers;
+* connections are capped in all and per address (``limits/connections.py``);
+  one over a cap gets an ERROR saying which, and is closed;
+* a request may carry at most ``max_request_size`` bytes (the decoder refuses
+  a bigger header before reading its body);
+* a client idle for ``client_preauth_idle_timeout`` before it presents a valid
+  session, or ``client_idle_timeout`` after, or stuck half-way through a frame
+  for WHOLE_FRAME_SECONDS, is closed (``limits/deadlines.py``);
+* answers for a client that pipelines requests are sent whenever more than
+  ``client_send_buffer_bytes`` wait, and a client that does not take them for
+  ``client_send_timeout`` is closed: a non-reading client costs a bounded
+  amount of memory;
 * Redis trouble becomes an UNAVAILABLE failure return, and an unexpected bug
   an INTERNAL one, both logged, never a dropped worker.
 """
@@ -26,10 +34,12 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.socket
 import redis
 from loguru import logger
 
 from papertrader.config import Settings
+from papertrader.limits.connections import ConnectionLimits
 from papertrader.protocol import (
     HEADER_SIZE,
     ConnectionStateCode,
@@ -58,7 +68,7 @@ from papertrader.worker.history import PriceHistory
 from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
 
 #: A client may take at most this long to finish sending one frame.
-MID_FRAME_LIMIT = 30.0
+MID_FRAME_LIMIT = 10.0
 #: Seconds allowed for the farewell ERROR to a client being closed.
 FAREWELL_TIMEOUT = 2.0
 #: Currency of every asset until asset metadata is served (a later issue).
@@ -105,6 +115,10 @@ _ACCOUNT = frozenset(
 _MASTER_COMMANDS = frozenset({Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS})
 
 
+class _ClientGone(Exception):
+    """The client closed its connection while we waited for the master on its behalf."""
+
+
 class _Closing(Exception):
     """The connection must end; ``reason`` is logged, ``farewell`` sent first if set."""
 
@@ -145,28 +159,35 @@ class ClientHandler:
         #: Why this worker may not serve now (the master refused or booted it), or None.
         self.out_of_service: Callable[[], str | None] = lambda: None
         self._sockets: dict[int, socket.socket] = {}
+        self.limits = ConnectionLimits(
+            settings.max_connections, settings.max_connections_per_address
+        )
 
     def shed(self, reason: str) -> None:
         """Close every client connection once its request in progress is answered (the
         read side only is shut: answers still go out, then the client sees the end)."""
         if self._sockets:
             logger.warning(f"out of service ({reason}): closing {len(self._sockets)} clients")
-        for sock in list(self._sockets.values()):
+        for index, sock in enumerate(list(self._sockets.values())):
             try:
                 sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
+            if index % 256 == 255:
+                gevent.sleep(0)  # thousands of clients: let heartbeats and others run
 
-    def _turn_away(self, sock: socket.socket, host: str, port: int, reason: str) -> None:
-        """An out-of-service worker tells a new client to go elsewhere, then closes."""
-        farewell = Message(
-            Instruction.ERROR,
-            (
-                int(ErrorCode.UNAVAILABLE),
-                "this worker is out of service (the master refused it): "
-                "connect to another worker (getWorkerList on the master)",
-            ),
-        )
+    def _turn_away(
+        self,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        reason: str,
+        code: ErrorCode = ErrorCode.UNAVAILABLE,
+        told: str = "this worker is out of service (the master refused it): "
+        "connect to another worker (getWorkerList on the master)",
+    ) -> None:
+        """Tell a new client why it cannot be served here, then close."""
+        farewell = Message(Instruction.ERROR, (int(code), told))
         try:
             with gevent.Timeout(FAREWELL_TIMEOUT, False):
                 sock.sendall(encode_message(farewell, self.settings.max_data_size))
@@ -174,15 +195,25 @@ class ClientHandler:
             pass
         finally:
             sock.close()
-        logger.info(f"turned away client {host}:{port}: out of service ({reason})")
+        logger.info(f"turned away client {host}:{port}: {reason}")
 
     def __call__(self, sock: socket.socket, address: Any) -> None:
         """StreamServer handle: serve one client until it leaves; never raises."""
         host, port = str(address[0]), int(address[1])
         refused = self.out_of_service()
         if refused is not None:
-            self._turn_away(sock, host, port, refused)
+            self._turn_away(sock, host, port, f"out of service ({refused})")
             return
+        subject, refusal = self.limits.admit(host)
+        if refusal is not None:
+            self._turn_away(sock, host, port, refusal.reason, refusal.code, refusal.reason)
+            return
+        try:
+            self._serve(sock, host, port)
+        finally:
+            self.limits.release(subject)
+
+    def _serve(self, sock: socket.socket, host: str, port: int) -> None:
         client = self.clients.connect(host, port)
         self._sockets[client.client_id] = sock
         logger.info(f"{client.label}: connected ({self.clients.count} clients)")
@@ -216,11 +247,15 @@ class ClientConnection:
         self.sock = sock
         self.client = client
         settings = shared.settings
-        self.conn = ProtocolConnection(Role.SERVER, settings.max_data_size)
+        self.conn = ProtocolConnection(
+            Role.SERVER, settings.max_data_size, receive_limit=settings.max_request_size
+        )
         self.recv_size = HEADER_SIZE + settings.max_data_size
         self.idle_timeout = settings.client_idle_timeout
+        self.preauth_idle_timeout = min(settings.client_preauth_idle_timeout, self.idle_timeout)
         self.frame_limit = min(MID_FRAME_LIMIT, settings.client_idle_timeout)
-        self.send_timeout = settings.client_idle_timeout
+        self.send_timeout = settings.client_send_timeout
+        self.send_buffer = settings.client_send_buffer_bytes
         self._frame_deadline: float | None = None
         self.close_reason = "closed"
         self._routes: dict[Instruction, Callable[[Message, int], list[Message]]] = {
@@ -270,8 +305,11 @@ class ClientConnection:
             why = f"sent part of a frame, then nothing for {self.frame_limit:g} s"
         else:
             self._frame_deadline = None
-            timeout = self.idle_timeout
-            why = f"idle for {self.idle_timeout:g} s"
+            if self.client.session_id is not None:
+                timeout = self.idle_timeout
+            else:  # nothing presented yet: a shorter leash
+                timeout = self.preauth_idle_timeout
+            why = f"idle for {timeout:g} s"
         if timeout > 0:
             # A socket timeout, not a gevent.Timeout: gevent waits with it natively,
             # without arming and cancelling a timer object for every read.
@@ -292,6 +330,7 @@ class ClientConnection:
                 self._sendall(b"".join(pending))
 
     def _answer_buffered(self, stamp: int, out: list[bytes]) -> None:
+        waiting = 0  # bytes of answers in ``out``: sent out once over the bound
         while True:
             try:
                 message = self.conn.next_message()
@@ -309,14 +348,22 @@ class ClientConnection:
             if isinstance(message, NeedData):
                 return
             self._frame_deadline = None  # progress: the next frame gets its own time
-            replies = self._answer(message, stamp)
-            out.extend(self.conn.send(reply) for reply in replies)
+            for reply in self._answer(message, stamp):
+                data = self.conn.send(reply)
+                out.append(data)
+                waiting += len(data)
+            if waiting >= self.send_buffer:  # a pipelining client: let it drain first
+                self._sendall(b"".join(out))
+                out.clear()
+                waiting = 0
 
     def _answer(self, message: Message, stamp: int) -> list[Message]:
         """Route one message; expected failures become its failure return."""
         instruction = message.instruction
         try:
             return self._routes[instruction](message, stamp)
+        except _Closing:
+            raise
         except SessionError as exc:
             return [failure_reply(instruction, exc.code, exc.reason, message.request_id)]
         except redis.RedisError as exc:
@@ -348,7 +395,10 @@ class ClientConnection:
             if sent < len(data):
                 self.sock.sendall(memoryview(data)[sent:])
         except TimeoutError:
-            raise _Closing(f"did not read our answers for {self.send_timeout:g} s") from None
+            raise _Closing(
+                f"did not read our answers for {self.send_timeout:g} s "
+                f"({len(data)} bytes or fewer unsent)"
+            ) from None
 
     def _farewell(self, message: Message) -> None:
         """Best effort: tell the client why it is being closed."""
@@ -366,10 +416,33 @@ class ClientConnection:
 
     # command state -------------------------------------------------------------------
     def _login(self, message: Message, stamp: int) -> list[Message]:
-        return [self.shared.tunnel.login(message, self.client, stamp)]
+        return [self._watching(lambda: self.shared.tunnel.login(message, self.client, stamp))]
 
     def _register(self, message: Message, stamp: int) -> list[Message]:
-        return [self.shared.tunnel.register(message, self.client, stamp)]
+        return [self._watching(lambda: self.shared.tunnel.register(message, self.client, stamp))]
+
+    def _watching(self, call: Callable[[], Message]) -> Message:
+        """``call()`` (a bcrypt request to the master), given up if the client closes its
+        connection meanwhile: the link then cancels the request, and the master drops
+        the password check instead of computing it for nobody."""
+        waiting = gevent.getcurrent()
+        sock = self.sock
+
+        def watch() -> None:
+            try:
+                gevent.socket.wait_read(sock.fileno())
+                if sock.recv(1, socket.MSG_PEEK) == b"" and isinstance(waiting, gevent.Greenlet):
+                    waiting.kill(_ClientGone(), block=False)
+            except (OSError, ValueError):
+                pass  # closed under us, or data pipelined behind the request: stop watching
+
+        watcher = gevent.spawn(watch)
+        try:
+            return call()
+        except _ClientGone:
+            raise _Closing("closed by the client while the master checked its password") from None
+        finally:
+            watcher.kill(block=False)
 
     def _login_oidc(self, message: Message, stamp: int) -> list[Message]:
         return [self.shared.tunnel.login_oidc(message, self.client, stamp)]

@@ -25,7 +25,8 @@ from papertrader.worker.master_link import LinkError, MasterLink
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-#: Seconds a client waits for the master's answer to a forwarded request.
+#: Seconds a client waits for the master's answer to a forwarded request before the
+#: master's welcome says how long (after it: MasterLink.request_timeout).
 FORWARD_TIMEOUT = 30.0
 
 
@@ -54,7 +55,7 @@ def for_master(request: Message, client: ClientInfo, stamp: int, *, with_session
 class UserData:
     """getUserInfo / getUserPortfolio / getUserTransactionHistory, answered by the master."""
 
-    def __init__(self, link: MasterLink, chunk_size: int, timeout: float = FORWARD_TIMEOUT) -> None:
+    def __init__(self, link: MasterLink, chunk_size: int, timeout: float | None = None) -> None:
         self._link = link
         self._chunk_size = chunk_size
         self._timeout = timeout

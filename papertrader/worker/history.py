@@ -21,7 +21,7 @@ from papertrader.protocol import ErrorCode, Instruction, Message, reply_to, spli
 from papertrader.store import keys
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_management import ClientInfo
-from papertrader.worker.forwarding import FORWARD_TIMEOUT, for_master
+from papertrader.worker.forwarding import for_master
 from papertrader.worker.history_cache import CLOSED_TTL, Answer, HistoryCache
 from papertrader.worker.master_link import LinkError, MasterLink
 from papertrader.worker.orders import normalise_symbol, unknown_asset_reason
@@ -55,7 +55,7 @@ class PriceHistory:
         quotes: QuoteCache,
         chunk_size: int,
         interval: float,
-        timeout: float = FORWARD_TIMEOUT,
+        timeout: float | None = None,
     ) -> None:
         self._link = link
         self._cache = cache

@@ -19,6 +19,14 @@ included. A sealed record from the master that does not open drops the link.
 A LINK_REFUSED (a refused handshake, or the worker booted off or disabled)
 calls ``on_refused``: the worker then stops serving clients until it is
 linked again.
+
+The master's LINK_WELCOME sets the link's terms: its heartbeat period (we
+beat at that period and drop a link silent for ``link_silence_window`` of
+it) and how long a forwarded request may wait (``request_timeout``). A
+request given up (timed out, or its client left) is cancelled with
+LINK_CANCEL, so the master drops its work. LINK_HELLO and HEARTBEATs carry
+our clock in the header timestamp: the master converts request stamps to
+its own clock with them.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import gevent.socket
 from loguru import logger
 
 from papertrader.config.settings import join_host_port
+from papertrader.limits.deadlines import link_silence_window
 from papertrader.protocol import (
     DEFAULT_MAX_DATA_SIZE,
     HEADER_SIZE,
@@ -67,7 +76,10 @@ CONNECTING_GRACE = 3.0
 STABLE_LINK_SECONDS = 10.0
 #: A repeated connection failure is logged again at most this often (no log flood).
 REPEAT_LOG_SECONDS = 60.0
-MISSED_HEARTBEATS = 3
+#: Added to the master's request deadline before a request is given up here.
+REQUEST_MARGIN = 1.0
+#: Waiting for a forwarded answer before the master has said how long it may take.
+DEFAULT_REQUEST_TIMEOUT = 30.0
 
 _U32 = 0xFFFFFFFF
 
@@ -127,6 +139,10 @@ def backoff_delays(
         delay = min(cap, delay * 2)
 
 
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -182,7 +198,10 @@ class MasterLink:
     ) -> None:
         self.address = address
         self.identity = identity
+        #: Until the master's welcome says otherwise (then: the master's period).
         self.heartbeat_interval = heartbeat_interval
+        #: How long a forwarded request may wait (the master's deadline + a margin).
+        self.request_timeout = DEFAULT_REQUEST_TIMEOUT
         self.max_data_size = max_data_size
         self.authenticate = authenticate
         self.status = status
@@ -230,13 +249,17 @@ class MasterLink:
         return ready
 
     # requests ------------------------------------------------------------
-    def request(self, message: Message, timeout: float) -> Message | bytes:
+    def request(self, message: Message, timeout: float | None = None) -> Message | bytes:
         """Send ``message`` to the master and wait for its answer.
 
         Returns the answering message, or the whole payload (bytes) when the
         master answers with DATA packets. Raises :class:`LinkError` when the
-        link is down, drops before the answer, or ``timeout`` seconds pass.
+        link is down, drops before the answer, or ``timeout`` seconds pass
+        (None: the master's deadline, ``request_timeout``). A request given up
+        (timeout, or the waiting greenlet killed) is cancelled on the master.
         """
+        if timeout is None:
+            timeout = self.request_timeout
         channel = self._channel
         if channel is None or not self._up.is_set():
             # A link in the middle of its handshake is moments from up: wait for it
@@ -249,17 +272,31 @@ class MasterLink:
         request_id = self._new_request_id()
         pending = _Pending()
         self._pending[request_id] = pending
+        sent = False
         try:
             outgoing = replace(
                 message, request_id=request_id, worker_uuid=self.identity.worker_uuid
             )
             self._send(channel, encode_message(outgoing, self.max_data_size))
+            sent = True
             answer: Message | bytes = pending.result.get(timeout=timeout)
             return answer
         except gevent.Timeout:
             raise LinkError(f"master did not answer within {timeout:g} s: try again") from None
         finally:
             self._pending.pop(request_id, None)
+            if sent and not pending.result.ready():
+                gevent.spawn(self._cancel, channel, request_id)
+
+    def _cancel(self, channel: _Channel, request_id: int) -> None:
+        """Tell the master we gave up on a request (best effort): it drops the work."""
+        cancel = Message(
+            Instruction.LINK_CANCEL, request_id=request_id, worker_uuid=self.identity.worker_uuid
+        )
+        try:
+            self._send(channel, encode_message(cancel, self.max_data_size))
+        except LinkError:
+            pass
 
     def _new_request_id(self) -> int:
         """A u32 id, never 0 (unsolicited frames) and unique among requests in flight."""
@@ -333,6 +370,7 @@ class MasterLink:
             Instruction.LINK_HELLO,
             (self.identity.name, self.identity.region, self.identity.client_address),
             worker_uuid=worker_uuid,
+            timestamp=_now_micros(),
         )
         channel.send(encode_message(hello, self.max_data_size))
         reply = self._read_message(sock, decoder, opener)
@@ -340,8 +378,13 @@ class MasterLink:
             raise LinkRefused(*_code_and_reason(reply))
         if reply.instruction is not Instruction.LINK_WELCOME:
             raise LinkDropped(f"the master answered LINK_HELLO with {reply.instruction.name}")
-        # From now on a silent link is a dead one: 3 heartbeat periods without a byte.
-        sock.settimeout(self.heartbeat_interval * MISSED_HEARTBEATS)
+        heartbeat_ms, deadline_ms = reply.arg("heartbeat_ms"), reply.arg("request_deadline_ms")
+        if isinstance(heartbeat_ms, int) and heartbeat_ms > 0:
+            self.heartbeat_interval = heartbeat_ms / 1000
+        if isinstance(deadline_ms, int) and deadline_ms > 0:
+            self.request_timeout = deadline_ms / 1000 + REQUEST_MARGIN
+        # From now on a silent link is a dead one (several missed heartbeats, >= 10 s).
+        sock.settimeout(link_silence_window(self.heartbeat_interval))
         self.connections += 1
         self._channel = channel
         self.out_of_service = None
@@ -387,14 +430,15 @@ class MasterLink:
                 raise LinkDropped(f"refused a sealed frame from the master: {exc}") from None
 
     def _heartbeats(self, channel: _Channel) -> None:
-        beat = encode_message(
-            Message(Instruction.HEARTBEAT, worker_uuid=self.identity.worker_uuid),
-            self.max_data_size,
-        )
         while True:
             gevent.sleep(self.heartbeat_interval)
+            beat = Message(
+                Instruction.HEARTBEAT,
+                worker_uuid=self.identity.worker_uuid,
+                timestamp=_now_micros(),  # the master learns our clock from it
+            )
             try:
-                self._send(channel, beat)
+                self._send(channel, encode_message(beat, self.max_data_size))
             except LinkError:
                 return
 

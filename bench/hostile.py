@@ -1,0 +1,128 @@
+"""One worker's memory under hostile connections, beside its idle figure.
+
+A real ``pt worker run`` process (no master: none of this needs one) is
+measured (resident set size, from /proc) idle, then with 1,000 connections
+of each hostile kind held open at once, one kind at a time:
+
+* ``idle``: connected, silent (closed after client_preauth_idle_timeout);
+* ``half_frames``: a header announcing the largest request the worker
+  accepts (max_request_size) and half of its body, then nothing (closed by
+  the whole-frame deadline); a header announcing more is refused at once;
+* ``not_reading``: a logged-in client that pipelines 64 KiB of quote
+  requests and never reads, with a 4 KiB receive buffer (the worker keeps at
+  most client_send_buffer_bytes of answers for it, then closes it when it
+  has not read for client_send_timeout).
+
+Per-address connection caps are raised for the run (the bench connects from
+one address); the figures show memory, which is what the caps protect.
+Documented ceiling: ``CEILING_MB`` (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.loadgen import request_bytes
+from bench.stack import free_port, spawn, stop, wait_for_port
+from papertrader.keyring import Keyring
+from papertrader.market.providers import SimulatedProvider
+from papertrader.protocol import HEADER_SIZE, Instruction, Message, encode_message
+from papertrader.services import ServiceUrls
+from papertrader.store.quotes import QuoteStore
+from papertrader.store.sessions import SessionStore
+
+CONNECTIONS = 1000
+#: One worker under 1,000 connections of any hostile kind stays below this (MB).
+CEILING_MB = 250
+REQUEST_LIMIT = 8192
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _settle(pid: int, seconds: float = 3.0) -> float:
+    """The RSS once it stopped moving (the worker has taken in what was sent)."""
+    time.sleep(seconds)
+    return rss_mb(pid)
+
+
+def _connect(port: int, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _half_frame() -> bytes:
+    frame = encode_message(Message(Instruction.LOGIN, ("x" * (REQUEST_LIMIT - 40), "y", False)))
+    return frame[: HEADER_SIZE + (len(frame) - HEADER_SIZE) // 2]
+
+
+def bench_hostile(urls: ServiceUrls, state: Path) -> dict[str, Any]:
+    client = redis.Redis.from_url(urls.redis_url)
+    now = datetime.now(timezone.utc)
+    QuoteStore(client).publish(SimulatedProvider(1).fetch(["AAPL", "MSFT"], now, {}), now)
+    session = SessionStore(client, 3600, 3600, ip_check=True).create(1, "bench", "127.0.0.1", False)
+    pipelined = request_bytes(session.session_id, "AAPL")
+    pipelined = pipelined * (65536 // len(pipelined))
+
+    port = free_port()
+    keyring = Keyring(state / "gnupg-hostile", create=True)
+    fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("hostile")]
+    keyring.stop_agent()
+    env = {
+        "PT_WORKER_GNUPG_HOME": str(keyring.home),
+        "PT_MASTER_FINGERPRINT": fingerprint[0],
+        "PT_REDIS_URL": urls.redis_url,
+        "PT_WORKER_PORT": str(port),
+        "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",
+        "PT_UPDATE_INTERVAL": "5",
+        "PT_LOG_FILE": str(state / "hostile-worker.log"),
+        "PT_MAX_CONNECTIONS_PER_ADDRESS": str(CONNECTIONS * 2),
+        "PT_CLIENT_PREAUTH_IDLE_TIMEOUT": "120",
+        "PT_CLIENT_SEND_TIMEOUT": "120",
+    }
+    worker = spawn(["-m", "cli.main", "worker", "run"], env, state / "hostile-worker.out")
+    results: dict[str, Any] = {"connections": CONNECTIONS, "ceiling_mb": CEILING_MB}
+    try:
+        wait_for_port(port, worker)
+        results["idle_mb"] = round(_settle(worker.pid), 1)
+        kinds = {
+            "idle": (None, b""),
+            "half_frames": (None, _half_frame()),
+            "not_reading": (4096, pipelined),
+        }
+        for kind, (rcvbuf, data) in kinds.items():
+            socks = []
+            for _ in range(CONNECTIONS):
+                sock = _connect(port, rcvbuf)
+                if data:
+                    sock.setblocking(False)
+                    try:
+                        sock.send(data)
+                    except BlockingIOError:
+                        pass
+                socks.append(sock)
+            results[f"{kind}_mb"] = round(_settle(worker.pid, 5.0), 1)
+            for sock in socks:
+                sock.close()
+            _settle(worker.pid, 3.0)
+        results["after_mb"] = round(rss_mb(worker.pid), 1)
+        worst = max(results[f"{kind}_mb"] for kind in kinds)
+        results["below_ceiling"] = worst < CEILING_MB
+    finally:
+        stop(worker)
+        client.close()
+    return results
