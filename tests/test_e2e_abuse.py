@@ -204,3 +204,83 @@ def test_a_login_whose_client_left_is_not_computed(slow_bcrypt: Servers) -> None
     # Never checked: at most dropped, unchecked, when its turn came.
     assert "login refused for 'nobody-leaver' from 127.0.0.1: INVALID_CREDENTIALS" not in logs
     assert "login refused for 'nobody-after' from 127.0.0.1: INVALID_CREDENTIALS" in logs
+
+
+def test_every_date_edge_is_invalid_date_before_anything_is_built(
+    servers: Servers, redis_url: str
+) -> None:
+    import datetime as dt
+
+    import redis as redis_lib
+
+    from papertrader.store import keys
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    edges = [
+        dt.date(9999, 12, 31),
+        dt.date(1, 1, 1),
+        dt.date(1969, 12, 31),
+        today + dt.timedelta(days=1),
+    ]
+    with ordinary(servers) as user:
+        user.register("fiona", "fiona@example.org", PASSWORD)
+        user.login("fiona", PASSWORD)
+        for day in edges:
+            for range_ in ("day", "week", "month", "year"):
+                error = refusal(lambda r=range_, d=day: user.price_history("AAPL", r, d))
+                assert error.code is ErrorCode.INVALID_DATE, (range_, day, error)
+                assert f"from 1970-01-01 to {today.isoformat()}" in error.reason
+        user.price_history("AAPL", "week", today)  # the worker serves on, unharmed
+    client = redis_lib.Redis.from_url(redis_url)
+    try:  # nothing was cached for the refused dates
+        cached = [k.decode() for k in client.scan_iter(match="pt:history:cache:*:AAPL:*")]
+        assert not [k for k in cached if any(d.isoformat() in k for d in edges)], cached
+        assert keys.HISTORY_CACHE_PATTERN
+    finally:
+        client.close()
+    assert "Traceback" not in servers.logs(400)
+
+
+def test_orders_waiting_for_the_drain_are_capped_per_account(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    import threading
+
+    settings = {"PT_UPDATE_INTERVAL": "3", "PT_MAX_PENDING_ORDERS_PER_ACCOUNT": "2"}
+    with running(Servers(tmp_path, redis_url, database_url, env_extra=settings)) as servers:
+        servers.wait_quotes(timeout=120)
+        with servers.client() as client:
+            client.register("gus", "gus@example.org", PASSWORD)
+            session = client.login("gus", PASSWORD)
+        outcomes: list[object] = []
+        lock = threading.Lock()
+
+        def buy() -> None:
+            with servers.client(timeout=120) as trader:
+                trader.resume(session.session_id)
+                try:
+                    result: object = trader.buy("AAPL", 1)
+                except ClientError as exc:
+                    result = exc
+                with lock:
+                    outcomes.append(result)
+
+        threads = [threading.Thread(target=buy) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=180)
+        refused = [o for o in outcomes if isinstance(o, ClientError)]
+        filled = [o for o in outcomes if not isinstance(o, ClientError)]
+        # Six at once, two may wait per drain: some are refused at once, never queued;
+        # nothing else fails, and every answer is true.
+        assert len(outcomes) == 6 and filled and refused, outcomes
+        for error in refused:
+            assert error.code is ErrorCode.RATE_LIMITED, error
+            assert "orders waiting for the next market update" in error.reason
+            assert error.order_id is None or error.order_id.int == 0
+        with servers.client() as client:
+            client.resume(session.session_id)
+            history = client.history()
+            assert len([row for row in history if row.get("side") == "buy"]) == len(filled)
+            client.buy("AAPL", 1)  # the drain released the places

@@ -149,3 +149,19 @@ def test_windows_of_each_range() -> None:
     assert window("all", None, NOW).end.date() == date(2026, 11, 26)
     assert window("day", day, NOW).is_open(NOW) is False
     assert window("day", NOW.date(), NOW).is_open(NOW) is True
+
+
+def test_dates_outside_the_allowed_range_are_refused_before_a_window_is_built() -> None:
+    from datetime import date, datetime, timezone
+
+    from papertrader.market.ranges import FIRST_DATE, date_problem, window
+
+    now = datetime(2026, 3, 18, 12, tzinfo=timezone.utc)
+    today = now.date()
+    for bad in (date(9999, 12, 31), date(1, 1, 1), date(1969, 12, 31), date(2026, 3, 19)):
+        problem = date_problem(bad, today)
+        assert problem is not None and "from 1970-01-01 to 2026-03-18" in problem
+    for good in (FIRST_DATE, today):
+        assert date_problem(good, today) is None
+        for kind in ("day", "week", "month", "year", "all"):
+            window(kind, good, now)  # never overflows inside the allowed range

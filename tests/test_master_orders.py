@@ -7,6 +7,7 @@ between applying an order and telling the worker.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,8 @@ from decimal import Decimal
 import pytest
 import redis
 
+from papertrader.limits.pending_orders import PendingOrders
+from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys
@@ -23,6 +26,7 @@ from papertrader.store.order_queue import Order, OrderQueue, Outcome
 from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import history, positions
+from papertrader.store.rejected_orders import purge_rejected
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 PRICES = {"AAPL": Decimal("150.25"), "MSFT": Decimal("410.10")}
@@ -224,3 +228,51 @@ def test_values_postgres_cannot_take_reject_only_their_order(
     assert outcome(queue, absurd).code == ErrorCode.INVALID_QUANTITY
     assert outcome(queue, fine).status == "filled"
     assert held(pool, account_id) == {"AAPL": (2, Decimal("150.25"))}
+
+
+def test_the_pending_cap_is_atomic_and_the_drain_releases_it(
+    pool: ConnectionPool, queue: OrderQueue, redis_client: redis.Redis, account_id: int
+) -> None:
+    pending = PendingOrders(redis_client, cap=3)
+    placed = [order(account_id, "buy", "AAPL", 1) for _ in range(5)]
+    granted = [pending.reserve(account_id, p.order_id) for p in placed]
+    assert granted == [True, True, True, False, False]
+    for p in placed[:3]:
+        queue.submit(p)
+    assert drain_once(queue, pool, PRICES, pending=pending) == 3
+    assert redis_client.zcard(keys.pending_orders(account_id)) == 0
+    assert pending.reserve(account_id, placed[3].order_id)  # room again after the drain
+
+
+def test_a_pending_entry_left_by_a_crash_stops_counting_after_a_while(
+    redis_client: redis.Redis,
+) -> None:
+    pending = PendingOrders(redis_client, cap=1, stale_seconds=0.05)
+    assert pending.reserve(7, uuid.uuid4())
+    assert not pending.reserve(7, uuid.uuid4())
+    time.sleep(0.1)  # at least the stale time: never a permanent cap
+    assert pending.reserve(7, uuid.uuid4())
+
+
+def test_rejected_orders_are_purged_after_their_retention(
+    pool: ConnectionPool, account_id: int
+) -> None:
+    now = datetime.now(timezone.utc)
+    ids = {age: uuid.uuid4() for age in (40, 2)}
+    with pool.transaction() as cur:
+        for age, order_id in ids.items():
+            cur.execute(
+                "INSERT INTO orders (order_id, account_id, client_order_id, side, symbol,"
+                " quantity, status, code, reason, received_at, decided_at)"
+                " VALUES (%s, %s, %s, 'sell', 'AAPL', 5, 'rejected', %s, 'not held', %s, %s)",
+                (
+                    str(order_id), account_id, str(order_id),
+                    int(ErrorCode.INSUFFICIENT_POSITION),
+                    now - timedelta(days=age), now - timedelta(days=age),
+                ),
+            )  # fmt: skip
+    assert RejectedOrdersPurge(pool, retention_days=30).run_once() == 1
+    with pool.transaction() as cur:
+        cur.execute("SELECT order_id::text FROM rejected_orders")
+        assert [row[0] for row in cur.fetchall()] == [str(ids[2])]
+    assert purge_rejected(pool, timedelta(days=1), batch=1) == 1  # in batches, to the end

@@ -170,6 +170,9 @@ _RULES: dict[str, _Rule] = {
     "history_cache_bytes": _Rule(
         "int", "bytes of history a worker keeps in memory, 0 to 4294967296", 0, 2**32
     ),
+    "history_shared_cache_bytes": _Rule(
+        "int", "bytes of history shared in Redis, 1048576 to 68719476736", 2**20, 2**36
+    ),
     "state_dir": _Rule("optpath", "a directory path, or unset for the user's state directory"),
     "master_gnupg_home": _Rule(
         "optpath", "a directory path, or unset for <state_dir>/gnupg-master"
@@ -231,6 +234,8 @@ _RULES: dict[str, _Rule] = {
     "market_timezone": _Rule(
         "zone", "an IANA time zone name, e.g. America/New_York, Europe/London or UTC"
     ),
+    "max_pending_orders_per_account": _Rule("int", "orders from 1 to 100000", 1, 100_000),
+    "rejected_orders_retention_days": _Rule("int", "whole days from 1 to 36500", 1, 36500),
 }
 
 _PATH_KINDS = frozenset({"optpath"})
@@ -315,6 +320,9 @@ class Settings:
     market_timeout: float = 10.0
     #: Bytes of price history each worker keeps in process memory (LRU); 0 = Redis only.
     history_cache_bytes: int = 32 * 1024 * 1024
+    #: Ceiling of the history answers all workers share in Redis (oldest evicted first;
+    #: sessions and orders are never evicted).
+    history_shared_cache_bytes: int = 64 * 1024 * 1024
     state_dir: Path | None = None
     #: The master's GnuPG home (its key pair; `pt master keygen`).
     master_gnupg_home: Path | None = None
@@ -377,6 +385,11 @@ class Settings:
     #: after the order was accepted.
     market_close: str = "16:00"
     market_timezone: str = "America/New_York"
+    #: Orders one account may have waiting for the next drain (limits/pending_orders.py).
+    max_pending_orders_per_account: int = 20
+    #: Days a rejected order is kept (its id must be remembered while it could be
+    #: replayed after a crash: at least a day); then the master purges it.
+    rejected_orders_retention_days: int = 30
 
     _DIRECT: ClassVar[str] = "Settings(...)"
 

@@ -25,6 +25,9 @@ from papertrader.protocol import Instruction
 from papertrader.store.history import Unit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: The first date a history request may name: nothing is stored before the epoch, and
+#: every range built from a date inside [FIRST_DATE, today] stays far from datetime's limits.
+FIRST_DATE = EPOCH.date()
 
 #: The short name of each history instruction (Redis keys, logs, the CLI's --range).
 KINDS: dict[Instruction, str] = {
@@ -49,6 +52,18 @@ class Window:
         """True while the current update period still falls inside the range (its
         answer can change until the interval ends)."""
         return self.end > period_start
+
+
+def date_problem(day: date, today: date) -> str | None:
+    """Why ``day`` cannot be asked for (an INVALID_DATE reason naming the allowed
+    range), or None. Checked before any range is built from it."""
+    if FIRST_DATE <= day <= today:
+        return None
+    where = "in the future" if day > today else "before any history"
+    return (
+        f"{day.isoformat()} is {where}: dates from {FIRST_DATE.isoformat()} "
+        f"to {today.isoformat()} (today, UTC) are allowed"
+    )
 
 
 def midnight(day: date) -> datetime:

@@ -5,7 +5,8 @@ the same instruction codes; the master reads ``asset_bars`` (aggregated in
 SQL, ``store/history.py``) and answers DATA packets 1..max, or DATA_FAIL:
 
 * UNKNOWN_ASSET: not a configured asset;
-* INVALID_DATE: a date after today (UTC), or before the asset's first bar;
+* INVALID_DATE: a date after today (UTC), before 1970-01-01, or before the
+  asset's first bar (checked before any range is computed from it);
 * NO_DATA: no bar yet, or none inside the range (a weekend in daily data);
 * BAD_ARGUMENT: a forecast horizon outside 1..MAX_HORIZON.
 
@@ -22,7 +23,7 @@ import redis
 from loguru import logger
 
 from papertrader.market import forecast as model
-from papertrader.market.ranges import KINDS, window
+from papertrader.market.ranges import KINDS, date_problem, window
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size, packets_for
 from papertrader.protocol.records import to_record
@@ -73,11 +74,9 @@ def _history(ctx: MasterContext, request: Message, now: datetime) -> list[Messag
         value = request.arg("date")
         assert isinstance(value, date)
         day = value
-        if day > now.date():
-            raise HistoryError(
-                ErrorCode.INVALID_DATE,
-                f"{day.isoformat()} is in the future (today is {now.date().isoformat()} UTC)",
-            )
+        problem = date_problem(day, now.date())
+        if problem is not None:
+            raise HistoryError(ErrorCode.INVALID_DATE, problem)
     span = history_store.bar_span(ctx.pool, symbol)
     if span is None:
         _count(ctx, 1)

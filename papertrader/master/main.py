@@ -25,6 +25,7 @@ from loguru import logger
 from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home
+from papertrader.limits.pending_orders import PendingOrders
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
@@ -35,6 +36,7 @@ from papertrader.master.context import MasterContext
 from papertrader.master.control import ControlListener
 from papertrader.master.handshake import MasterHandshake
 from papertrader.master.link_server import LinkServer
+from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import OrderDrain, OrderIntake
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
 from papertrader.oidc.discovery import ProviderDirectory
@@ -113,7 +115,9 @@ class Master:
             intake=self.intake,
             day_end=lambda now: trading_day.day_order_end(now, close, settings.market_timezone),
             max_open=settings.max_open_orders,
+            pending=PendingOrders(self.redis, settings.max_pending_orders_per_account),
         )
+        self.purge = RejectedOrdersPurge(self.pool, settings.rejected_orders_retention_days)
         try:
             provider = provider_from_settings(settings)
         except ProviderError as exc:
@@ -194,6 +198,7 @@ class Master:
             gevent.spawn(self.workers.run_watchdog, self._stop),
             gevent.spawn(ControlListener(self.redis, self.workers).run, self._stop),
             gevent.spawn(self.drain.intake.run, self._stop),
+            gevent.spawn(self.purge.run, self._stop),
         ]
         listen_host, listen_port = self.address
         logger.info(

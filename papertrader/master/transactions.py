@@ -42,6 +42,7 @@ import psycopg2
 import redis
 from loguru import logger
 
+from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
 from papertrader.store.drain_status import DrainStatusStore
@@ -258,6 +259,7 @@ def drain_once(
     chunk_size: int = CHUNK_SIZE,
     day_end: datetime | None = None,
     max_open: int = DEFAULT_MAX_OPEN_ORDERS,
+    pending: PendingOrders | None = None,
 ) -> int:
     """One interval's work at ``prices`` (symbol -> price): the book's turn, then every
     queued order; returns how many queued orders got an outcome. Malformed stream
@@ -298,6 +300,12 @@ def drain_once(
                 if publishing is not None:
                     publishing.get()
                 publishing = gevent.spawn(_publish, queue, intake, chunk, parts)
+                if pending is not None:  # drained: no longer waiting against their caps
+                    pending.release(
+                        (e.staged.account_id, e.staged.order_id)
+                        for e in chunk
+                        if e.staged is not None
+                    )
                 decided += len(chunk)
         finally:
             if publishing is not None:
@@ -322,7 +330,9 @@ class OrderDrain:
         intake: OrderIntake | None = None,
         day_end: Callable[[datetime], datetime] = day_order_end,
         max_open: int = DEFAULT_MAX_OPEN_ORDERS,
+        pending: PendingOrders | None = None,
     ) -> None:
+        self._pending = pending
         self._queue = queue
         self._pool = pool
         self._prices = prices
@@ -349,6 +359,7 @@ class OrderDrain:
                 intake=self.intake,
                 day_end=self._day_end(now),
                 max_open=self._max_open,
+                pending=self._pending,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             error = f"Redis is unavailable ({exc})"

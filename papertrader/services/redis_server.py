@@ -55,6 +55,9 @@ def render_config(record: RedisRecord) -> str:
         "daemonize yes",
         "appendonly yes",
         "appendfsync everysec",
+        # Nothing is ever evicted (sessions, queued orders); the history cache keeps its
+        # own ceiling (history_shared_cache_bytes).
+        "maxmemory-policy noeviction",
         "databases 16",
     ]
     return "\n".join(lines) + "\n"

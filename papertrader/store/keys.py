@@ -48,6 +48,13 @@ ORDERS_GROUP = "master"
 ORDERS_CONSUMER = "master"
 
 
+#: Sorted set: the orders of one account waiting for the next drain (order id hex -> ms
+#: reserved), capped at max_pending_orders_per_account (``limits/pending_orders.py``).
+#: Workers add (before XADD), the master removes after the drain decided them.
+def pending_orders(account_id: int) -> str:
+    return f"{PREFIX}orders:pending:{account_id}"
+
+
 #: List holding the JSON outcome of one order, for the worker waiting on it. TTL 1 hour.
 def order_result(reply_hex: str) -> str:
     """The result list of one queued order: named by the random ``reply`` id the worker
@@ -79,8 +86,19 @@ MARKET_API_CALLS = f"{PREFIX}market:api_calls"
 #: exists to keep it flat (tests and `pt market status` read it).
 HISTORY_QUERIES = f"{PREFIX}history:queries"
 
-#: Glob matching every cached history answer (deleted after a backfill changes the past).
+#: Glob matching every cached history answer and the cache's index (deleted after a
+#: backfill changes the past).
 HISTORY_CACHE_PATTERN = f"{PREFIX}history:cache:*"
+
+#: Sorted set: every shared history entry by the time it was put (ms, Redis clock); the
+#: oldest are evicted first when the cache passes history_shared_cache_bytes.
+HISTORY_CACHE_INDEX = f"{PREFIX}history:cache:~index"
+
+#: Hash: shared history entry key -> the bytes it counts for (value + key + overhead).
+HISTORY_CACHE_SIZES = f"{PREFIX}history:cache:~sizes"
+
+#: String (counter): the bytes the shared history entries count for, at most the ceiling.
+HISTORY_CACHE_BYTES = f"{PREFIX}history:cache:~bytes"
 
 
 #: String: one cached history answer, shared by all workers. ``kind`` is day, week, month,

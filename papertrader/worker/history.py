@@ -9,14 +9,18 @@ the master encoded it, re-cut into packets of the client connection's size.
 Cache lifetime (spec 3.2.6): a range that still contains the current update
 period (today's day view, this week, all-time, every forecast) lives until
 the end of the current interval; a range wholly in the past lives
-``CLOSED_TTL``.
+``CLOSED_TTL``. The master's verdicts on a request (no data, invalid date)
+live only until the end of the current interval: a client naming one
+distinct date after another cannot fill the cache with refusals. A date
+outside 1970-01-01..today is refused here, before any range or cache key is
+made from it, and never reaches the master.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from papertrader.market.ranges import EPOCH, KINDS, window
+from papertrader.market.ranges import EPOCH, KINDS, date_problem, window
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to, split_payload
 from papertrader.store import keys
 from papertrader.worker.cache import QuoteCache
@@ -83,36 +87,43 @@ class PriceHistory:
             return [reply_to(request, Instruction.DATA_FAIL, int(ErrorCode.UNKNOWN_ASSET), reason)]
         argument = request.args[1] if len(request.args) > 1 else None
         assert argument is None or isinstance(argument, (date, int))
+        now = datetime.now(timezone.utc)
+        if isinstance(argument, date):
+            problem = date_problem(argument, now.date())
+            if problem is not None:
+                code = int(ErrorCode.INVALID_DATE)
+                return [reply_to(request, Instruction.DATA_FAIL, code, problem)]
         forwarded = Message(
             instruction,
             (symbol,) + request.args[1:],
             session_id=request.session_id,
         )
-        now = datetime.now(timezone.utc)
         shown = "-" if argument is None else str(argument)
         key_argument = argument.isoformat() if isinstance(argument, date) else shown
         key = keys.history_cache(kind, symbol, key_argument)
         ttl = self.ttl(kind, argument if argument is not None else 0, now)
+        failure_ttl = min(ttl, (interval_bounds(now, self._interval)[1] - now).total_seconds())
 
-        def ask_master() -> tuple[Answer, bool]:
+        def ask_master() -> tuple[Answer, float | None]:
             try:
                 answer = self._link.request(
                     for_master(forwarded, client, stamp, with_session=True), self._timeout
                 )
             except LinkError as exc:
-                return Answer(code=int(exc.code), reason=exc.reason), False
+                return Answer(code=int(exc.code), reason=exc.reason), None
             if isinstance(answer, bytes):
-                return Answer(payload=answer), True
+                return Answer(payload=answer), ttl
             if answer.instruction is Instruction.DATA_FAIL:
                 code, reason = answer.args[0], answer.args[1]
                 assert isinstance(code, int) and isinstance(reason, str)
-                return Answer(code=code, reason=reason), code in CACHEABLE_FAILURES
+                kept = failure_ttl if code in CACHEABLE_FAILURES else None
+                return Answer(code=code, reason=reason), kept
             return Answer(
                 code=int(ErrorCode.INTERNAL),
                 reason=f"the master answered {answer.instruction.name}",
-            ), False
+            ), None
 
-        result = self._cache.get_or_fetch(key, ttl, ask_master)
+        result = self._cache.get_or_fetch(key, ask_master)
         if result.payload is not None:
             return split_payload(result.payload, self._chunk_size, request_id=request.request_id)
         return [reply_to(request, Instruction.DATA_FAIL, result.code, result.reason)]

@@ -7,7 +7,12 @@ Two levels, both bounded:
    TTL: the end of the current update interval while the requested range still
    contains the open period (its last bar can still change), ``CLOSED_TTL``
    for ranges wholly in the past (a closed bar never changes; a backfill
-   deletes the keys).
+   deletes the keys). The shared level has a **memory ceiling**
+   (``history_shared_cache_bytes``) kept by a bounded index in the same Redis:
+   every put is one Lua call that records the entry's size in an index and
+   deletes the oldest entries until the total is under the ceiling. Only
+   history keys are ever evicted: Redis itself runs with ``noeviction``, so a
+   session or a queued order can never be pushed out by cached history.
 2. **This process**: an LRU of the same entries, bounded in bytes
    (``history_cache_bytes``), each entry with the same deadline as its Redis
    key. A repeated request costs a dict lookup.
@@ -33,12 +38,42 @@ import gevent.event
 import redis
 from loguru import logger
 
+from papertrader.store import keys
+
 #: Lifetime of an answer whose range is wholly in the past.
 CLOSED_TTL = 6 * 3600.0
 #: Answers larger than this are not put in Redis (a day of minute bars is ~250 KB).
 MAX_SHARED_ENTRY = 8 * 1024 * 1024
 #: Seconds the shared level is skipped after a Redis error.
 REDIS_PAUSE = 5.0
+#: Bytes counted per entry beyond its value and key (index, size hash, Redis overhead).
+ENTRY_OVERHEAD = 200
+
+# KEYS = entry, index (zset: key -> put time), sizes (hash: key -> bytes), total (string)
+# ARGV = blob, ttl ms, ceiling bytes, overhead -> entries evicted
+_PUT_LUA = """
+local size = string.len(ARGV[1]) + string.len(KEYS[1]) + tonumber(ARGV[4])
+local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]))
+if old then redis.call('DECRBY', KEYS[4], old) end
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], size)
+local total = redis.call('INCRBY', KEYS[4], size)
+local ceiling, evicted = tonumber(ARGV[3]), 0
+while total > ceiling do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #oldest == 0 then break end
+  local victim = oldest[1]
+  local victim_size = tonumber(redis.call('HGET', KEYS[3], victim)) or 0
+  redis.call('ZREM', KEYS[2], victim)
+  redis.call('HDEL', KEYS[3], victim)
+  redis.call('DEL', victim)
+  total = redis.call('DECRBY', KEYS[4], victim_size)
+  evicted = evicted + 1
+end
+return evicted
+"""
 _DATA = b"D"
 _FAIL = b"F"
 
@@ -79,9 +114,12 @@ class HistoryCache:
         client: redis.Redis,
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        shared_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._redis = client
+        self._put = client.register_script(_PUT_LUA)
         self.max_bytes = max_bytes
+        self.shared_max_bytes = shared_max_bytes
         self._clock = clock
         self._local: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
         self._bytes = 0
@@ -92,6 +130,7 @@ class HistoryCache:
         self.hits_local = 0
         self.hits_shared = 0
         self.misses = 0
+        self.evicted_shared = 0
 
     @property
     def local_bytes(self) -> int:
@@ -159,17 +198,26 @@ class HistoryCache:
         if len(blob) > MAX_SHARED_ENTRY or self._redis_paused():
             return
         try:
-            self._redis.set(key, blob, px=max(1, int(ttl * 1000)))
+            self.evicted_shared += int(
+                self._put(
+                    keys=[
+                        key,
+                        keys.HISTORY_CACHE_INDEX,
+                        keys.HISTORY_CACHE_SIZES,
+                        keys.HISTORY_CACHE_BYTES,
+                    ],
+                    args=[blob, max(1, int(ttl * 1000)), self.shared_max_bytes, ENTRY_OVERHEAD],
+                )
+            )
         except redis.RedisError as exc:
             self._redis_trouble(exc)
 
     # the one entry point --------------------------------------------------------------
-    def get_or_fetch(
-        self, key: str, ttl: float, fetch: Callable[[], tuple[Answer, bool]]
-    ) -> Answer:
+    def get_or_fetch(self, key: str, fetch: Callable[[], tuple[Answer, float | None]]) -> Answer:
         """The cached answer for ``key``, else ``fetch()`` once. ``fetch`` returns the
-        answer and whether it may be cached (for ``ttl`` seconds): the master's data or
-        its verdict on the request may, "master unreachable" may not."""
+        answer and how many seconds it may be kept (None: not at all): the master's
+        data for its range's lifetime, its verdict on the request briefly, "master
+        unreachable" never."""
         answer = self._local_get(key)
         if answer is not None:
             self.hits_local += 1
@@ -181,7 +229,7 @@ class HistoryCache:
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._inflight[key] = result
         try:
-            answer = self._fill(key, ttl, fetch)
+            answer = self._fill(key, fetch)
         except BaseException as exc:
             result.set_exception(exc)
             raise
@@ -190,7 +238,7 @@ class HistoryCache:
         result.set(answer)
         return answer
 
-    def _fill(self, key: str, ttl: float, fetch: Callable[[], tuple[Answer, bool]]) -> Answer:
+    def _fill(self, key: str, fetch: Callable[[], tuple[Answer, float | None]]) -> Answer:
         found = self._shared_get(key)
         if found is not None:
             answer, remaining = found
@@ -198,8 +246,8 @@ class HistoryCache:
             self._local_put(key, answer, remaining)
             return answer
         self.misses += 1
-        fetched, cacheable = fetch()
-        if cacheable and ttl > 0.001:
+        fetched, ttl = fetch()
+        if ttl is not None and ttl > 0.001:
             self._shared_put(key, fetched, ttl)
             self._local_put(key, fetched, ttl)
         return fetched

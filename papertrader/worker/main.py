@@ -30,6 +30,7 @@ from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, worker_home
 from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
+from papertrader.limits.pending_orders import PendingOrders
 from papertrader.log import crash_guard, install_logging, uninstall_logging
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
@@ -133,11 +134,17 @@ class Worker:
                 settings.worker_name,
                 order_wait_timeout(settings.update_interval),
                 settings.max_order_quantity,
+                PendingOrders(redis_client, settings.max_pending_orders_per_account),
+                settings.update_interval,
             ),
             UserData(self.link, max_chunk_size(settings.max_data_size)),
             PriceHistory(
                 self.link,
-                HistoryCache(redis_client, settings.history_cache_bytes),
+                HistoryCache(
+                    redis_client,
+                    settings.history_cache_bytes,
+                    shared_max_bytes=settings.history_shared_cache_bytes,
+                ),
                 self.cache,
                 max_chunk_size(settings.max_data_size),
                 settings.update_interval,

@@ -20,6 +20,7 @@ same id) is always safe.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,6 +29,8 @@ from typing import Any
 import redis
 from loguru import logger
 
+from papertrader.limits.limiter import Refused, retry_after_text
+from papertrader.limits.pending_orders import PendingOrders
 from papertrader.protocol import NIL, ErrorCode, Instruction, Message, ProtocolError, reply_to
 from papertrader.protocol.records import from_record, to_record
 from papertrader.store.order_queue import Order, OrderQueue, Side
@@ -221,12 +224,17 @@ class OrderDesk:
         worker_name: str,
         wait_timeout: float,
         max_quantity: int = 1_000_000_000,
+        pending: PendingOrders | None = None,
+        update_interval: float = 5.0,
     ) -> None:
         self._queue = queue
         self._cache = cache
         self._worker = worker_name
         self._wait_timeout = wait_timeout
         self._max_quantity = max_quantity
+        #: The cap on orders one account may have waiting for the next drain.
+        self._pending = pending
+        self._interval = update_interval
 
     # -- the instructions -----------------------------------------------------
     def place(self, request: Message, client: ClientInfo, session: Session, stamp: int) -> Message:
@@ -248,8 +256,10 @@ class OrderDesk:
             )
         ticket = Ticket(uuid.uuid4(), side, symbol, quantity)
         result = self._submit(ticket, client, session, stamp)
-        if isinstance(result, TicketError):  # the outcome is unknown
+        if isinstance(result, TicketError):  # the outcome is unknown, or nothing was queued
             order_id = order_id_for(session.account_id, ticket.client_order_id)
+            if result.code is ErrorCode.RATE_LIMITED:
+                order_id = NIL
             return reply_to(request, fail, int(result.code), result.reason, order_id)
         if result.status == "filled" and result.price is not None and result.executed_at:
             return reply_to(
@@ -292,6 +302,20 @@ class OrderDesk:
         return reply_to(request, Instruction.ORDER_STATUS, to_record(result.as_record()))
 
     # -- queue and wait ----------------------------------------------------------
+    def _over_pending_cap(self, order: Order, client: ClientInfo) -> TicketError | None:
+        """The per-account cap on orders waiting for the next drain, checked (and the
+        order counted) atomically in Redis before the XADD; a refusal queues nothing."""
+        pending = self._pending
+        if pending is None or pending.reserve(order.account_id, order.order_id):
+            return None
+        wait = retry_after_text(Refused(max(1.0, math.ceil(self._interval))))
+        logger.info(f"{client.label}: order refused: {pending.cap} orders already waiting")
+        return TicketError(
+            ErrorCode.RATE_LIMITED,
+            f"you already have {pending.cap} orders waiting for the next market update "
+            f"(the most one account may have); this one was not queued: {wait}",
+        )
+
     def _submit(
         self, ticket: Ticket, client: ClientInfo, session: Session, stamp: int
     ) -> OrderState | TicketError:
@@ -314,6 +338,9 @@ class OrderDesk:
             reply=uuid.uuid4().hex,
         )
         cid = ticket.client_order_id
+        refusal = self._over_pending_cap(order, client)
+        if refusal is not None:
+            return refusal
         try:
             self._queue.submit(order)
         except redis.RedisError as exc:
