@@ -68,7 +68,8 @@ def test_up_detach_serves_clients_and_down_stops_everything(
         assert addresses == [f"127.0.0.1:{worker_port}", f"127.0.0.1:{worker_port + 1}"]
         assert endpoints["services_started"] is False  # the URLs were configured
         assert (state / "stack.json").exists()
-        assert (state / "logs" / "master.out").exists()
+        assert (state / "logs" / "master.log").exists()
+        assert not list((state / "logs").glob("*.out"))  # one file per process
 
         listed = get_worker_list("127.0.0.1", master_port)
         assert {w["name"] for w in listed} == {"worker-1", "worker-2"}
@@ -150,7 +151,7 @@ def test_a_worker_the_master_refuses_stops_the_stack(
     assert "Traceback (most recent call last)" not in result.stderr.split("last lines")[0]
     assert not port_answers(master_port) and not port_answers(worker_port)
     assert not (state / "stack.json").exists()
-    assert os.path.exists(state / "logs" / "worker-1.out")
+    assert os.path.exists(state / "logs" / "worker-1.log")
 
 
 def test_a_child_dying_at_start_is_named_with_its_log(

@@ -380,3 +380,74 @@ def test_thread_crash_dumps_memory(tmp_path: Path) -> None:
     assert messages_of(log_file)[0] == "starting thread"
     assert "unhandled exception in thread client-7" in text
     assert "OSError: thread failed" in text
+
+
+def test_the_log_file_is_rotated_kept_private_and_pruned(tmp_path: Path, installed: None) -> None:
+    log_file = tmp_path / "logs" / "rotating.log"
+    install_logging(
+        log_file,
+        capacity=10,
+        flush_seconds=3600,
+        also_stderr=False,
+        rotation_bytes=65536,
+        retention_files=2,
+        repeat_limit=100_000,
+    )
+    for index in range(4000):  # ~400 KB of entries: several rotations
+        logger.info("entry {} {}", index, "x" * 60)
+    uninstall_logging()
+    files = sorted(log_file.parent.iterdir())
+    rotated = [f for f in files if f.name != log_file.name]
+    assert log_file in files
+    assert 1 <= len(rotated) <= 2, files  # older rotated files were deleted
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert path.stat().st_size <= 65536 + 2000  # a batch may finish the file it starts
+    assert messages_of(log_file)[-1] == f"entry 3999 {'x' * 60}"
+
+
+def test_repeated_entries_from_one_line_are_summarised(tmp_path: Path, installed: None) -> None:
+    log_file = tmp_path / "throttled.log"
+    memory = install_logging(
+        log_file, capacity=100_000, flush_seconds=3600, also_stderr=False, repeat_limit=5
+    )
+    for index in range(1000):  # a flood of one error (a client hammering a bad request)
+        logger.warning("refused request {} from 203.0.113.7", index)
+    logger.info("another line of code is not affected")
+    memory.flush()
+    messages = messages_of(log_file)
+    assert len(messages) == 6
+    assert messages[:5] == [f"refused request {i} from 203.0.113.7" for i in range(5)]
+    assert messages[5] == "another line of code is not affected"
+
+
+def test_the_throttle_reports_what_it_dropped() -> None:
+    from papertrader.log.throttle import LogThrottle
+
+    now = [0.0]
+    throttle = LogThrottle(burst=2, window=10, clock=lambda: now[0])
+    seen: list[str] = []
+    sink_id = logger.add(
+        lambda message: seen.append(message.record["message"]),
+        filter=throttle,
+        format="{message}",
+    )
+
+    def emit() -> None:
+        logger.info("same line")  # one call site
+
+    try:
+        for _ in range(7):
+            emit()
+        assert seen == ["same line", "same line"]
+        now[0] = 10.5  # the next window: the count rides on the next entry
+        emit()
+        assert seen[-1].endswith("[5 more like this in the previous 10 s were not logged]")
+        for _ in range(3):
+            logger.info("quiet after this")  # then this site goes quiet
+        now[0] = 30.0
+        summaries = throttle.summaries()
+        assert len(summaries) == 1 and "1 log entries" in summaries[0]
+        assert "(more than 2 alike)" in summaries[0]
+    finally:
+        logger.remove(sink_id)

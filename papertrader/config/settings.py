@@ -102,6 +102,10 @@ _RULES: dict[str, _Rule] = {
     "log_memory_entries": _Rule("int", "a whole number of entries, at least 1", 1),
     "log_file": _Rule("optpath", "a file path, or unset for <state_dir>/logs/<process>.log"),
     "log_flush_seconds": _Rule("float", "seconds greater than 0", 0, low_open=True),
+    "log_rotation_bytes": _Rule("int", "bytes from 65536 to 68719476736", 65536, 2**36),
+    "log_retention_files": _Rule("int", "rotated files kept, 1 to 10000", 1, 10000),
+    "log_repeat_limit": _Rule("int", "entries per line of code per 10 s, 1 to 100000", 1, 100000),
+    "log_stderr": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
     "update_interval": _Rule("float", "seconds between 0.05 and 86400", 0.05, 86400),
     "redis_url": _Rule(
         "optstr",
@@ -259,6 +263,13 @@ class Settings:
     log_memory_entries: int = 1000
     log_file: Path | None = None
     log_flush_seconds: float = 5.0
+    #: The log file is rotated at this size; this many rotated files are kept.
+    log_rotation_bytes: int = 10 * 1024 * 1024
+    log_retention_files: int = 10
+    #: Entries one line of code may log per 10 s; more are counted and summarised.
+    log_repeat_limit: int = 20
+    #: Copy log entries to stderr too (pt up turns it off: one file per process).
+    log_stderr: bool = True
     update_interval: float = 5.0
     redis_url: str | None = None
     database_url: str | None = None

@@ -11,6 +11,7 @@ from papertrader.log.memory_log import (
     display_path,
     entry_format,
     install_logging,
+    install_logging_for,
     uninstall_logging,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "display_path",
     "entry_format",
     "install_logging",
+    "install_logging_for",
     "uninstall_logging",
 ]

@@ -8,6 +8,16 @@ when it holds ``log_memory_entries`` of them (spec 2.3.3), every
 ``log_flush_seconds``, at exit, and when the process crashes (spec 3.1.1), so the
 entries leading up to a crash are on disk.
 
+The file itself is a loguru file sink: rotated at ``log_rotation_bytes``, the
+newest ``log_retention_files`` rotated files kept, created 0600. Held batches
+reach it as raw records that only it accepts. Every entry first passes a
+:class:`~papertrader.log.throttle.LogThrottle`: one line of code logs at
+most ``log_repeat_limit`` entries per 10 s, the rest are counted and
+summarised, so no client can make a server write more than a bounded amount
+per second. One file per process: a process started by ``pt up`` does not
+copy its entries to stderr (``log_stderr``), whose raw output goes to the
+same file.
+
 Never log secrets: passwords, password hashes, session ids, GPG material, link
 keys, or URLs with credentials (mask them with
 ``papertrader.config.redact_url``). This module does not filter messages; it
@@ -31,8 +41,12 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from papertrader.log.throttle import LogThrottle
+
 if TYPE_CHECKING:
     from loguru import Message, Record
+
+    from papertrader.config import Settings
 
 # Files under this directory are shown relative to it: papertrader/master/main.py.
 _ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +56,7 @@ _WHERE = "pt_where"  # the rendered file:function:line
 _ORIGIN = "pt_origin"  # (path, function, line) overriding the caller, for crash entries
 _FROM_HOOK = "pt_from_hook"  # crash entry whose traceback the previous hook prints anyway
 _LOGGED_ATTR = "_papertrader_crash_logged"
+_BATCH = "pt_batch"  # a batch of held entries on its way to the rotating file sink
 
 # UTC, so entries from workers in different regions sort together.
 _TEMPLATE = (
@@ -92,7 +107,16 @@ class MemoryLog:
     logs through loguru itself, which would re-enter the handler.
     """
 
-    def __init__(self, log_file: Path, capacity: int, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        log_file: Path,
+        capacity: int,
+        flush_seconds: float,
+        writer: Callable[[str], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        """``writer`` takes each batch (default: append to ``log_file`` directly);
+        ``on_tick`` runs before each timed flush (the throttle's summaries)."""
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
         if not flush_seconds > 0:
@@ -100,6 +124,8 @@ class MemoryLog:
         self.log_file = Path(log_file)
         self.capacity = capacity
         self.flush_seconds = flush_seconds
+        self._writer = writer
+        self._on_tick = on_tick
         self._entries: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -146,6 +172,8 @@ class MemoryLog:
     def _run(self) -> None:
         while not self._stop.wait(self.flush_seconds):
             try:
+                if self._on_tick is not None:
+                    self._on_tick()
                 self.flush()
             except Exception as exc:  # keep flushing later; the logger cannot report this
                 _stderr(f"papertrader.log: flusher error: {exc!r}\n")
@@ -158,7 +186,10 @@ class MemoryLog:
         # Dropped even if the write fails: the memory bound outranks the entries.
         self._entries = []
         try:
-            _append_private(self.log_file, batch)
+            if self._writer is None:
+                _append_private(self.log_file, batch)
+            else:
+                self._writer(batch)
         except OSError as exc:
             _stderr(f"papertrader.log: lost {count} entries, cannot write {self.log_file}: {exc}\n")
 
@@ -199,10 +230,26 @@ def _not_from_hook(record: Record) -> bool:
     return not record["extra"].get(_FROM_HOOK, False)
 
 
+def _is_batch(record: Record) -> bool:
+    return bool(record["extra"].get(_BATCH, False))
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """Log files hold user names and IP addresses: 0600."""
+    return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+
+
+def _write_batch(batch: str) -> None:
+    """Hand a batch of held entries to the rotating file sink (and to no other)."""
+    logger.bind(**{_BATCH: True}).opt(raw=True).log("INFO", batch)
+
+
 @dataclass
 class _Installation:
     memory: MemoryLog
     handler_ids: list[int]
+    file_handler_id: int
+    throttle: LogThrottle
     excepthook: Callable[[type[BaseException], BaseException, TracebackType | None], None]
     thread_hook: Callable[[threading.ExceptHookArgs], None]
     previous_excepthook: Callable[
@@ -215,12 +262,28 @@ _install_lock = threading.Lock()
 _installed: _Installation | None = None
 
 
+def install_logging_for(settings: Settings, log_file: Path) -> MemoryLog:
+    """:func:`install_logging` with every log setting of a server process."""
+    return install_logging(
+        log_file,
+        settings.log_memory_entries,
+        settings.log_flush_seconds,
+        also_stderr=settings.log_stderr,
+        rotation_bytes=settings.log_rotation_bytes,
+        retention_files=settings.log_retention_files,
+        repeat_limit=settings.log_repeat_limit,
+    )
+
+
 def install_logging(
     settings_log_file: Path,
     capacity: int,
     flush_seconds: float,
     level: str = "INFO",
     also_stderr: bool = True,
+    rotation_bytes: int = 10 * 1024 * 1024,
+    retention_files: int = 10,
+    repeat_limit: int = 20,
 ) -> MemoryLog:
     """Route loguru into a started :class:`MemoryLog` and make crashes dump it to disk.
 
@@ -232,15 +295,38 @@ def install_logging(
     """
     global _installed
     uninstall_logging()
-    memory = MemoryLog(settings_log_file, capacity, flush_seconds)
+    throttle = LogThrottle(repeat_limit)
+
+    def tick() -> None:
+        for line in throttle.summaries():
+            logger.warning(line)
+
+    memory = MemoryLog(settings_log_file, capacity, flush_seconds, _write_batch, tick)
+
+    def entries(record: Record) -> bool:
+        return not _is_batch(record) and throttle(record)
+
+    Path(settings_log_file).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _install_lock:
         with contextlib.suppress(ValueError):  # already removed by someone else
             logger.remove(0)
+        file_id = logger.add(
+            str(settings_log_file),
+            level=0,
+            format="{message}",
+            filter=_is_batch,
+            colorize=False,
+            rotation=rotation_bytes,
+            retention=retention_files,
+            encoding="utf-8",
+            opener=_private_opener,
+        )
         ids = [
             logger.add(
                 memory,
                 level=level,
                 format=entry_format,
+                filter=entries,
                 colorize=False,
                 backtrace=False,
                 diagnose=False,
@@ -255,7 +341,7 @@ def install_logging(
                     colorize=False,
                     backtrace=False,
                     diagnose=False,
-                    filter=_not_from_hook,
+                    filter=lambda record: entries(record) and _not_from_hook(record),
                 )
             )
         previous_excepthook = sys.excepthook
@@ -281,6 +367,8 @@ def install_logging(
         _installed = _Installation(
             memory,
             ids,
+            file_id,
+            throttle,
             excepthook,
             thread_hook,
             previous_excepthook,
@@ -309,7 +397,9 @@ def uninstall_logging() -> None:
         if threading.excepthook is installed.thread_hook:
             threading.excepthook = installed.previous_thread_hook
         atexit.unregister(installed.memory.close)
-    installed.memory.close()
+    installed.memory.close()  # the last batch still goes through the file sink
+    with contextlib.suppress(ValueError):
+        logger.remove(installed.file_handler_id)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home
 from papertrader.limits.pending_orders import PendingOrders
-from papertrader.log import crash_guard, install_logging, uninstall_logging
+from papertrader.log import crash_guard, install_logging_for, uninstall_logging
 from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
 from papertrader.master import trading_day
@@ -253,11 +253,7 @@ def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
 def run_master(settings: Settings, state_dir: Path | None = None) -> None:
     """Run a master until SIGTERM or SIGINT. Raises ``MasterError`` or ``ServicesError``
     (one line each, already logged) if it cannot start."""
-    install_logging(
-        default_log_file(settings, state_dir),
-        settings.log_memory_entries,
-        settings.log_flush_seconds,
-    )
+    install_logging_for(settings, default_log_file(settings, state_dir))
     failure: str | None = None
     try:
         with crash_guard():

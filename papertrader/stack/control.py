@@ -191,7 +191,7 @@ def start_detached(options: StackOptions, say: Say) -> StackRecord:
 
 def _spawn_supervisor(options: StackOptions) -> subprocess.Popen[bytes]:
     """``python -m papertrader.stack`` in a session of its own, outliving this process."""
-    log = logs_dir(options.state_dir) / "supervisor.out"
+    log = logs_dir(options.state_dir) / SUPERVISOR_LOG  # one file per process
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         return subprocess.Popen(

@@ -220,12 +220,14 @@ def _child(
         name=name,
         role=role,
         argv=[*PT_COMMAND, *args, *common],
-        env={**env, "PT_LOG_FILE": str(log)},
+        # One file per process: no copy of the entries on stderr, whose raw output (what
+        # is printed before logging starts) is appended to the same log file.
+        env={**env, "PT_LOG_FILE": str(log), "PT_LOG_STDERR": "false"},
         cwd=str(options.cwd),
         host=host,
         port=port,
         log=str(log),
-        console=str(logs / f"{name}.out"),
+        console=str(log),
         uuid=worker_uuid,
     )
 

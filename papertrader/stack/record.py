@@ -104,7 +104,7 @@ class Child:
     host: str
     port: int
     log: str  # the process's own log file (loguru)
-    console: str  # its stdout and stderr (what is printed before logging starts)
+    console: str  # its stdout and stderr (what is printed before logging starts): its log
     uuid: str | None = None
     metrics: str | None = None  # host:port of /metrics and /healthz, when enabled
 

@@ -31,7 +31,7 @@ from papertrader.keyring import Keyring, KeyringError, worker_home
 from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
 from papertrader.limits.pending_orders import PendingOrders
-from papertrader.log import crash_guard, install_logging, uninstall_logging
+from papertrader.log import crash_guard, install_logging_for, uninstall_logging
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
@@ -269,7 +269,7 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
     anything else is a crash, logged with its traceback by ``crash_guard``.
     """
     log_file = default_log_file(settings, state_dir)
-    install_logging(log_file, settings.log_memory_entries, settings.log_flush_seconds)
+    install_logging_for(settings, log_file)
     failure: WorkerStartError | None = None
     try:
         with crash_guard():
