@@ -11,7 +11,7 @@ TOXENVS ?= py311,lint,type,ansible
 # Interpreters installed with pyenv, for tox's py310..py313 (shims alone are not found).
 PYENV_BINS := $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[0-3].*/bin 2>/dev/null | tr '\n' ':')
 
-.PHONY: run test test-all os-packages venv lint type bench clean
+.PHONY: run test test-all os-packages venv lint type bench faults clean
 
 os-packages:
 	@scripts/ensure-os-packages.sh "$(PYTHON)"
@@ -43,6 +43,11 @@ type: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# kill -9 the master, a worker, Redis and PostgreSQL in turn under trading load, then
+# check every order exactly once and cash to the cent (scripts/faults.py; < 10 minutes).
+faults: venv
+	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache

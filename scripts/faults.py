@@ -1,0 +1,427 @@
+"""`make faults`: kill -9 each process in turn under trading load, then check every order.
+
+A real stack is built the way the README documents it (`pt services up`,
+`pt db migrate`, `pt master keygen`, `pt workers keygen/register`,
+`pt master run`, `pt worker run`) in a temporary state directory. Traders
+(threads with the client library, one account each) buy and sell without a
+pause and write down what they were told about every order. In each round
+the master, the worker, Redis and PostgreSQL are killed with SIGKILL in
+turn, each restarted the documented way after a moment, with trading going
+on throughout. Then the queue is left to drain and everything is checked:
+
+* every order a trader was told was filled is in PostgreSQL exactly once,
+  with that quantity and price; every order it was told was rejected is not;
+* no fill exists that its trader was not told about, except orders whose
+  outcome it was told is unknown (a crash between queuing and answering);
+* each account's cash is the starting cash minus its buys plus its sells, to
+  the cent; positions are the sum of its fills; nothing is negative.
+
+Redis runs with `appendfsync everysec`: a Redis crash may lose the last
+second of writes, so an order queued in that second and not yet drained may
+be lost. Its trader was never told it was filled (at most "outcome
+unknown"), which is what the checks allow.
+
+    python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6
+
+Exit status 0 when every check holds; the report is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from papertrader.client import ClientError, PaperTraderClient  # noqa: E402
+from papertrader.client.errors import ServerUnreachable  # noqa: E402
+from papertrader.protocol import ErrorCode  # noqa: E402
+from papertrader.services import read_service_urls  # noqa: E402
+from papertrader.services.state import load_state, read_pid_file  # noqa: E402
+
+PASSWORD = "faults are part of the plan 42"
+STARTING_CASH = Decimal("100000.00")
+SYMBOLS = ("AAPL", "MSFT")
+#: Rejections that are a verdict on the order itself (the drain decided them).
+REJECTIONS = {
+    ErrorCode.INSUFFICIENT_CASH,
+    ErrorCode.INSUFFICIENT_POSITION,
+    ErrorCode.UNKNOWN_ASSET,
+    ErrorCode.INVALID_QUANTITY,
+    ErrorCode.RATE_LIMITED,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Record:
+    """What one trader was told."""
+
+    username: str
+    filled: dict[str, tuple[str, str, int, Decimal]] = field(default_factory=dict)
+    rejected: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)
+    lost_without_id: int = 0
+    errors: int = 0
+
+
+class Stack:
+    """The processes, started and restarted with the documented commands."""
+
+    def __init__(self, state: Path, interval: float) -> None:
+        self.state = state
+        self.logs = state / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.master_port, self.worker_port = free_port(), free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+        self.env.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "PT_STATE_DIR": str(state),
+                "PT_UPDATE_INTERVAL": str(interval),
+                "PT_BCRYPT_COST": "4",
+                "PT_LOG_STDERR": "false",
+                "PT_LOGIN_RATE_PER_ADDRESS": "100000/minute",
+                "PT_RESUME_RATE_PER_ADDRESS": "100000/minute",
+                "PT_REGISTER_RATE_PER_ADDRESS": "100000/minute",
+            }
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker_env: dict[str, str] = {}
+
+    def pt(self, *args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pt {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def setup(self) -> None:
+        self.services_up()
+        self.pt("db", "migrate")
+        fingerprint = self.pt("master", "keygen").split()[-1]
+        home = self.state / "gnupg-w1"
+        key = self.state / "w1.asc"
+        self.pt("workers", "keygen", "--home", str(home), "--name", "w1", "--out", str(key))
+        address = f"127.0.0.1:{self.worker_port}"
+        register = ("workers", "register", "w1", "--key", str(key), "--ip", "127.0.0.1/32")
+        out = self.pt(*register, "--region", "faults", "--address", address)
+        self.worker_env = {
+            "PT_WORKER_UUID": out.split()[-1],
+            "PT_WORKER_GNUPG_HOME": str(home),
+            "PT_MASTER_FINGERPRINT": fingerprint,
+        }
+        self.start_master()
+        self.start_worker()
+
+    def services_up(self) -> None:
+        deadline = time.monotonic() + 90
+        while True:  # after a SIGKILL, PostgreSQL may need a moment before it starts again
+            try:
+                self.pt("services", "up")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = self.logs / f"{name}.log"
+        with open(log, "ab") as out:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", *args],
+                cwd=ROOT,
+                env={**self.env, "PT_LOG_FILE": str(log), **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start_master(self) -> None:
+        self._spawn("master", ["master", "run", "--port", str(self.master_port)])
+        wait_until(lambda: port_answers(self.master_port), 60, "the master")
+
+    def start_worker(self) -> None:
+        args = ["worker", "run", "--name", "w1", "--region", "faults", "--port"]
+        args += [str(self.worker_port), "--master", f"127.0.0.1:{self.master_port}"]
+        self._spawn("worker", args, self.worker_env)
+        wait_until(lambda: port_answers(self.worker_port), 60, "the worker")
+
+    def kill(self, what: str) -> None:
+        """SIGKILL one process: master, worker, redis or postgres."""
+        if what in self.procs:
+            self.procs[what].kill()
+            self.procs[what].wait()
+            return
+        services = load_state(self.state)
+        if what == "redis":
+            assert services.redis is not None
+            pid = read_pid_file(Path(services.redis.pid_file))
+        else:
+            assert services.postgres is not None
+            pid = read_pid_file(Path(services.postgres.data_dir) / "postmaster.pid")
+        if pid is None:
+            raise RuntimeError(f"no pid for {what}")
+        os.kill(pid, signal.SIGKILL)
+
+    def restart(self, what: str) -> None:
+        if what == "master":
+            self.start_master()
+        elif what == "worker":
+            self.start_worker()
+        else:
+            self.services_up()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        try:
+            self.pt("services", "down")
+        except RuntimeError:
+            pass
+
+
+class Trader(threading.Thread):
+    """Buys and sells without a pause; writes down every answer."""
+
+    def __init__(self, index: int, port: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = stop
+        self.record = Record(f"t{index}x{uuid.uuid4().hex[:6]}")
+        self.random = random.Random(index)
+        self.session: uuid.UUID | None = None
+        self.client: PaperTraderClient | None = None
+
+    def _connected(self) -> PaperTraderClient:
+        if self.client is None:
+            client = PaperTraderClient("127.0.0.1", self.port, timeout=90)
+            if self.session is None:
+                name = self.record.username
+                try:
+                    client.register(name, f"{name}@example.org", PASSWORD)
+                except ClientError as exc:
+                    if exc.code is not ErrorCode.USERNAME_TAKEN:
+                        client.close()
+                        raise
+                self.session = client.login(name, PASSWORD).session_id
+            else:
+                client.resume(self.session)
+            self.client = client
+        return self.client
+
+    def _drop(self, forget_session: bool = False) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        if forget_session:
+            self.session = None
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client = self._connected()
+            except ClientError as exc:
+                self.record.errors += 1
+                self._drop(forget_session=exc.session_problem)
+                time.sleep(0.3)
+                continue
+            side = "buy" if self.random.random() < 0.6 else "sell"
+            symbol = self.random.choice(SYMBOLS)
+            quantity = self.random.randint(1, 5)
+            try:
+                fill = (client.buy if side == "buy" else client.sell)(symbol, quantity)
+                self.record.filled[str(fill.order_id)] = (side, symbol, quantity, fill.price)
+            except ServerUnreachable as exc:
+                if exc.lost:
+                    self.record.lost_without_id += 1  # it may have been queued: unknown
+                self._drop()
+                time.sleep(0.3)
+            except ClientError as exc:
+                order = exc.order_id
+                if order is not None and order.int != 0:
+                    if exc.code in REJECTIONS:
+                        self.record.rejected.add(str(order))
+                    else:
+                        self.record.unknown.add(str(order))
+                elif exc.session_problem:
+                    self._drop(forget_session=True)
+                elif exc.code is ErrorCode.TIMEOUT:  # no answer in time: it may be queued
+                    self.record.lost_without_id += 1
+                    self._drop()
+                else:  # refused before it was queued (no order id)
+                    self.record.errors += 1
+                    time.sleep(0.3)
+        self._drop()
+
+
+def check(database_url: str, traders: list[Trader]) -> list[str]:
+    """Every promise against PostgreSQL; the list of broken ones (empty: all hold)."""
+    problems: list[str] = []
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        for trader in traders:
+            record = trader.record
+            cur.execute("SELECT id, cash FROM accounts WHERE username = %s", (record.username,))
+            row = cur.fetchone()
+            if row is None:
+                continue
+            account, cash = row
+            cur.execute(
+                "SELECT order_id::text, side, symbol, quantity, price, amount"
+                " FROM transactions WHERE account_id = %s",
+                (account,),
+            )
+            fills = {r[0]: r[1:] for r in cur.fetchall()}
+            who = record.username
+            for order, (side, symbol, quantity, price) in record.filled.items():
+                got = fills.get(order)
+                if got is None or tuple(got[:4]) != (side, symbol, quantity, price):
+                    problems.append(f"{who}: told filled {order}, PostgreSQL has {got}")
+            for order in record.rejected & set(fills):
+                problems.append(f"{who}: told rejected {order}, but it was filled")
+            told = set(record.filled) | record.unknown
+            phantom = set(fills) - told
+            if len(phantom) > record.lost_without_id:
+                problems.append(f"{who}: {len(phantom)} fills nobody was told about")
+            expected = STARTING_CASH
+            held: dict[str, int] = {}
+            for side, symbol, quantity, _price, amount in fills.values():
+                expected += -amount if side == "buy" else amount
+                held[symbol] = held.get(symbol, 0) + (quantity if side == "buy" else -quantity)
+            if cash != expected:
+                problems.append(f"{who}: cash {cash} but fills say {expected}")
+            if cash < 0 or any(q < 0 for q in held.values()):
+                problems.append(f"{who}: negative cash or position ({cash}, {held})")
+            cur.execute("SELECT symbol, quantity FROM positions WHERE account_id = %s", (account,))
+            stored = {symbol: quantity for symbol, quantity in cur.fetchall()}
+            if stored != {s: q for s, q in held.items() if q}:
+                problems.append(f"{who}: positions {stored}, fills say {held}")
+    conn.close()
+    return problems
+
+
+def drained(redis_url: str) -> bool:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.xlen("pt:orders")) == 0
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def run(rounds: int, phase_seconds: float, traders: int, interval: float = 0.5) -> dict[str, Any]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pt-faults-") as tmp:
+        stack = Stack(Path(tmp), interval)
+        stop = threading.Event()
+        crew: list[Trader] = []
+        kills: list[dict[str, Any]] = []
+        try:
+            stack.setup()
+            crew = [Trader(i, stack.worker_port, stop) for i in range(traders)]
+            for trader in crew:
+                trader.start()
+            time.sleep(phase_seconds)
+            for _ in range(rounds):
+                for what in ("master", "worker", "redis", "postgres"):
+                    stack.kill(what)
+                    time.sleep(1.0)
+                    stack.restart(what)
+                    kills.append({"killed": what, "at": round(time.monotonic() - started, 1)})
+                    time.sleep(phase_seconds)
+            stop.set()
+            for trader in crew:
+                trader.join(timeout=120)
+            urls = read_service_urls(stack.state)
+            assert urls is not None
+            wait_until(lambda: drained(urls.redis_url), 120, "the order queue to drain")
+            time.sleep(interval * 4)  # the last drain's transaction is committed
+            problems = check(urls.database_url, crew)
+        finally:
+            stop.set()
+            stack.stop()
+    return {
+        "rounds": rounds,
+        "kills": kills,
+        "seconds": round(time.monotonic() - started, 1),
+        "traders": [
+            {
+                "user": t.record.username,
+                "filled": len(t.record.filled),
+                "rejected": len(t.record.rejected),
+                "unknown": len(t.record.unknown) + t.record.lost_without_id,
+            }
+            for t in crew
+        ],
+        "orders_filled": sum(len(t.record.filled) for t in crew),
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--phase-seconds", type=float, default=10.0)
+    parser.add_argument("--traders", type=int, default=6)
+    options = parser.parse_args()
+    report = run(options.rounds, options.phase_seconds, options.traders)
+    print(json.dumps(report, indent=2, default=str))
+    sys.exit(0 if report["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()

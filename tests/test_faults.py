@@ -1,0 +1,21 @@
+"""One short round of `make faults` (scripts/faults.py): every process killed with
+SIGKILL in turn under trading load, then every order checked against PostgreSQL
+and each trader's own record. The full run is `make faults`."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "faults.py"
+
+
+def test_one_round_of_kill_9_loses_no_promised_order_and_no_cent() -> None:
+    spec = importlib.util.spec_from_file_location("faults", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    report = faults.run(rounds=1, phase_seconds=3.0, traders=3)
+    assert [kill["killed"] for kill in report["kills"]] == ["master", "worker", "redis", "postgres"]
+    assert report["orders_filled"] > 0, report
+    assert report["problems"] == [], report["problems"]
