@@ -5,6 +5,7 @@ and each trader's own record. The full run is `make faults`."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "faults.py"
@@ -14,6 +15,7 @@ def test_one_round_of_kill_9_loses_no_promised_order_and_no_cent() -> None:
     spec = importlib.util.spec_from_file_location("faults", SCRIPT)
     assert spec is not None and spec.loader is not None
     faults = importlib.util.module_from_spec(spec)
+    sys.modules["faults"] = faults  # dataclasses look their module up while it loads
     spec.loader.exec_module(faults)
     report = faults.run(rounds=1, phase_seconds=3.0, traders=3)
     assert [kill["killed"] for kill in report["kills"]] == ["master", "worker", "redis", "postgres"]
