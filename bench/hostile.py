@@ -94,7 +94,7 @@ def bench_hostile(urls: ServiceUrls, state: Path) -> dict[str, Any]:
         "PT_CLIENT_PREAUTH_IDLE_TIMEOUT": "120",
         "PT_CLIENT_SEND_TIMEOUT": "120",
     }
-    worker = spawn(["-m", "cli.main", "worker", "run"], env, state / "hostile-worker.out")
+    worker = spawn(["-m", "papertrader_cli", "worker", "run"], env, state / "hostile-worker.out")
     results: dict[str, Any] = {"connections": CONNECTIONS, "ceiling_mb": CEILING_MB}
     try:
         wait_for_port(port, worker)

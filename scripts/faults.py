@@ -131,7 +131,7 @@ class Stack:
 
     def pt(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "cli.main", *args],
+            [sys.executable, "-m", "papertrader_cli", *args],
             cwd=ROOT,
             env={**self.env, **(env or {})},
             capture_output=True,
@@ -175,7 +175,7 @@ class Stack:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", *args],
+                [sys.executable, "-m", "papertrader_cli", *args],
                 cwd=ROOT,
                 env={**self.env, "PT_LOG_FILE": str(log), **(env or {})},
                 stdin=subprocess.DEVNULL,
