@@ -284,3 +284,49 @@ def test_orders_waiting_for_the_drain_are_capped_per_account(
             history = client.history()
             assert len([row for row in history if row.get("side") == "buy"]) == len(filled)
             client.buy("AAPL", 1)  # the drain released the places
+
+
+def test_an_ordinary_client_is_served_within_the_bound_during_a_flood(servers: Servers) -> None:
+    import threading
+
+    stop = threading.Event()
+    answered = [0]
+
+    def flood(index: int) -> None:
+        source = f"127.0.0.{10 + index}"
+        while not stop.is_set():
+            client = PaperTraderClient(
+                "127.0.0.1", servers.worker_port(), timeout=60, source_address=source
+            )
+            try:
+                with client:
+                    for _ in range(20):
+                        try:
+                            client.login(f"victim{index}", "not the password 1234")
+                        except ClientError:
+                            answered[0] += 1
+            except ClientError:
+                pass
+
+    threads = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)  # the flood is on
+        with ordinary(servers) as user:
+            for step, call in (
+                ("register", lambda: user.register("hana", "hana@example.org", PASSWORD)),
+                ("login", lambda: user.login("hana", PASSWORD)),
+                ("quote", lambda: user.quote("AAPL")),
+                ("order", lambda: user.buy("AAPL", 1)),
+            ):
+                started = time.monotonic()
+                call()
+                took = time.monotonic() - started
+                # An order waits for the next drain (0.3 s here): within the same bound.
+                assert took < ORDINARY_BOUND, (step, took)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert answered[0] > 50  # the flood was answered (refused), not ignored

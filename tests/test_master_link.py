@@ -363,7 +363,7 @@ def test_silent_link_is_dropped_and_sigterm_stops_cleanly(
     started = time.monotonic()
     # We never send a heartbeat: dropped after max(10 s, 5 heartbeats of 1 s), not sooner.
     assert peer.read() is None
-    assert 9.5 < time.monotonic() - started < 40
+    assert 8 < time.monotonic() - started < 60  # not after 3 s as before; generous above
     assert peer.heartbeats >= 2  # the master's own heartbeats kept coming meanwhile
     assert master.stop() == 0
     log = master.log.read_text()

@@ -152,8 +152,16 @@ class FramedSocket:
                 raise LinkTampered(str(exc)) from None
 
     def send(self, messages: Sequence[Message]) -> None:
-        """Encode every message first, then write them in one piece (atomic per answer)."""
-        frames = [encode_message(m, self.max_data_size) for m in messages]
+        """Encode every message first, then write them in one piece (atomic per answer).
+
+        A large answer (a day of minute bars is several packets) yields to the event
+        loop between packets, so encoding it never stalls heartbeats and other links.
+        """
+        frames = []
+        for index, message in enumerate(messages):
+            frames.append(encode_message(message, self.max_data_size))
+            if index % 4 == 3:
+                gevent.sleep(0)
         with self._write_lock:
             sealer = self._sealer
             payload = b"".join(frames if sealer is None else [sealer.seal(f) for f in frames])
