@@ -115,8 +115,9 @@ _ACCOUNT = frozenset(
 _MASTER_COMMANDS = frozenset({Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS})
 
 
-class _ClientGone(Exception):
-    """The client closed its connection while we waited for the master on its behalf."""
+class _ClientGone(ConnectionResetError):
+    """The client closed its connection while we waited for the master on its behalf
+    (an OSError: wherever it lands, the connection ends as a lost one)."""
 
 
 class _Closing(Exception):
@@ -362,7 +363,7 @@ class ClientConnection:
         instruction = message.instruction
         try:
             return self._routes[instruction](message, stamp)
-        except _Closing:
+        except (_Closing, _ClientGone):
             raise
         except SessionError as exc:
             return [failure_reply(instruction, exc.code, exc.reason, message.request_id)]
