@@ -293,6 +293,8 @@ class OrderDesk:
         result = self._submit(ticket, client, session, stamp)
         order_id = order_id_for(session.account_id, ticket.client_order_id)
         if isinstance(result, TicketError):
+            if result.code is ErrorCode.RATE_LIMITED:  # refused: nothing was queued
+                order_id = NIL
             return reply_to(
                 request, Instruction.ORDER_FAIL, int(result.code), result.reason, order_id
             )
