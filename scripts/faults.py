@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from papertrader.client import ClientError, PaperTraderClient  # noqa: E402
-from papertrader.client.errors import ServerUnreachable  # noqa: E402
+from papertrader.client.errors import OrderOutcomeUnknown, ServerUnreachable  # noqa: E402
 from papertrader.protocol import ErrorCode  # noqa: E402
 from papertrader.services import read_service_urls  # noqa: E402
 from papertrader.services.state import load_state, read_pid_file  # noqa: E402
@@ -98,10 +98,10 @@ class Record:
     """What one trader was told."""
 
     username: str
+    #: By client order id (each order is sent with one of ours).
     filled: dict[str, tuple[str, str, int, Decimal]] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)
     unknown: set[str] = field(default_factory=set)
-    lost_without_id: int = 0
     errors: int = 0
 
 
@@ -281,25 +281,29 @@ class Trader(threading.Thread):
             side = "buy" if self.random.random() < 0.6 else "sell"
             symbol = self.random.choice(SYMBOLS)
             quantity = self.random.randint(1, 5)
+            cid = uuid.uuid4()  # our own order id: what we were told is recorded by it
             try:
-                fill = (client.buy if side == "buy" else client.sell)(symbol, quantity)
-                self.record.filled[str(fill.order_id)] = (side, symbol, quantity, fill.price)
+                place = client.buy if side == "buy" else client.sell
+                fill = place(symbol, quantity, client_order_id=cid)
+                self.record.filled[str(cid)] = (side, symbol, quantity, fill.price)
+            except OrderOutcomeUnknown:
+                self.record.unknown.add(str(cid))  # it may fill: never re-sent as new
+                self._drop()
             except ServerUnreachable as exc:
                 if exc.lost:
-                    self.record.lost_without_id += 1  # it may have been queued: unknown
+                    self.record.unknown.add(str(cid))
                 self._drop()
                 time.sleep(0.3)
             except ClientError as exc:
                 order = exc.order_id
-                if order is not None and order.int != 0:
-                    if exc.code in REJECTIONS:
-                        self.record.rejected.add(str(order))
-                    else:
-                        self.record.unknown.add(str(order))
+                if order is not None and order.int != 0 and exc.code in REJECTIONS:
+                    self.record.rejected.add(str(cid))
+                elif order is not None and order.int != 0:
+                    self.record.unknown.add(str(cid))
                 elif exc.session_problem:
                     self._drop(forget_session=True)
                 elif exc.code is ErrorCode.TIMEOUT:  # no answer in time: it may be queued
-                    self.record.lost_without_id += 1
+                    self.record.unknown.add(str(cid))
                     self._drop()
                 else:  # refused before it was queued (no order id)
                     self.record.errors += 1
@@ -319,8 +323,8 @@ def check(database_url: str, traders: list[Trader]) -> list[str]:
                 continue
             account, cash = row
             cur.execute(
-                "SELECT order_id::text, side, symbol, quantity, price, amount"
-                " FROM transactions WHERE account_id = %s",
+                "SELECT client_order_id::text, side, symbol, quantity, price, amount"
+                " FROM orders WHERE account_id = %s AND status = 'filled'",
                 (account,),
             )
             fills = {r[0]: r[1:] for r in cur.fetchall()}
@@ -331,9 +335,8 @@ def check(database_url: str, traders: list[Trader]) -> list[str]:
                     problems.append(f"{who}: told filled {order}, PostgreSQL has {got}")
             for order in record.rejected & set(fills):
                 problems.append(f"{who}: told rejected {order}, but it was filled")
-            told = set(record.filled) | record.unknown
-            phantom = set(fills) - told
-            if len(phantom) > record.lost_without_id:
+            phantom = set(fills) - set(record.filled) - record.unknown
+            if phantom:
                 problems.append(f"{who}: {len(phantom)} fills nobody was told about")
             expected = STARTING_CASH
             held: dict[str, int] = {}
@@ -402,7 +405,7 @@ def run(rounds: int, phase_seconds: float, traders: int, interval: float = 0.5) 
                 "user": t.record.username,
                 "filled": len(t.record.filled),
                 "rejected": len(t.record.rejected),
-                "unknown": len(t.record.unknown) + t.record.lost_without_id,
+                "unknown": len(t.record.unknown),
             }
             for t in crew
         ],
