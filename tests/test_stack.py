@@ -47,6 +47,16 @@ def pt(
     )  # fmt: skip
 
 
+def free_block(count: int) -> int:
+    """A first port such that it and the next ``count - 1`` are free now."""
+    while True:
+        first = free_port()
+        if first + count < 65535 and not any(
+            port_answers(p) for p in range(first, first + count)
+        ):
+            return first
+
+
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -72,7 +82,9 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
     tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
     state = tmp_path / "state"
-    env = child_env(redis_url, database_url, state)
+    metrics_port = free_block(2)
+    env = child_env(redis_url, database_url, state, PT_METRICS_ENABLED="yes",
+                    PT_METRICS_PORT=str(metrics_port))  # fmt: skip
     master_port, worker_port = free_port(), free_port()
     started = pt(
         ["up", "--detach", "--json", "--workers", "1", "--master-port", str(master_port),
@@ -99,6 +111,10 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
             ("master", "running", "pt up"), ("worker-1", "running", "pt up"),
         ]  # fmt: skip
         assert document["processes"][0]["address"] == f"127.0.0.1:{master_port}"
+        assert [p["metrics"] for p in document["processes"]] == [
+            f"127.0.0.1:{metrics_port}", f"127.0.0.1:{metrics_port + 1}",
+        ]  # fmt: skip
+        assert [p["healthz"] for p in document["processes"]] == [True, True]
         assert [(w["name"], w["clients"]) for w in document["workers"]] == [("worker-1", 0)]
         assert document["market"]["stale"] is False
         assert document["orders"]["queue_depth"] == 0

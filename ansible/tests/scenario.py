@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def free_ports(count: int) -> list[int]:
 def write_inventory(work: Path) -> Path:
     """ansible/tests/inventory.yml's shape, for hosts under ``work``, on free ports."""
     master_port, *worker_ports = free_ports(1 + len(WORKERS))
+    metrics_ports = dict(zip([MASTER, *WORKERS], free_ports(1 + len(WORKERS)), strict=True))
     python = sys.executable
 
     def host(name: str) -> dict[str, Any]:
@@ -92,6 +94,7 @@ def write_inventory(work: Path) -> Path:
             "ansible_connection": "local",
             "ansible_python_interpreter": python,
             "papertrader_root": str(work / "hosts" / name),
+            "papertrader_metrics_port": metrics_ports[name],
         }
 
     regions: dict[str, dict[str, Any]] = {}
@@ -116,6 +119,7 @@ def write_inventory(work: Path) -> Path:
                 "papertrader_log_memory_entries": 200,
                 "papertrader_master_port": master_port,
                 "papertrader_extra_settings": {"bcrypt_cost": 4},
+                "papertrader_prometheus_targets_file": str(work / "prometheus-targets.json"),
                 "master_listen_host": "127.0.0.1",
                 "master_advertise_host": "127.0.0.1",
                 "worker_listen_host": "127.0.0.1",
@@ -436,6 +440,21 @@ class Scenario:
         )
         return result.stdout.strip()
 
+    def check_metrics(self) -> None:
+        """The targets file names every host's /metrics; each /healthz answers ok."""
+        targets = json.loads((self.work / "prometheus-targets.json").read_text())
+        by_host = {t["labels"]["papertrader_host"]: t["targets"][0] for t in targets}
+        if set(by_host) != {MASTER, *WORKERS}:
+            raise ScenarioFailed(f"the Prometheus targets file lists {sorted(by_host)}")
+        for name, address in by_host.items():
+            with urllib.request.urlopen(f"http://{address}/healthz", timeout=10) as answer:
+                health = json.loads(answer.read())
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
+                scraped = answer.read().decode()
+            if health.get("status") != "ok" or "papertrader_build_info" not in scraped:
+                raise ScenarioFailed(f"{name} at {address}: health {health}")
+        log(f"metrics and health answer on every host: {by_host}")
+
     # the whole thing --------------------------------------------------------------
     def run(self) -> None:
         recap = self.playbook("site.yml")
@@ -443,6 +462,7 @@ class Scenario:
             raise ScenarioFailed(f"site.yml did not reach every host: {recap}")
         self.check_configs()
         self.check_all_listed()
+        self.check_metrics()
         self.check_logins()
         self.check_idempotent(self.playbook("site.yml"), "site.yml")
         self.check_idempotent(self.playbook("workers.yml"), "workers.yml")

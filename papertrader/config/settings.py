@@ -194,6 +194,9 @@ _RULES: dict[str, _Rule] = {
         "a key fingerprint (40 hex digits), or unset for the only key pair in worker_gnupg_home",
     ),
     "handshake_max_skew_seconds": _Rule("int", "whole seconds from 1 to 3600", 1, 3600),
+    "metrics_enabled": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
+    "metrics_host": _HOST,
+    "metrics_port": _PORT,
     "login_rate_per_address": _RATE,
     "register_rate_per_address": _RATE,
     "register_rate_per_email": _RATE,
@@ -345,6 +348,12 @@ class Settings:
     worker_key_fingerprint: str | None = None
     #: How far the worker's handshake time may be from the master's clock.
     handshake_max_skew_seconds: int = 30
+    #: Serve /metrics (Prometheus) and /healthz on metrics_host:metrics_port.
+    metrics_enabled: bool = False
+    #: Where /metrics and /healthz listen: loopback unless a scraper elsewhere needs them.
+    metrics_host: str = "127.0.0.1"
+    #: Their port; `pt up` gives the master this one and worker N the N-th after it.
+    metrics_port: int = 9480
     #: Abuse limits (papertrader/limits): LOGIN attempts per client address (IPv6: per /64),
     login_rate_per_address: Rate = Rate(20, 60)
     #: REGISTER attempts per client address, and per e-mail address,

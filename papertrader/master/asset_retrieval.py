@@ -33,6 +33,7 @@ import psycopg2
 import redis
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.market.providers import MarketProvider
 from papertrader.market.quote import Quote
 from papertrader.store.bars import insert_bars
@@ -133,6 +134,7 @@ class AssetRetrieval:
 
     def _report(self, attempt: datetime, ok: bool, error: str | None) -> None:
         """The attempt's outcome and new API calls to Redis (best effort)."""
+        metrics.MARKET_UPDATES.labels("ok" if ok else "failed").inc()
         if self._status is None:
             return
         calls = int(getattr(self._provider, "api_calls", 0))

@@ -41,6 +41,7 @@ import gevent.lock
 import gevent.pool
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.keyring import KeyringError
 from papertrader.limits.connections import ConnectionLimits
 from papertrader.limits.deadlines import (
@@ -201,6 +202,7 @@ def _error(code: ErrorCode, reason: str, request_id: int = 0) -> Message:
 
 def _refuse(conn: FramedSocket, peer: str, reason: str) -> None:
     """Log why; tell the peer only that it was refused."""
+    metrics.HANDSHAKES.labels("refused").inc()
     logger.warning("worker link from {} refused: {}", peer, reason)
     try:
         conn.send([Message(Instruction.LINK_REFUSED, (int(ErrorCode.NOT_ALLOWED), REFUSED_REASON))])
@@ -310,6 +312,7 @@ class LinkServer:
             _refuse(conn, peer, "gpg failed on the master")
             return
         worker_uuid = admitted.record.uuid
+        metrics.HANDSHAKES.labels("accepted").inc()
         conn.send([Message(Instruction.LINK_PROOF, (admitted.proof,), worker_uuid=worker_uuid)])
         conn.start_sealing(admitted.link_key, worker_uuid)
         try:
@@ -558,10 +561,12 @@ class WorkerLink:
             requests.spawn(self._answer, message)
 
     def _answer(self, request: Message) -> None:
-        """Route one request under its Job (deadline from its stamp, cancellable)."""
+        """Route one request under its Job (deadline from its stamp, cancellable),
+        counting it and its latency (papertrader/metrics.py)."""
         job = self.clock.job(request.timestamp, self.ctx.settings.request_deadline_seconds)
         rid = request.request_id
         self._jobs[rid] = job
+        started = time.perf_counter()
         try:
             if job.expired:
                 logger.info(
@@ -574,6 +579,9 @@ class WorkerLink:
         finally:
             if self._jobs.get(rid) is job:
                 del self._jobs[rid]
+        metrics.observe_link_request(
+            request.instruction, time.perf_counter() - started, answer[0] if answer else None
+        )
         if not job.cancelled:
             self._send_or_close(answer)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import signal
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import gevent
 import gevent.event
@@ -22,6 +24,7 @@ import redis
 from gevent.server import StreamServer
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home
@@ -39,6 +42,7 @@ from papertrader.master.link_server import LinkServer
 from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import OrderDrain, OrderIntake
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
+from papertrader.metrics_server import MetricsServer
 from papertrader.oidc.discovery import ProviderDirectory
 from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
@@ -73,6 +77,7 @@ class Master:
         self._stop = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._server: StreamServer | None = None
+        self.metrics_server: MetricsServer | None = None
         self.pool = ConnectionPool(urls.database_url, size=DB_POOL_SIZE)
         self.redis = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(
@@ -164,6 +169,56 @@ class Master:
             detail = " ".join(str(exc).split())
             raise MasterError(f"cannot reach the database ({detail})") from None
 
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """What /healthz says: failing when Redis or PostgreSQL cannot be reached (no
+        login, order or drain can succeed); stale prices are shown, not a failure."""
+        problems: list[str] = []
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis unreachable: {exc}")
+        try:
+            with self.pool.transaction() as cur:
+                cur.execute("SELECT 1")
+        except (psycopg2.Error, PoolTimeout) as exc:
+            problems.append(f"PostgreSQL unreachable: {' '.join(str(exc).split())}")
+        return not problems, {
+            "role": "master",
+            "linked_workers": len(self.workers.connected()),
+            "prices_updated_at": self.quotes.snapshot().updated_at,
+            "problems": problems,
+        }
+
+    def _start_metrics(self) -> None:
+        """Gauges read at scrape time, the build info, and the HTTP endpoint if enabled."""
+        settings = self.settings
+        metrics.MASTER_INFO.labels(metrics.version(), "master", "master").set(1)
+        metrics.LINKED_WORKERS.set_function(lambda: len(self.workers.connected()))
+        metrics.read_at_scrape(metrics.MARKET_FEED_AGE, self._feed_age)
+        if not settings.metrics_enabled:
+            return
+        server = MetricsServer(
+            settings.metrics_host, settings.metrics_port, metrics.MASTER, self.health
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            where = join_host_port(settings.metrics_host, settings.metrics_port)
+            raise MasterError(
+                f"cannot listen for metrics on {where}: {exc.strerror or exc} (metrics_port, "
+                "or metrics_enabled = false)"
+            ) from None
+        self.metrics_server = server
+        logger.info("metrics and health on http://{}/metrics", join_host_port(*server.address))
+
+    def _feed_age(self) -> float | None:
+        updated = self.quotes.snapshot().updated_at
+        return None if updated is None else (datetime.now(timezone.utc) - updated).total_seconds()
+
+    @property
+    def metrics_address(self) -> str | None:
+        return None if self.metrics_server is None else join_host_port(*self.metrics_server.address)
+
     def start(self) -> None:
         """Check the services, load the last quotes, listen, start the loops."""
         self._check_services()
@@ -193,6 +248,7 @@ class Master:
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
             ) from None
         self._server = server
+        self._start_metrics()
         self._greenlets = [
             gevent.spawn(self.retrieval.run, self._stop),
             gevent.spawn(self.workers.run_watchdog, self._stop),
@@ -215,6 +271,8 @@ class Master:
         self.workers.close_all()
         if self._server is not None:
             self._server.stop(timeout=5)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         finished = gevent.joinall(self._greenlets, timeout=timeout)
         if len(finished) < len(self._greenlets):
             logger.warning("the market loop did not finish within {:g}s; stopping it", timeout)
@@ -275,6 +333,7 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
                     "master",
                     join_host_port(*master.address),
                     default_log_file(settings, state_dir),
+                    metrics=master.metrics_address,
                 ):
                     stopping.wait()
                     logger.info("stop requested; finishing the current interval")

@@ -42,13 +42,14 @@ import psycopg2
 import redis
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.order_state import OrderState
-from papertrader.store.orders import apply_chunk, drain_book
+from papertrader.store.orders import AppliedChunk, apply_chunk, drain_book
 from papertrader.store.pool import ConnectionPool, PoolTimeout
 from papertrader.store.stream_order import StagedOrder
 
@@ -186,8 +187,9 @@ class Applied(Protocol):
 class _Refused:
     """An order rejected with INTERNAL (PostgreSQL refused it alone): its outcome, built."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, side: str) -> None:
         self.text = text
+        self.side = side
 
     def jsons(self) -> list[str]:
         return [self.text]
@@ -202,7 +204,7 @@ def _rejected_internal(staged: StagedOrder, now: datetime) -> _Refused:
         order_type=order.order_type, limit_price=order.limit_price, stop_price=order.stop_price,
         time_in_force=order.time_in_force, received_at=order.received_at, decided_at=now,
     )  # fmt: skip
-    return _Refused(state.to_json())
+    return _Refused(state.to_json(), order.side)
 
 
 def _publish(
@@ -212,6 +214,17 @@ def _publish(
     texts = [text for part in parts for text in part.jsons()]
     queue.complete(list(zip(chunk, texts, strict=True)))
     intake.forget(chunk)
+    _count_decided(parts)
+
+
+def _count_decided(parts: Sequence[Applied]) -> None:
+    """papertrader_orders_decided_total by side and status (from the drain's own rows)."""
+    for part in parts:
+        if isinstance(part, AppliedChunk):
+            for order, row in zip(part.orders, part.rows, strict=True):
+                metrics.ORDERS_DECIDED.labels(order.side, str(row[1])).inc()
+        elif isinstance(part, _Refused):
+            metrics.ORDERS_DECIDED.labels(part.side, "rejected").inc()
 
 
 class Drainer:
@@ -371,10 +384,21 @@ class OrderDrain:
             error = f"{type(exc).__name__}: {exc}"
             logger.exception("order drain failed; the orders stay queued for the next interval")
         elapsed = (time.monotonic() - started) * 1000
+        metrics.ORDER_DRAIN_DURATION.observe(elapsed / 1000)
+        if error is not None:
+            metrics.ORDER_DRAIN_FAILURES.inc()
+        else:
+            self._measure_depth()
         if count:
             logger.info("applied {} orders in {:.0f} ms", count, elapsed)
         self._record(at, count, elapsed, error)
         return count
+
+    def _measure_depth(self) -> None:
+        try:
+            metrics.ORDER_QUEUE_DEPTH.set(self._queue.pending_count())
+        except redis.RedisError:
+            pass
 
     def _record(self, at: datetime, count: int, elapsed: float, error: str | None) -> None:
         if self._status is None:

@@ -62,6 +62,13 @@ class StackOptions:
     def worker_ports(self) -> list[int]:
         return [self.settings.worker_port + i for i in range(self.settings.workers)]
 
+    def metrics_ports(self) -> list[int]:
+        """The master's metrics port, then each worker's (none when metrics are off)."""
+        settings = self.settings
+        if not settings.metrics_enabled:
+            return []
+        return [settings.metrics_port + i for i in range(settings.workers + 1)]
+
 
 @dataclass(frozen=True)
 class KeyPair:
@@ -85,6 +92,13 @@ def check_ports(options: StackOptions) -> None:
     wanted = [("master", settings.master_host, settings.master_port)] + [
         (name, settings.worker_host, port)
         for name, port in zip(options.worker_names(), ports, strict=True)
+    ]
+    metrics_ports = options.metrics_ports()
+    if metrics_ports and metrics_ports[-1] > 65535:
+        raise StackError("metrics ports go past 65535: choose a lower metrics_port")
+    wanted += [
+        (f"metrics of {name}", settings.metrics_host, port)
+        for name, port in zip(["master", *options.worker_names()], metrics_ports, strict=False)
     ]
     for what, host, port in wanted:
         if not port_is_free(port, probe_host(host)):
@@ -210,8 +224,13 @@ def _child(
     host: str,
     port: int,
     worker_uuid: str | None = None,
+    metrics_port: int | None = None,
 ) -> Child:
     logs = logs_dir(options.state_dir)
+    metrics = None
+    if metrics_port is not None:
+        env = {**env, "PT_METRICS_PORT": str(metrics_port)}
+        metrics = join_host_port(probe_host(options.settings.metrics_host), metrics_port)
     log = logs / f"{name}.log"
     common = ["--log-file", str(log), "--state-dir", str(options.state_dir)]
     if options.config_path is not None:
@@ -229,6 +248,7 @@ def _child(
         log=str(log),
         console=str(log),
         uuid=worker_uuid,
+        metrics=metrics,
     )
 
 
@@ -240,6 +260,8 @@ def plan_children(
 ) -> list[Child]:
     """The master and the workers, each with its command line and environment."""
     settings = options.settings
+    metrics_ports: list[int | None] = [*options.metrics_ports()]
+    metrics_ports += [None] * (settings.workers + 1 - len(metrics_ports))
     master = _child(
         options,
         "master",
@@ -248,10 +270,12 @@ def plan_children(
         {**env, "PT_MASTER_GNUPG_HOME": str(master_key.home)},
         settings.master_host,
         settings.master_port,
+        metrics_port=metrics_ports[0],
     )
     master_address = join_host_port(probe_host(settings.master_host), settings.master_port)
     children = [master]
-    for name, port in zip(options.worker_names(), options.worker_ports(), strict=True):
+    workers = zip(options.worker_names(), options.worker_ports(), metrics_ports[1:], strict=True)
+    for name, port, metrics_port in workers:
         worker_id = str(derive_worker_uuid(name))
         key = worker_keys[name]
         children.append(
@@ -271,6 +295,7 @@ def plan_children(
                 settings.worker_host,
                 port,
                 worker_uuid=worker_id,
+                metrics_port=metrics_port,
             )
         )  # fmt: skip
     return children

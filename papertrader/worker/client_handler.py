@@ -38,6 +38,7 @@ import gevent.socket
 import redis
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.config import Settings
 from papertrader.limits.connections import ConnectionLimits
 from papertrader.protocol import (
@@ -196,6 +197,7 @@ class ClientHandler:
             pass
         finally:
             sock.close()
+        metrics.CLIENTS_TURNED_AWAY.inc()
         logger.info(f"turned away client {host}:{port}: {reason}")
 
     def __call__(self, sock: socket.socket, address: Any) -> None:
@@ -216,6 +218,7 @@ class ClientHandler:
 
     def _serve(self, sock: socket.socket, host: str, port: int) -> None:
         client = self.clients.connect(host, port)
+        metrics.CLIENT_CONNECTIONS.inc()
         self._sockets[client.client_id] = sock
         logger.info(f"{client.label}: connected ({self.clients.count} clients)")
         try:  # answers are small frames: do not let Nagle hold them for the client's ACK
@@ -359,7 +362,14 @@ class ClientConnection:
                 waiting = 0
 
     def _answer(self, message: Message, stamp: int) -> list[Message]:
-        """Route one message; expected failures become its failure return."""
+        """Route one message, counting it and its latency (papertrader/metrics.py)."""
+        started = time.perf_counter()
+        replies = self._route(message, stamp)
+        metrics.observe_request(message.instruction, time.perf_counter() - started, replies)
+        return replies
+
+    def _route(self, message: Message, stamp: int) -> list[Message]:
+        """Answer one message; expected failures become its failure return."""
         instruction = message.instruction
         try:
             return self._routes[instruction](message, stamp)

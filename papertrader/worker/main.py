@@ -25,6 +25,7 @@ import redis
 from gevent.server import StreamServer
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, worker_home
@@ -32,6 +33,7 @@ from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.log import crash_guard, install_logging_for, uninstall_logging
+from papertrader.metrics_server import MetricsServer
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
@@ -154,6 +156,7 @@ class Worker:
         handler.out_of_service = lambda: self.link.out_of_service
         self.handler = handler
         self.server = StreamServer((settings.worker_host, settings.worker_port), handler)
+        self.metrics_server: MetricsServer | None = None
         self._stopped = gevent.event.Event()
 
     def status(self) -> dict[str, Any]:
@@ -173,6 +176,59 @@ class Worker:
             "cache_age_seconds": age,
             "link_connections": self.link.connections,
         }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """What /healthz says: failing while out of service or without Redis (clients
+        would get nothing); a master link that is down is shown but is not a failure,
+        since quotes, resumes and logouts are still served."""
+        problems: list[str] = []
+        if self.link.out_of_service:
+            problems.append(f"out of service: {self.link.out_of_service}")
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis unreachable: {exc}")
+        updated = self.cache.updated_at
+        return not problems, {
+            "role": "worker",
+            "name": self.settings.worker_name,
+            "clients": self.clients.count,
+            "master_link": "up" if self.link.connected else "down",
+            "quotes_updated_at": updated,
+            "problems": problems,
+        }
+
+    def _start_metrics(self) -> None:
+        """Gauges read at scrape time, the build info, and the HTTP endpoint if enabled."""
+        settings = self.settings
+        metrics.WORKER_INFO.labels(metrics.version(), "worker", settings.worker_name).set(1)
+        metrics.CLIENT_CONNECTIONS_OPEN.set_function(lambda: self.clients.count)
+        metrics.MASTER_LINK_UP.set_function(lambda: 1 if self.link.connected else 0)
+        metrics.read_at_scrape(metrics.QUOTE_CACHE_AGE, self._quote_age)
+        if not settings.metrics_enabled:
+            return
+        server = MetricsServer(
+            settings.metrics_host, settings.metrics_port, metrics.WORKER, self.health
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            where = join_host_port(settings.metrics_host, settings.metrics_port)
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise WorkerStartError(
+                f"cannot listen for metrics on {where}: {why} (metrics_port, or "
+                "metrics_enabled = false)"
+            ) from None
+        self.metrics_server = server
+        logger.info(f"metrics and health on http://{join_host_port(*server.address)}/metrics")
+
+    def _quote_age(self) -> float | None:
+        updated = self.cache.updated_at
+        return None if updated is None else (datetime.now(timezone.utc) - updated).total_seconds()
+
+    @property
+    def metrics_address(self) -> str | None:
+        return None if self.metrics_server is None else join_host_port(*self.metrics_server.address)
 
     def _out_of_service(self, reason: str) -> None:
         """The master refused or booted us: our clients must go to another worker."""
@@ -194,6 +250,7 @@ class Worker:
             where = join_host_port(settings.worker_host, settings.worker_port)
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise WorkerStartError(f"cannot listen on {where}: {why}") from None
+        self._start_metrics()
         self.cache.start()
         self.sessions.start()
         if self.cache.loaded:
@@ -215,6 +272,8 @@ class Worker:
         self._stopped.set()
         logger.info(f"worker {self.settings.worker_name} stopping ({self.clients.count} clients)")
         self.server.stop(timeout=STOP_GRACE)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.link.stop()
         self.cache.stop()
         self.sessions.stop()
@@ -286,6 +345,7 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
                     "worker",
                     join_host_port(*worker.address),
                     log_file,
+                    metrics=worker.metrics_address,
                 ):
                     _serve_until_signalled(worker)
     finally:

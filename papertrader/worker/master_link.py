@@ -46,6 +46,7 @@ import gevent.lock
 import gevent.socket
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.config.settings import join_host_port
 from papertrader.limits.deadlines import link_silence_window
 from papertrader.protocol import (
@@ -386,6 +387,7 @@ class MasterLink:
         # From now on a silent link is a dead one (several missed heartbeats, >= 10 s).
         sock.settimeout(link_silence_window(self.heartbeat_interval))
         self.connections += 1
+        metrics.MASTER_LINK_CONNECTS.inc()
         self._channel = channel
         self.out_of_service = None
         self._up.set()

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.limits.limiter import Refused, retry_after_text
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.protocol import NIL, ErrorCode, Instruction, Message, ProtocolError, reply_to
@@ -353,6 +354,7 @@ class OrderDesk:
                     cid, "may not have been queued: the order store failed while queuing it"
                 ),
             )
+        metrics.ORDERS_QUEUED.labels(ticket.side).inc()
         logger.info(
             f"{client.label}: queued {ticket.side} {ticket.quantity} {shown(ticket.symbol)} "
             f"({ticket.order_type}) as order {cid}"
@@ -360,6 +362,7 @@ class OrderDesk:
         try:
             outcome = self._queue.wait_outcome(order.order_id, self._wait_timeout, order.reply)
         except redis.RedisError as exc:
+            metrics.ORDER_OUTCOMES.labels(ticket.side, "unknown").inc()
             logger.warning(
                 f"{client.label}: order {cid}: lost the order store while waiting ({exc})"
             )
@@ -369,6 +372,9 @@ class OrderDesk:
                     cid, "is queued, but the order store became unreachable while waiting for it"
                 ),
             )
+        metrics.ORDER_OUTCOMES.labels(
+            ticket.side, "unknown" if outcome is None else outcome.status
+        ).inc()
         if outcome is None:
             logger.warning(
                 f"{client.label}: order {cid} not decided within {self._wait_timeout:g} s; "

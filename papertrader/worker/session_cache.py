@@ -17,6 +17,7 @@ import gevent
 import redis
 from loguru import logger
 
+from papertrader import metrics
 from papertrader.protocol.errors import ErrorCode
 from papertrader.store import keys
 from papertrader.store.sessions import Session, SessionError, SessionStore
@@ -64,6 +65,7 @@ class SessionCache:
                 raise
             return self.store.verify(stored, client_ip)
         cached = self._sessions.get(session_id) if self._live else None
+        metrics.SESSION_CACHE_LOOKUPS.labels("miss" if cached is None else "hit").inc()
         if cached is not None:
             if cached.expires_at > datetime.now(timezone.utc):
                 return self.store.verify(cached, client_ip)
