@@ -14,8 +14,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import plotext as plt
-
 CHART_HEIGHT = 20
 #: How the x axis labels a bar's time, per range.
 TIME_FORMATS = {
@@ -48,6 +46,8 @@ def _size() -> tuple[int, int]:
 
 
 def _figure(width: int, height: int) -> Any:
+    import plotext as plt  # only when a chart is drawn: it is slow to import
+
     figure = plt.figure
     figure.clear()
     figure.plot_size(width, height)

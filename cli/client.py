@@ -2,7 +2,12 @@
 
 ``login`` stores the session in a file (mode 0600) and every later command
 sends it, so a shell session feels like a logged-in app. Tables for people,
-``--json`` (exactly one document, money as strings) for scripts.
+``--json`` (exactly one document, money as strings; errors as
+``{"error": {...}}``) for scripts. Market data commands (quote, bars,
+forecast) are in ``client_market.py``, the formatting in ``client_format.py``.
+
+The client library and the protocol are imported when a command runs, not
+when ``pt`` starts: ``pt --help`` stays quick.
 
 Exit status: 0 done, 1 the server said no (rejected order, wrong password,
 expired session) or could not be reached, 2 the command line was wrong, 3 the
@@ -15,40 +20,22 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from papertrader.client import (
-    ClientError,
-    FailoverClient,
-    PaperTraderClient,
-    ServerUnreachable,
-    parse_address,
-)
-from papertrader.client.session_file import (
-    SessionFileError,
-    StoredSession,
-    default_session_file,
-    delete_session,
-    load_session,
-    save_session,
-)
-from papertrader.market.forecast import MAX_HORIZON
-from papertrader.market.quote import Quote
-from papertrader.market.ranges import RANGE_NAMES
+from . import client_format as fmt
+from .common import config_option, fail, json_option, print_json, settings_or_fail
 
-from .charts import bars_rows, forecast_chart, price_chart
-from .common import fail, json_option, print_json
+if TYPE_CHECKING:
+    from papertrader.client import ClientError, FailoverClient, PaperTraderClient
+    from papertrader.client.session_file import StoredSession
 
 DEFAULT_WORKER = "127.0.0.1:2049"
-CENTS = Decimal("0.01")
 
 
 @dataclass
@@ -66,47 +53,56 @@ class ClientOptions:
     region: str | None = None
 
     def connect(self, session_id: uuid.UUID | None = None) -> PaperTraderClient | FailoverClient:
+        from papertrader.client import FailoverClient, PaperTraderClient
+
         if self.master is not None:
             host, port = self.master
             return FailoverClient(host, port, self.region, self.timeout, session_id=session_id)
         return PaperTraderClient(self.host, self.port, self.timeout, session_id=session_id)
 
 
-def _master_address(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    try:
-        return parse_address(value, default_port=2048)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+def worker_in_use(conn: PaperTraderClient | FailoverClient) -> str:
+    """host:port of the worker a connection actually talks to (failover picks one)."""
+    from papertrader.client import FailoverClient
+
+    if isinstance(conn, FailoverClient):
+        return str((conn.worker or {}).get("address") or "-")
+    return conn.address
 
 
-def _worker_address(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
-    try:
-        return parse_address(value, default_port=2049)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+def _address(default_port: int) -> Callable[..., tuple[str, int] | None]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        from papertrader.client import parse_address
+
+        try:
+            return parse_address(value, default_port=default_port)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return parse
 
 
 @click.group()
+@config_option
 @click.option(
     "--worker",
     "worker",
     envvar="PT_WORKER",
-    default=DEFAULT_WORKER,
-    show_default=True,
-    callback=_worker_address,
+    default=None,
+    callback=_address(2049),
     metavar="HOST:PORT",
-    help="The worker to talk to (also PT_WORKER). Any worker serves any session.",
+    help="The worker to talk to (also PT_WORKER; default: the worker of the settings, "
+    f"worker_advertise or worker_host:worker_port, {DEFAULT_WORKER} unless set). "
+    "Any worker serves any session.",
 )
 @click.option(
     "--master",
     "master",
     envvar="PT_CLIENT_MASTER",
     default=None,
-    callback=_master_address,
+    callback=_address(2048),
     metavar="HOST:PORT",
     help="Ask this master for its workers instead of using --worker, and move to "
     "another worker (same session) when one goes away (also PT_CLIENT_MASTER).",
@@ -135,7 +131,8 @@ def _worker_address(ctx: click.Context, param: click.Parameter, value: str) -> t
 @click.pass_context
 def client(
     ctx: click.Context,
-    worker: tuple[str, int],
+    config_path: Path | None,
+    worker: tuple[str, int] | None,
     master: tuple[str, int] | None,
     region: str | None,
     session_file: Path | None,
@@ -145,7 +142,18 @@ def client(
     """Register, log in, look at quotes, buy and sell, from the terminal.
 
     Start with `pt client register USER --email E`, then `pt client login USER`.
+    The worker is --worker, else PT_WORKER, else the one your settings name
+    (papertrader.toml, PT_WORKER_PORT...), so `pt up` and `pt client` with the
+    same settings meet.
     """
+    from papertrader.client import parse_address
+    from papertrader.client.session_file import default_session_file
+
+    if worker is None:
+        # The same settings the servers read (config file, PT_* variables): a copied
+        # `pt up` and `pt client` meet on the same port.
+        settings = settings_or_fail(config_path)
+        worker = parse_address(settings.worker_client_address, default_port=2049)
     host, port = worker
     ctx.obj = ClientOptions(
         host=host,
@@ -160,39 +168,64 @@ def client(
 
 
 # -- shared plumbing ---------------------------------------------
-def _options() -> ClientOptions:
-    options = click.get_current_context().find_object(ClientOptions)
-    assert options is not None
-    return options
+def options() -> ClientOptions:
+    found = click.get_current_context().find_object(ClientOptions)
+    assert found is not None
+    return found
 
 
-def _wants_json(as_json: bool) -> bool:
-    return as_json or _options().as_json
+def wants_json(as_json: bool) -> bool:
+    return as_json or options().as_json
+
+
+def _error_details(exc: ClientError) -> dict[str, Any]:
+    details: dict[str, Any] = {"code": exc.code.name if exc.code is not None else None}
+    if exc.retry_after is not None:
+        details["retry_after"] = exc.retry_after
+    if exc.order_id is not None:
+        details["order_id"] = str(exc.order_id)
+    return details
 
 
 @contextmanager
-def _server_errors(options: ClientOptions) -> Iterator[None]:
-    """Turn every expected ClientError into one line on stderr and exit status 1."""
+def server_errors(opts: ClientOptions, hint: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Turn every expected ClientError into one error (stderr, or JSON) and exit status 1.
+
+    ``hint`` may add advice to a server's refusal (e.g. a missing user that is
+    probably a symbol).
+    """
+    from papertrader.client import ClientError, ServerUnreachable
+    from papertrader.client.session_file import delete_session
+
     try:
         yield
     except ServerUnreachable as exc:
-        if options.master is not None:  # the address is the master's, or several workers'
-            fail(f"{exc.reason} (is the master running? `pt workers list` on its host)")
-        hint = "" if exc.reason.startswith("connection to") else " (is the worker running? `pt up`)"
-        fail(f"{exc.reason.replace('cannot reach ', 'cannot reach the worker at ', 1)}{hint}")
+        details = _error_details(exc)
+        if opts.master is not None:  # the address is the master's, or several workers'
+            fail(f"{exc.reason} (is the master running? `pt workers list` on its host)", **details)
+        running = " (is the worker running? `pt up`)"
+        advice = "" if exc.reason.startswith("connection to") else running
+        where = exc.reason.replace("cannot reach ", "cannot reach the worker at ", 1)
+        fail(f"{where}{advice}", **details)
     except ClientError as exc:
+        details = _error_details(exc)
         if exc.session_problem:
-            delete_session(options.session_file)
+            delete_session(opts.session_file)
             advice = exc.reason if "log in again" in exc.reason else f"{exc.reason}: log in again"
-            fail(f"{advice} (`pt client login USER`)")
+            fail(f"{advice} (`pt client login USER`)", **details)
         if exc.retry_after is not None:
-            fail(f"refused by an abuse limit: {exc.reason} (wait, then run the same command again)")
-        fail(exc.reason)
+            fail(
+                f"refused by an abuse limit: {exc.reason} (wait, then run the same command again)",
+                **details,
+            )
+        fail(hint(exc.reason) if hint is not None else exc.reason, **details)
 
 
-def _stored_session(options: ClientOptions) -> StoredSession:
+def stored_session(opts: ClientOptions) -> StoredSession:
+    from papertrader.client.session_file import SessionFileError, load_session
+
     try:
-        stored = load_session(options.session_file)
+        stored = load_session(opts.session_file)
     except SessionFileError as exc:
         fail(str(exc))
     if stored is None:
@@ -217,105 +250,6 @@ password_stdin_option = click.option(
 )
 
 
-# -- formatting ---------------------------------------------
-def _text(value: Any) -> Any:
-    """A JSON-ready copy: decimals as strings, times as ISO 8601, ids as text."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _text(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_text(item) for item in value]
-    return value
-
-
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _money(amount: Decimal | None) -> str:
-    if amount is None:
-        return "-"
-    return f"{amount.quantize(CENTS, rounding=ROUND_HALF_EVEN):,}"
-
-
-def _price(price: Decimal | None) -> str:
-    """Prices keep their significant decimals but at least two."""
-    if price is None:
-        return "-"
-    normal = price.normalize()
-    exponent = normal.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        normal = normal.quantize(CENTS)
-    return f"{normal:,f}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.rjust(width) if index in right else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), *(line(row) for row in rows)])
-
-
-def quote_document(quote: Quote) -> dict[str, Any]:
-    return {
-        "symbol": quote.symbol,
-        "open": _text(quote.open),
-        "high": _text(quote.high),
-        "low": _text(quote.low),
-        "close": _text(quote.close),
-        "volume": quote.volume,
-        "time": _text(quote.time),
-    }
-
-
-def portfolio_document(portfolio: dict[str, Any]) -> dict[str, Any]:
-    positions = [
-        {
-            "symbol": p.get("symbol"),
-            "quantity": p.get("quantity"),
-            "average_price": _text(p.get("average_price")),
-            "price": _text(p.get("price")),
-            "market_value": _text(p.get("market_value")),
-        }
-        for p in portfolio.get("positions") or []
-    ]
-    return {
-        "username": portfolio.get("username"),
-        "cash": _text(portfolio.get("cash")),
-        "positions": positions,
-        "total_value": _text(portfolio.get("total_value")),
-    }
-
-
-def history_document(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "order_id": _text(row.get("order_id")),
-            "side": row.get("side"),
-            "symbol": row.get("symbol"),
-            "quantity": row.get("quantity"),
-            "price": _text(row.get("price")),
-            "executed_at": _text(row.get("executed_at")),
-        }
-        for row in history
-    ]
-
-
 # -- accounts ---------------------------------------------
 @client.command()
 @click.argument("username")
@@ -324,11 +258,11 @@ def history_document(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @json_option
 def register(username: str, email: str, password_stdin: bool, as_json: bool) -> None:
     """Create the account USERNAME (the password is asked twice, hidden)."""
-    options = _options()
+    opts = options()
     password = _read_password(password_stdin, confirm=True)
-    with _server_errors(options), options.connect() as conn:
+    with server_errors(opts), opts.connect() as conn:
         stored_name = conn.register(username, email, password)
-    if _wants_json(as_json):
+    if wants_json(as_json):
         print_json({"username": stored_name})
     else:
         click.echo(f"Registered {stored_name}. Log in with `pt client login {stored_name}`.")
@@ -375,19 +309,25 @@ def login(
         return
     if username is None:
         raise click.UsageError("name the USERNAME, or sign in with --with PROVIDER")
-    options = _options()
+    from papertrader.client.session_file import StoredSession, save_session
+
+    opts = options()
     password = _read_password(password_stdin, confirm=False)
-    with _server_errors(options), options.connect() as conn:
+    with server_errors(opts), opts.connect() as conn:
         info = conn.login(username, password, remember)
+        worker = worker_in_use(conn)
     save_session(
-        options.session_file,
-        StoredSession(info.session_id, info.username, info.expires_at, options.worker),
+        opts.session_file,
+        StoredSession(info.session_id, info.username, info.expires_at, worker),
     )
-    if _wants_json(as_json):
-        print_json({"username": info.username, "expires_at": _text(info.expires_at)})
+    if wants_json(as_json):
+        print_json(
+            {"username": info.username, "expires_at": fmt.text(info.expires_at), "worker": worker}
+        )
     else:
         click.echo(
-            f"Logged in as {info.username}; the session lasts until {_when(info.expires_at)}."
+            f"Logged in as {info.username} on {worker}; the session lasts until "
+            f"{fmt.when(info.expires_at)}."
         )
 
 
@@ -395,24 +335,27 @@ def login(
 @json_option
 def logout(as_json: bool) -> None:
     """End the session on every worker and forget it here."""
-    options = _options()
+    from papertrader.client import ClientError, ServerUnreachable
+    from papertrader.client.session_file import SessionFileError, delete_session, load_session
+
+    opts = options()
     try:
-        stored = load_session(options.session_file)
+        stored = load_session(opts.session_file)
     except SessionFileError:
         stored = None  # unreadable: nothing we could end; the file goes below
     ended = False
     if stored is not None:
         try:
-            with options.connect(stored.session_id) as conn:
+            with opts.connect(stored.session_id) as conn:
                 conn.logout()
             ended = True
         except ServerUnreachable as exc:
             fail(f"{exc.reason}; the session is still valid, try again when the worker is back")
         except ClientError as exc:
             if not exc.session_problem:
-                fail(exc.reason)
-    delete_session(options.session_file)
-    if _wants_json(as_json):
+                fail(exc.reason, **_error_details(exc))
+    delete_session(opts.session_file)
+    if wants_json(as_json):
         print_json({"logged_out": ended})
     elif stored is not None:
         click.echo(f"Logged out {stored.username}.")
@@ -423,226 +366,117 @@ def logout(as_json: bool) -> None:
 @client.command()
 @json_option
 def whoami(as_json: bool) -> None:
-    """Who the stored session belongs to, checked with the worker."""
-    options = _options()
-    stored = _stored_session(options)
-    with _server_errors(options), options.connect() as conn:
+    """Who the stored session belongs to, checked with the worker (named)."""
+    opts = options()
+    stored = stored_session(opts)
+    with server_errors(opts), opts.connect() as conn:
         info = conn.resume(stored.session_id)
-    if _wants_json(as_json):
+        worker = worker_in_use(conn)
+    if wants_json(as_json):
         print_json(
-            {
-                "username": info.username,
-                "expires_at": _text(info.expires_at),
-                "worker": options.worker,
-            }
+            {"username": info.username, "expires_at": fmt.text(info.expires_at), "worker": worker}
         )
     else:
-        click.echo(f"{info.username} (session valid until {_when(info.expires_at)})")
-
-
-# -- market data ---------------------------------------------
-range_option = click.option(
-    "--range",
-    "range_",
-    type=click.Choice(RANGE_NAMES),
-    default=None,
-    help="day: minute bars of the date; week, month: daily bars up to it; "
-    "year: monthly bars up to it; all: monthly bars of everything.",
-)
-date_option = click.option(
-    "--date",
-    "on",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    help="The UTC day the range ends on, YYYY-MM-DD (default: today).",
-)
-
-
-def bars_document(symbol: str, range_: str, bars: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"symbol": symbol, "range": range_, "bars": [_text(bar) for bar in bars]}
-
-
-def _price_history(symbol: str, range_: str, on: datetime | None) -> list[dict[str, Any]]:
-    options = _options()
-    stored = _stored_session(options)
-    with _server_errors(options), options.connect(stored.session_id) as conn:
-        return conn.price_history(symbol.upper(), range_, on.date() if on else None)
-
-
-@client.command()
-@click.argument("symbols", nargs=-1, required=True)
-@click.option("--chart", is_flag=True, help="Draw the price of SYMBOL over --range.")
-@range_option
-@date_option
-@json_option
-def quote(
-    symbols: tuple[str, ...], chart: bool, range_: str | None, on: datetime | None, as_json: bool
-) -> None:
-    """Current price bar of one or more SYMBOLS (--chart: a price chart of one)."""
-    if chart or range_ or on:
-        if len(symbols) != 1:
-            raise click.UsageError("--chart draws one symbol at a time")
-        symbol, shown_range = symbols[0].upper(), range_ or "day"
-        bars = _price_history(symbol, shown_range, on)
-        if _wants_json(as_json):
-            print_json(bars_document(symbol, shown_range, bars))
-        else:
-            click.echo(price_chart(symbol, bars, shown_range))
-        return
-    options = _options()
-    stored = _stored_session(options)
-    quotes: list[Quote] = []
-    with _server_errors(options), options.connect(stored.session_id) as conn:
-        for symbol in symbols:
-            quotes.append(conn.quote(symbol.upper()))
-    if _wants_json(as_json):
-        documents = [quote_document(q) for q in quotes]
-        print_json(documents[0] if len(documents) == 1 else documents)
-        return
-    rows = [
-        [
-            q.symbol,
-            _price(q.open),
-            _price(q.high),
-            _price(q.low),
-            _price(q.close),
-            f"{q.volume:,}",
-            _when(q.time),
-        ]
-        for q in quotes
-    ]
-    headers = ["SYMBOL", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "TIME"]
-    click.echo(_table(headers, rows, right={1, 2, 3, 4, 5}))
+        click.echo(
+            f"{info.username} on worker {worker} (session valid until {fmt.when(info.expires_at)})"
+        )
 
 
 # -- account data ---------------------------------------------
+def _maybe_a_symbol(name: str) -> Callable[[str], str]:
+    """Advice for "there is no user NAME" when NAME looks like a ticker."""
+
+    def hint(reason: str) -> str:
+        if name and "no user" in reason and name.upper() == name:
+            return f"{reason} (the price bars of a symbol: `pt client bars {name}`)"
+        return reason
+
+    return hint
+
+
 @client.command()
 @click.argument("username", required=False, default="")
 @json_option
 def portfolio(username: str, as_json: bool) -> None:
     """Cash, positions and their value (yours, or USERNAME's positions)."""
-    options = _options()
-    stored = _stored_session(options)
-    with _server_errors(options), options.connect(stored.session_id) as conn:
+    opts = options()
+    stored = stored_session(opts)
+    with server_errors(opts, _maybe_a_symbol(username)), opts.connect(stored.session_id) as conn:
         result = conn.portfolio(username)
-    if _wants_json(as_json):
-        print_json(portfolio_document(result))
+    if wants_json(as_json):
+        print_json(fmt.portfolio_document(result))
         return
     positions = result.get("positions") or []
     click.echo(f"Portfolio of {result.get('username')}")
     if result.get("cash") is not None:
-        click.echo(f"Cash         {_money(result['cash'])}")
+        click.echo(f"Cash         {fmt.money(result['cash'])}")
     if positions:
         rows = [
             [
                 str(p.get("symbol")),
-                f"{p.get('quantity')}",
-                _price(p.get("average_price")),
-                _price(p.get("price")),
-                _money(p.get("market_value")),
+                fmt.quantity(p.get("quantity")),
+                fmt.price(p.get("average_price")),
+                fmt.price(p.get("price")),
+                fmt.money(p.get("market_value")),
             ]
             for p in positions
         ]
         headers = ["SYMBOL", "QTY", "AVG PRICE", "PRICE", "VALUE"]
-        click.echo(_table(headers, rows, right={1, 2, 3, 4}))
+        click.echo(fmt.table(headers, rows, right={1, 2, 3, 4}))
     else:
         click.echo("No positions.")
     if result.get("total_value") is not None:
-        click.echo(f"Total value  {_money(result['total_value'])}")
+        click.echo(f"Total value  {fmt.money(result['total_value'])}")
 
 
-@client.command()
-@click.argument("username", metavar="[USERNAME | SYMBOL]", required=False, default="")
-@range_option
-@date_option
-@json_option
-def history(username: str, range_: str | None, on: datetime | None, as_json: bool) -> None:
-    """Executed orders, oldest first (yours, or USERNAME's).
-
-    With --range or --date: the price bars of SYMBOL instead
-    (`pt client history AAPL --range week`).
-    """
-    if range_ or on:
-        if not username:
-            raise click.UsageError("--range/--date show prices: name the SYMBOL")
-        symbol, shown_range = username.upper(), range_ or "day"
-        bars = _price_history(symbol, shown_range, on)
-        if _wants_json(as_json):
-            print_json(bars_document(symbol, shown_range, bars))
-        else:
-            headers = ["TIME (UTC)", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME"]
-            click.echo(f"{symbol} {shown_range}: {len(bars)} bars")
-            click.echo(_table(headers, bars_rows(bars, _price), right={1, 2, 3, 4, 5}))
-        return
-    options = _options()
-    stored = _stored_session(options)
-    with _server_errors(options), options.connect(stored.session_id) as conn:
+def _trades(username: str, as_json: bool) -> None:
+    opts = options()
+    stored = stored_session(opts)
+    with server_errors(opts, _maybe_a_symbol(username)), opts.connect(stored.session_id) as conn:
         rows = conn.history(username)
-    if _wants_json(as_json):
-        print_json(history_document(rows))
+    if wants_json(as_json):
+        print_json(fmt.history_document(rows))
         return
     if not rows:
         click.echo("No transactions yet.")
         return
     table = [
         [
-            _when(row.get("executed_at")),
+            fmt.when(row.get("executed_at")),
             str(row.get("side")),
             str(row.get("symbol")),
-            f"{row.get('quantity')}",
-            _price(row.get("price")),
+            fmt.quantity(row.get("quantity")),
+            fmt.price(row.get("price")),
             str(row.get("order_id") or "-"),
         ]
         for row in rows
     ]
     headers = ["EXECUTED", "SIDE", "SYMBOL", "QTY", "PRICE", "ORDER"]
-    click.echo(_table(headers, table, right={3, 4}))
+    click.echo(fmt.table(headers, table, right={3, 4}))
 
 
 @client.command()
-@click.argument("symbol")
-@click.option(
-    "--horizon",
-    type=click.IntRange(1, MAX_HORIZON),
-    default=10,
-    show_default=True,
-    help="How many update intervals ahead.",
-)
-@click.option("--chart", is_flag=True, help="Draw the recent closes and the forecast band.")
+@click.argument("username", required=False, default="")
 @json_option
-def forecast(symbol: str, horizon: int, chart: bool, as_json: bool) -> None:
-    """A naive forecast of SYMBOL's price (Holt's linear smoothing): practice, not advice."""
-    options = _options()
-    stored = _stored_session(options)
-    symbol = symbol.upper()
-    with _server_errors(options), options.connect(stored.session_id) as conn:
-        result = conn.forecast(symbol, horizon)
-    if _wants_json(as_json):
-        print_json(_text(result))
-        return
-    points = result.get("points") or []
-    if chart:
-        click.echo(forecast_chart(symbol, [result["last_close"]], result))
-    click.echo(
-        f"{symbol}: last close {_price(result.get('last_close'))}; "
-        f"{result.get('method')} over {result.get('based_on')} bars "
-        f"(alpha {result.get('alpha')}, beta {result.get('beta')})"
-    )
-    rows = [
-        [
-            str(p.get("step")),
-            _when(p.get("time")),
-            _price(p.get("value")),
-            _price(p.get("lower")),
-            _price(p.get("upper")),
-        ]
-        for p in points
-    ]
-    click.echo(_table(["STEP", "TIME", "FORECAST", "LOWER", "UPPER"], rows, right={0, 2, 3, 4}))
-    click.echo("A naive model for practice, not investment advice.")
+def trades(username: str, as_json: bool) -> None:
+    """Executed orders, oldest first (yours, or USERNAME's).
+
+    The price bars of an asset are `pt client bars SYMBOL`.
+    """
+    _trades(username, as_json)
 
 
-# The account commands (password, sessions, link, account) and the order commands (buy,
-# sell, order, orders, cancel) live in their own modules; importing them registers them.
-from . import client_account as _client_account  # noqa: E402,F401
-from . import client_orders as _client_orders  # noqa: E402,F401
+@client.command()
+@click.argument("username", required=False, default="")
+@json_option
+def history(username: str, as_json: bool) -> None:
+    """The same as `trades` (the protocol calls it transaction history).
+
+    The price bars of an asset are `pt client bars SYMBOL`.
+    """
+    _trades(username, as_json)
+
+
+# The market data, account and order commands join the group (they import this module's
+# plumbing).
+from . import client_account, client_market, client_orders  # noqa: E402, F401

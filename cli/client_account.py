@@ -18,39 +18,31 @@ module only talks to the user.
 from __future__ import annotations
 
 import sys
-import webbrowser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from papertrader.client import ClientError, FailoverClient, PaperTraderClient
-from papertrader.client.models import SessionInfo
-from papertrader.client.session_file import StoredSession, delete_session, save_session
-from papertrader.oidc.native import (
-    DeviceFlow,
-    LoopbackFlow,
-    ProviderOptions,
-    SignInError,
-    Tokens,
-)
-from papertrader.protocol import ErrorCode
-
 from .client import (
     ClientOptions,
-    _options,
     _read_password,
-    _server_errors,
-    _stored_session,
-    _table,
-    _text,
-    _wants_json,
-    _when,
     client,
     password_stdin_option,
 )
+from .client import options as _options
+from .client import server_errors as _server_errors
+from .client import stored_session as _stored_session
+from .client import wants_json as _wants_json
+from .client_format import table as _table
+from .client_format import text as _text
+from .client_format import when as _when
 from .common import fail, json_option, print_json
 
-Connection = PaperTraderClient | FailoverClient
+if TYPE_CHECKING:  # imported when a command runs: `pt --help` stays quick
+    from papertrader.client import FailoverClient, PaperTraderClient
+    from papertrader.client.models import SessionInfo
+    from papertrader.oidc.native import Tokens
+
+    Connection = PaperTraderClient | FailoverClient
 
 #: How long `login --with` waits for the browser to come back to the loopback redirect.
 BROWSER_WAIT = 300.0
@@ -82,6 +74,10 @@ def provider_tokens(
     conn: Connection, name: str, *, device: bool, paste: bool, no_browser: bool
 ) -> Tokens:
     """Run the provider's flow and return its ID token (and nonce); exits on failure."""
+    import webbrowser
+
+    from papertrader.oidc.native import DeviceFlow, LoopbackFlow, ProviderOptions, SignInError
+
     offered = {str(p["name"]): p for p in conn.sign_in_options()}
     record = offered.get(name.lower())
     if record is None:
@@ -120,6 +116,8 @@ def provider_tokens(
 
 
 def _save(options: ClientOptions, info: SessionInfo) -> None:
+    from papertrader.client.session_file import StoredSession, save_session
+
     save_session(
         options.session_file,
         StoredSession(info.session_id, info.username, info.expires_at, options.worker),
@@ -136,6 +134,9 @@ def login_with(
     as_json: bool,
 ) -> None:
     """`pt client login --with PROVIDER`: sign in (or sign up) and keep the session."""
+    from papertrader.client import ClientError
+    from papertrader.protocol import ErrorCode
+
     options = _options()
     with _server_errors(options), options.connect() as conn:
         tokens = provider_tokens(conn, provider, device=device, paste=paste, no_browser=no_browser)
@@ -338,6 +339,8 @@ def account_delete(
     Confirm with the password, or with --with PROVIDER (a fresh sign-in). The
     username stays reserved for a while (the answer says how long).
     """
+    from papertrader.client.session_file import delete_session
+
     options = _options()
     stored = _stored_session(options)
     if not yes and not click.confirm(
@@ -396,6 +399,8 @@ def sessions_list(as_json: bool) -> None:
 @json_option
 def sessions_revoke(handle: str, as_json: bool) -> None:
     """End the session HANDLE (as `sessions list` shows it) on every worker."""
+    from papertrader.client.session_file import delete_session
+
     result = _session_call(as_json, lambda conn: conn.revoke_session(handle))
     if "(this one)" in result:
         delete_session(_options().session_file)
@@ -412,6 +417,8 @@ def sessions_revoke(handle: str, as_json: bool) -> None:
 @json_option
 def sessions_logout_all(keep_this: bool, as_json: bool) -> None:
     """Sign out every other session of the account (--all: this one too)."""
+    from papertrader.client.session_file import delete_session
+
     _session_call(as_json, lambda conn: conn.logout_all(keep_this))
     if not keep_this:
         delete_session(_options().session_file)

@@ -17,27 +17,25 @@ from __future__ import annotations
 import sys
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from papertrader.client import ClientError, OrderOutcomeUnknown, OrderStatus
-from papertrader.protocol import ErrorCode
-
-from .client import (
-    CENTS,
-    _money,
-    _options,
-    _price,
-    _server_errors,
-    _stored_session,
-    _table,
-    _text,
-    _wants_json,
-    _when,
-    client,
-)
+from .client import client
+from .client import options as _options
+from .client import server_errors as _server_errors
+from .client import stored_session as _stored_session
+from .client import wants_json as _wants_json
+from .client_format import CENTS
+from .client_format import money as _money
+from .client_format import price as _price
+from .client_format import table as _table
+from .client_format import text as _text
+from .client_format import when as _when
 from .common import fail, json_option, print_json
+
+if TYPE_CHECKING:  # imported when a command runs: `pt --help` stays quick
+    from papertrader.client import ClientError, OrderStatus
 
 #: Exit status when an order's outcome is unknown (documented in the README).
 EXIT_OUTCOME_UNKNOWN = 3
@@ -196,6 +194,9 @@ def _place(
     client_order_id: uuid.UUID | None,
     as_json: bool,
 ) -> None:
+    from papertrader.client import ClientError, OrderOutcomeUnknown
+    from papertrader.protocol import ErrorCode
+
     options = _options()
     as_json = _wants_json(as_json)
     stored = _stored_session(options)
@@ -418,6 +419,9 @@ def cancel(order_id: uuid.UUID | None, cancel_all: bool, as_json: bool) -> None:
     stop order before it fills), or every waiting order with --all."""
     if cancel_all == (order_id is not None):
         raise click.UsageError("name one order ID, or --all")
+    from papertrader.client import ClientError, OrderOutcomeUnknown
+    from papertrader.protocol import ErrorCode
+
     options = _options()
     as_json = _wants_json(as_json)
     stored = _stored_session(options)

@@ -19,13 +19,25 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+def _config_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """The file given, else ./papertrader.toml, else the user's (absolute paths: children
+    started in another directory read the same file)."""
+    if value is not None:
+        return value.expanduser().absolute()
+    from papertrader.config.environment import find_config_file
+
+    return find_config_file()
+
+
 config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="PT_CONFIG",
     default=None,
-    help="TOML settings file (also PT_CONFIG). PT_* environment variables override it.",
+    callback=_config_file,
+    help="TOML settings file (also PT_CONFIG; default: ./papertrader.toml, else "
+    "papertrader.toml in the user's config directory). PT_* variables override it.",
 )
 
 state_dir_option = click.option(
@@ -54,10 +66,28 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Stop with a one-line error on stderr and no traceback."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+def json_requested() -> bool:
+    """True when the running command, or a group above it, was given --json."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.params.get("as_json"):
+            return True
+        ctx = ctx.parent
+    return False
+
+
+def fail(message: str, exit_code: int = 1, **details: Any) -> NoReturn:
+    """Stop with a one-line error and no traceback.
+
+    With --json the error is a JSON document on stdout instead, so a script
+    reading stdout always gets JSON: ``{"error": {"message": ..., ...details}}``
+    (details such as the error code or the order id, when the caller has them).
+    """
+    if json_requested():
+        print_json({"error": {"message": message, **details}})
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(exit_code)
 
 
 def settings_or_fail(config_path: Path | None, **overrides: Any) -> Settings:

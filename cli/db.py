@@ -12,10 +12,6 @@ from pathlib import Path
 
 import click
 
-from papertrader.config import ConfigError, load_settings
-from papertrader.services import ServicesError, mask_url, resolve_urls
-from papertrader.store import migrate as schema
-
 from .common import config_option, fail, json_option, print_json, state_dir_option
 
 
@@ -25,12 +21,18 @@ def database_url_for(config_path: Path | None, state_dir: Path | None) -> str:
     Raises ``ConfigError`` or ``ServicesError`` with a message for the user;
     kept apart from the commands so the lookup can be tested on its own.
     """
+    from papertrader.config import load_settings
+    from papertrader.services import resolve_urls
+
     settings = load_settings(config_path)
     return resolve_urls(settings, state_dir).database_url
 
 
 def _database_url_or_fail(config_path: Path | None, state_dir: Path | None) -> str | None:
     """``database_url_for``, turning expected errors into one line on stderr and exit 1."""
+    from papertrader.config import ConfigError
+    from papertrader.services import ServicesError
+
     try:
         return database_url_for(config_path, state_dir)
     except (ConfigError, ServicesError) as exc:
@@ -57,6 +59,9 @@ def migrate(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     Safe to run any time, also by several processes at once: applied
     migrations are skipped, and each runs in its own transaction.
     """
+    from papertrader.services import mask_url
+    from papertrader.store import migrate as schema
+
     url = _database_url_or_fail(config_path, state_dir)
     if url is None:
         return
@@ -80,6 +85,9 @@ def migrate(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
 @json_option
 def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """List applied and pending migrations. Exits with status 3 if any are pending."""
+    from papertrader.services import mask_url
+    from papertrader.store import migrate as schema
+
     url = _database_url_or_fail(config_path, state_dir)
     if url is None:
         return

@@ -18,7 +18,18 @@ if sys.argv[1:2] in (["master"], ["worker"]):
 
 import click
 
-from . import client, db, logs, market, master, services, status, up, worker, workers
+from . import (
+    client,
+    db,
+    logs,
+    market,
+    master,
+    services,
+    status,
+    up,
+    worker,
+    workers,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +40,10 @@ def cli() -> None:
     `pt up` starts everything (private Redis and PostgreSQL, the master, workers);
     `pt client --help` shows how to trade against it.
     """
+    from papertrader.config.environment import unknown_variables
+
+    for warning in unknown_variables():
+        click.echo(f"warning: {warning}", err=True)
 
 
 cli.add_command(up.up)

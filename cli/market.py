@@ -12,22 +12,18 @@ started in the state directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import psycopg2
-import redis
-
-from papertrader.config import ConfigError, Settings, load_settings
-from papertrader.market.csvfile import SAMPLE, CsvFormatError, count_rows, iter_rows
-from papertrader.market.quote import Quote
-from papertrader.services import ServicesError, ServiceUrls, resolve_urls
-from papertrader.store import keys
-from papertrader.store.history import insert_history
-from papertrader.store.market_status import MarketStatusStore
-from papertrader.store.pool import ConnectionPool, PoolTimeout
 
 from .common import config_option, fail, json_option, print_json, state_dir_option
+
+if TYPE_CHECKING:  # the rest is imported when a command runs: `pt --help` stays quick
+    import redis
+
+    from papertrader.config import Settings
+    from papertrader.market.quote import Quote
+    from papertrader.services import ServiceUrls
 
 BATCH = 1000
 
@@ -35,6 +31,9 @@ BATCH = 1000
 def _settings_and_urls(
     config_path: Path | None, state_dir: Path | None
 ) -> tuple[Settings, ServiceUrls]:
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.services import ServicesError, resolve_urls
+
     try:
         settings = load_settings(config_path)
         return settings, resolve_urls(settings, state_dir)
@@ -49,6 +48,8 @@ def market() -> None:
 
 
 def status_document(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    from papertrader.store.market_status import MarketStatusStore
+
     return MarketStatusStore(client).read().describe(
         settings.market_provider, settings.update_interval
     )
@@ -65,6 +66,8 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
     none came for two intervals) or no master has updated them yet, so a
     monitoring script can test it.
     """
+    import redis
+
     settings, urls = _settings_and_urls(config_path, state_dir)
     client = redis.Redis.from_url(urls.redis_url, socket_connect_timeout=5)
     try:
@@ -104,6 +107,10 @@ def _print_status(document: dict[str, Any]) -> None:
 
 def _clear_history_cache(redis_url: str) -> int:
     """Delete the workers' cached history answers: the past just changed."""
+    import redis
+
+    from papertrader.store import keys
+
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
     try:
         removed = 0
@@ -147,6 +154,13 @@ def backfill(
     as_json: bool,
 ) -> None:
     """Load historical bars into the database (bars already there are kept)."""
+    import psycopg2
+    import redis
+
+    from papertrader.market.csvfile import SAMPLE, CsvFormatError, count_rows, iter_rows
+    from papertrader.store.history import insert_history
+    from papertrader.store.pool import ConnectionPool, PoolTimeout
+
     source = path or SAMPLE
     settings, urls = _settings_and_urls(config_path, state_dir)
     try:

@@ -13,14 +13,6 @@ from typing import Any
 
 import click
 
-from papertrader.services import (
-    ServicesError,
-    resolve_state_dir,
-    services_status,
-    start_services,
-    stop_services,
-)
-
 from .common import fail, json_option, print_json, state_dir_option
 
 
@@ -34,9 +26,18 @@ def services() -> None:
     """
 
 
+show_secrets_option = click.option(
+    "--show-secrets",
+    is_flag=True,
+    help="Print the URLs with their passwords (for PT_REDIS_URL / PT_DATABASE_URL "
+    "elsewhere); masked otherwise.",
+)
+
+
 @services.command()
 @state_dir_option
 @json_option
+@show_secrets_option
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
@@ -44,31 +45,36 @@ def services() -> None:
     show_default=True,
     help="Seconds to wait for each server to answer.",
 )
-def up(state_dir: Path | None, as_json: bool, timeout: float) -> None:
+def up(state_dir: Path | None, as_json: bool, show_secrets: bool, timeout: float) -> None:
     """Start Redis and PostgreSQL (creating them the first time) and print their URLs.
 
     Safe to run again: running servers are left alone. The URLs contain the
-    generated passwords; they are stored in services.json (mode 0600) in the
-    state directory.
+    generated passwords, shown masked unless --show-secrets; they are stored
+    in services.json (mode 0600) in the state directory.
     """
+    from papertrader.services import ServicesError, mask_url, resolve_state_dir, start_services
+
     try:
         urls = start_services(state_dir, timeout=timeout)
     except ServicesError as exc:
         fail(str(exc))
         return
     directory = resolve_state_dir(state_dir)
+    shown = (lambda url: url) if show_secrets else mask_url
     if as_json:
         print_json(
             {
                 "state_dir": str(directory),
-                "redis_url": urls.redis_url,
-                "database_url": urls.database_url,
+                "redis_url": shown(urls.redis_url),
+                "database_url": shown(urls.database_url),
             }
         )
         return
     click.echo(f"Services running (state in {directory}).")
-    click.echo(f"  PT_REDIS_URL={urls.redis_url}")
-    click.echo(f"  PT_DATABASE_URL={urls.database_url}")
+    click.echo(f"  PT_REDIS_URL={shown(urls.redis_url)}")
+    click.echo(f"  PT_DATABASE_URL={shown(urls.database_url)}")
+    if not show_secrets:
+        click.echo("  (passwords masked: --show-secrets prints them)")
     click.echo(f"Next: pt db migrate --state-dir {directory}")
 
 
@@ -89,16 +95,22 @@ def _describe(name: str, info: dict[str, Any]) -> str:
 @services.command()
 @state_dir_option
 @json_option
-def status(state_dir: Path | None, as_json: bool) -> None:
+@show_secrets_option
+def status(state_dir: Path | None, as_json: bool, show_secrets: bool) -> None:
     """Show whether Redis and PostgreSQL run, their ports, data and (masked) URLs.
 
     Exits with status 3 when either is not running, so scripts can test it.
     """
+    from papertrader.services import ServicesError, read_service_urls, services_status
+
     try:
         report = services_status(state_dir)
+        urls = read_service_urls(state_dir) if show_secrets else None
     except ServicesError as exc:
         fail(str(exc))
         return
+    if urls is not None:
+        report["redis"]["url"], report["postgres"]["url"] = urls.redis_url, urls.database_url
     if as_json:
         print_json(report)
     else:
@@ -121,6 +133,8 @@ def status(state_dir: Path | None, as_json: bool) -> None:
 )
 def down(state_dir: Path | None, as_json: bool, timeout: float) -> None:
     """Stop Redis and PostgreSQL. Their data is kept; `pt services up` brings them back."""
+    from papertrader.services import ServicesError, stop_services
+
     try:
         stopped = stop_services(state_dir, timeout=timeout)
     except ServicesError as exc:

@@ -381,3 +381,35 @@ def test_with_overrides_assets_replace_assets_file(tmp_path: Path) -> None:
 
 def test_config_error_is_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_a_default_config_file_is_found_in_the_working_directory_then_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from papertrader.config.environment import find_config_file, user_config_file
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    here = tmp_path / "project"
+    here.mkdir()
+    assert find_config_file(here) is None
+    users = user_config_file()
+    users.parent.mkdir(parents=True)
+    users.write_text("update_interval = 3\n")
+    assert find_config_file(here) == users.resolve()
+    (here / "papertrader.toml").write_text("update_interval = 2\n")
+    assert find_config_file(here) == (here / "papertrader.toml").resolve()
+
+
+def test_a_misspelled_variable_is_reported_with_the_setting_meant() -> None:
+    from papertrader.config.environment import unknown_variables
+
+    warnings = unknown_variables(
+        {"PT_UPDATE_INTERVALL": "2", "PT_UPDATE_INTERVAL": "2", "PT_WORKER": "x:1",
+         "PT_TEST_REDIS_URL": "redis://", "PT_SOMETHING_ELSE": "1", "HOME": "/root"}
+    )  # fmt: skip
+    assert warnings == [
+        "PT_SOMETHING_ELSE is not a PaperTrader setting and is ignored (see the settings in "
+        "the README)",
+        "PT_UPDATE_INTERVALL is not a PaperTrader setting and is ignored; did you mean "
+        "PT_UPDATE_INTERVAL?",
+    ]

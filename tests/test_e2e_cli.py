@@ -124,8 +124,19 @@ def test_a_trading_session_from_the_command_line(servers: Servers, tmp_path: Pat
     assert [set(h) for h in history] == [HISTORY_KEYS]
     assert history[0]["order_id"] == bought["order_id"]
 
+    assert pt.json("trades") == history  # the same, under a name that says what it is
+    bars = pt.json("bars", "AAPL", "--range", "day")
+    assert bars["symbol"] == "AAPL" and bars["range"] == "day" and bars["bars"]
+    human_bars = pt("bars", "AAPL")
+    assert human_bars.returncode == 0 and "AAPL day:" in human_bars.stdout
+    not_a_user = pt("trades", "AAPL")
+    assert not_a_user.returncode == 1 and "pt client bars AAPL" in not_a_user.stderr
+
     human = pt("portfolio")
     assert human.returncode == 0 and "Cash" in human.stdout and "AAPL" in human.stdout
+    # Money with thousands separators: 100,000.00 less what AAPL cost.
+    assert f"Cash         {Decimal(portfolio['cash']):,}" in human.stdout
+    assert pt("whoami").stdout.startswith(f"carol on worker {pt.worker} ")
 
     assert pt("logout").returncode == 0
     assert not session_file.exists()
@@ -143,6 +154,15 @@ def test_failures_exit_1_with_one_line(servers: Servers, tmp_path: Path) -> None
         assert "Traceback" not in result.stderr
     wrong = pt("login", "dave", "--password-stdin", stdin="not it\n")
     assert wrong.returncode == 1 and "wrong password" in wrong.stderr
+
+    # With --json a failure is a JSON document on stdout, not a line for people.
+    as_json = pt("--json", "login", "dave", "--password-stdin", stdin="not it\n")
+    assert as_json.returncode == 1 and as_json.stderr == ""
+    error = json.loads(as_json.stdout)["error"]
+    assert "wrong password" in error["message"] and error["code"] == "INVALID_CREDENTIALS"
+    unknown = pt("quote", "NOPE", "--json")
+    assert unknown.returncode == 1
+    assert json.loads(unknown.stdout)["error"]["code"] == "UNKNOWN_ASSET"
 
 
 def test_expired_session_says_log_in_again(

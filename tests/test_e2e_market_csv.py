@@ -80,7 +80,7 @@ def test_up_with_the_csv_provider_serves_history_and_charts_offline(
             q for q in read_series(SAMPLE)["AAPL"] if (q.time.year, q.time.month) == (2026, 3)
         ]
         month = ok_json(
-            ["client", "history", "AAPL", "--range", "month", "--date", "2026-03-31"], client_env
+            ["client", "bars", "AAPL", "--range", "month", "--date", "2026-03-31"], client_env
         )
         assert [b["period_start"][:10] for b in month["bars"]] == [
             q.time.date().isoformat() for q in sample
@@ -88,7 +88,7 @@ def test_up_with_the_csv_provider_serves_history_and_charts_offline(
         assert [Decimal(b["close"]) for b in month["bars"]] == [q.close for q in sample]
         assert all(isinstance(b["close"], str) for b in month["bars"])  # money is never a float
 
-        week = run(["client", "history", "AAPL", "--range", "week", "--date", "2026-03-18"],
+        week = run(["client", "bars", "AAPL", "--range", "week", "--date", "2026-03-18"],
                    client_env)  # fmt: skip
         assert week.returncode == 0, week.stderr
         assert "AAPL week: 5 bars" in week.stdout and "2026-03-16 00:00" in week.stdout
@@ -101,7 +101,7 @@ def test_up_with_the_csv_provider_serves_history_and_charts_offline(
         forecast = ok_json(["client", "forecast", "AAPL", "--horizon", "3"], client_env)
         assert len(forecast["points"]) == 3 and forecast["method"] == "holt-linear"
 
-        too_early = run(["client", "history", "AAPL", "--range", "day", "--date", "2020-01-06"],
+        too_early = run(["client", "bars", "AAPL", "--range", "day", "--date", "2020-01-06"],
                         client_env)  # fmt: skip
         assert too_early.returncode == 1 and "before AAPL's history starts" in too_early.stderr
 

@@ -10,6 +10,7 @@ absolute ``cli.`` import fails here.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,9 +19,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: What the wheel is built from (as ansible/roles/papertrader/files/build-wheel.sh packs it).
+SOURCES = ("pyproject.toml", "setup.py", "requirements.txt", "README.md", "papertrader", "cli")
+
+
 def test_the_wheel_builds_cleanly_and_its_pt_runs_outside_the_source_tree(tmp_path: Path) -> None:
+    source = tmp_path / "src"  # setuptools writes build/ beside pyproject.toml: not in the tree
+    for name in SOURCES:
+        origin = ROOT / name
+        if origin.is_dir():
+            shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(origin, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]

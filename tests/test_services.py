@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -294,11 +295,18 @@ def test_cli_up_status_down(state_dir: Path) -> None:
     up = runner.invoke(cli, ["services", "up", *where])
     assert up.exit_code == 0, up.output
     assert "PT_REDIS_URL=redis://" in up.output and "PT_DATABASE_URL=postgresql://" in up.output
+    urls = read_service_urls(state_dir)
+    assert urls is not None
+    secrets = [urlsplit(urls.redis_url).password, urlsplit(urls.database_url).password]
+    assert all(secret and secret not in up.output for secret in secrets)  # masked unless asked
+    assert "****" in up.output and "--show-secrets" in up.output
 
-    up_json = runner.invoke(cli, ["services", "up", *where, "--json"])
+    up_json = runner.invoke(cli, ["services", "up", *where, "--json", "--show-secrets"])
     assert up_json.exit_code == 0, up_json.output
     document = json.loads(up_json.output)
-    assert document["redis_url"] in up.output and document["database_url"] in up.output
+    assert (document["redis_url"], document["database_url"]) == (urls.redis_url, urls.database_url)
+    shown = runner.invoke(cli, ["services", "status", *where, "--json", "--show-secrets"])
+    assert json.loads(shown.output)["redis"]["url"] == urls.redis_url
 
     status = runner.invoke(cli, ["services", "status", *where])
     assert status.exit_code == 0, status.output

@@ -6,6 +6,7 @@ A real master and two real workers (subprocesses) on free ports; clients are
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,11 +134,16 @@ def test_pt_client_with_master_follows_the_workers(servers: Servers, tmp_path: P
     assert pt("register", name, "--email", f"{name}@example.org", "--password-stdin",
               stdin=PASSWORD + "\n").returncode == 0  # fmt: skip
     assert pt("login", name, "--password-stdin", stdin=PASSWORD + "\n").returncode == 0
+    # whoami names the worker the master pointed it to (the eu one), not a default.
+    who = pt("whoami", "--json")
+    assert json.loads(who.stdout)["worker"] == f"127.0.0.1:{servers.worker_port(1)}", who.stderr
     servers.kill("worker-2")  # the region's worker is gone: the CLI goes elsewhere
     wait_for(lambda: listed(servers) == ["worker-1"], timeout=5)
     quote = pt("quote", "AAPL", "--json")
     assert quote.returncode == 0, quote.stderr
     assert '"symbol": "AAPL"' in quote.stdout
+    moved = pt("whoami", "--json")
+    assert json.loads(moved.stdout)["worker"] == f"127.0.0.1:{servers.worker_port(0)}"
 
 
 def test_an_order_whose_answer_is_lost_is_recovered_from_another_worker_not_resent(

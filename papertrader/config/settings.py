@@ -502,8 +502,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     ``path`` falls back to ``PT_CONFIG``; a file named either way must exist.
     Relative paths inside the TOML file are taken relative to the file's
     directory, so a config file can sit beside its assets list. Unknown keys
-    in the file are errors; unknown ``PT_*`` variables are ignored because
-    other tools share the prefix.
+    in the file are errors; unknown ``PT_*`` variables are ignored here (the
+    commands warn about them: ``config/environment.py``).
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     if path is None and env.get(ENV_PREFIX + "CONFIG"):

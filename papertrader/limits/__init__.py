@@ -13,8 +13,31 @@ carries them as failure returns with ``ErrorCode.RATE_LIMITED`` and a reason
 ending in ``retry after N s`` (:func:`retry_after_text`).
 """
 
-from papertrader.limits.limiter import Allowed, RateLimiter, Refused, Rule, retry_after_text
-from papertrader.limits.rates import Rate, parse_rate
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Names exported here, by the submodule holding them. Loaded on first use:
+#: the settings import ``.rates``, and every `pt` command (`pt --help` too)
+#: would otherwise pay for importing redis through ``.limiter``.
+_EXPORTS = {
+    "Allowed": "limiter",
+    "RateLimiter": "limiter",
+    "Refused": "limiter",
+    "Rule": "limiter",
+    "retry_after_text": "limiter",
+    "Rate": "rates",
+    "parse_rate": "rates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "Allowed",

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Literal
 
 from papertrader.protocol import Instruction
-from papertrader.store.history import Unit
+
+#: The bar size of a history view: what the store aggregates price bars into.
+Unit = Literal["minute", "day", "month"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: The first date a history request may name: nothing is stored before the epoch, and

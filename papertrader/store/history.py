@@ -14,14 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from psycopg2.extras import execute_values
 
 from papertrader.market.quote import Quote
+from papertrader.market.ranges import Unit
 from papertrader.store.pool import ConnectionPool
 
-Unit = Literal["minute", "day", "month"]
 UNITS: frozenset[str] = frozenset({"minute", "day", "month"})
 CENT = Decimal("0.01")
 

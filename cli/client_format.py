@@ -1,0 +1,127 @@
+"""How `pt client` shows things: tables for people, JSON documents for scripts.
+
+Money in tables has thousands separators and two decimals (``12,345.60``);
+prices keep their significant decimals (``0.0045``). JSON documents carry
+decimals as strings and times as ISO 8601, never floats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from papertrader.market.quote import Quote
+
+CENTS = Decimal("0.01")
+
+
+def text(value: Any) -> Any:
+    """A JSON-ready copy: decimals as strings, times as ISO 8601, ids as text."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: text(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [text(item) for item in value]
+    return value
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def money(amount: Decimal | None) -> str:
+    """Cents, with thousands separators: ``12,345.60``."""
+    if amount is None:
+        return "-"
+    return f"{amount.quantize(CENTS, rounding=ROUND_HALF_EVEN):,}"
+
+
+def price(value: Decimal | None) -> str:
+    """Prices keep their significant decimals but at least two, with thousands separators."""
+    if value is None:
+        return "-"
+    normal = value.normalize()
+    exponent = normal.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        normal = normal.quantize(CENTS)
+    return f"{normal:,f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def quote_document(quote: Quote) -> dict[str, Any]:
+    return {
+        "symbol": quote.symbol,
+        "open": text(quote.open),
+        "high": text(quote.high),
+        "low": text(quote.low),
+        "close": text(quote.close),
+        "volume": quote.volume,
+        "time": text(quote.time),
+    }
+
+
+def portfolio_document(portfolio: dict[str, Any]) -> dict[str, Any]:
+    positions = [
+        {
+            "symbol": p.get("symbol"),
+            "quantity": p.get("quantity"),
+            "average_price": text(p.get("average_price")),
+            "price": text(p.get("price")),
+            "market_value": text(p.get("market_value")),
+        }
+        for p in portfolio.get("positions") or []
+    ]
+    return {
+        "username": portfolio.get("username"),
+        "cash": text(portfolio.get("cash")),
+        "positions": positions,
+        "total_value": text(portfolio.get("total_value")),
+    }
+
+
+def history_document(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": text(row.get("order_id")),
+            "side": row.get("side"),
+            "symbol": row.get("symbol"),
+            "quantity": row.get("quantity"),
+            "price": text(row.get("price")),
+            "executed_at": text(row.get("executed_at")),
+        }
+        for row in history
+    ]
+
+
+def bars_document(symbol: str, range_: str, bars: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"symbol": symbol, "range": range_, "bars": [text(bar) for bar in bars]}
+
+
+def quantity(units: Any) -> str:
+    """Units with thousands separators."""
+    return "-" if units is None else f"{int(units):,}"
