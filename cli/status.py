@@ -7,6 +7,7 @@ monitors can test it.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,19 +165,33 @@ def _count(value: Any) -> str:
 @click.command()
 @config_option
 @state_dir_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Look again every second until all is well, for at most SECONDS (scripts: "
+    "start servers, then `pt status --wait 60`).",
+)
 @json_option
-def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
+def status(
+    config_path: Path | None, state_dir: Path | None, wait: float, as_json: bool
+) -> None:
     """Every process of the stack (pid, uptime, address, health, restarts), the
     services, the workers linked with their clients, the order queue and the
     last drain, the market feed's freshness.
 
     Exits with status 3, listing the problems, when something is down,
-    unhealthy or stale; 0 when all is well.
+    unhealthy or stale (after --wait, if given); 0 when all is well.
     """
     from papertrader.stack.status import gather
 
     directory, sources = _sources(config_path, state_dir)
+    deadline = time.monotonic() + wait
     document = gather(directory, sources)
+    while not document["ok"] and time.monotonic() < deadline:
+        time.sleep(1.0)
+        document = gather(directory, sources)
     if as_json:
         print_json(document)
     else:
