@@ -67,12 +67,18 @@ def _endpoints(record: StackRecord) -> dict[str, Any]:
     return document
 
 
-def _announce(record: StackRecord, as_json: bool) -> None:
+def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
     """The endpoints: a JSON document, or lines for people."""
     if as_json:
-        print_json(_endpoints(record))
+        print_json({**_endpoints(record), "new_state_dir": fresh})
         return
     workers = [c for c in record.children if c.role != "master"]
+    click.echo(f"state dir {record.state_dir}")
+    if fresh:
+        click.echo(
+            "          (new: no accounts or history from any other state directory; "
+            "PT_STATE_DIR or --state-dir names the one to use)"
+        )
     for child in record.children:
         click.echo(f"{child.name:<9} {child.endpoint}  (pid {child.pid})")
     click.echo(f"logs      {record.state_dir / 'logs'}  (pt logs -f)")
@@ -174,6 +180,12 @@ def up(
         update_interval=update_interval,
     )
 
+    # A state directory used for the first time starts empty: say so, in case the
+    # user meant another one (`pt up` in another directory, a forgotten PT_STATE_DIR).
+    fresh = not any(
+        (options.state_dir / name).exists() for name in ("services.json", "gnupg-master")
+    )
+
     def say(text: str) -> None:
         click.echo(text, err=as_json)
 
@@ -185,7 +197,7 @@ def up(
             record = start_detached(options, say)
         except StackError as exc:
             fail(str(exc))
-        _announce(record, as_json)
+        _announce(record, as_json, fresh)
         return
 
     from papertrader.stack import install_supervisor_logging, run_foreground
@@ -208,7 +220,7 @@ def up(
             options,
             say,
             echo=tell,
-            on_started=lambda record: _announce(record, as_json),
+            on_started=lambda record: _announce(record, as_json, fresh),
             report=lambda name, outcome: tell(f"{name:<10} {outcome}"),
             every=show_logs,
         )

@@ -67,6 +67,7 @@ def test_up_detach_serves_clients_and_down_stops_everything(
         addresses = [w["address"] for w in endpoints["workers"]]
         assert addresses == [f"127.0.0.1:{worker_port}", f"127.0.0.1:{worker_port + 1}"]
         assert endpoints["services_started"] is False  # the URLs were configured
+        assert endpoints["new_state_dir"] is True  # said, in case another one was meant
         assert (state / "stack.json").exists()
         assert (state / "logs" / "master.log").exists()
         assert not list((state / "logs").glob("*.out"))  # one file per process
