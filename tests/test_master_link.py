@@ -249,13 +249,18 @@ def test_client_may_ask_for_the_worker_list_repeatedly(
     worker.close()
 
 
-def test_client_must_start_with_get_worker_list(master: MasterProcess) -> None:
+def test_what_the_master_does_not_serve_costs_a_failure_return_not_the_connection(
+    master: MasterProcess, pool: ConnectionPool
+) -> None:
+    worker = linked_worker(master, pool, "w3")
     client = Peer(master.port)
     client.send(Instruction.LOGIN, "alice", GOOD_PASSWORD, False, request_id=3)
-    error = client.read()
-    assert error is not None and error.instruction is Instruction.ERROR
-    assert error.request_id == 3 and error.arg("code") == ErrorCode.NOT_ALLOWED
-    assert client.read() is None
+    refused = answer(client)
+    assert refused.instruction is Instruction.LOGIN_FAIL and refused.request_id == 3
+    assert refused.arg("code") == ErrorCode.NOT_ALLOWED
+    client.send(Instruction.GET_WORKER_LIST, request_id=4)  # the connection is still good
+    assert [w["name"] for w in from_records(client.read_data())] == ["w3"]  # type: ignore[arg-type]
+    worker.close()
 
 
 def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: ConnectionPool) -> None:

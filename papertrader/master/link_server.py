@@ -12,9 +12,14 @@ One greenlet per TCP connection. Its first frame decides what it is:
   link), so a slow bcrypt login never holds up the requests behind it; writes
   are serialised so frames never interleave. Every frame after the hello must
   carry the worker's UUID; one that does not is dropped, not answered.
-* ``GET_WORKER_LIST`` from a client: DATA packets listing the connected
-  workers, as often as the client asks on that connection.
-* anything else: an ERROR return, then the connection is closed.
+* another link frame without the handshake: refused, the connection closed.
+* anything else is a client: ``GET_WORKER_LIST`` gets DATA packets listing
+  the connected workers, as often as it asks; any other request, or a frame
+  the protocol refuses without losing the framing, gets its failure return
+  (NOT_ALLOWED: clients talk to workers) and the connection stays open
+  (docs/PROTOCOL.md section 8, rule 4) while the client keeps sending whole
+  requests (below). Only a fatal error (bad magic or version, a frame over
+  the size limit) closes it, after an ERROR.
 
 Deadlines (``limits/deadlines.py``): the first frame, each handshake frame
 and LINK_HELLO must arrive whole within HANDSHAKE_SECONDS (a byte now and
@@ -200,6 +205,17 @@ def _error(code: ErrorCode, reason: str, request_id: int = 0) -> Message:
     return failure_reply(None, code, reason, request_id)
 
 
+def _failure_for(error: ProtocolError) -> Message:
+    """The failure return of the refused frame's instruction (ERROR when it has none)."""
+    header = error.header
+    return failure_reply(
+        header.instruction if header else None,
+        error.code,
+        error.reason,
+        header.request_id if header else 0,
+    )
+
+
 def _refuse(conn: FramedSocket, peer: str, reason: str) -> None:
     """Log why; tell the peer only that it was refused."""
     metrics.HANDSHAKES.labels("refused").inc()
@@ -242,33 +258,24 @@ class LinkServer:
         conn = FramedSocket(sock, settings.max_data_size, settings.max_request_size)
         try:
             try:
-                first = conn.read(time.monotonic() + FIRST_FRAME_TIMEOUT, "its first frame")
+                first: Message | ProtocolError = conn.read(
+                    time.monotonic() + FIRST_FRAME_TIMEOUT, "its first frame"
+                )
             except ProtocolError as exc:
-                logger.info("connection from {} refused: bad first frame ({})", peer, exc)
-                request_id = exc.header.request_id if exc.header is not None else 0
-                self._try_send(conn, [_error(exc.code, exc.reason, request_id)])
-                return
-            if first.instruction is Instruction.LINK_START:
+                if exc.fatal:  # the frame boundaries are lost: nothing else can be read
+                    logger.info("connection from {} refused: bad first frame ({})", peer, exc)
+                    request_id = exc.header.request_id if exc.header is not None else 0
+                    self._try_send(conn, [_error(exc.code, exc.reason, request_id)])
+                    return
+                first = exc  # a client's mistake: its failure return, and the connection stays
+            if isinstance(first, Message) and first.instruction is Instruction.LINK_START:
                 self._serve_worker(conn, address, peer)
-            elif first.instruction is Instruction.LINK_HELLO:
-                _refuse(conn, peer, "LINK_HELLO without the GPG handshake (an older worker?)")
-            elif first.instruction is Instruction.GET_WORKER_LIST:
-                self._serve_client(conn, peer, first)
+            elif isinstance(first, Message) and first.message_type is MessageType.LINK:
+                _refuse(
+                    conn, peer, f"{first.instruction.name} without the GPG handshake (LINK_START)"
+                )
             else:
-                logger.info(
-                    "connection from {} refused: began with {}", peer, first.instruction.name
-                )
-                self._try_send(
-                    conn,
-                    [
-                        _error(
-                            ErrorCode.NOT_ALLOWED,
-                            "the master port serves getWorkerList to clients and links to "
-                            f"registered workers only, not {first.instruction.name}",
-                            first.request_id,
-                        )
-                    ],
-                )
+                self._serve_client(conn, peer, first)
         except ConnectionClosed as exc:
             logger.info("connection from {} closed: {}", peer, exc)
         except Exception:
@@ -322,11 +329,19 @@ class LinkServer:
             return
         WorkerLink(self.ctx, conn, address, peer, admitted).serve(hello)
 
-    def _serve_client(self, conn: FramedSocket, peer: str, first: Message) -> None:
-        """getWorkerList, as many times as the client asks; nothing else. Each next
-        request must arrive whole within client_preauth_idle_timeout."""
+    def _serve_client(
+        self, conn: FramedSocket, peer: str, first: Message | ProtocolError
+    ) -> None:
+        """getWorkerList, as many times as the client asks. Anything else gets its
+        failure return (NOT_ALLOWED, or the protocol error) and the connection stays
+        open (docs/PROTOCOL.md section 8, rule 4). Each next request must arrive whole
+        within client_preauth_idle_timeout."""
         idle = self.ctx.settings.client_preauth_idle_timeout
-        request: Message | None = first
+        request: Message | None = first if isinstance(first, Message) else None
+        if isinstance(first, ProtocolError) and not self._try_send(
+            conn, [_failure_for(first)]
+        ):
+            return
         while True:
             if request is not None:
                 if request.instruction is Instruction.GET_WORKER_LIST:
@@ -359,14 +374,7 @@ class LinkServer:
                     logger.info("closing client connection {}: {}", peer, exc)
                     self._try_send(conn, [_error(exc.code, exc.reason)])
                     return
-                header = exc.header
-                reply = failure_reply(
-                    header.instruction if header else None,
-                    exc.code,
-                    exc.reason,
-                    header.request_id if header else 0,
-                )
-                if not self._try_send(conn, [reply]):
+                if not self._try_send(conn, [_failure_for(exc)]):
                     return
                 request = None
 
