@@ -51,8 +51,17 @@ WORKER = uuid.UUID("c0ffee00-1234-4567-89ab-cdef00000001")
 EXPIRES = datetime(2025, 1, 2, 12, 0, tzinfo=timezone.utc)
 STAMP = 1_735_732_800_123_456  # 2025-01-01T12:00:00.123456Z in microseconds
 CLIENT = ipaddress.IPv4Address("203.0.113.7")
-QUOTE = (("symbol", "AAPL"), ("price", Decimal("189.25")), ("currency", "USD"))
-QUOTE_CHUNK = 40  # small on purpose, so the quote needs two packets
+#: The quote record a worker sends for getAssetValueCurrent (section 6's "quote" record).
+QUOTE = (
+    ("symbol", "AAPL"),
+    ("open", Decimal("189.10")),
+    ("high", Decimal("189.80")),
+    ("low", Decimal("188.95")),
+    ("close", Decimal("189.25")),
+    ("volume", 12000),
+    ("time", datetime(2025, 1, 2, 14, 30, tzinfo=timezone.utc)),
+)
+QUOTE_CHUNK = 90  # small on purpose, so the quote needs two packets
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ VECTORS = (
     Vector(
         "switch-state",
         "switchState(1) with a session id",
-        "Ask for the data transfer state. The spec's sessionID argument travels in the "
+        "Ask for the data transfer state. The signature's sessionID travels in the "
         "header's session id field; the data field holds only the state (INT 1).",
         (Message(Instruction.SWITCH_STATE, (1,), session_id=SESSION, request_id=2),),
         (
@@ -139,20 +148,23 @@ VECTORS = (
         "data-transfer",
         "a quote in two DATA packets",
         "The answer to getAssetValueCurrent(AAPL) in the data transfer state, request id 3. "
-        "The payload is one LIST value, a record of (name, value) pairs: "
-        "(('symbol', 'AAPL'), ('price', 189.25), ('currency', 'USD')), 80 bytes, cut into "
-        "chunks of 40 bytes (real servers use max_data_size - 5). Packet 1 of 2 and 2 of 2; "
-        "after packet 2 both sides are back in the command state.",
+        "The payload is one LIST value, the quote record of section 6 as (name, value) "
+        "pairs: symbol AAPL, open 189.10, high 189.80, low 188.95, close 189.25, volume "
+        "12000, time 2025-01-02T14:30:00Z; 170 bytes, cut into chunks of 90 bytes (real "
+        "servers use max_data_size - 5). Packet 1 of 2 and 2 of 2; after packet 2 both "
+        "sides are back in the command state.",
         tuple(packets_for(QUOTE, QUOTE_CHUNK, request_id=3)),
         (
-            "505401040b0401000300000001000000020000002d00000000000000000000000000000000000000"
+            "505401040b0401000300000001000000020000005f00000000000000000000000000000000000000"
             "00000000000000000000000000000000000000000000000000000000000000000000000000000000"
-            "082800000009030000000902000000010600000073796d626f6c01040000004141504c0902000000"
-            "0105000000",
-            "505401040b0401000300000002000000020000002d00000000000000000000000000000000000000"
+            "085a00000009070000000902000000010600000073796d626f6c01040000004141504c0902000000"
+            "01040000006f70656e0306003138392e313009020000000104000000686967680306003138392e38"
+            "30090200000001030000006c6f7703",
+            "505401040b0401000300000002000000020000005500000000000000000000000000000000000000"
             "00000000000000000000000000000000000000000000000000000000000000000000000000000000"
-            "082800000070726963650306003138392e32350902000000010800000063757272656e6379010300"
-            "0000555344",
+            "085000000006003138382e393509020000000105000000636c6f73650306003138392e3235090200"
+            "00000106000000766f6c756d6502e02e0000000000000902000000010400000074696d6507008a40"
+            "ffb92a0600",
         ),
     ),
 )
@@ -187,7 +199,7 @@ def test_data_transfer_vector_reassembles_to_the_quote() -> None:
     payload = reassembler.feed(packets[1])
     assert payload == encode_payload(QUOTE)
     assert decode_payload(payload) == QUOTE
-    assert str(dict(QUOTE)["price"]) == "189.25"
+    assert str(dict(QUOTE)["close"]) == "189.25"
 
 
 #: One example per value type for the docs' encoding table: (how the docs show it, value).
@@ -327,7 +339,7 @@ HEADER_FIELDS = (
     ),
 )
 
-#: The signatures of spec/NOTES.md (sessionID there is the header field here).
+#: The instructions' signatures (a sessionID there is the header's session id field).
 SPEC_NAMES = {
     Instruction.LOGIN: "login(username, password, remember)",
     Instruction.LOGIN_SESSION: "login(sessionID)",
@@ -370,7 +382,7 @@ def spec_name(instruction: Instruction) -> str:
 def instruction_table(link: bool = False) -> str:
     """The client protocol's instructions, or (``link``) the master-worker link's."""
     rows = [
-        "| code | name | spec name | category | arguments (data field, in order) "
+        "| code | name | signature | category | arguments (data field, in order) "
         "| session id in header | failure return |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
