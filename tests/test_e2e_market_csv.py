@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from test_e2e_support import PASSWORD, ROOT, child_env
+from test_e2e_support import PASSWORD, ROOT, child_env, retry_port_races
 
 from papertrader.market.csvfile import SAMPLE, read_series
 from papertrader.services.ports import free_port
@@ -53,12 +53,17 @@ def test_up_with_the_csv_provider_serves_history_and_charts_offline(
     before = ok_json(["market", "status", "--state-dir", str(state)], env, code=3)  # no prices
     assert before["running"] is False and before["api_calls"] == 0
 
-    up = run(
-        ["up", "--detach", "--json", "--provider", "csv", "--state-dir", str(state),
-         "--master-port", str(master_port), "--worker-port", str(worker_port),
-         "--update-interval", "0.3"],
-        env,
-    )  # fmt: skip
+    def start() -> subprocess.CompletedProcess[str]:
+        nonlocal master_port, worker_port
+        master_port, worker_port = free_port(), free_port()
+        return run(
+            ["up", "--detach", "--json", "--provider", "csv", "--state-dir", str(state),
+             "--master-port", str(master_port), "--worker-port", str(worker_port),
+             "--update-interval", "0.3"],
+            env,
+        )  # fmt: skip
+
+    up = retry_port_races(start)
     assert up.returncode == 0, up.stderr
     try:
         client_env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -65,6 +65,30 @@ def child_env(redis_url: str, database_url: str, state_dir: Path, **extra: str) 
     env.update(master_env())
     env.update(extra)
     return env
+
+
+def free_block(count: int) -> int:
+    """A first port such that it and the next ``count - 1`` can be bound now."""
+    from papertrader.services.ports import port_is_free
+
+    while True:
+        first = free_port()
+        if first + count < 65535 and all(port_is_free(p) for p in range(first, first + count)):
+            return first
+
+
+def retry_port_races(
+    start: Callable[[], subprocess.CompletedProcess[str]], attempts: int = 3
+) -> subprocess.CompletedProcess[str]:
+    """Run ``start`` (which picks fresh free ports each time) again when it was refused
+    only because one of its ports was taken meanwhile: on a machine shared with other
+    test runs, a port free when picked can be gone when bound. That race is the test
+    machine's, not a behaviour under test; every other outcome is returned as it is."""
+    for _ in range(attempts - 1):
+        result = start()
+        if result.returncode == 0 or "is already in use" not in result.stdout + result.stderr:
+            return result
+    return start()
 
 
 def port_answers(port: int, host: str = "127.0.0.1") -> bool:

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from test_e2e_support import PASSWORD, ROOT, child_env, port_answers
+from test_e2e_support import (
+    PASSWORD,
+    ROOT,
+    child_env,
+    free_block,
+    port_answers,
+    retry_port_races,
+)
 
 from papertrader.client import PaperTraderClient, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
@@ -38,28 +45,24 @@ def _pt(
     )
 
 
-def _free_block(count: int) -> int:
-    """A first port such that it and the next ``count - 1`` are free (good enough for a test)."""
-    while True:
-        first = free_port()
-        if first + count < 65535 and all(
-            port_answers(p) is False for p in range(first, first + count)
-        ):
-            return first
-
-
 def test_up_detach_serves_clients_and_down_stops_everything(
     tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
     state = tmp_path / "state"
     env = child_env(redis_url, database_url, state)
-    master_port, worker_port = free_port(), _free_block(2)
-    result = _pt(
-        ["up", "--detach", "--json", "--state-dir", str(state), "--workers", "2",
-         "--master-port", str(master_port), "--worker-port", str(worker_port),
-         "--update-interval", "0.3"],
-        env,
-    )  # fmt: skip
+    master_port = worker_port = 0
+
+    def start() -> subprocess.CompletedProcess[str]:
+        nonlocal master_port, worker_port
+        master_port, worker_port = free_port(), free_block(2)
+        return _pt(
+            ["up", "--detach", "--json", "--state-dir", str(state), "--workers", "2",
+             "--master-port", str(master_port), "--worker-port", str(worker_port),
+             "--update-interval", "0.3"],
+            env,
+        )  # fmt: skip
+
+    result = retry_port_races(start)
     assert result.returncode == 0, result.stderr
     endpoints: dict[str, Any] = json.loads(result.stdout)
     try:

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e_support import ROOT, Servers, child_env, port_answers
+from test_e2e_support import (
+    ROOT,
+    Servers,
+    child_env,
+    free_block,
+    port_answers,
+    retry_port_races,
+)
 
 from papertrader.client import get_worker_list
 from papertrader.services.ports import free_port
@@ -45,16 +52,6 @@ def pt(
         [sys.executable, "-m", "papertrader_cli", *args],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False,
     )  # fmt: skip
-
-
-def free_block(count: int) -> int:
-    """A first port such that it and the next ``count - 1`` are free now."""
-    while True:
-        first = free_port()
-        if first + count < 65535 and not any(
-            port_answers(p) for p in range(first, first + count)
-        ):
-            return first
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -82,15 +79,21 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
     tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
     state = tmp_path / "state"
-    metrics_port = free_block(2)
-    env = child_env(redis_url, database_url, state, PT_METRICS_ENABLED="yes",
-                    PT_METRICS_PORT=str(metrics_port))  # fmt: skip
-    master_port, worker_port = free_port(), free_port()
-    started = pt(
-        ["up", "--detach", "--json", "--workers", "1", "--master-port", str(master_port),
-         "--worker-port", str(worker_port), "--update-interval", "0.3"],
-        env,
-    )  # fmt: skip
+    metrics_port = master_port = worker_port = 0
+    env: dict[str, str] = {}
+
+    def start() -> subprocess.CompletedProcess[str]:
+        nonlocal metrics_port, master_port, worker_port, env
+        metrics_port, master_port, worker_port = free_block(2), free_port(), free_port()
+        env = child_env(redis_url, database_url, state, PT_METRICS_ENABLED="yes",
+                        PT_METRICS_PORT=str(metrics_port))  # fmt: skip
+        return pt(
+            ["up", "--detach", "--json", "--workers", "1", "--master-port", str(master_port),
+             "--worker-port", str(worker_port), "--update-interval", "0.3"],
+            env,
+        )  # fmt: skip
+
+    started = retry_port_races(start)
     assert started.returncode == 0, started.stderr
     endpoints: dict[str, Any] = json.loads(started.stdout)
     supervisor = int(endpoints["supervisor_pid"])
