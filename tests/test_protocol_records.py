@@ -276,6 +276,73 @@ RECORDS: tuple[Record, ...] = (
         "",
     ),
 )
+#: The records of the account instructions (section 12).
+ACCOUNT_RECORDS: tuple[Record, ...] = (
+    Record(
+        "session",
+        "an item of GET_SESSIONS (a LIST of them, newest first)",
+        (
+            F("handle", "STR", "12 hex digits naming the session (never its id)"),
+            F("current", "BOOL", "true for the session of this request"),
+            F("created_at", "TIMESTAMP", "when it was made"),
+            F("expires_at", "TIMESTAMP", "when it ends unless used again"),
+            F("last_used_at", "TIMESTAMP", "last request (kept to the minute)", nullable=True),
+            F("last_ip", "STR", "address of the last request", nullable=True),
+            F("login_ip", "STR", "address it was made from", nullable=True),
+            F("remember", "BOOL", "made with remember-me"),
+        ),
+        {"handle": "3f9a0c51d2e7", "current": True, "created_at": T0, "expires_at": T0,
+         "last_used_at": None, "last_ip": "203.0.113.7", "login_ip": "203.0.113.7",
+         "remember": False},  # fmt: skip
+        "",
+    ),
+    Record(
+        "linked provider",
+        "an item of the sign-in methods' `providers`",
+        (
+            F("name", "STR", "the provider's name in the settings (`google`)"),
+            F("display_name", "STR", "how users are told about it (`Google`)"),
+            F("email", "STR", "the e-mail address the provider gave", nullable=True),
+            F("linked_at", "TIMESTAMP", "when it was linked"),
+            F("last_login_at", "TIMESTAMP", "last sign-in with it", nullable=True),
+        ),
+        {"name": "google", "display_name": "Google", "email": "alice@example.com",
+         "linked_at": T0, "last_login_at": None},  # fmt: skip
+        "",
+    ),
+    Record(
+        "sign-in methods",
+        "GET_SIGN_IN_METHODS",
+        (
+            F("username", "STR", "as registered"),
+            F("email", "STR", "the account's e-mail address"),
+            F("email_verified", "BOOL", "the address was confirmed"),
+            F("has_password", "BOOL", "a password signs in too"),
+            F("providers", "list of record linked provider", "linked providers (empty: none)"),
+        ),
+        {"username": "alice", "email": "alice@example.com", "email_verified": False,
+         "has_password": True, "providers": []},  # fmt: skip
+        "",
+    ),
+    Record(
+        "sign-in option",
+        "an item of SIGN_IN_OPTIONS' `providers` argument (a return, not a transfer)",
+        (
+            F("name", "STR", "what LOGIN_OIDC's `provider` names"),
+            F("display_name", "STR", "for people"),
+            F("issuer", "STR", "issuer URL (discovery: `/.well-known/openid-configuration`)"),
+            F("client_id", "STR", "the client id to run the flow with"),
+            F("client_secret", "STR", "an installed-app secret (public by design)",
+              nullable=True),
+            F("scopes", "STR", "space-separated scopes to ask for"),
+        ),  # fmt: skip
+        {"name": "google", "display_name": "Google", "issuer": "https://accounts.google.com",
+         "client_id": "1234-abc.apps.googleusercontent.com", "client_secret": None,
+         "scopes": "openid email profile"},  # fmt: skip
+        "",
+    ),
+)
+RECORDS = RECORDS + ACCOUNT_RECORDS
 BY_NAME = {record.name: record for record in RECORDS}
 _PYTHON = {"STR": str, "INT": int, "DECIMAL": Decimal, "BOOL": bool, "ID": uuid.UUID,
            "TIMESTAMP": datetime, "DATE": date}  # fmt: skip
@@ -368,6 +435,11 @@ def test_servers_answer_with_the_documented_records(
             check(bars[0], BY_NAME["bar"])
             forecast = data(Instruction.GET_ASSET_VALUE_PREDICTED, "AAPL", 2)
             check(forecast, BY_NAME["forecast"])
+            sessions = data(Instruction.GET_SESSIONS)
+            assert isinstance(sessions, tuple) and sessions
+            for session in sessions:
+                check(session, BY_NAME["session"])
+            check(data(Instruction.GET_SIGN_IN_METHODS), BY_NAME["sign-in methods"])
         listed = get_worker_list("127.0.0.1", servers.master_port)
         assert [list(w) for w in listed] == [["name", "region", "address"]]
         check(to_record(listed[0]), BY_NAME["worker"])
