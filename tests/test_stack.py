@@ -28,6 +28,7 @@ from test_e2e_support import (
     port_answers,
     retry_port_races,
 )
+from test_workers_keys import master_env
 
 from papertrader.client import get_worker_list
 from papertrader.services.ports import free_port
@@ -264,3 +265,33 @@ def test_an_announcement_lasts_while_the_server_runs_and_a_stale_one_is_dropped(
     stale.write_text(json.dumps({"name": "master", "role": "master", "pid": dead.pid,
                                  "started": "1", "address": "x", "log": "y"}))  # fmt: skip
     assert running_servers(tmp_path) == [] and not stale.exists()
+
+
+def test_the_supervisor_starts_the_services_again_when_they_stop(tmp_path: Path) -> None:
+    from papertrader.services import destroy_services, services_status
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+    env.update(master_env(), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4")
+    started = retry_port_races(
+        lambda: pt(["up", "--detach", "--master-port", str(free_port()),
+                    "--worker-port", str(free_port()), "--update-interval", "0.5"], env)
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert load_record(state) is not None and load_record(state).services_started  # type: ignore[union-attr]
+        redis_pid = services_status(state)["redis"]["pid"]
+        os.kill(int(redis_pid), signal.SIGKILL)
+        wait_until(
+            "Redis to run again",
+            lambda: services_status(state)["redis"]["running"]
+            and services_status(state)["redis"]["pid"] != redis_pid,
+            timeout=90,
+        )
+        log = (state / "logs" / "supervisor.log").read_text()
+        assert "redis stopped; starting again" in log and "redis running again" in log
+    finally:
+        down = pt(["down", "--json"], env)
+        destroy_services(state)
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["stopped"]["redis"] == "stopped"
