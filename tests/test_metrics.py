@@ -105,7 +105,7 @@ def test_master_and_worker_serve_metrics_and_health(
         quote = "papertrader_requests_total{instruction=GET_ASSET_VALUE_CURRENT,outcome=%s}"
         assert worker[quote % "UNKNOWN_ASSET"] == 1 and worker[quote % "ok"] >= 1
         assert worker["papertrader_client_connections_total{}"] >= 2
-        assert worker["papertrader_request_duration_seconds_count{instruction=PURCHASE_ASSET}"] == 1
+        assert worker["papertrader_request_duration_seconds_count{instruction=PLACE_ORDER}"] == 1
         assert any(k.startswith("process_resident_memory_bytes") for k in worker)
         assert not any(k.startswith("papertrader_linked_workers") for k in worker)
 
