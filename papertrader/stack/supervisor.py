@@ -169,7 +169,13 @@ class Supervisor:
         fd = os.open(console, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         cwd = child.cwd if Path(child.cwd).is_dir() else str(self.record.state_dir)
         try:
-            os.write(fd, f"--- started {child.name} at {now_iso()} ---\n".encode())
+            # An entry in the log's own format, so `pt logs` shows it in its place.
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+            os.write(
+                fd,
+                f"{stamp} | INFO     | papertrader/stack/supervisor.py:launch:0 | "
+                f"the supervisor starts {child.name}: {' '.join(child.argv[1:])}\n".encode(),
+            )
             popen = subprocess.Popen(
                 child.argv,
                 stdin=subprocess.DEVNULL,
