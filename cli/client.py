@@ -477,6 +477,6 @@ def history(username: str, as_json: bool) -> None:
     _trades(username, as_json)
 
 
-# The market data, account and order commands join the group (they import this module's
-# plumbing).
-from . import client_account, client_market, client_orders  # noqa: E402, F401
+# The market data, account, order and profile commands join the group (they import this
+# module's plumbing).
+from . import client_account, client_market, client_orders, client_profile  # noqa: E402, F401

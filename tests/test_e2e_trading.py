@@ -93,19 +93,33 @@ def test_register_login_quote_buy_sell_portfolio_history(servers: Servers) -> No
         assert me["cash"] == cash
 
 
-def test_other_users_see_positions_but_not_cash(servers: Servers) -> None:
+def test_a_private_profile_looks_like_nobody_and_a_public_one_shows_positions_not_cash(
+    servers: Servers,
+) -> None:
     with servers.client(0) as alice, servers.client(1) as bob:
         alice_name = new_user(alice, "alice")
         new_user(bob, "bob")
         alice.buy("MSFT", 2)
+        # Private by default: to Bob, Alice does not exist, whatever he asks for.
+        nobody = "nobody_" + uuid.uuid4().hex[:6]
+        for ask in (bob.portfolio, bob.history, bob.user_info):
+            for name in (alice_name, nobody):
+                with pytest.raises(ClientError) as hidden:
+                    ask(name)
+                assert hidden.value.code is ErrorCode.UNKNOWN_USER
+                assert hidden.value.reason == f"there is no user {name}"
+        assert alice.user_info()["public_profile"] is False
+        assert "public" in alice.set_profile(True)
+        assert alice.user_info()["public_profile"] is True
         seen = bob.portfolio(alice_name)
         assert seen["username"] == alice_name
         assert "cash" not in seen or seen["cash"] is None
         assert [(p["symbol"], p["quantity"]) for p in seen["positions"]] == [("MSFT", 2)]
         assert [h["side"] for h in bob.history(alice_name)] == ["buy"]
         assert "email" not in bob.user_info(alice_name)
+        assert "private" in alice.set_profile(False)  # and hidden again
         with pytest.raises(ClientError) as caught:
-            bob.portfolio("nobody_" + uuid.uuid4().hex[:6])
+            bob.portfolio(alice_name)
         assert caught.value.code is ErrorCode.UNKNOWN_USER
 
 

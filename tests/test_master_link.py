@@ -347,6 +347,12 @@ def test_user_data_and_orders_through_a_running_master(
     assert own["total_value"] == own["cash"] + position["market_value"]
 
     peer.send(Instruction.GET_USER_INFO, "dave", request_id=11, session_id=session.session_id)
+    private = peer.read()  # dave's profile is private (the default): he looks like nobody
+    assert private is not None and private.instruction is Instruction.DATA_FAIL
+    assert private.arg("code") == ErrorCode.UNKNOWN_USER
+    with pool.transaction() as cur:
+        cur.execute("UPDATE accounts SET public_profile = TRUE WHERE username = 'dave'")
+    peer.send(Instruction.GET_USER_INFO, "dave", request_id=15, session_id=session.session_id)
     other = from_record(peer.read_data())  # type: ignore[arg-type]
     assert set(other) == {"username", "created_at"}  # no e-mail, no cash
 

@@ -327,6 +327,15 @@ class PaperTraderClient:
         self._expect(reply, Instruction.ORDER_STATUS)
         return _order_status(reply.arg("order"))
 
+    def set_profile(self, public: bool) -> str:
+        """Make your profile public (others see your positions and trades, not your cash)
+        or private (the default: others cannot tell you exist); returns the server's
+        confirmation."""
+        message = Message(Instruction.SET_PROFILE_VISIBILITY, (public,), session_id=self._session())
+        reply = self._command(message)
+        self._expect(reply, Instruction.ACCOUNT_SUCCESS)
+        return _str(reply.arg("message"))
+
     def cancel_all(self) -> int:
         """Cancel every waiting order of yours; returns how many were canceled."""
         message = Message(Instruction.CANCEL_ALL_ORDERS, ("",), session_id=self._session())

@@ -262,6 +262,9 @@ class FailoverClient:
                 raise
             return self._recover(cid, send, exc.reason)
 
+    def set_profile(self, public: bool) -> str:
+        return self._call(lambda c: c.set_profile(public))  # harmless to repeat
+
     def buy(self, symbol: str, quantity: int, client_order_id: uuid.UUID | None = None) -> Fill:
         return _filled(self.place_order("buy", symbol, quantity, client_order_id=client_order_id))
 

@@ -401,9 +401,7 @@ class WorkerLink:
     def _stamp(self, message: Message) -> Message:
         return dataclasses.replace(message, worker_uuid=self.uuid)
 
-    def _refuse(
-        self, code: ErrorCode, reason: str, hello: Message, why: str | None = None
-    ) -> None:
+    def _refuse(self, code: ErrorCode, reason: str, hello: Message, why: str | None = None) -> None:
         """Refuse the link with ``reason``; the log gets ``why`` (the details) if given."""
         logger.warning(
             "worker link of {} from {} refused: {}", self.record.name, self.peer, why or reason

@@ -3,8 +3,10 @@
 The worker forwards the request with the client's session id; the master
 resolves the session (the worker already checked the client's IP) and answers
 DATA packets or DATA_FAIL. An empty username means the session's own user.
-Another user's data is the public part only: no e-mail, no cash, no average
-prices, no order ids.
+Another user's data is shown only if that user made their profile public
+(SET_PROFILE_VISIBILITY, `pt client profile public`), and then the public
+part only: no e-mail, no cash, no average prices, no order ids. A private
+profile is answered exactly like a user who does not exist.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from papertrader.protocol.records import to_record
 from papertrader.protocol.values import Value
 from papertrader.store import accounts as account_store
 from papertrader.store import portfolio as portfolio_store
+from papertrader.store import profiles
 from papertrader.store.accounts import Account
 from papertrader.store.sessions import SessionError
 
@@ -57,7 +60,8 @@ def resolve_target(ctx: MasterContext, request: Message) -> tuple[Account, bool]
     account = None
     if USERNAME_RE.fullmatch(username):
         account = account_store.find_account_by_username(ctx.pool, username)
-    if account is None:
+    # A private profile looks exactly like a user who does not exist.
+    if account is None or not profiles.is_public(ctx.pool, account.id):
         raise DataError(ErrorCode.UNKNOWN_USER, f"there is no user {username[:24]}")
     return account, account.id == session.account_id
 
@@ -71,6 +75,7 @@ def user_info(ctx: MasterContext, account: Account, own: bool) -> Value:
                 "is_password": account.is_password,
                 "cash": account.cash,
                 "created_at": account.created_at,
+                "public_profile": profiles.is_public(ctx.pool, account.id),
             }
         )
     return to_record({"username": account.username, "created_at": account.created_at})

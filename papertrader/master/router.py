@@ -21,6 +21,7 @@ from papertrader.master import (
     history,
     orders,
     portfolio,
+    profiles,
     recovery,
     session_admin,
     signin,
@@ -62,6 +63,7 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.GET_ORDERS: orders.handle_get_orders,
     Instruction.CANCEL_ORDER: orders.handle_cancel_order,
     Instruction.CANCEL_ALL_ORDERS: orders.handle_cancel_all,
+    Instruction.SET_PROFILE_VISIBILITY: profiles.handle_set_visibility,
 }
 
 

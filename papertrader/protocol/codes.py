@@ -47,6 +47,7 @@ class Instruction(IntEnum):
     PLACE_ORDER = 0x0120  # placeOrder(ticket): any order, with the client's order id
     CANCEL_ORDER = 0x0121  # cancelOrder(order_id): cancel one order still waiting
     CANCEL_ALL_ORDERS = 0x0122  # cancelAllOrders(account): every waiting order of an account
+    SET_PROFILE_VISIBILITY = 0x0123  # setProfileVisibility(public): private by default
 
     # Data transfer state (MessageType.DATA_TRANSFER)
     GET_ASSET_INFO = 0x0201

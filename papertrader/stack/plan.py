@@ -193,9 +193,7 @@ def register_workers(
 def base_environment(options: StackOptions, redis_url: str, database_url: str) -> dict[str, str]:
     """What every child gets: the caller's settings plus the stack's resolved ones."""
     settings = options.settings
-    env = {
-        k: v for k, v in kept_environment(os.environ).items() if k not in PER_WORKER_VARIABLES
-    }
+    env = {k: v for k, v in kept_environment(os.environ).items() if k not in PER_WORKER_VARIABLES}
     env.update(
         {
             "PT_REDIS_URL": redis_url,

@@ -88,9 +88,7 @@ def wait_gone(gone: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def terminate(
-    process: ProcessId, timeout: float, gone: Callable[[], bool] | None = None
-) -> str:
+def terminate(process: ProcessId, timeout: float, gone: Callable[[], bool] | None = None) -> str:
     """SIGTERM, then SIGKILL after ``timeout``; returns what happened, for people.
 
     ``gone`` overrides how the end is seen (a ``Popen.poll`` reaps our own

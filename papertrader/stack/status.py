@@ -189,8 +189,10 @@ def _from_redis(sources: StatusSources, now: datetime) -> dict[str, Any]:
         sources.redis_url, socket_connect_timeout=LOOK_TIMEOUT, socket_timeout=LOOK_TIMEOUT + 2
     )
     try:
-        market = MarketStatusStore(client).read().describe(
-            sources.provider, sources.update_interval, now
+        market = (
+            MarketStatusStore(client)
+            .read()
+            .describe(sources.provider, sources.update_interval, now)
         )
         drain = DrainStatusStore(client).read()
         depth = OrderQueue(client).pending_count()

@@ -44,7 +44,6 @@ class MarketStatus:
         age = self.age(now)
         return self.interval is not None and age is not None and age > 2 * self.interval + 1
 
-
     def describe(
         self, provider: str, interval: float, now: datetime | None = None
     ) -> dict[str, Any]:

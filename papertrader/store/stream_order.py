@@ -100,56 +100,88 @@ def _ip(text: str) -> str | None:
     return checked
 
 
+_SIDES = {b"buy": "buy", b"sell": "sell"}
+_TYPES = {b"market": "market", b"limit": "limit", b"stop": "stop", b"stop_limit": "stop_limit"}
+_TIFS = {b"day": "day", b"gtc": "gtc"}
+_HEX = frozenset(b"0123456789abcdef")
+_new = tuple.__new__
+_PLAIN_STAMP = re.compile(r"[0-9T:.+\-]+")
+
+
+def _hex32(value: bytes, what: str) -> str:
+    """32 hex digits as lower-case text (what workers write: ``uuid.hex``)."""
+    if len(value) != 32 or not _HEX.issuperset(value):
+        lowered = value.lower()
+        if len(value) != 32 or not _HEX.issuperset(lowered):
+            raise ValueError(f"the {what} is not 32 hex digits")
+        value = lowered
+    return value.decode()
+
+
+def _count(value: bytes, what: str) -> str:
+    """A whole number as canonical text; "0" when it does not fit a BIGINT."""
+    if value.isdigit() and len(value) < 19 and (value[:1] != b"0" or value == b"0"):
+        return value.decode()  # canonical already (the usual case)
+    return _integer(value.decode(), what)
+
+
 def parse_fields(raw: dict[bytes, bytes], stream_id: bytes = b"0-0") -> StagedOrder:
     """Check a stream entry; ValueError/KeyError/UnicodeDecodeError if it is malformed.
 
     An entry naming a client order id must carry the order id derived from it
     (``order_id_for``): that is what makes the client order id unique per
-    account, so an entry that breaks it is malformed.
+    account, so an entry that breaks it is malformed. Fields are compared as the
+    bytes Redis gives, and decoded only once they are known to be good.
     """
     get = raw.get
-    side = raw[b"side"].decode()
-    if side not in ("buy", "sell"):
-        raise ValueError(f"side {side[:16]!r}")
-    order_id = raw[b"order_id"].decode()
-    if not _HEX32.fullmatch(order_id):
-        raise ValueError("the order id is not 32 hex digits")
-    order_id = order_id.lower()
-    account_text = raw[b"account_id"].decode()
-    account = _integer(account_text, "account id")
-    client = (get(b"client_order_id") or b"").decode()
-    if client:
-        if not _HEX32.fullmatch(client):
-            raise ValueError("the client order id is not 32 hex digits")
-        if order_id != order_id_hex_for(int(account_text), client):
+    side = _SIDES.get(raw[b"side"])
+    if side is None:
+        raise ValueError(f"side {raw[b'side'][:16]!r}")
+    order_id = _hex32(raw[b"order_id"], "order id")
+    account = _count(raw[b"account_id"], "account id")
+    client_raw = get(b"client_order_id")
+    client = ""
+    if client_raw:
+        client = _hex32(client_raw, "client order id")
+        if order_id != order_id_hex_for(account, client):
             raise ValueError("the order id is not the one of its client order id")
-        client = client.lower()
-    order_type = (get(b"type") or b"market").decode()
-    time_in_force = (get(b"time_in_force") or b"day").decode()
-    if order_type not in _ORDER_TYPES or time_in_force not in _TIMES_IN_FORCE:
-        raise ValueError(f"order type {order_type[:16]!r} / time in force {time_in_force[:16]!r}")
-    reply = (get(b"reply") or b"").decode() or None
-    if reply is not None and not _HEX32.fullmatch(reply):
-        raise ValueError("reply is not 32 hex digits")
-    stamp = datetime.fromisoformat(raw[b"received_at"].decode())
-    stamp = stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp
+    type_raw, tif_raw = get(b"type"), get(b"time_in_force")
+    order_type = "market" if type_raw is None else _TYPES.get(type_raw)
+    time_in_force = "day" if tif_raw is None else _TIFS.get(tif_raw)
+    if order_type is None or time_in_force is None:
+        raise ValueError(f"order type {type_raw!r} / time in force {tif_raw!r}")
+    reply_raw = get(b"reply")
+    reply = _hex32(reply_raw, "reply") if reply_raw else None
+    received = raw[b"received_at"].decode()
+    stamp = datetime.fromisoformat(received)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+        received = stamp.isoformat()
+    elif not _PLAIN_STAMP.fullmatch(received):  # e.g. a space for the T: say it plainly
+        received = stamp.isoformat()
+    limit_raw, stop_raw = get(b"limit_price"), get(b"stop_price")
     ms, _, seq = stream_id.partition(b"-")
-    return StagedOrder(
-        order_id=order_id,
-        account_id=account,
-        client_order_id=client or order_id,
-        has_client_order_id=bool(client),
-        side=side,
-        symbol=raw[b"symbol"].decode(),
-        quantity=_integer(raw[b"quantity"].decode(), "quantity"),
-        order_type=order_type,
-        limit_price=_price((get(b"limit_price") or b"").decode()),
-        stop_price=_price((get(b"stop_price") or b"").decode()),
-        time_in_force=time_in_force,
-        received_at=stamp,
-        received_text=stamp.isoformat(),
-        client_ip=_ip(raw[b"client_ip"].decode()),
-        worker=(get(b"worker") or b"").decode(),
-        reply=reply,
-        sort_key=(stamp, int(ms or 0), int(seq or 0)),
+    # Positional, through tuple.__new__: a NamedTuple's keyword constructor costs more
+    # than the rest of this check (the order of StagedOrder's fields).
+    return _new(
+        StagedOrder,
+        (
+            order_id,
+            account,
+            client or order_id,
+            bool(client),
+            side,
+            raw[b"symbol"].decode(),
+            _count(raw[b"quantity"], "quantity"),
+            order_type,
+            _price(limit_raw.decode()) if limit_raw else None,
+            _price(stop_raw.decode()) if stop_raw else None,
+            time_in_force,
+            stamp,
+            received,
+            _ip(raw[b"client_ip"].decode()),
+            (get(b"worker") or b"").decode(),
+            reply,
+            (stamp, int(ms or 0), int(seq or 0)),
+        ),
     )

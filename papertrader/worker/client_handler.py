@@ -113,7 +113,9 @@ _ACCOUNT = frozenset(
     }
 )
 #: Commands the master answers (the worker relays its return).
-_MASTER_COMMANDS = frozenset({Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS})
+_MASTER_COMMANDS = frozenset(
+    {Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS, Instruction.SET_PROFILE_VISIBILITY}
+)
 
 
 class _ClientGone(ConnectionResetError):

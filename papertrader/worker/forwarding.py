@@ -86,6 +86,11 @@ class UserData:
         ]
 
 
+#: Commands whose outcome is unknown when the master's answer is lost (a retry of the
+#: others, a profile's visibility, is harmless).
+_ORDER_COMMANDS = frozenset({Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS})
+
+
 class Commands:
     """Commands the master answers (cancelOrder, cancelAllOrders): its return, relayed.
 
@@ -104,7 +109,11 @@ class Commands:
                 for_master(request, client, stamp, with_session=True), self._timeout
             )
         except LinkError as exc:
-            if not exc.sent or exc.code is not ErrorCode.UNAVAILABLE:
+            if (
+                not exc.sent
+                or exc.code is not ErrorCode.UNAVAILABLE
+                or request.instruction not in _ORDER_COMMANDS
+            ):
                 return failure_reply(request.instruction, exc.code, exc.reason, request.request_id)
             check = "pt client orders --open"
             if request.instruction is Instruction.CANCEL_ORDER:
