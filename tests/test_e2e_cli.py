@@ -112,12 +112,16 @@ def test_a_trading_session_from_the_command_line(servers: Servers, tmp_path: Pat
     assert "held" in document["reason"] and document["price"] is None
 
     portfolio = pt.json("portfolio")
-    assert set(portfolio) == {"username", "cash", "positions", "total_value"}
+    assert {"username", "cash", "positions", "total_value"} <= set(portfolio)
+    assert portfolio["equity"] == portfolio["total_value"] and portfolio["realized_pnl"] == "0.00"
     assert Decimal(portfolio["cash"]) == STARTING_CASH - (Decimal(bought["price"]) * 5).quantize(
         Decimal("0.01")
     )
     (position,) = portfolio["positions"]
-    assert set(position) == POSITION_KEYS and position["quantity"] == 5
+    assert POSITION_KEYS <= set(position) and position["quantity"] == 5
+    assert Decimal(position["unrealized_pnl"]) == Decimal(position["market_value"]) - Decimal(
+        position["cost_basis"]
+    )
     assert _is_decimal_text(portfolio["total_value"])
 
     history = pt.json("history")

@@ -81,11 +81,22 @@ def user_info(ctx: MasterContext, account: Account, own: bool) -> Value:
     return to_record({"username": account.username, "created_at": account.created_at})
 
 
+def _percent(part: Decimal, whole: Decimal) -> Decimal | None:
+    return None if not whole else (part * 100 / whole).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
 def portfolio(ctx: MasterContext, account: Account, own: bool) -> Value:
-    """Positions valued at the master's current quotes (market value rounded to cents)."""
+    """Positions valued at the master's current quotes (market value rounded to cents).
+
+    The owner also gets what each position cost (average cost x units), its
+    unrealised profit or loss in money and percent, and the account's cash,
+    the cash open orders reserve, the realised profit or loss of its sells and
+    its equity (cash + market value).
+    """
     snapshot = ctx.quotes.snapshot()
     rows: list[dict[str, Any]] = []
     total = account.cash
+    unrealized = Decimal("0.00")
     for position in portfolio_store.positions(ctx.pool, account.id):
         price = snapshot.price(position.symbol)
         value = None if price is None else money(position.quantity * price)
@@ -93,18 +104,31 @@ def portfolio(ctx: MasterContext, account: Account, own: bool) -> Value:
             total += value
         row: dict[str, Any] = {"symbol": position.symbol, "quantity": position.quantity}
         if own:
+            cost = money(position.quantity * position.average_price)
+            gain = None if value is None else value - cost
+            unrealized += gain or 0
             row["average_price"] = tidy_price(position.average_price)
+            row["cost_basis"] = cost
+            row["reserved_quantity"] = position.reserved_quantity
+            row["unrealized_pnl"] = gain
+            row["unrealized_pnl_percent"] = None if gain is None else _percent(gain, cost)
         row["price"] = price
         row["market_value"] = value
         rows.append(row)
     if not own:
         return to_record({"username": account.username, "positions": rows})
+    ledger = portfolio_store.ledger(ctx.pool, account.id)
     return to_record(
         {
             "username": account.username,
             "cash": account.cash,
+            "reserved_cash": ledger.reserved_cash,
+            "available_cash": account.cash - ledger.reserved_cash,
             "positions": rows,
             "total_value": money(total),
+            "equity": money(total),
+            "realized_pnl": ledger.realized_pnl,
+            "unrealized_pnl": unrealized,
             "priced_at": snapshot.updated_at,
         }
     )

@@ -19,6 +19,26 @@ class Position:
     symbol: str
     quantity: int
     average_price: Decimal
+    reserved_quantity: int = 0  # held by open sell orders
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """An account's money beside its cash: what open orders hold, what sells realised."""
+
+    reserved_cash: Decimal
+    realized_pnl: Decimal
+
+
+def ledger(pool: ConnectionPool, account_id: int) -> Ledger:
+    with pool.transaction() as cur:
+        cur.execute(
+            "SELECT reserved_cash, realized_pnl FROM accounts WHERE id = %s", (account_id,)
+        )
+        row = cur.fetchone()
+    if row is None:
+        return Ledger(Decimal("0.00"), Decimal("0.00"))
+    return Ledger(Decimal(row[0]), Decimal(row[1]))
 
 
 @dataclass(frozen=True)
@@ -39,12 +59,12 @@ def positions(pool: ConnectionPool, account_id: int) -> list[Position]:
     """The symbols an account holds, alphabetically."""
     with pool.transaction() as cur:
         cur.execute(
-            "SELECT symbol, quantity, average_price FROM positions"
+            "SELECT symbol, quantity, average_price, reserved_quantity FROM positions"
             " WHERE account_id = %s AND quantity > 0 ORDER BY symbol",
             (account_id,),
         )
         rows = cur.fetchall()
-    return [Position(str(s), int(q), Decimal(p)) for s, q, p in rows]
+    return [Position(str(s), int(q), Decimal(p), int(r)) for s, q, p, r in rows]
 
 
 def history(pool: ConnectionPool, account_id: int) -> list[HistoryEntry]:
