@@ -114,3 +114,19 @@ def bars_rows(bars: Sequence[dict[str, Any]], price: Any) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def equity_chart(points: Sequence[Any], range_: str) -> str:
+    """An account's equity over ``range_`` (points with ``at`` and ``equity``)."""
+    values = [float(p.equity) for p in points]
+    xs = list(range(1, len(values) + 1))
+    figure = _figure(*_size())
+    figure.draw(figure.signal(xs, values, marker="braille").lines())
+    first, last = points[0], points[-1]
+    figure.title(
+        f"equity, {range_}: {last.equity} now "
+        f"({_label(first.at, 'span-day')} .. {_label(last.at, 'span-day')} UTC)"
+    )
+    ticks = _ticks(len(points))
+    figure.ruler("x").ticks([xs[i] for i in ticks], [_label(points[i].at, range_) for i in ticks])
+    return _render(figure)

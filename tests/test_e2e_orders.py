@@ -251,3 +251,30 @@ def test_a_quantity_the_wire_cannot_carry_is_a_usage_error(
         assert "Traceback" not in result.stderr
     big = pt("buy", "AAPL", "2000000000")  # fits the wire, more than an order may ask
     assert big.returncode == 1 and "quantity must be" in big.stderr
+
+
+def test_equity_is_recorded_and_charted(tmp_path: Path, redis_url: str, database_url: str) -> None:
+    stack = Servers(
+        tmp_path, redis_url, database_url, env_extra={"PT_EQUITY_SNAPSHOT_SECONDS": "0"}
+    )
+    with running(stack):
+        stack.wait_quotes()
+        pt = Pt(stack, tmp_path / "session.json")
+        pt.login(f"eq{uuid.uuid4().hex[:8]}")
+        assert pt.json("buy", "AAPL", "4")["status"] == "filled"
+        history = wait_for(
+            lambda: (
+                len((doc := pt.json("portfolio", "--history", "--range", "day"))["points"]) >= 3
+                and doc
+            ),
+            timeout=30,
+        )
+        points = history["points"]
+        assert history["range"] == "day" and all(Decimal(p["equity"]) > 0 for p in points)
+        assert points == sorted(points, key=lambda p: p["time"])
+        chart = pt("portfolio", "--history", "--range", "day")
+        assert chart.returncode == 0 and "equity, day" in chart.stdout
+        portfolio = pt.json("portfolio")
+        assert Decimal(portfolio["equity"]) == Decimal(portfolio["cash"]) + sum(
+            Decimal(p["market_value"]) for p in portfolio["positions"]
+        )

@@ -23,7 +23,7 @@ from typing import Any
 
 from papertrader.client.connection import CLIENT_MAX_DATA_SIZE, BlockingConnection, failure_error
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
-from papertrader.client.models import Fill, OrderStatus, SessionInfo, Side
+from papertrader.client.models import EquityPoint, Fill, OrderStatus, SessionInfo, Side
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
 from papertrader.protocol.records import from_record, from_records, to_record
@@ -358,6 +358,12 @@ class PaperTraderClient:
     def history(self, username: str = "") -> list[dict[str, Any]]:
         """Executed orders, oldest first."""
         return _records(self._data(Instruction.GET_USER_TRANSACTION_HISTORY, username))
+
+    def equity_history(self, range_: str = "week") -> list[EquityPoint]:
+        """Your equity over ``range_`` (day, week, month, year, all), oldest first, ending
+        with its value now."""
+        value = self._data_args(Instruction.GET_EQUITY_HISTORY, range_)
+        return [EquityPoint(r["time"], r["equity"], r["cash"]) for r in _records(value)]
 
     def user_info(self, username: str = "") -> dict[str, Any]:
         """Account details (own: e-mail and cash too)."""

@@ -34,6 +34,15 @@ class Fill:
 
 
 @dataclass(frozen=True)
+class EquityPoint:
+    """The account's value at one moment: cash plus positions at that interval's prices."""
+
+    at: datetime
+    equity: Decimal
+    cash: Decimal
+
+
+@dataclass(frozen=True)
 class OrderStatus:
     """An order's state, as the master knows it (docs/PROTOCOL.md, section 13.4).
 

@@ -235,6 +235,9 @@ _RULES: dict[str, _Rule] = {
         "int", "a whole number of units from 1 to 1000000000000", 1, 10**12
     ),
     "max_open_orders": _Rule("int", "a whole number of orders from 1 to 100000", 1, 100_000),
+    "equity_snapshot_seconds": _Rule(
+        "float", "seconds from 0 (every update interval) to 86400", 0, 86400
+    ),
     "market_close": _Rule(
         "str", "a time of day as HH:MM (24 hours), e.g. 16:00", pattern=_CLOCK_RE
     ),
@@ -401,6 +404,8 @@ class Settings:
     max_order_quantity: int = 1_000_000_000
     #: the most open (limit and stop) orders one account may have at a time,
     max_open_orders: int = 200
+    #: How often the master records every account's equity (0: every update interval).
+    equity_snapshot_seconds: float = 300.0
     #: and when day orders end: the first market close (HH:MM in market_timezone)
     #: after the order was accepted.
     market_close: str = "16:00"

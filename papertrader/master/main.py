@@ -37,6 +37,7 @@ from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
 from papertrader.master.bcrypt_pool import BcryptPool
 from papertrader.master.context import MasterContext
 from papertrader.master.control import ControlListener
+from papertrader.master.equity import EquityRecorder
 from papertrader.master.handshake import MasterHandshake
 from papertrader.master.link_server import LinkServer
 from papertrader.master.retention import RejectedOrdersPurge
@@ -123,6 +124,9 @@ class Master:
             pending=PendingOrders(self.redis, settings.max_pending_orders_per_account),
         )
         self.purge = RejectedOrdersPurge(self.pool, settings.rejected_orders_retention_days)
+        self.equity = EquityRecorder(
+            self.pool, self.quotes.prices, settings.equity_snapshot_seconds
+        )
         try:
             provider = provider_from_settings(settings)
         except ProviderError as exc:
@@ -134,9 +138,14 @@ class Master:
             self.quotes,
             QuoteStore(self.redis),
             self.pool,
-            after_update=self.drain.run,
+            after_update=self._after_update,
             status=MarketStatusStore(self.redis),
         )
+
+    def _after_update(self) -> None:
+        """Each interval, after the prices: the order drain, then the equity record."""
+        self.drain.run()
+        self.equity.run()
 
     @property
     def address(self) -> tuple[str, int]:

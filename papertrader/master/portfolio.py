@@ -11,6 +11,7 @@ profile is answered exactly like a user who does not exist.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -20,6 +21,7 @@ from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size
 from papertrader.protocol.records import to_record
 from papertrader.protocol.values import Value
 from papertrader.store import accounts as account_store
+from papertrader.store import equity as equity_store
 from papertrader.store import portfolio as portfolio_store
 from papertrader.store import profiles
 from papertrader.store.accounts import Account
@@ -118,6 +120,11 @@ def portfolio(ctx: MasterContext, account: Account, own: bool) -> Value:
     if not own:
         return to_record({"username": account.username, "positions": rows})
     ledger = portfolio_store.ledger(ctx.pool, account.id)
+    now = datetime.now(timezone.utc)
+    opening = equity_store.before(
+        ctx.pool, account.id, now.replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    day_change = None if opening is None else money(total) - opening
     return to_record(
         {
             "username": account.username,
@@ -129,6 +136,10 @@ def portfolio(ctx: MasterContext, account: Account, own: bool) -> Value:
             "equity": money(total),
             "realized_pnl": ledger.realized_pnl,
             "unrealized_pnl": unrealized,
+            "day_change": day_change,
+            "day_change_percent": (
+                None if opening is None or day_change is None else _percent(day_change, opening)
+            ),
             "priced_at": snapshot.updated_at,
         }
     )

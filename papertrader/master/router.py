@@ -18,6 +18,7 @@ from papertrader.master import (
     accounts,
     credentials,
     deletion,
+    equity,
     history,
     orders,
     portfolio,
@@ -64,6 +65,7 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.CANCEL_ORDER: orders.handle_cancel_order,
     Instruction.CANCEL_ALL_ORDERS: orders.handle_cancel_all,
     Instruction.SET_PROFILE_VISIBILITY: profiles.handle_set_visibility,
+    Instruction.GET_EQUITY_HISTORY: equity.handle_equity_history,
 }
 
 

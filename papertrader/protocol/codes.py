@@ -65,6 +65,7 @@ class Instruction(IntEnum):
     GET_SIGN_IN_METHODS = 0x0211  # password or not, linked providers (issue 12)
     GET_ORDER = 0x0220  # getOrder(order_id): one order's state
     GET_ORDERS = 0x0221  # getOrders(account, status, limit): an account's orders
+    GET_EQUITY_HISTORY = 0x0222  # getEquityHistory(range): the account's value over time
 
     # Control (MessageType.CONTROL): valid in either state
     SWITCH_STATE = 0x0301  # switchState(sessionID, state)

@@ -97,6 +97,7 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.GET_SESSIONS: Schema((), needs_session=True),
     I.GET_SIGN_IN_METHODS: Schema((), needs_session=True),
     I.GET_ORDER: Schema((("order_id", T.ID),), needs_session=True),
+    I.GET_EQUITY_HISTORY: Schema((("range", T.STR),), needs_session=True),
     I.GET_ORDERS: Schema(
         (("account", T.STR), ("status", T.STR), ("limit", T.INT)), needs_session=True
     ),

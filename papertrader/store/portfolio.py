@@ -32,9 +32,7 @@ class Ledger:
 
 def ledger(pool: ConnectionPool, account_id: int) -> Ledger:
     with pool.transaction() as cur:
-        cur.execute(
-            "SELECT reserved_cash, realized_pnl FROM accounts WHERE id = %s", (account_id,)
-        )
+        cur.execute("SELECT reserved_cash, realized_pnl FROM accounts WHERE id = %s", (account_id,))
         row = cur.fetchone()
     if row is None:
         return Ledger(Decimal("0.00"), Decimal("0.00"))

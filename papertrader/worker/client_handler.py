@@ -94,6 +94,7 @@ _USER_DATA = frozenset(
         Instruction.GET_SIGN_IN_METHODS,
         Instruction.GET_ORDER,
         Instruction.GET_ORDERS,
+        Instruction.GET_EQUITY_HISTORY,
     }
 )
 #: Account requests of issue 12, answered by the master through the auth tunnel.
