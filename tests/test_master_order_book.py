@@ -342,3 +342,27 @@ def test_day_orders_end_at_the_next_close() -> None:
     assert day_order_end(evening) == datetime(2026, 1, 6, 21, 0, tzinfo=timezone.utc)
     summer = datetime(2026, 7, 6, 15, 0, tzinfo=timezone.utc)  # daylight saving: 20:00 UTC
     assert day_order_end(summer) == datetime(2026, 7, 6, 20, 0, tzinfo=timezone.utc)
+
+
+def test_orders_a_drain_time_check_refuses_are_rejected_never_filled(
+    pool: ConnectionPool, queue: OrderQueue, account: int
+) -> None:
+    """The hook for the master's own checks (e.g. each order's session): set-based too."""
+    good, bad = order(account, "buy", 1), order(account, "buy", 2)
+    queue.submit(good)
+    queue.submit(bad)
+
+    def check(entries: list[object]) -> dict[bytes, tuple[int, str]]:
+        return {
+            e.stream_id: (int(ErrorCode.NOT_ALLOWED), "refused by a check")  # type: ignore[attr-defined]
+            for e in entries
+            if e.staged.order_id == bad.order_id.hex  # type: ignore[attr-defined]
+        }
+
+    drain_once(queue, pool, {"AAPL": Decimal("10")}, now=T0, day_end=DAY_END, check=check)
+    refused = outcome(queue, bad)
+    assert (refused.status, refused.code, refused.reason) == (
+        "rejected", ErrorCode.NOT_ALLOWED, "refused by a check",
+    )  # fmt: skip
+    assert outcome(queue, good).status == "filled"
+    assert units(pool, account) == (1, 0)

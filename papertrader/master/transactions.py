@@ -49,7 +49,7 @@ from papertrader.protocol import ErrorCode
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.order_state import OrderState
-from papertrader.store.orders import AppliedChunk, apply_chunk, drain_book
+from papertrader.store.orders import AppliedChunk, Refusal, apply_chunk, drain_book
 from papertrader.store.pool import ConnectionPool, PoolTimeout
 from papertrader.store.stream_order import StagedOrder
 
@@ -64,6 +64,8 @@ MAX_BUFFERED = 500_000
 MAX_PER_DRAIN = 500_000
 #: Most open orders an account may have unless the settings say otherwise.
 DEFAULT_MAX_OPEN_ORDERS = 200
+#: A drain-time check: the entries (by stream id) to refuse, with (code, reason).
+Check = Callable[[Sequence[Entry]], Mapping[bytes, Refusal]]
 #: Errors that mean "the database is not reachable now": leave the orders pending.
 UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, PoolTimeout)
 
@@ -244,20 +246,28 @@ class Drainer:
         self.day_end = day_end
         self.max_open = max_open
 
-    def apply(self, orders: Sequence[StagedOrder]) -> list[Applied]:
+    def apply(
+        self, orders: Sequence[StagedOrder], refusals: Sequence[Refusal | None] | None = None
+    ) -> list[Applied]:
         """Apply ``orders``: the committed parts, in order (one unless PostgreSQL refused
         the chunk whole and it was bisected)."""
+        refusals = refusals or [None] * len(orders)
         try:
             return [
-                apply_chunk(self.pool, orders, self.prices, self.now, self.day_end, self.max_open)
-            ]
+                apply_chunk(
+                    self.pool, orders, self.prices, self.now, self.day_end, self.max_open,
+                    refusals,
+                )
+            ]  # fmt: skip
         except UNAVAILABLE_ERRORS:
             raise
         except psycopg2.Error as exc:
             if len(orders) > 1:
                 logger.warning("an order chunk was refused ({}); splitting it", exc)
                 half = len(orders) // 2
-                return self.apply(orders[:half]) + self.apply(orders[half:])
+                return self.apply(orders[:half], refusals[:half]) + self.apply(
+                    orders[half:], refusals[half:]
+                )
             logger.error("order {} cannot be applied and is rejected: {}", orders[0].order_id, exc)
             return [_rejected_internal(orders[0], self.now)]
 
@@ -273,10 +283,15 @@ def drain_once(
     day_end: datetime | None = None,
     max_open: int = DEFAULT_MAX_OPEN_ORDERS,
     pending: PendingOrders | None = None,
+    check: Check | None = None,
 ) -> int:
     """One interval's work at ``prices`` (symbol -> price): the book's turn, then every
     queued order; returns how many queued orders got an outcome. Malformed stream
     entries are acknowledged and logged.
+
+    ``check`` (a drain-time check of the master's own, e.g. of every order's
+    session) names the entries to refuse: they are recorded as rejected with its
+    code and reason, in the same set-based apply, and never filled.
 
     Raises on Redis or database outages, leaving the unfinished orders pending
     for the next call.
@@ -303,11 +318,15 @@ def drain_once(
             queue.complete([(entry, None) for entry in malformed])
             intake.forget(malformed)
         good = sorted((entry for entry in entries if entry.staged is not None), key=_sort_key)
+        refused = check(good) if check is not None else {}
         publishing: gevent.Greenlet | None = None
         try:
             for start in range(0, len(good), chunk_size):
                 chunk = good[start : start + chunk_size]
-                parts = drainer.apply([e.staged for e in chunk if e.staged is not None])
+                parts = drainer.apply(
+                    [e.staged for e in chunk if e.staged is not None],
+                    [refused.get(e.stream_id) for e in chunk],
+                )
                 # The chunk is committed: its outcomes are written and go out while
                 # PostgreSQL applies the next one.
                 if publishing is not None:
@@ -344,6 +363,7 @@ class OrderDrain:
         day_end: Callable[[datetime], datetime] = day_order_end,
         max_open: int = DEFAULT_MAX_OPEN_ORDERS,
         pending: PendingOrders | None = None,
+        check: Check | None = None,
     ) -> None:
         self._pending = pending
         self._queue = queue
@@ -353,6 +373,7 @@ class OrderDrain:
         self.intake = intake if intake is not None else OrderIntake(queue)
         self._day_end = day_end
         self._max_open = max_open
+        self._check = check
         self._group_ready = False
 
     def run(self) -> int:
@@ -373,6 +394,7 @@ class OrderDrain:
                 day_end=self._day_end(now),
                 max_open=self._max_open,
                 pending=self._pending,
+                check=self._check,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             error = f"Redis is unavailable ({exc})"

@@ -40,6 +40,16 @@ _STAGE = (
     " %s::text[], %s::bigint[], %s::text[], %s::numeric[], %s::numeric[], %s::text[],"
     " %s::timestamptz[], %s::inet[], %s::text[])"
 )
+#: Orders refused before the drain (a check of the master's own, e.g. of their session):
+#: recorded as rejected with that code and reason, never filled.
+_REFUSE = (
+    "UPDATE pt_order_stage s SET refused_code = r.code, refused_reason = r.reason"
+    " FROM unnest(%s::integer[], %s::integer[], %s::text[]) AS r(idx, code, reason)"
+    " WHERE s.idx = r.idx"
+)
+
+#: A refusal: (ErrorCode value, reason), or None to apply the order.
+Refusal = tuple[int, str]
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9._\-^:+]+")
@@ -183,20 +193,32 @@ def apply_chunk(
     now: datetime,
     day_end: datetime,
     max_open: int,
+    refusals: Sequence[Refusal | None] | None = None,
 ) -> AppliedChunk:
     """Apply ``orders`` (in stamp order) at ``prices``; one outcome per order, in order.
 
     One transaction for the chunk. ``day_end`` is when day orders that wait in
     the book from now on expire; ``max_open`` the most open orders an account
-    may have.
+    may have; ``refusals`` (one per order, None for most) the orders to record
+    as rejected instead of applying them.
     """
     rows: list[Any] = []
     if orders:
         staged = _stage_args(orders)
         symbols = sorted(prices)
+        refused = [(i, r) for i, r in enumerate(refusals or ()) if r is not None]
         with pool.transaction() as cur:
             cur.execute("SELECT pt_order_tables()")
             cur.execute(_STAGE, staged)
+            if refused:
+                cur.execute(
+                    _REFUSE,
+                    (
+                        [i for i, _ in refused],
+                        [code for _, (code, _reason) in refused],
+                        [reason for _, (_code, reason) in refused],
+                    ),
+                )
             cur.execute(
                 "SELECT * FROM pt_drain_orders(%s, %s, %s::text[], %s::numeric[], %s)",
                 (now, day_end, symbols, [prices[s] for s in symbols], max_open),
