@@ -311,6 +311,8 @@ REQUESTS = [
     Message(Instruction.CANCEL_ALL_ORDERS, ("",), session_id=SID, request_id=72),
     Message(Instruction.GET_ORDER, (SID,), session_id=SID, request_id=73),
     Message(Instruction.GET_ORDERS, ("", "open", 10), session_id=SID, request_id=74),
+    Message(Instruction.SET_PROFILE_VISIBILITY, (True,), session_id=SID, request_id=75),
+    Message(Instruction.GET_EQUITY_HISTORY, ("week",), session_id=SID, request_id=76),
     Message(Instruction.GET_ASSET_INFO, ("AAPL",), session_id=SID, request_id=21),
     Message(Instruction.GET_ASSET_VALUE_CURRENT, ("AAPL",), session_id=SID, request_id=22),
     Message(

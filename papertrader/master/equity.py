@@ -18,6 +18,7 @@ import psycopg2
 from loguru import logger
 
 from papertrader.master.context import MasterContext
+from papertrader.master.orders import stamped_ip
 from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size, packets_for
 from papertrader.protocol.records import to_record
 from papertrader.store import accounts as account_store
@@ -79,7 +80,7 @@ def handle_equity_history(ctx: MasterContext, request: Message) -> list[Message]
             )
         ]
     try:
-        session = ctx.sessions.get(request.session_id, client_ip=None)
+        session = ctx.sessions.get(request.session_id, stamped_ip(request))
     except SessionError as exc:
         return [
             Message(

@@ -48,13 +48,17 @@ class OrderRequestError(Exception):
         self.reason = reason
 
 
+def stamped_ip(request: Message) -> str | None:
+    """The client address the worker stamped on a forwarded request (None: unset)."""
+    return str(request.client_address) if request.client_address is not None else None
+
+
 def _account(ctx: MasterContext, request: Message, account: str = "") -> int:
     """The account the request acts on: the session's own (practice) account. The
     session is checked against the client address the worker stamped, as the
     worker itself checked it."""
-    client_ip = str(request.client_address) if request.client_address is not None else None
     try:
-        session = ctx.sessions.get(request.session_id, client_ip)
+        session = ctx.sessions.get(request.session_id, stamped_ip(request))
     except SessionError as exc:
         raise OrderRequestError(exc.code, exc.reason) from None
     if account.strip():

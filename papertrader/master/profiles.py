@@ -9,6 +9,7 @@ portfolio and the history (no cash, no e-mail, no order ids).
 from __future__ import annotations
 
 from papertrader.master.context import MasterContext
+from papertrader.master.orders import stamped_ip
 from papertrader.protocol import ErrorCode, Instruction, Message, reply_to
 from papertrader.store import profiles
 from papertrader.store.sessions import SessionError
@@ -19,7 +20,7 @@ def handle_set_visibility(ctx: MasterContext, request: Message) -> list[Message]
     public = request.arg("public")
     assert isinstance(public, bool)
     try:
-        session = ctx.sessions.get(request.session_id, client_ip=None)
+        session = ctx.sessions.get(request.session_id, stamped_ip(request))
     except SessionError as exc:
         return [reply_to(request, Instruction.ACCOUNT_FAIL, int(exc.code), exc.reason)]
     if not profiles.set_public(ctx.pool, session.account_id, public):
