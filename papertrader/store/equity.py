@@ -1,4 +1,4 @@
-"""Each account's equity over time (``equity_snapshots``, migration 0006).
+"""Each account's equity over time (``equity_snapshots``, migration 0007).
 
 ``record`` writes one row per account holding a position, in one statement
 (cash + units x the interval's price, per account); ``thin`` keeps old history

@@ -1,4 +1,4 @@
-"""Whether an account's profile is public (migration 0006): private by default."""
+"""Whether an account's profile is public (migration 0007): private by default."""
 
 from __future__ import annotations
 

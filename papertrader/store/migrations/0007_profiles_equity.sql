@@ -1,4 +1,4 @@
--- 0006_profiles_equity: private profiles, and each account's equity over time.
+-- 0007_profiles_equity: private profiles, and each account's equity over time.
 --
 -- Another user's positions, history and details are shown only for a public
 -- profile; to a stranger a private user and a user who does not exist look the
