@@ -396,9 +396,24 @@ def _maybe_a_symbol(name: str) -> Callable[[str], str]:
 
 @client.command()
 @click.argument("username", required=False, default="")
+@click.option("--history", "show_history", is_flag=True, help="Your equity over time: a chart.")
+@click.option(
+    "--range",
+    "range_",
+    type=click.Choice(["day", "week", "month", "year", "all"]),
+    default="week",
+    show_default=True,
+    help="With --history: how far back.",
+)
 @json_option
-def portfolio(username: str, as_json: bool) -> None:
-    """Cash, positions and their value (yours, or USERNAME's positions)."""
+def portfolio(username: str, show_history: bool, range_: str, as_json: bool) -> None:
+    """Cash, positions, their value and profit or loss (yours, or USERNAME's positions if
+    that profile is public); --history: your equity over time."""
+    if show_history:
+        if username:
+            raise click.UsageError("--history shows your own equity only")
+        _equity_history(range_, as_json)
+        return
     opts = options()
     stored = stored_session(opts)
     with server_errors(opts, _maybe_a_symbol(username)), opts.connect(stored.session_id) as conn:
@@ -410,7 +425,13 @@ def portfolio(username: str, as_json: bool) -> None:
     click.echo(f"Portfolio of {result.get('username')}")
     if result.get("cash") is not None:
         click.echo(f"Cash         {fmt.money(result['cash'])}")
+    if result.get("reserved_cash"):
+        click.echo(
+            f"Reserved     {fmt.money(result['reserved_cash'])} for open orders "
+            f"(available {fmt.money(result.get('available_cash'))})"
+        )
     if positions:
+        own = "cost_basis" in positions[0]
         rows = [
             [
                 str(p.get("symbol")),
@@ -418,15 +439,63 @@ def portfolio(username: str, as_json: bool) -> None:
                 fmt.price(p.get("average_price")),
                 fmt.price(p.get("price")),
                 fmt.money(p.get("market_value")),
+                *(
+                    [
+                        fmt.signed(p.get("unrealized_pnl")),
+                        fmt.percent(p.get("unrealized_pnl_percent")),
+                    ]
+                    if own
+                    else []
+                ),
             ]
             for p in positions
         ]
-        headers = ["SYMBOL", "QTY", "AVG PRICE", "PRICE", "VALUE"]
-        click.echo(fmt.table(headers, rows, right={1, 2, 3, 4}))
+        headers = [
+            "SYMBOL",
+            "QTY",
+            "AVG PRICE",
+            "PRICE",
+            "VALUE",
+            *(["P&L", "P&L %"] if own else []),
+        ]
+        click.echo(fmt.table(headers, rows, right=set(range(1, len(headers)))))
     else:
         click.echo("No positions.")
     if result.get("total_value") is not None:
         click.echo(f"Total value  {fmt.money(result['total_value'])}")
+    if result.get("realized_pnl") is not None:
+        change = ""
+        if result.get("day_change") is not None:
+            change = f"; today {fmt.signed(result['day_change'])}"
+        click.echo(
+            f"Profit/loss  {fmt.signed(result.get('unrealized_pnl'))} unrealized, "
+            f"{fmt.signed(result['realized_pnl'])} realized{change}"
+        )
+
+
+def _equity_history(range_: str, as_json: bool) -> None:
+    from .charts import equity_chart
+
+    opts = options()
+    stored = stored_session(opts)
+    with server_errors(opts), opts.connect(stored.session_id) as conn:
+        points = conn.equity_history(range_)
+    if wants_json(as_json):
+        print_json(
+            {
+                "range": range_,
+                "points": [
+                    {"time": fmt.text(p.at), "equity": fmt.text(p.equity), "cash": fmt.text(p.cash)}
+                    for p in points
+                ],
+            }
+        )
+        return
+    if len(points) < 2:
+        now = f"; {fmt.money(points[-1].equity)} now" if points else ""
+        click.echo(f"No equity recorded over the last {range_} yet{now}.")
+        return
+    click.echo(equity_chart(points, range_))
 
 
 def _trades(username: str, as_json: bool) -> None:

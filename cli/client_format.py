@@ -93,6 +93,7 @@ def portfolio_document(portfolio: dict[str, Any]) -> dict[str, Any]:
             "average_price": text(p.get("average_price")),
             "price": text(p.get("price")),
             "market_value": text(p.get("market_value")),
+            **{key: text(p.get(key)) for key in OWN_POSITION_FIELDS if key in p},
         }
         for p in portfolio.get("positions") or []
     ]
@@ -101,7 +102,37 @@ def portfolio_document(portfolio: dict[str, Any]) -> dict[str, Any]:
         "cash": text(portfolio.get("cash")),
         "positions": positions,
         "total_value": text(portfolio.get("total_value")),
+        **{key: text(portfolio.get(key)) for key in OWN_ACCOUNT_FIELDS if key in portfolio},
     }
+
+
+#: What the owner's portfolio adds (profit and loss, reservations; issue 13).
+OWN_POSITION_FIELDS = (
+    "cost_basis",
+    "reserved_quantity",
+    "unrealized_pnl",
+    "unrealized_pnl_percent",
+)
+OWN_ACCOUNT_FIELDS = (
+    "reserved_cash",
+    "available_cash",
+    "equity",
+    "realized_pnl",
+    "unrealized_pnl",
+    "day_change",
+    "day_change_percent",
+)
+
+
+def signed(amount: Decimal | None) -> str:
+    """Money with its sign: +12.50, -3.00."""
+    if amount is None:
+        return "-"
+    return ("+" if amount > 0 else "") + money(amount)
+
+
+def percent(value: Decimal | None) -> str:
+    return "-" if value is None else f"{'+' if value > 0 else ''}{value}%"
 
 
 def history_document(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
