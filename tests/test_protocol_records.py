@@ -77,9 +77,15 @@ POSITION_FIELDS = (
     F("symbol", "STR", "the asset"),
     F("quantity", "INT", "units held"),
     F("average_price", "DECIMAL", "what a unit cost on average"),
+    F("cost_basis", "DECIMAL", "quantity × average price, to the cent"),
+    F("reserved_quantity", "INT", "units held by open sell orders"),
+    F("unrealized_pnl", "DECIMAL", "market value − cost basis", nullable=True),
+    F("unrealized_pnl_percent", "DECIMAL", "of the cost basis, 2 places", nullable=True),
     F("price", "DECIMAL", "the current price", nullable=True),
     F("market_value", "DECIMAL", "quantity × price, to the cent", nullable=True),
 )
+_OWN_ONLY = {"average_price", "cost_basis", "reserved_quantity", "unrealized_pnl",
+             "unrealized_pnl_percent"}  # fmt: skip
 
 RECORDS: tuple[Record, ...] = (
     Record(
@@ -121,9 +127,10 @@ RECORDS: tuple[Record, ...] = (
             F("is_password", "BOOL", "true for a password account"),
             F("cash", "DECIMAL", "cash left, to the cent"),
             F("created_at", "TIMESTAMP", "when the account was registered"),
+            F("public_profile", "BOOL", "others may see the portfolio (section 13.7)"),
         ),
         {"username": "alice", "email": "alice@example.com", "is_password": True,
-         "cash": Decimal("98107.50"), "created_at": T0},  # fmt: skip
+         "cash": Decimal("98107.50"), "created_at": T0, "public_profile": False},  # fmt: skip
         "",
     ),
     Record(
@@ -141,13 +148,15 @@ RECORDS: tuple[Record, ...] = (
         "an item of a portfolio's `positions`",
         POSITION_FIELDS,
         {"symbol": "AAPL", "quantity": 10, "average_price": Decimal("189.25"),
+         "cost_basis": Decimal("1892.50"), "reserved_quantity": 0,
+         "unrealized_pnl": Decimal("0.00"), "unrealized_pnl_percent": Decimal("0.00"),
          "price": Decimal("189.25"), "market_value": Decimal("1892.50")},  # fmt: skip
         "",
     ),
     Record(
         "position (another user)",
         "an item of another user's portfolio `positions`",
-        tuple(f for f in POSITION_FIELDS if f.name != "average_price"),
+        tuple(f for f in POSITION_FIELDS if f.name not in _OWN_ONLY),
         {"symbol": "AAPL", "quantity": 3, "price": None, "market_value": None},
         "",
     ),
@@ -157,13 +166,24 @@ RECORDS: tuple[Record, ...] = (
         (
             F("username", "STR", "as registered"),
             F("cash", "DECIMAL", "cash left, to the cent"),
+            F("reserved_cash", "DECIMAL", "cash held by open buy orders"),
+            F("available_cash", "DECIMAL", "cash less reservations"),
             F("positions", "list of record position", "one per asset held (empty: none)"),
             F("total_value", "DECIMAL", "cash plus every priced position, to the cent"),
+            F("equity", "DECIMAL", "the same as total_value"),
+            F("realized_pnl", "DECIMAL", "the sells' profit or loss against the average cost"),
+            F("unrealized_pnl", "DECIMAL", "the positions' market value less their cost"),
+            F("day_change", "DECIMAL", "equity now less the last recorded before today (UTC)",
+              nullable=True),
+            F("day_change_percent", "DECIMAL", "of that equity, 2 places", nullable=True),
             F("priced_at", "TIMESTAMP", "time of the prices used; null before the first update",
               nullable=True),
         ),  # fmt: skip
-        {"username": "alice", "cash": Decimal("98107.50"), "positions": [],
-         "total_value": Decimal("98107.50"), "priced_at": T0},  # fmt: skip
+        {"username": "alice", "cash": Decimal("98107.50"), "reserved_cash": Decimal("0.00"),
+         "available_cash": Decimal("98107.50"), "positions": [],
+         "total_value": Decimal("98107.50"), "equity": Decimal("98107.50"),
+         "realized_pnl": Decimal("0.00"), "unrealized_pnl": Decimal("0.00"),
+         "day_change": None, "day_change_percent": None, "priced_at": T0},  # fmt: skip
         "",
     ),
     Record(
@@ -409,6 +429,7 @@ def test_servers_answer_with_the_documented_records(
         with servers.client() as bob_client, servers.client() as alice:
             bob = new_user(bob_client, "bob")
             bob_client.buy("MSFT", 2)
+            bob_client.set_profile(True)  # private by default: others would see nothing
             new_user(alice, "alice")
             alice.buy("AAPL", 3)
 
