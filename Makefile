@@ -11,7 +11,7 @@ TOXENVS ?= py311,lint,type,ansible
 # Interpreters installed with pyenv, for tox's py310..py313 (shims alone are not found).
 PYENV_BINS := $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[0-3].*/bin 2>/dev/null | tr '\n' ':')
 
-.PHONY: run test test-all os-packages venv lint type bench faults clean
+.PHONY: run test test-all os-packages venv lint type bench faults clean vendor
 
 os-packages:
 	@scripts/ensure-os-packages.sh "$(PYTHON)"
@@ -48,6 +48,13 @@ bench: venv
 # check every order exactly once and cash to the cent (scripts/faults.py; < 10 minutes).
 faults: venv
 	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6
+# The web client's third-party code (uPlot), from web/package-lock.json, into the package.
+VENDOR := papertrader/web/static/vendor/uplot
+vendor:
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css \
+	   web/node_modules/uplot/LICENSE $(VENDOR)/
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache

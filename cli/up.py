@@ -63,7 +63,7 @@ def _endpoints(record: StackRecord) -> dict[str, Any]:
         if child.role == "master":
             document["master"] = entry
         else:
-            document["workers"].append({**entry, "uuid": child.uuid})
+            document["workers"].append({**entry, "uuid": child.uuid, "web": child.web})
     return document
 
 
@@ -81,6 +81,9 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
         )
     for child in record.children:
         click.echo(f"{child.name:<9} {child.endpoint}  (pid {child.pid})")
+    for child in workers:
+        if child.web:
+            click.echo(f"{child.name:<9} web page {child.web}/")
     click.echo(f"logs      {record.state_dir / 'logs'}  (pt logs -f)")
     if workers:
         click.echo(f"Try: pt client --worker {workers[0].endpoint} register USER --email E")
@@ -110,6 +113,13 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
     type=click.IntRange(1, 65535),
     default=None,
     help="Port of worker-1 (default 2049); worker-2 takes the next one, and so on.",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Web page port of worker-1 (default 8443); worker-2 takes the next one, and so "
+    "on; 0 picks free ports.",
 )
 @click.option(
     "--update-interval",
@@ -150,6 +160,7 @@ def up(
     workers: int | None,
     master_port: int | None,
     worker_port: int | None,
+    web_port: int | None,
     update_interval: float | None,
     provider: str | None,
     detach: bool,
@@ -176,6 +187,7 @@ def up(
         market_provider=provider,
         master_port=master_port,
         worker_port=worker_port,
+        web_port=web_port,
         workers=workers,
         update_interval=update_interval,
     )

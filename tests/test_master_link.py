@@ -266,7 +266,7 @@ def test_what_the_master_does_not_serve_costs_a_failure_return_not_the_connectio
 def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: ConnectionPool) -> None:
     peer = linked_worker(master, pool)
     assert worker_list(master.port) == [
-        {"name": "w1", "region": "eu-west", "address": "worker1.example.com:2049"}
+        {"name": "w1", "region": "eu-west", "address": "worker1.example.com:2049", "web_url": None}
     ]
 
     peer.send(Instruction.REGISTER, "Alice", "alice@example.com", GOOD_PASSWORD, request_id=1)
@@ -462,3 +462,18 @@ def test_a_slowloris_on_the_master_port_is_closed_by_the_whole_frame_deadline(
     assert closed_after is not None, "the master kept a trickling connection open"
     assert 9.5 <= closed_after < 40
     assert "did not send its first frame in time" in wait_logged(master, "in time", 10)
+def test_a_workers_web_page_is_listed_only_on_its_registered_host(
+    master: MasterProcess, pool: ConnectionPool
+) -> None:
+    """LINK_WEB_ORIGIN (docs/PROTOCOL.md section 15) is pinned like the client address."""
+    peer = linked_worker(master, pool)
+    peer.send(Instruction.LINK_WEB_ORIGIN, "https://evil.example.net:8443")
+    peer.send(Instruction.LINK_WEB_ORIGIN, "http://worker1.example.com:8443")  # not https
+    assert "must be https" in wait_logged(master, "must be https")
+    assert worker_list(master.port)[0]["web_url"] is None
+    peer.send(Instruction.LINK_WEB_ORIGIN, "https://worker1.example.com:8443")
+    deadline = time.monotonic() + 10
+    while worker_list(master.port)[0]["web_url"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert worker_list(master.port)[0]["web_url"] == "https://worker1.example.com:8443"
+    assert "not the host of the worker's registered address" in wait_logged(master, "not the host")

@@ -232,13 +232,15 @@ RECORDS: tuple[Record, ...] = (
     ),
     Record(
         "worker",
-        "an item of getWorkerList (a LIST of them, sent by the master)",
+        "an item of getWorkerList (a LIST of them, sent by the master, or by a worker for it)",
         (
             F("name", "STR", "the worker's registered name"),
             F("region", "STR", "its region", nullable=True),
             F("address", "STR", "host:port clients connect to (IPv6 as [addr]:port)"),
+            F("web_url", "STR", "the origin of its web page (section 15)", nullable=True),
         ),
-        {"name": "eu-1", "region": "eu", "address": "eu-1.example.com:2049"},
+        {"name": "eu-1", "region": "eu", "address": "eu-1.example.com:2049",
+         "web_url": "https://eu-1.example.com:8443"},  # fmt: skip
         "",
     ),
     Record(
@@ -462,7 +464,7 @@ def test_servers_answer_with_the_documented_records(
                 check(session, BY_NAME["session"])
             check(data(Instruction.GET_SIGN_IN_METHODS), BY_NAME["sign-in methods"])
         listed = get_worker_list("127.0.0.1", servers.master_port)
-        assert [list(w) for w in listed] == [["name", "region", "address"]]
+        assert [list(w) for w in listed] == [["name", "region", "address", "web_url"]]
         check(to_record(listed[0]), BY_NAME["worker"])
 
 

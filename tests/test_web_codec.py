@@ -59,3 +59,15 @@ def test_javascript_codec_agrees_with_the_golden_vectors(tmp_path: Path) -> None
 @pytest.mark.parametrize("name", ["INSTRUCTIONS", "ERROR_CODES", "TRANSITIONS", "VALUE_TYPES"])
 def test_tables_module_exports_every_table(name: str) -> None:
     assert f"export const {name} = Object.freeze(" in tables_js()
+
+
+def test_the_vendored_chart_is_the_pinned_version_with_its_license() -> None:
+    package = json.loads((ROOT / "web" / "package.json").read_text())
+    lock = json.loads((ROOT / "web" / "package-lock.json").read_text())
+    pinned = package["dependencies"]["uplot"]
+    assert lock["packages"]["node_modules/uplot"]["version"] == pinned
+    vendor = ROOT / "papertrader" / "web" / "static" / "vendor" / "uplot"
+    assert (vendor / "uPlot.iife.min.js").read_text().startswith(
+        f"/*! https://github.com/leeoniya/uPlot (v{pinned}) */"
+    )
+    assert "MIT" in (vendor / "LICENSE").read_text()

@@ -41,6 +41,7 @@ from papertrader.protocol import (
     Value,
     decode_payload,
     encode_message,
+    packets_for,
 )
 from papertrader.protocol.link_seal import Direction, Opener, Sealer, proof_transcript
 from papertrader.protocol.link_seal import auth_transcript as transcript_of
@@ -99,6 +100,7 @@ def worker_env(
             "PT_STATE_DIR": str(tmp_path / "state"),
             "PT_WORKER_HOST": "127.0.0.1",
             "PT_WORKER_PORT": str(port),
+            "PT_WEB_PORT": "0",  # the web page on any free port: tests run side by side
             "PT_MASTER_CONNECT": f"127.0.0.1:{master_port}",
             "PT_UPDATE_INTERVAL": "0.3",
             "PT_ASSETS": DEFAULT_ASSETS,
@@ -304,7 +306,10 @@ class ScriptedMaster:
         self.close()
 
     def requests(self) -> list[Message]:
-        return [m for link in self.links for m in link.received]
+        """What the workers asked (heartbeats and web origins are not requests)."""
+        return [
+            m for link in self.links for m in link.received if m.instruction not in _UNANSWERED
+        ]
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -399,8 +404,11 @@ class ScriptedMaster:
                             target=self._beat, args=(link, message.worker_uuid), daemon=True
                         ).start()
                     continue
+                if message.instruction is Instruction.GET_WORKER_LIST:  # a worker's web page asks
+                    link.send(packets_for((), request_id=message.request_id), self.max_data_size)
+                    continue
                 link.received.append(message)
-                if message.instruction is Instruction.HEARTBEAT or self.answer is None:
+                if message.instruction in _UNANSWERED or self.answer is None:
                     continue
                 try:
                     replies = self.answer(message)
@@ -422,6 +430,10 @@ class ScriptedMaster:
                 link.send([beat], self.max_data_size)
             except OSError:
                 return
+
+
+#: What a master never answers: heartbeats, and a worker's web page origin (section 15).
+_UNANSWERED = (Instruction.HEARTBEAT, Instruction.LINK_WEB_ORIGIN)
 
 
 class DropLink(Exception):

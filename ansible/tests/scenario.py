@@ -87,7 +87,8 @@ def free_ports(count: int) -> list[int]:
 
 def write_inventory(work: Path) -> Path:
     """ansible/tests/inventory.yml's shape, for hosts under ``work``, on free ports."""
-    master_port, *worker_ports = free_ports(1 + len(WORKERS))
+    master_port, *ports = free_ports(1 + 2 * len(WORKERS))
+    worker_ports, web_ports = ports[: len(WORKERS)], ports[len(WORKERS) :]
     metrics_ports = dict(zip([MASTER, *WORKERS], free_ports(1 + len(WORKERS)), strict=True))
     python = sys.executable
 
@@ -100,11 +101,14 @@ def write_inventory(work: Path) -> Path:
         }
 
     regions: dict[str, dict[str, Any]] = {}
-    for (name, region), port in zip(WORKERS.items(), worker_ports, strict=True):
+    for (name, region), port, web_port in zip(
+        WORKERS.items(), worker_ports, web_ports, strict=True
+    ):
         group = regions.setdefault(f"workers_{region}", {"vars": {"region": region}, "hosts": {}})
         group["vars"]["worker_settings"] = {"client_idle_timeout": 120 if region == "eu" else 90}
         group["hosts"][name] = host(name) | {
             "worker_port": port,
+            "worker_web_port": web_port,
             "worker_advertise": f"127.0.0.1:{port}",
         }
     inventory = {

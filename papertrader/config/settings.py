@@ -49,6 +49,10 @@ _HOST_PORT_RE = re.compile(
 
 WORKER_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://papertrader.invalid/worker")
 """Namespace of the UUIDs derived from worker names (see :func:`derive_worker_uuid`)."""
+#: A web origin: scheme, host (an IPv6 address in brackets) and an optional port.
+_ORIGIN_TEXT = r"https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::[0-9]{1,5})?"
+_ORIGIN_RE = re.compile(_ORIGIN_TEXT)
+_ORIGINS_RE = re.compile(rf"{_ORIGIN_TEXT}(?:\s*,\s*{_ORIGIN_TEXT})*")
 _FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _CLOCK_RE = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 _MAX_SHOWN = 80
@@ -158,6 +162,21 @@ _RULES: dict[str, _Rule] = {
     "max_connections_per_address": _Rule("int", "connections from 1 to 1000000", 1, 1_000_000),
     "client_send_buffer_bytes": _Rule("int", "bytes from 65536 to 1073741824", 65536, 2**30),
     "client_send_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
+    "web_enabled": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
+    "web_host": _Rule("optstr", "a host name or IP address, or unset for worker_host"),
+    "web_port": _Rule("int", "a port number from 1 to 65535, or 0 for any free port", 0, 65535),
+    "web_advertise": _Rule(
+        "optstr",
+        "an origin such as https://trade.example.org:8443 (scheme, host, optional port), "
+        "or unset for https://<worker_advertise host>:<web_port>",
+        pattern=_ORIGIN_RE,
+    ),
+    "web_origins": _Rule(
+        "optstr",
+        "origins separated by commas, e.g. https://trade.example.org,https://b.example.org, "
+        "or unset for the web origins of the workers the master lists",
+        pattern=_ORIGINS_RE,
+    ),
     "market_provider": _Rule("str", "one of: sim, http, csv", choices=("sim", "http", "csv")),
     "market_seed": _Rule("int", "a whole number"),
     "market_http_api": _Rule("str", "one of: stooq", choices=("stooq",)),
@@ -323,6 +342,16 @@ class Settings:
     #: and how long it waits before closing a client that does not read.
     client_send_buffer_bytes: int = 1024 * 1024
     client_send_timeout: float = 30.0
+    #: The website client: every worker serves the page and a WebSocket endpoint
+    #: (docs/PROTOCOL.md section 15) on web_host (None: worker_host), web_port.
+    web_enabled: bool = True
+    web_host: str | None = None
+    web_port: int = 8443
+    #: The origin browsers use for this worker's page; None derives it (web_origin).
+    web_advertise: str | None = None
+    #: Origins whose pages may open the WebSocket (comma-separated); None: every
+    #: worker's web origin as the master lists them (and this worker's own).
+    web_origins: str | None = None
     market_provider: str = "sim"
     market_seed: int = 42
     #: Which quote API the ``http`` provider speaks (papertrader/market/providers/http.py).
@@ -447,6 +476,16 @@ class Settings:
         if self.worker_advertise is not None:
             return self.worker_advertise
         return join_host_port(self.worker_host, self.worker_port)
+
+    def web_origin(self, tls: bool, port: int | None = None) -> str:
+        """The origin of this worker's page: web_advertise, else https://<host of
+        worker_advertise>:<port> (http:// when the port has no TLS); ``port`` is the one
+        bound (web_port 0 picks any), web_port if not given."""
+        if self.web_advertise is not None:
+            return self.web_advertise
+        host, _ = split_host_port(self.worker_client_address)
+        port = self.web_port if port is None else port
+        return ("https://" if tls else "http://") + join_host_port(host, port)
 
     @property
     def master_address(self) -> tuple[str, int]:
@@ -868,8 +907,8 @@ def _check(name: str, rule: _Rule, value: Any, source: str) -> None:
             raise _fail(name, rule, value, "is not usable", source)
         if rule.choices and value not in rule.choices:
             raise _fail(name, rule, value, "is not a known choice", source)
-        if rule.pattern is not None and not rule.pattern.fullmatch(value):
-            raise _fail(name, rule, value, "is not usable", source)
+    if rule.pattern is not None and isinstance(value, str) and not rule.pattern.fullmatch(value):
+        raise _fail(name, rule, value, "is not usable", source)
     if rule.prefixes and not value.startswith(rule.prefixes):
         raise _fail(name, rule, value, f"does not start with {_or_list(rule.prefixes)}", source)
 

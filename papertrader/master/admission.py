@@ -15,6 +15,8 @@ rule, one live link per worker, needs the registry of links and lives there
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from papertrader.config.settings import join_host_port, split_host_port
 from papertrader.protocol import Message
 from papertrader.store.workers import WorkerRecord
@@ -59,4 +61,42 @@ def hello_problem(record: WorkerRecord, hello: Message) -> str | None:
             f"worker {record.name} announced the region {region[:64]!r}, but it is registered "
             f"in {record.region!r}: refused (re-register it to move it)"
         )
+    return None
+
+
+#: Longest web origin a worker may announce.
+MAX_WEB_ORIGIN = 300
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def web_origin_refusal(origin: str, client_address: str) -> str | None:
+    """Why a worker's LINK_WEB_ORIGIN is not listed (None: it is).
+
+    The page's origin is pinned like the client address: it must be on the
+    host of the worker's registered address, https (http only on loopback), so a
+    worker cannot send browsers elsewhere with their sessions during failover.
+    """
+    if len(origin) > MAX_WEB_ORIGIN:
+        return "too long"
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "not an origin"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or not parts.hostname:
+        return "not an origin (scheme://host[:port] only)"
+    try:
+        registered_host, _ = split_host_port(client_address)
+    except ValueError:
+        return "the worker has no usable registered address"
+    host = parts.hostname.lower()
+    if host != registered_host.lower():
+        return (
+            f"its host {host!r} is not the host of the worker's registered address "
+            f"{client_address!r} (re-register the worker with that host)"
+        )
+    if parts.scheme == "http" and host in _LOOPBACK_HOSTS:
+        return None
+    if parts.scheme != "https":
+        return "a web page off this machine must be https"
     return None

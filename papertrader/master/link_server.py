@@ -55,7 +55,7 @@ from papertrader.limits.deadlines import (
     link_silence_window,
     recv_before,
 )
-from papertrader.master.admission import hello_problem
+from papertrader.master.admission import hello_problem, web_origin_refusal
 from papertrader.master.bcrypt_pool import Job
 from papertrader.master.context import MasterContext
 from papertrader.master.deadlines import LinkClock, set_current_job
@@ -66,7 +66,7 @@ from papertrader.master.handshake import (
     MasterHandshake,
 )
 from papertrader.master.router import route
-from papertrader.master.workers import LinkedWorker
+from papertrader.master.workers import LinkedWorker, handle_worker_list
 from papertrader.protocol import (
     ErrorCode,
     FrameDecoder,
@@ -78,11 +78,9 @@ from papertrader.protocol import (
     ProtocolError,
     encode_message,
     failure_reply,
-    max_chunk_size,
-    packets_for,
 )
 from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
-from papertrader.protocol.records import from_record, to_record
+from papertrader.protocol.records import from_record
 from papertrader.protocol.values import decode_payload
 
 FIRST_FRAME_TIMEOUT = HANDSHAKE_SECONDS
@@ -345,13 +343,8 @@ class LinkServer:
         while True:
             if request is not None:
                 if request.instruction is Instruction.GET_WORKER_LIST:
-                    listed = tuple(to_record(w) for w in self.ctx.workers.worker_list())
-                    answer = packets_for(
-                        listed,
-                        max_chunk_size(self.ctx.settings.max_data_size),
-                        request_id=request.request_id,
-                    )
-                    logger.debug("worker list ({} workers) to {}", len(listed), peer)
+                    answer = handle_worker_list(self.ctx, request)
+                    logger.debug("worker list to {}", peer)
                 else:
                     answer = [
                         failure_reply(
@@ -553,6 +546,9 @@ class WorkerLink:
                 if job is not None:
                     job.cancel()
                 continue
+            if message.instruction is Instruction.LINK_WEB_ORIGIN:
+                self._web_origin(worker, str(message.arg("origin")))
+                continue
             if message.instruction is Instruction.LINK_STATUS:
                 waiter = self._status_waiters.get(message.request_id)
                 if waiter is not None:
@@ -565,6 +561,18 @@ class WorkerLink:
                 )  # fmt: skip
                 continue
             requests.spawn(self._answer, message)
+
+    def _web_origin(self, worker: LinkedWorker, origin: str) -> None:
+        """Record the worker's page origin for the worker list, if it is on its host."""
+        refusal = web_origin_refusal(origin, worker.client_address)
+        if refusal is not None:
+            logger.warning(
+                "worker {} announced web origin {!r}, not listed: {}",
+                worker.name, origin[:200], refusal,
+            )  # fmt: skip
+            return
+        worker.web_origin = origin
+        logger.info("worker {} serves its web page at {}", worker.name, origin)
 
     def _answer(self, request: Message) -> None:
         """Route one request under its Job (deadline from its stamp, cancellable),

@@ -26,6 +26,7 @@ from papertrader.master import (
     recovery,
     session_admin,
     signin,
+    workers,
 )
 from papertrader.master.context import MasterContext
 from papertrader.protocol import ErrorCode, Instruction, Message, failure_reply
@@ -66,6 +67,8 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.CANCEL_ALL_ORDERS: orders.handle_cancel_all,
     Instruction.SET_PROFILE_VISIBILITY: profiles.handle_set_visibility,
     Instruction.GET_EQUITY_HISTORY: equity.handle_equity_history,
+    # a worker asks for its browsers (the website client's failover, issue 14)
+    Instruction.GET_WORKER_LIST: workers.handle_worker_list,
 }
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent.event
 import psycopg2
@@ -32,8 +32,13 @@ import redis
 from loguru import logger
 
 from papertrader.limits.deadlines import link_silence_window
+from papertrader.protocol import Message, max_chunk_size, packets_for
+from papertrader.protocol.records import to_record
 from papertrader.store import workers as store
 from papertrader.store.pool import ConnectionPool, PoolTimeout
+
+if TYPE_CHECKING:
+    from papertrader.master.context import MasterContext
 
 
 def heartbeat_seconds(update_interval: float) -> float:
@@ -55,6 +60,8 @@ class LinkedWorker:
     refuse: Callable[[str], None] = field(repr=False)
     #: Asks the worker for its live figures over the link (timeout in seconds).
     status: Callable[[float], dict[str, Any]] = field(repr=False, default=lambda _timeout: {})
+    #: The origin of the worker's web page (LINK_WEB_ORIGIN, checked by ``web_origin_refusal``).
+    web_origin: str = ""
     connected_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     last_frame: float = field(default_factory=time.monotonic)
 
@@ -151,7 +158,12 @@ class WorkerRegistry:
     def worker_list(self) -> list[dict[str, Any]]:
         """What a client gets for getWorkerList: the workers it can connect to now."""
         return [
-            {"name": w.name, "region": w.region, "address": w.client_address}
+            {
+                "name": w.name,
+                "region": w.region,
+                "address": w.client_address,
+                "web_url": w.web_origin or None,
+            }
             for w in self.connected()
         ]
 
@@ -207,3 +219,12 @@ class WorkerRegistry:
             action()
         except redis.RedisError as exc:
             logger.warning("could not update the connected workers in Redis ({})", exc)
+
+
+def handle_worker_list(ctx: MasterContext, request: Message) -> list[Message]:
+    """GET_WORKER_LIST, from a client on the master's port or forwarded by a worker (a
+    browser cannot reach the master's port): the same list either way."""
+    listed = tuple(to_record(w) for w in ctx.workers.worker_list())
+    return packets_for(
+        listed, max_chunk_size(ctx.settings.max_data_size), request_id=request.request_id
+    )

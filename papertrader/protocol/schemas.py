@@ -144,6 +144,7 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.LINK_STATUS_REQUEST: Schema(()),
     I.LINK_STATUS: Schema((("status", T.BYTES),)),
     I.LINK_CANCEL: Schema(()),
+    I.LINK_WEB_ORIGIN: Schema((("origin", T.STR),)),
 }
 
 #: The failure return that answers each request instruction.

@@ -20,6 +20,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from papertrader.config import Settings
@@ -29,6 +30,8 @@ from papertrader.stack.record import Child, StackError, StackRecord, kept_enviro
 
 #: Where `pt up`'s own workers may link from: this machine.
 LOCAL_WORKER_IPS = ("127.0.0.1/32", "::1/128")
+#: Whether the workers' web ports speak TLS (they will with the stack's certificates).
+WEB_TLS = False
 #: How a child runs ``pt``: this interpreter and the installed CLI package.
 PT_COMMAND = (sys.executable, "-m", "papertrader_cli")
 #: One worker's identity in the caller's environment would be shared by all of ours.
@@ -40,6 +43,8 @@ PER_WORKER_VARIABLES = (
     "PT_WORKER_UUID",
     "PT_WORKER_ADVERTISE",
     "PT_WORKER_PORT",
+    "PT_WEB_PORT",
+    "PT_WEB_ADVERTISE",
 )
 
 Say = Callable[[str], None]
@@ -68,6 +73,20 @@ class StackOptions:
         if not settings.metrics_enabled:
             return []
         return [settings.metrics_port + i for i in range(settings.workers + 1)]
+
+    @cached_property
+    def web_ports(self) -> list[int]:
+        """Each worker's web port: web_port, the next one, and so on (0: any free one
+        each); none when the web client is off."""
+        settings = self.settings
+        if not settings.web_enabled:
+            return []
+        if settings.web_port == 0:
+            from papertrader.services.ports import free_port
+
+            return [free_port(probe_host(settings.web_host or settings.worker_host))
+                    for _ in range(settings.workers)]  # fmt: skip
+        return [settings.web_port + i for i in range(settings.workers)]
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,11 @@ def check_ports(options: StackOptions) -> None:
         (f"metrics of {name}", settings.metrics_host, port)
         for name, port in zip(["master", *options.worker_names()], metrics_ports, strict=False)
     ]
+    web_host = settings.web_host or settings.worker_host
+    for name, port in zip(options.worker_names(), options.web_ports, strict=False):
+        if port > 65535:
+            raise StackError(f"the web port of {name} would be {port}: choose a lower web_port")
+        wanted.append((f"the web page of {name}", web_host, port))
     for what, host, port in wanted:
         if not port_is_free(port, probe_host(host)):
             raise StackError(
@@ -273,9 +297,13 @@ def plan_children(
     master_address = join_host_port(probe_host(settings.master_host), settings.master_port)
     children = [master]
     workers = zip(options.worker_names(), options.worker_ports(), metrics_ports[1:], strict=True)
-    for name, port, metrics_port in workers:
+    web_ports = options.web_ports
+    for index, (name, port, metrics_port) in enumerate(workers):
         worker_id = str(derive_worker_uuid(name))
         key = worker_keys[name]
+        web: dict[str, str] = {}
+        if web_ports:
+            web["PT_WEB_PORT"] = str(web_ports[index])
         children.append(
             _child(
                 options,
@@ -289,6 +317,7 @@ def plan_children(
                     "PT_WORKER_GNUPG_HOME": str(key.home),
                     "PT_WORKER_KEY_FINGERPRINT": key.fingerprint,
                     "PT_MASTER_FINGERPRINT": master_key.fingerprint,
+                    **web,
                 },
                 settings.worker_host,
                 port,
@@ -296,6 +325,9 @@ def plan_children(
                 metrics_port=metrics_port,
             )
         )  # fmt: skip
+    for child, web_port in zip(children[1:], web_ports, strict=False):
+        worker_settings = settings.with_overrides(worker_port=child.port, web_port=web_port)
+        child.web = worker_settings.web_origin(tls=WEB_TLS)
     return children
 
 

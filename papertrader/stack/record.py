@@ -107,6 +107,7 @@ class Child:
     console: str  # its stdout and stderr (what is printed before logging starts): its log
     uuid: str | None = None
     metrics: str | None = None  # host:port of /metrics and /healthz, when enabled
+    web: str | None = None  # a worker's web page (its origin), when it serves one
 
     pid: int | None = None
     started: str = ""  # /proc start time of ``pid``

@@ -1,7 +1,10 @@
 """One greenlet per client: bytes in, the protocol state machine, answers out.
 
 Each client connection runs :meth:`ClientConnection.serve` in its own
-greenlet (gevent's StreamServer spawns it). The protocol ``Connection`` does
+greenlet (gevent's StreamServer spawns it). The connection is a
+``ClientTransport`` (``transport.py``): a TCP socket, a TLS socket, or a
+browser's WebSocket (``papertrader/web/carriage.py``), all served by this one
+code path, with the same limits. The protocol ``Connection`` does
 the framing and the state machine of spec 4.2; this module routes each
 message to the module that answers it and sends the answer back.
 
@@ -67,6 +70,7 @@ from papertrader.worker.client_management import ClientInfo, ClientManager
 from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
+from papertrader.worker.transport import ClientTransport
 
 #: A client may take at most this long to finish sending one frame.
 MID_FRAME_LIMIT = 10.0
@@ -163,7 +167,7 @@ class ClientHandler:
         self.chunk_size = max_chunk_size(settings.max_data_size)
         #: Why this worker may not serve now (the master refused or booted it), or None.
         self.out_of_service: Callable[[], str | None] = lambda: None
-        self._sockets: dict[int, socket.socket] = {}
+        self._sockets: dict[int, ClientTransport] = {}
         self.limits = ConnectionLimits(
             settings.max_connections, settings.max_connections_per_address
         )
@@ -183,7 +187,7 @@ class ClientHandler:
 
     def _turn_away(
         self,
-        sock: socket.socket,
+        sock: ClientTransport,
         host: str,
         port: int,
         reason: str,
@@ -203,7 +207,7 @@ class ClientHandler:
         metrics.CLIENTS_TURNED_AWAY.inc()
         logger.info(f"turned away client {host}:{port}: {reason}")
 
-    def __call__(self, sock: socket.socket, address: Any) -> None:
+    def __call__(self, sock: ClientTransport, address: Any) -> None:
         """StreamServer handle: serve one client until it leaves; never raises."""
         host, port = str(address[0]), int(address[1])
         refused = self.out_of_service()
@@ -219,7 +223,7 @@ class ClientHandler:
         finally:
             self.limits.release(subject)
 
-    def _serve(self, sock: socket.socket, host: str, port: int) -> None:
+    def _serve(self, sock: ClientTransport, host: str, port: int) -> None:
         client = self.clients.connect(host, port)
         metrics.CLIENT_CONNECTIONS.inc()
         self._sockets[client.client_id] = sock
@@ -249,7 +253,7 @@ class ClientHandler:
 class ClientConnection:
     """The read loop and message routing of one client."""
 
-    def __init__(self, shared: ClientHandler, sock: socket.socket, client: ClientInfo) -> None:
+    def __init__(self, shared: ClientHandler, sock: ClientTransport, client: ClientInfo) -> None:
         self.shared = shared
         self.sock = sock
         self.client = client
@@ -503,14 +507,8 @@ class ClientConnection:
         return [reply_to(message, Instruction.STATE_SWITCH_SUCCESS, target)]
 
     def _worker_list(self, message: Message, stamp: int) -> list[Message]:
-        return [
-            reply_to(
-                message,
-                Instruction.DATA_FAIL,
-                int(ErrorCode.NOT_ALLOWED),
-                "getWorkerList is answered by the master (port 2048), not by a worker",
-            )
-        ]
+        """The master's worker list, through the link (a browser cannot reach the master)."""
+        return self.shared.user_data.fetch(message, self.client, stamp, with_session=False)
 
     # data transfer state -------------------------------------------------------------
     def _packets(self, message: Message, value: Any) -> list[Message]:

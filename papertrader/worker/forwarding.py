@@ -53,14 +53,17 @@ def for_master(request: Message, client: ClientInfo, stamp: int, *, with_session
 
 
 class UserData:
-    """getUserInfo / getUserPortfolio / getUserTransactionHistory, answered by the master."""
+    """getUserInfo / getUserPortfolio / getUserTransactionHistory (and getWorkerList, for
+    clients such as browsers that cannot reach the master), answered by the master."""
 
     def __init__(self, link: MasterLink, chunk_size: int, timeout: float | None = None) -> None:
         self._link = link
         self._chunk_size = chunk_size
         self._timeout = timeout
 
-    def fetch(self, request: Message, client: ClientInfo, stamp: int) -> list[Message]:
+    def fetch(
+        self, request: Message, client: ClientInfo, stamp: int, *, with_session: bool = True
+    ) -> list[Message]:
         """DATA packets for the client (the master's payload, re-cut) or one DATA_FAIL.
 
         The payload is passed on as the master encoded it: the worker never
@@ -68,7 +71,7 @@ class UserData:
         """
         try:
             answer = self._link.request(
-                for_master(request, client, stamp, with_session=True), self._timeout
+                for_master(request, client, stamp, with_session=with_session), self._timeout
             )
         except LinkError as exc:
             return [reply_to(request, Instruction.DATA_FAIL, int(exc.code), exc.reason)]

@@ -12,8 +12,10 @@ while the master is away gets a prompt UNAVAILABLE instead of a hang.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import ssl
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +42,9 @@ from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
+from papertrader.web.origins import OriginPolicy, WorkerDirectory
+from papertrader.web.server import WebServer, page_config
+from papertrader.web.static_files import StaticFiles
 from papertrader.worker.auth_tunnel import AuthTunnel
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_handler import ClientHandler
@@ -96,6 +101,12 @@ class Worker:
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.cache = QuoteCache(QuoteStore(redis_client), settings.assets, settings.update_interval)
+        #: TLS of the web port. Until the transport issue's server context is wired in,
+        #: the page is served over plain HTTP (what the origin below says).
+        web_tls: ssl.SSLContext | None = None
+        self.web_origin = (
+            settings.web_origin(tls=web_tls is not None) if settings.web_enabled else ""
+        )
         self.link = MasterLink(
             settings.master_address,
             LinkIdentity(
@@ -103,6 +114,7 @@ class Worker:
                 name=settings.worker_name,
                 region=settings.region,
                 client_address=settings.worker_client_address,
+                web_origin=self.web_origin,
             ),
             heartbeat_interval=max(1.0, settings.update_interval),
             max_data_size=settings.max_data_size,
@@ -157,7 +169,33 @@ class Worker:
         self.handler = handler
         self.server = StreamServer((settings.worker_host, settings.worker_port), handler)
         self.metrics_server: MetricsServer | None = None
+        self.web: WebServer | None = None
+        self.directory: WorkerDirectory | None = None
+        if settings.web_enabled:
+            policy = OriginPolicy(self.web_origin, settings.web_origins)
+            self.web = WebServer(
+                (settings.web_host or settings.worker_host, settings.web_port),
+                handler,
+                policy,
+                web_tls,
+                settings.max_data_size,
+                StaticFiles(generated={"/config.json": page_config(settings, self.web_origin)}),
+            )
+            self.directory = WorkerDirectory(self.link, policy)
+            self.web.directory = self.directory
+        self._greenlets: list[gevent.Greenlet] = []
         self._stopped = gevent.event.Event()
+
+    def _set_web_origin(self, origin: str) -> None:
+        """The page's origin once known: announced on the link, allowed on the upgrade."""
+        self.web_origin = origin
+        self.link.identity = dataclasses.replace(self.link.identity, web_origin=origin)
+        if self.web is not None and self.directory is not None:
+            policy = OriginPolicy(origin, self.settings.web_origins)
+            self.web.origins = self.directory.policy = policy
+            self.web.static.files["/config.json"] = StaticFiles.entry(
+                page_config(self.settings, origin), ".json"
+            )
 
     def status(self) -> dict[str, Any]:
         """Live figures for `pt workers info` (asked by the master over the link)."""
@@ -251,6 +289,18 @@ class Worker:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise WorkerStartError(f"cannot listen on {where}: {why}") from None
         self._start_metrics()
+        if self.web is not None:
+            try:
+                self.web.init_socket()
+            except OSError as exc:
+                host = settings.web_host or settings.worker_host
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise WorkerStartError(
+                    f"cannot listen for the web page on {join_host_port(host, settings.web_port)}: "
+                    f"{why} (set web_port, or web_enabled = false)"
+                ) from None
+            if settings.web_port == 0:  # any free port: the origin names the one we got
+                self._set_web_origin(settings.web_origin(self.web.tls, self.web.address[1]))
         self.cache.start()
         self.sessions.start()
         if self.cache.loaded:
@@ -258,6 +308,13 @@ class Worker:
             logger.info(f"{known} assets known, quotes of {self.cache.updated_at}")
         self.link.start()
         self.server.start()
+        if self.web is not None and self.directory is not None:
+            self.web.start()
+            self._greenlets.append(gevent.spawn(self.directory.run, self._stopped))
+            logger.info(
+                f"web page at {self.web_origin}/ (listening on "
+                f"{join_host_port(*self.web.address)}, {self.web.static.total_bytes // 1024} KiB)"
+            )
         logger.info(
             f"worker {settings.worker_name} (uuid {settings.worker_id}, region {settings.region}) "
             f"listening for clients on {join_host_port(*self.address)}, "
@@ -271,9 +328,13 @@ class Worker:
             return
         self._stopped.set()
         logger.info(f"worker {self.settings.worker_name} stopping ({self.clients.count} clients)")
+        if self.web is not None:
+            self.web.stop(timeout=STOP_GRACE)
         self.server.stop(timeout=STOP_GRACE)
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        for greenlet in self._greenlets:
+            greenlet.kill(block=False)
         self.link.stop()
         self.cache.stop()
         self.sessions.stop()

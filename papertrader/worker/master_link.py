@@ -122,6 +122,7 @@ class LinkIdentity:
     name: str
     region: str
     client_address: str  # host:port clients should use
+    web_origin: str = ""  # where browsers load our page (LINK_WEB_ORIGIN); "" = no web port
 
 
 def backoff_delays(
@@ -379,6 +380,11 @@ class MasterLink:
             raise LinkRefused(*_code_and_reason(reply))
         if reply.instruction is not Instruction.LINK_WELCOME:
             raise LinkDropped(f"the master answered LINK_HELLO with {reply.instruction.name}")
+        if self.identity.web_origin:  # for the worker list browsers fail over with
+            origin = Message(
+                Instruction.LINK_WEB_ORIGIN, (self.identity.web_origin,), worker_uuid=worker_uuid
+            )
+            channel.send(encode_message(origin, self.max_data_size))
         heartbeat_ms, deadline_ms = reply.arg("heartbeat_ms"), reply.arg("request_deadline_ms")
         if isinstance(heartbeat_ms, int) and heartbeat_ms > 0:
             self.heartbeat_interval = heartbeat_ms / 1000

@@ -1,0 +1,483 @@
+// The web client's screens: sign in / register, watchlist, asset chart with the order
+// ticket, portfolio with P&L, history. Plain DOM, text only (never innerHTML).
+
+import { PriceChart } from "./chart.js";
+import { ClientError, ConnectionLost } from "./client.js";
+import { cell, className, moment, money, quantity, signedMoney } from "./format.js";
+import { Decimal, ErrorCode } from "./protocol/index.js";
+import { OrderOutcomeUnknown, Trader } from "./trader.js";
+
+const $ = (id) => document.getElementById(id);
+const SCREENS = ["signin", "watchlist", "trade", "portfolio", "history"];
+const SYMBOL_RE = /^[A-Z0-9.\-^]{1,12}$/;
+
+const state = {
+  config: { assets: [], update_interval: 5, starting_cash: null },
+  trader: null,
+  screen: null,
+  symbol: null,
+  range: "day",
+  lastPrice: new Map(),
+  timer: null,
+  chart: null,
+};
+
+// -- helpers ------------------------------------------------------------------------
+function notice(text) {
+  const box = $("notice");
+  box.textContent = text ?? "";
+  box.hidden = !text;
+}
+
+function show(el, text, kind = "") {
+  el.textContent = text;
+  el.className = `result ${kind}`.trim();
+}
+
+function explain(error) {
+  if (error instanceof ClientError) {
+    if (error.code === ErrorCode.RATE_LIMITED) return error.reason;
+    return error.reason.charAt(0).toUpperCase() + error.reason.slice(1);
+  }
+  if (error instanceof ConnectionLost) return `No worker answered (${error.message}). Trying again shortly.`;
+  return `Something went wrong on this page: ${error.message}`;
+}
+
+async function busy(button, work) {
+  button.disabled = true;
+  try {
+    return await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function symbolOf(text) {
+  const symbol = String(text).trim().toUpperCase();
+  return SYMBOL_RE.test(symbol) ? symbol : null;
+}
+
+function watchKey() {
+  return `papertrader.watchlist.${state.trader.session?.username ?? ""}`;
+}
+
+function watchlist() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(watchKey()));
+    if (Array.isArray(saved)) return saved.filter((s) => SYMBOL_RE.test(s));
+  } catch {
+    // fall through to the default list
+  }
+  return state.config.assets.slice(0, 8);
+}
+
+function saveWatchlist(symbols) {
+  localStorage.setItem(watchKey(), JSON.stringify(symbols));
+}
+
+// -- screens ------------------------------------------------------------------------
+function route() {
+  const [, screen = "", symbol = ""] = location.hash.split("/");
+  if (!state.trader.signedIn) return go("signin");
+  const chosen = screen === "trade" ? symbolOf(decodeURIComponent(symbol)) : null;
+  if (chosen !== null && chosen !== state.symbol) {
+    state.symbol = chosen;
+    $("asset-symbol").value = chosen;
+    $("ticket-symbol").value = chosen;
+  }
+  go(SCREENS.includes(screen) && screen !== "signin" ? screen : "watchlist");
+}
+
+function go(screen) {
+  state.screen = screen;
+  for (const name of SCREENS) $(`screen-${name}`).hidden = name !== screen;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.dataset.screen === screen) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const signedIn = state.trader.signedIn;
+  $("nav").hidden = !signedIn;
+  $("signout").hidden = !signedIn;
+  $("whoami").hidden = !signedIn;
+  $("whoami").textContent = signedIn ? state.trader.session.username : "";
+  document.title = `PaperTrader · ${screen === "trade" && state.symbol ? state.symbol : screen[0].toUpperCase() + screen.slice(1)}`;
+  clearTimeout(state.timer);
+  refresh().catch(() => undefined);
+}
+
+async function refresh() {
+  const screen = state.screen;
+  try {
+    if (screen === "watchlist") await refreshWatchlist();
+    else if (screen === "trade") await refreshTrade();
+    else if (screen === "portfolio") await refreshPortfolio();
+    else if (screen === "history") await refreshHistory();
+    if (screen !== "signin") notice("");
+  } catch (error) {
+    if (error instanceof ClientError && error.sessionProblem) return;
+    notice(explain(error));
+  } finally {
+    if (state.screen === screen && (screen === "watchlist" || screen === "trade")) {
+      clearTimeout(state.timer);
+      state.timer = setTimeout(() => refresh().catch(() => undefined), state.config.update_interval * 1000);
+    }
+  }
+}
+
+// -- watchlist ------------------------------------------------------------------------
+async function refreshWatchlist() {
+  const body = $("watch-table").tBodies[0];
+  const rows = [];
+  for (const symbol of watchlist()) {
+    const row = document.createElement("tr");
+    const name = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = `#/trade/${encodeURIComponent(symbol)}`;
+    link.textContent = symbol;
+    name.append(link);
+    row.append(name);
+    try {
+      const quote = await state.trader.quote(symbol);
+      const change = quote.close.sub(quote.open);
+      state.lastPrice.set(symbol, quote.close);
+      row.append(
+        cell(money(quote.close), "num"),
+        cell(signedMoney(change), `num ${className(change)}`),
+        cell(money(quote.high), "num hide-narrow"),
+        cell(money(quote.low), "num hide-narrow"),
+        cell(moment(quote.time), "num hide-narrow"),
+      );
+    } catch (error) {
+      if (!(error instanceof ClientError) || error.sessionProblem) throw error;
+      const td = cell(error.reason, "muted");
+      td.colSpan = 5;
+      row.append(td);
+    }
+    const actions = document.createElement("td");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Remove";
+    remove.setAttribute("aria-label", `Remove ${symbol} from the watchlist`);
+    remove.addEventListener("click", () => {
+      saveWatchlist(watchlist().filter((s) => s !== symbol));
+      refresh();
+    });
+    actions.append(remove);
+    row.append(actions);
+    rows.push(row);
+  }
+  body.replaceChildren(...rows);
+  $("watch-updated").textContent = `Updated ${moment(new Date())} UTC.`;
+}
+
+async function addToWatchlist(event) {
+  event.preventDefault();
+  const input = $("watch-symbol");
+  const symbol = symbolOf(input.value);
+  const result = $("watch-result");
+  if (symbol === null) return show(result, "Type a symbol such as AAPL (letters, digits, . - ^).", "bad");
+  try {
+    await state.trader.quote(symbol);
+  } catch (error) {
+    return show(result, explain(error), "bad");
+  }
+  const symbols = watchlist();
+  if (!symbols.includes(symbol)) saveWatchlist([...symbols, symbol]);
+  input.value = "";
+  show(result, `${symbol} added.`, "ok");
+  await refreshWatchlist();
+}
+
+// -- asset page and order ticket --------------------------------------------------------
+async function refreshTrade() {
+  const symbol = state.symbol ?? watchlist()[0] ?? state.config.assets[0];
+  if (!symbol) return;
+  state.symbol = symbol;
+  $("asset-title").textContent = `Trade ${symbol}`;
+  $("asset-symbol").value ||= symbol;
+  if (!$("ticket-symbol").value) $("ticket-symbol").value = symbol;
+  const quote = await state.trader.quote(symbol);
+  state.lastPrice.set(symbol, quote.close);
+  $("asset-quote").textContent = `${symbol} ${money(quote.close)} at ${moment(quote.time)} UTC`;
+  updateEstimate();
+  if (state.chartFor !== `${symbol}/${state.range}/${$("forecast-toggle").checked}`) await drawChart(symbol);
+}
+
+async function drawChart(symbol) {
+  const range = state.range;
+  const caption = $("chart-caption");
+  let bars = [];
+  try {
+    bars = await state.trader.bars(symbol, range);
+  } catch (error) {
+    if (!(error instanceof ClientError) || error.sessionProblem) throw error;
+    caption.textContent = error.reason;
+  }
+  let forecast = null;
+  if ($("forecast-toggle").checked) {
+    try {
+      forecast = await state.trader.forecast(symbol, 30);
+    } catch (error) {
+      if (!(error instanceof ClientError) || error.sessionProblem) throw error;
+    }
+  }
+  const last = bars.at(-1);
+  const label = bars.length
+    ? `${symbol}, ${range}: ${bars.length} bar${bars.length === 1 ? "" : "s"} from ${moment(bars[0].period_start)} to ${moment(last.period_start)} UTC, last close ${money(last.close)}` +
+      (forecast ? `; forecast for ${forecast.points.length} updates, ending at ${money(forecast.points.at(-1).value)} (between ${money(forecast.points.at(-1).lower)} and ${money(forecast.points.at(-1).upper)})` : "")
+    : `${symbol}, ${range}: no price history yet`;
+  state.chart.draw(bars, forecast, label);
+  if (bars.length) caption.textContent = label;
+  state.chartFor = `${symbol}/${range}/${$("forecast-toggle").checked}`;
+}
+
+function chooseRange(range) {
+  state.range = range;
+  for (const button of document.querySelectorAll(".ranges button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.range === range));
+  }
+  state.chartFor = null;
+  refresh();
+}
+
+function ticketQuantity() {
+  const text = $("ticket-quantity").value.trim();
+  return /^[1-9][0-9]{0,8}$/.test(text) ? BigInt(text) : null;
+}
+
+function updateEstimate() {
+  const symbol = symbolOf($("ticket-symbol").value);
+  const qty = ticketQuantity();
+  const price = symbol ? state.lastPrice.get(symbol) : undefined;
+  $("ticket-estimate").textContent = price && qty !== null
+    ? `About ${money(price.mul(qty))} at the last price of ${money(price)}; the fill is at the next update's price.`
+    : "";
+}
+
+async function placeOrder(event) {
+  event.preventDefault();
+  const result = $("ticket-result");
+  const side = document.querySelector("input[name=side]:checked").value;
+  const symbol = symbolOf($("ticket-symbol").value);
+  const qty = ticketQuantity();
+  if (symbol === null) return show(result, "Type the symbol to trade, such as AAPL.", "bad");
+  if (qty === null) return show(result, "The quantity is a whole number of units, at least 1.", "bad");
+  show(result, `Sending: ${side} ${quantity(qty)} ${symbol}. Market orders fill at the next update (up to ${state.config.update_interval} s)…`);
+  await busy($("ticket-submit"), async () => {
+    try {
+      const fill = await state.trader.order(side, symbol, qty);
+      const verb = side === "buy" ? "Bought" : "Sold";
+      show(result, `${verb} ${quantity(fill.quantity)} ${fill.symbol} at ${money(fill.price)} each, ${money(fill.price.mul(fill.quantity))} in all, at ${moment(fill.executedAt)} UTC. Order ${fill.orderId}.`, "ok");
+    } catch (error) {
+      if (error instanceof OrderOutcomeUnknown) {
+        show(result, error.message, "unknown");
+      } else if (error instanceof ClientError) {
+        const id = error.orderId && !error.orderId.isNil() ? ` (order ${error.orderId})` : "";
+        const unknown = error.code === ErrorCode.UNAVAILABLE;
+        show(result, `${unknown ? "" : "Not done: "}${explain(error)}${id}`, unknown ? "unknown" : "bad");
+      } else {
+        show(result, explain(error), "bad");
+      }
+    }
+  });
+}
+
+// -- portfolio and history ------------------------------------------------------------------
+async function refreshPortfolio() {
+  const portfolio = await state.trader.portfolio();
+  let pnl = new Decimal(0n, 2);
+  const rows = portfolio.positions.map((p) => {
+    const cost = p.average_price ? p.average_price.mul(p.quantity) : null;
+    const gain = p.market_value && cost ? p.market_value.sub(cost).toFixed(2) : null;
+    if (gain) pnl = pnl.add(gain);
+    const row = document.createElement("tr");
+    const name = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = `#/trade/${encodeURIComponent(p.symbol)}`;
+    link.textContent = p.symbol;
+    name.append(link);
+    row.append(
+      name,
+      cell(quantity(p.quantity), "num"),
+      cell(money(p.average_price), "num"),
+      cell(money(p.price), "num"),
+      cell(money(p.market_value), "num"),
+      cell(gain ? signedMoney(gain) : "—", `num ${className(gain)}`),
+    );
+    return row;
+  });
+  if (rows.length === 0) {
+    const td = cell("No positions yet: buy something on the Trade screen.", "muted");
+    td.colSpan = 6;
+    const row = document.createElement("tr");
+    row.append(td);
+    rows.push(row);
+  }
+  $("portfolio-table").tBodies[0].replaceChildren(...rows);
+  const items = [
+    ["Cash", money(portfolio.cash)],
+    ["Total value", money(portfolio.total_value)],
+    ["Unrealised P&L", signedMoney(pnl), className(pnl)],
+  ];
+  if (state.config.starting_cash) {
+    const since = portfolio.total_value.sub(Decimal.parse(state.config.starting_cash));
+    items.push(["Since you started", signedMoney(since), className(since)]);
+  }
+  $("portfolio-summary").replaceChildren(
+    ...items.map(([term, value, classes]) => {
+      const box = document.createElement("div");
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = term;
+      dd.textContent = value;
+      if (classes) dd.className = classes;
+      box.append(dt, dd);
+      return box;
+    }),
+  );
+  $("portfolio-priced").textContent = portfolio.priced_at ? `Valued at the prices of ${moment(portfolio.priced_at)} UTC.` : "";
+}
+
+async function refreshHistory() {
+  const entries = await state.trader.transactions();
+  entries.sort((a, b) => (b.executed_at.micros > a.executed_at.micros ? 1 : -1));
+  const rows = entries.map((e) => {
+    const row = document.createElement("tr");
+    row.append(
+      cell(moment(e.executed_at)),
+      cell(String(e.side)),
+      cell(String(e.symbol)),
+      cell(quantity(e.quantity), "num"),
+      cell(money(e.price), "num"),
+      cell(e.amount ? money(e.amount) : "—", "num"),
+      cell(e.order_id ? String(e.order_id) : "", "hide-narrow mono"),
+    );
+    return row;
+  });
+  if (rows.length === 0) {
+    const td = cell("No transactions yet.", "muted");
+    td.colSpan = 7;
+    const row = document.createElement("tr");
+    row.append(td);
+    rows.push(row);
+  }
+  $("history-table").tBodies[0].replaceChildren(...rows);
+}
+
+// -- signing in -------------------------------------------------------------------------------
+async function signIn(event) {
+  event.preventDefault();
+  const result = $("signin-result");
+  const username = $("signin-username").value.trim();
+  const password = $("signin-password").value;
+  if (!username || !password) return show(result, "Type your username and password.", "bad");
+  await busy($("signin-submit"), async () => {
+    try {
+      await state.trader.login(username, password, $("signin-remember").checked);
+      $("signin-password").value = "";
+      show(result, "");
+      location.hash = "#/watchlist";
+      route();
+    } catch (error) {
+      show(result, explain(error), "bad");
+      $("signin-password").focus();
+    }
+  });
+}
+
+async function register(event) {
+  event.preventDefault();
+  const result = $("register-result");
+  const username = $("register-username").value.trim();
+  const email = $("register-email").value.trim();
+  const password = $("register-password").value;
+  if (!username || !email || !password) return show(result, "Fill in the username, e-mail address and password.", "bad");
+  await busy($("register-submit"), async () => {
+    try {
+      const name = await state.trader.register(username, email, password);
+      show(result, `Welcome, ${name}: your account is ready. Signing you in…`, "ok");
+      await state.trader.login(name, password, false);
+      $("register-password").value = "";
+      location.hash = "#/watchlist";
+      route();
+    } catch (error) {
+      show(result, explain(error), "bad");
+    }
+  });
+}
+
+async function signOut() {
+  try {
+    await state.trader.logout();
+  } catch (error) {
+    notice(explain(error));
+  }
+  location.hash = "#/";
+  route();
+}
+
+function onWorker(worker) {
+  const badge = $("worker");
+  const name = worker.name ?? new URL(worker.origin).host;
+  badge.classList.toggle("up", worker.connected);
+  badge.textContent = worker.connected ? `${name}${worker.moved ? " (moved here)" : ""}` : `reconnecting (${name} went away)`;
+  badge.title = worker.connected ? `Connected to ${worker.origin}` : worker.reason ?? "";
+  $("foot-worker").textContent = worker.connected ? `Served through ${name}.` : "";
+}
+
+function onSessionLost(reason) {
+  notice(`You are signed out: ${reason}`);
+  location.hash = "#/";
+  route();
+}
+
+// -- start ------------------------------------------------------------------------------------
+async function main() {
+  try {
+    const response = await fetch("/config.json", { cache: "no-cache" });
+    if (response.ok) state.config = { ...state.config, ...(await response.json()) };
+  } catch {
+    // the defaults will do; the page still works
+  }
+  $("interval").textContent = `${state.config.update_interval} s`;
+  $("known-symbols").replaceChildren(
+    ...state.config.assets.map((symbol) => Object.assign(document.createElement("option"), { value: symbol })),
+  );
+  state.chart = new PriceChart($("chart"));
+  state.trader = new Trader(location.origin, { region: state.config.region ?? null, onWorker, onSessionLost });
+  $("signin-form").addEventListener("submit", signIn);
+  $("register-form").addEventListener("submit", register);
+  $("signout").addEventListener("click", signOut);
+  $("watch-add").addEventListener("submit", addToWatchlist);
+  $("asset-pick").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const symbol = symbolOf($("asset-symbol").value);
+    if (symbol === null) return;
+    location.hash = `#/trade/${encodeURIComponent(symbol)}`;
+  });
+  for (const button of document.querySelectorAll(".ranges button")) {
+    button.addEventListener("click", () => chooseRange(button.dataset.range));
+  }
+  $("forecast-toggle").addEventListener("change", () => {
+    state.chartFor = null;
+    refresh();
+  });
+  $("ticket-symbol").addEventListener("input", updateEstimate);
+  $("ticket-quantity").addEventListener("input", updateEstimate);
+  $("ticket").addEventListener("submit", placeOrder);
+  window.addEventListener("hashchange", () => {
+    state.chartFor = null;
+    route();
+    // A new screen: move keyboard and screen-reader focus to its heading.
+    document.querySelector(`#screen-${state.screen} h1`)?.focus();
+  });
+  try {
+    await state.trader.start(); // connects, and resumes a stored session
+  } catch (error) {
+    if (!(error instanceof ClientError && error.sessionProblem)) notice(explain(error));
+  }
+  route();
+  document.body.dataset.ready = "true";
+}
+
+main();

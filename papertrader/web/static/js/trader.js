@@ -1,0 +1,276 @@
+// The page's calls, on whichever worker of the region answers (the browser's failover).
+//
+// The page starts on the worker that served it. It asks that worker for the
+// worker list (getWorkerList, answered by the master through it) and, when
+// its worker goes away (crashed, booted off, out of service), moves to
+// another one, same region first, and resumes the same session there with
+// login(sessionID), as papertrader/client/failover.py does for the CLI:
+//
+// * reads and session calls are retried on the next worker;
+// * an order is re-sent elsewhere only if it provably never reached a worker;
+//   an order whose answer was lost is OrderOutcomeUnknown, with its id when
+//   known: it may still fill, so the page says so and never "failed".
+
+import { ClientError, ConnectionLost, WorkerConnection } from "./client.js";
+import { CalendarDate, ErrorCode, NIL, Uuid, fromRecord, fromRecords } from "./protocol/index.js";
+import { forgetSession, loadSession, saveSession } from "./session.js";
+
+const MAX_ATTEMPTS = 4;
+const WORKERS_KEY = "papertrader.workers";
+const LIST_REFRESH_MS = 60000;
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The workers listed last time (so a reload can find another one if this one is away). */
+function knownWorkers() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(WORKERS_KEY));
+    if (Array.isArray(saved)) return saved.filter((w) => w && typeof w.web_url === "string");
+  } catch {
+    // nothing usable saved
+  }
+  return [];
+}
+
+export class OrderOutcomeUnknown extends Error {
+  constructor(reason, orderId = null) {
+    super(reason);
+    this.name = "OrderOutcomeUnknown";
+    this.orderId = orderId;
+  }
+}
+
+export const RANGES = Object.freeze({
+  day: "GET_ASSET_VALUE_DAY",
+  week: "GET_ASSET_VALUE_WEEK",
+  month: "GET_ASSET_VALUE_MONTH",
+  year: "GET_ASSET_VALUE_YEAR",
+  all: "GET_ASSET_VALUE_ALL_TIME",
+});
+
+export class Trader {
+  constructor(homeOrigin, { region = null, onWorker = () => {}, onSessionLost = () => {} } = {}) {
+    this.home = homeOrigin;
+    this.region = region;
+    this.onWorker = onWorker;
+    this.onSessionLost = onSessionLost;
+    this.session = loadSession();
+    this.conn = null;
+    this.worker = { name: null, origin: homeOrigin };
+    this.workers = knownWorkers();
+    this.listedAt = 0;
+    this.failovers = 0;
+  }
+
+  get signedIn() {
+    return this.session !== null;
+  }
+
+  // -- choosing a worker -----------------------------------------------------------
+  #candidates(avoid) {
+    const known = this.workers.filter((w) => w.web_url);
+    const shuffled = known.map((w) => [Math.random(), w]).sort((a, b) => a[0] - b[0]).map(([, w]) => w);
+    shuffled.sort((a, b) => (a.region === this.region ? 0 : 1) - (b.region === this.region ? 0 : 1));
+    const origins = [this.worker.origin, ...shuffled.map((w) => w.web_url), this.home];
+    const unique = [...new Set(origins)];
+    return [...unique.filter((o) => !avoid.has(o)), ...unique.filter((o) => avoid.has(o))];
+  }
+
+  async #connect(avoid) {
+    let last = null;
+    for (const origin of this.#candidates(avoid)) {
+      const conn = new WorkerConnection(origin);
+      try {
+        await conn.open();
+        if (this.session !== null) await this.#resume(conn);
+      } catch (error) {
+        conn.close();
+        if (error instanceof ClientError && error.sessionProblem) {
+          this.#dropSession();
+          throw error;
+        }
+        avoid.add(origin);
+        last = error;
+        continue;
+      }
+      const moved = this.conn !== null && origin !== this.worker.origin;
+      if (moved) this.failovers += 1;
+      this.conn = conn;
+      const listed = this.workers.find((w) => w.web_url === origin);
+      this.worker = { name: listed ? listed.name : null, origin };
+      conn.onclose = (reason) => this.onWorker({ ...this.worker, connected: false, reason });
+      this.onWorker({ ...this.worker, connected: true, moved });
+      this.#refreshList(conn).catch(() => undefined);
+      return conn;
+    }
+    throw last ?? new ConnectionLost("no worker answered");
+  }
+
+  async #refreshList(conn, force = false) {
+    if (!force && Date.now() - this.listedAt < LIST_REFRESH_MS) return;
+    const listed = fromRecords(await conn.workerList()).map((w) => ({
+      name: String(w.name),
+      region: w.region === null ? null : String(w.region),
+      web_url: w.web_url === null || w.web_url === undefined ? null : String(w.web_url),
+    }));
+    this.workers = listed;
+    this.listedAt = Date.now();
+    try {
+      localStorage.setItem(WORKERS_KEY, JSON.stringify(listed)); // for a reload while this worker is away
+    } catch {
+      // storage full or disabled: the list is only kept in memory
+    }
+    const me = listed.find((w) => w.web_url === this.worker.origin);
+    if (me) {
+      this.worker = { ...this.worker, name: me.name };
+      if (this.region === null) this.region = me.region;
+      this.onWorker({ ...this.worker, connected: true, moved: false });
+    }
+  }
+
+  async #resume(conn) {
+    const reply = await conn.command("LOGIN_SESSION", [], this.session.id);
+    this.#takeSession(reply, this.session.remember);
+  }
+
+  #takeSession(reply, remember) {
+    const [id, expiresAt, username] = reply.args;
+    this.session = { id, username: String(username), expiresAt: expiresAt.toISOString(), remember };
+    saveSession(this.session);
+  }
+
+  #dropSession() {
+    this.session = null;
+    forgetSession();
+  }
+
+  /** Run ``operation(conn)`` on the current worker, moving on when it goes away. */
+  async #call(operation, { idempotent = true } = {}) {
+    const avoid = new Set();
+    for (let attempt = 1; ; attempt += 1) {
+      if (this.conn === null || this.conn.closed) {
+        if (this.conn !== null) avoid.add(this.conn.origin);
+        if (attempt > 1) await sleep(Math.min(2000, 250 * 2 ** (attempt - 2))); // do not hammer
+        this.conn = await this.#connect(avoid);
+      }
+      const conn = this.conn;
+      try {
+        return await operation(conn);
+      } catch (error) {
+        if (error instanceof ConnectionLost) {
+          avoid.add(conn.origin);
+          conn.close();
+          if (!idempotent && error.sent) {
+            throw new OrderOutcomeUnknown(`the order's outcome is unknown: ${error.message}. It may have been queued: look at History before sending it again.`);
+          }
+          if (attempt >= MAX_ATTEMPTS) throw error;
+          continue;
+        }
+        if (error instanceof ClientError && error.turnedAway && attempt < MAX_ATTEMPTS) {
+          avoid.add(conn.origin);
+          conn.close();
+          continue;
+        }
+        if (error instanceof ClientError && error.sessionProblem && this.session !== null) {
+          this.#dropSession();
+          this.onSessionLost(error.reason);
+        }
+        throw error;
+      }
+    }
+  }
+
+  #sid() {
+    if (this.session === null) throw new ClientError(ErrorCode.INVALID_SESSION, "sign in first");
+    return this.session.id;
+  }
+
+  // -- accounts ----------------------------------------------------------------------
+  async start() {
+    await this.#call(async () => undefined);
+    return this.session;
+  }
+
+  async login(username, password, remember) {
+    const reply = await this.#call((c) => c.command("LOGIN", [username, password, remember]));
+    this.#takeSession(reply, remember);
+    return this.session;
+  }
+
+  async register(username, email, password) {
+    const reply = await this.#call((c) => c.command("REGISTER", [username, email, password]));
+    return String(reply.args[0]);
+  }
+
+  async logout() {
+    const id = this.#sid();
+    try {
+      await this.#call((c) => c.command("LOGOUT", [], id));
+    } finally {
+      this.#dropSession();
+    }
+  }
+
+  // -- market data ---------------------------------------------------------------------
+  async quote(symbol) {
+    const sid = this.#sid();
+    return fromRecord(await this.#call((c) => c.data("GET_ASSET_VALUE_CURRENT", [symbol], sid)));
+  }
+
+  async assetInfo(symbol) {
+    const sid = this.#sid();
+    return fromRecord(await this.#call((c) => c.data("GET_ASSET_INFO", [symbol], sid)));
+  }
+
+  /** Bars of a range ending today (UTC), oldest first. */
+  async bars(symbol, range, day = CalendarDate.utcOf(new Date())) {
+    const sid = this.#sid();
+    const instruction = RANGES[range];
+    const args = range === "all" ? [symbol] : [symbol, day];
+    return fromRecords(await this.#call((c) => c.data(instruction, args, sid)));
+  }
+
+  async forecast(symbol, horizon) {
+    const sid = this.#sid();
+    const record = fromRecord(await this.#call((c) => c.data("GET_ASSET_VALUE_PREDICTED", [symbol, BigInt(horizon)], sid)));
+    record.points = fromRecords(record.points ?? []);
+    return record;
+  }
+
+  // -- the account's money --------------------------------------------------------------
+  async portfolio() {
+    const sid = this.#sid();
+    const record = fromRecord(await this.#call((c) => c.data("GET_USER_PORTFOLIO", [""], sid)));
+    record.positions = fromRecords(record.positions ?? []);
+    return record;
+  }
+
+  async transactions() {
+    const sid = this.#sid();
+    return fromRecords(await this.#call((c) => c.data("GET_USER_TRANSACTION_HISTORY", [""], sid)));
+  }
+
+  async userInfo() {
+    const sid = this.#sid();
+    return fromRecord(await this.#call((c) => c.data("GET_USER_INFO", [""], sid)));
+  }
+
+  /** A market order: the fill {orderId, symbol, quantity, price, executedAt}; ClientError
+   *  with the reason when refused; OrderOutcomeUnknown when its answer was lost. */
+  async order(side, symbol, quantity) {
+    const sid = this.#sid();
+    const instruction = side === "buy" ? "PURCHASE_ASSET" : "SELL_ASSET";
+    const reply = await this.#call((c) => c.command(instruction, [symbol, BigInt(quantity)], sid), { idempotent: false });
+    const [orderId, filledSymbol, filled, price, executedAt] = reply.args;
+    return { side, orderId, symbol: String(filledSymbol), quantity: filled, price, executedAt };
+  }
+
+  async workerList() {
+    await this.#call((c) => this.#refreshList(c, true));
+    return this.workers;
+  }
+}
+
+export { ClientError, ConnectionLost, NIL, Uuid };

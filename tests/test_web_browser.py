@@ -1,0 +1,325 @@
+"""The website client in a real headless Chromium, against a real ``pt up`` stack.
+
+One stack (two workers) and one Chromium serve every test of this module, in
+order, as one visitor would: register, sign in, read quotes, buy, see the
+fill and the portfolio change, sell, see the history, reload and stay signed
+in, be refused cleanly (a wrong password, an unknown symbol), and keep
+trading when the worker serving the page is booted off (``pt workers
+boot``): the page moves to the other worker with the same session.
+
+Chromium is Debian's (``chromium``, driven through ``chromium-driver`` by
+Selenium; nothing is downloaded). Screenshots of every screen at desktop and
+phone width are saved under the module's temporary directory
+(``<tmp>/web*/screens``); ``SCREENSHOTS_TO`` also copies them elsewhere
+(``PT_SCREENSHOTS_TO=docs/images`` refreshes the README's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import web_support
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+from test_e2e_support import PASSWORD
+from web_support import WebStack
+
+from papertrader.client import PaperTraderClient
+
+web_stack = web_support.web_stack  # one pt up stack for the whole module
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+DESKTOP = (1280, 900)
+PHONE = (390, 844)
+WAIT = 30.0
+USER = "webvisitor"
+
+
+@pytest.fixture(scope="module")
+def browser(web_stack: WebStack) -> Iterator[WebDriver]:
+    for program in (CHROMIUM, CHROMEDRIVER):
+        assert os.access(program, os.X_OK), f"{program} is missing: scripts/ensure-os-packages.sh"
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=web_stack.tmp)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def screens(web_stack: WebStack) -> Path:
+    where = web_stack.tmp / "screens"
+    where.mkdir()
+    return where
+
+
+def wait_for(
+    driver: WebDriver, what: str, check: Callable[[WebDriver], Any], stack: WebStack
+) -> Any:
+    try:
+        return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(check)
+    except TimeoutException:
+        console = "\n".join(str(e) for e in driver.get_log("browser"))
+        pytest.fail(f"waited {WAIT:g} s for {what}\nconsole:\n{console}\n{stack.logs(30)}")
+
+
+def text(driver: WebDriver, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def visible(driver: WebDriver, element_id: str) -> bool:
+    return bool(driver.find_element(By.ID, element_id).is_displayed())
+
+
+def fill(driver: WebDriver, element_id: str, value: str) -> None:
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+
+
+def shoot(driver: WebDriver, screens: Path, name: str) -> None:
+    """The current screen at desktop and phone width."""
+    for label, (width, height) in (("desktop", DESKTOP), ("phone", PHONE)):
+        driver.set_window_size(width, height)
+        driver.execute_script("window.dispatchEvent(new Event('resize'))")
+        driver.save_screenshot(str(screens / f"{name}-{label}.png"))
+    driver.set_window_size(*DESKTOP)
+    copy_to = os.environ.get("PT_SCREENSHOTS_TO")
+    if copy_to:
+        for path in screens.glob(f"{name}-*.png"):
+            shutil.copy(path, Path(copy_to) / path.name)
+
+
+def table_rows(driver: WebDriver, table_id: str) -> list[list[str]]:
+    """The cells' text, read in one script (the page replaces rows as prices change)."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(r => "
+        "[...r.querySelectorAll('td')].map(td => td.innerText.trim()))",
+        f"#{table_id} tbody tr",
+    )
+    return [[str(cell) for cell in row] for row in rows]
+
+
+def csp_of(page: str) -> str:
+    with urllib.request.urlopen(page + "/", timeout=10) as response:
+        return str(response.headers["content-security-policy"])
+
+
+def money(text: str) -> Decimal:
+    return Decimal(text.replace(",", "").replace("+", ""))
+
+
+def test_sign_in_page_is_served_with_its_headers_and_no_console_errors(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    browser.get(web_stack.web(0) + "/")
+    wait_for(
+        browser,
+        "the page to start",
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true",
+        web_stack,
+    )
+    assert visible(browser, "screen-signin")
+    wait_for(browser, "the worker badge", lambda d: "worker-1" in text(d, "worker"), web_stack)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+    # Every control is labelled: each input and select has a <label for> or an aria-label.
+    unlabelled = browser.execute_script(
+        "return [...document.querySelectorAll('input,select')].filter(e => !e.labels.length "
+        "&& !e.getAttribute('aria-label')).map(e => e.id)"
+    )
+    assert unlabelled == []
+    shoot(browser, screens, "signin")
+
+
+def test_register_signs_in_and_shows_the_watchlist(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    fill(browser, "register-username", USER)
+    fill(browser, "register-email", f"{USER}@example.org")
+    fill(browser, "register-password", PASSWORD)
+    browser.find_element(By.ID, "register-submit").click()
+    wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
+    assert text(browser, "whoami") == USER
+    wait_for(
+        browser,
+        "quotes",
+        lambda d: (
+            len(table_rows(d, "watch-table")) >= 8
+            and all(re.fullmatch(r"[\d,]+\.\d+", r[1]) for r in table_rows(d, "watch-table"))
+        ),
+        web_stack,
+    )
+    rows = table_rows(browser, "watch-table")
+    assert [r[0] for r in rows][:3] == ["AAPL", "MSFT", "GOOG"]
+    with PaperTraderClient(*web_stack.worker_address(1)) as client:
+        client.login(USER, PASSWORD)
+        assert client.quote("AAPL").price > 0
+    shoot(browser, screens, "watchlist")
+
+
+def test_a_wrong_password_is_refused_in_plain_words(
+    browser: WebDriver, web_stack: WebStack
+) -> None:
+    browser.find_element(By.ID, "signout").click()
+    wait_for(browser, "the sign-in screen", lambda d: visible(d, "screen-signin"), web_stack)
+    fill(browser, "signin-username", USER)
+    fill(browser, "signin-password", "not the password")
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, "the refusal", lambda d: text(d, "signin-result") != "", web_stack)
+    assert re.search(r"(?i)wrong|incorrect|invalid", text(browser, "signin-result"))
+    assert visible(browser, "screen-signin") and not visible(browser, "nav")
+    fill(browser, "signin-password", PASSWORD)
+    browser.find_element(By.ID, "signin-remember").click()
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
+
+
+def test_buy_shows_the_fill_and_the_portfolio_changes(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    browser.get(web_stack.web(0) + "/#/trade/AAPL")
+    wait_for(browser, "the quote", lambda d: text(d, "asset-quote").startswith("AAPL "), web_stack)
+    wait_for(
+        browser, "the chart", lambda d: d.find_elements(By.CSS_SELECTOR, "#chart canvas"), web_stack
+    )
+    fill(browser, "ticket-quantity", "3")
+    browser.find_element(By.CSS_SELECTOR, "label[for=side-buy]").click()
+    browser.find_element(By.ID, "ticket-submit").click()
+    wait_for(
+        browser, "the fill", lambda d: text(d, "ticket-result").startswith("Bought"), web_stack
+    )
+    result = text(browser, "ticket-result")
+    match = re.match(r"Bought 3 AAPL at ([\d,.]+) each, ([\d,.]+) in all", result)
+    assert match, result
+    assert money(match.group(1)) * 3 == money(match.group(2))
+    shoot(browser, screens, "trade")
+    browser.find_element(By.CSS_SELECTOR, "#nav a[data-screen=portfolio]").click()
+    wait_for(
+        browser,
+        "the position",
+        lambda d: any(r[0] == "AAPL" for r in table_rows(d, "portfolio-table")),
+        web_stack,
+    )
+    (aapl,) = [r for r in table_rows(browser, "portfolio-table") if r[0] == "AAPL"]
+    assert aapl[1] == "3"
+    with PaperTraderClient(*web_stack.worker_address(1)) as client:
+        client.login(USER, PASSWORD)
+        portfolio = client.portfolio()
+    (position,) = portfolio["positions"]
+    assert position["quantity"] == 3
+    assert money(aapl[2]) == position["average_price"]
+    shoot(browser, screens, "portfolio")
+
+
+def test_sell_then_history_lists_both_orders(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    browser.get(web_stack.web(0) + "/#/trade/AAPL")
+    wait_for(browser, "the ticket", lambda d: visible(d, "ticket"), web_stack)
+    browser.find_element(By.CSS_SELECTOR, "label[for=side-sell]").click()
+    fill(browser, "ticket-quantity", "1")
+    browser.find_element(By.ID, "ticket-submit").click()
+    wait_for(
+        browser, "the sale", lambda d: text(d, "ticket-result").startswith("Sold 1 AAPL"), web_stack
+    )
+    browser.find_element(By.CSS_SELECTOR, "#nav a[data-screen=history]").click()
+    wait_for(
+        browser,
+        "two transactions",
+        lambda d: len([r for r in table_rows(d, "history-table") if len(r) > 3]) == 2,
+        web_stack,
+    )
+    sides = sorted(r[1] for r in table_rows(browser, "history-table"))
+    assert sides == ["buy", "sell"]
+    shoot(browser, screens, "history")
+
+
+def test_an_unknown_symbol_is_refused_cleanly(browser: WebDriver, web_stack: WebStack) -> None:
+    browser.get(web_stack.web(0) + "/#/trade/AAPL")
+    wait_for(browser, "the ticket", lambda d: visible(d, "ticket"), web_stack)
+    browser.find_element(By.CSS_SELECTOR, "label[for=side-buy]").click()
+    fill(browser, "ticket-symbol", "ZZZZ")
+    fill(browser, "ticket-quantity", "1")
+    browser.find_element(By.ID, "ticket-submit").click()
+    wait_for(
+        browser, "the refusal", lambda d: text(d, "ticket-result").startswith("Not done"), web_stack
+    )
+    assert "ZZZZ" in text(browser, "ticket-result")
+    assert "AAPL" in text(browser, "ticket-result")  # it says what can be traded
+
+
+def test_a_reload_stays_signed_in(browser: WebDriver, web_stack: WebStack) -> None:
+    browser.get(web_stack.web(0) + "/#/portfolio")
+    browser.refresh()
+    wait_for(browser, "the portfolio", lambda d: visible(d, "screen-portfolio"), web_stack)
+    assert text(browser, "whoami") == USER
+    wait_for(
+        browser,
+        "the position",
+        lambda d: any(r[:2] == ["AAPL", "2"] for r in table_rows(d, "portfolio-table")),
+        web_stack,
+    )
+
+
+def test_keeps_trading_when_its_worker_is_booted(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    # worker-2 must know worker-1's page (from the master's list) to let it in: its own
+    # page's Content-Security-Policy shows what it knows.
+    first = web_stack.web(0).replace("http://", "ws://")
+    deadline = time.monotonic() + WAIT
+    while first not in csp_of(web_stack.web(1)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first in csp_of(web_stack.web(1))
+    browser.get(web_stack.web(0) + "/#/watchlist")
+    wait_for(browser, "worker-1", lambda d: text(d, "worker").startswith("worker-1"), web_stack)
+    booted = web_stack.pt("workers", "boot", "worker-1", "--state-dir", str(web_stack.state_dir))
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    wait_for(
+        browser,
+        "the move to worker-2",
+        lambda d: text(d, "worker").startswith("worker-2"),
+        web_stack,
+    )
+    browser.find_element(By.CSS_SELECTOR, "#nav a[data-screen=trade]").click()
+    fill(browser, "ticket-symbol", "MSFT")
+    fill(browser, "ticket-quantity", "2")
+    browser.find_element(By.CSS_SELECTOR, "label[for=side-buy]").click()
+    browser.find_element(By.ID, "ticket-submit").click()
+    wait_for(
+        browser,
+        "the fill on worker-2",
+        lambda d: text(d, "ticket-result").startswith("Bought 2 MSFT"),
+        web_stack,
+    )
+    assert text(browser, "whoami") == USER  # the same session, never signed out
+    shoot(browser, screens, "failover")
