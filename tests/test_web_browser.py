@@ -34,7 +34,7 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_e2e_support import PASSWORD
 from web_support import WebStack
 
@@ -261,6 +261,47 @@ def test_sell_then_history_lists_both_orders(
     sides = sorted(r[1] for r in table_rows(browser, "history-table"))
     assert sides == ["buy", "sell"]
     shoot(browser, screens, "history")
+
+
+def test_a_limit_order_waits_in_the_book_and_is_canceled(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    browser.get(web_stack.web(0) + "/#/trade/MSFT")
+    wait_for(browser, "the ticket", lambda d: visible(d, "ticket"), web_stack)
+    browser.find_element(By.CSS_SELECTOR, "label[for=side-buy]").click()
+    fill(browser, "ticket-quantity", "5")
+    Select(browser.find_element(By.ID, "ticket-type")).select_by_value("limit")
+    assert visible(browser, "ticket-limit") and not visible(browser, "ticket-stop")
+    fill(browser, "ticket-limit", "1.00")  # far below the price: it waits
+    Select(browser.find_element(By.ID, "ticket-tif")).select_by_value("gtc")
+    browser.find_element(By.ID, "ticket-submit").click()
+    wait_for(
+        browser,
+        "the order in the book",
+        lambda d: "is waiting for its price" in text(d, "ticket-result"),
+        web_stack,
+    )
+    assert "until you cancel it" in text(browser, "ticket-result")
+    wait_for(
+        browser,
+        "the open order",
+        lambda d: any(
+            "limit buy 5 MSFT" in r[1] for r in table_rows(d, "orders-table") if len(r) > 2
+        ),
+        web_stack,
+    )
+    (row,) = [r for r in table_rows(browser, "orders-table") if len(r) > 2]
+    assert row[2] == "1.00" and row[5] == "until canceled"
+    shoot(browser, screens, "open-order")
+    browser.find_element(By.CSS_SELECTOR, "#orders-table tbody button").click()
+    wait_for(browser, "the cancel", lambda d: "is canceled" in text(d, "orders-result"), web_stack)
+    wait_for(
+        browser,
+        "no open order",
+        lambda d: all(len(r) == 1 for r in table_rows(d, "orders-table")),
+        web_stack,
+    )
+    Select(browser.find_element(By.ID, "ticket-type")).select_by_value("market")
 
 
 def test_an_unknown_symbol_is_refused_cleanly(browser: WebDriver, web_stack: WebStack) -> None:

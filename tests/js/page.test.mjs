@@ -22,6 +22,8 @@ test("amounts are shown from exact decimals, two places at least", () => {
   assert.equal(money(Decimal.parse("1234567.5")), "1,234,567.50");
   assert.equal(money(Decimal.parse("0.1234")), "0.1234");
   assert.equal(money(Decimal.parse("189.25")), "189.25");
+  assert.equal(money(Decimal.parse("180.500000")), "180.50");
+  assert.equal(money(Decimal.parse("0.123400")), "0.1234");
   assert.equal(money(null), "—");
   assert.equal(signedMoney(Decimal.parse("12.5")), "+12.50");
   assert.equal(signedMoney(Decimal.parse("-3")), "-3.00");

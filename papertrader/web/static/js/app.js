@@ -4,7 +4,7 @@
 import { PriceChart } from "./chart.js";
 import { ClientError, ConnectionLost } from "./client.js";
 import { cell, className, moment, money, quantity, signedMoney } from "./format.js";
-import { Decimal, ErrorCode } from "./protocol/index.js";
+import { Decimal, ErrorCode, Uuid } from "./protocol/index.js";
 import { OrderOutcomeUnknown, Trader } from "./trader.js";
 
 const $ = (id) => document.getElementById(id);
@@ -200,6 +200,7 @@ async function refreshTrade() {
   state.lastPrice.set(symbol, quote.close);
   $("asset-quote").textContent = `${symbol} ${money(quote.close)} at ${moment(quote.time)} UTC`;
   updateEstimate();
+  await refreshOrders();
   if (state.chartFor !== `${symbol}/${state.range}/${$("forecast-toggle").checked}`) await drawChart(symbol);
 }
 
@@ -245,41 +246,162 @@ function ticketQuantity() {
   return /^[1-9][0-9]{0,8}$/.test(text) ? BigInt(text) : null;
 }
 
+function priceOf(id) {
+  const text = $(id).value.trim();
+  return Decimal.isText(text) && Decimal.parse(text).compare(0) > 0 ? Decimal.parse(text) : null;
+}
+
+function showTypeFields() {
+  const type = $("ticket-type").value;
+  $("ticket-limit-row").hidden = !(type === "limit" || type === "stop_limit");
+  $("ticket-stop-row").hidden = !(type === "stop" || type === "stop_limit");
+  updateEstimate();
+}
+
 function updateEstimate() {
   const symbol = symbolOf($("ticket-symbol").value);
   const qty = ticketQuantity();
-  const price = symbol ? state.lastPrice.get(symbol) : undefined;
-  $("ticket-estimate").textContent = price && qty !== null
-    ? `About ${money(price.mul(qty))} at the last price of ${money(price)}; the fill is at the next update's price.`
-    : "";
+  const type = $("ticket-type").value;
+  const last = symbol ? state.lastPrice.get(symbol) : undefined;
+  const limit = type === "limit" || type === "stop_limit" ? priceOf("ticket-limit") : null;
+  let text = "";
+  if (qty !== null && limit !== null) {
+    text = `At most ${money(limit.mul(qty))} (${quantity(qty)} × ${money(limit)}); it fills only at the limit or better.`;
+  } else if (qty !== null && last && type === "market") {
+    text = `About ${money(last.mul(qty))} at the last price of ${money(last)}; the fill is at the next update's price.`;
+  } else if (qty !== null && last) {
+    text = `Last price ${money(last)}.`;
+  }
+  $("ticket-estimate").textContent = text;
 }
 
-async function placeOrder(event) {
-  event.preventDefault();
-  const result = $("ticket-result");
+function describeOrder(order) {
+  const terms = `${order.side} ${quantity(order.quantity)} ${order.symbol}`;
+  const type = order.order_type === "market" ? "market" : String(order.order_type).replace("_", "-");
+  return `${type} ${terms}`;
+}
+
+/** One sentence for an order record (docs/PROTOCOL.md 13.4), in plain words. */
+function orderOutcome(order) {
+  const id = `Order ${order.order_id}.`;
+  if (order.status === "filled") {
+    const verb = order.side === "buy" ? "Bought" : "Sold";
+    const amount = order.amount ?? order.price.mul(order.quantity);
+    const pnl = order.realized_pnl ? ` Realised P&L ${signedMoney(order.realized_pnl)}.` : "";
+    return [`${verb} ${quantity(order.quantity)} ${order.symbol} at ${money(order.price)} each, ${money(amount)} in all, at ${moment(order.executed_at)} UTC.${pnl} ${id}`, "ok"];
+  }
+  if (order.status === "open" || order.status === "queued") {
+    const until = order.time_in_force === "gtc" ? "until you cancel it" : `until ${moment(order.expires_at)} UTC`;
+    return [`Your ${describeOrder(order)} order is waiting for its price (${until}). ${id}`, "ok"];
+  }
+  const why = order.reason ? `: ${order.reason}` : "";
+  return [`Not done: the ${describeOrder(order)} order was ${order.status}${why}. ${id}`, "bad"];
+}
+
+async function refreshOrders() {
+  const result = $("orders-result");
+  let orders;
+  try {
+    orders = await state.trader.orders("open");
+  } catch (error) {
+    if (!(error instanceof ClientError) || error.sessionProblem) throw error;
+    show(result, explain(error), "bad");
+    return;
+  }
+  const rows = orders.map((order) => {
+    const row = document.createElement("tr");
+    const actions = document.createElement("td");
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    cancel.setAttribute("aria-label", `Cancel the ${describeOrder(order)} order`);
+    cancel.addEventListener("click", () => cancelOrder(order, cancel));
+    actions.append(cancel);
+    row.append(
+      cell(moment(order.received_at)),
+      cell(describeOrder(order)),
+      cell(order.limit_price ? money(order.limit_price) : "—", "num"),
+      cell(order.stop_price ? money(order.stop_price) : "—", "num"),
+      cell(order.triggered_at ? `${order.status} (stop reached)` : String(order.status)),
+      cell(order.time_in_force === "gtc" ? "until canceled" : `day, to ${moment(order.expires_at)}`, "hide-narrow"),
+      actions,
+    );
+    return row;
+  });
+  if (rows.length === 0) {
+    const td = cell("No open orders: limit and stop orders wait here until their price comes.", "muted");
+    td.colSpan = 7;
+    const row = document.createElement("tr");
+    row.append(td);
+    rows.push(row);
+  }
+  $("orders-table").tBodies[0].replaceChildren(...rows);
+}
+
+async function cancelOrder(order, button) {
+  const result = $("orders-result");
+  await busy(button, async () => {
+    try {
+      const canceled = await state.trader.cancelOrder(order.order_id);
+      show(result, `The ${describeOrder(canceled)} order is ${canceled.status}. Order ${canceled.order_id}.`, "ok");
+    } catch (error) {
+      show(result, error instanceof OrderOutcomeUnknown ? error.message : explain(error), "bad");
+    }
+  });
+  await refreshOrders();
+}
+
+function ticketFromForm() {
   const side = document.querySelector("input[name=side]:checked").value;
   const symbol = symbolOf($("ticket-symbol").value);
   const qty = ticketQuantity();
-  if (symbol === null) return show(result, "Type the symbol to trade, such as AAPL.", "bad");
-  if (qty === null) return show(result, "The quantity is a whole number of units, at least 1.", "bad");
-  show(result, `Sending: ${side} ${quantity(qty)} ${symbol}. Market orders fill at the next update (up to ${state.config.update_interval} s)…`);
+  const type = $("ticket-type").value;
+  if (symbol === null) return [null, "Type the symbol to trade, such as AAPL."];
+  if (qty === null) return [null, "The quantity is a whole number of units, at least 1."];
+  const ticket = { clientOrderId: Uuid.random(), side, symbol, quantity: qty, type, timeInForce: $("ticket-tif").value, limitPrice: null, stopPrice: null };
+  if (type === "limit" || type === "stop_limit") {
+    ticket.limitPrice = priceOf("ticket-limit");
+    if (ticket.limitPrice === null) return [null, "Type the limit price, a number above 0 such as 180.50."];
+  }
+  if (type === "stop" || type === "stop_limit") {
+    ticket.stopPrice = priceOf("ticket-stop");
+    if (ticket.stopPrice === null) return [null, "Type the stop price, a number above 0 such as 175.00."];
+  }
+  return [ticket, null];
+}
+
+async function sendTicket(ticket) {
+  const result = $("ticket-result");
+  const retry = $("ticket-retry");
+  retry.hidden = true;
+  const waits = ticket.type === "market" ? `Market orders fill at the next update (within ${state.config.update_interval} s).` : "";
+  show(result, `Sending: ${ticket.side} ${quantity(ticket.quantity)} ${ticket.symbol}. ${waits}`);
   await busy($("ticket-submit"), async () => {
     try {
-      const fill = await state.trader.order(side, symbol, qty);
-      const verb = side === "buy" ? "Bought" : "Sold";
-      show(result, `${verb} ${quantity(fill.quantity)} ${fill.symbol} at ${money(fill.price)} each, ${money(fill.price.mul(fill.quantity))} in all, at ${moment(fill.executedAt)} UTC. Order ${fill.orderId}.`, "ok");
+      const order = await state.trader.placeOrder(ticket);
+      const [text, kind] = orderOutcome(order);
+      show(result, text, kind);
     } catch (error) {
       if (error instanceof OrderOutcomeUnknown) {
-        show(result, error.message, "unknown");
+        show(result, `Outcome unknown: ${error.message}`, "unknown");
+        state.unsentTicket = ticket; // the same client order id: sending it again is safe
+        retry.hidden = false;
       } else if (error instanceof ClientError) {
         const id = error.orderId && !error.orderId.isNil() ? ` (order ${error.orderId})` : "";
-        const unknown = error.code === ErrorCode.UNAVAILABLE;
-        show(result, `${unknown ? "" : "Not done: "}${explain(error)}${id}`, unknown ? "unknown" : "bad");
+        show(result, `Not done: ${explain(error)}${id}`, "bad");
       } else {
         show(result, explain(error), "bad");
       }
     }
   });
+  await refreshOrders().catch(() => undefined);
+}
+
+async function placeOrder(event) {
+  event.preventDefault();
+  const [ticket, problem] = ticketFromForm();
+  if (ticket === null) return show($("ticket-result"), problem, "bad");
+  await sendTicket(ticket);
 }
 
 // -- portfolio and history ------------------------------------------------------------------
@@ -465,6 +587,9 @@ async function main() {
   $("ticket-symbol").addEventListener("input", updateEstimate);
   $("ticket-quantity").addEventListener("input", updateEstimate);
   $("ticket").addEventListener("submit", placeOrder);
+  $("ticket-type").addEventListener("change", showTypeFields);
+  $("ticket-limit").addEventListener("input", updateEstimate);
+  $("ticket-retry").addEventListener("click", () => state.unsentTicket && sendTicket(state.unsentTicket));
   window.addEventListener("hashchange", () => {
     state.chartFor = null;
     route();

@@ -2,12 +2,13 @@
 
 import { Decimal, Timestamp } from "./protocol/index.js";
 
-/** "12,345.60" from a Decimal; two places unless the price has more (e.g. 0.1234). */
+/** "12,345.60" from a Decimal: two places, more only when they are not zeros
+ *  (a price stored with six places, 180.500000, shows as 180.50; 0.1234 stays). */
 export function money(value) {
   if (value === null || value === undefined) return "—";
-  const decimal = value instanceof Decimal ? value : Decimal.parse(String(value));
-  const shown = decimal.scale < 2 ? decimal.toFixed(2) : decimal;
-  return shown.format();
+  let decimal = value instanceof Decimal ? value : Decimal.parse(String(value));
+  while (decimal.scale > 2 && decimal.units % 10n === 0n) decimal = new Decimal(decimal.units / 10n, decimal.scale - 1);
+  return (decimal.scale < 2 ? decimal.toFixed(2) : decimal).format();
 }
 
 /** A signed amount: "+1,234.50" or "-12.00". */

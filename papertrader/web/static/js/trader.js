@@ -6,13 +6,15 @@
 // another one, same region first, and resumes the same session there with
 // login(sessionID), as papertrader/client/failover.py does for the CLI:
 //
-// * reads and session calls are retried on the next worker;
-// * an order is re-sent elsewhere only if it provably never reached a worker;
-//   an order whose answer was lost is OrderOutcomeUnknown, with its id when
-//   known: it may still fill, so the page says so and never "failed".
+// * every call is retried on the next worker: reads and session calls are
+//   idempotent, and so are orders, which carry the client's own order id
+//   (docs/PROTOCOL.md section 13.1: the same id never makes a second order);
+// * an order whose outcome nobody can tell (OUTCOME_UNKNOWN, or no worker
+//   answered) is OrderOutcomeUnknown with its id: it may still fill, so the
+//   page says so, never "failed", and offers to send the same ticket again.
 
 import { ClientError, ConnectionLost, WorkerConnection } from "./client.js";
-import { CalendarDate, ErrorCode, NIL, Uuid, fromRecord, fromRecords } from "./protocol/index.js";
+import { CalendarDate, ErrorCode, NIL, Uuid, fromRecord, fromRecords, toRecord } from "./protocol/index.js";
 import { forgetSession, loadSession, saveSession } from "./session.js";
 
 const MAX_ATTEMPTS = 4;
@@ -147,7 +149,7 @@ export class Trader {
   }
 
   /** Run ``operation(conn)`` on the current worker, moving on when it goes away. */
-  async #call(operation, { idempotent = true } = {}) {
+  async #call(operation) {
     const avoid = new Set();
     for (let attempt = 1; ; attempt += 1) {
       if (this.conn === null || this.conn.closed) {
@@ -162,9 +164,6 @@ export class Trader {
         if (error instanceof ConnectionLost) {
           avoid.add(conn.origin);
           conn.close();
-          if (!idempotent && error.sent) {
-            throw new OrderOutcomeUnknown(`the order's outcome is unknown: ${error.message}. It may have been queued: look at History before sending it again.`);
-          }
           if (attempt >= MAX_ATTEMPTS) throw error;
           continue;
         }
@@ -257,14 +256,54 @@ export class Trader {
     return fromRecord(await this.#call((c) => c.data("GET_USER_INFO", [""], sid)));
   }
 
-  /** A market order: the fill {orderId, symbol, quantity, price, executedAt}; ClientError
-   *  with the reason when refused; OrderOutcomeUnknown when its answer was lost. */
-  async order(side, symbol, quantity) {
+  /** Any order (docs/PROTOCOL.md section 13): the order record after the master's drain.
+   *  ``ticket.clientOrderId`` makes it exactly-once, so a lost answer is simply asked again
+   *  on the next worker; ClientError when refused; OrderOutcomeUnknown when nobody can say. */
+  async placeOrder(ticket) {
     const sid = this.#sid();
-    const instruction = side === "buy" ? "PURCHASE_ASSET" : "SELL_ASSET";
-    const reply = await this.#call((c) => c.command(instruction, [symbol, BigInt(quantity)], sid), { idempotent: false });
-    const [orderId, filledSymbol, filled, price, executedAt] = reply.args;
-    return { side, orderId, symbol: String(filledSymbol), quantity: filled, price, executedAt };
+    const fields = {
+      client_order_id: ticket.clientOrderId,
+      side: ticket.side,
+      symbol: ticket.symbol,
+      quantity: BigInt(ticket.quantity),
+      type: ticket.type,
+      time_in_force: ticket.timeInForce,
+    };
+    if (ticket.limitPrice) fields.limit_price = ticket.limitPrice;
+    if (ticket.stopPrice) fields.stop_price = ticket.stopPrice;
+    try {
+      const reply = await this.#call((c) => c.command("PLACE_ORDER", [toRecord(fields)], sid));
+      return fromRecord(reply.args[0]);
+    } catch (error) {
+      if (error instanceof ClientError && error.code === ErrorCode.OUTCOME_UNKNOWN) {
+        throw new OrderOutcomeUnknown(error.reason, ticket.clientOrderId);
+      }
+      if (error instanceof ConnectionLost) {
+        throw new OrderOutcomeUnknown(
+          `no worker answered (${error.message}): the order ${ticket.clientOrderId} may have been queued. ` +
+            "Sending it again is safe (it has the same id), or look at Orders.",
+          ticket.clientOrderId,
+        );
+      }
+      throw error;
+    }
+  }
+
+  async getOrder(id) {
+    const sid = this.#sid();
+    return fromRecord(await this.#call((c) => c.data("GET_ORDER", [id], sid)));
+  }
+
+  /** The account's orders, newest first: status "open" (queued and open) or "all". */
+  async orders(status = "open", limit = 50) {
+    const sid = this.#sid();
+    return fromRecords(await this.#call((c) => c.data("GET_ORDERS", ["", status, BigInt(limit)], sid)));
+  }
+
+  async cancelOrder(id) {
+    const sid = this.#sid();
+    const reply = await this.#call((c) => c.command("CANCEL_ORDER", [id], sid));
+    return fromRecord(reply.args[0]);
   }
 
   async workerList() {
