@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import _redis_numbers, _with_path, create_database, drop_database
-from test_e2e_support import ROOT, child_env
-from test_e2e_up import _free_block
+from test_e2e_support import ROOT, child_env, free_block, retry_port_races
 
 from papertrader.services import ServiceUrls
 from papertrader.services.ports import free_port
@@ -76,10 +75,12 @@ def web_stack(
     extra = dict(getattr(request.module, "STACK_ENV", {}))
     env = child_env(redis_url, database_url, state, PT_UPDATE_INTERVAL="0.5", **extra)
     stack = WebStack(state, env, {}, tmp)
-    result = stack.pt(
-        "up", "--detach", "--json", "--state-dir", str(state), "--workers", "2",
-        "--master-port", str(free_port()), "--worker-port", str(_free_block(2)),
-        "--web-port", "0", "--update-interval", "0.5",
+    result = retry_port_races(
+        lambda: stack.pt(
+            "up", "--detach", "--json", "--state-dir", str(state), "--workers", "2",
+            "--master-port", str(free_port()), "--worker-port", str(free_block(2)),
+            "--web-port", "0", "--update-interval", "0.5",
+        )
     )  # fmt: skip
     try:
         assert result.returncode == 0, result.stderr
