@@ -409,8 +409,9 @@ async function refreshPortfolio() {
   const portfolio = await state.trader.portfolio();
   let pnl = new Decimal(0n, 2);
   const rows = portfolio.positions.map((p) => {
+    // The master's P&L when it sends one (issue 13), else market value less cost, exactly.
     const cost = p.average_price ? p.average_price.mul(p.quantity) : null;
-    const gain = p.market_value && cost ? p.market_value.sub(cost).toFixed(2) : null;
+    const gain = p.unrealized_pnl ?? (p.market_value && cost ? p.market_value.sub(cost).toFixed(2) : null);
     if (gain) pnl = pnl.add(gain);
     const row = document.createElement("tr");
     const name = document.createElement("td");
@@ -436,11 +437,17 @@ async function refreshPortfolio() {
     rows.push(row);
   }
   $("portfolio-table").tBodies[0].replaceChildren(...rows);
+  const unrealized = portfolio.unrealized_pnl ?? pnl;
   const items = [
     ["Cash", money(portfolio.cash)],
     ["Total value", money(portfolio.total_value)],
-    ["Unrealised P&L", signedMoney(pnl), className(pnl)],
+    ["Unrealised P&L", signedMoney(unrealized), className(unrealized)],
   ];
+  if (portfolio.available_cash && portfolio.reserved_cash && !portfolio.reserved_cash.isZero()) {
+    items.splice(1, 0, ["Available (open orders hold " + money(portfolio.reserved_cash) + ")", money(portfolio.available_cash)]);
+  }
+  if (portfolio.realized_pnl) items.push(["Realised P&L", signedMoney(portfolio.realized_pnl), className(portfolio.realized_pnl)]);
+  if (portfolio.day_change) items.push(["Today", signedMoney(portfolio.day_change), className(portfolio.day_change)]);
   if (state.config.starting_cash) {
     const since = portfolio.total_value.sub(Decimal.parse(state.config.starting_cash));
     items.push(["Since you started", signedMoney(since), className(since)]);
