@@ -10,12 +10,18 @@ master accepts plain http issuers only on loopback):
 * ``/.well-known/openid-configuration`` (discovery);
 * ``/jwks`` (the public signing keys; rotated by ``/test/rotate``);
 * ``/authorize`` (authorization code, PKCE S256 required, nonce required):
-  the "browser" is the test itself, and the person signed in at the provider
-  is the one ``/test/user`` chose, so the request is approved at once and
-  answered with a redirect to the client's loopback ``redirect_uri``;
+  the "browser" is the test itself (or the test's Chromium), and the person
+  signed in at the provider is the one ``/test/user`` chose, so the request
+  is approved at once and answered with a redirect to the client's loopback
+  ``redirect_uri`` (the CLI's ``http://127.0.0.1:PORT/callback``, or a web
+  page's ``http(s)://127.0.0.1:PORT/``);
 * ``/token`` (code exchange with the PKCE verifier, and the device-code
   grant), answering signed ID tokens for that person;
 * ``/device_authorization`` (RFC 8628) and ``/test/device/approve``.
+
+Discovery, keys and the token endpoint answer cross-origin requests
+(``Access-Control-Allow-Origin: *``), as real providers do for browser
+clients such as the web page.
 
 Test-only controls (under ``/test/``, never part of a real provider):
 ``user`` (who is signed in: sub, email, email_verified), ``rotate`` (a new
@@ -80,7 +86,8 @@ class Keys:
 
 
 class Client(ClientMixin):
-    """The one registered client: a native app with loopback redirects (RFC 8252 7.3)."""
+    """The one registered client: loopback redirects only (RFC 8252 7.3), of a native app
+    or of a web page served on loopback."""
 
     def __init__(self, client_id: str, secret: str | None) -> None:
         self.client_id = client_id
@@ -98,7 +105,8 @@ class Client(ClientMixin):
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         parts = urlsplit(redirect_uri)
-        return parts.scheme == "http" and parts.hostname == "127.0.0.1" and bool(parts.port)
+        loopback = parts.hostname == "127.0.0.1" and bool(parts.port)
+        return parts.scheme in ("http", "https") and loopback
 
     def check_client_secret(self, client_secret: str) -> bool:
         return self.secret is None or secrets.compare_digest(client_secret or "", self.secret)
@@ -257,6 +265,12 @@ def build_app(provider: Provider) -> Flask:
     server.register_grant(CodeGrant, [OpenIdCode(require_nonce=True), CodeChallenge(required=True)])
     server.register_grant(DeviceGrant, [OpenIdDevice()])
     server.register_endpoint(DeviceEndpoint)
+
+    @app.after_request
+    def cross_origin(response: Any) -> Any:
+        if request.path in ("/.well-known/openid-configuration", "/jwks", "/token"):
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
     @app.get("/.well-known/openid-configuration")
     def discovery() -> Any:

@@ -3,9 +3,12 @@
 One stack (two workers) and one Chromium serve every test of this module, in
 order, as one visitor would: register, sign in, read quotes, buy, see the
 fill and the portfolio change, sell, see the history, reload and stay signed
-in, be refused cleanly (a wrong password, an unknown symbol), and keep
-trading when the worker serving the page is booted off (``pt workers
-boot``): the page moves to the other worker with the same session.
+in, be refused cleanly (a wrong password, an unknown symbol), sign in with
+an OpenID Connect provider (the test provider of ``oidc_provider.py``: a
+first sign-in chooses a username; an account with the same e-mail address is
+linked only after its password), and keep trading when the worker serving
+the page is booted off (``pt workers boot``): the page moves to the other
+worker with the same session.
 
 Chromium is Debian's (``chromium``, driven through ``chromium-driver`` by
 Selenium; nothing is downloaded). Screenshots of every screen at desktop and
@@ -29,10 +32,16 @@ from typing import Any
 
 import pytest
 import web_support
+from account_support import ProviderProcess
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_e2e_support import PASSWORD
@@ -48,6 +57,18 @@ DESKTOP = (1280, 900)
 PHONE = (390, 844)
 WAIT = 30.0
 USER = "webvisitor"
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
+    """The OpenID provider, with a public client (no secret), as a browser page uses one."""
+    with ProviderProcess(tmp_path_factory.mktemp("idp"), client_secret=None) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def web_stack_env(idp: ProviderProcess) -> dict[str, str]:
+    return {"PT_OIDC_PROVIDERS": idp.setting()}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +106,9 @@ def wait_for(
     driver: WebDriver, what: str, check: Callable[[WebDriver], Any], stack: WebStack
 ) -> Any:
     try:
-        return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(check)
+        # A check may run while the page is navigating (to a provider and back).
+        ignored = (StaleElementReferenceException, NoSuchElementException)
+        return WebDriverWait(driver, WAIT, 0.1, ignored_exceptions=ignored).until(check)
     except TimeoutException:
         console = "\n".join(str(e) for e in driver.get_log("browser"))
         pytest.fail(f"waited {WAIT:g} s for {what}\nconsole:\n{console}\n{stack.logs(30)}")
@@ -157,6 +180,9 @@ def test_sign_in_page_is_served_with_its_headers_and_no_console_errors(
         "&& !e.getAttribute('aria-label')).map(e => e.id)"
     )
     assert unlabelled == []
+    # The configured provider is offered (the page asked the master through its worker).
+    wait_for(browser, "the provider's button", lambda d: visible(d, "provider-testid"), web_stack)
+    assert text(browser, "provider-testid") == "Sign in with TestID"
     shoot(browser, screens, "signin")
 
 
@@ -329,6 +355,55 @@ def test_a_reload_stays_signed_in(browser: WebDriver, web_stack: WebStack) -> No
         lambda d: any(r[:2] == ["AAPL", "2"] for r in table_rows(d, "portfolio-table")),
         web_stack,
     )
+
+
+def sign_out(driver: WebDriver, stack: WebStack) -> None:
+    driver.find_element(By.ID, "signout").click()
+    wait_for(driver, "the sign-in screen", lambda d: visible(d, "screen-signin"), stack)
+
+
+def test_sign_in_with_a_provider_names_a_new_account_and_links_only_with_the_password(
+    browser: WebDriver, web_stack: WebStack, idp: ProviderProcess, screens: Path
+) -> None:
+    sign_out(browser, web_stack)
+    # An answer that no sign-in of this tab asked for (its state) signs no one in.
+    browser.get(web_stack.web(0) + "/?code=made-up&state=made-up")
+    wait_for(browser, "the refusal", lambda d: "state" in text(d, "provider-result"), web_stack)
+    assert "code=" not in browser.current_url and not visible(browser, "nav")
+    # A first sign-in: the visitor chooses the new account's username.
+    idp.sign_in_as("web-subject-1", "newcomer@example.org")
+    browser.find_element(By.ID, "provider-testid").click()
+    wait_for(
+        browser, "the username form", lambda d: visible(d, "provider-username-form"), web_stack
+    )
+    assert "TestID" in text(browser, "provider-username-intro")
+    shoot(browser, screens, "signin-provider-username")
+    fill(browser, "provider-username", "newcomer")
+    browser.find_element(By.ID, "provider-username").send_keys(Keys.ENTER)  # by keyboard
+    wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
+    assert text(browser, "whoami") == "newcomer"
+    assert "code=" not in browser.current_url and "state=" not in browser.current_url
+    sign_out(browser, web_stack)
+    # The provider vouches for USER's e-mail address: nothing is linked without USER's password.
+    idp.sign_in_as("web-subject-2", f"{USER}@example.org")
+    browser.find_element(By.ID, "provider-testid").click()
+    wait_for(
+        browser, "the refusal", lambda d: "already exists" in text(d, "provider-result"), web_stack
+    )
+    assert visible(browser, "screen-signin") and not visible(browser, "nav")
+    fill(browser, "signin-username", USER)
+    fill(browser, "signin-password", PASSWORD)
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, "the offer to link", lambda d: visible(d, "link-offer"), web_stack)
+    assert text(browser, "whoami") == USER
+    shoot(browser, screens, "link-offer")
+    browser.find_element(By.ID, "link-offer-accept").click()
+    wait_for(browser, "the link", lambda d: "linked" in text(d, "link-offer-result"), web_stack)
+    browser.find_element(By.ID, "link-offer-decline").click()
+    sign_out(browser, web_stack)
+    browser.find_element(By.ID, "provider-testid").click()  # now it opens USER's account
+    wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
+    assert text(browser, "whoami") == USER
 
 
 def test_keeps_trading_when_its_worker_is_booted(

@@ -33,6 +33,7 @@ from papertrader.protocol import (
 )
 from papertrader.protocol.records import from_record, from_records
 from papertrader.protocol.values import decode_payload
+from papertrader.web.origins import OriginPolicy
 from papertrader.web.tables import tables_js
 
 web_stack = web_support.web_stack  # one pt up stack for the whole module
@@ -269,3 +270,21 @@ def test_the_worker_list_comes_through_the_worker_with_web_pages(web_stack: WebS
         "worker-2": web_stack.web(1),
     }
     client.ws.close()
+
+
+def test_the_page_may_fetch_from_the_sign_in_providers_issuers_only() -> None:
+    policy = OriginPolicy("http://127.0.0.1:8443")
+    policy.learn_providers(
+        [
+            "https://login.example.com/tenant-1/v2.0",  # an issuer with a path: its origin
+            "https://idp.example.org:443/",
+            "http://[::1]:9000",  # no CSP syntax for an IPv6 literal: left out
+            "not a url",
+        ]
+    )
+    sources = policy.connect_sources()
+    assert "https://login.example.com" in sources and "https://idp.example.org" in sources
+    assert not any("::1" in s or "not" in s for s in sources)
+    assert "ws://127.0.0.1:8443" in sources
+    policy.learn_providers([])  # the master offers none any more
+    assert not any(s.startswith("https://") for s in policy.connect_sources())

@@ -65,7 +65,8 @@ def web_stack(
     service_urls: ServiceUrls,
     migrated_template: str,
 ) -> Iterator[WebStack]:
-    """The stack; a test module may set STACK_ENV (PT_* settings) for its servers."""
+    """The stack; a test module may set STACK_ENV (PT_* settings) for its servers, or
+    define a module fixture ``web_stack_env`` returning more (made by other fixtures)."""
     tmp = tmp_path_factory.mktemp("web")
     database_url = create_database(service_urls, template=migrated_template)
     redis_url = _with_path(service_urls.redis_url, str(next(_redis_numbers)))
@@ -73,6 +74,8 @@ def web_stack(
     client.flushdb()
     state = tmp / "state"
     extra = dict(getattr(request.module, "STACK_ENV", {}))
+    if hasattr(request.module, "web_stack_env"):
+        extra.update(request.getfixturevalue("web_stack_env"))
     env = child_env(redis_url, database_url, state, PT_UPDATE_INTERVAL="0.5", **extra)
     stack = WebStack(state, env, {}, tmp)
     result = retry_port_races(

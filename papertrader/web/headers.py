@@ -2,7 +2,8 @@
 
 * **Content-Security-Policy**: scripts, styles and images from this origin
   only, no inline script or style, no eval; the page may open WebSockets to
-  itself and to the other workers' web origins (failover); it may not be
+  itself and to the other workers' web origins (failover) and fetch from the
+  sign-in providers' issuer origins (``origins.py``); it may not be
   framed by anyone (``frame-ancestors 'none'``), forms post nowhere else.
   The page's one defence-critical secret, the session id, is only reachable
   by script, so the policy is what keeps a script injection from reading it.

@@ -10,6 +10,14 @@ the worker's life (bounded), so a page loaded from a worker that has since
 gone away can still move its WebSocket here: that is failover. The setting
 ``web_origins`` replaces all of this with a fixed list. The same origins, as
 ``wss://``, are the page's Content-Security-Policy ``connect-src``.
+
+The page also signs in with the OpenID Connect providers the master offers
+(``js/provider_signin.js``): it reads each provider's discovery document and
+trades the authorization code at its token endpoint. So ``connect-src`` also
+names the origin of each provider's issuer, learned the way the page learns
+them (GET_SIGN_IN_OPTIONS, asked of the master with the worker list); the
+page refuses a provider whose token endpoint is on another origin. The
+worker itself never contacts a provider.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from papertrader.worker.master_link import LinkError, MasterLink
 
 #: Origins learned from worker lists, at most (a directory of a region is small).
 MAX_LEARNED = 1024
+#: Sign-in providers whose issuers the page may fetch from, at most.
+MAX_PROVIDERS = 16
 #: How old the worker list may be when a page is served or an origin is checked.
 FRESH_SECONDS = 5.0
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -53,6 +63,24 @@ def normalise_origin(text: str) -> str | None:
     if port is None or port == _DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+def issuer_origin(issuer: str) -> str | None:
+    """scheme://host[:port] of a provider's issuer URL (which may have a path), or None."""
+    try:
+        parts = urlsplit(issuer.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or ":" in parts.hostname:
+        return None  # CSP has no syntax for IPv6 literals
+    host = parts.hostname.lower()
+    return (
+        f"{scheme}://{host}"
+        if port in (None, _DEFAULT_PORTS[scheme])
+        else f"{scheme}://{host}:{port}"
+    )
 
 
 def _loopback_aliases(origin: str) -> set[str]:
@@ -82,6 +110,8 @@ class OriginPolicy:
             self._allowed = {origin for origin in listed if origin is not None}
         else:
             self._allowed = {own} | _loopback_aliases(own)
+        #: Origins of the sign-in providers' issuers: the page may fetch from them.
+        self._providers: frozenset[str] = frozenset()
 
     def learn(self, origins: Iterable[str]) -> None:
         """Add the web origins of listed workers (ignored when ``web_origins`` is set)."""
@@ -97,6 +127,16 @@ class OriginPolicy:
             self._allowed.add(origin)
             logger.info("web origin {} (a listed worker) may open WebSockets here", origin)
 
+    def learn_providers(self, issuers: Iterable[str]) -> None:
+        """The providers the master offers now (the last answer replaces the one before)."""
+        origins = {issuer_origin(issuer) for issuer in issuers}
+        known = frozenset(sorted(o for o in origins if o is not None)[:MAX_PROVIDERS])
+        if known != self._providers:
+            logger.info(
+                "the page may fetch from the sign-in providers at {}", sorted(known) or "none"
+            )
+        self._providers = known
+
     def allows(self, origin: str | None) -> bool:
         if origin is None:
             return False
@@ -108,8 +148,10 @@ class OriginPolicy:
         return frozenset(self._allowed)
 
     def connect_sources(self) -> list[str]:
-        """For connect-src; CSP has no syntax for IPv6 literals (a page on one uses 'self')."""
-        return sorted(websocket_origin(o) for o in self._allowed if "://[" not in o)
+        """For connect-src: the workers' WebSockets and the providers' issuers. CSP has no
+        syntax for IPv6 literals (a page on one uses 'self')."""
+        sockets = {websocket_origin(o) for o in self._allowed if "://[" not in o}
+        return sorted(sockets | self._providers)
 
 
 class WorkerDirectory:
@@ -141,7 +183,20 @@ class WorkerDirectory:
             return False
         workers = from_records(decode_payload(answer))
         self.policy.learn(str(w["web_url"]) for w in workers if w.get("web_url"))
+        self._refresh_providers(timeout)
         return True
+
+    def _refresh_providers(self, timeout: float) -> None:
+        try:
+            answer = self.link.request(Message(Instruction.GET_SIGN_IN_OPTIONS), timeout)
+        except LinkError as exc:
+            logger.debug("sign-in providers not refreshed: {}", exc.reason)
+            return
+        if not isinstance(answer, Message) or answer.instruction is not Instruction.SIGN_IN_OPTIONS:
+            logger.debug("sign-in providers not refreshed: the master answered {}", answer)
+            return
+        providers = from_records(answer.arg("providers"))
+        self.policy.learn_providers(str(p["issuer"]) for p in providers if p.get("issuer"))
 
     def run(self, stop: gevent.event.Event) -> None:
         """Greenlet body: refresh every ``period`` seconds (sooner after a failure) until set."""

@@ -1,5 +1,6 @@
 // The page's helpers that need no browser: money formatting, where the session is kept,
-// the WebSocket address of a worker's page (node --test, run by tests/test_web_codec.py).
+// the WebSocket address of a worker's page, the provider sign-in's PKCE (node --test, run by
+// tests/test_web_codec.py).
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -17,6 +18,7 @@ const { money, signedMoney, quantity, moment } = await import("./format.js");
 const { loadSession, saveSession, forgetSession } = await import("./session.js");
 const { socketUrl } = await import("./client.js");
 const { Decimal, Timestamp, Uuid } = await import("./protocol/index.js");
+const { answerIn, base64url, codeChallenge, randomToken } = await import("./provider_signin.js");
 
 test("amounts are shown from exact decimals, two places at least", () => {
   assert.equal(money(Decimal.parse("1234567.5")), "1,234,567.50");
@@ -57,4 +59,17 @@ test("an expired or damaged stored session is dropped", () => {
 test("a page origin's WebSocket is /ws on the same host and port, wss for https", () => {
   assert.equal(socketUrl("https://trade.example.org"), "wss://trade.example.org/ws");
   assert.equal(socketUrl("http://127.0.0.1:8443"), "ws://127.0.0.1:8443/ws");
+});
+
+test("provider sign-in: the S256 challenge, fresh verifiers, the answer in the address", async () => {
+  // The challenge Authlib's create_s256_code_challenge (the CLI's) makes of this verifier.
+  assert.equal(await codeChallenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk"), "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g");
+  assert.equal(base64url(new Uint8Array([251, 255, 191])), "-_-_");
+  const [one, two] = [randomToken(), randomToken()];
+  assert.match(one, /^[A-Za-z0-9_-]{43}$/);
+  assert.notEqual(one, two);
+  assert.deepEqual(answerIn("?code=c1&state=s1"), { code: "c1", state: "s1" });
+  assert.equal(answerIn("?error=access_denied&state=s1").error, "access_denied");
+  assert.equal(answerIn(""), null);
+  assert.equal(answerIn("?utm=1"), null);
 });

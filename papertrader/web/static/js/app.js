@@ -5,6 +5,7 @@ import { PriceChart } from "./chart.js";
 import { ClientError, ConnectionLost } from "./client.js";
 import { cell, className, moment, money, quantity, signedMoney } from "./format.js";
 import { Decimal, ErrorCode, Uuid } from "./protocol/index.js";
+import * as providerSignIn from "./provider_signin.js";
 import { OrderOutcomeUnknown, Trader } from "./trader.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +21,11 @@ const state = {
   lastPrice: new Map(),
   timer: null,
   chart: null,
+  providers: [],
+  // A provider sign-in waiting for its new account's username (USERNAME_NEEDED).
+  unnamed: null,
+  // A provider sign-in that may be linked once its account's owner signs in (LINK_REQUIRED).
+  linkable: null,
 };
 
 // -- helpers ------------------------------------------------------------------------
@@ -505,13 +511,143 @@ async function signIn(event) {
       await state.trader.login(username, password, $("signin-remember").checked);
       $("signin-password").value = "";
       show(result, "");
+      show($("provider-result"), "");
       location.hash = "#/watchlist";
       route();
+      offerLink();
     } catch (error) {
       show(result, explain(error), "bad");
       $("signin-password").focus();
     }
   });
+}
+
+// -- signing in with a provider (provider_signin.js runs the flow) -------------------------
+function showProviders(options) {
+  state.providers = options;
+  $("provider-buttons").replaceChildren(
+    ...options.map((option) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.id = `provider-${option.name}`;
+      button.textContent = `Sign in with ${option.display_name}`;
+      button.addEventListener("click", () => startProvider(option, button));
+      return button;
+    }),
+  );
+  $("providers").hidden = options.length === 0;
+}
+
+async function startProvider(option, button) {
+  show($("provider-result"), `Going to ${option.display_name}…`);
+  await busy(button, async () => {
+    try {
+      await providerSignIn.start(option, { remember: $("signin-remember").checked });
+    } catch (error) {
+      show($("provider-result"), error.message, "bad");
+    }
+  });
+}
+
+/** After the provider sent the visitor back: finish the flow and sign in with its token. */
+async function finishProvider() {
+  let signedIn;
+  try {
+    signedIn = await providerSignIn.finish();
+  } catch (error) {
+    if (!(error instanceof providerSignIn.ProviderSignInError)) throw error;
+    show($("provider-result"), error.message, "bad");
+    return;
+  }
+  if (signedIn !== null) await providerLogin(signedIn, "");
+}
+
+async function providerLogin(signedIn, username) {
+  const result = username ? $("provider-username-result") : $("provider-result");
+  try {
+    await state.trader.loginWithProvider(signedIn.provider, signedIn.idToken, signedIn.nonce, signedIn.remember, username);
+  } catch (error) {
+    if (!(error instanceof ClientError)) return show(result, explain(error), "bad");
+    if (error.code === ErrorCode.USERNAME_NEEDED || (username && error.code === ErrorCode.USERNAME_TAKEN) || (username && error.code === ErrorCode.INVALID_USERNAME)) {
+      return askUsername(signedIn, username ? explain(error) : "");
+    }
+    hideUsernameForm();
+    if (error.code === ErrorCode.LINK_REQUIRED) {
+      // Never linked silently: the account's owner signs in with its password first.
+      state.linkable = signedIn;
+      show(
+        $("provider-result"),
+        `An account with your ${signedIn.title} e-mail address already exists. If it is yours, sign in to it with its password above: ` +
+          `you will then be asked whether to link ${signedIn.title} to it. Nothing is linked without the password.`,
+        "bad",
+      );
+      $("signin-username").focus();
+      return;
+    }
+    return show($("provider-result"), explain(error), "bad");
+  }
+  hideUsernameForm();
+  state.linkable = null;
+  show($("provider-result"), "");
+  location.hash = "#/watchlist";
+  route();
+}
+
+function askUsername(signedIn, problem) {
+  state.unnamed = signedIn;
+  $("provider-username-intro").textContent =
+    `This is your first sign-in with ${signedIn.title}: choose the username of your new PaperTrader account.`;
+  show($("provider-username-result"), problem, problem ? "bad" : "");
+  $("provider-username-form").hidden = false;
+  $("provider-username").focus();
+}
+
+function hideUsernameForm() {
+  state.unnamed = null;
+  $("provider-username-form").hidden = true;
+}
+
+async function chooseUsername(event) {
+  event.preventDefault();
+  const username = $("provider-username").value.trim();
+  if (!username) return show($("provider-username-result"), "Type the username you want.", "bad");
+  if (state.unnamed === null) return hideUsernameForm();
+  await busy($("provider-username-submit"), () => providerLogin(state.unnamed, username));
+}
+
+function offerLink() {
+  const linkable = state.linkable;
+  $("link-offer").hidden = linkable === null;
+  if (linkable === null) return;
+  $("link-offer-title").textContent = `Link ${linkable.title} to ${state.trader.session.username}?`;
+  $("link-offer-text").textContent =
+    `You came here with a ${linkable.title} sign-in whose e-mail address is this account's. ` +
+    `Link it, and "Sign in with ${linkable.title}" opens this account from now on.`;
+  show($("link-offer-result"), "");
+  $("link-offer-accept").hidden = false;
+  $("link-offer-decline").textContent = "Not now";
+  $("link-offer-title").focus();
+}
+
+async function acceptLink() {
+  const linkable = state.linkable;
+  if (linkable === null) return;
+  await busy($("link-offer-accept"), async () => {
+    try {
+      const said = await state.trader.linkProvider(linkable.provider, linkable.idToken, linkable.nonce);
+      show($("link-offer-result"), `${said.charAt(0).toUpperCase()}${said.slice(1)}.`, "ok");
+    } catch (error) {
+      show($("link-offer-result"), explain(error), "bad");
+    }
+  });
+  state.linkable = null;
+  $("link-offer-accept").hidden = true;
+  $("link-offer-decline").textContent = "Close";
+}
+
+function closeLinkOffer() {
+  state.linkable = null;
+  $("link-offer").hidden = true;
 }
 
 async function register(event) {
@@ -536,6 +672,7 @@ async function register(event) {
 }
 
 async function signOut() {
+  closeLinkOffer();
   try {
     await state.trader.logout();
   } catch (error) {
@@ -576,6 +713,13 @@ async function main() {
   state.trader = new Trader(location.origin, { region: state.config.region ?? null, onWorker, onSessionLost });
   $("signin-form").addEventListener("submit", signIn);
   $("register-form").addEventListener("submit", register);
+  $("provider-username-form").addEventListener("submit", chooseUsername);
+  $("provider-username-cancel").addEventListener("click", () => {
+    hideUsernameForm();
+    show($("provider-result"), "Canceled: no account was made.");
+  });
+  $("link-offer-accept").addEventListener("click", acceptLink);
+  $("link-offer-decline").addEventListener("click", closeLinkOffer);
   $("signout").addEventListener("click", signOut);
   $("watch-add").addEventListener("submit", addToWatchlist);
   $("asset-pick").addEventListener("submit", (event) => {
@@ -608,7 +752,13 @@ async function main() {
   } catch (error) {
     if (!(error instanceof ClientError && error.sessionProblem)) notice(explain(error));
   }
+  try {
+    showProviders(await state.trader.signInOptions());
+  } catch {
+    showProviders([]); // no worker answered: password sign-in only, as the notice says
+  }
   route();
+  await finishProvider();
   document.body.dataset.ready = "true";
 }
 

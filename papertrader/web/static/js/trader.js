@@ -198,6 +198,34 @@ export class Trader {
     return this.session;
   }
 
+  /** The sign-in providers the master offers (GET_SIGN_IN_OPTIONS), maybe none. */
+  async signInOptions() {
+    const reply = await this.#call((c) => c.command("GET_SIGN_IN_OPTIONS"));
+    return fromRecords(reply.args[0]).map((p) => ({
+      name: String(p.name),
+      display_name: String(p.display_name ?? p.name),
+      issuer: String(p.issuer),
+      client_id: String(p.client_id),
+      client_secret: p.client_secret ? String(p.client_secret) : null,
+      scopes: p.scopes ? String(p.scopes) : "openid email profile",
+    }));
+  }
+
+  /** LOGIN_OIDC: the provider's ID token (and its nonce) opens a session, as a password
+   *  does. ``username`` names the new account on a first sign-in (USERNAME_NEEDED). */
+  async loginWithProvider(provider, idToken, nonce, remember, username = "") {
+    const reply = await this.#call((c) => c.command("LOGIN_OIDC", [provider, idToken, nonce, remember, username]));
+    this.#takeSession(reply, remember);
+    return this.session;
+  }
+
+  /** PROVIDER_LINK: link the provider sign-in (its ID token and nonce) to this account. */
+  async linkProvider(provider, idToken, nonce) {
+    const sid = this.#sid();
+    const reply = await this.#call((c) => c.command("PROVIDER_LINK", [provider, idToken, nonce], sid));
+    return String(reply.args[0]);
+  }
+
   async register(username, email, password) {
     const reply = await this.#call((c) => c.command("REGISTER", [username, email, password]));
     return String(reply.args[0]);
