@@ -10,6 +10,11 @@ linked only after its password), and keep trading when the worker serving
 the page is booted off (``pt workers boot``): the page moves to the other
 worker with the same session.
 
+Along the way: every control is labelled, the watchlist refreshes by
+itself, the chart shows each range and the forecast band, a sale is placed
+by keyboard alone, and every screen fits a phone's width without sideways
+scrolling (checked at each screenshot).
+
 Chromium is Debian's (``chromium``, driven through ``chromium-driver`` by
 Selenium; nothing is downloaded). Screenshots of every screen at desktop and
 phone width are saved under the module's temporary directory
@@ -40,6 +45,7 @@ from selenium.common.exceptions import (
     TimeoutException,
 )
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -57,6 +63,8 @@ DESKTOP = (1280, 900)
 PHONE = (390, 844)
 WAIT = 30.0
 USER = "webvisitor"
+#: How many pixels the page is wider than the window (it should never be).
+OVERFLOW = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +141,21 @@ def shoot(driver: WebDriver, screens: Path, name: str) -> None:
     for label, (width, height) in (("desktop", DESKTOP), ("phone", PHONE)):
         driver.set_window_size(width, height)
         driver.execute_script("window.dispatchEvent(new Event('resize'))")
+        # Responsive: the page never scrolls sideways (wide tables scroll in their own box),
+        # once the chart has followed the new width (a ResizeObserver redraws it).
+        try:
+            WebDriverWait(driver, WAIT, 0.1).until(lambda d: d.execute_script(OVERFLOW) <= 0)
+        except TimeoutException:
+            pass
         driver.save_screenshot(str(screens / f"{name}-{label}.png"))
+        overflow = driver.execute_script(OVERFLOW)
+        if overflow > 0:
+            wide = driver.execute_script(
+                "return [...document.querySelectorAll('body *')].filter(e => "
+                "e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+                ".slice(0, 8).map(e => `${e.tagName}#${e.id}.${e.className}`)"
+            )
+            pytest.fail(f"{name} at {label} width is {overflow} px too wide: {wide}")
     driver.set_window_size(*DESKTOP)
     copy_to = os.environ.get("PT_SCREENSHOTS_TO")
     if copy_to:
@@ -180,6 +202,11 @@ def test_sign_in_page_is_served_with_its_headers_and_no_console_errors(
         "&& !e.getAttribute('aria-label')).map(e => e.id)"
     )
     assert unlabelled == []
+    nameless = browser.execute_script(
+        "return [...document.querySelectorAll('button')].filter(b => !b.textContent.trim() "
+        "&& !b.getAttribute('aria-label')).map(b => b.outerHTML)"
+    )
+    assert nameless == []
     # The configured provider is offered (the page asked the master through its worker).
     wait_for(browser, "the provider's button", lambda d: visible(d, "provider-testid"), web_stack)
     assert text(browser, "provider-testid") == "Sign in with TestID"
@@ -206,6 +233,13 @@ def test_register_signs_in_and_shows_the_watchlist(
     )
     rows = table_rows(browser, "watch-table")
     assert [r[0] for r in rows][:3] == ["AAPL", "MSFT", "GOOG"]
+    updated = text(browser, "watch-updated")
+    wait_for(
+        browser,
+        "the next refresh (every update interval)",
+        lambda d: text(d, "watch-updated") not in ("", updated),
+        web_stack,
+    )
     with PaperTraderClient(*web_stack.worker_address(1)) as client:
         client.login(USER, PASSWORD)
         assert client.quote("AAPL").price > 0
@@ -237,6 +271,15 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
     wait_for(
         browser, "the chart", lambda d: d.find_elements(By.CSS_SELECTOR, "#chart canvas"), web_stack
     )
+    for chosen in ("week", "month", "year", "all", "day"):
+        browser.find_element(By.CSS_SELECTOR, f".ranges button[data-range={chosen}]").click()
+        wait_for(
+            browser,
+            f"the {chosen} chart",
+            lambda d, chosen=chosen: text(d, "chart-caption").startswith(f"AAPL, {chosen}: "),
+            web_stack,
+        )
+    assert "forecast" in text(browser, "chart-caption")  # the band is drawn (toggle on)
     fill(browser, "ticket-quantity", "3")
     browser.find_element(By.CSS_SELECTOR, "label[for=side-buy]").click()
     browser.find_element(By.ID, "ticket-submit").click()
@@ -271,9 +314,12 @@ def test_sell_then_history_lists_both_orders(
 ) -> None:
     browser.get(web_stack.web(0) + "/#/trade/AAPL")
     wait_for(browser, "the ticket", lambda d: visible(d, "ticket"), web_stack)
-    browser.find_element(By.CSS_SELECTOR, "label[for=side-sell]").click()
-    fill(browser, "ticket-quantity", "1")
-    browser.find_element(By.ID, "ticket-submit").click()
+    # By keyboard only: arrow to "Sell", tab to the symbol, tab to the quantity, Enter.
+    browser.execute_script("document.getElementById('side-buy').focus()")
+    keys = ActionChains(browser).send_keys(Keys.ARROW_RIGHT, Keys.TAB, Keys.TAB)
+    keys.key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys("1", Keys.ENTER)
+    keys.perform()
+    assert browser.find_element(By.ID, "side-sell").is_selected()
     wait_for(
         browser, "the sale", lambda d: text(d, "ticket-result").startswith("Sold 1 AAPL"), web_stack
     )
