@@ -112,6 +112,13 @@ def paused(servers: Servers) -> Any:
     return Paused()
 
 
+def _hears_ctrl_c() -> None:
+    """In the child before exec: Ctrl-C back to its default, which Python turns into
+    KeyboardInterrupt. A suite started in the background by a non-interactive shell
+    (`make test &`) inherits SIGINT ignored, and the client would never hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_client_that_stops_waiting_is_told_the_outcome_is_unknown(
     servers: Servers, tmp_path: Path
 ) -> None:
@@ -131,6 +138,7 @@ def test_a_client_that_stops_waiting_is_told_the_outcome_is_unknown(
         process = subprocess.Popen(
             pt.command("buy", "AAPL", "2", "--client-order-id", ctrl_c), env=pt.env(), cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_hears_ctrl_c,
         )  # fmt: skip
         wait_for(lambda: queued(servers) >= 2, timeout=30)
         process.send_signal(signal.SIGINT)

@@ -272,7 +272,8 @@ def test_the_supervisor_starts_the_services_again_when_they_stop(tmp_path: Path)
 
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
-    env.update(master_env(), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4")
+    env.update(master_env(), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4",
+               PT_WEB_PORT="0")  # any free port for the page: tests run side by side
     started = retry_port_races(
         lambda: pt(["up", "--detach", "--master-port", str(free_port()),
                     "--worker-port", str(free_port()), "--update-interval", "0.5"], env)
