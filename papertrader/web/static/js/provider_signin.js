@@ -92,6 +92,10 @@ async function discover(option) {
 
 /** Go to the provider's sign-in page (this tab leaves the page). */
 export async function start(option, { remember = false } = {}) {
+  if (!globalThis.isSecureContext || !globalThis.crypto?.subtle) {
+    // PKCE needs the browser's SHA-256, offered on https:// pages (and on loopback) only.
+    throw new ProviderSignInError(`Signing in with ${option.display_name} needs this page on https://: ask the operator to turn TLS on, or sign in with your password.`);
+  }
   const config = await discover(option);
   const pending = {
     provider: option.name,
