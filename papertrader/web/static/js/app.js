@@ -621,8 +621,8 @@ function offerLink() {
   if (linkable === null) return;
   $("link-offer-title").textContent = `Link ${linkable.title} to ${state.trader.session.username}?`;
   $("link-offer-text").textContent =
-    `You came here with a ${linkable.title} sign-in whose e-mail address is this account's. ` +
-    `Link it, and "Sign in with ${linkable.title}" opens this account from now on.`;
+    `You came here with a ${linkable.title} sign-in. Link it to ${state.trader.session.username}, ` +
+    `and "Sign in with ${linkable.title}" opens this account from now on.`;
   show($("link-offer-result"), "");
   $("link-offer-accept").hidden = false;
   $("link-offer-decline").textContent = "Not now";
