@@ -306,6 +306,7 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
     (position,) = portfolio["positions"]
     assert position["quantity"] == 3
     assert money(aapl[2]) == position["average_price"]
+    assert "Unrealised P&L" in text(browser, "portfolio-summary")
     shoot(browser, screens, "portfolio")
 
 
@@ -390,7 +391,7 @@ def test_an_unknown_symbol_is_refused_cleanly(browser: WebDriver, web_stack: Web
     assert "AAPL" in text(browser, "ticket-result")  # it says what can be traded
 
 
-def test_a_reload_stays_signed_in(browser: WebDriver, web_stack: WebStack) -> None:
+def test_a_reload_and_a_new_tab_stay_signed_in(browser: WebDriver, web_stack: WebStack) -> None:
     browser.get(web_stack.web(0) + "/#/portfolio")
     browser.refresh()
     wait_for(browser, "the portfolio", lambda d: visible(d, "screen-portfolio"), web_stack)
@@ -401,6 +402,16 @@ def test_a_reload_stays_signed_in(browser: WebDriver, web_stack: WebStack) -> No
         lambda d: any(r[:2] == ["AAPL", "2"] for r in table_rows(d, "portfolio-table")),
         web_stack,
     )
+    # "Remember me" (ticked at sign-in) outlives the tab, like the CLI's session file.
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        browser.get(web_stack.web(0) + "/#/history")
+        wait_for(browser, "the history", lambda d: visible(d, "screen-history"), web_stack)
+        assert text(browser, "whoami") == USER
+    finally:
+        browser.close()
+        browser.switch_to.window(first)
 
 
 def sign_out(driver: WebDriver, stack: WebStack) -> None:
