@@ -13,6 +13,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import socket  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
@@ -32,6 +33,7 @@ DATA = b"".join(encode_message(p) for p in packets_for(to_record(QUOTE.as_record
 
 
 def handle(sock, _address):  # type: ignore[no-untyped-def]
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the worker does
     buf = bytearray()
     answers = 0
     while True:

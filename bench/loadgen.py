@@ -5,13 +5,29 @@ getAssetValueCurrent, sent together (the client knows the state machine, so it
 may pipeline them) and answered by stateSwitchSuccess plus one DATA packet.
 Frames are pre-encoded and replies are counted by their headers, so the
 generator costs as little as possible and the server is what is measured.
+Every request's latency (send to last answer byte) is recorded.
+
+One gevent process cannot keep a fast server busy (it costs about what a bare
+server costs per request), so ``run_load`` spreads the connections over
+several processes (``python -m bench.loadgen``, one per core by default), which
+start together at an agreed moment and report their counts, latencies and CPU
+time through a file.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import resource
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import gevent
 import gevent.socket
@@ -19,6 +35,7 @@ import gevent.socket
 from papertrader.protocol import Instruction, Message, encode_message
 
 _SIZE_AT = struct.Struct("<I")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def request_bytes(session_id: uuid.UUID, symbol: str) -> bytes:
@@ -30,50 +47,70 @@ def request_bytes(session_id: uuid.UUID, symbol: str) -> bytes:
     )
 
 
-def _one_connection(
-    port: int, payload: bytes, deadline: float, counts: list[int], idx: int
-) -> None:
-    sock = gevent.socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
-    buf = bytearray()
-    done = 0
-    try:
-        while time.monotonic() < deadline:
-            sock.sendall(payload)
-            frames = 0
-            while frames < 2:
-                while True:
-                    if len(buf) >= 80:
-                        size = _SIZE_AT.unpack_from(buf, 20)[0]
-                        if len(buf) >= 80 + size:
-                            del buf[: 80 + size]
-                            frames += 1
-                            break
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("server closed the connection")
-                    buf += chunk
-            done += 1
-    finally:
-        counts[idx] = done
-        sock.close()
+@dataclass
+class LoadResult:
+    """Requests answered in a window, their latencies (seconds) and the generator's CPU."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    latencies: array = field(default_factory=lambda: array("d"))
+    cpu_seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def add(self, other: LoadResult) -> None:
+        self.requests += other.requests
+        self.seconds = max(self.seconds, other.seconds)
+        self.latencies.extend(other.latencies)
+        self.cpu_seconds += other.cpu_seconds
+
+    def percentile_ms(self, fraction: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 3)
 
 
-def run_load(port: int, payload: bytes, connections: int, seconds: float) -> float:
-    """Quotes per second over ``seconds`` with ``connections`` concurrent clients."""
-    counts = [0] * connections
-    start = time.monotonic()
-    deadline = start + seconds
-    jobs = [
-        gevent.spawn(_one_connection, port, payload, deadline, counts, i)
-        for i in range(connections)
-    ]
-    gevent.joinall(jobs, raise_error=True)
-    elapsed = time.monotonic() - start
-    return sum(counts) / elapsed
+def _read_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> None:
+    """Read until ``wanted`` whole protocol frames are in front of ``buf``, then drop them."""
+    frames = 0
+    while frames < wanted:
+        if len(buf) >= 80:
+            size = _SIZE_AT.unpack_from(buf, 20)[0]
+            if len(buf) >= 80 + size:
+                del buf[: 80 + size]
+                frames += 1
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
 
 
-# -- the same load over the worker's WebSocket (docs/PROTOCOL.md section 15) ----------------
+def _read_ws_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> None:
+    """The same over WebSocket binary messages (one or more frames each)."""
+    frames = 0
+    while frames < wanted:
+        if len(buf) >= 2:
+            length, offset = buf[1] & 0x7F, 2
+            if length == 126 and len(buf) >= 4:
+                length, offset = int.from_bytes(buf[2:4], "big"), 4
+            elif length == 127 and len(buf) >= 10:
+                length, offset = int.from_bytes(buf[2:10], "big"), 10
+            if (length < 126 or offset > 2) and len(buf) >= offset + length:
+                message = bytes(buf[offset : offset + length])
+                del buf[: offset + length]
+                while len(message) >= 80:  # whole frames, one or more
+                    size = _SIZE_AT.unpack_from(message, 20)[0]
+                    message = message[80 + size :]
+                    frames += 1
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
 
 
 def _websocket(port: int, origin: str) -> tuple[gevent.socket.socket, bytes]:
@@ -111,55 +148,120 @@ def _masked_message(payload: bytes) -> bytes:
     return FrameProtocol(client=True, extensions=[]).send_data(payload, fin=True)
 
 
-def _one_ws_connection(
-    port: int, origin: str, frame: bytes, deadline: float, counts: list[int], idx: int
-) -> None:
-    sock, buf_bytes = _websocket(port, origin)
-    buf = bytearray(buf_bytes)
-    done = 0
-    try:
+def _connect(port: int, origin: str | None) -> tuple[gevent.socket.socket, bytearray]:
+    if origin is not None:
+        sock, early = _websocket(port, origin)
+        return sock, bytearray(early)
+    sock = gevent.socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+    return sock, bytearray()
+
+
+def generate(
+    port: int,
+    payload: bytes,
+    connections: int,
+    start_at: float,
+    seconds: float,
+    origin: str | None = None,
+) -> LoadResult:
+    """Connect, wait for ``start_at`` (time.time()), then load until ``seconds`` later."""
+    message = _masked_message(payload) if origin is not None else payload
+    read = _read_ws_frames if origin is not None else _read_frames
+    socks = [_connect(port, origin) for _ in range(connections)]
+    gevent.sleep(max(0.0, start_at - time.time()))
+    deadline = time.monotonic() + seconds
+    latencies: list[array] = [array("d") for _ in socks]
+    clock = time.perf_counter
+
+    def one(index: int) -> None:
+        sock, buf = socks[index]
+        record = latencies[index].append
         while time.monotonic() < deadline:
-            sock.sendall(frame)
-            frames = 0
-            while frames < 2:  # stateSwitchSuccess and the DATA packet, in binary messages
-                while True:
-                    if len(buf) >= 2:
-                        length, offset = buf[1] & 0x7F, 2
-                        if length == 126 and len(buf) >= 4:
-                            length, offset = int.from_bytes(buf[2:4], "big"), 4
-                        elif length == 127 and len(buf) >= 10:
-                            length, offset = int.from_bytes(buf[2:10], "big"), 10
-                        if length < 126 or offset > 2:
-                            if len(buf) >= offset + length:
-                                message = bytes(buf[offset : offset + length])
-                                del buf[: offset + length]
-                                while len(message) >= 80:  # whole frames, one or more
-                                    size = _SIZE_AT.unpack_from(message, 20)[0]
-                                    message = message[80 + size :]
-                                    frames += 1
-                                break
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("server closed the connection")
-                    buf += chunk
-            done += 1
-    finally:
-        counts[idx] = done
+            sent = clock()
+            sock.sendall(message)
+            read(sock, buf, 2)
+            record(clock() - sent)
+
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    gevent.joinall([gevent.spawn(one, i) for i in range(len(socks))], raise_error=True)
+    elapsed = time.monotonic() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    for sock, _ in socks:
         sock.close()
+    result = LoadResult(seconds=elapsed)
+    for each in latencies:
+        result.latencies.extend(each)
+    result.requests = len(result.latencies)
+    result.cpu_seconds = (cpu_after.ru_utime + cpu_after.ru_stime) - (
+        cpu_before.ru_utime + cpu_before.ru_stime
+    )
+    return result
 
 
-def run_websocket_load(
-    port: int, origin: str, payload: bytes, connections: int, seconds: float
-) -> float:
-    """Quotes per second over the web port's WebSocket, same requests as ``run_load``."""
-    frame = _masked_message(payload)
-    counts = [0] * connections
-    start = time.monotonic()
-    deadline = start + seconds
-    jobs = [
-        gevent.spawn(_one_ws_connection, port, origin, frame, deadline, counts, i)
-        for i in range(connections)
-    ]
-    gevent.joinall(jobs, raise_error=True)
-    elapsed = time.monotonic() - start
-    return sum(counts) / elapsed
+def run_load(
+    port: int,
+    payload: bytes,
+    connections: int,
+    seconds: float,
+    *,
+    processes: int = 1,
+    origin: str | None = None,
+) -> LoadResult:
+    """``connections`` clients for ``seconds``, spread over ``processes`` generator processes
+    (1: in this process, which must be gevent-patched). ``origin``: over the WebSocket."""
+    if processes <= 1:
+        return generate(port, payload, connections, time.time(), seconds, origin)
+    start_at = time.time() + 1.5  # every child connected by then
+    with tempfile.TemporaryDirectory(prefix="pt-loadgen-") as tmp:
+        children = []
+        for index in range(processes):
+            share = connections // processes + (1 if index < connections % processes else 0)
+            job = {
+                "port": port,
+                "payload": payload.hex(),
+                "connections": share,
+                "start_at": start_at,
+                "seconds": seconds,
+                "origin": origin,
+                "out": str(Path(tmp) / f"{index}"),
+            }
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.loadgen", json.dumps(job)], env=env, cwd=ROOT
+                )
+            )
+        total = LoadResult()
+        for index, child in enumerate(children):
+            while child.poll() is None:
+                gevent.sleep(0.05)
+            if child.returncode != 0:
+                raise RuntimeError(f"load generator {index} failed ({child.returncode})")
+            out = Path(tmp) / f"{index}"
+            figures = json.loads(out.with_suffix(".json").read_text())
+            part = LoadResult(figures["requests"], figures["seconds"], array("d"), figures["cpu"])
+            part.latencies.frombytes(out.with_suffix(".bin").read_bytes())
+            total.add(part)
+        return total
+
+
+def _child(job: dict[str, object]) -> None:
+    origin = job["origin"]
+    result = generate(
+        int(str(job["port"])),
+        bytes.fromhex(str(job["payload"])),
+        int(str(job["connections"])),
+        float(str(job["start_at"])),
+        float(str(job["seconds"])),
+        str(origin) if origin is not None else None,
+    )
+    out = Path(str(job["out"]))
+    out.with_suffix(".bin").write_bytes(result.latencies.tobytes())
+    figures = {"requests": result.requests, "seconds": result.seconds, "cpu": result.cpu_seconds}
+    out.with_suffix(".json").write_text(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))

@@ -3,23 +3,103 @@ over TCP and over the worker's WebSocket (the browser's carriage).
 
 Baseline in the same run: bench.bare_server answering the same frames; the
 TCP figure is the WebSocket figure's baseline (same worker, same requests).
+
+The targets are measured in interleaved rounds (bare, worker, WebSocket, bare,
+worker...), so a machine whose load changes during the run moves every figure
+alike; each figure also says how much CPU its server process spent per quote
+(from /proc), which a busy machine disturbs much less than throughput.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.loadgen import request_bytes, run_load, run_websocket_load
+from bench.loadgen import LoadResult, request_bytes, run_load
 from bench.stack import free_port, spawn, stop, wait_for_port
 from papertrader.keyring import Keyring
 from papertrader.market.providers import SimulatedProvider
 from papertrader.services import ServiceUrls
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
+
+#: Seconds per round; PT_BENCH_SECONDS is the total per target.
+ROUND_SECONDS = 2.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes have used (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@dataclass
+class Target:
+    """One server measured: how to load it, and what its rounds added up to."""
+
+    name: str
+    port: int
+    pids: Callable[[], list[int]]
+    origin: str | None = None
+    result: LoadResult = field(default_factory=LoadResult)
+    elapsed: float = 0.0
+    server_cpu: float = 0.0
+
+    def round(self, payload: bytes, connections: int, seconds: float, processes: int) -> None:
+        pids = self.pids()
+        before = cpu_seconds(pids)
+        part = run_load(
+            self.port, payload, connections, seconds, processes=processes, origin=self.origin
+        )
+        self.server_cpu += cpu_seconds(pids) - before
+        self.elapsed += part.seconds
+        part.seconds = 0.0
+        self.result.add(part)
+
+    def figures(self) -> dict[str, Any]:
+        rate = self.result.requests / self.elapsed if self.elapsed else 0.0
+        per_quote = self.server_cpu / self.result.requests if self.result.requests else None
+        gen = self.result.cpu_seconds / self.result.requests if self.result.requests else None
+        return {
+            "quotes_per_second": round(rate),
+            "p50_ms": self.result.percentile_ms(0.50),
+            "p99_ms": self.result.percentile_ms(0.99),
+            "server_cpu_us_per_quote": round(per_quote * 1e6, 1) if per_quote else None,
+            "loadgen_cpu_us_per_quote": round(gen * 1e6, 1) if gen else None,
+        }
+
+
+def worker_env(urls: ServiceUrls, state: Path, port: int, web_port: int) -> dict[str, str]:
+    """What a `pt worker run` needs to serve quotes without a master."""
+    # A worker needs its key pair and a pinned master key to start, even with no master.
+    keyring = Keyring(state / "gnupg-bench", create=True)
+    fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("bench")]
+    keyring.stop_agent()
+    return {
+        "PT_WORKER_GNUPG_HOME": str(keyring.home),
+        "PT_MASTER_FINGERPRINT": fingerprint[0],
+        "PT_REDIS_URL": urls.redis_url,
+        "PT_DATABASE_URL": urls.database_url,
+        "PT_WORKER_PORT": str(port),
+        "PT_WEB_PORT": str(web_port),
+        "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",  # no master: quotes need none
+        "PT_UPDATE_INTERVAL": "5",
+        "PT_LOG_FILE": str(state / f"worker-{port}.log"),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def bench_quotes(
@@ -30,50 +110,56 @@ def bench_quotes(
     QuoteStore(client).publish(SimulatedProvider(1).fetch(["AAPL", "MSFT"], now, {}), now)
     session = SessionStore(client, 3600, 3600, ip_check=True).create(1, "bench", "127.0.0.1", False)
     payload = request_bytes(session.session_id, "AAPL")
+    processes = int(os.environ.get("PT_BENCH_LOADGEN_PROCESSES", str(os.cpu_count() or 1)))
+    rounds = max(1, round(seconds / ROUND_SECONDS))
 
-    bare_port = free_port()
-    bare = spawn(["-m", "bench.bare_server", str(bare_port)], {}, state / "bare.log")
+    started: list[subprocess.Popen[bytes]] = []
     try:
-        wait_for_port(bare_port, bare)
-        run_load(bare_port, payload, connections, 1.0)  # warm-up
-        baseline = run_load(bare_port, payload, connections, seconds)
-    finally:
-        stop(bare)
-
-    worker_port, web_port = free_port(), free_port()
-    # A worker needs its key pair and a pinned master key to start, even with no master.
-    keyring = Keyring(state / "gnupg-bench", create=True)
-    fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("bench")]
-    keyring.stop_agent()
-    env = {
-        "PT_WORKER_GNUPG_HOME": str(keyring.home),
-        "PT_MASTER_FINGERPRINT": fingerprint[0],
-        "PT_REDIS_URL": urls.redis_url,
-        "PT_DATABASE_URL": urls.database_url,
-        "PT_WORKER_PORT": str(worker_port),
-        "PT_WEB_PORT": str(web_port),
-        "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",  # no master: quotes need none
-        "PT_UPDATE_INTERVAL": "5",
-        "PT_LOG_FILE": str(state / "worker.log"),
-    }
-    worker = spawn(["-m", "papertrader_cli", "worker", "run"], env, state / "worker.out")
-    try:
-        wait_for_port(worker_port, worker)
-        run_load(worker_port, payload, connections, 1.0)
-        measured = run_load(worker_port, payload, connections, seconds)
-        wait_for_port(web_port, worker)
+        bare_port = free_port()
+        bare = spawn(["-m", "bench.bare_server", str(bare_port)], {}, state / "bare.log")
+        started.append(bare)
+        worker_port, web_port = free_port(), free_port()
+        worker = spawn(
+            ["-m", "papertrader_cli", "worker", "run"],
+            worker_env(urls, state, worker_port, web_port),
+            state / "worker.out",
+        )
+        started.append(worker)
+        for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker)):
+            wait_for_port(port, proc)
         origin = f"http://127.0.0.1:{web_port}"
-        run_websocket_load(web_port, origin, payload, connections, 1.0)
-        websocket = run_websocket_load(web_port, origin, payload, connections, seconds)
+        targets = [
+            Target("bare", bare_port, lambda: [bare.pid]),
+            Target("worker", worker_port, lambda: [worker.pid]),
+            Target("websocket", web_port, lambda: [worker.pid], origin),
+        ]
+        load_before = load_average()
+        for target in targets:  # warm-up
+            run_load(target.port, payload, connections, 1.0, origin=target.origin)
+        for _ in range(rounds):
+            for target in targets:
+                target.round(payload, connections, seconds / rounds, processes)
+        load_after = load_average()
     finally:
-        stop(worker)
+        for proc in started:
+            stop(proc)
+    bare_f, worker_f, ws_f = (target.figures() for target in targets)
+    bare_rate, worker_rate = bare_f["quotes_per_second"], worker_f["quotes_per_second"]
     return {
         "connections": connections,
         "seconds": seconds,
-        "worker_quotes_per_second": round(measured),
-        "bare_gevent_quotes_per_second": round(baseline),
-        "ratio_to_baseline": round(measured / baseline, 3) if baseline else None,
-        "websocket_quotes_per_second": round(websocket),
-        "websocket_ratio_to_tcp": round(websocket / measured, 3) if measured else None,
-        "target": 10_000,
+        "rounds": rounds,
+        "load_generator": f"{processes} processes of bench/loadgen.py (gevent)",
+        "load_average_before_after": [load_before, load_after],
+        "bare_gevent": bare_f,
+        "worker": worker_f,
+        "websocket": ws_f,
+        "worker_quotes_per_second": worker_rate,
+        "bare_gevent_quotes_per_second": bare_rate,
+        "ratio_to_baseline": round(worker_rate / bare_rate, 3) if bare_rate else None,
+        "websocket_quotes_per_second": ws_f["quotes_per_second"],
+        "websocket_ratio_to_tcp": (
+            round(ws_f["quotes_per_second"] / worker_rate, 3) if worker_rate else None
+        ),
+        "target_ratio": 0.6,
     }

@@ -21,7 +21,8 @@ through ``set_function``, so nothing has to remember to update them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,9 +30,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 from papertrader.protocol import ErrorCode, Instruction, Message
 
@@ -78,31 +81,9 @@ CLIENTS_TURNED_AWAY = Counter(
     "address is over its connection limit.",
     registry=WORKER,
 )
-REQUESTS = Counter(
-    "papertrader_requests",
-    "Client requests answered, by instruction and outcome (ok, or the error code's name).",
-    ["instruction", "outcome"],
-    registry=WORKER,
-)
-REQUEST_DURATION = Histogram(
-    "papertrader_request_duration_seconds",
-    "Time from a request's arrival to its answer being ready, by instruction.",
-    ["instruction"],
-    buckets=LATENCY_BUCKETS,
-    registry=WORKER,
-)
-RATE_LIMIT_REFUSALS = Counter(
-    "papertrader_rate_limit_refusals",
-    "Requests refused with RATE_LIMITED (abuse limits), by instruction.",
-    ["instruction"],
-    registry=WORKER,
-)
-SESSION_CACHE_LOOKUPS = Counter(
-    "papertrader_session_cache_lookups",
-    "Session checks of market-data requests: hit (answered from memory) or miss (Redis).",
-    ["result"],
-    registry=WORKER,
-)
+# The per-request series (papertrader_requests_total, papertrader_request_duration_seconds,
+# papertrader_rate_limit_refusals_total, papertrader_session_cache_lookups_total) are
+# REQUEST_FIGURES below: counted as plain integers, turned into series when scraped.
 ORDERS_QUEUED = Counter(
     "papertrader_orders_queued", "Orders this worker put on the queue, by side.", ["side"],
     registry=WORKER,
@@ -197,15 +178,94 @@ def outcome_of(replies: Iterable[Message]) -> str:
     return "ok"
 
 
-def observe_request(
-    instruction: Instruction, seconds: float, replies: list[Message]
-) -> None:
+class RequestFigures:
+    """A worker's per-request counters and latency histogram, kept as plain integers.
+
+    prometheus_client's labelled metrics take a lock and look their child up on
+    every call: an eighth of a quote's cost in the worker's profile
+    (bench/README.md). A worker is one thread of greenlets, so these are plain
+    dict and list updates, turned into the same series when scraped.
+    """
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.requests: dict[tuple[str, str], int] = {}
+        self.refusals: dict[str, int] = {}
+        self.session_lookups = {"hit": 0, "miss": 0}
+        #: Per instruction: the count in each bucket (the last is +Inf), and the sum.
+        self.durations: dict[str, list[int]] = {}
+        self.duration_sums: dict[str, float] = {}
+
+    def observe(self, instruction: str, outcome: str, seconds: float) -> None:
+        """One request answered, with its outcome and how long the answer took."""
+        key = (instruction, outcome)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        counts = self.durations.get(instruction)
+        if counts is None:
+            counts = self.durations[instruction] = [0] * (len(self.buckets) + 1)
+            self.duration_sums[instruction] = 0.0
+        counts[bisect_left(self.buckets, seconds)] += 1
+        self.duration_sums[instruction] += seconds
+        if outcome == "RATE_LIMITED":
+            self.refusals[instruction] = self.refusals.get(instruction, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "papertrader_requests",
+            "Client requests answered, by instruction and outcome (ok, or the error code's name).",
+            labels=["instruction", "outcome"],
+        )
+        for (instruction, outcome), count in list(self.requests.items()):
+            requests.add_metric([instruction, outcome], count)
+        yield requests
+        durations = HistogramMetricFamily(
+            "papertrader_request_duration_seconds",
+            "Time from a request's arrival to its answer being ready, by instruction.",
+            labels=["instruction"],
+        )
+        bounds = [
+            floatToGoString(bound)  # type: ignore[no-untyped-call]
+            for bound in (*self.buckets, float("inf"))
+        ]
+        for instruction, counts in list(self.durations.items()):
+            running, cumulative = 0, []
+            for bound, count in zip(bounds, counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            durations.add_metric([instruction], cumulative, self.duration_sums[instruction])
+        yield durations
+        refusals = CounterMetricFamily(
+            "papertrader_rate_limit_refusals",
+            "Requests refused with RATE_LIMITED (abuse limits), by instruction.",
+            labels=["instruction"],
+        )
+        for instruction, count in list(self.refusals.items()):
+            refusals.add_metric([instruction], count)
+        yield refusals
+        lookups = CounterMetricFamily(
+            "papertrader_session_cache_lookups",
+            "Session checks of market-data requests: hit (answered from memory) or miss (Redis).",
+            labels=["result"],
+        )
+        for result, count in self.session_lookups.items():
+            lookups.add_metric([result], count)
+        yield lookups
+
+    def describe(self) -> Iterator[Metric]:
+        """The names, for the registry's duplicate check (no samples needed)."""
+        for family in self.collect():
+            family.samples = []
+            yield family
+
+
+REQUEST_FIGURES = RequestFigures(LATENCY_BUCKETS)
+WORKER.register(REQUEST_FIGURES)
+
+
+def observe_request(instruction: Instruction, seconds: float, replies: list[Message]) -> None:
     """Count one client request answered by a worker, and how long it took."""
-    outcome = outcome_of(replies)
-    REQUESTS.labels(instruction.name, outcome).inc()
-    REQUEST_DURATION.labels(instruction.name).observe(seconds)
-    if outcome == "RATE_LIMITED":
-        RATE_LIMIT_REFUSALS.labels(instruction.name).inc()
+    REQUEST_FIGURES.observe(instruction.name, outcome_of(replies), seconds)
 
 
 def observe_link_request(instruction: Instruction, seconds: float, reply: Message | None) -> None:

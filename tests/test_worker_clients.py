@@ -264,14 +264,27 @@ def test_logout_ends_the_session_everywhere(
         running_worker(tmp_path, redis_url) as first,
         running_worker(tmp_path, redis_url, worker_name="worker-2") as second,
     ):
-        with Client(first.port) as a, Client(second.port) as b:
+        with Client(first.port) as a, Client(second.port) as b, Client(second.port) as c:
             assert b.call(Instruction.LOGIN_SESSION, session=session_id).args[0] == session_id
+            for _ in range(2):  # c's connection now trusts the session it verified
+                assert c.switch(DATA, session_id).instruction is Instruction.STATE_SWITCH_SUCCESS
+                assert c.switch(COMMAND, session_id).instruction is Instruction.STATE_SWITCH_SUCCESS
             assert a.call(Instruction.LOGOUT, session=session_id).instruction is (
                 Instruction.LOGOUT_SUCCESS
             )
             reply = b.call(Instruction.LOGIN_SESSION, session=session_id)
             assert reply.instruction is Instruction.LOGIN_FAIL
             assert fail_args(reply)[0] == ErrorCode.INVALID_SESSION
+
+            def refused() -> bool:  # once the announcement reached the second worker
+                reply = c.switch(DATA, session_id)
+                if reply.instruction is Instruction.STATE_SWITCH_SUCCESS:
+                    c.switch(COMMAND, session_id)
+                    return False
+                assert fail_args(reply)[0] == ErrorCode.INVALID_SESSION
+                return True
+
+            wait_for(refused)
 
 
 def drain_once(queue: OrderQueue, decide: Callable[[Order], Outcome]) -> list[Order]:

@@ -56,6 +56,17 @@ class FrameDecoder:
         if self._broken is None:
             self._buffer += data
 
+    def at_frame_start(self) -> bytearray | None:
+        """The buffer, when it starts at a frame boundary (no header pending, nothing
+        to skip, not broken): where ``protocol/lean.py`` looks for its frames."""
+        if self._header is None and not self._skip and self._broken is None:
+            return self._buffer
+        return None
+
+    def discard(self, size: int) -> None:
+        """Drop ``size`` bytes from the front: a frame taken by the lean path."""
+        del self._buffer[:size]
+
     def next_message(self) -> Message | NeedData:
         """The next whole message, or NEED_DATA.
 

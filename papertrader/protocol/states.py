@@ -28,6 +28,10 @@ from papertrader.protocol.message import (
 
 
 class State(Enum):
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum's own __hash__ is Python code, run twice per TRANSITIONS lookup).
+    __hash__ = object.__hash__
+
     COMMAND = "command"
     AWAIT_DATA_SWITCH = "awaiting switch to data transfer"
     DATA_TRANSFER = "data transfer"
@@ -41,6 +45,8 @@ class Role(Enum):
 
 
 class Event(Enum):
+    __hash__ = object.__hash__  # as State's
+
     # sent by the client
     COMMAND_REQUEST = "command request"
     SWITCH_TO_DATA = "switchState(data transfer)"

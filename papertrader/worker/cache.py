@@ -17,7 +17,10 @@ import redis
 from loguru import logger
 
 from papertrader.market.quote import Quote
+from papertrader.protocol.lean import Encoded
+from papertrader.protocol.message import DEFAULT_MAX_DATA_SIZE
 from papertrader.protocol.records import to_record
+from papertrader.protocol.transfer import max_chunk_size, split_payload
 from papertrader.protocol.values import encode_payload
 from papertrader.store.quotes import QuoteStore
 
@@ -25,14 +28,23 @@ from papertrader.store.quotes import QuoteStore
 class QuoteCache:
     """Quotes of the configured assets, refreshed in the background."""
 
-    def __init__(self, store: QuoteStore, assets: Iterable[str], interval: float) -> None:
+    def __init__(
+        self,
+        store: QuoteStore,
+        assets: Iterable[str],
+        interval: float,
+        max_data_size: int = DEFAULT_MAX_DATA_SIZE,
+    ) -> None:
         self._store = store
+        self._max_data_size = max_data_size
         self._configured = tuple(assets)
         self._interval = interval
         self._quotes: dict[str, Quote] = {}
         # The data-transfer payload of each quote, encoded once per refresh: a
         # quote read then costs a dict lookup and a header, not an encoding.
         self._payloads: dict[str, bytes] = {}
+        # And its whole answer (the DATA packets), for the lean path (protocol/lean.py).
+        self._answers: dict[str, Encoded] = {}
         self._known: frozenset[str] = frozenset(self._configured)
         self.updated_at: datetime | None = None
         self.loaded = False
@@ -46,6 +58,10 @@ class QuoteCache:
     def payload(self, symbol: str) -> bytes | None:
         """The encoded quote record (protocol.records) ready to cut into packets."""
         return self._payloads.get(symbol)
+
+    def answer(self, symbol: str) -> Encoded | None:
+        """The quote's DATA packets, encoded, with the request id to patch in."""
+        return self._answers.get(symbol)
 
     def is_known(self, symbol: str) -> bool:
         """Configured for this deployment, or quoted by the master."""
@@ -79,9 +95,15 @@ class QuoteCache:
         if self._failing:
             logger.info("quotes refresh from Redis works again")
         self._failing = False
-        self._payloads = {
+        payloads = {
             symbol: encode_payload(to_record(quote.as_record())) for symbol, quote in quotes.items()
         }
+        chunk = max_chunk_size(self._max_data_size)
+        self._answers = {
+            symbol: Encoded(split_payload(payload, chunk), self._max_data_size)
+            for symbol, payload in payloads.items()
+        }
+        self._payloads = payloads
         self._quotes = quotes
         self._known = frozenset(self._configured).union(quotes)
         self.updated_at = updated_at

@@ -61,12 +61,12 @@ from papertrader.protocol import (
     reply_to,
     split_payload,
 )
-from papertrader.protocol import Connection as ProtocolConnection
+from papertrader.protocol.lean import Encoded, LeanConnection, LeanRequest
 from papertrader.protocol.records import to_record
 from papertrader.store.sessions import Session, SessionError
 from papertrader.worker.auth_tunnel import AuthTunnel
 from papertrader.worker.cache import QuoteCache
-from papertrader.worker.client_management import ClientInfo, ClientManager
+from papertrader.worker.client_management import TOUCH_INTERVAL, ClientInfo, ClientManager
 from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
@@ -123,6 +123,9 @@ _MASTER_COMMANDS = frozenset(
 )
 
 
+_NAMES = {instruction: instruction.name for instruction in Instruction}
+
+
 class _ClientGone(ConnectionResetError):
     """The client closed its connection while we waited for the master on its behalf
     (an OSError: wherever it lands, the connection ends as a lost one)."""
@@ -135,6 +138,19 @@ class _Closing(Exception):
         super().__init__(reason)
         self.reason = reason
         self.farewell = farewell
+
+
+class _Verified:
+    """A session a connection checked, and what lets its next requests skip the check."""
+
+    __slots__ = ("session", "session_id", "expires", "epoch", "touch_due")
+
+    def __init__(self, session: Session, epoch: int) -> None:
+        self.session = session
+        self.session_id = session.session_id.bytes  # as the header carries it
+        self.expires = session.expires_at.timestamp()
+        self.epoch = epoch  # the session cache's, when the session was held there
+        self.touch_due = time.monotonic() + TOUCH_INTERVAL  # check_session just touched it
 
 
 def now_micros() -> int:
@@ -165,6 +181,13 @@ class ClientHandler:
         self.history = history
         self.commands = commands
         self.chunk_size = max_chunk_size(settings.max_data_size)
+        #: stateSwitchSuccess for each state, encoded once (the lean path's answer).
+        self.switched = {
+            int(state): Encoded(
+                [Message(Instruction.STATE_SWITCH_SUCCESS, (int(state),))], settings.max_data_size
+            )
+            for state in ConnectionStateCode
+        }
         #: Why this worker may not serve now (the master refused or booted it), or None.
         self.out_of_service: Callable[[], str | None] = lambda: None
         self._sockets: dict[int, ClientTransport] = {}
@@ -258,9 +281,11 @@ class ClientConnection:
         self.sock = sock
         self.client = client
         settings = shared.settings
-        self.conn = ProtocolConnection(
+        self.conn = LeanConnection(
             Role.SERVER, settings.max_data_size, receive_limit=settings.max_request_size
         )
+        #: The session this connection last verified from the session cache.
+        self._verified: _Verified | None = None
         self.recv_size = HEADER_SIZE + settings.max_data_size
         self.idle_timeout = settings.client_idle_timeout
         self.preauth_idle_timeout = min(settings.client_preauth_idle_timeout, self.idle_timeout)
@@ -342,31 +367,88 @@ class ClientConnection:
 
     def _answer_buffered(self, stamp: int, out: list[bytes]) -> None:
         waiting = 0  # bytes of answers in ``out``: sent out once over the bound
+        conn = self.conn
         while True:
-            try:
-                message = self.conn.next_message()
-            except ProtocolError as exc:
-                if exc.fatal:
-                    farewell = Message(
-                        Instruction.ERROR,
-                        (int(exc.code), f"{exc.reason}: closing the connection"),
-                        request_id=exc.header.request_id if exc.header else 0,
-                    )
-                    raise _Closing(f"unreadable bytes ({exc.code.name})", farewell) from None
-                logger.debug(f"{self.client.label}: refused a message: {exc}")
-                out.append(self._failure_bytes(exc))
-                continue
-            if isinstance(message, NeedData):
-                return
+            lean = conn.next_lean()  # a quote's frames: protocol/lean.py
+            if lean is not None:
+                waiting += self._answer_lean(lean, stamp, out)
+            else:
+                try:
+                    message = conn.next_message()
+                except ProtocolError as exc:
+                    if exc.fatal:
+                        farewell = Message(
+                            Instruction.ERROR,
+                            (int(exc.code), f"{exc.reason}: closing the connection"),
+                            request_id=exc.header.request_id if exc.header else 0,
+                        )
+                        raise _Closing(f"unreadable bytes ({exc.code.name})", farewell) from None
+                    logger.debug(f"{self.client.label}: refused a message: {exc}")
+                    out.append(self._failure_bytes(exc))
+                    continue
+                if isinstance(message, NeedData):
+                    return
+                waiting += self._send_replies(self._answer(message, stamp), out)
             self._frame_deadline = None  # progress: the next frame gets its own time
-            for reply in self._answer(message, stamp):
-                data = self.conn.send(reply)
-                out.append(data)
-                waiting += len(data)
             if waiting >= self.send_buffer:  # a pipelining client: let it drain first
                 self._sendall(b"".join(out))
                 out.clear()
                 waiting = 0
+
+    def _send_replies(self, replies: list[Message], out: list[bytes]) -> int:
+        """Encode ``replies`` (through the state machine) into ``out``; their size."""
+        size = 0
+        for reply in replies:
+            data = self.conn.send(reply)
+            out.append(data)
+            size += len(data)
+        return size
+
+    def _answer_lean(self, request: LeanRequest, stamp: int, out: list[bytes]) -> int:
+        """A request the lean path took, answered with pre-encoded bytes when its session
+        is one this connection verified and the answer is in memory; otherwise by the
+        same handler as any message (which says why it cannot be answered)."""
+        started = time.perf_counter()
+        answer = self._lean_answer(request)
+        if answer is None:
+            return self._send_replies(self._answer(request.message(), stamp), out)
+        data = self.conn.send_encoded(answer, request.request_id)
+        out.append(data)
+        metrics.REQUEST_FIGURES.observe(
+            _NAMES[request.instruction], "ok", time.perf_counter() - started
+        )
+        return len(data)
+
+    def _lean_answer(self, request: LeanRequest) -> Encoded | None:
+        if request.instruction is Instruction.SWITCH_STATE:
+            target = int(request.arg)
+            if target == ConnectionStateCode.COMMAND or self._still_verified(request.session):
+                return self.shared.switched[target]  # switchState(0) is always granted
+            return None
+        if not self._still_verified(request.session):
+            return None
+        cache, symbol = self.shared.cache, str(request.arg)
+        return cache.answer(symbol) or cache.answer(normalise_symbol(symbol))
+
+    def _still_verified(self, session_id: bytes) -> bool:
+        """True if ``session_id`` is the session this connection last verified from the
+        session cache, not expired, and the cache has dropped nothing since (no logout
+        announced, still live): then it needs no new check (the address is the same)."""
+        verified = self._verified
+        if (
+            verified is None
+            or verified.session_id != session_id
+            or verified.epoch != self.shared.clients.sessions.epoch
+            or time.time() >= verified.expires
+            or self.client.session_id is not verified.session.session_id  # another since
+        ):
+            return False
+        metrics.REQUEST_FIGURES.session_lookups["hit"] += 1
+        now = time.monotonic()
+        if now >= verified.touch_due:  # "last used", at most once a minute
+            self.shared.clients.touch(self.client, verified.session)
+            verified.touch_due = now + TOUCH_INTERVAL
+        return True
 
     def _answer(self, message: Message, stamp: int) -> list[Message]:
         """Route one message, counting it and its latency (papertrader/metrics.py)."""
@@ -430,7 +512,13 @@ class ClientConnection:
     # sessions ------------------------------------------------------------------------
     def _session(self, message: Message, fresh: bool = False) -> Session:
         """The live session of the request, checked against the client's IP (SessionError)."""
-        return self.shared.clients.check_session(self.client, message.session_id, fresh)
+        self._verified = None
+        clients = self.shared.clients
+        session = clients.check_session(self.client, message.session_id, fresh)
+        epoch = None if fresh else clients.sessions.epoch_holding(session)
+        if epoch is not None:  # held by the session cache: later quotes may skip the check
+            self._verified = _Verified(session, epoch)
+        return session
 
     # command state -------------------------------------------------------------------
     def _login(self, message: Message, stamp: int) -> list[Message]:

@@ -112,7 +112,7 @@ class ClientManager:
         session = self.sessions.store.create(account_id, username, client.ip, remember)
         self.sessions.remember(session)
         self._attach(client, session)
-        self._touch(client, session)
+        self.touch(client, session)
         logger.info(
             f"{client.label}: logged in, session {short_id(session.session_id)}... "
             f"until {session.expires_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -128,10 +128,10 @@ class ClientManager:
         """
         session = self.sessions.get(session_id, client.ip, fresh)
         self._attach(client, session)
-        self._touch(client, session)
+        self.touch(client, session)
         return session
 
-    def _touch(self, client: ClientInfo, session: Session) -> None:
+    def touch(self, client: ClientInfo, session: Session) -> None:
         """Note when and from where the session was used, at most once a minute."""
         now = time.monotonic()
         if now - self._touched.get(session.session_id, -TOUCH_INTERVAL) < TOUCH_INTERVAL:

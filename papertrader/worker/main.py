@@ -100,7 +100,12 @@ class Worker:
         self.keyring, handshake = _handshake(settings, state_dir)
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
-        self.cache = QuoteCache(QuoteStore(redis_client), settings.assets, settings.update_interval)
+        self.cache = QuoteCache(
+            QuoteStore(redis_client),
+            settings.assets,
+            settings.update_interval,
+            settings.max_data_size,
+        )
         #: TLS of the web port. Until the transport issue's server context is wired in,
         #: the page is served over plain HTTP (what the origin below says).
         web_tls: ssl.SSLContext | None = None

@@ -35,6 +35,9 @@ class SessionCache:
         self._sessions: dict[uuid.UUID, Session] = {}
         self._live = False  # True only while subscribed: otherwise never trust memory
         self._ended = 0  # counts announcements, to spot one racing a fetch
+        #: Moves on whenever a session leaves this cache or the cache stops being live:
+        #: a connection that saw a session held at epoch E may trust it while still E.
+        self.epoch = 0
         self._listener: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -45,6 +48,7 @@ class SessionCache:
             self._listener.kill(block=False)
         self._live = False
         self._sessions.clear()
+        self.epoch += 1
 
     @property
     def size(self) -> int:
@@ -65,11 +69,12 @@ class SessionCache:
                 raise
             return self.store.verify(stored, client_ip)
         cached = self._sessions.get(session_id) if self._live else None
-        metrics.SESSION_CACHE_LOOKUPS.labels("miss" if cached is None else "hit").inc()
+        metrics.REQUEST_FIGURES.session_lookups["miss" if cached is None else "hit"] += 1
         if cached is not None:
             if cached.expires_at > datetime.now(timezone.utc):
                 return self.store.verify(cached, client_ip)
             self._sessions.pop(session_id, None)
+            self.epoch += 1
             raise SessionError(
                 ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again"
             )
@@ -78,8 +83,16 @@ class SessionCache:
         if self._live and self._ended == ended_before:
             if len(self._sessions) >= MAX_ENTRIES:
                 self._sessions.pop(next(iter(self._sessions)))  # the oldest entry
+                self.epoch += 1
             self._sessions[session_id] = session
         return self.store.verify(session, client_ip)
+
+    def epoch_holding(self, session: Session) -> int | None:
+        """The epoch if ``session`` is the one held here and announcements are live (a
+        connection may then trust it until the epoch moves on), else None."""
+        if self._live and self._sessions.get(session.session_id) is session:
+            return self.epoch
+        return None
 
     def remember(self, session: Session) -> None:
         """A session this worker just created is known valid."""
@@ -88,6 +101,7 @@ class SessionCache:
 
     def forget(self, session_id: uuid.UUID) -> None:
         self._sessions.pop(session_id, None)
+        self.epoch += 1
 
     def _listen(self) -> None:
         while True:
@@ -105,6 +119,7 @@ class SessionCache:
                         self._ended += 1
                         try:
                             self._sessions.pop(uuid.UUID(hex=message["data"].decode()), None)
+                            self.epoch += 1
                         except (ValueError, AttributeError):
                             logger.warning("ignoring a malformed session-ended announcement")
             except redis.RedisError as exc:
@@ -112,5 +127,6 @@ class SessionCache:
             finally:
                 self._live = False
                 self._sessions.clear()
+                self.epoch += 1
                 pubsub.close()
             gevent.sleep(RESUBSCRIBE_DELAY)
