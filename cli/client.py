@@ -50,6 +50,8 @@ class ClientOptions:
     as_json: bool
     #: With --master: find a worker through the master and fail over between workers.
     master: tuple[str, int] | None = None
+    #: More masters after --master (standbys), asked for the list when it does not answer.
+    standbys: tuple[tuple[str, int], ...] = ()
     region: str | None = None
 
     def connect(self, session_id: uuid.UUID | None = None) -> PaperTraderClient | FailoverClient:
@@ -57,7 +59,14 @@ class ClientOptions:
 
         if self.master is not None:
             host, port = self.master
-            return FailoverClient(host, port, self.region, self.timeout, session_id=session_id)
+            return FailoverClient(
+                host,
+                port,
+                self.region,
+                self.timeout,
+                session_id=session_id,
+                standbys=self.standbys,
+            )
         return PaperTraderClient(self.host, self.port, self.timeout, session_id=session_id)
 
 
@@ -84,6 +93,18 @@ def _address(default_port: int) -> Callable[..., tuple[str, int] | None]:
     return parse
 
 
+def _addresses(default_port: int) -> Callable[..., list[tuple[str, int]] | None]:
+    """HOST:PORT, or several separated by commas."""
+    one = _address(default_port)
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        return [one(ctx, param, item.strip()) for item in value.split(",")]
+
+    return parse
+
+
 @click.group()
 @config_option
 @click.option(
@@ -102,10 +123,11 @@ def _address(default_port: int) -> Callable[..., tuple[str, int] | None]:
     "master",
     envvar="PT_CLIENT_MASTER",
     default=None,
-    callback=_address(2048),
-    metavar="HOST:PORT",
+    callback=_addresses(2048),
+    metavar="HOST:PORT[,HOST:PORT]",
     help="Ask this master for its workers instead of using --worker, and move to "
-    "another worker (same session) when one goes away (also PT_CLIENT_MASTER).",
+    "another worker (same session) when one goes away (also PT_CLIENT_MASTER). "
+    "Name every master, comma-separated, and the next is asked when one is down.",
 )
 @click.option(
     "--region",
@@ -133,7 +155,7 @@ def client(
     ctx: click.Context,
     config_path: Path | None,
     worker: tuple[str, int] | None,
-    master: tuple[str, int] | None,
+    master: list[tuple[str, int]] | None,
     region: str | None,
     session_file: Path | None,
     timeout: float,
@@ -162,7 +184,8 @@ def client(
         session_file=session_file or default_session_file(),
         timeout=timeout,
         as_json=as_json,
-        master=master,
+        master=master[0] if master else None,
+        standbys=tuple(master[1:]) if master else (),
         region=region,
     )
 

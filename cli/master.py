@@ -40,6 +40,13 @@ def master() -> None:
     help="Port to listen on (overrides master_port; default 2048).",
 )
 @click.option(
+    "--advertise",
+    metavar="HOST:PORT",
+    default=None,
+    help="Address workers dial to reach this master, if not --host:--port (overrides "
+    "master_advertise; standbys name it when they refuse a worker's link).",
+)
+@click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -50,12 +57,19 @@ def run(
     state_dir: Path | None,
     host: str | None,
     port: int | None,
+    advertise: str | None,
     log_file: Path | None,
 ) -> None:
     """Run the master in the foreground until Ctrl-C or SIGTERM.
 
     On stop it finishes the market update and order drain in progress, so no
     queued order is lost or applied twice.
+
+    Several masters may run against the same PostgreSQL and Redis: one is
+    active (it holds PostgreSQL's leader lock), the others are standbys that
+    take over when it stops, is killed, or is frozen past master_lease_seconds.
+    A master that loses the active role exits with status 1: run it under a
+    supervisor (systemd, `pt up`) and it comes back as a standby.
 
     \b
     Before the first run:
@@ -78,7 +92,13 @@ def run(
     from papertrader.master.main import MasterError, run_master
     from papertrader.services import ServicesError
 
-    settings = settings_or_fail(config_path, master_host=host, master_port=port, log_file=log_file)
+    settings = settings_or_fail(
+        config_path,
+        master_host=host,
+        master_port=port,
+        master_advertise=advertise,
+        log_file=log_file,
+    )
     try:
         run_master(settings, state_dir)
     except (MasterError, ServicesError) as exc:

@@ -100,8 +100,9 @@ def _print(document: dict[str, Any]) -> None:
             restarts = str(p["restarts"])
             if p["last_exit"]:
                 restarts += f" (last: {p['last_exit']})"
+            name = p["name"] + (f" ({p['master_role']})" if p.get("master_role") else "")
             rows.append(
-                [p["name"], p["state"], str(p["pid"] or "-"), duration(p["uptime_seconds"]),
+                [name, p["state"], str(p["pid"] or "-"), duration(p["uptime_seconds"]),
                  p["address"], _health(p), restarts]
             )  # fmt: skip
         print_table(["PROCESS", "STATE", "PID", "UPTIME", "ADDRESS", "HEALTH", "RESTARTS"], rows)
@@ -115,6 +116,16 @@ def _print(document: dict[str, Any]) -> None:
             state = "not set up"
         service_rows.append([name, state, str(s.get("pid") or "-"), str(where)])
     print_table(["SERVICE", "STATE", "PID", "ADDRESS"], service_rows)
+    active = document.get("active_master")
+    if active is not None:
+        click.echo("")
+        if active["lock_held"] and active["address"]:
+            click.echo(
+                f"master     active: {active['address']} (epoch {active['epoch']}, "
+                f"{active['holder']}, since {active['since']})"
+            )
+        else:
+            click.echo("master     NO ACTIVE MASTER (none holds the leader lock)")
     workers = document["workers"]
     if workers:
         click.echo("")

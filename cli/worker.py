@@ -51,9 +51,12 @@ def worker() -> None:
 )
 @click.option(
     "--master",
+    "masters",
     metavar="HOST:PORT",
-    help="The master's link address (also PT_MASTER_CONNECT; default "
-    "master_host:master_port, 127.0.0.1:2048).",
+    multiple=True,
+    help="A master's link address; repeat it for every master (the active one and its "
+    "standbys: the worker links to whichever is active). Also PT_MASTER_CONNECT, "
+    "comma-separated; default master_host:master_port, 127.0.0.1:2048.",
 )
 @click.option(
     "--log-file",
@@ -69,7 +72,7 @@ def run(
     host: str | None,
     port: int | None,
     advertise: str | None,
-    master: str | None,
+    masters: tuple[str, ...],
     log_file: Path | None,
 ) -> None:
     """Run one worker in the foreground until Ctrl-C or SIGTERM.
@@ -85,6 +88,7 @@ def run(
       pt worker run                                   # worker-1 on 127.0.0.1:2049
       pt worker run --name eu-1 --region eu --host 0.0.0.0 --port 2050 \\
                     --advertise eu-1.example.com:2050 --master 10.0.0.5:2048
+      pt worker run --master 10.0.0.5:2048 --master 10.0.0.6:2048   # a standby too
     """
     import warnings
 
@@ -106,7 +110,7 @@ def run(
         worker_host=host,
         worker_port=port,
         worker_advertise=advertise,
-        master_connect=master,
+        master_connect=",".join(masters) if masters else None,
         log_file=log_file,
     )
     try:

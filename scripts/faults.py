@@ -16,12 +16,19 @@ on throughout. Then the queue is left to drain and everything is checked:
 * each account's cash is the starting cash minus its buys plus its sells, to
   the cent; positions are the sum of its fills; nothing is negative.
 
+With `--standby`, two masters run (the worker is given both): the active one
+is killed with SIGKILL (the standby must take over within two update
+intervals plus 5 s), and, in a second step, frozen with SIGSTOP for longer
+than the lease, then woken with SIGCONT: by then the standby has taken over,
+and the old master must write nothing (its writes are fenced) and stop. Each
+is started again afterwards, as a standby.
+
 Redis runs with `appendfsync everysec`: a Redis crash may lose the last
 second of writes, so an order queued in that second and not yet drained may
 be lost. Its trader was never told it was filled (at most "outcome
 unknown"), which is what the checks allow.
 
-    python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6
+    python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 [--standby]
 
 Exit status 0 when every check holds; the report is printed as JSON.
 """
@@ -32,6 +39,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,9 +65,12 @@ from papertrader.client.errors import OrderOutcomeUnknown, ServerUnreachable  # 
 from papertrader.protocol import ErrorCode  # noqa: E402
 from papertrader.services import read_service_urls  # noqa: E402
 from papertrader.services.state import load_state, read_pid_file  # noqa: E402
+from papertrader.store import master_epoch  # noqa: E402
 
 PASSWORD = "faults are part of the plan 42"
 STARTING_CASH = Decimal("100000.00")
+#: The masters' lease (master_lease_seconds): how long a frozen master keeps the lock.
+LEASE_SECONDS = 3.0
 SYMBOLS = ("AAPL", "MSFT")
 #: Rejections that are a verdict on the order itself (the drain decided them).
 REJECTIONS = {
@@ -108,11 +119,12 @@ class Record:
 class Stack:
     """The processes, started and restarted with the documented commands."""
 
-    def __init__(self, state: Path, interval: float) -> None:
+    def __init__(self, state: Path, interval: float, masters: int = 1) -> None:
         self.state = state
         self.logs = state / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.master_port, self.worker_port = free_port(), free_port()
+        self.master_ports = [free_port() for _ in range(masters)]
+        self.master_port, self.worker_port = self.master_ports[0], free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
         self.env.update(
             {
@@ -124,6 +136,7 @@ class Stack:
                 "PT_LOGIN_RATE_PER_ADDRESS": "100000/minute",
                 "PT_RESUME_RATE_PER_ADDRESS": "100000/minute",
                 "PT_REGISTER_RATE_PER_ADDRESS": "100000/minute",
+                "PT_MASTER_LEASE_SECONDS": str(LEASE_SECONDS),
             }
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -157,7 +170,8 @@ class Stack:
             "PT_WORKER_GNUPG_HOME": str(home),
             "PT_MASTER_FINGERPRINT": fingerprint,
         }
-        self.start_master()
+        for index in range(len(self.master_ports)):
+            self.start_master(index)
         self.start_worker()
 
     def services_up(self) -> None:
@@ -183,13 +197,40 @@ class Stack:
                 stderr=subprocess.STDOUT,
             )
 
-    def start_master(self) -> None:
-        self._spawn("master", ["master", "run", "--port", str(self.master_port)])
-        wait_until(lambda: port_answers(self.master_port), 60, "the master")
+    @staticmethod
+    def master_name(index: int) -> str:
+        return "master" if index == 0 else f"master-{index + 1}"
+
+    def start_master(self, index: int = 0) -> None:
+        port = self.master_ports[index]
+        self._spawn(self.master_name(index), ["master", "run", "--port", str(port)])
+        wait_until(lambda: port_answers(port), 60, "the master")
+
+    def active_master(self) -> tuple[str, int, bool]:
+        """(process name, epoch, lock held) of the active master, from PostgreSQL."""
+        urls = read_service_urls(self.state)
+        assert urls is not None
+        with psycopg2.connect(urls.database_url) as conn, conn.cursor() as cur:
+            active = master_epoch.read_active(cur)
+            held = master_epoch.leader_alive(cur)
+        conn.close()
+        for index, port in enumerate(self.master_ports):
+            if active.address.endswith(f":{port}"):
+                return self.master_name(index), active.epoch, held
+        return "", active.epoch, held
+
+    def restart_exited_masters(self) -> None:
+        """A master that lost the active role exited (a supervisor would start it again)."""
+        for index in range(len(self.master_ports)):
+            proc = self.procs.get(self.master_name(index))
+            if proc is not None and proc.poll() is not None:
+                self.start_master(index)
 
     def start_worker(self) -> None:
         args = ["worker", "run", "--name", "w1", "--region", "faults", "--port"]
-        args += [str(self.worker_port), "--master", f"127.0.0.1:{self.master_port}"]
+        args += [str(self.worker_port)]
+        for port in self.master_ports:
+            args += ["--master", f"127.0.0.1:{port}"]
         self._spawn("worker", args, self.worker_env)
         wait_until(lambda: port_answers(self.worker_port), 60, "the worker")
 
@@ -211,12 +252,14 @@ class Stack:
         os.kill(pid, signal.SIGKILL)
 
     def restart(self, what: str) -> None:
-        if what == "master":
-            self.start_master()
+        if what.startswith("master"):
+            self.start_master(0 if what == "master" else int(what.split("-")[1]) - 1)
         elif what == "worker":
             self.start_worker()
         else:
             self.services_up()
+            time.sleep(LEASE_SECONDS + 2)  # a master that could not renew its lease stops
+            self.restart_exited_masters()
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -365,10 +408,68 @@ def drained(redis_url: str) -> bool:
         client.close()
 
 
-def run(rounds: int, phase_seconds: float, traders: int, interval: float = 0.5) -> dict[str, Any]:
+def take_over(stack: Stack, how: str, interval: float) -> dict[str, Any]:
+    """Kill (SIGKILL) or freeze (SIGSTOP past the lease, then SIGCONT) the active master;
+    the standby must take over, the old one write nothing and stop. Returns what was
+    seen; ``problems`` lists what went wrong."""
+    name, epoch, held = stack.active_master()
+    problems: list[str] = []
+    if not name or not held:
+        return {"killed": how, "problems": [f"no active master before {how}: {name!r}"]}
+    proc = stack.procs[name]
+    log = stack.logs / f"{name}.log"
+    log_before = log.stat().st_size if log.exists() else 0
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    limit = (2 * interval + 5) if how == "kill" else (LEASE_SECONDS + 2 * interval + 5)
+
+    def taken_over() -> bool:
+        new_name, new_epoch, new_held = stack.active_master()
+        return new_held and new_epoch > epoch and new_name not in ("", name)
+
+    try:
+        wait_until(taken_over, limit + 60, "the standby to take over")
+    except RuntimeError as exc:
+        problems.append(str(exc))
+    seconds = round(time.monotonic() - stopped, 1)
+    if seconds > limit:
+        problems.append(f"the standby took over after {seconds} s (limit {limit:g} s)")
+    fenced = 0
+    if how == "kill":
+        proc.wait()
+    else:
+        time.sleep(2 * interval)  # the new master drains meanwhile
+        proc.send_signal(signal.SIGCONT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            problems.append("the old master did not stop after it woke up deposed")
+            proc.kill()
+            code = proc.wait()
+        text = log.read_text(errors="replace")[log_before:]
+        if "no longer the active one" not in text:
+            problems.append(f"the old master (exit {code}) never said it was deposed")
+        fenced = text.count("fenced")
+    stack.start_master(0 if name == "master" else int(name.split("-")[1]) - 1)
+    return {
+        "killed": f"active master ({how})",
+        "takeover_seconds": seconds,
+        "old_master_fenced_writes": fenced,
+        "problems": problems,
+    }
+
+
+def run(
+    rounds: int,
+    phase_seconds: float,
+    traders: int,
+    interval: float = 0.5,
+    standby: bool = False,
+) -> dict[str, Any]:
     started = time.monotonic()
+    keep = os.environ.get("FAULTS_KEEP_LOGS")  # a directory the logs are copied to
     with tempfile.TemporaryDirectory(prefix="pt-faults-") as tmp:
-        stack = Stack(Path(tmp), interval)
+        stack = Stack(Path(tmp), interval, masters=2 if standby else 1)
         stop = threading.Event()
         crew: list[Trader] = []
         kills: list[dict[str, Any]] = []
@@ -379,6 +480,13 @@ def run(rounds: int, phase_seconds: float, traders: int, interval: float = 0.5) 
                 trader.start()
             time.sleep(phase_seconds)
             for _ in range(rounds):
+                if standby:
+                    for how in ("kill", "freeze"):
+                        seen = take_over(stack, how, interval)
+                        seen["at"] = round(time.monotonic() - started, 1)
+                        kills.append(seen)
+                        time.sleep(phase_seconds)
+                    continue
                 for what in ("master", "worker", "redis", "postgres"):
                     stack.kill(what)
                     time.sleep(1.0)
@@ -393,9 +501,12 @@ def run(rounds: int, phase_seconds: float, traders: int, interval: float = 0.5) 
             wait_until(lambda: drained(urls.redis_url), 120, "the order queue to drain")
             time.sleep(interval * 4)  # the last drain's transaction is committed
             problems = check(urls.database_url, crew)
+            problems += [p for kill in kills for p in kill.get("problems", [])]
         finally:
             stop.set()
             stack.stop()
+            if keep:
+                shutil.copytree(stack.logs, keep, dirs_exist_ok=True)
     return {
         "rounds": rounds,
         "kills": kills,
@@ -420,8 +531,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--phase-seconds", type=float, default=10.0)
     parser.add_argument("--traders", type=int, default=6)
+    parser.add_argument(
+        "--standby", action="store_true", help="two masters: kill and freeze the active one"
+    )
     options = parser.parse_args()
-    report = run(options.rounds, options.phase_seconds, options.traders)
+    report = run(options.rounds, options.phase_seconds, options.traders, standby=options.standby)
     print(json.dumps(report, indent=2, default=str))
     sys.exit(0 if report["ok"] else 1)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar
@@ -65,9 +65,13 @@ class FailoverClient:
         region: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         session_id: uuid.UUID | None = None,
+        standbys: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.master_host = master_host
         self.master_port = master_port
+        #: Other masters (standbys) asked for the list when this one does not answer:
+        #: every master gives the same list.
+        self.standbys = list(standbys)
         self.region = region
         self.timeout = timeout
         self.session_id = session_id
@@ -101,8 +105,16 @@ class FailoverClient:
 
     # -- choosing a worker ----------------------------------------------------------
     def workers(self) -> list[dict[str, Any]]:
-        """The master's current worker list (ServerUnreachable if the master is down)."""
-        return get_worker_list(self.master_host, self.master_port, min(self.timeout, LIST_TIMEOUT))
+        """The master's current worker list, from the first master that answers
+        (ServerUnreachable if none does)."""
+        masters = [(self.master_host, self.master_port), *self.standbys]
+        for host, port in masters[:-1]:
+            try:
+                return get_worker_list(host, port, min(self.timeout, LIST_TIMEOUT))
+            except ServerUnreachable:
+                continue
+        host, port = masters[-1]
+        return get_worker_list(host, port, min(self.timeout, LIST_TIMEOUT))
 
     def _ordered(self, avoid: set[str]) -> list[dict[str, Any]]:
         """Same region first, others after, each group shuffled; avoided ones last."""

@@ -76,8 +76,8 @@ class ConfigError(ValueError):
 class _Rule:
     """How one setting is parsed and what it may hold; ``allowed`` is shown in errors."""
 
-    # int, float, bool, str, optstr, optpath, optuuid, opthostport, optfpr, decimal, assets, rate,
-    # providers, zone
+    # int, float, bool, str, optstr, optpath, optuuid, opthostport, opthostports, optfpr,
+    # decimal, assets, rate, providers, zone
     kind: str
     allowed: str
     low: float | None = None
@@ -137,9 +137,16 @@ _RULES: dict[str, _Rule] = {
         "host:port (an IPv6 address as [addr]:port), or unset for worker_host:worker_port",
     ),
     "master_connect": _Rule(
-        "opthostport",
-        "host:port (an IPv6 address as [addr]:port), or unset for master_host:master_port",
+        "opthostports",
+        "host:port, or several separated by commas (every master: the active one and its "
+        "standbys; an IPv6 address as [addr]:port), or unset for master_host:master_port",
     ),
+    "master_advertise": _Rule(
+        "opthostport",
+        "host:port workers dial to reach this master (an IPv6 address as [addr]:port), "
+        "or unset for master_host:master_port",
+    ),
+    "master_lease_seconds": _Rule("float", "seconds from 2 to 600", 2, 600),
     "starting_cash": _Rule(
         "decimal",
         'an amount >= 0 with at most 2 decimal places, written as a string, e.g. "100000.00"',
@@ -312,8 +319,16 @@ class Settings:
     #: host:port clients should use to reach this worker (behind NAT or a proxy it
     #: differs from the bind address); None means worker_host:worker_port.
     worker_advertise: str | None = None
-    #: host:port the worker dials to reach the master; None means master_host:master_port.
+    #: host:port the worker dials to reach the master, or several separated by commas (the
+    #: active master and its standbys: the worker links to whichever is active); None means
+    #: master_host:master_port.
     master_connect: str | None = None
+    #: host:port workers dial to reach this master (a standby names the active master's
+    #: when it refuses a link); None means master_host:master_port.
+    master_advertise: str | None = None
+    #: How long an active master may go without pinging PostgreSQL before its lock (and
+    #: with it the active role) passes to a standby (master/leadership.py).
+    master_lease_seconds: float = 10.0
     starting_cash: Decimal = Decimal("100000.00")
     bcrypt_cost: int = 12
     session_ttl_seconds: int = 3600
@@ -489,10 +504,22 @@ class Settings:
 
     @property
     def master_address(self) -> tuple[str, int]:
-        """(host, port) a worker connects to for its master link."""
+        """(host, port) a worker connects to first for its master link."""
+        return self.master_addresses[0]
+
+    @property
+    def master_addresses(self) -> list[tuple[str, int]]:
+        """Every master a worker may link to (the active one and the standbys), in order."""
         if self.master_connect is not None:
-            return split_host_port(self.master_connect)
-        return self.master_host, self.master_port
+            return [split_host_port(item) for item in self.master_connect.split(",")]
+        return [(self.master_host, self.master_port)]
+
+    @property
+    def master_link_address(self) -> str:
+        """host:port workers dial to reach this master (master_advertise, else its own)."""
+        if self.master_advertise is not None:
+            return self.master_advertise
+        return join_host_port(self.master_host, self.master_port)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Return a copy with some fields replaced (e.g. ``--master-port``), re-validated.
@@ -699,7 +726,10 @@ def _parse_env(name: str, rule: _Rule, text: str, var: str) -> Any:
     """Turn an environment string into the field's native type; checks come later."""
     stripped = text.strip()
     kind = rule.kind
-    if kind in ("optstr", "optpath", "optuuid", "opthostport", "optfpr") and stripped == "":
+    if (
+        kind in ("optstr", "optpath", "optuuid", "opthostport", "opthostports", "optfpr")
+        and stripped == ""
+    ):
         return None  # an empty variable unsets the value from the file
     if kind == "int":
         try:
@@ -765,6 +795,14 @@ def _coerce(name: str, rule: _Rule, value: Any, source: str) -> Any:
             return join_host_port(*split_host_port(value))
         except ValueError:
             raise _fail(name, rule, value, "is not host:port", source) from None
+    if kind == "opthostports" and value is not None:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise _fail(name, rule, value, "is not a list of host:port", source)
+        try:
+            return ",".join(join_host_port(*split_host_port(str(item).strip())) for item in items)
+        except ValueError:
+            raise _fail(name, rule, value, "is not host:port[,host:port...]", source) from None
     if kind == "optfpr" and value is not None:
         return _coerce_fingerprint(name, rule, value, source)
     if kind == "decimal":

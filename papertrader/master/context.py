@@ -21,6 +21,7 @@ from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
 
 if TYPE_CHECKING:
+    from papertrader.master.leadership import Leadership
     from papertrader.master.transactions import OrderIntake
 
 
@@ -39,3 +40,5 @@ class MasterContext:
     intake: OrderIntake | None = None
     #: bcrypt's own bounded pool (bcrypt_threads, bcrypt_queue).
     bcrypt: BcryptPool = field(default_factory=BcryptPool)
+    #: Whether this master is the active one (None: always active, as in tests).
+    leadership: Leadership | None = None

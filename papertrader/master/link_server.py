@@ -467,6 +467,11 @@ class WorkerLink:
         worker = self._admit(hello)
         if worker is None:
             return
+        leadership = self.ctx.leadership
+        if leadership is not None and not leadership.active:
+            # Sealed, after the handshake: the worker can trust where it is sent.
+            self._refuse(ErrorCode.MASTER_STANDBY, leadership.refusal(), hello)
+            return
         registry = self.ctx.workers
         holder = registry.claim(worker)
         if holder is not None:
@@ -572,6 +577,7 @@ class WorkerLink:
             )  # fmt: skip
             return
         worker.web_origin = origin
+        self.ctx.workers.refresh(worker)  # standbys list it from the mirror
         logger.info("worker {} serves its web page at {}", worker.name, origin)
 
     def _answer(self, request: Message) -> None:

@@ -1,8 +1,12 @@
 """The master's main module (spec 3.1.1): start everything, serve, stop cleanly.
 
 ``Master`` owns the parts: the PostgreSQL pool, the Redis client, the quote
-book, the worker registry, the StreamServer on the master port, and two
-greenlets (the market update + order drain loop, the link watchdog).
+book, the worker registry, the StreamServer on the master port, and the
+greenlets (the market update + order drain loop, the link watchdog...). Only
+the active master runs those loops; a standby (another master holds the
+leader lock, ``master/leadership.py``) listens, refuses worker links with the
+active master's address, answers getWorkerList, and takes over when the lock
+comes free.
 ``run_master`` is the process around it: logging, signals, crash dump.
 The process must be gevent-patched before anything network-related is
 imported (``pt master run`` does it).
@@ -39,6 +43,7 @@ from papertrader.master.context import MasterContext
 from papertrader.master.control import ControlListener
 from papertrader.master.equity import EquityRecorder
 from papertrader.master.handshake import MasterHandshake
+from papertrader.master.leadership import Leadership
 from papertrader.master.link_server import LinkServer
 from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import OrderDrain, OrderIntake
@@ -52,6 +57,7 @@ from papertrader.store import migrate
 from papertrader.store.bars import ensure_assets
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.market_status import MarketStatusStore
+from papertrader.store.master_epoch import Fenced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pool import ConnectionPool, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
@@ -79,12 +85,26 @@ class Master:
         self._greenlets: list[gevent.Greenlet] = []
         self._server: StreamServer | None = None
         self.metrics_server: MetricsServer | None = None
-        self.pool = ConnectionPool(urls.database_url, size=DB_POOL_SIZE)
         self.redis = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(
                 urls.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=20
             )
         )
+        self.leadership = Leadership(
+            urls.database_url,
+            self.redis,
+            settings.master_lease_seconds,
+            settings.master_link_address,
+            on_active=self._take_over,
+        )
+        # Every transaction is fenced by the leadership (read-only while standby).
+        self.pool = ConnectionPool(
+            urls.database_url,
+            size=DB_POOL_SIZE,
+            begin=self.leadership.begin,
+            on_connect=self.leadership.on_connect,
+        )
+        epoch = self._epoch
         self.quotes = QuoteBook()
         self.intake = OrderIntake(OrderQueue(self.redis))
         self.workers = WorkerRegistry(
@@ -111,10 +131,11 @@ class Master:
             mailer=Mailer(settings),
             intake=self.intake,
             bcrypt=BcryptPool(settings.bcrypt_threads, settings.bcrypt_queue),
+            leadership=self.leadership,
         )
         close = trading_day.parse_clock(settings.market_close)
         self.drain = OrderDrain(
-            OrderQueue(self.redis),
+            OrderQueue(self.redis, epoch=epoch),
             self.pool,
             self.quotes.prices,
             status=DrainStatusStore(self.redis),
@@ -136,11 +157,15 @@ class Master:
             settings.update_interval,
             provider,
             self.quotes,
-            QuoteStore(self.redis),
+            QuoteStore(self.redis, epoch=epoch),
             self.pool,
             after_update=self._after_update,
             status=MarketStatusStore(self.redis),
         )
+
+    def _epoch(self) -> int | None:
+        """This master's fencing token while active (Redis writes check it)."""
+        return self.leadership.epoch
 
     def _after_update(self) -> None:
         """Each interval, after the prices: the order drain, then the equity record."""
@@ -167,16 +192,25 @@ class Master:
             )
         try:
             self.redis.ping()
-            OrderQueue(self.redis).ensure_group()
         except redis.RedisError as exc:
             raise MasterError(
                 f"cannot reach Redis ({exc}); is it running (`pt services up`)?"
             ) from None
+
+    def _prepare_active(self) -> None:
+        """What only the active master writes before its loops start (raises MasterError)."""
+        try:
+            OrderQueue(self.redis).ensure_group()
+        except redis.RedisError as exc:
+            raise MasterError(f"cannot reach Redis ({exc})") from None
         try:
             ensure_assets(self.pool, self.settings.assets)
         except (psycopg2.Error, PoolTimeout) as exc:
             detail = " ".join(str(exc).split())
             raise MasterError(f"cannot reach the database ({detail})") from None
+        self.workers.clear_stale()
+        self.retrieval.backfill()
+        self.retrieval.seed()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """What /healthz says: failing when Redis or PostgreSQL cannot be reached (no
@@ -193,6 +227,8 @@ class Master:
             problems.append(f"PostgreSQL unreachable: {' '.join(str(exc).split())}")
         return not problems, {
             "role": "master",
+            "active": self.leadership.active,
+            "epoch": self.leadership.epoch,
             "linked_workers": len(self.workers.connected()),
             "prices_updated_at": self.quotes.snapshot().updated_at,
             "problems": problems,
@@ -229,11 +265,16 @@ class Master:
         return None if self.metrics_server is None else join_host_port(*self.metrics_server.address)
 
     def start(self) -> None:
-        """Check the services, load the last quotes, listen, start the loops."""
+        """Check the services, listen; if the leader lock is free take over now (load the
+        last quotes, start the loops), else serve as a standby until it comes free."""
         self._check_services()
-        self.workers.clear_stale()
-        self.retrieval.backfill()
-        self.retrieval.seed()
+        try:
+            acquired = self.leadership.try_acquire()
+        except (psycopg2.Error, redis.RedisError, Fenced) as exc:
+            detail = " ".join(str(exc).split())
+            raise MasterError(f"cannot ask PostgreSQL which master is active ({detail})") from None
+        if acquired:
+            self._prepare_active()
         host, port = self.settings.master_host, self.settings.master_port
         handshake = MasterHandshake(
             self.pool, self.keyring, self.fingerprint, self.settings.handshake_max_skew_seconds
@@ -253,17 +294,15 @@ class Master:
                 if exc.errno == errno.EADDRINUSE
                 else ""
             )
+            self.leadership.close()
             raise MasterError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
             ) from None
         self._server = server
         self._start_metrics()
         self._greenlets = [
-            gevent.spawn(self.retrieval.run, self._stop),
+            gevent.spawn(self.leadership.run, self._stop),
             gevent.spawn(self.workers.run_watchdog, self._stop),
-            gevent.spawn(ControlListener(self.redis, self.workers).run, self._stop),
-            gevent.spawn(self.drain.intake.run, self._stop),
-            gevent.spawn(self.purge.run, self._stop),
         ]
         listen_host, listen_port = self.address
         logger.info(
@@ -271,6 +310,36 @@ class Master:
             listen_host, listen_port, len(self.settings.assets), self.settings.update_interval,
         )  # fmt: skip
         logger.info("master key {} (workers pin it as master_fingerprint)", self.fingerprint)
+        if acquired:
+            self._start_loops()
+        else:
+            known = self.leadership.known
+            logger.info(
+                "standby: the active master is {} (epoch {}); taking over when it stops",
+                (known.address or "unknown") if known else "unknown",
+                known.epoch if known else "?",
+            )  # fmt: skip
+
+    def _start_loops(self) -> None:
+        """The active master's work: prices and the drain, control requests, the intake."""
+        self._greenlets += [
+            gevent.spawn(self.retrieval.run, self._stop),
+            gevent.spawn(ControlListener(self.redis, self.workers).run, self._stop),
+            gevent.spawn(self.drain.intake.run, self._stop),
+            gevent.spawn(self.purge.run, self._stop),
+        ]
+        self.leadership.serving = True
+
+    def _take_over(self, epoch: int) -> None:
+        """A standby got the lock (in the leadership greenlet's child): become active."""
+        logger.warning("taking over as the active master (epoch {})", epoch)
+        try:
+            self._prepare_active()
+        except MasterError as exc:
+            self.leadership.lose(f"could not take over: {exc}")
+            return
+        if not self._stop.is_set() and not self.leadership.lost.is_set():
+            self._start_loops()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop accepting, close the links, let a running update/drain finish, release."""
@@ -287,6 +356,7 @@ class Master:
             logger.warning("the market loop did not finish within {:g}s; stopping it", timeout)
             gevent.killall(self._greenlets, timeout=5)
         self.context.bcrypt.close()
+        self.leadership.close()
         self.pool.close()
         self.redis.close()
         self.redis.connection_pool.disconnect()
@@ -336,6 +406,9 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
                 stopping = gevent.event.Event()
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     gevent.signal_handler(signum, stopping.set)
+                # Losing the active role stops the process too (a supervisor restarts it:
+                # it comes back as a standby).
+                master.leadership.lost.rawlink(lambda _event: stopping.set())
                 with announced(
                     _state_dir(settings, state_dir),
                     "master",
@@ -345,7 +418,13 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
                     metrics=master.metrics_address,
                 ):
                     stopping.wait()
-                    logger.info("stop requested; finishing the current interval")
+                    if master.leadership.lost.is_set():
+                        failure = (
+                            f"no longer the active master ({master.leadership.lost_reason});"
+                            " start it again to serve as a standby"
+                        )
+                    else:
+                        logger.info("stop requested; finishing the current interval")
                     master.stop()
     finally:
         uninstall_logging()

@@ -127,6 +127,7 @@ class OrderIntake:
     def take(self, limit: int = MAX_PER_DRAIN) -> list[Entry]:
         """Up to ``limit`` entries for the drain, the oldest first (still held until
         ``forget``)."""
+        self.recover()
         self.catch_up()
         taken: list[Entry] = []
         for entry in self._entries.values():
@@ -134,6 +135,14 @@ class OrderIntake:
                 break
             taken.append(entry)
         return taken
+
+    def recover(self) -> None:
+        """Read our pending entries again if the group holds more than we do. A master
+        deposed while frozen may read entries into the group's pending list when it
+        wakes up, before it learns it is deposed (reading is not fenced; deciding
+        is): they are ours to decide, and only a new reading of the list finds them."""
+        if self._pending_from is None and self._queue.pending_entries() > len(self._entries):
+            self._pending_from = "0"
 
     def forget(self, entries: Sequence[Entry]) -> None:
         """The drain acknowledged these: they are no longer queued."""

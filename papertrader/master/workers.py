@@ -70,6 +70,7 @@ class LinkedWorker:
             "name": self.name,
             "region": self.region or "",
             "address": self.client_address,
+            "web_url": self.web_origin,
             "peer": self.peer,
             "connected_at": self.connected_at.isoformat(),
             "last_seen": datetime.now(timezone.utc).isoformat(),
@@ -136,6 +137,12 @@ class WorkerRegistry:
         self._mark_seen(worker)
         logger.info("worker {} disconnected", worker.name)
 
+    def refresh(self, worker: LinkedWorker) -> None:
+        """Mirror a listed link's fields to Redis again (its web origin arrived)."""
+        if self._links.get(worker.uuid) is worker:
+            fields = worker.live_fields()
+            self._mirror(partial(store.publish_live, self._redis, worker.uuid, fields))
+
     def touch(self, worker: LinkedWorker) -> None:
         worker.last_frame = time.monotonic()
 
@@ -165,6 +172,19 @@ class WorkerRegistry:
                 "web_url": w.web_origin or None,
             }
             for w in self.connected()
+        ]
+
+    def mirrored_list(self) -> list[dict[str, Any]]:
+        """The active master's worker list as it mirrors it to Redis: what a standby
+        answers, so every master gives clients the same list."""
+        return [
+            {
+                "name": w.get("name", ""),
+                "region": w.get("region") or None,
+                "address": w.get("address", ""),
+                "web_url": w.get("web_url") or None,
+            }
+            for w in store.read_live(self._redis)
         ]
 
     # the watchdog -----------------------------------------------------------
@@ -224,7 +244,16 @@ class WorkerRegistry:
 def handle_worker_list(ctx: MasterContext, request: Message) -> list[Message]:
     """GET_WORKER_LIST, from a client on the master's port or forwarded by a worker (a
     browser cannot reach the master's port): the same list either way."""
-    listed = tuple(to_record(w) for w in ctx.workers.worker_list())
+    leadership = ctx.leadership
+    if leadership is None or leadership.active:
+        workers = ctx.workers.worker_list()
+    else:
+        try:
+            workers = ctx.workers.mirrored_list()
+        except redis.RedisError as exc:
+            logger.warning("standby: cannot read the worker list from Redis ({})", exc)
+            workers = []
+    listed = tuple(to_record(w) for w in workers)
     return packets_for(
         listed, max_chunk_size(ctx.settings.max_data_size), request_id=request.request_id
     )

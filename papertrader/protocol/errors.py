@@ -79,6 +79,8 @@ class ErrorCode(IntEnum):
     INVALID_ORDER = 143  # the order ticket is malformed (type, prices, time in force, fields)
     INVALID_PRICE = 144  # a limit or stop price that cannot be taken
     TOO_MANY_OPEN_ORDERS = 145  # the account has as many open orders as allowed
+    # 160-169: failover (issue 17)
+    MASTER_STANDBY = 160  # link only: this master is a standby; the reason names the active one
 
 
 class ProtocolError(Exception):

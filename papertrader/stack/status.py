@@ -10,7 +10,10 @@ Gathered from what each part already publishes, nothing new to run:
   configured ones (reached with a short timeout);
 * from Redis: the workers linked to the master with their client counts (the
   master is asked, as ``pt workers list`` does), the order queue's depth and
-  the last drain, the market feed's freshness.
+  the last drain, the market feed's freshness;
+* from PostgreSQL: which master is the active one (``master_epoch``, and
+  whether some master holds the leader lock now); each master process is
+  marked active or standby.
 
 ``problems`` lists, in words, every reason the stack is not fully serving;
 ``pt status`` exits non-zero when it is not empty.
@@ -175,6 +178,42 @@ def _reachable(name: str, url: str) -> bool:
         return False
 
 
+def _active_master(url: str) -> dict[str, Any] | None:
+    """The active master as PostgreSQL records it (None if it cannot be read)."""
+    import psycopg2
+
+    from papertrader.store import master_epoch
+
+    try:
+        conn = psycopg2.connect(url, connect_timeout=int(LOOK_TIMEOUT))
+    except psycopg2.Error:
+        return None
+    try:
+        with conn.cursor() as cur:
+            active = master_epoch.read_active(cur)
+            alive = master_epoch.leader_alive(cur)
+    except psycopg2.Error:
+        return None  # e.g. migrations not applied yet
+    finally:
+        conn.close()
+    return {
+        "epoch": active.epoch,
+        "holder": active.holder or None,
+        "address": active.address or None,
+        "since": active.since.isoformat(timespec="seconds") if active.since else None,
+        "lock_held": alive,
+    }
+
+
+def _mark_masters(procs: list[dict[str, Any]], active: dict[str, Any] | None) -> None:
+    """Each master process: active (it is the one at the active address) or standby."""
+    for proc in procs:
+        if proc["role"] != "master" or active is None:
+            continue
+        is_active = bool(active["lock_held"]) and proc.get("address") == active["address"]
+        proc["master_role"] = "active" if is_active else "standby"
+
+
 def _from_redis(sources: StatusSources, now: datetime) -> dict[str, Any]:
     """Workers, orders and market, as the master publishes them in Redis."""
     import redis
@@ -251,10 +290,14 @@ def gather(state_dir: Path, sources: StatusSources) -> dict[str, Any]:
         "supervisor": None,
         "processes": processes(record, state_dir, now),
         "services": _services(sources, state_dir),
+        "active_master": None,
         "workers": None,
         "orders": None,
         "market": None,
     }
+    if sources.database_url is not None and document["services"]["postgres"].get("running"):
+        document["active_master"] = _active_master(sources.database_url)
+        _mark_masters(document["processes"], document["active_master"])
     if record is not None:
         document["supervisor"] = {
             "pid": record.supervisor_pid,
@@ -301,6 +344,9 @@ def diagnose(
         if not service.get("running"):
             problems.append(f"{name} is not running")
     masters = [p for p in procs if p["role"] == "master"]
+    active = document.get("active_master")
+    if masters and active is not None and not active["lock_held"]:
+        problems.append("no master holds the active role (every master is down or starting)")
     workers = document["workers"]
     if masters and workers is None and document["market"] is not None:
         problems.append("the master does not answer requests sent through Redis")

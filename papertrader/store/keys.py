@@ -37,6 +37,11 @@ QUOTES = f"{PREFIX}quotes"
 #: String: ISO time of the last market update, written after QUOTES.
 QUOTES_UPDATED = f"{PREFIX}quotes:updated"
 
+#: String: the highest epoch of an active master seen (its fencing token, migration 0008),
+#: set at its take-over; the master's writes of quotes and order outcomes are refused when
+#: it is later than their own, so a deposed master that wakes up writes nothing here either.
+MASTER_EPOCH = f"{PREFIX}master:epoch"
+
 #: Stream: pending buy and sell orders, drained by the master once per update interval.
 ORDERS = f"{PREFIX}orders"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from typing import Literal, cast
 import redis
 
 from papertrader.store import keys
+from papertrader.store.master_epoch import RedisFenced
 from papertrader.store.order_state import OrderState
 from papertrader.store.stream_order import StagedOrder, parse_fields
 
@@ -29,16 +30,24 @@ RESULT_TTL_SECONDS = 3600
 
 # Publishes a chunk's outcomes and acknowledges its entries in one atomic call:
 # one command instead of three per order keeps the drain's Redis cost flat.
-# KEYS[1] = the stream; ARGV = group, ttl, n, n x (result key, outcome), ids...
+# KEYS[1] = the stream, KEYS[2] = the active master's epoch;
+# ARGV = group, ttl, n, epoch ('' = unchecked), n x (result key, outcome), ids...
+# Returns -1, writing nothing, when KEYS[2] holds a later epoch (we are a deposed master);
+# otherwise raises KEYS[2] to ours (the fencing rule of store/master_epoch.py).
 _COMPLETE_LUA = """
-local group, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local group, ttl, n, epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if epoch ~= '' then
+  local seen = redis.call('GET', KEYS[2])
+  if seen and tonumber(seen) > tonumber(epoch) then return -1 end
+  if seen ~= epoch then redis.call('SET', KEYS[2], epoch) end
+end
 for i = 0, n - 1 do
-  local key = ARGV[4 + 2 * i]
-  redis.call('RPUSH', key, ARGV[5 + 2 * i])
+  local key = ARGV[5 + 2 * i]
+  redis.call('RPUSH', key, ARGV[6 + 2 * i])
   redis.call('EXPIRE', key, ttl)
 end
 local ids = {}
-for i = 4 + 2 * n, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 5 + 2 * n, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids > 0 then
   redis.call('XACK', KEYS[1], group, unpack(ids))
   redis.call('XDEL', KEYS[1], unpack(ids))
@@ -183,8 +192,14 @@ def _result_key(entry: Entry, outcome: Outcome | str) -> str:
 
 
 class OrderQueue:
-    def __init__(self, client: redis.Redis) -> None:
+    """``epoch`` (the master's): outcomes are published only while Redis names that epoch
+    as the active master's (store/master_epoch.py); None publishes unchecked."""
+
+    def __init__(
+        self, client: redis.Redis, epoch: Callable[[], int | None] | None = None
+    ) -> None:
         self._redis = client
+        self._epoch = epoch
         self._complete = client.register_script(_COMPLETE_LUA)
 
     # worker side -------------------------------------------------------
@@ -261,15 +276,29 @@ class OrderQueue:
         without publishing (a malformed entry). Each goes to the result list the
         entry's worker waits on. Larger sequences are sent MAX_COMPLETE at a time.
         """
+        epoch = self._epoch() if self._epoch is not None else None
         for start in range(0, len(results), MAX_COMPLETE):
             part = results[start : start + MAX_COMPLETE]
             published = [(entry, outcome) for entry, outcome in part if outcome is not None]
-            args: list[str | bytes | int] = [keys.ORDERS_GROUP, RESULT_TTL_SECONDS, len(published)]
+            args: list[str | bytes | int] = [
+                keys.ORDERS_GROUP,
+                RESULT_TTL_SECONDS,
+                len(published),
+                "" if epoch is None else str(epoch),
+            ]
             for entry, outcome in published:
                 args.append(_result_key(entry, outcome))
                 args.append(outcome if isinstance(outcome, str) else outcome.to_json())
             args += [entry.stream_id for entry, _ in part]
-            self._complete(keys=[keys.ORDERS], args=args)
+            if self._complete(keys=[keys.ORDERS, keys.MASTER_EPOCH], args=args) == -1:
+                raise RedisFenced(
+                    f"not published: Redis names a later active master than epoch {epoch}"
+                )
+
+    def pending_entries(self) -> int:
+        """Entries the master's group read and has not acknowledged (XPENDING summary)."""
+        summary = self._redis.xpending(keys.ORDERS, keys.ORDERS_GROUP)
+        return int(summary["pending"]) if summary else 0
 
     def pending_count(self) -> int:
         """Orders queued or read but not yet acknowledged (for status and tests)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg2
@@ -21,6 +21,10 @@ import psycopg2.extras
 
 Cursor = psycopg2.extensions.cursor
 PgConnection = psycopg2.extensions.connection
+#: Run at the start of every transaction (the master's fencing check, store/master_epoch.py).
+BeginHook = Callable[[Cursor], None]
+#: Run once on each new connection (session settings).
+ConnectHook = Callable[[PgConnection], None]
 
 
 def make_cooperative() -> None:
@@ -35,9 +39,23 @@ class PoolTimeout(RuntimeError):
 
 
 class ConnectionPool:
-    """At most ``size`` connections to ``dsn``, opened lazily, reused LIFO."""
+    """At most ``size`` connections to ``dsn``, opened lazily, reused LIFO.
 
-    def __init__(self, dsn: str, size: int = 10, timeout: float = 30.0) -> None:
+    ``begin`` (if given) runs first in every transaction and ``on_connect`` on every new
+    connection: the master fences its transactions with them.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        size: int = 10,
+        timeout: float = 30.0,
+        *,
+        begin: BeginHook | None = None,
+        on_connect: ConnectHook | None = None,
+    ) -> None:
+        self.begin = begin
+        self.on_connect = on_connect
         self._dsn = dsn
         self._size = size
         self._timeout = timeout
@@ -58,6 +76,12 @@ class ConnectionPool:
         if may_open:
             try:
                 conn = psycopg2.connect(self._dsn)
+                if self.on_connect is not None:
+                    try:
+                        self.on_connect(conn)
+                    except BaseException:
+                        conn.close()
+                        raise
             except Exception:
                 with self._lock:
                     self._opened -= 1
@@ -86,6 +110,8 @@ class ConnectionPool:
         broken = False
         try:
             with conn.cursor() as cursor:
+                if self.begin is not None:
+                    self.begin(cursor)
                 yield cursor
             conn.commit()
         except (psycopg2.OperationalError, psycopg2.InterfaceError):

@@ -113,7 +113,7 @@ class Worker:
             settings.web_origin(tls=web_tls is not None) if settings.web_enabled else ""
         )
         self.link = MasterLink(
-            settings.master_address,
+            settings.master_addresses,
             LinkIdentity(
                 worker_uuid=settings.worker_id,
                 name=settings.worker_name,

@@ -20,6 +20,12 @@ A LINK_REFUSED (a refused handshake, or the worker booted off or disabled)
 calls ``on_refused``: the worker then stops serving clients until it is
 linked again.
 
+With several masters (an active one and standbys, ``master_connect``), the
+link goes to the next address whenever a connection fails or ends, and at
+once (without growing the backoff past ``STANDBY_RETRY``) when a master
+answers ``MASTER_STANDBY``: the worker ends up linked to whichever master is
+active, and moves when that changes.
+
 The master's LINK_WELCOME sets the link's terms: its heartbeat period (we
 beat at that period and drop a link silent for ``link_silence_window`` of
 it) and how long a forwarded request may wait (``request_timeout``). A
@@ -81,6 +87,8 @@ REPEAT_LOG_SECONDS = 60.0
 REQUEST_MARGIN = 1.0
 #: Waiting for a forwarded answer before the master has said how long it may take.
 DEFAULT_REQUEST_TIMEOUT = 30.0
+#: Longest wait before trying the next master after a standby refused us.
+STANDBY_RETRY = 0.5
 
 _U32 = 0xFFFFFFFF
 
@@ -189,7 +197,7 @@ class MasterLink:
 
     def __init__(
         self,
-        address: tuple[str, int],
+        address: tuple[str, int] | list[tuple[str, int]],
         identity: LinkIdentity,
         heartbeat_interval: float,
         max_data_size: int = DEFAULT_MAX_DATA_SIZE,
@@ -198,7 +206,9 @@ class MasterLink:
         status: Callable[[], dict[str, Any]] | None = None,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
-        self.address = address
+        #: Every master, in the order tried; ``address`` is the one tried now.
+        self.addresses = list(address) if isinstance(address, list) else [address]
+        self.address = self.addresses[0]
         self.identity = identity
         #: Until the master's welcome says otherwise (then: the master's period).
         self.heartbeat_interval = heartbeat_interval
@@ -322,11 +332,13 @@ class MasterLink:
         last_logged = 0.0
         while not self._stopping:
             started = time.monotonic()
+            standby = False
             try:
                 self._session()
                 problem = "the master closed the link"
             except LinkRefused as exc:
                 problem = f"the master refused the link: {exc.reason} (code {exc.code})"
+                standby = exc.code == ErrorCode.MASTER_STANDBY
                 if exc.code == ErrorCode.NOT_ALLOWED:
                     first = self.out_of_service is None
                     self.out_of_service = exc.reason
@@ -349,13 +361,23 @@ class MasterLink:
             if time.monotonic() - started >= STABLE_LINK_SECONDS:
                 delays = backoff_delays()
             delay = next(delays)
+            if standby:
+                delay = min(delay, STANDBY_RETRY)
+            where = self.where
+            self._next_address()
+            then = "retrying" if self.where == where else f"trying {self.where}"
             now = time.monotonic()
             if problem != last_problem or now - last_logged >= REPEAT_LOG_SECONDS:
-                logger.warning(f"master {self.where}: {problem}; retrying in {delay:.1f} s")
+                logger.warning(f"master {where}: {problem}; {then} in {delay:.1f} s")
                 last_problem, last_logged = problem, now
             else:
-                logger.debug(f"master {self.where}: {problem}; retrying in {delay:.1f} s")
+                logger.debug(f"master {where}: {problem}; {then} in {delay:.1f} s")
             gevent.sleep(delay)
+
+    def _next_address(self) -> None:
+        """Move on to the next master (the link failed, or a standby refused it)."""
+        index = self.addresses.index(self.address) if self.address in self.addresses else -1
+        self.address = self.addresses[(index + 1) % len(self.addresses)]
 
     def _session(self) -> None:
         """Connect, introduce ourselves, then serve the link until it drops."""
