@@ -121,6 +121,8 @@ class Servers:
     env_extra: dict[str, str] = field(default_factory=dict)
     master_port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
+    #: Standby masters ("master-2"...), started after the first; every worker names them all.
+    standbys: int = 0
 
     def __post_init__(self) -> None:
         self.state_dir = self.tmp_path / "state"
@@ -133,6 +135,15 @@ class Servers:
             self.master_port,
             self.log_dir / "master.out",
         )
+        for index in range(2, self.standbys + 2):
+            port = free_port()
+            self.procs[f"master-{index}"] = Proc(
+                f"master-{index}",
+                ["master", "run", "--port", str(port)],
+                port,
+                self.log_dir / f"master-{index}.out",
+            )
+        masters = [arg for name in self.master_names for arg in ("--master", self.address(name))]
         for index in range(1, self.workers + 1):
             name = f"worker-{index}"
             port = free_port()
@@ -147,8 +158,7 @@ class Servers:
                     "test",
                     "--port",
                     str(port),
-                    "--master",
-                    f"127.0.0.1:{self.master_port}",
+                    *masters,
                 ],
                 port,
                 self.log_dir / f"{name}.out",
@@ -158,7 +168,14 @@ class Servers:
     # -- processes ---------------------------------------------------------------
     @property
     def worker_names(self) -> list[str]:
-        return [name for name in self.procs if name != "master"]
+        return [name for name in self.procs if not name.startswith("master")]
+
+    @property
+    def master_names(self) -> list[str]:
+        return [name for name in self.procs if name.startswith("master")]
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.procs[name].port}"
 
     def worker_port(self, index: int = 0) -> int:
         return self.procs[self.worker_names[index]].port
@@ -243,6 +260,9 @@ class Servers:
         self.register_workers()
         self.launch("master")
         self.wait_port("master")
+        for name in self.master_names[1:]:
+            self.launch(name)
+            self.wait_port(name)
         for name in self.worker_names:
             self.launch(name)
         for name in self.worker_names:
@@ -261,7 +281,7 @@ class Servers:
         popen.wait(timeout=30)
 
     def stop(self) -> None:
-        for name in [*self.worker_names, "master"]:
+        for name in [*self.worker_names, *reversed(self.master_names)]:
             popen = self.procs[name].popen
             if popen is not None and popen.poll() is None:
                 popen.terminate()
