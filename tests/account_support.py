@@ -36,9 +36,12 @@ CLIENT_SECRET = "installed-app-secret"
 class ProviderProcess:
     """``with ProviderProcess(tmp) as idp:`` a live provider at ``idp.issuer``."""
 
-    def __init__(self, tmp: Path, client_secret: str | None = CLIENT_SECRET) -> None:
+    def __init__(
+        self, tmp: Path, client_secret: str | None = CLIENT_SECRET, web_client_id: str | None = None
+    ) -> None:
         self.tmp = tmp
         self.client_secret = client_secret
+        self.web_client_id = web_client_id  # a second, public client, for web pages
         self.port_file = tmp / "oidc.port"
         self.log = tmp / "oidc.log"
         self.popen: subprocess.Popen[bytes] | None = None
@@ -55,6 +58,8 @@ class ProviderProcess:
         ]
         if self.client_secret:
             args += ["--client-secret", self.client_secret]
+        if self.web_client_id:
+            args += ["--web-client-id", self.web_client_id]
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -80,17 +85,24 @@ class ProviderProcess:
         except OSError:
             return "(no log)"
 
-    def setting(self, name: str = "testid", display_name: str = "TestID") -> str:
-        """The ``oidc_providers`` setting (JSON, as PT_OIDC_PROVIDERS) naming this provider."""
+    def entry(
+        self, name: str = "testid", display_name: str = "TestID", **more: Any
+    ) -> dict[str, Any]:
+        """One provider of the ``oidc_providers`` setting; ``more`` adds keys (web_flow...)."""
         entry: dict[str, Any] = {
             "name": name,
             "issuer": self.issuer,
             "client_id": CLIENT_ID,
             "display_name": display_name,
+            **more,
         }
         if self.client_secret:
             entry["client_secret"] = self.client_secret
-        return json.dumps([entry])
+        return entry
+
+    def setting(self, name: str = "testid", display_name: str = "TestID") -> str:
+        """The ``oidc_providers`` setting (JSON, as PT_OIDC_PROVIDERS) naming this provider."""
+        return json.dumps([self.entry(name, display_name)])
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = requests.post(self.issuer + path, json=body, timeout=30)

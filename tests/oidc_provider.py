@@ -3,6 +3,7 @@
 Run as a process on loopback (``oidc_fixtures.py`` starts it)::
 
     python tests/oidc_provider.py --port-file F --client-id ID [--client-secret S]
+        [--web-client-id WEB_ID]
 
 It serves what a real provider serves, over HTTP on 127.0.0.1 (the
 master accepts plain http issuers only on loopback):
@@ -17,7 +18,10 @@ master accepts plain http issuers only on loopback):
   page's ``http(s)://127.0.0.1:PORT/``);
 * ``/token`` (code exchange with the PKCE verifier, and the device-code
   grant), answering signed ID tokens for that person;
-* ``/device_authorization`` (RFC 8628) and ``/test/device/approve``.
+* ``/device_authorization`` (RFC 8628) and ``/test/device/approve``;
+* with ``--web-client-id``, a second, public client for web pages, which may
+  also ask for ``response_type=id_token`` (OpenID Connect's ID-token-only
+  response, in the redirect's fragment), as Google's web clients may.
 
 Discovery, keys and the token endpoint answer cross-origin requests
 (``Access-Control-Allow-Origin: *``), as real providers do for browser
@@ -50,7 +54,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from authlib.oauth2.rfc8628.models import DeviceCredentialDict
 from authlib.oidc.core import UserInfo
-from authlib.oidc.core.grants import OpenIDCode, OpenIDToken
+from authlib.oidc.core.grants import OpenIDCode, OpenIDImplicitGrant, OpenIDToken
 from flask import Flask, jsonify, request
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
@@ -89,9 +93,12 @@ class Client(ClientMixin):
     """The one registered client: loopback redirects only (RFC 8252 7.3), of a native app
     or of a web page served on loopback."""
 
-    def __init__(self, client_id: str, secret: str | None) -> None:
+    def __init__(
+        self, client_id: str, secret: str | None, response_types: tuple[str, ...] = ("code",)
+    ) -> None:
         self.client_id = client_id
         self.secret = secret
+        self.response_types = response_types
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -117,7 +124,7 @@ class Client(ClientMixin):
         return method in ("client_secret_post", "client_secret_basic")
 
     def check_response_type(self, response_type: str) -> bool:
-        return response_type == "code"
+        return response_type in self.response_types
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in ("authorization_code", DeviceCodeGrant.GRANT_TYPE)
@@ -159,9 +166,14 @@ class Code(dict[str, Any]):
 class Provider:
     """Everything the provider remembers; one instance per process."""
 
-    def __init__(self, issuer: str, client_id: str, secret: str | None) -> None:
+    def __init__(
+        self, issuer: str, client_id: str, secret: str | None, web_client_id: str | None = None
+    ) -> None:
         self.issuer = issuer
         self.client = Client(client_id, secret)
+        self.clients = {client_id: self.client}
+        if web_client_id:
+            self.clients[web_client_id] = Client(web_client_id, None, ("code", "id_token"))
         self.keys = Keys()
         self.user: dict[str, Any] = {
             "sub": "test-subject-1",
@@ -181,7 +193,7 @@ def build_app(provider: Provider) -> Flask:
     app.config["OAUTH2_TOKEN_EXPIRES_IN"] = {"authorization_code": TOKEN_LIFETIME}
 
     def query_client(client_id: str) -> Client | None:
-        return provider.client if client_id == provider.client.client_id else None
+        return provider.clients.get(client_id)
 
     server = AuthorizationServer(app, query_client=query_client, save_token=lambda t, r: None)
 
@@ -213,6 +225,10 @@ def build_app(provider: Provider) -> Flask:
 
     class OpenIdDevice(IdTokens, OpenIDToken):
         pass
+
+    class IdTokenOnly(IdTokens, OpenIDImplicitGrant):
+        def exists_nonce(self, nonce: str, req: Any) -> bool:
+            return False  # the relying party (the master) spends nonces
 
     class CodeGrant(grants.AuthorizationCodeGrant):
         TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
@@ -264,6 +280,7 @@ def build_app(provider: Provider) -> Flask:
 
     server.register_grant(CodeGrant, [OpenIdCode(require_nonce=True), CodeChallenge(required=True)])
     server.register_grant(DeviceGrant, [OpenIdDevice()])
+    server.register_grant(IdTokenOnly)
     server.register_endpoint(DeviceEndpoint)
 
     @app.after_request
@@ -281,11 +298,11 @@ def build_app(provider: Provider) -> Flask:
             token_endpoint=base + "/token",
             device_authorization_endpoint=base + "/device_authorization",
             jwks_uri=base + "/jwks",
-            response_types_supported=["code"],
+            response_types_supported=["code", "id_token"],
             subject_types_supported=["public"],
             id_token_signing_alg_values_supported=["RS256"],
             code_challenge_methods_supported=["S256"],
-            grant_types_supported=["authorization_code", DeviceCodeGrant.GRANT_TYPE],
+            grant_types_supported=["authorization_code", "implicit", DeviceCodeGrant.GRANT_TYPE],
             scopes_supported=["openid", "email", "profile"],
         )
 
@@ -350,6 +367,7 @@ def main() -> None:
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret", default=None)
+    parser.add_argument("--web-client-id", default=None)
     args = parser.parse_args()
     # Authlib refuses plain http outside of this switch; the provider lives on loopback only.
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
@@ -361,7 +379,9 @@ def main() -> None:
 
     http = make_server("127.0.0.1", 0, dispatch, threaded=True)
     port = http.server_port
-    holder["provider"] = Provider(f"http://127.0.0.1:{port}", args.client_id, args.client_secret)
+    holder["provider"] = Provider(
+        f"http://127.0.0.1:{port}", args.client_id, args.client_secret, args.web_client_id
+    )
     app_ref["app"] = build_app(holder["provider"])
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as handle:

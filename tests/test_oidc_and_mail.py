@@ -63,6 +63,10 @@ def test_providers_come_from_toml_and_hide_their_secret(tmp_path: Path) -> None:
             "unknown",
         ),
         ("not json", "JSON"),
+        (
+            '[{"name": "x", "issuer": "https://a", "client_id": "c", "web_flow": "token"}]',
+            "web_flow",
+        ),
     ],
 )
 def test_bad_provider_settings_are_refused_without_echoing_them(value: str, words: str) -> None:

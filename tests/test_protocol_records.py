@@ -357,10 +357,13 @@ ACCOUNT_RECORDS: tuple[Record, ...] = (
             F("client_secret", "STR", "an installed-app secret (public by design)",
               nullable=True),
             F("scopes", "STR", "space-separated scopes to ask for"),
+            F("web_client_id", "STR", "the web page's own client id (null: client_id)",
+              nullable=True),
+            F("web_flow", "STR", "how the web page signs in: `code` or `id_token`"),
         ),  # fmt: skip
         {"name": "google", "display_name": "Google", "issuer": "https://accounts.google.com",
          "client_id": "1234-abc.apps.googleusercontent.com", "client_secret": None,
-         "scopes": "openid email profile"},  # fmt: skip
+         "scopes": "openid email profile", "web_client_id": None, "web_flow": "code"},  # fmt: skip
         "",
     ),
 )

@@ -24,6 +24,7 @@ phone width are saved under the module's temporary directory
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -63,20 +64,29 @@ DESKTOP = (1280, 900)
 PHONE = (390, 844)
 WAIT = 30.0
 USER = "webvisitor"
+WEB_CLIENT = "papertrader-test-web-page"
 #: How many pixels the page is wider than the window (it should never be).
 OVERFLOW = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
-    """The OpenID provider, with a public client (no secret), as a browser page uses one."""
-    with ProviderProcess(tmp_path_factory.mktemp("idp"), client_secret=None) as process:
+    """The OpenID provider, with the programs' client and a public client for web pages."""
+    with ProviderProcess(tmp_path_factory.mktemp("idp"), web_client_id=WEB_CLIENT) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
 def web_stack_env(idp: ProviderProcess) -> dict[str, str]:
-    return {"PT_OIDC_PROVIDERS": idp.setting()}
+    """Two ways for the page: the code flow with PKCE (``testid``), and the ID-token-only
+    response (``testidtoken``, as a Google web client would be set up); both the web client."""
+    providers = [
+        idp.entry("testid", "TestID", web_client_id=WEB_CLIENT),
+        idp.entry(
+            "testidtoken", "TestID (ID token)", web_client_id=WEB_CLIENT, web_flow="id_token"
+        ),
+    ]
+    return {"PT_OIDC_PROVIDERS": json.dumps(providers)}
 
 
 @pytest.fixture(scope="module")
@@ -461,6 +471,12 @@ def test_sign_in_with_a_provider_names_a_new_account_and_links_only_with_the_pas
     browser.find_element(By.ID, "provider-testid").click()  # now it opens USER's account
     wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
     assert text(browser, "whoami") == USER
+    # The ID-token-only response (web_flow "id_token"): the token comes in the fragment.
+    sign_out(browser, web_stack)
+    browser.find_element(By.ID, "provider-testidtoken").click()
+    wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
+    assert text(browser, "whoami") == USER
+    assert "id_token" not in browser.current_url and "state=" not in browser.current_url
 
 
 def test_keeps_trading_when_its_worker_is_booted(

@@ -15,6 +15,17 @@ providers); ``client_id`` is the audience every ID token must carry.
 calls it "Desktop app"): RFC 8252 section 8.5 treats it as public, and the
 master hands it to the clients that run the flow. Never configure a
 confidential web client's secret here. It is still masked in logs.
+
+The website client (``web/static/js/provider_signin.js``) runs the flow in
+the browser, with ``client_id``, or with ``web_client_id`` when the page has
+a registration of its own (Google: a *Web application* client; its redirect
+URIs are the workers' page origins). ``web_flow`` is how: ``"code"``
+(default: authorization code with PKCE, the code traded by the page at the
+provider's token endpoint, for providers that accept a public browser
+client), or ``"id_token"`` (OpenID Connect's ``response_type=id_token``: the
+ID token comes back in the page's fragment, nonce-bound; no access token is
+issued, no secret needed: what Google offers a page without a server). The
+master accepts ID tokens whose audience is either client id.
 """
 
 from __future__ import annotations
@@ -28,8 +39,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,31}")
-_KEYS = {"name", "issuer", "client_id", "client_secret", "display_name", "scopes"}
+_KEYS = {
+    "name", "issuer", "client_id", "client_secret", "display_name", "scopes",
+    "web_client_id", "web_flow",
+}  # fmt: skip
 DEFAULT_SCOPES = ("openid", "email", "profile")
+#: How the web page signs in (see the module's docstring).
+WEB_FLOWS = ("code", "id_token")
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,13 @@ class OidcProvider:
     client_secret: str | None = field(default=None, repr=False)
     display_name: str = ""
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    web_client_id: str | None = None
+    web_flow: str = "code"
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """The client ids an ID token may be issued to: the programs' and the web page's."""
+        return (self.client_id, self.web_client_id) if self.web_client_id else (self.client_id,)
 
     @property
     def title(self) -> str:
@@ -55,6 +78,8 @@ class OidcProvider:
             "client_id": self.client_id,
             "client_secret": self.client_secret,
             "scopes": " ".join(self.scopes),
+            "web_client_id": self.web_client_id,
+            "web_flow": self.web_flow,
         }
 
 
@@ -106,6 +131,14 @@ def parse_provider(entry: Mapping[str, Any]) -> OidcProvider:
         scopes = scopes.split()
     if not isinstance(scopes, (list, tuple)) or "openid" not in scopes:
         raise ValueError(f"provider {name}: scopes must include openid")
+    web_client_id = entry.get("web_client_id")
+    if web_client_id is not None and (
+        not isinstance(web_client_id, str) or not web_client_id.strip()
+    ):
+        raise ValueError(f"provider {name}: web_client_id must be a client id")
+    web_flow = entry.get("web_flow", "code")
+    if web_flow not in WEB_FLOWS:
+        raise ValueError(f"provider {name}: web_flow is one of {', '.join(WEB_FLOWS)}")
     return OidcProvider(
         name=name,
         issuer=check_issuer(issuer),
@@ -113,6 +146,8 @@ def parse_provider(entry: Mapping[str, Any]) -> OidcProvider:
         client_secret=secret or None,
         display_name=display,
         scopes=tuple(str(scope) for scope in scopes),
+        web_client_id=web_client_id.strip() if web_client_id else None,
+        web_flow=web_flow,
     )
 
 

@@ -8,8 +8,9 @@ A token is accepted only if every one of these holds, in this order:
 2. its ``kid`` is in the provider's published key set (fetched again once
    when it is not: the provider may have rotated its keys) and the signature
    verifies with that key;
-3. ``iss`` is the configured issuer, ``aud`` contains our client id (and if
-   it names other audiences too, ``azp`` is our client id), ``exp`` is in the
+3. ``iss`` is the configured issuer, ``aud`` contains one of our client ids
+   (``client_id``, or the web page's ``web_client_id``; if it names other
+   audiences too, ``azp`` is one of ours), ``exp`` is in the
    future and ``iat`` not in the future (both with ``clock_skew`` seconds of
    leeway), ``sub`` is present;
 4. ``nonce`` equals the nonce the client generated for this sign-in.
@@ -137,7 +138,7 @@ class IdTokenVerifier:
     def _check_claims(self, provider: OidcProvider, claims: dict[str, Any], nonce: str) -> None:
         options: dict[str, ClaimsOption] = {
             "iss": {"essential": True, "value": provider.issuer},
-            "aud": {"essential": True, "value": provider.client_id},
+            "aud": {"essential": True, "values": list(provider.audiences)},
             "sub": {"essential": True},
             "exp": {"essential": True},
             "iat": {"essential": True},
@@ -160,7 +161,7 @@ class IdTokenVerifier:
             }.get(claim, f"has a missing or invalid claim {claim!r}")
             raise TokenRefused(f"the ID token {what}") from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if len(audiences) > 1 and claims.get("azp") != provider.client_id:
+        if len(audiences) > 1 and claims.get("azp") not in provider.audiences:
             raise TokenRefused("the ID token was issued for another application (azp)")
         if not isinstance(claims.get("sub"), str) or not 1 <= len(claims["sub"]) <= 255:
             raise TokenRefused("the ID token's subject is malformed")

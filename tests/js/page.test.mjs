@@ -68,8 +68,9 @@ test("provider sign-in: the S256 challenge, fresh verifiers, the answer in the a
   const [one, two] = [randomToken(), randomToken()];
   assert.match(one, /^[A-Za-z0-9_-]{43}$/);
   assert.notEqual(one, two);
-  assert.deepEqual(answerIn("?code=c1&state=s1"), { code: "c1", state: "s1" });
-  assert.equal(answerIn("?error=access_denied&state=s1").error, "access_denied");
-  assert.equal(answerIn(""), null);
-  assert.equal(answerIn("?utm=1"), null);
+  assert.deepEqual(answerIn("?code=c1&state=s1", "#/watchlist"), { params: { code: "c1", state: "s1" }, fragment: false });
+  assert.equal(answerIn("?error=access_denied&state=s1").params.error, "access_denied");
+  assert.deepEqual(answerIn("", "#id_token=h.p.s&state=s2"), { params: { id_token: "h.p.s", state: "s2" }, fragment: true });
+  assert.equal(answerIn("", ""), null);
+  assert.equal(answerIn("?utm=1", "#/trade/AAPL"), null);
 });

@@ -550,10 +550,10 @@ async function startProvider(option, button) {
 }
 
 /** After the provider sent the visitor back: finish the flow and sign in with its token. */
-async function finishProvider() {
+async function finishProvider(answer) {
   let signedIn;
   try {
-    signedIn = await providerSignIn.finish();
+    signedIn = await providerSignIn.finish(answer);
   } catch (error) {
     if (!(error instanceof providerSignIn.ProviderSignInError)) throw error;
     show($("provider-result"), error.message, "bad");
@@ -699,6 +699,8 @@ function onSessionLost(reason) {
 
 // -- start ------------------------------------------------------------------------------------
 async function main() {
+  // A provider's answer (code or ID token) leaves the address bar before anything else runs.
+  const providerAnswer = providerSignIn.takeAnswer();
   try {
     const response = await fetch("/config.json", { cache: "no-cache" });
     if (response.ok) state.config = { ...state.config, ...(await response.json()) };
@@ -758,7 +760,7 @@ async function main() {
     showProviders([]); // no worker answered: password sign-in only, as the notice says
   }
   route();
-  await finishProvider();
+  await finishProvider(providerAnswer);
   document.body.dataset.ready = "true";
 }
 

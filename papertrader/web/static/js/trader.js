@@ -208,6 +208,8 @@ export class Trader {
       client_id: String(p.client_id),
       client_secret: p.client_secret ? String(p.client_secret) : null,
       scopes: p.scopes ? String(p.scopes) : "openid email profile",
+      web_client_id: p.web_client_id ? String(p.web_client_id) : null,
+      web_flow: p.web_flow === "id_token" ? "id_token" : "code",
     }));
   }
 
