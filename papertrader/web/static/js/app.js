@@ -21,7 +21,7 @@ const state = {
   lastPrice: new Map(),
   timer: null,
   chart: null,
-  providers: [],
+  providers: null, // the sign-in providers, once a worker has told them
   // A provider sign-in waiting for its new account's username (USERNAME_NEEDED).
   unnamed: null,
   // A provider sign-in that may be linked once its account's owner signs in (LINK_REQUIRED).
@@ -109,6 +109,7 @@ function go(screen) {
   document.title = `PaperTrader · ${screen === "trade" && state.symbol ? state.symbol : screen[0].toUpperCase() + screen.slice(1)}`;
   clearTimeout(state.timer);
   refresh().catch(() => undefined);
+  if (screen === "signin" && state.providers === null) loadProviders();
 }
 
 async function refresh() {
@@ -523,6 +524,16 @@ async function signIn(event) {
 }
 
 // -- signing in with a provider (provider_signin.js runs the flow) -------------------------
+/** Ask for the providers until a worker has answered (the sign-in screen asks again). */
+async function loadProviders() {
+  if (state.providers !== null) return;
+  try {
+    showProviders(await state.trader.signInOptions());
+  } catch {
+    // no worker answered: password sign-in only for now, as the notice says
+  }
+}
+
 function showProviders(options) {
   state.providers = options;
   $("provider-buttons").replaceChildren(
@@ -754,11 +765,7 @@ async function main() {
   } catch (error) {
     if (!(error instanceof ClientError && error.sessionProblem)) notice(explain(error));
   }
-  try {
-    showProviders(await state.trader.signInOptions());
-  } catch {
-    showProviders([]); // no worker answered: password sign-in only, as the notice says
-  }
+  await loadProviders();
   route();
   await finishProvider(providerAnswer);
   document.body.dataset.ready = "true";
