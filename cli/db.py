@@ -1,51 +1,66 @@
 """``pt db``: the PostgreSQL schema.
 
-``migrate`` brings the database to the current schema; ``status`` shows what
-is applied and what is pending. The database is the configured one
-(``PT_DATABASE_URL`` or the config file) or else the one `pt services up`
+``migrate`` brings the database to the current schema and gives the master's
+role its grants; ``status`` shows what is applied and what is pending. Both
+log in as the schema's owner: ``PT_DATABASE_OWNER_URL`` (or the config file),
+else ``PT_DATABASE_URL``, else the owner role of the cluster `pt services up`
 started in the state directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .common import config_option, fail, json_option, print_json, state_dir_option
 
+if TYPE_CHECKING:
+    from papertrader.services import ServiceUrls
 
-def database_url_for(config_path: Path | None, state_dir: Path | None) -> str:
-    """The database URL from the settings, else from the state directory.
 
+def database_urls_for(
+    config_path: Path | None, state_dir: Path | None, prepare: bool = False
+) -> ServiceUrls:
+    """The master's and the owner's database URLs from the settings, else from the
+    state directory.
+
+    With ``prepare``, a private cluster first gets its owner and master roles
+    (a cluster started by an older PaperTrader, still running, has none yet).
     Raises ``ConfigError`` or ``ServicesError`` with a message for the user;
     kept apart from the commands so the lookup can be tested on its own.
     """
     from papertrader.config import load_settings
-    from papertrader.services import resolve_urls
+    from papertrader.services import prepare_database_roles, resolve_urls
 
     settings = load_settings(config_path)
-    return resolve_urls(settings, state_dir).database_url
+    if prepare and not settings.database_url:
+        prepare_database_roles(state_dir if state_dir is not None else settings.state_dir)
+    return resolve_urls(settings, state_dir)
 
 
-def _database_url_or_fail(config_path: Path | None, state_dir: Path | None) -> str | None:
-    """``database_url_for``, turning expected errors into one line on stderr and exit 1."""
+def _urls_or_fail(
+    config_path: Path | None, state_dir: Path | None, prepare: bool = False
+) -> ServiceUrls:
+    """``database_urls_for``, turning expected errors into one line on stderr and exit 1."""
     from papertrader.config import ConfigError
     from papertrader.services import ServicesError
 
     try:
-        return database_url_for(config_path, state_dir)
+        return database_urls_for(config_path, state_dir, prepare)
     except (ConfigError, ServicesError) as exc:
         fail(str(exc))
-        return None
 
 
 @click.group()
 def db() -> None:
     """PostgreSQL schema: apply migrations and show which are applied.
 
-    Uses PT_DATABASE_URL (or database_url in the config file) if set,
-    otherwise the database started by `pt services up`.
+    Logs in as the schema's owner: PT_DATABASE_OWNER_URL (database_owner_url
+    in the config file), else PT_DATABASE_URL, else the owner role of the
+    database `pt services up` started. The master's role is the user of
+    PT_DATABASE_URL (or the private cluster's master role).
     """
 
 
@@ -54,29 +69,42 @@ def db() -> None:
 @state_dir_option
 @json_option
 def migrate(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """Apply the schema migrations not yet applied, in order.
+    """Apply the schema migrations not yet applied, in order, as the owner; then
+    give the master's role its grants (rows only, no schema changes).
 
     Safe to run any time, also by several processes at once: applied
-    migrations are skipped, and each runs in its own transaction.
+    migrations are skipped, and each runs in its own transaction. On an
+    install of before the database roles, it also moves the private cluster to
+    them (owner and master roles made, the database handed to the owner; no
+    row is touched).
     """
     from papertrader.services import mask_url
     from papertrader.store import migrate as schema
+    from papertrader.store.roles import master_role_for
 
-    url = _database_url_or_fail(config_path, state_dir)
-    if url is None:
-        return
+    urls = _urls_or_fail(config_path, state_dir, prepare=True)
+    master_role = master_role_for(urls.owner_url, urls.database_url)
     try:
-        applied = schema.migrate(url)
+        applied = schema.migrate(urls.owner_url, master_role=master_role)
     except schema.MigrationError as exc:
         fail(str(exc))
-        return
+    if master_role is None:
+        click.echo(
+            "note: the master logs in as the schema's owner, so it could change the "
+            'schema; give it a role of its own (docs/OPERATIONS.md, "Database roles")',
+            err=True,
+        )
     if as_json:
-        print_json({"database": mask_url(url), "applied": applied})
-    elif applied:
-        for name in applied:
-            click.echo(f"applied {name}")
-    else:
+        print_json(
+            {"database": mask_url(urls.owner_url), "applied": applied, "master_role": master_role}
+        )
+        return
+    for name in applied:
+        click.echo(f"applied {name}")
+    if not applied:
         click.echo("database is up to date")
+    if master_role is not None:
+        click.echo(f"master role {master_role}: rows only, no schema changes")
 
 
 @db.command()
@@ -88,16 +116,13 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
     from papertrader.services import mask_url
     from papertrader.store import migrate as schema
 
-    url = _database_url_or_fail(config_path, state_dir)
-    if url is None:
-        return
+    url = _urls_or_fail(config_path, state_dir).owner_url
     try:
         applied = schema.applied_migrations(url)
         done = {name for name, _ in applied}
         pending = [m.name for m in schema.list_migrations() if m.name not in done]
     except schema.MigrationError as exc:
         fail(str(exc))
-        return
     if as_json:
         print_json(
             {

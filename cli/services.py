@@ -22,7 +22,9 @@ def services() -> None:
 
     `pt services up` starts them with random passwords and records their URLs
     in the state directory, where `pt db migrate` and the servers find them.
-    Set PT_REDIS_URL / PT_DATABASE_URL instead to use servers of your own.
+    PostgreSQL has a superuser that only sets it up, an owner role for the
+    schema (migrations) and the master's role (rows only). Set PT_REDIS_URL /
+    PT_DATABASE_URL / PT_DATABASE_OWNER_URL instead to use servers of your own.
     """
 
 
@@ -67,12 +69,14 @@ def up(state_dir: Path | None, as_json: bool, show_secrets: bool, timeout: float
                 "state_dir": str(directory),
                 "redis_url": shown(urls.redis_url),
                 "database_url": shown(urls.database_url),
+                "database_owner_url": shown(urls.owner_url),
             }
         )
         return
     click.echo(f"Services running (state in {directory}).")
     click.echo(f"  PT_REDIS_URL={shown(urls.redis_url)}")
-    click.echo(f"  PT_DATABASE_URL={shown(urls.database_url)}")
+    click.echo(f"  PT_DATABASE_URL={shown(urls.database_url)}        # the master's role")
+    click.echo(f"  PT_DATABASE_OWNER_URL={shown(urls.owner_url)}  # migrations only")
     if not show_secrets:
         click.echo("  (passwords masked: --show-secrets prints them)")
     click.echo(f"Next: pt db migrate --state-dir {directory}")
@@ -111,6 +115,7 @@ def status(state_dir: Path | None, as_json: bool, show_secrets: bool) -> None:
         return
     if urls is not None:
         report["redis"]["url"], report["postgres"]["url"] = urls.redis_url, urls.database_url
+        report["postgres"]["owner_url"] = urls.owner_url
     if as_json:
         print_json(report)
     else:

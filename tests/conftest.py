@@ -4,23 +4,32 @@ One private redis-server and PostgreSQL cluster is started per test session
 with ``papertrader.services`` (in a pytest temporary directory, on free
 ports) and removed at the end. To use servers of your own instead, set
 ``PT_TEST_REDIS_URL`` and/or ``PT_TEST_DATABASE_URL``; the database user then
-needs the CREATEDB privilege, and the Redis server is flushed freely.
+needs the CREATEDB and CREATEROLE privileges (the fixtures make an owner and
+a master role, as the private cluster has), and the Redis server is flushed
+freely.
+
+The database roles are the production ones: a test database belongs to the
+owner role, and ``database_url`` logs in as the master's role, so every test
+that runs a master runs it with the master's grants and nothing more.
 
 Isolation per test:
 
 * ``redis_url``: a logical Redis database of its own, flushed before and after.
 * ``database_url``: a database of its own, created from a migrated template
   (copying a template is much faster than migrating) and dropped afterwards.
-* ``empty_database_url``: the same without the schema (for migration tests).
+* ``empty_database_url``: the same without the schema, as the owner (for
+  migration tests).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
@@ -29,7 +38,9 @@ import redis
 from psycopg2 import sql
 
 from papertrader.services import ServiceUrls, destroy_services, start_services
+from papertrader.services.state import MASTER_ROLE, OWNER_ROLE, load_state
 from papertrader.store.migrate import migrate
+from papertrader.store.roles import ensure_login_role, login_name
 
 REDIS_TEST_DATABASES = range(1, 16)  # 0 is left alone; Redis has 16 by default
 
@@ -40,18 +51,62 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + path, parts.query, parts.fragment))
 
 
+@dataclass(frozen=True)
+class TestServiceUrls(ServiceUrls):
+    """The session's servers, plus the login that creates and drops test databases."""
+
+    admin_url: str = ""
+
+
+def _with_login(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user`` with ``password``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _own_roles(redis_url: str, admin_url: str) -> TestServiceUrls:
+    """Owner and master roles on a server of the caller's (PT_TEST_DATABASE_URL)."""
+    passwords = {OWNER_ROLE: secrets.token_urlsafe(18), MASTER_ROLE: secrets.token_urlsafe(18)}
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for role, password in passwords.items():
+                ensure_login_role(cur, role, password)
+    finally:
+        conn.close()
+    return TestServiceUrls(
+        redis_url,
+        _with_login(admin_url, MASTER_ROLE, passwords[MASTER_ROLE]),
+        _with_login(admin_url, OWNER_ROLE, passwords[OWNER_ROLE]),
+        admin_url,
+    )
+
+
 @pytest.fixture(scope="session")
-def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceUrls]:
+def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServiceUrls]:
     """The Redis and PostgreSQL of this test session (base URLs: do not write into them)."""
     env_redis = os.environ.get("PT_TEST_REDIS_URL") or None
     env_database = os.environ.get("PT_TEST_DATABASE_URL") or None
     if env_redis and env_database:
-        yield ServiceUrls(env_redis, env_database)
+        yield _own_roles(env_redis, env_database)
         return
     state_dir = tmp_path_factory.mktemp("services")
     urls = start_services(state_dir)
     try:
-        yield ServiceUrls(env_redis or urls.redis_url, env_database or urls.database_url)
+        if env_database:
+            yield _own_roles(env_redis or urls.redis_url, env_database)
+        else:
+            record = load_state(state_dir).postgres
+            assert record is not None
+            yield TestServiceUrls(
+                env_redis or urls.redis_url,
+                urls.database_url,
+                urls.owner_url,
+                record.admin_url,
+            )
     finally:
         destroy_services(state_dir)
 
@@ -84,28 +139,44 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 def _admin(service_urls: ServiceUrls) -> psycopg2.extensions.connection:
     """An autocommit connection for CREATE/DROP DATABASE (they refuse transactions)."""
-    conn = psycopg2.connect(service_urls.database_url)
+    assert isinstance(service_urls, TestServiceUrls)
+    conn = psycopg2.connect(service_urls.admin_url)
     conn.autocommit = True
     return conn
 
 
 def create_database(service_urls: ServiceUrls, template: str | None = None) -> str:
-    """Create a uniquely named database (optionally copied from ``template``); returns its URL."""
+    """Create a uniquely named database owned by the owner role (optionally copied from
+    ``template``); returns the master role's URL of it."""
     name = f"pt_test_{uuid.uuid4().hex[:16]}"
+    owner = sql.Identifier(login_name(service_urls.owner_url) or OWNER_ROLE)
     conn = _admin(service_urls)
     try:
         with conn.cursor() as cur:
             if template is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), owner)
+                )
             else:
                 cur.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(name), sql.Identifier(template)
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                        sql.Identifier(name), sql.Identifier(template), owner
                     )
                 )
     finally:
         conn.close()
     return _with_path(service_urls.database_url, name)
+
+
+def owner_url(service_urls: ServiceUrls, url: str) -> str:
+    """The owner role's URL of the database of ``url``."""
+    return _with_path(service_urls.owner_url, urlsplit(url).path.lstrip("/"))
+
+
+def admin_url(service_urls: ServiceUrls, url: str) -> str:
+    """The superuser's URL of the database of ``url`` (for what no PaperTrader role may do)."""
+    assert isinstance(service_urls, TestServiceUrls)
+    return _with_path(service_urls.admin_url, urlsplit(url).path.lstrip("/"))
 
 
 def drop_database(service_urls: ServiceUrls, url: str) -> None:
@@ -128,7 +199,7 @@ def drop_database(service_urls: ServiceUrls, url: str) -> None:
 def migrated_template(service_urls: ServiceUrls) -> Iterator[str]:
     """Name of a database migrated once per session, copied by ``database_url``."""
     url = create_database(service_urls)
-    migrate(url)
+    migrate(owner_url(service_urls, url), master_role=login_name(url))
     try:
         yield urlsplit(url).path.lstrip("/")
     finally:
@@ -137,10 +208,10 @@ def migrated_template(service_urls: ServiceUrls) -> Iterator[str]:
 
 @pytest.fixture
 def empty_database_url(service_urls: ServiceUrls) -> Iterator[str]:
-    """URL of a new database without any schema, dropped after the test."""
+    """The owner's URL of a new database without any schema, dropped after the test."""
     url = create_database(service_urls)
     try:
-        yield url
+        yield owner_url(service_urls, url)
     finally:
         drop_database(service_urls, url)
 

@@ -182,13 +182,16 @@ class Servers:
 
     def launch(self, name: str) -> None:
         proc = self.procs[name]
+        env = {**self.env, **proc.env}
+        if name != "master":
+            env.pop("PT_DATABASE_URL")  # as in production: a worker has no database URL
         with open(proc.log, "ab") as out:
             proc.popen = subprocess.Popen(
                 [sys.executable, "-m", "papertrader_cli", *proc.args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**self.env, **proc.env},
+                env=env,
                 cwd=str(ROOT),
             )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from conftest import owner_url
 from test_e2e_support import (
     PASSWORD,
     ROOT,
@@ -27,6 +28,7 @@ from test_e2e_support import (
 
 from papertrader.client import PaperTraderClient, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
+from papertrader.services import ServiceUrls
 from papertrader.services.ports import free_port
 from papertrader.services.state import pid_alive
 
@@ -45,11 +47,18 @@ def _pt(
     )
 
 
+def process_environment(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with, as the kernel keeps it."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().partition("=")[::2] for entry in raw if entry)
+
+
 def test_up_detach_serves_clients_and_down_stops_everything(
-    tmp_path: Path, redis_url: str, database_url: str
+    tmp_path: Path, redis_url: str, database_url: str, service_urls: ServiceUrls
 ) -> None:
     state = tmp_path / "state"
-    env = child_env(redis_url, database_url, state)
+    env = child_env(redis_url, database_url, state,
+                    PT_DATABASE_OWNER_URL=owner_url(service_urls, database_url))  # fmt: skip
     master_port = worker_port = 0
 
     def start() -> subprocess.CompletedProcess[str]:
@@ -74,6 +83,15 @@ def test_up_detach_serves_clients_and_down_stops_everything(
         assert (state / "stack.json").exists()
         assert (state / "logs" / "master.log").exists()
         assert not list((state / "logs").glob("*.out"))  # one file per process
+
+        # Only the master has a database URL, its own role's; the owner's stays with `pt up`.
+        master_env = process_environment(endpoints["master"]["pid"])
+        assert master_env["PT_DATABASE_URL"] == database_url
+        for worker in endpoints["workers"]:
+            worker_env = process_environment(worker["pid"])
+            assert worker_env["PT_REDIS_URL"]
+            assert not [name for name in worker_env if "DATABASE" in name], worker_env.keys()
+        assert "PT_DATABASE_OWNER_URL" not in master_env
 
         listed = get_worker_list("127.0.0.1", master_port)
         assert {w["name"] for w in listed} == {"worker-1", "worker-2"}

@@ -88,7 +88,8 @@ def test_start_gives_urls_the_real_clients_accept(state_dir: Path) -> None:
 
     assert urls.redis_url.startswith("redis://default:")
     assert urls.redis_url.endswith("/0")
-    assert urls.database_url.startswith("postgresql://papertrader:")
+    assert urls.database_url.startswith("postgresql://papertrader_master:")
+    assert urls.owner_url.startswith("postgresql://papertrader_owner:")
     assert urls.database_url.endswith("/papertrader")
     assert "127.0.0.1:6379" not in urls.redis_url  # never the machine-wide servers
     assert "127.0.0.1:5432" not in urls.database_url
@@ -111,7 +112,7 @@ def test_secrets_are_private_and_servers_need_them(state_dir: Path) -> None:
     no_password = f"redis://127.0.0.1:{state.redis.port}/0"
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(no_password).ping()
-    wrong = urls.database_url.replace(state.postgres.password, "wrong")
+    wrong = urls.database_url.replace(state.postgres.master_password, "wrong")
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(wrong).close()
 
@@ -127,7 +128,9 @@ def test_status_reports_running_with_masked_urls(state_dir: Path) -> None:
     text = json.dumps(report)
     state = load_state(state_dir)
     assert state.redis is not None and state.postgres is not None
-    assert state.redis.password not in text and state.postgres.password not in text
+    for secret in (state.redis.password, state.postgres.password, state.postgres.owner_password,
+                   state.postgres.master_password):  # fmt: skip
+        assert secret not in text
 
 
 def test_start_twice_is_idempotent(state_dir: Path) -> None:
@@ -146,9 +149,9 @@ def test_stop_then_start_keeps_data(state_dir: Path) -> None:
     client = redis.Redis.from_url(urls.redis_url)
     client.rpush("orders:pending", b"order-1", b"order-2")
     client.close()
-    created = psql(urls.database_url, "create table kept (v text); insert into kept values ('x')")
+    created = psql(urls.owner_url, "create table kept (v text); insert into kept values ('x')")
     assert created.returncode == 0, created.stderr
-    assert psql(urls.database_url, "select v from kept").stdout.strip() == "x"
+    assert psql(urls.owner_url, "select v from kept").stdout.strip() == "x"
 
     assert stop_services(state_dir) == {"redis": True, "postgres": True}
     report = services_status(state_dir)
@@ -160,7 +163,7 @@ def test_stop_then_start_keeps_data(state_dir: Path) -> None:
     client = redis.Redis.from_url(urls.redis_url)
     assert client.lrange("orders:pending", 0, -1) == [b"order-1", b"order-2"]
     client.close()
-    assert psql(urls.database_url, "select v from kept").stdout.strip() == "x"
+    assert psql(urls.owner_url, "select v from kept").stdout.strip() == "x"
 
 
 def test_restart_moves_to_a_new_port_when_the_old_one_is_taken(state_dir: Path) -> None:
@@ -263,7 +266,7 @@ def _record_services(state_dir: Path) -> ServiceUrls:
     )
     save_state(state_dir, state)
     assert state.redis is not None and state.postgres is not None
-    return ServiceUrls(state.redis.url, state.postgres.url)
+    return ServiceUrls(state.redis.url, state.postgres.url, state.postgres.owner_url)
 
 
 def test_resolve_urls_prefers_configured_then_recorded(tmp_path: Path) -> None:

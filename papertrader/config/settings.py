@@ -121,6 +121,12 @@ _RULES: dict[str, _Rule] = {
         "a URL starting with postgresql:// or postgres://, or unset for the embedded server",
         prefixes=("postgresql://", "postgres://"),
     ),
+    "database_owner_url": _Rule(
+        "optstr",
+        "a URL starting with postgresql:// or postgres://, or unset for database_url "
+        "(or the embedded server's owner)",
+        prefixes=("postgresql://", "postgres://"),
+    ),
     "master_host": _HOST,
     "master_port": _PORT,
     "worker_host": _HOST,
@@ -305,6 +311,8 @@ class Settings:
     update_interval: float = 5.0
     redis_url: str | None = None
     database_url: str | None = None
+    #: The schema owner's URL: only migrations use it (`pt db migrate`, `pt up`).
+    database_owner_url: str | None = None
     master_host: str = "127.0.0.1"
     master_port: int = 2048
     worker_host: str = "127.0.0.1"

@@ -53,7 +53,7 @@ from papertrader.oidc.discovery import ProviderDirectory
 from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
-from papertrader.store import migrate
+from papertrader.store import migrate, roles
 from papertrader.store.bars import ensure_assets
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.market_status import MarketStatusStore
@@ -205,12 +205,25 @@ class Master:
             raise MasterError(f"cannot reach Redis ({exc})") from None
         try:
             ensure_assets(self.pool, self.settings.assets)
+            self._warn_about_role()
         except (psycopg2.Error, PoolTimeout) as exc:
             detail = " ".join(str(exc).split())
             raise MasterError(f"cannot reach the database ({detail})") from None
         self.workers.clear_stale()
         self.retrieval.backfill()
         self.retrieval.seed()
+
+    def _warn_about_role(self) -> None:
+        """Say so when the database role could change the schema: an install of before
+        the roles, or a URL of the owner's given to the master (it still runs)."""
+        with self.pool.transaction() as cur:
+            problems = roles.own_problems(cur)
+        if problems:
+            logger.warning(
+                "the master's database role has more rights than it needs ({}): give it a "
+                "role of its own and run `pt db migrate` (docs/OPERATIONS.md, Database roles)",
+                "; ".join(problems),
+            )
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """What /healthz says: failing when Redis or PostgreSQL cannot be reached (no

@@ -5,8 +5,11 @@ configure and secure two database servers by hand. ``start_services`` starts
 a private ``redis-server`` and PostgreSQL cluster on free 127.0.0.1 ports,
 with random passwords, keeping their data in a state directory, and records
 their URLs there. ``resolve_urls`` is how every other command finds them:
-configured URLs (``PT_REDIS_URL`` / ``PT_DATABASE_URL``) win; otherwise the
-recorded ones are used.
+configured URLs (``PT_REDIS_URL`` / ``PT_DATABASE_URL`` /
+``PT_DATABASE_OWNER_URL``) win; otherwise the recorded ones are used.
+
+The cluster's superuser only makes the roles and the database: the master
+gets the master role's URL, migrations the owner's (``store/roles.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "default_state_dir",
     "destroy_services",
     "mask_url",
+    "prepare_database_roles",
     "read_service_urls",
     "resolve_state_dir",
     "resolve_urls",
@@ -49,15 +53,26 @@ DEFAULT_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class ServiceUrls:
-    """Where Redis and PostgreSQL are. The URLs hold passwords; ``repr`` masks them."""
+    """Where Redis and PostgreSQL are. The URLs hold passwords; ``repr`` masks them.
+
+    ``database_url`` is the master's (its own role), ``database_owner_url`` the
+    schema owner's, for migrations only; empty means the same as ``database_url``.
+    """
 
     redis_url: str
     database_url: str
+    database_owner_url: str = ""
+
+    @property
+    def owner_url(self) -> str:
+        """The URL migrations run as."""
+        return self.database_owner_url or self.database_url
 
     def __repr__(self) -> str:
         return (
             f"ServiceUrls(redis_url={mask_url(self.redis_url)!r}, "
-            f"database_url={mask_url(self.database_url)!r})"
+            f"database_url={mask_url(self.database_url)!r}, "
+            f"database_owner_url={mask_url(self.owner_url)!r})"
         )
 
 
@@ -73,6 +88,9 @@ class ServiceSettings(Protocol):
 
     @property
     def database_url(self) -> str | None: ...
+
+    @property
+    def database_owner_url(self) -> str | None: ...
 
     @property
     def state_dir(self) -> Path | None: ...
@@ -98,7 +116,32 @@ def start_services(
         save_state(directory, state)  # recorded before PostgreSQL starts, so `down` finds it
         state.postgres = postgres_cluster.start(directory, state.postgres, pg_bins, timeout)
         save_state(directory, state)
-        return ServiceUrls(state.redis.url, state.postgres.url)
+        return ServiceUrls(state.redis.url, state.postgres.url, state.postgres.owner_url)
+
+
+def prepare_database_roles(state_dir: Path | str | None = None) -> bool:
+    """Give the running private cluster of ``state_dir`` its owner and master roles.
+
+    What ``pt services up`` does on every start, for ``pt db migrate`` on a
+    cluster started by an older PaperTrader and still running: the roles are
+    made and the database moves to the owner, rows untouched. False when no
+    cluster is recorded there (nothing to do); ServicesError when it does not run.
+    """
+    directory = resolve_state_dir(state_dir)
+    if not state_file(directory).exists():
+        return False
+    with locked(directory):
+        state = load_state(directory)
+        if state.postgres is None:
+            return False
+        if not postgres_cluster.is_running(state.postgres):
+            raise ServicesError(
+                f"the PostgreSQL of {directory} is not running: start it with "
+                f"`pt services up --state-dir {directory}`"
+            )
+        postgres_cluster.ensure_roles(state.postgres)
+        save_state(directory, state)
+    return True
 
 
 def stop_services(
@@ -163,7 +206,7 @@ def read_service_urls(state_dir: Path | str | None = None) -> ServiceUrls | None
     state = load_state(resolve_state_dir(state_dir))
     if state.redis is None or state.postgres is None:
         return None
-    return ServiceUrls(state.redis.url, state.postgres.url)
+    return ServiceUrls(state.redis.url, state.postgres.url, state.postgres.owner_url)
 
 
 def services_status(state_dir: Path | str | None = None) -> dict[str, Any]:
@@ -197,6 +240,7 @@ def services_status(state_dir: Path | str | None = None) -> dict[str, Any]:
             "log_file": state.postgres.log_file,
             "run_as": state.postgres.run_as,
             "url": mask_url(state.postgres.url),
+            "owner_url": mask_url(state.postgres.owner_url),
         }
     return report
 
@@ -206,12 +250,15 @@ def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None)
 
     Configured URLs win and are used as they are; whichever is missing comes
     from the services recorded in the state directory (``state_dir``, else
-    ``settings.state_dir``, else the default).
+    ``settings.state_dir``, else the default). A configured ``database_url``
+    without ``database_owner_url`` is also the owner's (one role for both, as
+    before the roles; docs/OPERATIONS.md says how to split them).
     """
     redis_url = settings.redis_url
     database_url = settings.database_url
+    owner_url = settings.database_owner_url or ""
     if redis_url and database_url:
-        return ServiceUrls(redis_url, database_url)
+        return ServiceUrls(redis_url, database_url, owner_url)
     directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
     recorded = read_service_urls(directory)
     if recorded is None:
@@ -224,4 +271,10 @@ def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None)
             f"no Redis/PostgreSQL configured and none started in {directory}: run "
             f"`pt services up --state-dir {directory}` or set {missing}"
         )
-    return ServiceUrls(redis_url or recorded.redis_url, database_url or recorded.database_url)
+    if database_url:
+        return ServiceUrls(redis_url or recorded.redis_url, database_url, owner_url)
+    return ServiceUrls(
+        redis_url or recorded.redis_url,
+        recorded.database_url,
+        owner_url or recorded.database_owner_url,
+    )

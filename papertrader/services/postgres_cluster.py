@@ -12,6 +12,13 @@ cluster as themself, inside the state directory.
 Authentication is scram-sha-256 with a random superuser password for both
 TCP and the Unix socket: the server listens only on 127.0.0.1, but other
 local users exist.
+
+The superuser only sets the cluster up. ``ensure_roles`` (on every start)
+makes the owner role, which owns the database and runs the migrations, and
+the master's role, which the master logs in as (``store/roles.py``); each has
+a password of its own in ``services.json`` (0600). A cluster made before
+those roles existed is moved to them on its next start: the database and its
+objects change owner, rows stay.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from psycopg2 import sql
 from papertrader.services.errors import ServicesError
 from papertrader.services.ports import LOOPBACK, free_port, port_is_free
 from papertrader.services.state import (
-    DATABASE_USER,
+    ADMIN_USER,
     PostgresRecord,
     ensure_private_dir,
     log_since,
@@ -44,6 +51,7 @@ from papertrader.services.state import (
     read_pid_file,
     tail,
 )
+from papertrader.store import roles
 
 SERVICE_USER = "postgres"
 VAR_TMP = Path("/var/tmp")
@@ -168,6 +176,7 @@ def new_record(state_dir: Path, user: RunAs | None) -> PostgresRecord:
         log_file=str(root / "postgres.log"),
         socket_dir=socket_dir_for(data_dir),
         run_as=None if user is None else user.name,
+        user=ADMIN_USER,
     )
 
 
@@ -211,7 +220,7 @@ def _conf_quote(value: str) -> str:
 def _initdb(
     record: PostgresRecord, bins: dict[str, Path], user: RunAs | None, timeout: float
 ) -> None:
-    """Create the cluster: UTF8, scram-sha-256, superuser ``papertrader``, the recorded password.
+    """Create the cluster: UTF8, scram-sha-256, the recorded superuser and password.
 
     The character type is C.UTF-8 (so ``lower()`` works beyond ASCII, which
     the case-insensitive username/email indexes rely on) with C collation;
@@ -235,7 +244,7 @@ def _initdb(
         "-D",
         str(data_dir),
         "-U",
-        DATABASE_USER,
+        record.user,
         f"--pwfile={pwfile}",
         "--auth=scram-sha-256",
         "--encoding=UTF8",
@@ -335,6 +344,7 @@ def start(
     """
     if record is not None and is_running(record):
         record.pid = postmaster_pid(record)
+        ensure_roles(record)
         return record
     user = service_user()
     if record is None:
@@ -361,7 +371,7 @@ def start(
     except _PortLost:
         record.port = free_port()
         _launch(record, bins, user, timeout)
-    _ensure_database(record)
+    ensure_roles(record)
     record.pid = postmaster_pid(record)
     return record
 
@@ -418,17 +428,41 @@ def _launch(
     )
 
 
-def _ensure_database(record: PostgresRecord) -> None:
-    """Create the application database on first start."""
+def ensure_roles(record: PostgresRecord) -> list[str]:
+    """The owner and master roles, the database owned by the owner, and nobody else let
+    into the maintenance databases; returns what changed owner (a cluster of before
+    the roles). Idempotent; passwords are made once and kept in the record."""
+    for field in ("owner_password", "master_password"):
+        if not getattr(record, field):
+            setattr(record, field, secrets.token_urlsafe(24))
     conn = _connect(record, "postgres")
     try:
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with conn.cursor() as cur:
+            roles.ensure_login_role(cur, record.owner, record.owner_password)
+            roles.ensure_login_role(cur, record.master, record.master_password)
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (record.database,))
             if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(record.database)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(record.database), sql.Identifier(record.owner)
+                    )
+                )
+            for maintenance in ("postgres", "template1"):
+                cur.execute(
+                    sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(
+                        sql.Identifier(maintenance)
+                    )
+                )
+        conn.close()
+        conn = _connect(record, record.database)
+        with conn, conn.cursor() as cur:
+            return roles.adopt_database(cur, record.owner)
     except psycopg2.Error as exc:
-        raise ServicesError(f"could not create database {record.database!r}: {exc}") from exc
+        raise ServicesError(
+            f"could not set up the database {record.database!r} and its roles: "
+            f"{' '.join(str(exc).split())}"
+        ) from exc
     finally:
         conn.close()
 

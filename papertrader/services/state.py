@@ -33,7 +33,16 @@ LOCK_FILE = "services.lock"
 STATE_VERSION = 1
 LOOPBACK = "127.0.0.1"
 DATABASE_NAME = "papertrader"
-DATABASE_USER = "papertrader"
+#: The cluster's superuser in clusters made before the database roles (issue 10); it
+#: was also the role every process logged in as.
+LEGACY_ADMIN_USER = "papertrader"
+#: The superuser of a new private cluster: it creates the roles and the database,
+#: and no PaperTrader process logs in as it.
+ADMIN_USER = "postgres"
+#: Owns the database and its objects; migrations run as it (docs/SECURITY.md).
+OWNER_ROLE = "papertrader_owner"
+#: The master's login: reads and writes rows, changes no schema.
+MASTER_ROLE = "papertrader_master"
 
 
 def default_state_dir() -> Path:
@@ -184,6 +193,13 @@ class PostgresRecord:
     inside the state directory unless the server runs as the ``postgres``
     system user and cannot reach it; then it is under /var/tmp, and this
     record is how later runs find it.
+
+    Three logins: ``user``/``password`` is the cluster's superuser (it makes
+    the roles and the database, nothing else); ``owner``, the owner of the
+    database, which migrations run as; ``master``, the master server's role.
+    A record written before the roles existed has no owner or master password
+    yet: until ``pt services up`` or ``pt db migrate`` creates them, every URL
+    is the superuser's, as it was then.
     """
 
     port: int
@@ -194,16 +210,42 @@ class PostgresRecord:
     socket_dir: str
     run_as: str | None = None
     pid: int | None = None
-    user: str = DATABASE_USER
+    user: str = LEGACY_ADMIN_USER
     database: str = DATABASE_NAME
+    owner: str = OWNER_ROLE
+    owner_password: str = ""
+    master: str = MASTER_ROLE
+    master_password: str = ""
+
+    def _url(self, user: str, password: str) -> str:
+        return (
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@{LOOPBACK}:{self.port}/{quote(self.database, safe='')}"
+        )
+
+    @property
+    def has_roles(self) -> bool:
+        """Whether the owner and master roles were made (clusters of before issue 10 not yet)."""
+        return bool(self.owner_password and self.master_password)
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL of the application database (set-up and tests only)."""
+        return self._url(self.user, self.password)
+
+    @property
+    def owner_url(self) -> str:
+        """The owner role's URL: what migrations run as."""
+        if not self.has_roles:
+            return self.admin_url
+        return self._url(self.owner, self.owner_password)
 
     @property
     def url(self) -> str:
-        """Connection URL of the application database."""
-        return (
-            f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-            f"@{LOOPBACK}:{self.port}/{quote(self.database, safe='')}"
-        )
+        """The master's URL of the application database (what the servers use)."""
+        if not self.has_roles:
+            return self.admin_url
+        return self._url(self.master, self.master_password)
 
 
 @dataclass
@@ -225,6 +267,7 @@ class ServicesState:
             document["redis"]["url"] = self.redis.url
         if self.postgres is not None:
             document["postgres"]["url"] = self.postgres.url
+            document["postgres"]["owner_url"] = self.postgres.owner_url
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
     @classmethod

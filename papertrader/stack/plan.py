@@ -3,7 +3,9 @@
 ``prepare`` takes the resolved settings of one ``pt up`` and leaves a record
 ready for the supervisor: the ports checked free, Redis and PostgreSQL
 running (the private ones of the state directory unless both URLs are
-configured), the schema migrated, a key pair for the master and each worker
+configured), the schema migrated as its owner with the master's role granted
+its rows (only the master gets a database URL, and it is that role's: the
+workers get none), a key pair for the master and each worker
 (GnuPG homes in the state directory, reused on later runs), the workers
 registered on the master (their keys, allowed from this machine only), and
 per child the exact command line and environment to start it with.
@@ -22,11 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from papertrader.config import Settings
 from papertrader.config.settings import derive_worker_uuid, join_host_port
 from papertrader.stack.processes import probe_host
 from papertrader.stack.record import Child, StackError, StackRecord, kept_environment, logs_dir
+
+if TYPE_CHECKING:
+    from papertrader.services import ServiceUrls
 
 #: Where `pt up`'s own workers may link from: this machine.
 LOCAL_WORKER_IPS = ("127.0.0.1/32", "::1/128")
@@ -46,6 +52,8 @@ PER_WORKER_VARIABLES = (
     "PT_WEB_PORT",
     "PT_WEB_ADVERTISE",
 )
+#: Database URLs: the master gets its own role's; the owner's and the workers' none.
+DATABASE_VARIABLES = ("PT_DATABASE_URL", "PT_DATABASE_OWNER_URL")
 
 Say = Callable[[str], None]
 
@@ -131,7 +139,7 @@ def check_ports(options: StackOptions) -> None:
             )
 
 
-def start_services_for(record: StackRecord, options: StackOptions, say: Say) -> tuple[str, str]:
+def start_services_for(record: StackRecord, options: StackOptions, say: Say) -> ServiceUrls:
     """The Redis and PostgreSQL URLs: configured ones, else the private services (started).
 
     The record is saved before the services start, so a ``pt down`` after a
@@ -142,7 +150,7 @@ def start_services_for(record: StackRecord, options: StackOptions, say: Say) -> 
 
     settings = options.settings
     if settings.redis_url and settings.database_url:
-        return settings.redis_url, settings.database_url
+        return resolve_urls(settings, options.state_dir)
     try:
         before = services_status(options.state_dir)
         already = bool(before["redis"]["running"] and before["postgres"]["running"])
@@ -153,19 +161,23 @@ def start_services_for(record: StackRecord, options: StackOptions, say: Say) -> 
     except ServicesError as exc:
         raise StackError(str(exc)) from None
     say("services  running" + ("" if record.services_started else " (already were)"))
-    return urls.redis_url, urls.database_url
+    return urls
 
 
-def migrate_schema(database_url: str, say: Say) -> None:
-    """Apply the migrations not yet applied."""
+def migrate_schema(urls: ServiceUrls, say: Say) -> None:
+    """Apply the migrations not yet applied, as the owner; grant the master's role."""
     from papertrader.store import migrate as schema
+    from papertrader.store.roles import master_role_for
 
+    master_role = master_role_for(urls.owner_url, urls.database_url)
     try:
-        applied = schema.migrate(database_url)
+        applied = schema.migrate(urls.owner_url, master_role=master_role)
     except schema.MigrationError as exc:
         raise StackError(str(exc)) from None
     if applied:
         say(f"schema    applied {', '.join(applied)}")
+    if master_role is None:
+        say("schema    note: the master logs in as the schema's owner (one database URL)")
 
 
 def key_pair(home: Path, name: str, say: Say) -> KeyPair:
@@ -214,14 +226,17 @@ def register_workers(
         pool.close()
 
 
-def base_environment(options: StackOptions, redis_url: str, database_url: str) -> dict[str, str]:
-    """What every child gets: the caller's settings plus the stack's resolved ones."""
+def base_environment(options: StackOptions, redis_url: str) -> dict[str, str]:
+    """What every child gets: the caller's settings plus the stack's resolved ones.
+
+    No database URL: the master's is added to its own environment only.
+    """
     settings = options.settings
-    env = {k: v for k, v in kept_environment(os.environ).items() if k not in PER_WORKER_VARIABLES}
+    dropped = (*PER_WORKER_VARIABLES, *DATABASE_VARIABLES)
+    env = {k: v for k, v in kept_environment(os.environ).items() if k not in dropped}
     env.update(
         {
             "PT_REDIS_URL": redis_url,
-            "PT_DATABASE_URL": database_url,
             "PT_STATE_DIR": str(options.state_dir),
             "PT_MASTER_HOST": settings.master_host,
             "PT_MASTER_PORT": str(settings.master_port),
@@ -279,8 +294,10 @@ def plan_children(
     env: dict[str, str],
     master_key: KeyPair,
     worker_keys: dict[str, KeyPair],
+    database_url: str,
 ) -> list[Child]:
-    """The master and the workers, each with its command line and environment."""
+    """The master and the workers, each with its command line and environment (the
+    master's alone with a database URL: its role's)."""
     settings = options.settings
     metrics_ports: list[int | None] = [*options.metrics_ports()]
     metrics_ports += [None] * (settings.workers + 1 - len(metrics_ports))
@@ -289,7 +306,7 @@ def plan_children(
         "master",
         "master",
         ["master", "run", "--host", settings.master_host, "--port", str(settings.master_port)],
-        {**env, "PT_MASTER_GNUPG_HOME": str(master_key.home)},
+        {**env, "PT_MASTER_GNUPG_HOME": str(master_key.home), "PT_DATABASE_URL": database_url},
         settings.master_host,
         settings.master_port,
         metrics_port=metrics_ports[0],
@@ -336,8 +353,8 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
     from papertrader.keyring import master_home, worker_home
 
     settings = options.settings
-    redis_url, database_url = start_services_for(record, options, say)
-    migrate_schema(database_url, say)
+    urls = start_services_for(record, options, say)
+    migrate_schema(urls, say)
     master_key = key_pair(master_home(settings, options.state_dir), "papertrader-master", say)
     names = options.worker_names()
     worker_keys = {
@@ -351,10 +368,10 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
         for name, port in zip(names, options.worker_ports(), strict=True)
     }
     register_workers(
-        database_url,
+        urls.database_url,
         [(name, derive_worker_uuid(name), worker_keys[name], addresses[name]) for name in names],
         settings.region,
     )
     say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
-    env = base_environment(options, redis_url, database_url)
-    record.children = plan_children(options, env, master_key, worker_keys)
+    env = base_environment(options, urls.redis_url)
+    record.children = plan_children(options, env, master_key, worker_keys, urls.database_url)

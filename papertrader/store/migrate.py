@@ -8,6 +8,11 @@ lock makes concurrent runs (two servers starting at once) safe: the second
 waits, then finds nothing left to do.
 
 Applied files must never be edited; a change is a new file.
+
+Migrations run as the database's owner role. Given the master's role,
+``migrate`` then grants it the master's rights and checks it has no more
+(``papertrader/store/roles.py``), on every run, so a fresh database, an
+upgraded one and one whose grants were tampered with all end the same.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
+
+from papertrader.store import roles
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -80,6 +87,27 @@ def _connect(database_url: str) -> psycopg2.extensions.connection:
         raise MigrationError(f"cannot connect to the database: {str(exc).strip()}") from exc
 
 
+def _grant(conn: psycopg2.extensions.connection, master_role: str) -> None:
+    """The master's grants and their check, in one transaction."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            row = cur.fetchone()
+            if row is not None and row[0] == master_role:
+                raise MigrationError(
+                    f"migrations run as {master_role}, the master's own role: give "
+                    "the owner's URL (database_owner_url / PT_DATABASE_OWNER_URL)"
+                )
+            roles.grant_master(cur, master_role)
+            roles.check_master(cur, master_role)
+    except roles.RoleError as exc:
+        raise MigrationError(f"the master's database role: {exc}") from None
+    except psycopg2.Error as exc:
+        raise MigrationError(
+            f"granting the master's role {master_role}: {str(exc).strip()}"
+        ) from exc
+
+
 def applied_migrations(database_url: str) -> list[tuple[str, datetime]]:
     """Names and times of the migrations recorded as applied, in order."""
     conn = _connect(database_url)
@@ -103,8 +131,15 @@ def pending_migrations(database_url: str, directory: Path | None = None) -> list
     return [m.name for m in list_migrations(directory) if m.name not in done]
 
 
-def migrate(database_url: str, directory: Path | None = None) -> list[str]:
-    """Apply the pending migrations in order; returns the names applied (empty: up to date)."""
+def migrate(
+    database_url: str, directory: Path | None = None, master_role: str | None = None
+) -> list[str]:
+    """Apply the pending migrations in order; returns the names applied (empty: up to date).
+
+    ``database_url`` is the owner's. With ``master_role`` (another role than
+    the owner), that role is then granted the master's rights and checked to
+    have no more; a role with too many is a ``MigrationError`` saying which.
+    """
     migrations = list_migrations(directory)
     conn = _connect(database_url)
     applied: list[str] = []
@@ -115,7 +150,12 @@ def migrate(database_url: str, directory: Path | None = None) -> list[str]:
         try:
             conn.autocommit = False
             with conn, conn.cursor() as cur:
-                cur.execute(_CREATE_TABLE)
+                # Only when missing: the master's role may not create tables, and an
+                # up-to-date schema then needs nothing it may not do.
+                cur.execute("SELECT to_regclass('schema_migrations') IS NULL")
+                row = cur.fetchone()
+                if row is not None and row[0]:
+                    cur.execute(_CREATE_TABLE)
             with conn, conn.cursor() as cur:
                 cur.execute("SELECT name FROM schema_migrations")
                 done = {str(row[0]) for row in cur.fetchall()}
@@ -133,6 +173,8 @@ def migrate(database_url: str, directory: Path | None = None) -> list[str]:
                         f"migration {migration.name} failed and was rolled back: {str(exc).strip()}"
                     ) from exc
                 applied.append(migration.name)
+            if master_role:
+                _grant(conn, master_role)
         finally:
             if not conn.closed:
                 conn.rollback()
