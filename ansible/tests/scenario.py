@@ -286,7 +286,23 @@ class Scenario:
             ):
                 if line not in text:
                     raise ScenarioFailed(f"{files[name]} lacks {line!r}")
-        log("settings files: mode 0600, shared and per-region values as in the inventory")
+        # Database roles: the master has its own role's URL, the owner's is in migrate.toml
+        # alone; workers have none.
+        master_text = files[MASTER].read_text()
+        if 'database_url = "postgresql://papertrader_master:' not in master_text:
+            raise ScenarioFailed(f"{files[MASTER]} lacks the master role's database URL")
+        if "owner" in master_text:
+            raise ScenarioFailed(f"{files[MASTER]} holds the schema owner's URL")
+        migrate_toml = self.root(MASTER) / "etc" / "migrate.toml"
+        if migrate_toml.stat().st_mode & 0o777 != 0o600 or (
+            'database_owner_url = "postgresql://papertrader_owner:' not in migrate_toml.read_text()
+        ):
+            raise ScenarioFailed(f"{migrate_toml} is not 0600 with the owner's URL")
+        for name in WORKERS:
+            if "database" in files[name].read_text() or "postgresql" in files[name].read_text():
+                raise ScenarioFailed(f"{files[name]} holds a database URL: workers get none")
+        log("settings files: mode 0600, shared and per-region values as in the inventory; "
+            "the master's own database role, the owner's URL for migrations only, none on workers")
 
     def client(self, worker: str, *args: str, stdin: str | None = None) -> str:
         port = self.worker_port(worker)
