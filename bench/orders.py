@@ -227,7 +227,7 @@ def redis_xadd_rps(redis_url: str, requests: int = 200_000) -> float | None:
 def bench_orders(urls: ServiceUrls, state: Path) -> dict[str, Any]:
     market = bench_market(urls)
     mix = bench_mix(urls)
-    tps = pgbench_tps(urls.database_url)
+    tps = pgbench_tps(urls.owner_url)  # pgbench -i creates its tables: the owner may
     result: dict[str, Any] = {
         # the figures bench/README.md has always shown, market orders:
         "orders": market["orders"],

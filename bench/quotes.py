@@ -89,7 +89,6 @@ def worker_env(urls: ServiceUrls, state: Path, port: int, web_port: int) -> dict
         "PT_WORKER_GNUPG_HOME": str(keyring.home),
         "PT_MASTER_FINGERPRINT": fingerprint[0],
         "PT_REDIS_URL": urls.redis_url,
-        "PT_DATABASE_URL": urls.database_url,
         "PT_WORKER_PORT": str(port),
         "PT_WEB_PORT": str(web_port),
         "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",  # no master: quotes need none

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from papertrader.services import ServiceUrls, destroy_services, start_services
 from papertrader.store.migrate import migrate
+from papertrader.store.roles import master_role_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def services() -> Iterator[tuple[ServiceUrls, Path]]:
         state = Path(tmp)
         urls = start_services(state)
         try:
-            migrate(urls.database_url)
+            migrate(urls.owner_url, master_role=master_role_for(urls.owner_url, urls.database_url))
             yield urls, state
         finally:
             destroy_services(state)

@@ -32,10 +32,14 @@ def database_urls_for(
     kept apart from the commands so the lookup can be tested on its own.
     """
     from papertrader.config import load_settings
-    from papertrader.services import prepare_database_roles, resolve_urls
+    from papertrader.services import ServiceUrls, prepare_database_roles, resolve_urls
 
     settings = load_settings(config_path)
-    if prepare and not settings.database_url:
+    if settings.database_url:  # no Redis needed, nor asked for
+        return ServiceUrls(
+            settings.redis_url or "", settings.database_url, settings.database_owner_url or ""
+        )
+    if prepare:
         prepare_database_roles(state_dir if state_dir is not None else settings.state_dir)
     return resolve_urls(settings, state_dir)
 

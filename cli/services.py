@@ -75,8 +75,8 @@ def up(state_dir: Path | None, as_json: bool, show_secrets: bool, timeout: float
         return
     click.echo(f"Services running (state in {directory}).")
     click.echo(f"  PT_REDIS_URL={shown(urls.redis_url)}")
-    click.echo(f"  PT_DATABASE_URL={shown(urls.database_url)}        # the master's role")
-    click.echo(f"  PT_DATABASE_OWNER_URL={shown(urls.owner_url)}  # migrations only")
+    click.echo(f"  PT_DATABASE_URL={shown(urls.database_url)}")
+    click.echo(f"  PT_DATABASE_OWNER_URL={shown(urls.owner_url)}  (migrations only, no server)")
     if not show_secrets:
         click.echo("  (passwords masked: --show-secrets prints them)")
     click.echo(f"Next: pt db migrate --state-dir {directory}")
