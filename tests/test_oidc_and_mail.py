@@ -296,3 +296,20 @@ def test_a_code_is_worthless_without_the_pkce_verifier(idp: ProviderProcess) -> 
     flow.verifier = "x" * 64  # what an app that intercepted the redirect would have
     with pytest.raises(SignInError, match="gave no ID token"):
         flow.exchange(code)
+
+
+def test_the_web_pages_client_id_is_an_audience_too(
+    idp: ProviderProcess, redis_client: redis.Redis
+) -> None:
+    entry = idp.entry(web_client_id="the-web-page", web_flow="id_token")
+    (provider,) = parse_providers([entry])
+    assert provider.public()["web_client_id"] == "the-web-page"
+    assert provider.public()["web_flow"] == "id_token"
+    verifier = IdTokenVerifier(ProviderDirectory((provider,)), redis_client)
+    nonce = uuid.uuid4().hex
+    assert verifier.verify(provider, idp.mint(nonce=nonce, aud=["the-web-page"]), nonce).subject
+    both = idp.mint(nonce=nonce, aud=["the-web-page", "someone-else"], azp="the-web-page")
+    assert verifier.verify(provider, both, nonce).subject
+    for aud, azp in ((["someone-else"], None), (["the-web-page", "someone-else"], "someone-else")):
+        with pytest.raises(TokenRefused, match="another application"):
+            verifier.verify(provider, idp.mint(nonce=nonce, aud=aud, azp=azp), nonce)
