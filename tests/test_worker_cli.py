@@ -90,10 +90,14 @@ def test_taken_port_is_one_line_and_no_traceback(tmp_path: Path, redis_url: str)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         env = worker_env(tmp_path, redis_url, port, free_port())
+        # A worker needs no database: one given a URL anyway says to remove it.
+        env["PT_DATABASE_URL"] = "postgresql://papertrader_master:secret@db.invalid/papertrader"
         result = run_worker_cli(env)
     assert result.returncode == 1
     assert f"error: cannot listen on 127.0.0.1:{port}: " in result.stderr
     assert "Traceback" not in result.stderr
+    assert "settings hold a database URL, which no worker uses: remove it" in result.stderr
+    assert "secret" not in result.stderr
 
 
 def test_no_redis_anywhere_says_what_to_do(tmp_path: Path, redis_url: str) -> None:

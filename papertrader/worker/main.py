@@ -396,6 +396,11 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
     log_file = default_log_file(settings, state_dir)
     install_logging_for(settings, log_file)
     failure: WorkerStartError | None = None
+    if settings.database_url or settings.database_owner_url:
+        logger.warning(
+            "this worker's settings hold a database URL, which no worker uses: remove it "
+            "(a worker taken over would hand it out; docs/SECURITY.md, The database)"
+        )
     try:
         with crash_guard():
             try:
