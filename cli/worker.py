@@ -7,6 +7,7 @@ at the top of this module imports the worker or gevent.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -63,6 +64,14 @@ def worker() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Log file (also PT_LOG_FILE; default <state-dir>/logs/<name>.log).",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(0, 256),
+    help="Processes serving the worker's ports, sharing them (also PT_WORKER_PROCESSES; "
+    "default 0: one per core). The first holds the master link for all.",
+)
+@click.option("--process-index", type=int, default=0, hidden=True)
+@click.option("--relay", type=click.Path(path_type=Path), hidden=True)
 def run(
     config_path: Path | None,
     state_dir: Path | None,
@@ -74,6 +83,9 @@ def run(
     advertise: str | None,
     masters: tuple[str, ...],
     log_file: Path | None,
+    processes: int | None,
+    process_index: int,
+    relay: Path | None,
 ) -> None:
     """Run one worker in the foreground until Ctrl-C or SIGTERM.
 
@@ -82,6 +94,8 @@ def run(
     state directory (the worker needs no PostgreSQL). If the master is not up
     yet the worker keeps retrying; meanwhile quotes and sessions work and
     logins answer "master unreachable". Logs go to the log file and stderr.
+    The worker uses every core: it serves its ports from one process per core
+    (--processes), started and stopped with it.
 
     \b
     Examples:
@@ -112,8 +126,26 @@ def run(
         worker_advertise=advertise,
         master_connect=",".join(masters) if masters else None,
         log_file=log_file,
+        worker_processes=processes,
     )
+    # How the other processes start: this command with these options (run_worker adds
+    # the port it bound, their index and the relay).
+    command = [sys.executable, "-m", "papertrader_cli", "worker", "run"]
+    given = {
+        "--config": config_path,
+        "--state-dir": state_dir,
+        "--name": name,
+        "--uuid": worker_uuid,
+        "--region": region,
+        "--host": host,
+        "--advertise": advertise,
+        "--master": master,
+        "--log-file": log_file,
+    }
+    for flag, value in given.items():
+        if value is not None:
+            command += [flag, str(value)]
     try:
-        run_worker(settings, state_dir)
+        run_worker(settings, state_dir, command=command, process_index=process_index, relay=relay)
     except WorkerStartError as exc:
         fail(str(exc))

@@ -59,6 +59,7 @@ def child_env(redis_url: str, database_url: str, state_dir: Path, **extra: str) 
             "PT_REGISTER_RATE_PER_EMAIL": "100000/minute",
             "PT_RESUME_RATE_PER_ADDRESS": "100000/minute",
             "PT_WEB_PORT": "0",  # the web page on any free port: tests run side by side
+            "PT_WORKER_PROCESSES": "1",  # one process per worker unless a test asks for more
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }

@@ -101,6 +101,7 @@ def worker_env(
             "PT_WORKER_HOST": "127.0.0.1",
             "PT_WORKER_PORT": str(port),
             "PT_WEB_PORT": "0",  # the web page on any free port: tests run side by side
+            "PT_WORKER_PROCESSES": "1",  # one process per worker unless a test asks for more
             "PT_MASTER_CONNECT": f"127.0.0.1:{master_port}",
             "PT_UPDATE_INTERVAL": "0.3",
             "PT_ASSETS": DEFAULT_ASSETS,

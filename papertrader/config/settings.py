@@ -131,6 +131,7 @@ _RULES: dict[str, _Rule] = {
     "master_port": _PORT,
     "worker_host": _HOST,
     "worker_port": _PORT,
+    "worker_processes": _Rule("int", "processes from 0 (one per core) to 256", 0, 256),
     "worker_name": _NAME,
     "worker_uuid": _Rule(
         "optuuid",
@@ -317,6 +318,8 @@ class Settings:
     master_port: int = 2048
     worker_host: str = "127.0.0.1"
     worker_port: int = 2049
+    #: Processes serving a worker's ports (SO_REUSEPORT); 0 = one per core.
+    worker_processes: int = 0
     #: The worker's name in the master's ``workers`` table and in its log file name.
     worker_name: str = "worker-1"
     #: The worker's identity on the master link; None derives it from ``worker_name``

@@ -315,6 +315,8 @@ def plan_children(
     children = [master]
     workers = zip(options.worker_names(), options.worker_ports(), metrics_ports[1:], strict=True)
     web_ports = options.web_ports
+    # Every core, shared by the workers of this host (worker_processes: one per core).
+    processes = settings.worker_processes or max(1, (os.cpu_count() or 1) // settings.workers)
     for index, (name, port, metrics_port) in enumerate(workers):
         worker_id = str(derive_worker_uuid(name))
         key = worker_keys[name]
@@ -328,7 +330,8 @@ def plan_children(
                 "worker",
                 ["worker", "run", "--name", name, "--uuid", worker_id,
                  "--region", settings.region, "--host", settings.worker_host,
-                 "--port", str(port), "--master", master_address],
+                 "--port", str(port), "--master", master_address,
+                 "--processes", str(processes)],
                 {
                     **env,
                     "PT_WORKER_GNUPG_HOME": str(key.home),

@@ -33,7 +33,7 @@ from loguru import logger
 
 from papertrader.protocol import Instruction, Message, decode_payload
 from papertrader.protocol.records import from_records
-from papertrader.worker.master_link import LinkError, MasterLink
+from papertrader.worker.master_link import Link, LinkError
 
 #: Origins learned from worker lists, at most (a directory of a region is small).
 MAX_LEARNED = 1024
@@ -157,7 +157,7 @@ class OriginPolicy:
 class WorkerDirectory:
     """Asks the master for its worker list now and then; teaches the policy their origins."""
 
-    def __init__(self, link: MasterLink, policy: OriginPolicy, period: float = 10.0) -> None:
+    def __init__(self, link: Link, policy: OriginPolicy, period: float = 10.0) -> None:
         self.link = link
         self.policy = policy
         self.period = period

@@ -35,7 +35,7 @@ from papertrader.protocol import FAILURE_RETURN, SCHEMAS, ErrorCode, Instruction
 from papertrader.store.sessions import SessionError
 from papertrader.worker.client_management import ClientInfo, ClientManager, shown
 from papertrader.worker.forwarding import for_master
-from papertrader.worker.master_link import LinkError, MasterLink
+from papertrader.worker.master_link import Link, LinkError
 
 
 class AuthTunnel:
@@ -43,7 +43,7 @@ class AuthTunnel:
 
     def __init__(
         self,
-        link: MasterLink,
+        link: Link,
         clients: ClientManager,
         timeout: float | None = None,
         gate: AuthGate | None = None,

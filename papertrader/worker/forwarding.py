@@ -21,7 +21,7 @@ from papertrader.protocol import (
     split_payload,
 )
 from papertrader.worker.client_management import ClientInfo
-from papertrader.worker.master_link import LinkError, MasterLink
+from papertrader.worker.master_link import Link, LinkError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -56,7 +56,7 @@ class UserData:
     """getUserInfo / getUserPortfolio / getUserTransactionHistory (and getWorkerList, for
     clients such as browsers that cannot reach the master), answered by the master."""
 
-    def __init__(self, link: MasterLink, chunk_size: int, timeout: float | None = None) -> None:
+    def __init__(self, link: Link, chunk_size: int, timeout: float | None = None) -> None:
         self._link = link
         self._chunk_size = chunk_size
         self._timeout = timeout
@@ -102,7 +102,7 @@ class Commands:
     out), unless the request never left the worker.
     """
 
-    def __init__(self, link: MasterLink, timeout: float = FORWARD_TIMEOUT) -> None:
+    def __init__(self, link: Link, timeout: float = FORWARD_TIMEOUT) -> None:
         self._link = link
         self._timeout = timeout
 

@@ -17,6 +17,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,15 @@ from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.handshake import WorkerHandshake
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.history_cache import HistoryCache
-from papertrader.worker.master_link import LinkIdentity, MasterLink
+from papertrader.worker.link_relay import LinkRelayServer, RelayLink, relay_path
+from papertrader.worker.master_link import Link, LinkIdentity, MasterLink
 from papertrader.worker.orders import OrderDesk, order_wait_timeout
+from papertrader.worker.processes import (
+    ServingProcesses,
+    process_count,
+    reuse_port_listener,
+    watch_parent,
+)
 from papertrader.worker.session_cache import SessionCache
 
 #: Redis connections one worker may hold. Every client waiting for an order
@@ -93,11 +101,21 @@ class Worker:
     """One worker server: its modules, started and stopped together."""
 
     def __init__(
-        self, settings: Settings, redis_client: redis.Redis, state_dir: Path | None = None
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        state_dir: Path | None = None,
+        *,
+        process_index: int = 0,
+        relay: Path | None = None,
     ) -> None:
+        """``relay``: with several processes (``processes.py``), process 0 serves the master
+        link to the others there, and the others (``process_index`` > 0) use it."""
         self.settings = settings
         self.redis = redis_client
-        self.keyring, handshake = _handshake(settings, state_dir)
+        self.process_index = process_index
+        #: Ports shared with this worker's other processes (SO_REUSEPORT).
+        self.reuse_port = relay is not None
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.cache = QuoteCache(
@@ -112,21 +130,31 @@ class Worker:
         self.web_origin = (
             settings.web_origin(tls=web_tls is not None) if settings.web_enabled else ""
         )
-        self.link = MasterLink(
-            settings.master_addresses,
-            LinkIdentity(
-                worker_uuid=settings.worker_id,
-                name=settings.worker_name,
-                region=settings.region,
-                client_address=settings.worker_client_address,
-                web_origin=self.web_origin,
-            ),
-            heartbeat_interval=max(1.0, settings.update_interval),
-            max_data_size=settings.max_data_size,
-            authenticate=handshake,
-            status=self.status,
-            on_refused=self._out_of_service,
+        identity = LinkIdentity(
+            worker_uuid=settings.worker_id,
+            name=settings.worker_name,
+            region=settings.region,
+            client_address=settings.worker_client_address,
+            web_origin=self.web_origin,
         )
+        self.keyring: Keyring | None = None
+        self.relay_server: LinkRelayServer | None = None
+        self.link: Link
+        if process_index > 0 and relay is not None:  # no key here: process 0 holds the link
+            self.link = RelayLink(relay, identity, on_refused=self._out_of_service)
+        else:
+            self.keyring, handshake = _handshake(settings, state_dir)
+            self.link = master_link = MasterLink(
+                settings.master_addresses,
+                identity,
+                heartbeat_interval=max(1.0, settings.update_interval),
+                max_data_size=settings.max_data_size,
+                authenticate=handshake,
+                status=self.status,
+                on_refused=self._out_of_service,
+            )
+            if relay is not None:
+                self.relay_server = LinkRelayServer(master_link, relay)
         self.sessions = SessionCache(
             SessionStore(
                 redis_client,
@@ -288,6 +316,10 @@ class Worker:
         """Bind, load quotes, start the link, serve. WorkerStartError if the port is unusable."""
         settings = self.settings
         try:
+            if self.reuse_port:
+                self.server.set_listener(
+                    reuse_port_listener(settings.worker_host, settings.worker_port)
+                )
             self.server.init_socket()  # bind first: a taken port fails before anything starts
         except OSError as exc:
             where = join_host_port(settings.worker_host, settings.worker_port)
@@ -296,6 +328,9 @@ class Worker:
         self._start_metrics()
         if self.web is not None:
             try:
+                if self.reuse_port:
+                    host = settings.web_host or settings.worker_host
+                    self.web.server.set_listener(reuse_port_listener(host, settings.web_port))
                 self.web.init_socket()
             except OSError as exc:
                 host = settings.web_host or settings.worker_host
@@ -312,6 +347,8 @@ class Worker:
             known = len(self.cache.known_symbols)
             logger.info(f"{known} assets known, quotes of {self.cache.updated_at}")
         self.link.start()
+        if self.relay_server is not None:
+            self.relay_server.start()
         self.server.start()
         if self.web is not None and self.directory is not None:
             self.web.start()
@@ -340,12 +377,15 @@ class Worker:
             self.metrics_server.stop()
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
+        if self.relay_server is not None:
+            self.relay_server.stop()
         self.link.stop()
         self.cache.stop()
         self.sessions.stop()
         self.redis.close()
         self.redis.connection_pool.disconnect()
-        self.keyring.stop_agent()
+        if self.keyring is not None:
+            self.keyring.stop_agent()
         logger.info(f"worker {self.settings.worker_name} stopped")
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -386,8 +426,19 @@ def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
     return directory / "logs" / f"{settings.worker_name}.log"
 
 
-def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
+def run_worker(
+    settings: Settings,
+    state_dir: Path | None = None,
+    *,
+    command: list[str] | None = None,
+    process_index: int = 0,
+    relay: Path | None = None,
+) -> None:
     """Run a worker until SIGTERM or SIGINT (the body of ``pt worker run``).
+
+    ``command`` is how this worker was started (``pt worker run`` passes it): with
+    it, process 0 starts ``worker_processes`` - 1 more processes serving the same
+    ports (``processes.py``), each ``command`` plus its index and the relay's path.
 
     Problems the operator must fix (no Redis configured, port taken) are
     logged as one line and raised as WorkerStartError, without a traceback;
@@ -396,37 +447,72 @@ def run_worker(settings: Settings, state_dir: Path | None = None) -> None:
     log_file = default_log_file(settings, state_dir)
     install_logging_for(settings, log_file)
     failure: WorkerStartError | None = None
-    if settings.database_url or settings.database_owner_url:
+    if process_index == 0 and (settings.database_url or settings.database_owner_url):
         logger.warning(
             "this worker's settings hold a database URL, which no worker uses: remove it "
             "(a worker taken over would hand it out; docs/SECURITY.md, The database)"
         )
+    state = resolve_state_dir(state_dir or settings.state_dir)
+    count = process_count(settings) if command is not None and process_index == 0 else 1
+    if count > 1:
+        relay = relay_path(state / "run", settings.worker_name)
     try:
         with crash_guard():
             try:
-                worker = Worker(settings, make_redis(redis_url_for(settings, state_dir)), state_dir)
+                worker = Worker(
+                    settings,
+                    make_redis(redis_url_for(settings, state_dir)),
+                    state_dir,
+                    process_index=process_index,
+                    relay=relay,
+                )
                 worker.start()
             except (WorkerStartError, ServicesError) as exc:
                 logger.error(f"worker {settings.worker_name} not started: {exc}")
                 failure = WorkerStartError(str(exc))
             else:
+                if process_index > 0:  # process 0 announces the worker and stops us
+                    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM))
+                    _serve_until_signalled(worker)
+                    return
+                children = None
+                if count > 1 and command is not None and relay is not None:
+                    children = ServingProcesses(count, _child_command(worker, command, relay))
+                    children.start()
                 with announced(
-                    resolve_state_dir(state_dir or settings.state_dir),
+                    state,
                     settings.worker_name,
                     "worker",
                     join_host_port(*worker.address),
                     log_file,
                     metrics=worker.metrics_address,
                 ):
-                    _serve_until_signalled(worker)
+                    _serve_until_signalled(worker, children)
     finally:
         uninstall_logging()  # flushes the held entries to the log file
     if failure is not None:
         raise failure
 
 
-def _serve_until_signalled(worker: Worker) -> None:
-    """Block until SIGTERM or SIGINT, then stop the worker cleanly."""
+def _child_command(
+    worker: Worker, command: list[str], relay: Path
+) -> Callable[[int], tuple[list[str], dict[str, str]]]:
+    """How process 0 starts process ``index``: same command and settings, on the ports
+    process 0 bound (also when they were 0: any free port)."""
+
+    def child(index: int) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        if worker.web is not None:
+            env["PT_WEB_PORT"] = str(worker.web.address[1])
+        env["PT_METRICS_ENABLED"] = "false"  # /metrics and /healthz are process 0's
+        argv = [*command, "--port", str(worker.address[1])]
+        return [*argv, "--process-index", str(index), "--relay", str(relay)], env
+
+    return child
+
+
+def _serve_until_signalled(worker: Worker, children: ServingProcesses | None = None) -> None:
+    """Block until SIGTERM or SIGINT, then stop the worker (and its other processes)."""
     stop = gevent.event.Event()
     handlers = [
         gevent.signal_handler(signal.SIGTERM, stop.set),
@@ -438,4 +524,6 @@ def _serve_until_signalled(worker: Worker) -> None:
     finally:
         for handler in handlers:
             handler.cancel()
+        if children is not None:
+            children.stop()
         worker.stop()

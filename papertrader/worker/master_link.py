@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -190,6 +190,30 @@ class _Pending:
     def __init__(self) -> None:
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self.reassembler = Reassembler()
+
+
+class Link(Protocol):
+    """What the worker's modules use of a link to the master: a ``MasterLink``, or in a
+    worker's processes 1..N-1 a ``link_relay.RelayLink`` through process 0's."""
+
+    identity: LinkIdentity
+    out_of_service: str | None
+    request_timeout: float
+    connections: int
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def where(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def wait_connected(self, timeout: float | None = None) -> bool: ...
+
+    def request(self, message: Message, timeout: float | None = None) -> Message | bytes: ...
 
 
 class MasterLink:
