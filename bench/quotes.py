@@ -1,8 +1,10 @@
 """Quote requests per second through one worker process, 100 concurrent connections,
-over TCP and over the worker's WebSocket (the browser's carriage).
+over TCP and over the worker's WebSocket (the browser's carriage), and through a
+worker of two processes (``worker_processes = 2``) on one port.
 
 Baseline in the same run: bench.bare_server answering the same frames; the
-TCP figure is the WebSocket figure's baseline (same worker, same requests).
+TCP figure of the one-process worker is the baseline of the WebSocket figure
+and of the two-process one (same requests).
 
 The targets are measured in interleaved rounds (bare, worker, WebSocket, bare,
 worker...), so a machine whose load changes during the run moves every figure
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +35,12 @@ from papertrader.store.sessions import SessionStore
 
 #: Seconds per round; PT_BENCH_SECONDS is the total per target.
 ROUND_SECONDS = 2.0
+
+
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its child processes (a worker's serving processes 1..N-1)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(child) for child in children.read_text().split())]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -79,8 +88,11 @@ class Target:
         }
 
 
-def worker_env(urls: ServiceUrls, state: Path, port: int, web_port: int) -> dict[str, str]:
-    """What a `pt worker run` needs to serve quotes without a master."""
+def worker_env(
+    urls: ServiceUrls, state: Path, port: int, web_port: int, processes: int = 1
+) -> dict[str, str]:
+    """What a `pt worker run` of ``processes`` processes needs to serve quotes without a
+    master."""
     # A worker needs its key pair and a pinned master key to start, even with no master.
     keyring = Keyring(state / "gnupg-bench", create=True)
     fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("bench")]
@@ -94,7 +106,17 @@ def worker_env(urls: ServiceUrls, state: Path, port: int, web_port: int) -> dict
         "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",  # no master: quotes need none
         "PT_UPDATE_INTERVAL": "5",
         "PT_LOG_FILE": str(state / f"worker-{port}.log"),
+        "PT_STATE_DIR": str(state),
+        "PT_WORKER_PROCESSES": str(processes),
     }
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the two-process worker did not start its second process")
+        time.sleep(0.1)
 
 
 def load_average() -> list[float]:
@@ -124,13 +146,25 @@ def bench_quotes(
             state / "worker.out",
         )
         started.append(worker)
+        # The same worker on every core: 2 processes (one per core here) on one port.
+        wide_port = free_port()
+        wide = spawn(
+            ["-m", "papertrader_cli", "worker", "run"],
+            worker_env(urls, state, wide_port, free_port(), processes=2),
+            state / "worker-wide.out",
+        )
+        started.append(wide)
         for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker)):
             wait_for_port(port, proc)
+        wait_for_port(wide_port, wide)
+        wait_until(lambda: len(with_children(wide.pid)) == 2)
+        time.sleep(3)  # the second process binds the port once it has loaded
         origin = f"http://127.0.0.1:{web_port}"
         targets = [
             Target("bare", bare_port, lambda: [bare.pid]),
             Target("worker", worker_port, lambda: [worker.pid]),
             Target("websocket", web_port, lambda: [worker.pid], origin),
+            Target("two_processes", wide_port, lambda: with_children(wide.pid)),
         ]
         load_before = load_average()
         for target in targets:  # warm-up
@@ -142,7 +176,7 @@ def bench_quotes(
     finally:
         for proc in started:
             stop(proc)
-    bare_f, worker_f, ws_f = (target.figures() for target in targets)
+    bare_f, worker_f, ws_f, wide_f = (target.figures() for target in targets)
     bare_rate, worker_rate = bare_f["quotes_per_second"], worker_f["quotes_per_second"]
     return {
         "connections": connections,
@@ -153,6 +187,10 @@ def bench_quotes(
         "bare_gevent": bare_f,
         "worker": worker_f,
         "websocket": ws_f,
+        "worker_two_processes": wide_f,
+        "two_processes_to_one": (
+            round(wide_f["quotes_per_second"] / worker_rate, 3) if worker_rate else None
+        ),
         "worker_quotes_per_second": worker_rate,
         "bare_gevent_quotes_per_second": bare_rate,
         "ratio_to_baseline": round(worker_rate / bare_rate, 3) if bare_rate else None,
