@@ -139,12 +139,13 @@ def run(
         "--region": region,
         "--host": host,
         "--advertise": advertise,
-        "--master": master,
         "--log-file": log_file,
     }
     for flag, value in given.items():
         if value is not None:
             command += [flag, str(value)]
+    for address in masters:
+        command += ["--master", address]
     try:
         run_worker(settings, state_dir, command=command, process_index=process_index, relay=relay)
     except WorkerStartError as exc:
