@@ -37,7 +37,9 @@ def database_urls_for(
     settings = load_settings(config_path)
     if settings.database_url:  # no Redis needed, nor asked for
         return ServiceUrls(
-            settings.redis_url or "", settings.database_url, settings.database_owner_url or ""
+            settings.redis_url or "",
+            settings.database_url,
+            database_owner_url=settings.database_owner_url or "",
         )
     if prepare:
         prepare_database_roles(state_dir if state_dir is not None else settings.state_dir)

@@ -80,8 +80,8 @@ def _own_roles(redis_url: str, admin_url: str) -> TestServiceUrls:
     return TestServiceUrls(
         redis_url,
         _with_login(admin_url, MASTER_ROLE, passwords[MASTER_ROLE]),
-        _with_login(admin_url, OWNER_ROLE, passwords[OWNER_ROLE]),
-        admin_url,
+        database_owner_url=_with_login(admin_url, OWNER_ROLE, passwords[OWNER_ROLE]),
+        admin_url=admin_url,
     )
 
 
@@ -104,8 +104,8 @@ def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServi
             yield TestServiceUrls(
                 env_redis or urls.redis_url,
                 urls.database_url,
-                urls.owner_url,
-                record.admin_url,
+                database_owner_url=urls.owner_url,
+                admin_url=record.admin_url,
             )
     finally:
         destroy_services(state_dir)

@@ -266,7 +266,9 @@ def _record_services(state_dir: Path) -> ServiceUrls:
     )
     save_state(state_dir, state)
     assert state.redis is not None and state.postgres is not None
-    return ServiceUrls(state.redis.url, state.postgres.url, state.postgres.owner_url)
+    return ServiceUrls(
+        state.redis.url, state.postgres.url, database_owner_url=state.postgres.owner_url
+    )
 
 
 def test_resolve_urls_prefers_configured_then_recorded(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ gets the master role's URL, migrations the owner's (``store/roles.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,7 +61,8 @@ class ServiceUrls:
 
     redis_url: str
     database_url: str
-    database_owner_url: str = ""
+    #: Keyword-only: other optional URLs may follow the first two positionally.
+    database_owner_url: str = field(default="", kw_only=True)
 
     @property
     def owner_url(self) -> str:
@@ -116,7 +117,9 @@ def start_services(
         save_state(directory, state)  # recorded before PostgreSQL starts, so `down` finds it
         state.postgres = postgres_cluster.start(directory, state.postgres, pg_bins, timeout)
         save_state(directory, state)
-        return ServiceUrls(state.redis.url, state.postgres.url, state.postgres.owner_url)
+        return ServiceUrls(
+            state.redis.url, state.postgres.url, database_owner_url=state.postgres.owner_url
+        )
 
 
 def prepare_database_roles(state_dir: Path | str | None = None) -> bool:
@@ -206,7 +209,9 @@ def read_service_urls(state_dir: Path | str | None = None) -> ServiceUrls | None
     state = load_state(resolve_state_dir(state_dir))
     if state.redis is None or state.postgres is None:
         return None
-    return ServiceUrls(state.redis.url, state.postgres.url, state.postgres.owner_url)
+    return ServiceUrls(
+        state.redis.url, state.postgres.url, database_owner_url=state.postgres.owner_url
+    )
 
 
 def services_status(state_dir: Path | str | None = None) -> dict[str, Any]:
@@ -258,7 +263,7 @@ def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None)
     database_url = settings.database_url
     owner_url = settings.database_owner_url or ""
     if redis_url and database_url:
-        return ServiceUrls(redis_url, database_url, owner_url)
+        return ServiceUrls(redis_url, database_url, database_owner_url=owner_url)
     directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
     recorded = read_service_urls(directory)
     if recorded is None:
@@ -272,9 +277,11 @@ def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None)
             f"`pt services up --state-dir {directory}` or set {missing}"
         )
     if database_url:
-        return ServiceUrls(redis_url or recorded.redis_url, database_url, owner_url)
+        return ServiceUrls(
+            redis_url or recorded.redis_url, database_url, database_owner_url=owner_url
+        )
     return ServiceUrls(
         redis_url or recorded.redis_url,
         recorded.database_url,
-        owner_url or recorded.database_owner_url,
+        database_owner_url=owner_url or recorded.database_owner_url,
     )
