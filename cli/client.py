@@ -571,4 +571,10 @@ def history(username: str, as_json: bool) -> None:
 
 # The market data, account, order and profile commands join the group (they import this
 # module's plumbing).
-from . import client_account, client_market, client_orders, client_profile  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    client_account,
+    client_competitions,
+    client_market,
+    client_orders,
+    client_profile,
+)

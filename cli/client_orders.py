@@ -77,6 +77,16 @@ class PriceType(click.ParamType):
 PRICE = PriceType()
 
 
+#: Which account an order command acts on: the practice account, or a competition's.
+COMPETITION_OPTION = click.option(
+    "--competition",
+    default="",
+    metavar="NAME",
+    help="Trade in (or list, cancel) your account in this competition instead of your "
+    "practice account (`pt client competitions`).",
+)
+
+
 def order_document(state: OrderStatus) -> dict[str, Any]:
     """An order for --json: every field, money as strings."""
     return {
@@ -193,6 +203,7 @@ def _place(
     time_in_force: str,
     client_order_id: uuid.UUID | None,
     as_json: bool,
+    competition: str = "",
 ) -> None:
     from papertrader.client import ClientError, OrderOutcomeUnknown
     from papertrader.protocol import ErrorCode
@@ -215,6 +226,7 @@ def _place(
                     stop_price=stop,
                     time_in_force=time_in_force,
                     client_order_id=cid,
+                    competition=competition,
                 )
             except OrderOutcomeUnknown as exc:
                 _unknown(cid, exc.reason, as_json)
@@ -270,6 +282,7 @@ def _order_options(command: Any) -> Any:
                 help="Your id for this order (a UUID; default: a new one). Sending an order "
                 "again with the same id never places a second one.",
             ),
+            COMPETITION_OPTION,
             json_option,
         )
     ):
@@ -286,11 +299,14 @@ def buy(
     stop: Decimal | None,
     time_in_force: str,
     client_order_id: uuid.UUID | None,
+    competition: str,
     as_json: bool,
 ) -> None:
     """Buy QTY units of SYMBOL: at the next update interval's price (a market order),
     or as a limit / stop / stop-limit order that waits for its price."""
-    _place("buy", symbol, quantity, limit, stop, time_in_force, client_order_id, as_json)
+    _place(
+        "buy", symbol, quantity, limit, stop, time_in_force, client_order_id, as_json, competition
+    )
 
 
 @client.command()
@@ -302,10 +318,13 @@ def sell(
     stop: Decimal | None,
     time_in_force: str,
     client_order_id: uuid.UUID | None,
+    competition: str,
     as_json: bool,
 ) -> None:
     """Sell QTY units of SYMBOL; see `buy` for the order types."""
-    _place("sell", symbol, quantity, limit, stop, time_in_force, client_order_id, as_json)
+    _place(
+        "sell", symbol, quantity, limit, stop, time_in_force, client_order_id, as_json, competition
+    )
 
 
 def _order_rows(states: list[OrderStatus]) -> list[list[str]]:
@@ -392,13 +411,14 @@ def order(order_id: uuid.UUID, as_json: bool) -> None:
     show_default=True,
     help="At most this many, newest first.",
 )
+@COMPETITION_OPTION
 @json_option
-def orders(open_only: bool, limit: int, as_json: bool) -> None:
-    """Your orders, newest first."""
+def orders(open_only: bool, limit: int, competition: str, as_json: bool) -> None:
+    """Your orders, newest first (of your practice account, or of a competition's)."""
     options = _options()
     stored = _stored_session(options)
     with _server_errors(options), options.connect(stored.session_id) as conn:
-        states = conn.orders(open_only=open_only, limit=limit)
+        states = conn.orders(open_only=open_only, limit=limit, competition=competition)
     if _wants_json(as_json):
         print_json([order_document(s) for s in states])
         return
@@ -413,8 +433,9 @@ def orders(open_only: bool, limit: int, as_json: bool) -> None:
 @click.option(
     "--all", "cancel_all", is_flag=True, help="Cancel every order of yours still waiting."
 )
+@COMPETITION_OPTION
 @json_option
-def cancel(order_id: uuid.UUID | None, cancel_all: bool, as_json: bool) -> None:
+def cancel(order_id: uuid.UUID | None, cancel_all: bool, competition: str, as_json: bool) -> None:
     """Cancel order ID while it still waits (a market order before its drain, a limit or
     stop order before it fills), or every waiting order with --all."""
     if cancel_all == (order_id is not None):
@@ -429,7 +450,7 @@ def cancel(order_id: uuid.UUID | None, cancel_all: bool, as_json: bool) -> None:
         with _server_errors(options), options.connect(stored.session_id) as conn:
             try:
                 if cancel_all:
-                    count = conn.cancel_all()
+                    count = conn.cancel_all(competition=competition)
                 else:
                     assert order_id is not None
                     state = conn.cancel(order_id)

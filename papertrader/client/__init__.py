@@ -13,9 +13,20 @@ from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.failover import FailoverClient
-from papertrader.client.models import EquityPoint, Fill, OrderStatus, SessionInfo
+from papertrader.client.models import (
+    Competition,
+    EquityPoint,
+    Fill,
+    Leaderboard,
+    LeaderboardEntry,
+    OrderStatus,
+    SessionInfo,
+)
 
 __all__ = [
+    "Competition",
+    "Leaderboard",
+    "LeaderboardEntry",
     "DEFAULT_TIMEOUT",
     "EquityPoint",
     "ClientError",

@@ -17,13 +17,23 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
 from papertrader.client.connection import CLIENT_MAX_DATA_SIZE, BlockingConnection, failure_error
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
-from papertrader.client.models import EquityPoint, Fill, OrderStatus, SessionInfo, Side
+from papertrader.client.models import (
+    Competition,
+    EquityPoint,
+    Fill,
+    Leaderboard,
+    LeaderboardEntry,
+    OrderStatus,
+    SessionInfo,
+    Side,
+)
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
 from papertrader.protocol.records import from_record, from_records, to_record
@@ -255,14 +265,17 @@ class PaperTraderClient:
         stop_price: Decimal | None = None,
         time_in_force: str = "day",
         client_order_id: uuid.UUID | None = None,
+        competition: str = "",
     ) -> OrderStatus:
         """Place an order; returns its state after the master's next drain (filled, or
         open in the book for a limit or stop order that has to wait).
 
         ``client_order_id`` (made up when None) identifies the order: sending the
         same one again never creates a second order, it answers with the first
-        one's state. A refusal raises ClientError (``order_id`` = the client
-        order id); an answer that cannot say what became of the order, or one
+        one's state. ``competition`` names the competition the order trades in
+        (its own account); empty: your practice account. A refusal raises
+        ClientError (``order_id`` = the client order id); an answer that cannot say
+        what became of the order, or one
         that never came (timeout, closed connection, Ctrl-C), raises
         OrderOutcomeUnknown: ask ``order(client_order_id)``, never re-send it
         with a new id.
@@ -277,6 +290,7 @@ class PaperTraderClient:
             "limit_price": limit_price,
             "stop_price": stop_price,
             "time_in_force": time_in_force,
+            "competition": competition or None,
         }
         message = Message(
             Instruction.PLACE_ORDER,
@@ -308,10 +322,13 @@ class PaperTraderClient:
         """One of your orders, by its client order id (or the order id the history shows)."""
         return _order_status(self._data_args(Instruction.GET_ORDER, order_id))
 
-    def orders(self, open_only: bool = False, limit: int = 100) -> list[OrderStatus]:
-        """Your orders, newest first (queued ones first); only waiting ones if ``open_only``."""
+    def orders(
+        self, open_only: bool = False, limit: int = 100, competition: str = ""
+    ) -> list[OrderStatus]:
+        """Your orders, newest first (queued ones first); only waiting ones if ``open_only``;
+        those of your account in ``competition`` if it is set."""
         status = "open" if open_only else "all"
-        value = self._data_args(Instruction.GET_ORDERS, "", status, limit)
+        value = self._data_args(Instruction.GET_ORDERS, competition, status, limit)
         return [OrderStatus.from_record(fields) for fields in _records(value)]
 
     def cancel(self, order_id: uuid.UUID) -> OrderStatus:
@@ -336,9 +353,10 @@ class PaperTraderClient:
         self._expect(reply, Instruction.ACCOUNT_SUCCESS)
         return _str(reply.arg("message"))
 
-    def cancel_all(self) -> int:
-        """Cancel every waiting order of yours; returns how many were canceled."""
-        message = Message(Instruction.CANCEL_ALL_ORDERS, ("",), session_id=self._session())
+    def cancel_all(self, competition: str = "") -> int:
+        """Cancel every waiting order of yours (of your account in ``competition`` if
+        set); returns how many were canceled."""
+        message = Message(Instruction.CANCEL_ALL_ORDERS, (competition,), session_id=self._session())
         reply = self._order_request(message, None)
         if reply.instruction is Instruction.ORDER_FAIL:
             error = failure_error(reply)
@@ -347,6 +365,86 @@ class PaperTraderClient:
             raise error
         self._expect(reply, Instruction.ORDERS_CANCELED)
         return int(reply.arg("canceled"))  # type: ignore[arg-type]
+
+    # -- competitions (docs/PROTOCOL.md section 16) ------------------------------------------
+    def create_competition(
+        self,
+        name: str,
+        ends_at: datetime.datetime,
+        *,
+        starts_at: datetime.datetime | None = None,
+        starting_cash: Decimal | None = None,
+        symbols: Sequence[str] = (),
+        private: bool = False,
+    ) -> Competition:
+        """Create a competition (you are not a member until you join it); a private
+        one comes back with its ``join_code`` for the members."""
+        terms: dict[str, Any] = {
+            "name": name,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "starting_cash": starting_cash,
+            "symbols": list(symbols) or None,
+            "private": private,
+        }
+        record = to_record({k: v for k, v in terms.items() if v is not None})
+        return self._competition_command(Instruction.CREATE_COMPETITION, record)
+
+    def join_competition(self, name: str = "", join_code: str = "") -> Competition:
+        """Join a public competition by name, or a private one by its join code; joining
+        again changes nothing."""
+        return self._competition_command(Instruction.JOIN_COMPETITION, name, join_code)
+
+    def leave_competition(self, name: str) -> str:
+        """Leave a competition: your account in it, its positions and orders, are closed."""
+        message = Message(Instruction.LEAVE_COMPETITION, (name,), session_id=self._session())
+        reply = self._command(message)
+        self._expect(reply, Instruction.COMPETITION_SUCCESS)
+        return _str(reply.arg("message"))
+
+    def competitions(self) -> list[Competition]:
+        """The competitions you may see: public ones, private ones you joined or created."""
+        value = self._data_args(Instruction.GET_COMPETITIONS)
+        return [Competition.from_record(fields) for fields in _records(value)]
+
+    def competition(self, name: str) -> Competition:
+        """One competition, with your own account in it (``account``) if you joined."""
+        fields = from_record(self._data_args(Instruction.GET_COMPETITION, name))
+        account = fields.get("account")
+        if account is not None:
+            account = from_record(account)
+            account["positions"] = _records(account.get("positions"))
+            fields["account"] = account
+        return Competition.from_record(fields)
+
+    def leaderboard(self, name: str, limit: int = 0) -> Leaderboard:
+        """The competition's members ranked by return, best first (``limit`` 0: 100)."""
+        fields = from_record(self._data_args(Instruction.GET_LEADERBOARD, name, limit))
+        entries = tuple(
+            LeaderboardEntry(
+                rank=e["rank"],
+                username=e["username"],
+                equity=e["equity"],
+                gain=e["gain"],
+                return_=e["return"],
+                return_percent=e["return_percent"],
+            )
+            for e in _records(fields.get("entries"))
+        )
+        return Leaderboard(
+            competition=fields["competition"],
+            status=fields["status"],
+            starting_cash=fields["starting_cash"],
+            members=fields["members"],
+            priced_at=fields.get("priced_at"),
+            your_rank=fields.get("your_rank"),
+            entries=entries,
+        )
+
+    def _competition_command(self, instruction: Instruction, *args: Value) -> Competition:
+        reply = self._command(Message(instruction, args, session_id=self._session()))
+        self._expect(reply, Instruction.COMPETITION)
+        return Competition.from_record(from_record(reply.arg("competition")))
 
     # -- account data ---------------------------------------------------------------------
     def portfolio(self, username: str = "") -> dict[str, Any]:

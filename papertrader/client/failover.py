@@ -29,6 +29,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
-from papertrader.client.models import Fill, OrderStatus, SessionInfo, Side
+from papertrader.client.models import Competition, Fill, OrderStatus, SessionInfo, Side
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
 
@@ -256,6 +257,7 @@ class FailoverClient:
         stop_price: Decimal | None = None,
         time_in_force: str = "day",
         client_order_id: uuid.UUID | None = None,
+        competition: str = "",
     ) -> OrderStatus:
         """PaperTraderClient.place_order; an answer lost with its worker is recovered
         from another worker by the order's client order id (see the module doc)."""
@@ -265,6 +267,7 @@ class FailoverClient:
             return client.place_order(
                 side, symbol, quantity, order_type=order_type, limit_price=limit_price,
                 stop_price=stop_price, time_in_force=time_in_force, client_order_id=cid,
+                competition=competition,
             )  # fmt: skip
 
         try:
@@ -276,6 +279,10 @@ class FailoverClient:
 
     def set_profile(self, public: bool) -> str:
         return self._call(lambda c: c.set_profile(public))  # harmless to repeat
+
+    def create_competition(self, name: str, ends_at: datetime, **terms: Any) -> Competition:
+        """Not repeated on another worker: a second try would say the name is taken."""
+        return self._call(lambda c: c.create_competition(name, ends_at, **terms), idempotent=False)
 
     def buy(self, symbol: str, quantity: int, client_order_id: uuid.UUID | None = None) -> Fill:
         return _filled(self.place_order("buy", symbol, quantity, client_order_id=client_order_id))

@@ -105,3 +105,99 @@ class OrderStatus:
         if values.get("reason") is None:
             values["reason"] = ""
         return cls(**values)
+
+
+def _known_fields(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a record a dataclass knows (later versions may add others)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {name: value for name, value in fields.items() if name in known}
+
+
+@dataclass(frozen=True)
+class CompetitionPosition:
+    """One position of a competition account, at the master's current price."""
+
+    symbol: str
+    quantity: int
+    average_price: Decimal
+    price: Decimal | None  # None: the master has no price for it (valued at cost)
+    market_value: Decimal
+
+
+@dataclass(frozen=True)
+class CompetitionAccount:
+    """Your own account in a competition you joined (docs/PROTOCOL.md section 16)."""
+
+    rank: int
+    cash: Decimal
+    equity: Decimal
+    gain: Decimal
+    return_: Decimal  # a fraction: 0.05 is +5 %
+    return_percent: Decimal
+    positions: tuple[CompetitionPosition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Competition:
+    """A competition: its terms, and whether you are in it.
+
+    ``symbols`` is empty when every asset may be traded; ``join_code`` is set only
+    for its creator (the code the members of a private competition join with).
+    """
+
+    name: str
+    status: str  # upcoming, running or ended
+    starts_at: datetime
+    ends_at: datetime
+    starting_cash: Decimal
+    symbols: tuple[str, ...] = ()
+    private: bool = False
+    join_code: str | None = None
+    members: int = 0
+    joined: bool = False
+    created_by: str = ""
+    account: CompetitionAccount | None = None
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> Competition:
+        values = _known_fields(cls, fields)
+        values["symbols"] = tuple(values.get("symbols") or ())
+        values["created_by"] = values.get("created_by") or ""
+        account = values.get("account")
+        if account is not None:
+            values["account"] = CompetitionAccount(
+                rank=account["rank"],
+                cash=account["cash"],
+                equity=account["equity"],
+                gain=account["gain"],
+                return_=account["return"],
+                return_percent=account["return_percent"],
+                positions=tuple(
+                    CompetitionPosition(**_known_fields(CompetitionPosition, p))
+                    for p in account.get("positions") or ()
+                ),
+            )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    """One member's place: ranked by return; equal equity shares a rank."""
+
+    rank: int
+    username: str
+    equity: Decimal
+    gain: Decimal  # equity - starting cash
+    return_: Decimal  # gain / starting cash, a fraction rounded to 8 places
+    return_percent: Decimal
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    competition: str
+    status: str
+    starting_cash: Decimal
+    members: int
+    priced_at: datetime | None
+    your_rank: int | None
+    entries: tuple[LeaderboardEntry, ...]

@@ -20,6 +20,9 @@ import ipaddress
 import uuid
 from datetime import datetime, timezone
 
+from papertrader import competitions as competition_rules
+from papertrader.competitions import CompetitionError
+from papertrader.master.competition_orders import competition_account
 from papertrader.master.context import MasterContext
 from papertrader.protocol import (
     NIL,
@@ -31,6 +34,7 @@ from papertrader.protocol import (
     reply_to,
 )
 from papertrader.protocol.records import to_record
+from papertrader.store import competitions as competition_store
 from papertrader.store import order_book
 from papertrader.store.order_queue import Order
 from papertrader.store.order_state import OrderState, order_id_for
@@ -53,19 +57,34 @@ def stamped_ip(request: Message) -> str | None:
     return str(request.client_address) if request.client_address is not None else None
 
 
-def _account(ctx: MasterContext, request: Message, account: str = "") -> int:
-    """The account the request acts on: the session's own (practice) account. The
-    session is checked against the client address the worker stamped, as the
-    worker itself checked it."""
+def _owner(ctx: MasterContext, request: Message) -> int:
+    """The session's own account. The session is checked against the client address
+    the worker stamped, as the worker itself checked it."""
     try:
         session = ctx.sessions.get(request.session_id, stamped_ip(request))
     except SessionError as exc:
         raise OrderRequestError(exc.code, exc.reason) from None
-    if account.strip():
-        raise OrderRequestError(
-            ErrorCode.NOT_ALLOWED, f"there is no account {account.strip()[:24]!r} of yours"
-        )
     return session.account_id
+
+
+def _account(ctx: MasterContext, request: Message, account: str = "") -> tuple[int, int, str]:
+    """The account a request acts on, as (user's account, account, competition): the
+    practice account for an empty ``account``, else the user's account in the
+    competition of that name (docs/PROTOCOL.md section 16)."""
+    owner = _owner(ctx, request)
+    name = account.strip()
+    if not name:
+        return owner, owner, ""
+    try:
+        competition = competition_rules.find(ctx.pool, name, owner)
+    except CompetitionError as exc:
+        raise OrderRequestError(exc.code, exc.reason) from None
+    account_id = competition_store.member_account(ctx.pool, competition.id, owner)
+    if account_id is None:
+        raise OrderRequestError(
+            ErrorCode.NOT_A_MEMBER, f"you have not joined competition {competition.name!r}"
+        )
+    return owner, account_id, name.lower()
 
 
 def _now() -> datetime:
@@ -115,7 +134,7 @@ def handle_get_order(ctx: MasterContext, request: Message) -> list[Message]:
     some_id = request.arg("order_id")
     assert isinstance(some_id, uuid.UUID)
     try:
-        account_id = _account(ctx, request)
+        account_id = _owner(ctx, request)
     except OrderRequestError as exc:
         return _data_fail(request, exc.code, exc.reason)
     state = find(ctx, account_id, some_id)
@@ -133,11 +152,11 @@ def handle_get_orders(ctx: MasterContext, request: Message) -> list[Message]:
             request, ErrorCode.BAD_ARGUMENT, f"status must be all or open, not {status[:12]!r}"
         )
     try:
-        account_id = _account(ctx, request, str(request.arg("account")))
+        owner, account_id, competition = _account(ctx, request, str(request.arg("account")))
     except OrderRequestError as exc:
         return _data_fail(request, exc.code, exc.reason)
     wanted = min(max(limit, 0) or DEFAULT_LIST, order_book.MAX_LIST)
-    queued = [] if ctx.intake is None else ctx.intake.queued_for(account_id)
+    queued = [] if ctx.intake is None else ctx.intake.queued_for(owner, competition)
     states = [order_book.queued_state(order) for order in reversed(queued)]
     if status == "all":
         states += order_book.list_orders(ctx.pool, account_id, open_only=False, limit=wanted)
@@ -157,7 +176,14 @@ def _cancel_queued(ctx: MasterContext, order: Order) -> OrderState | None:
         ip = None if order.client_ip is None else str(ipaddress.ip_address(order.client_ip))
     except ValueError:
         ip = None
-    return order_book.cancel_queued(ctx.pool, dataclasses.replace(order, client_ip=ip), _now())
+    account_id = order.account_id
+    if order.competition:  # recorded under the competition account the drain would use
+        account_id = (
+            competition_account(ctx.pool, order.account_id, order.competition) or account_id
+        )
+    return order_book.cancel_queued(
+        ctx.pool, dataclasses.replace(order, client_ip=ip, account_id=account_id), _now()
+    )
 
 
 def handle_cancel_order(ctx: MasterContext, request: Message) -> list[Message]:
@@ -165,7 +191,7 @@ def handle_cancel_order(ctx: MasterContext, request: Message) -> list[Message]:
     some_id = request.arg("order_id")
     assert isinstance(some_id, uuid.UUID)
     try:
-        account_id = _account(ctx, request)
+        account_id = _owner(ctx, request)
     except OrderRequestError as exc:
         return [_order_fail(request, exc.code, exc.reason, some_id)]
     state = None
@@ -193,11 +219,11 @@ def handle_cancel_order(ctx: MasterContext, request: Message) -> list[Message]:
 def handle_cancel_all(ctx: MasterContext, request: Message) -> list[Message]:
     """CANCEL_ALL_ORDERS(account): every open and queued order; ORDERS_CANCELED(count)."""
     try:
-        account_id = _account(ctx, request, str(request.arg("account")))
+        owner, account_id, competition = _account(ctx, request, str(request.arg("account")))
     except OrderRequestError as exc:
         return [_order_fail(request, exc.code, exc.reason, NIL)]
     canceled = order_book.cancel_all_orders(ctx.pool, account_id, _now())
-    for order in [] if ctx.intake is None else ctx.intake.queued_for(account_id):
+    for order in [] if ctx.intake is None else ctx.intake.queued_for(owner, competition):
         state = _cancel_queued(ctx, order)
         if state is not None and state.status == "canceled":
             canceled += 1

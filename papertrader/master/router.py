@@ -16,6 +16,7 @@ from loguru import logger
 
 from papertrader.master import (
     accounts,
+    competitions,
     credentials,
     deletion,
     equity,
@@ -67,6 +68,13 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.CANCEL_ALL_ORDERS: orders.handle_cancel_all,
     Instruction.SET_PROFILE_VISIBILITY: profiles.handle_set_visibility,
     Instruction.GET_EQUITY_HISTORY: equity.handle_equity_history,
+    # competitions and leaderboards (issue 13 item 7)
+    Instruction.CREATE_COMPETITION: competitions.handle_create,
+    Instruction.JOIN_COMPETITION: competitions.handle_join,
+    Instruction.LEAVE_COMPETITION: competitions.handle_leave,
+    Instruction.GET_COMPETITIONS: competitions.handle_list,
+    Instruction.GET_COMPETITION: competitions.handle_get,
+    Instruction.GET_LEADERBOARD: competitions.handle_leaderboard,
     # a worker asks for its browsers (the website client's failover, issue 14)
     Instruction.GET_WORKER_LIST: workers.handle_worker_list,
 }

@@ -44,8 +44,10 @@ from loguru import logger
 
 from papertrader import metrics
 from papertrader.limits.pending_orders import PendingOrders
+from papertrader.master import competition_orders
 from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
+from papertrader.store import competitions as competition_store
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.order_state import OrderState
@@ -159,8 +161,9 @@ class OrderIntake:
             entry = self._by_order.get(order_id.hex)
         return None if entry is None else entry.order
 
-    def queued_for(self, account_id: int) -> list[Order]:
-        """The queued orders of one account (for its order list)."""
+    def queued_for(self, account_id: int, competition: str = "") -> list[Order]:
+        """The queued orders of one user's account: the practice account's, or those for
+        the competition named (lower case) (for its order list)."""
         self.catch_up()
         account = str(account_id)
         return [
@@ -168,6 +171,7 @@ class OrderIntake:
             for entry in self._entries.values()
             if entry.staged is not None
             and entry.staged.account_id == account
+            and entry.staged.competition.lower() == competition
             and entry.order is not None
         ]
 
@@ -308,6 +312,9 @@ def drain_once(
     now = now or datetime.now(timezone.utc)
     day_end = day_end or day_order_end(now)
     intake = intake if intake is not None else OrderIntake(queue)
+    ended = competition_store.expire_ended(pool, now)
+    if ended:
+        logger.info("book: {} open orders of ended competitions expired", ended)
     turn = drain_book(pool, prices, now)
     if turn.changed:
         logger.info(
@@ -327,13 +334,16 @@ def drain_once(
             queue.complete([(entry, None) for entry in malformed])
             intake.forget(malformed)
         good = sorted((entry for entry in entries if entry.staged is not None), key=_sort_key)
-        refused = check(good) if check is not None else {}
+        refused = dict(check(good)) if check is not None else {}
+        routing = competition_orders.route(pool, good, now)
+        for stream_id, refusal in routing.refusals.items():
+            refused.setdefault(stream_id, refusal)
         publishing: gevent.Greenlet | None = None
         try:
             for start in range(0, len(good), chunk_size):
                 chunk = good[start : start + chunk_size]
                 parts = drainer.apply(
-                    [e.staged for e in chunk if e.staged is not None],
+                    [routing.staged(e) for e in chunk],
                     [refused.get(e.stream_id) for e in chunk],
                 )
                 # The chunk is committed: its outcomes are written and go out while

@@ -48,6 +48,10 @@ class Instruction(IntEnum):
     CANCEL_ORDER = 0x0121  # cancelOrder(order_id): cancel one order still waiting
     CANCEL_ALL_ORDERS = 0x0122  # cancelAllOrders(account): every waiting order of an account
     SET_PROFILE_VISIBILITY = 0x0123  # setProfileVisibility(public): private by default
+    # Competitions (issue 13 item 7; docs/PROTOCOL.md section 16): answered by the master
+    CREATE_COMPETITION = 0x0124  # createCompetition(terms): a record; the creator is told the code
+    JOIN_COMPETITION = 0x0125  # joinCompetition(competition, join_code): by name, or by code
+    LEAVE_COMPETITION = 0x0126  # leaveCompetition(competition): its account is closed
 
     # Data transfer state (MessageType.DATA_TRANSFER)
     GET_ASSET_INFO = 0x0201
@@ -66,6 +70,9 @@ class Instruction(IntEnum):
     GET_ORDER = 0x0220  # getOrder(order_id): one order's state
     GET_ORDERS = 0x0221  # getOrders(account, status, limit): an account's orders
     GET_EQUITY_HISTORY = 0x0222  # getEquityHistory(range): the account's value over time
+    GET_COMPETITIONS = 0x0223  # getCompetitions(): the competitions the session may see
+    GET_COMPETITION = 0x0224  # getCompetition(competition): one, with the session's own account
+    GET_LEADERBOARD = 0x0225  # getLeaderboard(competition, limit): members ranked by return
 
     # Control (MessageType.CONTROL): valid in either state
     SWITCH_STATE = 0x0301  # switchState(sessionID, state)
@@ -92,6 +99,9 @@ class Instruction(IntEnum):
     ORDER_STATUS = 0x0420  # an order's state (placed, canceled...)
     ORDER_FAIL = 0x0421  # an order refused, or its outcome unknown, with its client order id
     ORDERS_CANCELED = 0x0422  # how many orders cancelAllOrders canceled
+    COMPETITION = 0x0423  # a competition record: created, or joined
+    COMPETITION_SUCCESS = 0x0424  # a competition change without a record (left it)
+    COMPETITION_FAIL = 0x0425  # a competition request refused (code, reason)
 
     # Master-worker link (MessageType.LINK): never valid on a client connection
     LINK_HELLO = 0x0501  # worker -> master, first frame: who I am

@@ -79,6 +79,11 @@ class ErrorCode(IntEnum):
     INVALID_ORDER = 143  # the order ticket is malformed (type, prices, time in force, fields)
     INVALID_PRICE = 144  # a limit or stop price that cannot be taken
     TOO_MANY_OPEN_ORDERS = 145  # the account has as many open orders as allowed
+    # Competitions (issue 13 item 7)
+    UNKNOWN_COMPETITION = 146  # no such competition, or a private one the user may not see
+    NOT_A_MEMBER = 147  # the user has not joined the competition named
+    COMPETITION_CLOSED = 148  # the competition has not started, or has ended
+    ASSET_NOT_ALLOWED = 149  # the competition does not trade this asset
     # 160-169: failover (issue 17)
     MASTER_STANDBY = 160  # link only: this master is a standby; the reason names the active one
 

@@ -83,6 +83,11 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.CANCEL_ORDER: Schema((("order_id", T.ID),), needs_session=True),
     I.CANCEL_ALL_ORDERS: Schema((("account", T.STR),), needs_session=True),
     I.SET_PROFILE_VISIBILITY: Schema((("public", T.BOOL),), needs_session=True),
+    I.CREATE_COMPETITION: Schema((("terms", T.LIST),), needs_session=True),
+    I.JOIN_COMPETITION: Schema(
+        (("competition", T.STR), ("join_code", T.STR)), needs_session=True
+    ),
+    I.LEAVE_COMPETITION: Schema((("competition", T.STR),), needs_session=True),
     I.GET_ASSET_INFO: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_CURRENT: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_DAY: _DATE_REQUEST,
@@ -101,6 +106,9 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.GET_ORDERS: Schema(
         (("account", T.STR), ("status", T.STR), ("limit", T.INT)), needs_session=True
     ),
+    I.GET_COMPETITIONS: Schema((), needs_session=True),
+    I.GET_COMPETITION: Schema((("competition", T.STR),), needs_session=True),
+    I.GET_LEADERBOARD: Schema((("competition", T.STR), ("limit", T.INT)), needs_session=True),
     I.SWITCH_STATE: Schema((("state", T.INT),), needs_session=True),
     I.GET_WORKER_LIST: Schema(()),
     I.LOGIN_FAIL: _FAIL,
@@ -123,6 +131,9 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.ORDER_STATUS: _ORDER_RECORD,
     I.ORDER_FAIL: _ORDER_FAIL,
     I.ORDERS_CANCELED: Schema((("canceled", T.INT),)),
+    I.COMPETITION: Schema((("competition", T.LIST),)),
+    I.COMPETITION_SUCCESS: Schema((("message", T.STR),)),
+    I.COMPETITION_FAIL: _FAIL,
     I.LINK_HELLO: Schema((("name", T.STR), ("region", T.STR), ("client_address", T.STR))),
     I.LINK_WELCOME: Schema(
         (("name", T.STR), ("heartbeat_ms", T.INT), ("request_deadline_ms", T.INT))
@@ -176,6 +187,9 @@ FAILURE_RETURN: dict[Instruction, Instruction] = {
     I.CANCEL_ORDER: I.ORDER_FAIL,
     I.CANCEL_ALL_ORDERS: I.ORDER_FAIL,
     I.SET_PROFILE_VISIBILITY: I.ACCOUNT_FAIL,
+    I.CREATE_COMPETITION: I.COMPETITION_FAIL,
+    I.JOIN_COMPETITION: I.COMPETITION_FAIL,
+    I.LEAVE_COMPETITION: I.COMPETITION_FAIL,
     I.SWITCH_STATE: I.STATE_SWITCH_FAIL,
     I.GET_WORKER_LIST: I.DATA_FAIL,
     **{code: I.DATA_FAIL for code in Instruction if code.value >> 8 == 0x02},

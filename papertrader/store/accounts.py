@@ -237,7 +237,13 @@ def delete_account(pool: ConnectionPool, account_id: int, retire_days: int) -> A
         # Every order of the account, whatever its state: the history (transactions)
         # and the refusals (rejected_orders) are views of this table, and open
         # orders (the book, with their reservations) go with the account.
-        cur.execute("DELETE FROM orders WHERE account_id = %s", (account_id,))
+        # ... and those of its competition accounts (migration 0009), which the
+        # account row takes with it.
+        cur.execute(
+            "DELETE FROM orders WHERE account_id = %s OR account_id IN"
+            " (SELECT id FROM accounts WHERE owner_id = %s)",
+            (account_id, account_id),
+        )
         cur.execute("DELETE FROM accounts WHERE id = %s", (account_id,))
         cur.execute(
             "INSERT INTO retired_usernames (username_lower, retired_until)"

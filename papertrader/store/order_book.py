@@ -91,14 +91,16 @@ def order_ids(account_id: int, some_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID
 
 
 def find_order(pool: ConnectionPool, account_id: int, some_id: uuid.UUID) -> OrderState | None:
-    """The account's order with this client order id or order id, or None."""
+    """The account's order with this client order id or order id, or None; an order
+    of one of its competition accounts (migration 0009) is the account's too."""
     derived, plain = order_ids(account_id, some_id)
     with pool.transaction() as cur:
         cur.execute(
             f"SELECT {_COLUMNS} FROM orders"  # noqa: S608 - fixed column list
-            " WHERE order_id IN (%s, %s) AND account_id = %s"
+            " WHERE order_id IN (%s, %s) AND (account_id = %s OR account_id IN"
+            " (SELECT id FROM accounts WHERE owner_id = %s))"
             " ORDER BY order_id = %s DESC LIMIT 1",
-            (str(derived), str(plain), account_id, str(derived)),
+            (str(derived), str(plain), account_id, account_id, str(derived)),
         )
         row = cur.fetchone()
     return None if row is None else _state(row)
@@ -125,9 +127,12 @@ def cancel_order(
     """Cancel the account's open order ``order_id``; returns its state afterwards
     (canceled, or whatever it was), None if the account has no such order."""
     with pool.transaction() as cur:
+        # The order's own account: the one given, or one of its competition accounts.
         cur.execute(
-            f"SELECT {_COLUMNS} FROM pt_cancel_order(%s, %s, %s)",  # noqa: S608
-            (account_id, str(order_id), now),
+            f"SELECT {_COLUMNS} FROM pt_cancel_order("  # noqa: S608
+            "(SELECT o.account_id FROM orders o WHERE o.order_id = %s AND (o.account_id = %s"
+            " OR o.account_id IN (SELECT id FROM accounts WHERE owner_id = %s))), %s, %s)",
+            (str(order_id), account_id, account_id, str(order_id), now),
         )
         row = cur.fetchone()
     return None if row is None else _state(row)

@@ -84,6 +84,8 @@ class Order:
     time_in_force: str = "day"
     #: Hex id of the result list the submitting worker waits on (None: the order id).
     reply: str | None = None
+    #: The competition it trades in, as the user named it ("": the practice account).
+    competition: str = ""
 
     @property
     def client_id(self) -> uuid.UUID:
@@ -116,6 +118,8 @@ class Order:
             out["time_in_force"] = self.time_in_force
         if self.reply is not None:
             out["reply"] = self.reply
+        if self.competition:
+            out["competition"] = self.competition
         return out
 
     @classmethod
@@ -150,6 +154,7 @@ class Order:
             stop_price=None if staged.stop_price is None else Decimal(staged.stop_price),
             time_in_force=staged.time_in_force,
             reply=staged.reply,
+            competition=staged.competition,
         )
 
 

@@ -52,6 +52,7 @@ class StagedOrder(NamedTuple):
     worker: str
     reply: str | None
     sort_key: tuple[datetime, int, int]  # the stamp, then the stream id
+    competition: str = ""  # the competition it trades in, as named ("": practice account)
 
 
 def order_id_hex_for(account_id: int | str, client_order_id_hex: str) -> str:
@@ -183,5 +184,6 @@ def parse_fields(raw: dict[bytes, bytes], stream_id: bytes = b"0-0") -> StagedOr
             (get(b"worker") or b"").decode(),
             reply,
             (stamp, int(ms or 0), int(seq or 0)),
+            (get(b"competition") or b"").decode()[:64],
         ),
     )

@@ -99,6 +99,9 @@ _USER_DATA = frozenset(
         Instruction.GET_ORDER,
         Instruction.GET_ORDERS,
         Instruction.GET_EQUITY_HISTORY,
+        Instruction.GET_COMPETITIONS,
+        Instruction.GET_COMPETITION,
+        Instruction.GET_LEADERBOARD,
     }
 )
 #: Account requests of issue 12, answered by the master through the auth tunnel.
@@ -119,7 +122,14 @@ _ACCOUNT = frozenset(
 )
 #: Commands the master answers (the worker relays its return).
 _MASTER_COMMANDS = frozenset(
-    {Instruction.CANCEL_ORDER, Instruction.CANCEL_ALL_ORDERS, Instruction.SET_PROFILE_VISIBILITY}
+    {
+        Instruction.CANCEL_ORDER,
+        Instruction.CANCEL_ALL_ORDERS,
+        Instruction.SET_PROFILE_VISIBILITY,
+        Instruction.CREATE_COMPETITION,
+        Instruction.JOIN_COMPETITION,
+        Instruction.LEAVE_COMPETITION,
+    }
 )
 
 

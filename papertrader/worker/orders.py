@@ -69,6 +69,7 @@ _TICKET: dict[str, tuple[type, bool]] = {
     "limit_price": (Decimal, False),
     "stop_price": (Decimal, False),
     "time_in_force": (str, False),
+    "competition": (str, False),
 }
 #: Which prices each order type takes: (limit price, stop price).
 _PRICES_TAKEN: dict[str, tuple[bool, bool]] = {
@@ -127,6 +128,11 @@ class Ticket:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     time_in_force: str = "day"
+    competition: str = ""  # the competition it trades in ("": the practice account)
+
+
+#: A competition's name is at most this long (papertrader/competitions.py).
+MAX_COMPETITION_NAME = 48
 
 
 def _check_price(name: str, value: Decimal) -> Decimal:
@@ -200,6 +206,11 @@ def parse_ticket(record: Any, max_quantity: int) -> Ticket:
             raise TicketError(ErrorCode.INVALID_ORDER, f"a {order_type} order takes no {name}")
         if value is not None:
             _check_price(name, value)
+    competition = (fields.get("competition") or "").strip()
+    if len(competition) > MAX_COMPETITION_NAME:
+        raise TicketError(
+            ErrorCode.UNKNOWN_COMPETITION, f"there is no competition {shown(competition)}"
+        )
     client_order_id = fields["client_order_id"]
     if client_order_id == NIL:
         raise TicketError(ErrorCode.INVALID_ORDER, "the client order id must not be all zeros")
@@ -212,6 +223,7 @@ def parse_ticket(record: Any, max_quantity: int) -> Ticket:
         limit_price=limit,
         stop_price=stop,
         time_in_force=time_in_force,
+        competition=competition,
     )
 
 
@@ -339,6 +351,7 @@ class OrderDesk:
             stop_price=ticket.stop_price,
             time_in_force=ticket.time_in_force,
             reply=uuid.uuid4().hex,
+            competition=ticket.competition,
         )
         cid = ticket.client_order_id
         refusal = self._over_pending_cap(order, client)
