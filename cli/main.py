@@ -20,6 +20,7 @@ import click
 
 from . import (
     client,
+    competitions,
     db,
     logs,
     market,
@@ -54,6 +55,7 @@ cli.add_command(logs.logs)
 cli.add_command(master.master)
 cli.add_command(worker.worker)
 cli.add_command(client.client)
+cli.add_command(competitions.competitions)
 cli.add_command(services.services)
 cli.add_command(db.db)
 cli.add_command(workers.workers)

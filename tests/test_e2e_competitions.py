@@ -7,7 +7,8 @@ its own account (the practice account is untouched); an asset outside the list
 and a competition that has not started are refused with their reasons; open
 orders of a competition account are listed and canceled on their own; the
 leaderboard ranks the members by return, exactly, through the protocol and
-``pt client leaderboard``; leaving closes the account.
+``pt client leaderboard``; an operator's competition (``pt competitions``) is
+joined by its code too; leaving closes the account.
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def pt(servers: Servers, session: Path, *args: str, stdin: str | None = None) ->
     result = subprocess.run(
         [sys.executable, "-m", "cli.main", "client", "--session-file", str(session), *args],
         input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def operator(servers: Servers, *args: str) -> str:
+    """``pt competitions`` on the master's host (its database and Redis)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "competitions", *args], capture_output=True,
+        text=True, env=servers.env, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     return result.stdout
@@ -146,7 +157,10 @@ def test_a_class_competition(servers: Servers, tmp_path: Path) -> None:
         table = pt(servers, bob_session, "leaderboard", "Class 7B")
         assert alice_name in table and "Rank" in table
         as_json = json.loads(pt(servers, bob_session, "leaderboard", "Class 7B", "--json"))
-        assert [e["username"] for e in as_json["entries"]] == [e.username for e in board.entries]
+        # (the price may have moved since: the order is the equity's, whatever it is now)
+        assert {e["username"] for e in as_json["entries"]} == set(by_name)
+        equities = [Decimal(e["equity"]) for e in as_json["entries"]]
+        assert equities == sorted(equities, reverse=True)
         assert as_json["your_rank"] is not None
 
         # A competition that has not started takes no orders yet.
@@ -158,6 +172,15 @@ def test_a_class_competition(servers: Servers, tmp_path: Path) -> None:
             alice.place_order("buy", "AAPL", 1, competition="Next term")
         assert refused.value.code is ErrorCode.COMPETITION_CLOSED
         assert "starts at" in refused.value.reason
+
+        # An operator's competition: created on the master's host, joined by its code.
+        made = json.loads(operator(servers, "create", "Spring term", "--ends", "30d",
+                                   "--private", "--cash", "5000", "--json"))  # fmt: skip
+        assert made["created_by"] == "" and made["starting_cash"] == "5000.00"
+        assert alice.join_competition(join_code=made["join_code"]).starting_cash == Decimal(5000)
+        board_json = json.loads(operator(servers, "leaderboard", "spring term", "--json"))
+        assert [e["username"] for e in board_json["entries"]] == [alice_name]
+        assert board_json["entries"][0]["equity"] == "5000.00"
 
         # Leaving closes the account; the leaderboard has one member left.
         assert "left" in alice.leave_competition("Class 7B")

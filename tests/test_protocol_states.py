@@ -313,6 +313,18 @@ REQUESTS = [
     Message(Instruction.GET_ORDERS, ("", "open", 10), session_id=SID, request_id=74),
     Message(Instruction.SET_PROFILE_VISIBILITY, (True,), session_id=SID, request_id=75),
     Message(Instruction.GET_EQUITY_HISTORY, ("week",), session_id=SID, request_id=76),
+    # competitions (issue 13 item 7)
+    Message(
+        Instruction.CREATE_COMPETITION,
+        ((("name", "Class 7B"),),),
+        session_id=SID,
+        request_id=77,
+    ),
+    Message(Instruction.JOIN_COMPETITION, ("", "K7QPM2XD"), session_id=SID, request_id=78),
+    Message(Instruction.LEAVE_COMPETITION, ("Class 7B",), session_id=SID, request_id=79),
+    Message(Instruction.GET_COMPETITIONS, session_id=SID, request_id=80),
+    Message(Instruction.GET_COMPETITION, ("Class 7B",), session_id=SID, request_id=81),
+    Message(Instruction.GET_LEADERBOARD, ("Class 7B", 10), session_id=SID, request_id=82),
     Message(Instruction.GET_ASSET_INFO, ("AAPL",), session_id=SID, request_id=21),
     Message(Instruction.GET_ASSET_VALUE_CURRENT, ("AAPL",), session_id=SID, request_id=22),
     Message(
