@@ -3,7 +3,8 @@
 One stack (two workers) and one Chromium serve every test of this module, in
 order, as one visitor would: register, sign in, read quotes, buy, see the
 fill and the portfolio change, sell, see the history, reload and stay signed
-in, be refused cleanly (a wrong password, an unknown symbol), sign in with
+in, be refused cleanly (a wrong password, an unknown symbol), join a class
+competition by its code and see its leaderboard, sign in with
 an OpenID Connect provider (the test provider of ``oidc_provider.py``: a
 first sign-in chooses a username; an account with the same e-mail address is
 linked only after its password), and keep trading when the worker serving
@@ -32,6 +33,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from test_e2e_support import PASSWORD
+from test_e2e_support import PASSWORD, new_user
 from web_support import WebStack
 
 from papertrader.client import PaperTraderClient
@@ -422,6 +424,36 @@ def test_a_reload_and_a_new_tab_stay_signed_in(browser: WebDriver, web_stack: We
     finally:
         browser.close()
         browser.switch_to.window(first)
+
+
+def test_joins_a_class_competition_by_code_and_sees_the_leaderboard(
+    browser: WebDriver, web_stack: WebStack, screens: Path
+) -> None:
+    with PaperTraderClient(*web_stack.worker_address(1)) as teacher:
+        new_user(teacher, "teach")
+        created = teacher.create_competition(
+            "Web class", datetime.now(timezone.utc) + timedelta(days=7),
+            starting_cash=Decimal("2500.00"), private=True,
+        )  # fmt: skip
+    assert created.join_code
+    browser.get(web_stack.web(0) + "/#/competitions")
+    wait_for(browser, "the competitions", lambda d: visible(d, "join-form"), web_stack)
+    label = browser.find_element(By.CSS_SELECTOR, "label[for=join-code]")
+    assert label.text == "Join code"
+    fill(browser, "join-code", created.join_code.lower())
+    browser.find_element(By.ID, "join-code").send_keys(Keys.ENTER)  # the keyboard suffices
+    wait_for(
+        browser, "the join", lambda d: "You are in Web class" in text(d, "join-result"), web_stack
+    )
+    wait_for(
+        browser,
+        "the leaderboard",
+        lambda d: [r[:3] for r in table_rows(d, "leaderboard-table")] == [["1", USER, "2,500.00"]],
+        web_stack,
+    )
+    assert "You are #1 of 1 member" in text(browser, "leaderboard-summary")
+    assert any(r[0] == "Web class" for r in table_rows(browser, "competitions-table"))
+    shoot(browser, screens, "competitions")
 
 
 def sign_out(driver: WebDriver, stack: WebStack) -> None:

@@ -1,5 +1,6 @@
 // The web client's screens: sign in / register, watchlist, asset chart with the order
-// ticket, portfolio with P&L, history. Plain DOM, text only (never innerHTML).
+// ticket, portfolio with P&L, history, competitions and their leaderboards. Plain DOM,
+// text only (never innerHTML).
 
 import { PriceChart } from "./chart.js";
 import { ClientError, ConnectionLost } from "./client.js";
@@ -9,7 +10,7 @@ import * as providerSignIn from "./provider_signin.js";
 import { OrderOutcomeUnknown, Trader } from "./trader.js";
 
 const $ = (id) => document.getElementById(id);
-const SCREENS = ["signin", "watchlist", "trade", "portfolio", "history"];
+const SCREENS = ["signin", "watchlist", "trade", "portfolio", "history", "competitions"];
 const SYMBOL_RE = /^[A-Z0-9.\-^]{1,12}$/;
 
 const state = {
@@ -86,6 +87,7 @@ function route() {
   const [, screen = "", symbol = ""] = location.hash.split("/");
   if (!state.trader.signedIn) return go("signin");
   const chosen = screen === "trade" ? symbolOf(decodeURIComponent(symbol)) : null;
+  if (screen === "competitions") state.competition = symbol ? decodeURIComponent(symbol) : null;
   if (chosen !== null && chosen !== state.symbol) {
     state.symbol = chosen;
     $("asset-symbol").value = chosen;
@@ -106,7 +108,8 @@ function go(screen) {
   $("signout").hidden = !signedIn;
   $("whoami").hidden = !signedIn;
   $("whoami").textContent = signedIn ? state.trader.session.username : "";
-  document.title = `PaperTrader · ${screen === "trade" && state.symbol ? state.symbol : screen[0].toUpperCase() + screen.slice(1)}`;
+  const titled = screen === "trade" ? state.symbol : screen === "competitions" ? state.competition : null;
+  document.title = `PaperTrader · ${titled || screen[0].toUpperCase() + screen.slice(1)}`;
   clearTimeout(state.timer);
   refresh().catch(() => undefined);
   if (screen === "signin" && state.providers === null) loadProviders();
@@ -119,12 +122,13 @@ async function refresh() {
     else if (screen === "trade") await refreshTrade();
     else if (screen === "portfolio") await refreshPortfolio();
     else if (screen === "history") await refreshHistory();
+    else if (screen === "competitions") await refreshCompetitions();
     if (screen !== "signin") notice("");
   } catch (error) {
     if (error instanceof ClientError && error.sessionProblem) return;
     notice(explain(error));
   } finally {
-    if (state.screen === screen && (screen === "watchlist" || screen === "trade")) {
+    if (state.screen === screen && ["watchlist", "trade", "competitions"].includes(screen)) {
       clearTimeout(state.timer);
       state.timer = setTimeout(() => refresh().catch(() => undefined), state.config.update_interval * 1000);
     }
@@ -500,6 +504,110 @@ async function refreshHistory() {
   $("history-table").tBodies[0].replaceChildren(...rows);
 }
 
+// -- competitions and leaderboards (docs/PROTOCOL.md section 16) ------------------------------
+function competitionLink(competition) {
+  return `#/competitions/${encodeURIComponent(competition.name)}`;
+}
+
+async function refreshCompetitions() {
+  const competitions = await state.trader.competitions();
+  const rows = competitions.map((c) => {
+    const row = document.createElement("tr");
+    const name = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = competitionLink(c);
+    link.textContent = c.name;
+    link.setAttribute("aria-label", `${c.name}: show its leaderboard`);
+    if (c.name === state.competition) link.setAttribute("aria-current", "true");
+    name.append(link);
+    const kind = c.private ? "private" : "public";
+    const actions = document.createElement("td");
+    if (c.joined) {
+      actions.textContent = "You are in it";
+    } else if (!c.private && c.status !== "ended") {
+      const join = document.createElement("button");
+      join.type = "button";
+      join.textContent = "Join";
+      join.setAttribute("aria-label", `Join ${c.name}`);
+      join.addEventListener("click", () => joinCompetition(c.name, "", join));
+      actions.append(join);
+    } else if (c.join_code) {
+      actions.textContent = `Join code ${c.join_code}`;
+    }
+    const assets = c.symbols.length ? c.symbols.join(", ") : "every asset";
+    row.title = `${kind}; trades ${assets}`;
+    row.append(
+      name,
+      cell(`${c.status} (${kind})`),
+      cell(moment(c.ends_at), "hide-narrow"),
+      cell(money(c.starting_cash), "num hide-narrow"),
+      cell(quantity(c.members), "num"),
+      actions,
+    );
+    return row;
+  });
+  if (rows.length === 0) {
+    const td = cell("No competitions yet: join one with the code you were given.", "muted");
+    td.colSpan = 6;
+    const row = document.createElement("tr");
+    row.append(td);
+    rows.push(row);
+  }
+  $("competitions-table").tBodies[0].replaceChildren(...rows);
+  const chosen = competitions.find((c) => c.name === state.competition) ?? competitions.find((c) => c.joined) ?? competitions[0];
+  if (!chosen) {
+    $("leaderboard-card").hidden = true;
+    return;
+  }
+  await refreshLeaderboard(chosen);
+}
+
+async function refreshLeaderboard(competition) {
+  const board = await state.trader.leaderboard(competition.name);
+  $("leaderboard-card").hidden = false;
+  $("leaderboard-title").textContent = `Leaderboard: ${board.competition}`;
+  const members = `${quantity(board.members)} member${board.members === 1n ? "" : "s"}`;
+  const you = board.your_rank !== null && board.your_rank !== undefined ? `You are #${board.your_rank} of ${members}.` : `${members[0].toUpperCase()}${members.slice(1)}.`;
+  const assets = competition.symbols.length ? competition.symbols.join(", ") : "every asset";
+  const priced = board.priced_at ? ` Prices of ${moment(board.priced_at)} UTC.` : "";
+  $("leaderboard-summary").textContent = `${you} ${board.status[0].toUpperCase()}${board.status.slice(1)}: ${moment(competition.starts_at)} to ${moment(competition.ends_at)} UTC; starting cash ${money(board.starting_cash)}; trades ${assets}.${priced}`;
+  const rows = board.entries.map((e) => {
+    const row = document.createElement("tr");
+    if (e.username === state.trader.session?.username) row.className = "mine";
+    row.append(
+      cell(String(e.rank), "num"),
+      cell(String(e.username)),
+      cell(money(e.equity), "num"),
+      cell(signedMoney(e.gain), `num hide-narrow ${className(e.gain)}`),
+      cell(`${signedMoney(e.return_percent)} %`, `num ${className(e.return_percent)}`),
+    );
+    return row;
+  });
+  if (rows.length === 0) {
+    const td = cell("No members yet.", "muted");
+    td.colSpan = 5;
+    const row = document.createElement("tr");
+    row.append(td);
+    rows.push(row);
+  }
+  $("leaderboard-table").tBodies[0].replaceChildren(...rows);
+}
+
+async function joinCompetition(name, code, button) {
+  const result = $("join-result");
+  await busy(button, async () => {
+    try {
+      const joined = await state.trader.joinCompetition(name, code);
+      $("join-code").value = "";
+      show(result, `You are in ${joined.name}: your account there holds ${money(joined.starting_cash)} to start.`, "ok");
+      if (location.hash === competitionLink(joined)) await refreshCompetitions();
+      else location.hash = competitionLink(joined);
+    } catch (error) {
+      show(result, explain(error), "bad");
+    }
+  });
+}
+
 // -- signing in -------------------------------------------------------------------------------
 async function signIn(event) {
   event.preventDefault();
@@ -754,6 +862,12 @@ async function main() {
   $("ticket-type").addEventListener("change", showTypeFields);
   $("ticket-limit").addEventListener("input", updateEstimate);
   $("ticket-retry").addEventListener("click", () => state.unsentTicket && sendTicket(state.unsentTicket));
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const code = $("join-code").value.trim();
+    if (!code) return show($("join-result"), "Type the join code you were given, such as K7QPM2XD.", "bad");
+    joinCompetition("", code, $("join-submit"));
+  });
   window.addEventListener("hashchange", () => {
     state.chartFor = null;
     route();

@@ -336,10 +336,39 @@ export class Trader {
     return fromRecord(reply.args[0]);
   }
 
+  // -- competitions (docs/PROTOCOL.md section 16) ----------------------------------------
+  /** The competitions the user may see: public ones, private ones joined or created. */
+  async competitions() {
+    const sid = this.#sid();
+    const listed = await this.#call((c) => c.data("GET_COMPETITIONS", [], sid));
+    return fromRecords(listed ?? []).map(competitionOf);
+  }
+
+  /** Join by name (a public competition) or by join code (a private one). */
+  async joinCompetition(name, code) {
+    const sid = this.#sid();
+    const reply = await this.#call((c) => c.command("JOIN_COMPETITION", [name, code], sid));
+    return competitionOf(fromRecord(reply.args[0]));
+  }
+
+  /** The members ranked by return, best first (the master's prices). */
+  async leaderboard(name, limit = 100) {
+    const sid = this.#sid();
+    const record = fromRecord(await this.#call((c) => c.data("GET_LEADERBOARD", [name, BigInt(limit)], sid)));
+    record.entries = fromRecords(record.entries ?? []);
+    return record;
+  }
+
   async workerList() {
     await this.#call((c) => this.#refreshList(c, true));
     return this.workers;
   }
+}
+
+/** A competition record with its asset list as an array (empty: every asset). */
+function competitionOf(record) {
+  record.symbols = Array.isArray(record.symbols) ? record.symbols : [];
+  return record;
 }
 
 export { ClientError, ConnectionLost, NIL, Uuid };
