@@ -444,29 +444,26 @@ def portfolio(username: str, show_history: bool, range_: str, as_json: bool) -> 
     if wants_json(as_json):
         print_json(fmt.portfolio_document(result))
         return
-    positions = result.get("positions") or []
-    click.echo(f"Portfolio of {result.get('username')}")
-    if result.get("cash") is not None:
-        click.echo(f"Cash         {fmt.money(result['cash'])}")
-    if result.get("reserved_cash"):
+    positions = result.positions
+    click.echo(f"Portfolio of {result.username}")
+    if result.cash is not None:
+        click.echo(f"Cash         {fmt.money(result.cash)}")
+    if result.reserved_cash:
         click.echo(
-            f"Reserved     {fmt.money(result['reserved_cash'])} for open orders "
-            f"(available {fmt.money(result.get('available_cash'))})"
+            f"Reserved     {fmt.money(result.reserved_cash)} for open orders "
+            f"(available {fmt.money(result.available_cash)})"
         )
     if positions:
-        own = "cost_basis" in positions[0]
+        own = result.own
         rows = [
             [
-                str(p.get("symbol")),
-                fmt.quantity(p.get("quantity")),
-                fmt.price(p.get("average_price")),
-                fmt.price(p.get("price")),
-                fmt.money(p.get("market_value")),
+                p.symbol,
+                fmt.quantity(p.quantity),
+                fmt.price(p.average_price),
+                fmt.price(p.price),
+                fmt.money(p.market_value),
                 *(
-                    [
-                        fmt.signed(p.get("unrealized_pnl")),
-                        fmt.percent(p.get("unrealized_pnl_percent")),
-                    ]
+                    [fmt.signed(p.unrealized_pnl), fmt.percent(p.unrealized_pnl_percent)]
                     if own
                     else []
                 ),
@@ -484,15 +481,15 @@ def portfolio(username: str, show_history: bool, range_: str, as_json: bool) -> 
         click.echo(fmt.table(headers, rows, right=set(range(1, len(headers)))))
     else:
         click.echo("No positions.")
-    if result.get("total_value") is not None:
-        click.echo(f"Total value  {fmt.money(result['total_value'])}")
-    if result.get("realized_pnl") is not None:
+    if result.total_value is not None:
+        click.echo(f"Total value  {fmt.money(result.total_value)}")
+    if result.realized_pnl is not None:
         change = ""
-        if result.get("day_change") is not None:
-            change = f"; today {fmt.signed(result['day_change'])}"
+        if result.day_change is not None:
+            change = f"; today {fmt.signed(result.day_change)}"
         click.echo(
-            f"Profit/loss  {fmt.signed(result.get('unrealized_pnl'))} unrealized, "
-            f"{fmt.signed(result['realized_pnl'])} realized{change}"
+            f"Profit/loss  {fmt.signed(result.unrealized_pnl)} unrealized, "
+            f"{fmt.signed(result.realized_pnl)} realized{change}"
         )
 
 
@@ -534,12 +531,12 @@ def _trades(username: str, as_json: bool) -> None:
         return
     table = [
         [
-            fmt.when(row.get("executed_at")),
-            str(row.get("side")),
-            str(row.get("symbol")),
-            fmt.quantity(row.get("quantity")),
-            fmt.price(row.get("price")),
-            str(row.get("order_id") or "-"),
+            fmt.when(row.executed_at),
+            row.side,
+            row.symbol,
+            fmt.quantity(row.quantity),
+            fmt.price(row.price),
+            str(row.order_id or "-"),
         ]
         for row in rows
     ]

@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from papertrader.client.models import Portfolio, Trade
     from papertrader.market.quote import Quote
 
 CENTS = Decimal("0.01")
@@ -85,24 +86,26 @@ def quote_document(quote: Quote) -> dict[str, Any]:
     }
 
 
-def portfolio_document(portfolio: dict[str, Any]) -> dict[str, Any]:
+def portfolio_document(portfolio: Portfolio) -> dict[str, Any]:
+    """The owner's fields (P&L, reservations) only in the owner's portfolio."""
+    own = portfolio.own
     positions = [
         {
-            "symbol": p.get("symbol"),
-            "quantity": p.get("quantity"),
-            "average_price": text(p.get("average_price")),
-            "price": text(p.get("price")),
-            "market_value": text(p.get("market_value")),
-            **{key: text(p.get(key)) for key in OWN_POSITION_FIELDS if key in p},
+            "symbol": p.symbol,
+            "quantity": p.quantity,
+            "average_price": text(p.average_price),
+            "price": text(p.price),
+            "market_value": text(p.market_value),
+            **({key: text(getattr(p, key)) for key in OWN_POSITION_FIELDS} if own else {}),
         }
-        for p in portfolio.get("positions") or []
+        for p in portfolio.positions
     ]
     return {
-        "username": portfolio.get("username"),
-        "cash": text(portfolio.get("cash")),
+        "username": portfolio.username,
+        "cash": text(portfolio.cash),
         "positions": positions,
-        "total_value": text(portfolio.get("total_value")),
-        **{key: text(portfolio.get(key)) for key in OWN_ACCOUNT_FIELDS if key in portfolio},
+        "total_value": text(portfolio.total_value),
+        **({key: text(getattr(portfolio, key)) for key in OWN_ACCOUNT_FIELDS} if own else {}),
     }
 
 
@@ -135,15 +138,15 @@ def percent(value: Decimal | None) -> str:
     return "-" if value is None else f"{'+' if value > 0 else ''}{value}%"
 
 
-def history_document(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def history_document(history: list[Trade]) -> list[dict[str, Any]]:
     return [
         {
-            "order_id": text(row.get("order_id")),
-            "side": row.get("side"),
-            "symbol": row.get("symbol"),
-            "quantity": row.get("quantity"),
-            "price": text(row.get("price")),
-            "executed_at": text(row.get("executed_at")),
+            "order_id": text(row.order_id),
+            "side": row.side,
+            "symbol": row.symbol,
+            "quantity": row.quantity,
+            "price": text(row.price),
+            "executed_at": text(row.executed_at),
         }
         for row in history
     ]

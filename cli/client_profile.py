@@ -28,9 +28,9 @@ def profile(visibility: str | None, as_json: bool) -> None:
         if visibility is not None:
             message = conn.set_profile(visibility == "public")
         info = conn.user_info()
-    public = bool(info.get("public_profile"))
+    public = bool(info.public_profile)
     if _wants_json(as_json):
-        print_json({"username": info.get("username"), "public": public})
+        print_json({"username": info.username, "public": public})
         return
     if visibility is not None:
         click.echo(message[0].upper() + message[1:] + ".")

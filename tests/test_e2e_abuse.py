@@ -282,7 +282,7 @@ def test_orders_waiting_for_the_drain_are_capped_per_account(
         with servers.client() as client:
             client.resume(session.session_id)
             history = client.history()
-            assert len([row for row in history if row.get("side") == "buy"]) == len(filled)
+            assert len([row for row in history if row.side == "buy"]) == len(filled)
             client.buy("AAPL", 1)  # the drain released the places
 
 

@@ -282,7 +282,7 @@ def test_first_sign_in_creates_an_account_without_a_password(stack: Stack) -> No
         assert needed.code is ErrorCode.USERNAME_NEEDED
         info = client.login_oidc("testid", id_token, nonce, remember=True, username=name)
         assert info.username == name
-        assert client.user_info()["email"] == email
+        assert client.user_info().email == email
         methods = client.sign_in_methods()
         assert methods["has_password"] is False and methods["email_verified"] is True
         assert [p["name"] for p in methods["providers"]] == ["testid"]

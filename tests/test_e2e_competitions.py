@@ -105,7 +105,7 @@ def test_a_class_competition(servers: Servers, tmp_path: Path) -> None:
         filled = alice.place_order("buy", "AAPL", 3, competition="class 7b")
         assert filled.status == "filled" and filled.price is not None
         cost = (3 * filled.price).quantize(Decimal("0.01"))
-        assert alice.portfolio()["cash"] == STARTING_CASH  # the practice account is untouched
+        assert alice.portfolio().cash == STARTING_CASH  # the practice account is untouched
         mine = alice.competition("Class 7B").account
         assert mine is not None and mine.cash == CLASS_CASH - cost
         assert [(p.symbol, p.quantity) for p in mine.positions] == [("AAPL", 3)]

@@ -189,7 +189,7 @@ def test_one_client_order_id_through_two_workers_at_once_is_one_order(
         rows = orders_of(servers.database_url, account_id(servers.database_url, name))
         assert rows == [(str(cid), "filled", 7)]
         portfolio = first.portfolio()
-        assert [(p["symbol"], p["quantity"]) for p in portfolio["positions"]] == [("MSFT", 7)]
+        assert [(p.symbol, p.quantity) for p in portfolio.positions] == [("MSFT", 7)]
 
 
 def test_a_limit_order_waits_reserved_and_cancel_gives_the_cash_back(

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -348,11 +348,12 @@ def queue_orders(redis_url: str, orders: list[Order]) -> None:
         client.close()
 
 
-def expected_holdings(history: list[dict[str, object]]) -> tuple[Decimal, dict[str, int]]:
+def expected_holdings(history: Sequence[object]) -> tuple[Decimal, dict[str, int]]:
     """Cash and positions implied by a transaction history, from the starting cash."""
     cash = STARTING_CASH
     positions: dict[str, int] = {}
-    for row in history:
+    for entry in history:
+        row = entry if isinstance(entry, dict) else vars(entry)  # a dict, or a client Trade
         amount = row["amount"]
         quantity = row["quantity"]
         symbol = row["symbol"]

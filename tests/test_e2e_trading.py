@@ -69,7 +69,7 @@ def test_register_login_quote_buy_sell_portfolio_history(servers: Servers) -> No
         assert (sold.side, sold.quantity) == ("sell", 4)
 
         history = client.history()
-        assert [(h["order_id"], h["side"], h["quantity"], h["price"]) for h in history] == [
+        assert [(h.order_id, h.side, h.quantity, h.price) for h in history] == [
             (bought.order_id, "buy", 10, bought.price),
             (sold.order_id, "sell", 4, sold.price),
         ]
@@ -79,18 +79,16 @@ def test_register_login_quote_buy_sell_portfolio_history(servers: Servers) -> No
         ).quantize(Decimal("0.01"))
 
         portfolio = client.portfolio()
-        assert portfolio["username"] == "Alice_1"
-        assert portfolio["cash"] == cash
-        assert (
-            {p["symbol"]: p["quantity"] for p in portfolio["positions"]} == positions == {"AAPL": 6}
-        )
-        (position,) = portfolio["positions"]
-        assert position["average_price"] == bought.price
-        assert portfolio["total_value"] == cash + position["market_value"]
+        assert portfolio.username == "Alice_1" and portfolio.own
+        assert portfolio.cash == cash
+        assert {p.symbol: p.quantity for p in portfolio.positions} == positions == {"AAPL": 6}
+        (position,) = portfolio.positions
+        assert position.average_price == bought.price and position.market_value is not None
+        assert portfolio.total_value == cash + position.market_value
 
         me = client.user_info()
-        assert me["username"] == "Alice_1" and me["email"] == "alice@example.org"
-        assert me["cash"] == cash
+        assert me.username == "Alice_1" and me.email == "alice@example.org"
+        assert me.cash == cash
 
 
 def test_a_private_profile_looks_like_nobody_and_a_public_one_shows_positions_not_cash(
@@ -108,15 +106,15 @@ def test_a_private_profile_looks_like_nobody_and_a_public_one_shows_positions_no
                     ask(name)
                 assert hidden.value.code is ErrorCode.UNKNOWN_USER
                 assert hidden.value.reason == f"there is no user {name}"
-        assert alice.user_info()["public_profile"] is False
+        assert alice.user_info().public_profile is False
         assert "public" in alice.set_profile(True)
-        assert alice.user_info()["public_profile"] is True
+        assert alice.user_info().public_profile is True
         seen = bob.portfolio(alice_name)
-        assert seen["username"] == alice_name
-        assert "cash" not in seen or seen["cash"] is None
-        assert [(p["symbol"], p["quantity"]) for p in seen["positions"]] == [("MSFT", 2)]
-        assert [h["side"] for h in bob.history(alice_name)] == ["buy"]
-        assert "email" not in bob.user_info(alice_name)
+        assert seen.username == alice_name and not seen.own
+        assert seen.cash is None and seen.positions[0].average_price is None
+        assert [(p.symbol, p.quantity) for p in seen.positions] == [("MSFT", 2)]
+        assert [(h.side, h.order_id) for h in bob.history(alice_name)] == [("buy", None)]
+        assert bob.user_info(alice_name).email is None
         assert "private" in alice.set_profile(False)  # and hidden again
         with pytest.raises(ClientError) as caught:
             bob.portfolio(alice_name)
@@ -145,8 +143,8 @@ def test_not_enough_cash_is_rejected_with_its_order_id(trader: PaperTraderClient
     assert caught.value.order_id is not None
     assert "cash" in caught.value.reason
     after = trader.portfolio()
-    assert after["cash"] == before["cash"] == STARTING_CASH
-    assert after["positions"] == [] and trader.history() == []
+    assert after.cash == before.cash == STARTING_CASH
+    assert after.positions == () and trader.history() == []
 
 
 def test_selling_more_than_held_is_rejected(trader: PaperTraderClient) -> None:
@@ -157,7 +155,7 @@ def test_selling_more_than_held_is_rejected(trader: PaperTraderClient) -> None:
     with pytest.raises(ClientError) as never_held:
         trader.sell("TSLA", 1)
     assert never_held.value.code is ErrorCode.INSUFFICIENT_POSITION
-    assert [(p["symbol"], p["quantity"]) for p in trader.portfolio()["positions"]] == [("GOOG", 3)]
+    assert [(p.symbol, p.quantity) for p in trader.portfolio().positions] == [("GOOG", 3)]
 
 
 def test_unknown_symbol(trader: PaperTraderClient) -> None:
@@ -180,7 +178,7 @@ def test_zero_and_negative_quantities(trader: PaperTraderClient, quantity: int) 
             call("AAPL", quantity)
         assert caught.value.code is ErrorCode.INVALID_QUANTITY
         assert caught.value.order_id is None
-    assert trader.portfolio()["cash"] == STARTING_CASH
+    assert trader.portfolio().cash == STARTING_CASH
 
 
 def test_expired_and_ended_sessions_are_refused(
@@ -226,9 +224,7 @@ def test_a_session_made_on_one_worker_works_on_another(servers: Servers) -> None
         info = second.resume(session)
         assert info.username == name and info.session_id == session
         second.buy("AMZN", 2)
-        assert [(p["symbol"], p["quantity"]) for p in second.portfolio()["positions"]] == [
-            ("AMZN", 3)
-        ]
+        assert [(p.symbol, p.quantity) for p in second.portfolio().positions] == [("AMZN", 3)]
         second.logout()
     with servers.client(0) as first_again:
         with pytest.raises(ClientError) as caught:
@@ -277,10 +273,10 @@ def test_fifty_clients_trading_one_asset_at_once(servers: Servers, database_url:
         assert all(r.code is ErrorCode.INSUFFICIENT_POSITION for r in rejections), rejections
         assert len(fills) + len(rejections) == 4
         portfolio, history = finals[name]
-        assert [h["order_id"] for h in history] == [f.order_id for f in fills]
+        assert [h.order_id for h in history] == [f.order_id for f in fills]
         cash, positions = expected_holdings(history)
-        assert portfolio["cash"] == cash
-        assert {p["symbol"]: p["quantity"] for p in portfolio["positions"]} == positions
+        assert portfolio.cash == cash
+        assert {p.symbol: p.quantity for p in portfolio.positions} == positions
 
     conn = psycopg2.connect(database_url)
     try:
@@ -329,7 +325,7 @@ def test_a_long_history_arrives_in_many_packets(
         while len(history := client.history()) < len(orders):
             assert time.monotonic() < deadline, servers.logs()
             time.sleep(0.2)
-        assert [h["order_id"] for h in history] == [o.order_id for o in orders]
+        assert [h.order_id for h in history] == [o.order_id for o in orders]
         cash, positions = expected_holdings(history)
         portfolio = client.portfolio()
-        assert portfolio["cash"] == cash and positions == {"SPY": 800}
+        assert portfolio.cash == cash and positions == {"SPY": 800}

@@ -315,9 +315,9 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
     with PaperTraderClient(*web_stack.worker_address(1)) as client:
         client.login(USER, PASSWORD)
         portfolio = client.portfolio()
-    (position,) = portfolio["positions"]
-    assert position["quantity"] == 3
-    assert money(aapl[2]) == position["average_price"]
+    (position,) = portfolio.positions
+    assert position.quantity == 3
+    assert money(aapl[2]) == position.average_price
     assert "Unrealised P&L" in text(browser, "portfolio-summary")
     shoot(browser, screens, "portfolio")
 

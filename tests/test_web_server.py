@@ -203,7 +203,7 @@ def test_register_login_quote_and_buy_over_the_socket_share_the_tcp_sessions(
     # The same session on the other worker, over TCP.
     with PaperTraderClient(*web_stack.worker_address(1)) as tcp:
         tcp.resume(client.session)  # type: ignore[arg-type]
-        assert tcp.portfolio()["positions"][0]["quantity"] == 2
+        assert tcp.portfolio().positions[0].quantity == 2
     client.ws.close()
 
 

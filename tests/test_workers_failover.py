@@ -106,7 +106,7 @@ def test_booted_workers_clients_fail_over_with_their_session(servers: Servers) -
         assert time.monotonic() - started < 1.5
 
         for client, session in zip(clients, sessions, strict=True):
-            assert client.portfolio()["cash"] is not None  # next request: served elsewhere
+            assert client.portfolio().cash is not None  # next request: served elsewhere
             assert client.session_id == session  # no new login
             assert client.worker is not None and client.worker["name"] == "worker-1"
             assert client.failovers == 1
@@ -181,8 +181,8 @@ def test_an_order_whose_answer_is_lost_is_recovered_from_another_worker_not_rese
         fill = outcome[0]
         # The order was queued once and is applied once: the history shows it exactly once.
         history = client.history()
-        assert [(h["side"], h["symbol"], h["quantity"]) for h in history] == [("buy", "AAPL", 1)]
-        assert history[0]["order_id"] == fill.order_id and history[0]["price"] == fill.price
+        assert [(h.side, h.symbol, h.quantity) for h in history] == [("buy", "AAPL", 1)]
+        assert history[0].order_id == fill.order_id and history[0].price == fill.price
         assert client.order(cid).status == "filled"
         assert client.worker is not None and client.worker["name"] == "worker-1"
         client.close()

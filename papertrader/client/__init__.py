@@ -20,10 +20,18 @@ from papertrader.client.models import (
     Leaderboard,
     LeaderboardEntry,
     OrderStatus,
+    Portfolio,
+    Position,
     SessionInfo,
+    Trade,
+    UserInfo,
 )
 
 __all__ = [
+    "Portfolio",
+    "Position",
+    "Trade",
+    "UserInfo",
     "Competition",
     "Leaderboard",
     "LeaderboardEntry",

@@ -31,8 +31,11 @@ from papertrader.client.models import (
     Leaderboard,
     LeaderboardEntry,
     OrderStatus,
+    Portfolio,
     SessionInfo,
     Side,
+    Trade,
+    UserInfo,
 )
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
@@ -447,15 +450,15 @@ class PaperTraderClient:
         return Competition.from_record(from_record(reply.arg("competition")))
 
     # -- account data ---------------------------------------------------------------------
-    def portfolio(self, username: str = "") -> dict[str, Any]:
-        """Cash, positions and values (own); another user's positions only."""
+    def portfolio(self, username: str = "") -> Portfolio:
+        """Cash, positions, values and P&L (own); another user's positions only."""
         result = from_record(self._data(Instruction.GET_USER_PORTFOLIO, username))
-        result["positions"] = _records(result.get("positions"))
-        return result
+        return Portfolio.from_record(result, _records(result.get("positions")))
 
-    def history(self, username: str = "") -> list[dict[str, Any]]:
+    def history(self, username: str = "") -> list[Trade]:
         """Executed orders, oldest first."""
-        return _records(self._data(Instruction.GET_USER_TRANSACTION_HISTORY, username))
+        value = self._data(Instruction.GET_USER_TRANSACTION_HISTORY, username)
+        return [Trade.from_record(fields) for fields in _records(value)]
 
     def equity_history(self, range_: str = "week") -> list[EquityPoint]:
         """Your equity over ``range_`` (day, week, month, year, all), oldest first, ending
@@ -463,9 +466,9 @@ class PaperTraderClient:
         value = self._data_args(Instruction.GET_EQUITY_HISTORY, range_)
         return [EquityPoint(r["time"], r["equity"], r["cash"]) for r in _records(value)]
 
-    def user_info(self, username: str = "") -> dict[str, Any]:
-        """Account details (own: e-mail and cash too)."""
-        return from_record(self._data(Instruction.GET_USER_INFO, username))
+    def user_info(self, username: str = "") -> UserInfo:
+        """Account details (own: e-mail, cash and the profile's visibility too)."""
+        return UserInfo.from_record(from_record(self._data(Instruction.GET_USER_INFO, username)))
 
     # -- internals -------------------------------------------------------------------------
     def _session(self) -> uuid.UUID:

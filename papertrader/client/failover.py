@@ -37,7 +37,16 @@ from typing import Any, TypeVar
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
-from papertrader.client.models import Competition, Fill, OrderStatus, SessionInfo, Side
+from papertrader.client.models import (
+    Competition,
+    Fill,
+    OrderStatus,
+    Portfolio,
+    SessionInfo,
+    Side,
+    Trade,
+    UserInfo,
+)
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
 
@@ -236,13 +245,13 @@ class FailoverClient:
     def asset_info(self, symbol: str) -> dict[str, Any]:
         return self._call(lambda c: c.asset_info(symbol))
 
-    def portfolio(self, username: str = "") -> dict[str, Any]:
+    def portfolio(self, username: str = "") -> Portfolio:
         return self._call(lambda c: c.portfolio(username))
 
-    def history(self, username: str = "") -> list[dict[str, Any]]:
+    def history(self, username: str = "") -> list[Trade]:
         return self._call(lambda c: c.history(username))
 
-    def user_info(self, username: str = "") -> dict[str, Any]:
+    def user_info(self, username: str = "") -> UserInfo:
         return self._call(lambda c: c.user_info(username))
 
     # -- orders: never lost, never doubled --------------------------------------------

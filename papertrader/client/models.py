@@ -201,3 +201,87 @@ class Leaderboard:
     priced_at: datetime | None
     your_rank: int | None
     entries: tuple[LeaderboardEntry, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    """One holding, valued at the master's current price (``price`` None: no price yet).
+
+    The owner also gets what it cost and its unrealised profit or loss; for
+    another user's public profile those fields are None.
+    """
+
+    symbol: str
+    quantity: int
+    price: Decimal | None = None
+    market_value: Decimal | None = None
+    average_price: Decimal | None = None
+    cost_basis: Decimal | None = None
+    reserved_quantity: int | None = None  # held by open sell orders
+    unrealized_pnl: Decimal | None = None
+    unrealized_pnl_percent: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    """Positions and money (docs/PROTOCOL.md 13.8). Another user's public portfolio
+    carries ``username`` and ``positions`` only (``own`` False): the rest is None."""
+
+    username: str
+    positions: tuple[Position, ...] = ()
+    cash: Decimal | None = None
+    total_value: Decimal | None = None
+    equity: Decimal | None = None
+    reserved_cash: Decimal | None = None
+    available_cash: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    unrealized_pnl: Decimal | None = None
+    day_change: Decimal | None = None
+    day_change_percent: Decimal | None = None
+    priced_at: datetime | None = None
+
+    @property
+    def own(self) -> bool:
+        """The signed-in user's own portfolio (cash and P&L are there)."""
+        return self.cash is not None
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any], positions: list[dict[str, Any]]) -> Portfolio:
+        values = _known_fields(cls, fields)
+        values["positions"] = tuple(Position(**_known_fields(Position, p)) for p in positions)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One executed order of the history, oldest first. ``order_id``, ``amount`` and
+    ``received_at`` are the owner's only (None in another user's public history)."""
+
+    side: Side
+    symbol: str
+    quantity: int
+    price: Decimal
+    executed_at: datetime
+    order_id: uuid.UUID | None = None
+    amount: Decimal | None = None
+    received_at: datetime | None = None
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> Trade:
+        return cls(**_known_fields(cls, fields))
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """An account's details: the owner's (e-mail, cash, visibility) or the public part."""
+
+    username: str
+    created_at: datetime | None = None
+    email: str | None = None
+    is_password: bool | None = None
+    cash: Decimal | None = None
+    public_profile: bool | None = None
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> UserInfo:
+        return cls(**_known_fields(cls, fields))
