@@ -1,6 +1,6 @@
 """Run every benchmark and print one JSON document: `python -m bench` (or `make bench`).
 
-`python -m bench orders` (or `quotes`) runs only that part.
+`python -m bench orders` (or `quotes`, `hostile`, `trading`) runs only that part.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def main() -> None:
     from bench.orders import bench_orders
     from bench.quotes import bench_quotes
     from bench.stack import services
+    from bench.trading import bench_trading
 
     make_cooperative()
     seconds = float(os.environ.get("PT_BENCH_SECONDS", "10"))
-    wanted = set(sys.argv[1:]) or {"quotes", "orders", "hostile"}
+    wanted = set(sys.argv[1:]) or {"quotes", "orders", "hostile", "trading"}
     with services() as (urls, state):
         results: dict[str, object] = {"machine": machine()}
         if "quotes" in wanted:
@@ -49,6 +50,8 @@ def main() -> None:
             results["orders"] = bench_orders(urls, state)
         if "hostile" in wanted:
             results["hostile_memory"] = bench_hostile(urls, state)
+    if "trading" in wanted:  # a whole stack of its own (`pt up`)
+        results["trading"] = bench_trading(seconds)
     print(json.dumps(results, indent=2))
 
 

@@ -1,0 +1,252 @@
+"""Trading through a whole stack (`pt up`: master, one worker process, Redis, PostgreSQL).
+
+* **Order latency**: 1,000 clients, each placing one market order per update
+  interval at its own moment of the interval (spread evenly), each timed from
+  sending the order to its answer (which comes after the master's drain).
+  Target (issue 15): p99 within one interval + 20 ms.
+* **Logins do not slow trading**: the same order load plus a quote probe (20
+  connections, one quote each every 20 ms), first alone, then beside a flood of
+  logins that keeps the master's bcrypt pool busy (``bcrypt_threads``: one per
+  core) at the configured ``bcrypt_cost``. Target: quote and order p99 within
+  2 times their idle values; logins a second beside what the cores allow
+  (cores / the time of one bcrypt check, measured here).
+
+The load comes from this process (gevent): paced requests, so each latency is
+the server's, and the generator is far from saturated (1,000 orders and 1,000
+quotes a second).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import gevent
+import redis
+
+from bench.stack import ROOT, free_port
+from papertrader.client import ClientError, PaperTraderClient
+from papertrader.config import load_settings
+from papertrader.services import resolve_urls
+from papertrader.store.pool import ConnectionPool
+from papertrader.store.sessions import SessionStore
+
+TRADERS = 1000
+INTERVAL = 1.0
+QUOTE_PROBES = 20
+QUOTE_PERIOD = 0.02
+PASSWORD = "correct horse battery staple"
+
+
+def _pt(args: list[str], env: dict[str, str], timeout: float = 180) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "papertrader_cli", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"pt {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+@contextmanager
+def stack(state: Path) -> Iterator[tuple[dict[str, str], int]]:
+    """`pt up --detach` in ``state``: its environment and worker-1's port; `pt down` after."""
+    worker_port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PT_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "PT_STATE_DIR": str(state),
+            "PT_WORKER_PROCESSES": "1",
+            "PT_WEB_ENABLED": "false",
+            "PT_MAX_CONNECTIONS_PER_ADDRESS": str(TRADERS + 500),
+            "PT_LOGIN_RATE_PER_ADDRESS": "1000000/minute",
+            "PT_REGISTER_RATE_PER_ADDRESS": "1000000/minute",
+            "PT_RESUME_RATE_PER_ADDRESS": "1000000/minute",
+        }
+    )
+    _pt(["up", "--detach", "--workers", "1", "--master-port", str(free_port()),
+         "--worker-port", str(worker_port), "--update-interval", str(INTERVAL)], env)  # fmt: skip
+    try:
+        _pt(["status", "--wait", "120"], env)
+        yield env, worker_port
+    finally:
+        _pt(["down"], env)
+
+
+def _percentile(values: array, fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
+
+
+class Phase:
+    """One measured stretch: orders, quotes and (perhaps) logins side by side."""
+
+    def __init__(self) -> None:
+        self.orders = array("d")
+        self.order_failures = 0
+        self.quotes = array("d")
+        self.logins = 0
+        self.seconds = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "orders": len(self.orders),
+            "orders_failed": self.order_failures,
+            "order_p50_ms": _percentile(self.orders, 0.5),
+            "order_p99_ms": _percentile(self.orders, 0.99),
+            "quotes": len(self.quotes),
+            "quote_p50_ms": _percentile(self.quotes, 0.5),
+            "quote_p99_ms": _percentile(self.quotes, 0.99),
+            "logins_per_second": round(self.logins / self.seconds, 2) if self.seconds else 0,
+        }
+
+
+def _trader(client: PaperTraderClient, offset: float, end: float, phase: Phase) -> None:
+    start = time.monotonic()
+    tick = 0
+    while True:
+        at = start + offset + tick * INTERVAL
+        if at >= end:
+            return
+        gevent.sleep(max(0.0, at - time.monotonic()))
+        sent = time.perf_counter()
+        try:
+            client.buy("AAPL", 1)
+            phase.orders.append(time.perf_counter() - sent)
+        except ClientError:
+            phase.order_failures += 1
+        tick += 1
+
+
+def _prober(client: PaperTraderClient, end: float, phase: Phase) -> None:
+    while time.monotonic() < end:
+        sent = time.perf_counter()
+        client.quote("AAPL")
+        phase.quotes.append(time.perf_counter() - sent)
+        gevent.sleep(max(0.0, QUOTE_PERIOD - (time.perf_counter() - sent)))
+
+
+def _login_loop(client: PaperTraderClient, name: str, end: float, phase: Phase) -> None:
+    while time.monotonic() < end:
+        try:
+            client.login(name, PASSWORD)
+            phase.logins += 1
+        except ClientError:
+            gevent.sleep(0.05)  # the master's bcrypt queue is full: it says so, we retry
+
+
+def _run_phase(
+    traders: list[PaperTraderClient],
+    probes: list[PaperTraderClient],
+    flooders: list[tuple[PaperTraderClient, str]],
+    seconds: float,
+) -> Phase:
+    phase = Phase()
+    begin = time.monotonic()
+    end = begin + seconds
+    jobs = [
+        gevent.spawn(_trader, client, INTERVAL * i / len(traders), end, phase)
+        for i, client in enumerate(traders)
+    ]
+    jobs += [gevent.spawn(_prober, client, end, phase) for client in probes]
+    jobs += [gevent.spawn(_login_loop, client, name, end, phase) for client, name in flooders]
+    gevent.joinall(jobs, raise_error=True)
+    phase.seconds = time.monotonic() - begin
+    return phase
+
+
+def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    with (
+        tempfile.TemporaryDirectory(prefix="pt-bench-stack-") as tmp,
+        stack(Path(tmp)) as (
+            env,
+            port,
+        ),
+    ):
+        settings = load_settings(environ=env)
+        urls = resolve_urls(settings, Path(tmp))
+        # One account through the real REGISTER (bcrypt at the configured cost); the
+        # others get a copy of its password hash, so setting up costs no bcrypt.
+        with PaperTraderClient("127.0.0.1", port) as first:
+            first.register("bench0", "bench0@example.com", PASSWORD)
+            first.login("bench0", PASSWORD)
+            deadline = time.monotonic() + 30
+            while True:  # the worker's quote cache has the master's first prices
+                try:
+                    first.quote("AAPL")
+                    break
+                except ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                    gevent.sleep(0.2)
+        pool = ConnectionPool(urls.owner_url, size=1)
+        try:
+            with pool.transaction() as cur:
+                cur.execute("SELECT password_hash FROM accounts WHERE username = 'bench0'")
+                (stored,) = cur.fetchone()  # type: ignore[misc]
+                cur.execute(
+                    "INSERT INTO accounts (username, email, password_hash, cash)"
+                    " SELECT 'b' || g, 'b' || g || '@example.com', %s, %s"
+                    " FROM generate_series(1, %s) AS g RETURNING id, username",
+                    (stored, Decimal("1000000.00"), TRADERS + 4 * cores),
+                )
+                accounts = cur.fetchall()
+        finally:
+            pool.close()
+        store = SessionStore(redis.Redis.from_url(urls.redis_url), 3600, 3600, ip_check=True)
+        traders = []
+        for account_id, name in accounts[:TRADERS]:
+            session = store.create(account_id, name, "127.0.0.1", False)
+            traders.append(PaperTraderClient("127.0.0.1", port, session_id=session.session_id))
+        for client in traders:
+            client.connect()
+        probes = [
+            PaperTraderClient("127.0.0.1", port, session_id=traders[i].session_id)
+            for i in range(QUOTE_PROBES)
+        ]
+        flooders = [(PaperTraderClient("127.0.0.1", port), name) for _, name in accounts[TRADERS:]]
+        # What one bcrypt check costs at the configured cost, in this process.
+        check = time.perf_counter()
+        bcrypt.checkpw(b"x", bcrypt.hashpw(b"x", bcrypt.gensalt(settings.bcrypt_cost)))
+        hash_seconds = (time.perf_counter() - check) / 2
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        idle = _run_phase(traders, probes, [], seconds)
+        flood = _run_phase(traders, probes, flooders, seconds)
+        load_after = [round(x, 2) for x in os.getloadavg()]
+        for client in traders + probes + [c for c, _ in flooders]:
+            client.close()
+    idle_f, flood_f = idle.figures(), flood.figures()
+
+    def ratio(key: str) -> float | None:
+        base, loaded = idle_f[key], flood_f[key]
+        return round(loaded / base, 2) if base and loaded else None
+
+    return {
+        "traders": TRADERS,
+        "update_interval": INTERVAL,
+        "seconds_per_phase": seconds,
+        "load_average_before_after": [load_before, load_after],
+        "idle": idle_f,
+        "login_flood": flood_f,
+        "order_p99_target_ms": INTERVAL * 1000 + 20,
+        "order_p99_flood_to_idle": ratio("order_p99_ms"),
+        "quote_p99_flood_to_idle": ratio("quote_p99_ms"),
+        "bcrypt_cost": settings.bcrypt_cost,
+        "bcrypt_check_ms": round(hash_seconds * 1000, 1),
+        "cores": cores,
+        "logins_per_second_the_cores_allow": round(cores / hash_seconds, 2),
+    }
