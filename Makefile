@@ -46,10 +46,12 @@ bench: venv
 
 # kill -9 the master, a worker, Redis and PostgreSQL in turn under trading load, then
 # check every order exactly once and cash to the cent (scripts/faults.py; < 10 minutes).
-# Then two masters: the active one killed with SIGKILL, then frozen past its lease.
+# Then two masters: the active one killed with SIGKILL, then frozen past its lease. Then a
+# PostgreSQL streaming replica: the primary killed, the replica promoted.
 faults: venv
 	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6
 	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 --standby
+	$(BIN)/python scripts/faults.py --rounds 1 --phase-seconds 10 --traders 6 --pg-replica
 # The web client's third-party code (uPlot), from web/package-lock.json, into the package.
 VENDOR := papertrader/web/static/vendor/uplot
 vendor:

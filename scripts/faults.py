@@ -23,12 +23,18 @@ than the lease, then woken with SIGCONT: by then the standby has taken over,
 and the old master must write nothing (its writes are fenced) and stop. Each
 is started again afterwards, as a standby.
 
+With `--pg-replica`, PostgreSQL gets a synchronous streaming replica and the
+masters (two) reach it by a multi-host URL (`target_session_attrs=read-write`):
+the primary is killed with SIGKILL and the replica promoted, the documented
+way (docs/OPERATIONS.md); trading must resume without any other step.
+
 Redis runs with `appendfsync everysec`: a Redis crash may lose the last
 second of writes, so an order queued in that second and not yet drained may
 be lost. Its trader was never told it was filled (at most "outcome
 unknown"), which is what the checks allow.
 
     python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 [--standby]
+    python scripts/faults.py --rounds 1 --phase-seconds 10 --traders 6 --pg-replica
 
 Exit status 0 when every check holds; the report is printed as JSON.
 """
@@ -63,8 +69,8 @@ sys.path.insert(0, str(ROOT))
 from papertrader.client import ClientError, PaperTraderClient  # noqa: E402
 from papertrader.client.errors import OrderOutcomeUnknown, ServerUnreachable  # noqa: E402
 from papertrader.protocol import ErrorCode  # noqa: E402
-from papertrader.services import read_service_urls  # noqa: E402
-from papertrader.services.state import load_state, read_pid_file  # noqa: E402
+from papertrader.services import postgres_replica, read_service_urls  # noqa: E402
+from papertrader.services.state import PostgresRecord, load_state, read_pid_file  # noqa: E402
 from papertrader.store import master_epoch  # noqa: E402
 
 PASSWORD = "faults are part of the plan 42"
@@ -137,10 +143,15 @@ class Stack:
                 "PT_RESUME_RATE_PER_ADDRESS": "100000/minute",
                 "PT_REGISTER_RATE_PER_ADDRESS": "100000/minute",
                 "PT_MASTER_LEASE_SECONDS": str(LEASE_SECONDS),
+                "PT_WEB_PORT": "0",  # the worker's page on any free port: runs side by side
             }
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.worker_env: dict[str, str] = {}
+        #: With a PostgreSQL replica: the servers (primary first) and the multi-host URL.
+        self.pg_servers: list[PostgresRecord] = []
+        self.replica: PostgresRecord | None = None
+        self.database_url: str | None = None
 
     def pt(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(
@@ -155,9 +166,11 @@ class Stack:
             raise RuntimeError(f"pt {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout.strip()
 
-    def setup(self) -> None:
+    def setup(self, pg_replica: bool = False) -> None:
         self.services_up()
         self.pt("db", "migrate")
+        if pg_replica:
+            self.add_pg_replica()
         fingerprint = self.pt("master", "keygen").split()[-1]
         home = self.state / "gnupg-w1"
         key = self.state / "w1.asc"
@@ -201,6 +214,30 @@ class Stack:
     def master_name(index: int) -> str:
         return "master" if index == 0 else f"master-{index + 1}"
 
+    def add_pg_replica(self) -> None:
+        """A synchronous streaming replica; from now on every process uses both servers."""
+        primary = load_state(self.state).postgres
+        assert primary is not None
+        replica = postgres_replica.create(primary)
+        postgres_replica.make_synchronous(primary)
+        self.pg_servers = [primary, replica]
+        self.replica = replica
+        self.database_url = postgres_replica.failover_url(self.pg_servers)
+        self.env["PT_DATABASE_URL"] = self.database_url
+
+    def pg_failover(self) -> dict[str, Any]:
+        """SIGKILL the primary, promote the replica (docs/OPERATIONS.md), wait for trading."""
+        replica = self.pg_servers[1]
+        killed = time.monotonic()
+        self.kill("postgres")
+        time.sleep(1.0)
+        postgres_replica.promote(replica)
+        wait_until(lambda: postgres_replica.is_primary(replica), 60, "the promoted replica")
+        promoted = round(time.monotonic() - killed, 1)
+        time.sleep(LEASE_SECONDS + 2)  # a master that could not renew its lease stopped
+        self.restart_exited_masters()
+        return {"killed": "postgres primary (replica promoted)", "promoted_after": promoted}
+
     def start_master(self, index: int = 0) -> None:
         port = self.master_ports[index]
         self._spawn(self.master_name(index), ["master", "run", "--port", str(port)])
@@ -210,7 +247,7 @@ class Stack:
         """(process name, epoch, lock held) of the active master, from PostgreSQL."""
         urls = read_service_urls(self.state)
         assert urls is not None
-        with psycopg2.connect(urls.database_url) as conn, conn.cursor() as cur:
+        with psycopg2.connect(self.database_url or urls.database_url) as conn, conn.cursor() as cur:
             active = master_epoch.read_active(cur)
             held = master_epoch.leader_alive(cur)
         conn.close()
@@ -274,6 +311,9 @@ class Stack:
             self.pt("services", "down")
         except RuntimeError:
             pass
+        if self.replica is not None:
+            postgres_replica.stop(self.replica)
+            shutil.rmtree(self.replica.root, ignore_errors=True)
 
 
 class Trader(threading.Thread):
@@ -408,6 +448,25 @@ def drained(redis_url: str) -> bool:
         client.close()
 
 
+def filled(crew: list[Trader]) -> int:
+    return sum(len(trader.record.filled) for trader in crew)
+
+
+def resume(
+    seen: dict[str, Any], crew: list[Trader], before: int, phase: float, started: float
+) -> dict[str, Any]:
+    """After a step: trade for ``phase`` seconds; trading must have resumed by itself (a
+    new fill, waited for a minute at most). Adds when, and the fills since the step."""
+    seen["at"] = round(time.monotonic() - started, 1)
+    time.sleep(phase)
+    try:
+        wait_until(lambda: filled(crew) > before, 60, "a fill after the step")
+    except RuntimeError:
+        seen.setdefault("problems", []).append(f"trading did not resume after {seen['killed']}")
+    seen["filled_since"] = filled(crew) - before
+    return seen
+
+
 def take_over(stack: Stack, how: str, interval: float) -> dict[str, Any]:
     """Kill (SIGKILL) or freeze (SIGSTOP past the lease, then SIGCONT) the active master;
     the standby must take over, the old one write nothing and stop. Returns what was
@@ -465,34 +524,38 @@ def run(
     traders: int,
     interval: float = 0.5,
     standby: bool = False,
+    pg_replica: bool = False,
 ) -> dict[str, Any]:
     started = time.monotonic()
     keep = os.environ.get("FAULTS_KEEP_LOGS")  # a directory the logs are copied to
     with tempfile.TemporaryDirectory(prefix="pt-faults-") as tmp:
-        stack = Stack(Path(tmp), interval, masters=2 if standby else 1)
+        stack = Stack(Path(tmp), interval, masters=2 if standby or pg_replica else 1)
         stop = threading.Event()
         crew: list[Trader] = []
         kills: list[dict[str, Any]] = []
         try:
-            stack.setup()
+            stack.setup(pg_replica=pg_replica)
             crew = [Trader(i, stack.worker_port, stop) for i in range(traders)]
             for trader in crew:
                 trader.start()
             time.sleep(phase_seconds)
             for _ in range(rounds):
+                if pg_replica:
+                    before = filled(crew)
+                    kills.append(resume(stack.pg_failover(), crew, before, phase_seconds, started))
+                    break  # the old primary is gone: one failover per run
                 if standby:
                     for how in ("kill", "freeze"):
+                        before = filled(crew)
                         seen = take_over(stack, how, interval)
-                        seen["at"] = round(time.monotonic() - started, 1)
-                        kills.append(seen)
-                        time.sleep(phase_seconds)
+                        kills.append(resume(seen, crew, before, phase_seconds, started))
                     continue
                 for what in ("master", "worker", "redis", "postgres"):
+                    before = filled(crew)
                     stack.kill(what)
                     time.sleep(1.0)
                     stack.restart(what)
-                    kills.append({"killed": what, "at": round(time.monotonic() - started, 1)})
-                    time.sleep(phase_seconds)
+                    kills.append(resume({"killed": what}, crew, before, phase_seconds, started))
             stop.set()
             for trader in crew:
                 trader.join(timeout=120)
@@ -500,7 +563,7 @@ def run(
             assert urls is not None
             wait_until(lambda: drained(urls.redis_url), 120, "the order queue to drain")
             time.sleep(interval * 4)  # the last drain's transaction is committed
-            problems = check(urls.database_url, crew)
+            problems = check(stack.database_url or urls.database_url, crew)
             problems += [p for kill in kills for p in kill.get("problems", [])]
         finally:
             stop.set()
@@ -534,8 +597,19 @@ def main() -> None:
     parser.add_argument(
         "--standby", action="store_true", help="two masters: kill and freeze the active one"
     )
+    parser.add_argument(
+        "--pg-replica",
+        action="store_true",
+        help="a PostgreSQL replica: kill the primary and promote the replica",
+    )
     options = parser.parse_args()
-    report = run(options.rounds, options.phase_seconds, options.traders, standby=options.standby)
+    report = run(
+        options.rounds,
+        options.phase_seconds,
+        options.traders,
+        standby=options.standby,
+        pg_replica=options.pg_replica,
+    )
     print(json.dumps(report, indent=2, default=str))
     sys.exit(0 if report["ok"] else 1)
 

@@ -350,3 +350,6 @@ def test_mask_url_hides_only_the_password() -> None:
         "postgresql://pt:****@127.0.0.1:5433/pt"
     )
     assert mask_url("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"
+    # a primary and its replica in one URL (docs/OPERATIONS.md): the hosts stay
+    both = "pg1:5432,pg2:5433/pt?target_session_attrs=read-write"
+    assert mask_url(f"postgresql://pt:s3cret@{both}") == f"postgresql://pt:****@{both}"

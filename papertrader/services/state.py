@@ -91,15 +91,17 @@ def write_private_file(path: Path, text: str) -> None:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``****``, for status output and logs."""
+    """``url`` with its password replaced by ``****``, for status output and logs.
+
+    A multi-host URL (``postgresql://u:p@h1:5432,h2:5432/db``) keeps its hosts: only
+    the user information before the last ``@`` of the authority is rewritten.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    userinfo = f"{parts.username or ''}:****"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:****@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

@@ -1,0 +1,161 @@
+"""A streaming replica of the private PostgreSQL cluster, and its promotion.
+
+For trying failover on one machine (docs/OPERATIONS.md, "PostgreSQL with a
+streaming replica", says the same for real hosts): ``create`` copies the
+primary with ``pg_basebackup -R`` (the replica streams from it from then on)
+and starts it on its own port; ``make_synchronous`` makes the primary wait,
+at every commit, until the replica has the commit on disk, so an order the
+master reported filled survives the primary's loss; ``promote`` turns the
+replica into the primary once the old one is gone. The master reaches
+whichever is the primary by the multi-host URL of ``failover_url``
+(``target_session_attrs=read-write``: libpq tries each host and keeps the
+one that accepts writes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg2
+
+from papertrader.services.binaries import find_postgres_binaries
+from papertrader.services.errors import ServicesError
+from papertrader.services.ports import LOOPBACK, free_port
+from papertrader.services.postgres_cluster import (
+    _connect,
+    _launch,
+    _prepare_root,
+    _run,
+    service_user,
+    socket_dir_for,
+)
+from papertrader.services.state import PostgresRecord
+
+#: The replica's name: its application_name on the primary and its directory's suffix.
+REPLICA_NAME = "replica1"
+
+
+def replica_root(primary: PostgresRecord, name: str = REPLICA_NAME) -> Path:
+    """Beside the primary's directory (same owner, same reachability)."""
+    root = Path(primary.root)
+    return root.parent / f"{root.name}-{name}"
+
+
+def create(
+    primary: PostgresRecord, name: str = REPLICA_NAME, timeout: float = 120.0
+) -> PostgresRecord:
+    """Copy the running primary with pg_basebackup and start the copy as its replica."""
+    user = service_user()
+    bins = find_postgres_binaries()
+    basebackup = Path(bins["pg_ctl"]).resolve().parent / "pg_basebackup"  # beside pg_ctl
+    if not basebackup.exists():
+        raise ServicesError(f"{basebackup} is missing (it comes with PostgreSQL's server package)")
+    root = replica_root(primary, name)
+    _prepare_root(root, user)
+    data_dir = root / "data"
+    record = PostgresRecord(
+        port=free_port(),
+        password=primary.password,
+        root=str(root),
+        data_dir=str(data_dir),
+        log_file=str(root / "postgres.log"),
+        socket_dir=socket_dir_for(data_dir),
+        run_as=primary.run_as,
+        user=primary.user,
+        database=primary.database,
+    )
+    # -R writes standby.signal and primary_conninfo (password included) into the copy's
+    # postgresql.auto.conf, 0600 and owned by the cluster's user.
+    conninfo = (
+        f"host={LOOPBACK} port={primary.port} user={primary.user} "
+        f"password={primary.password} application_name={name}"
+    )
+    done = _run(
+        [str(basebackup), "-d", conninfo, "-D", str(data_dir), "-X", "stream", "-R"],
+        user,
+        root,
+        timeout,
+    )
+    if done.returncode != 0:
+        raise ServicesError(
+            f"pg_basebackup failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()}"
+        )
+    _launch(record, bins, user, timeout)
+    return record
+
+
+def make_synchronous(primary: PostgresRecord, name: str = REPLICA_NAME) -> None:
+    """Commits on the primary wait until the replica has flushed them (and block while it
+    is away: the price of never losing an acknowledged write)."""
+    conn = _connect(primary, "postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (name,))
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+
+
+def promote(replica: PostgresRecord, timeout: float = 60.0) -> None:
+    """Make the replica the primary (after the old primary is gone for good)."""
+    bins = find_postgres_binaries()
+    done = _run(
+        [str(bins["pg_ctl"]), "promote", "-D", replica.data_dir, "-w", "-t", str(int(timeout))],
+        service_user(),
+        Path(replica.root),
+        timeout + 5,
+    )
+    if done.returncode != 0:
+        raise ServicesError(f"pg_ctl promote failed: {(done.stderr or done.stdout).strip()}")
+
+
+def is_primary(record: PostgresRecord) -> bool:
+    """Whether the server accepts writes now (not in recovery)."""
+    try:
+        conn = _connect(record, "postgres")
+    except psycopg2.Error:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT NOT pg_is_in_recovery()")
+            row = cur.fetchone()
+            return bool(row and row[0])
+    finally:
+        conn.close()
+
+
+def stop(record: PostgresRecord, timeout: float = 60.0) -> None:
+    """Stop the server (fast shutdown); nothing to do if it is not running."""
+    if not (Path(record.data_dir) / "postmaster.pid").exists():
+        return
+    bins = find_postgres_binaries()
+    _run(
+        [str(bins["pg_ctl"]), "stop", "-D", record.data_dir, "-m", "fast", "-w"],
+        service_user(),
+        Path(record.root),
+        timeout,
+    )
+
+
+def failover_url(servers: list[PostgresRecord]) -> str:
+    """One URL naming every server; libpq connects to the one that accepts writes."""
+    first = servers[0]
+    hosts = ",".join(f"{LOOPBACK}:{server.port}" for server in servers)
+    return (
+        f"postgresql://{quote(first.user, safe='')}:{quote(first.password, safe='')}@{hosts}"
+        f"/{quote(first.database, safe='')}?target_session_attrs=read-write"
+    )
+
+
+__all__ = [
+    "REPLICA_NAME",
+    "create",
+    "failover_url",
+    "is_primary",
+    "make_synchronous",
+    "promote",
+    "replica_root",
+    "stop",
+]
