@@ -184,7 +184,7 @@ class Servers:
     def launch(self, name: str) -> None:
         proc = self.procs[name]
         env = {**self.env, **proc.env}
-        if name != "master":
+        if name in self.worker_names:
             env.pop("PT_DATABASE_URL")  # as in production: a worker has no database URL
         with open(proc.log, "ab") as out:
             proc.popen = subprocess.Popen(

@@ -14,6 +14,7 @@ one that accepts writes).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from urllib.parse import quote
 
@@ -54,16 +55,15 @@ def create(
     root = replica_root(primary, name)
     _prepare_root(root, user)
     data_dir = root / "data"
-    record = PostgresRecord(
+    # The same cluster (roles, passwords, database) in another directory, on another port.
+    record = dataclasses.replace(
+        primary,
         port=free_port(),
-        password=primary.password,
         root=str(root),
         data_dir=str(data_dir),
         log_file=str(root / "postgres.log"),
         socket_dir=socket_dir_for(data_dir),
-        run_as=primary.run_as,
-        user=primary.user,
-        database=primary.database,
+        pid=None,
     )
     # -R writes standby.signal and primary_conninfo (password included) into the copy's
     # postgresql.auto.conf, 0600 and owned by the cluster's user.
@@ -140,11 +140,15 @@ def stop(record: PostgresRecord, timeout: float = 60.0) -> None:
 
 
 def failover_url(servers: list[PostgresRecord]) -> str:
-    """One URL naming every server; libpq connects to the one that accepts writes."""
+    """One URL naming every server, as the master's role (the superuser's on a cluster of
+    before the roles); libpq connects to the one that accepts writes."""
     first = servers[0]
+    user, password = (
+        (first.master, first.master_password) if first.has_roles else (first.user, first.password)
+    )
     hosts = ",".join(f"{LOOPBACK}:{server.port}" for server in servers)
     return (
-        f"postgresql://{quote(first.user, safe='')}:{quote(first.password, safe='')}@{hosts}"
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{hosts}"
         f"/{quote(first.database, safe='')}?target_session_attrs=read-write"
     )
 
