@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from papertrader.client.models import Forecast
 
 CHART_HEIGHT = 20
 #: How the x axis labels a bar's time, per range.
@@ -80,17 +83,17 @@ def price_chart(symbol: str, bars: Sequence[dict[str, Any]], range_: str) -> str
     return _render(figure)
 
 
-def forecast_chart(symbol: str, history: Sequence[Decimal], forecast: dict[str, Any]) -> str:
+def forecast_chart(symbol: str, history: Sequence[Decimal], forecast: Forecast) -> str:
     """Recent closes, then the forecast and its band."""
-    points = forecast.get("points") or []
+    points = forecast.points
     past = [float(value) for value in history]
     start = len(past)
     figure = _figure(*_size())
     if past:
         figure.draw(figure.signal(list(range(1, start + 1)), past).lines().label("closes"))
-    xs = [start + int(p["step"]) for p in points]
+    xs = [start + p.step for p in points]
     for name in ("value", "lower", "upper"):
-        ys = [float(p[name]) for p in points]
+        ys = [float(getattr(p, name)) for p in points]
         label = "forecast" if name == "value" else name
         figure.draw(figure.signal(xs, ys, marker="braille").lines().label(label))
     figure.title(f"{symbol}: naive Holt forecast, {len(points)} intervals (practice, not advice)")

@@ -39,7 +39,7 @@ from .common import fail, json_option, print_json
 
 if TYPE_CHECKING:  # imported when a command runs: `pt --help` stays quick
     from papertrader.client import FailoverClient, PaperTraderClient
-    from papertrader.client.models import SessionInfo
+    from papertrader.client.models import AccountSession, SessionInfo, SignInMethods
     from papertrader.oidc.native import Tokens
 
     Connection = PaperTraderClient | FailoverClient
@@ -76,14 +76,13 @@ def provider_tokens(
     """Run the provider's flow and return its ID token (and nonce); exits on failure."""
     import webbrowser
 
-    from papertrader.oidc.native import DeviceFlow, LoopbackFlow, ProviderOptions, SignInError
+    from papertrader.oidc.native import DeviceFlow, LoopbackFlow, SignInError
 
-    offered = {str(p["name"]): p for p in conn.sign_in_options()}
-    record = offered.get(name.lower())
-    if record is None:
+    offered = {p.name: p for p in conn.sign_in_options()}
+    options = offered.get(name.lower())
+    if options is None:
         names = ", ".join(offered) or "none"
         fail(f"this server offers no sign-in provider called {name!r} (offered: {names})")
-    options = ProviderOptions.from_record(record)
     try:
         if device:
             flow = DeviceFlow(options)
@@ -300,20 +299,19 @@ def account() -> None:
 @json_option
 def account_show(as_json: bool) -> None:
     """The account's e-mail, whether it has a password, and its linked providers."""
-    result: dict[str, Any] = _session_call(as_json, lambda conn: conn.sign_in_methods())
+    result: SignInMethods = _session_call(as_json, lambda conn: conn.sign_in_methods())
     if _wants_json(as_json):
         print_json(_text(result))
         return
-    verified = "confirmed" if result.get("email_verified") else "not confirmed"
-    click.echo(f"{result.get('username')} <{result.get('email')}> (e-mail {verified})")
-    click.echo(f"Password: {'yes' if result.get('has_password') else 'no'}")
-    providers = result.get("providers") or []
-    if not providers:
+    verified = "confirmed" if result.email_verified else "not confirmed"
+    click.echo(f"{result.username} <{result.email}> (e-mail {verified})")
+    click.echo(f"Password: {'yes' if result.has_password else 'no'}")
+    if not result.providers:
         click.echo("Linked providers: none")
-    for entry in providers:
+    for entry in result.providers:
         click.echo(
-            f"Linked: {entry.get('display_name')} ({entry.get('email') or '-'}), since "
-            f"{_when(entry.get('linked_at'))}, last sign-in {_when(entry.get('last_login_at'))}"
+            f"Linked: {entry.display_name} ({entry.email or '-'}), since "
+            f"{_when(entry.linked_at)}, last sign-in {_when(entry.last_login_at)}"
         )
 
 
@@ -375,18 +373,18 @@ def sessions() -> None:
 @json_option
 def sessions_list(as_json: bool) -> None:
     """Every live session of the account; * marks this one."""
-    rows: list[dict[str, Any]] = _session_call(as_json, lambda conn: conn.sessions())
+    rows: list[AccountSession] = _session_call(as_json, lambda conn: conn.sessions())
     if _wants_json(as_json):
         print_json(_text(rows))
         return
     table = [
         [
-            ("* " if row.get("current") else "  ") + str(row.get("handle")),
-            _when(row.get("created_at")),
-            _when(row.get("last_used_at")),
-            str(row.get("last_ip") or row.get("login_ip") or "-"),
-            "yes" if row.get("remember") else "no",
-            _when(row.get("expires_at")),
+            ("* " if row.current else "  ") + row.handle,
+            _when(row.created_at),
+            _when(row.last_used_at),
+            str(row.last_ip or row.login_ip or "-"),
+            "yes" if row.remember else "no",
+            _when(row.expires_at),
         ]
         for row in rows
     ]

@@ -7,6 +7,7 @@ decimals as strings and times as ISO 8601, never floats.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,6 +31,8 @@ def text(value: Any) -> Any:
         return str(value)
     if isinstance(value, dict):
         return {key: text(item) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # the client's records
+        return {f.name: text(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
         return [text(item) for item in value]
     return value

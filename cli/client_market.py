@@ -137,22 +137,20 @@ def forecast(symbol: str, horizon: int, chart: bool, as_json: bool) -> None:
     if wants_json(as_json):
         print_json(fmt.text(result))
         return
-    points = result.get("points") or []
+    points = result.points
     if chart:
         from .charts import forecast_chart
 
-        click.echo(forecast_chart(symbol, [result["last_close"]], result))
+        click.echo(forecast_chart(symbol, [result.last_close], result))
     click.echo(
-        f"{symbol}: last close {fmt.price(result.get('last_close'))}; "
-        f"{result.get('method')} over {result.get('based_on')} bars "
-        f"(alpha {result.get('alpha')}, beta {result.get('beta')})"
+        f"{symbol}: last close {fmt.price(result.last_close)}; "
+        f"{result.method} over {result.based_on} bars "
+        f"(alpha {result.alpha}, beta {result.beta})"
     )
     rows = [
-        [str(p.get("step")), fmt.when(p.get("time")), fmt.price(p.get("value")),
-         fmt.price(p.get("lower")), fmt.price(p.get("upper"))]
+        [str(p.step), fmt.when(p.time), fmt.price(p.value), fmt.price(p.lower),
+         fmt.price(p.upper)]
         for p in points
     ]  # fmt: skip
-    click.echo(
-        fmt.table(["STEP", "TIME", "FORECAST", "LOWER", "UPPER"], rows, right={0, 2, 3, 4})
-    )
+    click.echo(fmt.table(["STEP", "TIME", "FORECAST", "LOWER", "UPPER"], rows, right={0, 2, 3, 4}))
     click.echo("A naive model for practice, not investment advice.")

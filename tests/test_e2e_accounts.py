@@ -51,8 +51,8 @@ class Stack:
         )
 
     def options(self, client: PaperTraderClient) -> ProviderOptions:
-        (record,) = client.sign_in_options()
-        return ProviderOptions.from_record(record)
+        (options,) = client.sign_in_options()
+        return options
 
     def browser_sign_in(self, client: PaperTraderClient) -> tuple[str, str]:
         """The whole native flow: (id_token, nonce) as the client library obtains them."""
@@ -137,15 +137,15 @@ def test_sessions_are_listed_revoked_and_ended_everywhere(stack: Stack) -> None:
 
         sessions = phone.sessions()
         assert len(sessions) == 3
-        mine = [s for s in sessions if s["current"]]
-        assert len(mine) == 1 and mine[0]["login_ip"] == "127.0.0.1"
-        laptop_row = next(s for s in sessions if s["login_ip"] == "127.0.0.2")
-        assert laptop_row["remember"] is True and laptop_row["last_ip"] == "127.0.0.2"
-        assert laptop_row["last_used_at"] is not None and laptop_row["created_at"] is not None
-        assert all(len(s["handle"]) == 12 for s in sessions)
+        mine = [s for s in sessions if s.current]
+        assert len(mine) == 1 and mine[0].login_ip == "127.0.0.1"
+        laptop_row = next(s for s in sessions if s.login_ip == "127.0.0.2")
+        assert laptop_row.remember is True and laptop_row.last_ip == "127.0.0.2"
+        assert laptop_row.last_used_at is not None and laptop_row.created_at is not None
+        assert all(len(s.handle) == 12 for s in sessions)
         assert str(laptop.session_id) not in repr(sessions)  # ids never leave their client
 
-        phone.revoke_session(laptop_row["handle"])
+        phone.revoke_session(laptop_row.handle)
         assert refusal(lambda: laptop.portfolio()).code is ErrorCode.INVALID_SESSION
         assert (
             refusal(lambda: phone.revoke_session("000000000000")).code is ErrorCode.UNKNOWN_SESSION
@@ -154,7 +154,7 @@ def test_sessions_are_listed_revoked_and_ended_everywhere(stack: Stack) -> None:
 
         assert "1 other session" in phone.logout_all(keep_this=True)
         assert refusal(lambda: tablet.quote("AAPL")).code is ErrorCode.INVALID_SESSION
-        assert [s["current"] for s in phone.sessions()] == [True]
+        assert [s.current for s in phone.sessions()] == [True]
         phone.logout_all(keep_this=False)
         assert phone.session_id is None
 
@@ -164,7 +164,7 @@ def test_another_users_session_cannot_be_revoked(stack: Stack) -> None:
         password_user(stack, alice)
         password_user(stack, mallory)
         (alice_row,) = alice.sessions()
-        error = refusal(lambda: mallory.revoke_session(alice_row["handle"]))
+        error = refusal(lambda: mallory.revoke_session(alice_row.handle))
         assert error.code is ErrorCode.UNKNOWN_SESSION
         alice.quote("AAPL")
 
@@ -196,7 +196,7 @@ def test_the_only_password_cannot_be_removed(stack: Stack) -> None:
         password_user(stack, client)
         error = refusal(lambda: client.remove_password(PASSWORD))
         assert error.code is ErrorCode.LAST_WAY_IN and "link a provider" in error.reason
-        assert client.sign_in_methods()["has_password"] is True
+        assert client.sign_in_methods().has_password is True
 
 
 # -- forgotten passwords ------------------------------------------------------------------------
@@ -284,8 +284,8 @@ def test_first_sign_in_creates_an_account_without_a_password(stack: Stack) -> No
         assert info.username == name
         assert client.user_info().email == email
         methods = client.sign_in_methods()
-        assert methods["has_password"] is False and methods["email_verified"] is True
-        assert [p["name"] for p in methods["providers"]] == ["testid"]
+        assert methods.has_password is False and methods.email_verified is True
+        assert [p.name for p in methods.providers] == ["testid"]
 
         replay = refusal(lambda: other.login_oidc("testid", id_token, nonce))
         assert replay.code is ErrorCode.SIGN_IN_REFUSED and "already used" in replay.reason

@@ -48,4 +48,4 @@ def test_a_new_account_confirms_its_address_before_it_can_log_in(
                 assert wrong.value.code is ErrorCode.RESET_CODE_INVALID
                 assert "confirmed" in client.verify_email(code)
                 client.login(name, PASSWORD)
-                assert client.sign_in_methods()["email_verified"] is True
+                assert client.sign_in_methods().email_verified is True

@@ -159,11 +159,11 @@ def test_forecasts_and_bad_requests(servers: Servers) -> None:
     with servers.client() as client:
         new_user(client)
         result = client.forecast("AAPL", 5)
-        points = result["points"]
-        assert len(points) == 5 and result["method"] == "holt-linear"
+        points = result.points
+        assert len(points) == 5 and result.method == "holt-linear" and result.horizon == 5
         for point in points:
-            assert point["lower"] <= point["value"] <= point["upper"]
-            assert point["value"].as_tuple().exponent == -2
+            assert point.lower <= point.value <= point.upper
+            assert point.value.as_tuple().exponent == -2
         today = datetime.now(timezone.utc).date()
         cases = [
             (lambda: client.price_history("XYZ", "day", DAY), ErrorCode.UNKNOWN_ASSET),

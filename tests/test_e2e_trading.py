@@ -60,7 +60,7 @@ def test_register_login_quote_buy_sell_portfolio_history(servers: Servers) -> No
         assert isinstance(quote, Quote) and quote.symbol == "AAPL"
         assert quote.low <= quote.close <= quote.high and isinstance(quote.close, Decimal)
         info = client.asset_info("MSFT")
-        assert info["symbol"] == "MSFT" and isinstance(info["quote"], Quote)
+        assert info.symbol == "MSFT" and isinstance(info.quote, Quote) and not info.stale
 
         bought = client.buy("AAPL", 10)
         assert isinstance(bought, Fill)

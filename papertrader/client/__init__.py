@@ -14,20 +14,28 @@ from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_wo
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.failover import FailoverClient
 from papertrader.client.models import (
+    AccountSession,
+    AssetInfo,
     Competition,
     EquityPoint,
     Fill,
+    Forecast,
     Leaderboard,
     LeaderboardEntry,
     OrderStatus,
     Portfolio,
     Position,
     SessionInfo,
+    SignInMethods,
     Trade,
     UserInfo,
 )
 
 __all__ = [
+    "AccountSession",
+    "AssetInfo",
+    "Forecast",
+    "SignInMethods",
     "Portfolio",
     "Position",
     "Trade",

@@ -20,20 +20,24 @@ import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from papertrader.client.connection import CLIENT_MAX_DATA_SIZE, BlockingConnection, failure_error
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.models import (
+    AccountSession,
+    AssetInfo,
     Competition,
     EquityPoint,
     Fill,
+    Forecast,
     Leaderboard,
     LeaderboardEntry,
     OrderStatus,
     Portfolio,
     SessionInfo,
     Side,
+    SignInMethods,
     Trade,
     UserInfo,
 )
@@ -41,6 +45,9 @@ from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, ProtocolError
 from papertrader.protocol.records import from_record, from_records, to_record
 from papertrader.protocol.values import Value
+
+if TYPE_CHECKING:
+    from papertrader.oidc.native import ProviderOptions
 
 _RANGES: dict[str, Instruction] = {
     "day": Instruction.GET_ASSET_VALUE_DAY,
@@ -123,12 +130,14 @@ class PaperTraderClient:
         self.session = None
 
     # -- accounts a person can live with (docs/PROTOCOL.md section 12) ----------------
-    def sign_in_options(self) -> list[dict[str, Any]]:
+    def sign_in_options(self) -> list[ProviderOptions]:
         """The providers this server offers: name, display_name, issuer, client_id,
         client_secret (of an installed-app client, or None) and scopes."""
+        from papertrader.oidc.native import ProviderOptions
+
         reply = self._command(Message(Instruction.GET_SIGN_IN_OPTIONS))
         self._expect(reply, Instruction.SIGN_IN_OPTIONS)
-        return _records(reply.arg("providers"))
+        return [ProviderOptions.from_record(r) for r in _records(reply.arg("providers"))]
 
     def login_oidc(
         self,
@@ -176,15 +185,15 @@ class PaperTraderClient:
         """Confirm the account's e-mail address with a mailed code."""
         return self._account(Instruction.EMAIL_VERIFY, code, session=False)
 
-    def sessions(self) -> list[dict[str, Any]]:
+    def sessions(self) -> list[AccountSession]:
         """This account's live sessions, newest first (``current`` marks this one)."""
-        return _records(self._data_args(Instruction.GET_SESSIONS))
+        value = self._data_args(Instruction.GET_SESSIONS)
+        return [AccountSession.from_record(fields) for fields in _records(value)]
 
-    def sign_in_methods(self) -> dict[str, Any]:
+    def sign_in_methods(self) -> SignInMethods:
         """Whether the account has a password, its e-mail, and its linked providers."""
         result = from_record(self._data_args(Instruction.GET_SIGN_IN_METHODS))
-        result["providers"] = _records(result.get("providers"))
-        return result
+        return SignInMethods.from_record(result, _records(result.get("providers")))
 
     def revoke_session(self, handle: str) -> str:
         """End one of this account's sessions, by the handle ``sessions()`` shows."""
@@ -229,12 +238,13 @@ class PaperTraderClient:
         fields = from_record(self._data(Instruction.GET_ASSET_VALUE_CURRENT, symbol))
         return _quote(fields)
 
-    def asset_info(self, symbol: str) -> dict[str, Any]:
-        """Name, currency and current quote (a ``Quote`` or None) of ``symbol``."""
+    def asset_info(self, symbol: str) -> AssetInfo:
+        """Currency, current quote (None before the first update) and freshness of
+        ``symbol``."""
         info = from_record(self._data(Instruction.GET_ASSET_INFO, symbol))
         if info.get("quote") is not None:
             info["quote"] = _quote(from_record(info["quote"]))
-        return info
+        return AssetInfo.from_record(info)
 
     def price_history(
         self, symbol: str, range_: str = "day", on: datetime.date | None = None
@@ -249,12 +259,11 @@ class PaperTraderClient:
         day = on or datetime.datetime.now(datetime.timezone.utc).date()
         return _records(self._data_args(instruction, symbol, day))
 
-    def forecast(self, symbol: str, horizon: int) -> dict[str, Any]:
+    def forecast(self, symbol: str, horizon: int) -> Forecast:
         """A naive forecast of the next ``horizon`` update intervals (practice, not advice)."""
         value = self._data_args(Instruction.GET_ASSET_VALUE_PREDICTED, symbol, horizon)
         result = from_record(value)
-        result["points"] = _records(result.get("points"))
-        return result
+        return Forecast.from_record(result, _records(result.get("points")))
 
     # -- orders --------------------------------------------------------------------------
     def place_order(

@@ -38,6 +38,7 @@ from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.models import (
+    AssetInfo,
     Competition,
     Fill,
     OrderStatus,
@@ -242,7 +243,7 @@ class FailoverClient:
     def quote(self, symbol: str) -> Quote:
         return self._call(lambda c: c.quote(symbol))
 
-    def asset_info(self, symbol: str) -> dict[str, Any]:
+    def asset_info(self, symbol: str) -> AssetInfo:
         return self._call(lambda c: c.asset_info(symbol))
 
     def portfolio(self, username: str = "") -> Portfolio:

@@ -9,6 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from papertrader.market.quote import Quote
+
 Side = Literal["buy", "sell"]
 
 
@@ -285,3 +287,107 @@ class UserInfo:
     @classmethod
     def from_record(cls, fields: dict[str, Any]) -> UserInfo:
         return cls(**_known_fields(cls, fields))
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    """What a worker knows of an asset: its current quote (None before the first update),
+    when its prices were last updated, and whether they are stale (the master kept the
+    last good prices while its provider failed)."""
+
+    symbol: str
+    currency: str
+    quote: Quote | None = None
+    name: str | None = None
+    updated_at: datetime | None = None
+    stale: bool = False
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> AssetInfo:
+        values = _known_fields(cls, fields)
+        values["stale"] = bool(values.get("stale"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    step: int  # update intervals ahead
+    time: datetime  # the start of that interval
+    value: Decimal
+    lower: Decimal  # the 95 % band
+    upper: Decimal
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A naive Holt forecast of an asset's price: practice, not advice."""
+
+    symbol: str
+    method: str
+    horizon: int
+    last_close: Decimal
+    last_time: datetime
+    points: tuple[ForecastPoint, ...] = ()
+    step_seconds: Decimal | None = None
+    alpha: Decimal | None = None
+    beta: Decimal | None = None
+    sigma: Decimal | None = None
+    based_on: int = 0
+    note: str = ""
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any], points: list[dict[str, Any]]) -> Forecast:
+        values = _known_fields(cls, fields)
+        values["points"] = tuple(ForecastPoint(**_known_fields(ForecastPoint, p)) for p in points)
+        values["note"] = values.get("note") or ""
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class AccountSession:
+    """One live session of the account (``current``: the one asking)."""
+
+    handle: str
+    current: bool
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    last_ip: str | None = None
+    login_ip: str | None = None
+    remember: bool = False
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> AccountSession:
+        values = _known_fields(cls, fields)
+        values["remember"] = bool(values.get("remember"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LinkedProvider:
+    name: str
+    display_name: str | None = None
+    email: str | None = None
+    linked_at: datetime | None = None
+    last_login_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SignInMethods:
+    """How the account signs in: a password or not, and its linked providers."""
+
+    username: str
+    email: str
+    email_verified: bool
+    has_password: bool
+    providers: tuple[LinkedProvider, ...] = ()
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any], providers: list[dict[str, Any]]) -> SignInMethods:
+        values = _known_fields(cls, fields)
+        values["providers"] = tuple(
+            LinkedProvider(**_known_fields(LinkedProvider, p)) for p in providers
+        )
+        values["email_verified"] = bool(values.get("email_verified"))
+        values["has_password"] = bool(values.get("has_password"))
+        return cls(**values)
