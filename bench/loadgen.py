@@ -53,7 +53,7 @@ class LoadResult:
 
     requests: int = 0
     seconds: float = 0.0
-    latencies: array = field(default_factory=lambda: array("d"))
+    latencies: array[float] = field(default_factory=lambda: array("d"))
     cpu_seconds: float = 0.0
 
     @property
@@ -70,7 +70,7 @@ class LoadResult:
         if not self.latencies:
             return None
         ordered = sorted(self.latencies)
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 3)
+        return round(float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]) * 1000, 3)
 
 
 def _read_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> None:
@@ -145,7 +145,7 @@ def _masked_message(payload: bytes) -> bytes:
     """One masked binary WebSocket frame (a client must mask), encoded once and reused."""
     from wsproto.frame_protocol import FrameProtocol
 
-    return FrameProtocol(client=True, extensions=[]).send_data(payload, fin=True)
+    return bytes(FrameProtocol(client=True, extensions=[]).send_data(payload, fin=True))
 
 
 def _connect(port: int, origin: str | None) -> tuple[gevent.socket.socket, bytearray]:
@@ -171,7 +171,7 @@ def generate(
     socks = [_connect(port, origin) for _ in range(connections)]
     gevent.sleep(max(0.0, start_at - time.time()))
     deadline = time.monotonic() + seconds
-    latencies: list[array] = [array("d") for _ in socks]
+    latencies: list[array[float]] = [array("d") for _ in socks]
     clock = time.perf_counter
 
     def one(index: int) -> None:

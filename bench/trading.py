@@ -84,11 +84,11 @@ def stack(state: Path) -> Iterator[tuple[dict[str, str], int]]:
         _pt(["down"], env)
 
 
-def _percentile(values: array, fraction: float) -> float | None:
+def _percentile(values: array[float], fraction: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
+    return round(float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]) * 1000, 2)
 
 
 class Phase:
