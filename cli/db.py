@@ -118,23 +118,30 @@ def migrate(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
 @state_dir_option
 @json_option
 def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """List applied and pending migrations. Exits with status 3 if any are pending."""
+    """List applied and pending migrations, and whether the master's role has only the
+    master's rights. Exits with status 3 if a migration is pending or it has more."""
     from papertrader.services import mask_url
     from papertrader.store import migrate as schema
+    from papertrader.store.roles import login_name, problems_of
 
-    url = _urls_or_fail(config_path, state_dir).owner_url
+    urls = _urls_or_fail(config_path, state_dir)
+    url = urls.owner_url
     try:
         applied = schema.applied_migrations(url)
         done = {name for name, _ in applied}
         pending = [m.name for m in schema.list_migrations() if m.name not in done]
     except schema.MigrationError as exc:
         fail(str(exc))
+    master_role = login_name(urls.database_url)
+    problems = problems_of(urls.database_url)
     if as_json:
         print_json(
             {
                 "database": mask_url(url),
                 "applied": [{"name": name, "applied_at": at.isoformat()} for name, at in applied],
                 "pending": pending,
+                "master_role": master_role,
+                "master_role_problems": problems,
             }
         )
     else:
@@ -149,5 +156,12 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
             click.echo("database is up to date")
         else:
             click.echo(f"{len(pending)} pending: run `pt db migrate`")
-    if pending:
+        if problems:
+            click.echo(
+                f"master role {master_role}: more rights than it needs ({'; '.join(problems)}): "
+                'see docs/OPERATIONS.md, "Database roles"'
+            )
+        else:
+            click.echo(f"master role {master_role}: rows only, no schema changes")
+    if pending or problems:
         raise SystemExit(3)

@@ -193,6 +193,12 @@ def test_pt_db_migrate_moves_an_install_of_before_the_roles_and_it_still_trades(
     finally:
         legacy.close()
 
+    before = CliRunner().invoke(
+        cli, ["db", "status", "--state-dir", str(legacy_state), "--json"], env=CLEAN_ENV
+    )
+    assert before.exit_code == 3  # the servers' login is a superuser: said, with the fix
+    problems = json.loads(before.stdout)["master_role_problems"]
+    assert any("is a superuser" in problem for problem in problems)
     result = CliRunner().invoke(
         cli, ["db", "migrate", "--state-dir", str(legacy_state), "--json"], env=CLEAN_ENV
     )

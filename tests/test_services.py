@@ -322,11 +322,13 @@ def test_cli_up_status_down(state_dir: Path) -> None:
     migrate = runner.invoke(cli, ["db", "migrate", *where])
     assert migrate.exit_code == 0, migrate.output
     assert "applied 0001_initial.sql" in migrate.output
+    assert "master role papertrader_master: rows only, no schema changes" in migrate.output
     again = runner.invoke(cli, ["db", "migrate", *where])
     assert again.exit_code == 0 and "database is up to date" in again.output
     db_status = runner.invoke(cli, ["db", "status", *where, "--json"])
     assert db_status.exit_code == 0, db_status.output
-    assert json.loads(db_status.output)["pending"] == []
+    shown_status = json.loads(db_status.output)
+    assert shown_status["pending"] == [] and shown_status["master_role_problems"] == []
 
     down = runner.invoke(cli, ["services", "down", *where])
     assert down.exit_code == 0, down.output

@@ -282,3 +282,16 @@ def own_problems(cur: Cursor) -> list[str]:
     if facts is None:
         return []
     return master_role_problems(replace(facts, member_of_owner=False), role)
+
+
+def problems_of(url: str) -> list[str]:
+    """What the role ``url`` logs in as could do beyond a master's (``pt db status``)."""
+    try:
+        conn = psycopg2.connect(url, connect_timeout=5)
+    except psycopg2.Error as exc:
+        return [f"cannot log in ({' '.join(str(exc).split())})"]
+    try:
+        with conn, conn.cursor() as cur:
+            return own_problems(cur)
+    finally:
+        conn.close()
