@@ -33,7 +33,7 @@ from papertrader.master.transactions import drain_once
 from papertrader.services import ServiceUrls, destroy_services, start_services
 from papertrader.services.state import load_state, save_state
 from papertrader.store.accounts import create_account, get_account
-from papertrader.store.migrate import migrate
+from papertrader.store.migrate import MigrationError, migrate
 from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import positions
@@ -142,6 +142,15 @@ def test_a_table_a_later_migration_creates_is_granted_as_it_is_created(
             cur.execute("DROP TABLE later")
     finally:
         master.close()
+
+
+def test_a_migration_run_with_the_master_role_is_refused_and_says_whose_url_to_use(
+    database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "0999_more.sql").write_text("CREATE TABLE more (id int);")
+    with pytest.raises(MigrationError, match="migrate with the owner's URL"):
+        migrate(database_url, tmp_path)
+    assert migrate(database_url) == []  # an up-to-date schema needs nothing it may not do
 
 
 # -- an install of before the roles ----------------------------------------------------

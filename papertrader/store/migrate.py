@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from papertrader.store import roles
@@ -85,6 +86,16 @@ def _connect(database_url: str) -> psycopg2.extensions.connection:
         return psycopg2.connect(database_url)
     except psycopg2.Error as exc:
         raise MigrationError(f"cannot connect to the database: {str(exc).strip()}") from exc
+
+
+def _owner_hint(exc: psycopg2.Error) -> str:
+    """What to do when a migration was refused for want of rights."""
+    if isinstance(exc, psycopg2.errors.InsufficientPrivilege):
+        return (
+            " (this login may not change the schema, as the master's role may not: "
+            "migrate with the owner's URL, database_owner_url / PT_DATABASE_OWNER_URL)"
+        )
+    return ""
 
 
 def _grant(conn: psycopg2.extensions.connection, master_role: str) -> None:
@@ -170,7 +181,8 @@ def migrate(
                         )
                 except psycopg2.Error as exc:
                     raise MigrationError(
-                        f"migration {migration.name} failed and was rolled back: {str(exc).strip()}"
+                        f"migration {migration.name} failed and was rolled back: "
+                        f"{str(exc).strip()}{_owner_hint(exc)}"
                     ) from exc
                 applied.append(migration.name)
             if master_role:
