@@ -98,7 +98,7 @@ def test_two_processes_serve_one_worker_through_one_link(
             b = next(c for c in clients if serving_pid([first, second], port, c) == second)
             b.session_id, b.session = a.session_id, a.session
             assert b.quote("MSFT").symbol == "MSFT"
-            assert b.user_info()["username"] == a.user_info()["username"]
+            assert b.user_info().username == a.user_info().username
             b.logout()
 
             def ended() -> bool:

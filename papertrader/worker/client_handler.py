@@ -141,6 +141,11 @@ class _ClientGone(ConnectionResetError):
     (an OSError: wherever it lands, the connection ends as a lost one)."""
 
 
+class _Deadline(BaseException):
+    """Thrown into a connection's greenlet by its timer while a read waits past its
+    deadline (a BaseException, like gevent.Timeout: no ``except Exception`` takes it)."""
+
+
 class _Closing(Exception):
     """The connection must end; ``reason`` is logged, ``farewell`` sent first if set."""
 
@@ -303,6 +308,13 @@ class ClientConnection:
         self.send_timeout = settings.client_send_timeout
         self.send_buffer = settings.client_send_buffer_bytes
         self._frame_deadline: float | None = None
+        #: The read deadline (monotonic), its lazy timer, and whether a read waits now.
+        self._deadline = 0.0
+        self._timer: Any = None
+        self._waiting = False
+        self._greenlet: Any = None
+        #: What ``settimeout`` last set (None: reads and sends wait without one).
+        self._socket_timeout: float | None = -1.0
         self.close_reason = "closed"
         self._routes: dict[Instruction, Callable[[Message, int], list[Message]]] = {
             Instruction.LOGIN: self._login,
@@ -325,6 +337,7 @@ class ClientConnection:
 
     # the loop ----------------------------------------------------------------------
     def serve(self) -> None:
+        self._greenlet = gevent.getcurrent()
         try:
             while True:
                 data = self._recv()
@@ -340,31 +353,70 @@ class ClientConnection:
                 self._farewell(closing.farewell)
         except (OSError, gevent.Timeout) as exc:
             self.close_reason = f"connection lost ({exc.__class__.__name__})"
+        finally:
+            self._disarm()
 
     def _recv(self) -> bytes:
-        """The next bytes, or _Closing when the client is idle or stuck mid-frame too long."""
+        """The next bytes, or _Closing when the client is idle or stuck mid-frame too long.
+
+        The deadline is kept by one lazy timer per connection (``_arm``), not by a
+        socket timeout: gevent would arm and cancel a timer object for every read,
+        a tenth of a quote's cost. Each read only moves ``_deadline``; the timer,
+        when it fires, looks again and throws ``_Deadline`` only into a read that
+        is still waiting past it.
+        """
         now = time.monotonic()
         if self.conn.mid_frame:
             if self._frame_deadline is None:
                 self._frame_deadline = now + self.frame_limit
             timeout = self._frame_deadline - now
-            why = f"sent part of a frame, then nothing for {self.frame_limit:g} s"
+            mid_frame = True
         else:
             self._frame_deadline = None
             if self.client.session_id is not None:
                 timeout = self.idle_timeout
             else:  # nothing presented yet: a shorter leash
                 timeout = self.preauth_idle_timeout
-            why = f"idle for {timeout:g} s"
+            mid_frame = False
         if timeout > 0:
-            # A socket timeout, not a gevent.Timeout: gevent waits with it natively,
-            # without arming and cancelling a timer object for every read.
-            self.sock.settimeout(timeout)
+            self._deadline = now + timeout
+            if self._timer is None:
+                self._arm(timeout)
+            if self._socket_timeout is not None:  # _sendall's: reads wait for the timer
+                self.sock.settimeout(None)
+                self._socket_timeout = None
+            self._waiting = True
             try:
                 return bytes(self.sock.recv(self.recv_size))
-            except TimeoutError:
+            except _Deadline:
                 pass
+            finally:
+                self._waiting = False
+        if mid_frame:
+            why = f"sent part of a frame, then nothing for {self.frame_limit:g} s"
+        else:
+            why = f"idle for {timeout:g} s"
         raise _Closing(why, Message(Instruction.ERROR, (int(ErrorCode.TIMEOUT), f"{why}: closing")))
+
+    def _arm(self, seconds: float) -> None:
+        timer = gevent.get_hub().loop.timer(max(seconds, 0.001))
+        timer.start(self._on_timer)
+        self._timer = timer
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        """In the hub, at the latest deadline this connection was given."""
+        self._disarm()
+        left = self._deadline - time.monotonic()
+        if left > 0:  # bytes came meanwhile: a later deadline
+            self._arm(left)
+        elif self._waiting and self._greenlet is not None:
+            self._greenlet.throw(_Deadline())
+        # else busy answering: the next read sets its deadline and arms again
 
     def _drain(self, stamp: int) -> None:
         """Answer every whole message buffered so far, in order, in as few sends as possible."""
@@ -497,7 +549,9 @@ class ClientConnection:
 
     def _sendall(self, data: bytes) -> None:
         """Send, closing a client that does not take our answer for ``send_timeout``."""
-        self.sock.settimeout(self.send_timeout)  # gevent applies it to the whole sendall
+        if self._socket_timeout != self.send_timeout:  # gevent applies it to the whole sendall
+            self.sock.settimeout(self.send_timeout)
+            self._socket_timeout = self.send_timeout
         try:
             # One send() takes a small answer whole; sendall() (which asks the kernel
             # for the buffer size first) only for what is left of a large one.
