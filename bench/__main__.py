@@ -1,6 +1,7 @@
 """Run every benchmark and print one JSON document: `python -m bench` (or `make bench`).
 
-`python -m bench orders` (or `quotes`, `hostile`, `trading`) runs only that part.
+`python -m bench orders` (or `quotes`, `hostile`, `trading`) runs only that part;
+`python -m bench replica` (not in the default run) measures a synchronous PostgreSQL replica.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     from bench.hostile import bench_hostile
     from bench.orders import bench_orders
     from bench.quotes import bench_quotes
+    from bench.replica import bench_replica
     from bench.stack import services
     from bench.trading import bench_trading
 
@@ -50,6 +52,8 @@ def main() -> None:
             results["orders"] = bench_orders(urls, state)
         if "hostile" in wanted:
             results["hostile_memory"] = bench_hostile(urls, state)
+        if "replica" in wanted:
+            results["replica"] = bench_replica(urls, state)
     if "trading" in wanted:  # a whole stack of its own (`pt up`)
         results["trading"] = bench_trading(seconds)
     print(json.dumps(results, indent=2))

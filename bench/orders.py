@@ -117,12 +117,13 @@ def _drain(queue: OrderQueue, pool: ConnectionPool, price: Decimal, now: datetim
     return decided, time.perf_counter() - started
 
 
-def bench_market(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
+def bench_market(urls: ServiceUrls, orders: int = ORDERS, prefix: str = "m") -> dict[str, Any]:
+    """Market orders of ACCOUNTS fresh accounts (usernames ``prefix``N) through the drain."""
     pool = ConnectionPool(urls.database_url, size=4)
     client = redis.Redis.from_url(urls.redis_url)
     queue = OrderQueue(client)
     queue.ensure_group()
-    ids = _accounts(pool, ACCOUNTS, "m")
+    ids = _accounts(pool, ACCOUNTS, prefix)
     now = datetime.now(timezone.utc)
     _queue(client, market_orders(ids, orders, now))
     decided, elapsed = _drain(queue, pool, PRICE, now)

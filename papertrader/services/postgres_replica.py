@@ -85,14 +85,18 @@ def create(
     return record
 
 
-def make_synchronous(primary: PostgresRecord, name: str = REPLICA_NAME) -> None:
+def make_synchronous(primary: PostgresRecord, name: str | None = REPLICA_NAME) -> None:
     """Commits on the primary wait until the replica has flushed them (and block while it
-    is away: the price of never losing an acknowledged write)."""
+    is away: the price of never losing an acknowledged write); ``name`` None makes
+    replication asynchronous again."""
     conn = _connect(primary, "postgres")
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (name,))
+            if name is None:
+                cur.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            else:
+                cur.execute("ALTER SYSTEM SET synchronous_standby_names = %s", (name,))
             cur.execute("SELECT pg_reload_conf()")
     finally:
         conn.close()
