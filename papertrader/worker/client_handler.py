@@ -311,6 +311,7 @@ class ClientConnection:
         #: The read deadline (monotonic), its lazy timer, and whether a read waits now.
         self._deadline = 0.0
         self._timer: Any = None
+        self._timer_at = 0.0
         self._waiting = False
         self._greenlet: Any = None
         #: What ``settimeout`` last set (None: reads and sends wait without one).
@@ -380,7 +381,7 @@ class ClientConnection:
             mid_frame = False
         if timeout > 0:
             self._deadline = now + timeout
-            if self._timer is None:
+            if self._timer is None or self._deadline < self._timer_at:  # sooner: mid-frame
                 self._arm(timeout)
             if self._socket_timeout is not None:  # _sendall's: reads wait for the timer
                 self.sock.settimeout(None)
@@ -399,9 +400,11 @@ class ClientConnection:
         raise _Closing(why, Message(Instruction.ERROR, (int(ErrorCode.TIMEOUT), f"{why}: closing")))
 
     def _arm(self, seconds: float) -> None:
+        self._disarm()
         timer = gevent.get_hub().loop.timer(max(seconds, 0.001))
         timer.start(self._on_timer)
         self._timer = timer
+        self._timer_at = time.monotonic() + seconds
 
     def _disarm(self) -> None:
         if self._timer is not None:
