@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from papertrader.client.models import Forecast
+    from papertrader.client.models import Bar, Forecast
 
 CHART_HEIGHT = 20
 #: How the x axis labels a bar's time, per range.
@@ -64,21 +64,21 @@ def _render(figure: Any) -> str:
     return text
 
 
-def price_chart(symbol: str, bars: Sequence[dict[str, Any]], range_: str) -> str:
+def price_chart(symbol: str, bars: Sequence[Bar], range_: str) -> str:
     """Closing prices of ``bars`` as a line (a candle-free chart that any terminal shows)."""
-    closes = [float(bar["close"]) for bar in bars]
+    closes = [float(bar.close) for bar in bars]
     xs = list(range(1, len(closes) + 1))
     figure = _figure(*_size())
     figure.draw(figure.signal(xs, closes, marker="braille").lines())
     first, last = bars[0], bars[-1]
     figure.title(
-        f"{symbol} {range_}: {len(bars)} bars, close {last['close']} "
-        f"({_label(first.get('period_start'), 'span-' + range_)} .. "
-        f"{_label(last.get('period_start'), 'span-' + range_)} UTC)"
+        f"{symbol} {range_}: {len(bars)} bars, close {last.close} "
+        f"({_label(first.period_start, 'span-' + range_)} .. "
+        f"{_label(last.period_start, 'span-' + range_)} UTC)"
     )
     ticks = _ticks(len(bars))
     figure.ruler("x").ticks(
-        [xs[i] for i in ticks], [_label(bars[i].get("period_start"), range_) for i in ticks]
+        [xs[i] for i in ticks], [_label(bars[i].period_start, range_) for i in ticks]
     )
     return _render(figure)
 
@@ -100,20 +100,20 @@ def forecast_chart(symbol: str, history: Sequence[Decimal], forecast: Forecast) 
     return _render(figure)
 
 
-def bars_rows(bars: Sequence[dict[str, Any]], price: Any) -> list[list[str]]:
+def bars_rows(bars: Sequence[Bar], price: Any) -> list[list[str]]:
     """Table rows: TIME OPEN HIGH LOW CLOSE VOLUME (prices formatted by ``price``)."""
     rows = []
     for bar in bars:
-        moment = bar.get("period_start")
+        moment = bar.period_start
         when = moment.strftime("%Y-%m-%d %H:%M") if isinstance(moment, datetime) else "-"
         rows.append(
             [
                 when,
-                price(bar.get("open")),
-                price(bar.get("high")),
-                price(bar.get("low")),
-                price(bar.get("close")),
-                f"{bar.get('volume', 0):,}",
+                price(bar.open),
+                price(bar.high),
+                price(bar.low),
+                price(bar.close),
+                f"{bar.volume or 0:,}",
             ]
         )
     return rows

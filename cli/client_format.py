@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from papertrader.client.models import Portfolio, Trade
+    from papertrader.client.models import Bar, Portfolio, Trade
     from papertrader.market.quote import Quote
 
 CENTS = Decimal("0.01")
@@ -155,7 +155,7 @@ def history_document(history: list[Trade]) -> list[dict[str, Any]]:
     ]
 
 
-def bars_document(symbol: str, range_: str, bars: list[dict[str, Any]]) -> dict[str, Any]:
+def bars_document(symbol: str, range_: str, bars: Sequence[Bar]) -> dict[str, Any]:
     return {"symbol": symbol, "range": range_, "bars": [text(bar) for bar in bars]}
 
 

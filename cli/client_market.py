@@ -9,7 +9,7 @@ with plotext, imported only when one is asked for.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +21,7 @@ from .client import client, options, server_errors, stored_session, wants_json
 from .common import json_option, print_json
 
 if TYPE_CHECKING:
+    from papertrader.client.models import Bar
     from papertrader.market.quote import Quote
 
 range_option = click.option(
@@ -40,7 +41,7 @@ date_option = click.option(
 )
 
 
-def _price_history(symbol: str, range_: str, on: datetime | None) -> list[dict[str, Any]]:
+def _price_history(symbol: str, range_: str, on: datetime | None) -> list[Bar]:
     opts = options()
     stored = stored_session(opts)
     with server_errors(opts), opts.connect(stored.session_id) as conn:

@@ -130,7 +130,7 @@ def test_a_repeated_request_is_served_by_the_worker_cache(
         name = new_user(one)
         two.login(name, PASSWORD)
         first = one.price_history("AAPL", "day", DAY)
-        assert len(first) == 1440 and first[0]["close"] == bars[0].close
+        assert len(first) == 1440 and first[0].close == bars[0].close
         asked = history_queries(redis_url)
         assert asked >= 1
         for _ in range(3):
@@ -139,9 +139,9 @@ def test_a_repeated_request_is_served_by_the_worker_cache(
         assert history_queries(redis_url) == asked  # PostgreSQL was not asked again
 
         week = one.price_history("AAPL", "week", DAY + timedelta(days=3))
-        assert len(week) == 1 and week[0]["open"] == bars[0].open
-        assert week[0]["close"] == bars[-1].close
-        assert week[0]["volume"] == sum(q.volume for q in bars)
+        assert len(week) == 1 and week[0].open == bars[0].open
+        assert week[0].close == bars[-1].close
+        assert week[0].volume == sum(q.volume for q in bars)
 
         # A range that reaches the open period lives only until the interval ends.
         one.price_history("AAPL", "all")

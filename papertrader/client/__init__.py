@@ -16,6 +16,7 @@ from papertrader.client.failover import FailoverClient
 from papertrader.client.models import (
     AccountSession,
     AssetInfo,
+    Bar,
     Competition,
     EquityPoint,
     Fill,
@@ -34,6 +35,7 @@ from papertrader.client.models import (
 __all__ = [
     "AccountSession",
     "AssetInfo",
+    "Bar",
     "Forecast",
     "SignInMethods",
     "Portfolio",

@@ -27,6 +27,7 @@ from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUn
 from papertrader.client.models import (
     AccountSession,
     AssetInfo,
+    Bar,
     Competition,
     EquityPoint,
     Fill,
@@ -248,16 +249,18 @@ class PaperTraderClient:
 
     def price_history(
         self, symbol: str, range_: str = "day", on: datetime.date | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Bar]:
         """Bars of ``symbol``: ``range_`` is day (minute bars), week or month (daily bars),
         year or all (monthly bars), ending on the UTC date ``on`` (default: today)."""
         instruction = _RANGES.get(range_)
         if instruction is None:
             raise ValueError(f"range must be one of {', '.join(_RANGES)}, not {range_!r}")
         if instruction is Instruction.GET_ASSET_VALUE_ALL_TIME:
-            return _records(self._data_args(instruction, symbol))
-        day = on or datetime.datetime.now(datetime.timezone.utc).date()
-        return _records(self._data_args(instruction, symbol, day))
+            value = self._data_args(instruction, symbol)
+        else:
+            day = on or datetime.datetime.now(datetime.timezone.utc).date()
+            value = self._data_args(instruction, symbol, day)
+        return [Bar.from_record(fields) for fields in _records(value)]
 
     def forecast(self, symbol: str, horizon: int) -> Forecast:
         """A naive forecast of the next ``horizon`` update intervals (practice, not advice)."""

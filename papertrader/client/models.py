@@ -391,3 +391,19 @@ class SignInMethods:
         values["email_verified"] = bool(values.get("email_verified"))
         values["has_password"] = bool(values.get("has_password"))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of an asset's price history (a minute, a day or a month)."""
+
+    period_start: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: int
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> Bar:
+        return cls(**_known_fields(cls, fields))
