@@ -454,6 +454,24 @@ def test_joins_a_class_competition_by_code_and_sees_the_leaderboard(
     assert "You are #1 of 1 member" in text(browser, "leaderboard-summary")
     assert any(r[0] == "Web class" for r in table_rows(browser, "competitions-table"))
     shoot(browser, screens, "competitions")
+    # The ticket now offers the competition's account: a buy there leaves the practice one.
+    browser.get(web_stack.web(0) + "/#/trade/AAPL")
+    wait_for(browser, "the account choice", lambda d: visible(d, "ticket-account-row"), web_stack)
+    Select(browser.find_element(By.ID, "ticket-account")).select_by_value("Web class")
+    browser.find_element(By.CSS_SELECTOR, "label[for=side-buy]").click()
+    fill(browser, "ticket-quantity", "1")
+    browser.find_element(By.ID, "ticket-submit").click()
+    wait_for(browser, "the fill", lambda d: "In Web class." in text(d, "ticket-result"), web_stack)
+    assert text(browser, "ticket-result").startswith("Bought 1 AAPL")
+    Select(browser.find_element(By.ID, "ticket-account")).select_by_value("")
+    with PaperTraderClient(*web_stack.worker_address(1)) as client:
+        client.login(USER, PASSWORD)
+        account = client.competition("Web class").account
+        practice = client.portfolio()
+    assert account is not None and [(p.symbol, p.quantity) for p in account.positions] == [
+        ("AAPL", 1)
+    ]
+    assert [(p.symbol, p.quantity) for p in practice.positions] == [("AAPL", 2)]
 
 
 def sign_out(driver: WebDriver, stack: WebStack) -> None:

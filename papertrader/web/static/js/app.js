@@ -111,6 +111,7 @@ function go(screen) {
   const titled = screen === "trade" ? state.symbol : screen === "competitions" ? state.competition : null;
   document.title = `PaperTrader · ${titled || screen[0].toUpperCase() + screen.slice(1)}`;
   clearTimeout(state.timer);
+  if (screen === "trade") state.accountsStale = true; // a competition may have been joined
   refresh().catch(() => undefined);
   if (screen === "signin" && state.providers === null) loadProviders();
 }
@@ -211,8 +212,31 @@ async function refreshTrade() {
   state.lastPrice.set(symbol, quote.close);
   $("asset-quote").textContent = `${symbol} ${money(quote.close)} at ${moment(quote.time)} UTC`;
   updateEstimate();
+  if (state.accountsStale !== false) await refreshAccounts();
   await refreshOrders();
   if (state.chartFor !== `${symbol}/${state.range}/${$("forecast-toggle").checked}`) await drawChart(symbol);
+}
+
+/** The ticket's accounts: the practice account, and each running competition one is in. */
+async function refreshAccounts() {
+  let running = [];
+  try {
+    running = (await state.trader.competitions()).filter((c) => c.joined && c.status === "running");
+  } catch (error) {
+    if (!(error instanceof ClientError) || error.sessionProblem) throw error;
+  }
+  const select = $("ticket-account");
+  const chosen = select.value;
+  const options = [Object.assign(document.createElement("option"), { value: "", textContent: "Practice account" })];
+  for (const c of running) options.push(Object.assign(document.createElement("option"), { value: c.name, textContent: `${c.name} (competition)` }));
+  select.replaceChildren(...options);
+  select.value = running.some((c) => c.name === chosen) ? chosen : "";
+  $("ticket-account-row").hidden = running.length === 0;
+  state.accountsStale = false;
+}
+
+function accountName() {
+  return $("ticket-account").value;
 }
 
 async function drawChart(symbol) {
@@ -313,7 +337,7 @@ async function refreshOrders() {
   const result = $("orders-result");
   let orders;
   try {
-    orders = await state.trader.orders("open");
+    orders = await state.trader.orders("open", 50, accountName());
   } catch (error) {
     if (!(error instanceof ClientError) || error.sessionProblem) throw error;
     show(result, explain(error), "bad");
@@ -369,7 +393,7 @@ function ticketFromForm() {
   const type = $("ticket-type").value;
   if (symbol === null) return [null, "Type the symbol to trade, such as AAPL."];
   if (qty === null) return [null, "The quantity is a whole number of units, at least 1."];
-  const ticket = { clientOrderId: Uuid.random(), side, symbol, quantity: qty, type, timeInForce: $("ticket-tif").value, limitPrice: null, stopPrice: null };
+  const ticket = { clientOrderId: Uuid.random(), side, symbol, quantity: qty, type, timeInForce: $("ticket-tif").value, limitPrice: null, stopPrice: null, competition: accountName() };
   if (type === "limit" || type === "stop_limit") {
     ticket.limitPrice = priceOf("ticket-limit");
     if (ticket.limitPrice === null) return [null, "Type the limit price, a number above 0 such as 180.50."];
@@ -391,7 +415,7 @@ async function sendTicket(ticket) {
     try {
       const order = await state.trader.placeOrder(ticket);
       const [text, kind] = orderOutcome(order);
-      show(result, text, kind);
+      show(result, ticket.competition ? `${text} In ${ticket.competition}.` : text, kind);
     } catch (error) {
       if (error instanceof OrderOutcomeUnknown) {
         show(result, `Outcome unknown: ${error.message}`, "unknown");
@@ -860,6 +884,7 @@ async function main() {
   $("ticket-quantity").addEventListener("input", updateEstimate);
   $("ticket").addEventListener("submit", placeOrder);
   $("ticket-type").addEventListener("change", showTypeFields);
+  $("ticket-account").addEventListener("change", () => refreshOrders().catch((error) => notice(explain(error))));
   $("ticket-limit").addEventListener("input", updateEstimate);
   $("ticket-retry").addEventListener("click", () => state.unsentTicket && sendTicket(state.unsentTicket));
   $("join-form").addEventListener("submit", (event) => {

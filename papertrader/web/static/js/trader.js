@@ -301,6 +301,7 @@ export class Trader {
     };
     if (ticket.limitPrice) fields.limit_price = ticket.limitPrice;
     if (ticket.stopPrice) fields.stop_price = ticket.stopPrice;
+    if (ticket.competition) fields.competition = ticket.competition;
     try {
       const reply = await this.#call((c) => c.command("PLACE_ORDER", [toRecord(fields)], sid));
       return fromRecord(reply.args[0]);
@@ -324,10 +325,11 @@ export class Trader {
     return fromRecord(await this.#call((c) => c.data("GET_ORDER", [id], sid)));
   }
 
-  /** The account's orders, newest first: status "open" (queued and open) or "all". */
-  async orders(status = "open", limit = 50) {
+  /** The account's orders, newest first: status "open" (queued and open) or "all"; of the
+   *  practice account, or of the user's account in ``competition``. */
+  async orders(status = "open", limit = 50, competition = "") {
     const sid = this.#sid();
-    return fromRecords(await this.#call((c) => c.data("GET_ORDERS", ["", status, BigInt(limit)], sid)));
+    return fromRecords(await this.#call((c) => c.data("GET_ORDERS", [competition, status, BigInt(limit)], sid)));
   }
 
   async cancelOrder(id) {
