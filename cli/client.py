@@ -32,6 +32,8 @@ from . import client_format as fmt
 from .common import config_option, fail, json_option, print_json, settings_or_fail
 
 if TYPE_CHECKING:
+    import ssl
+
     from papertrader.client import ClientError, FailoverClient, PaperTraderClient
     from papertrader.client.session_file import StoredSession
 
@@ -53,21 +55,40 @@ class ClientOptions:
     #: More masters after --master (standbys), asked for the list when it does not answer.
     standbys: tuple[tuple[str, int], ...] = ()
     region: str | None = None
+    #: TLS (verified) unless the settings or --no-tls say tls = false.
+    tls: bool = True
+    #: The CA file given (--ca / PT_CA), else None: the system's trust store plus
+    #: ``local_ca``, the CA of the state directory's stack (`pt up`'s), when it exists.
+    ca: Path | None = None
+    local_ca: Path | None = None
 
     def connect(self, session_id: uuid.UUID | None = None) -> PaperTraderClient | FailoverClient:
         from papertrader.client import FailoverClient, PaperTraderClient
 
+        context = self.ssl_context()
+        tls = context is not None
         if self.master is not None:
             host, port = self.master
             return FailoverClient(
-                host,
-                port,
-                self.region,
-                self.timeout,
-                session_id=session_id,
-                standbys=self.standbys,
-            )
-        return PaperTraderClient(self.host, self.port, self.timeout, session_id=session_id)
+                host, port, self.region, self.timeout, session_id=session_id,
+                standbys=self.standbys, ssl_context=context, tls=tls,
+            )  # fmt: skip
+        return PaperTraderClient(
+            self.host, self.port, self.timeout, session_id=session_id, ssl_context=context,
+            tls=tls,
+        )  # fmt: skip
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """How servers are verified (exit 1 with the reason if a CA file is unusable)."""
+        from papertrader.tls.contexts import TlsConfigError, client_context
+
+        if not self.tls:
+            return None
+        try:
+            extra = [self.local_ca] if self.local_ca is not None else []
+            return client_context(self.ca, extra_cas=extra)
+        except TlsConfigError as exc:
+            fail(str(exc))
 
 
 def worker_in_use(conn: PaperTraderClient | FailoverClient) -> str:
@@ -143,6 +164,20 @@ def _addresses(default_port: int) -> Callable[..., list[tuple[str, int]] | None]
     "session.json in the user's config directory). Created with mode 0600.",
 )
 @click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="PT_CA",
+    default=None,
+    help="Trust only the CA certificates of this PEM file (also PT_CA; default: the "
+    "system's trust store, plus the private CA of `pt up` in the state directory).",
+)
+@click.option(
+    "--no-tls",
+    is_flag=True,
+    help="Speak plaintext, to a server run with tls = false on loopback (also tls = false "
+    "in the settings).",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
     default=90.0,
@@ -158,6 +193,8 @@ def client(
     master: list[tuple[str, int]] | None,
     region: str | None,
     session_file: Path | None,
+    ca: Path | None,
+    no_tls: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -170,11 +207,13 @@ def client(
     """
     from papertrader.client import parse_address
     from papertrader.client.session_file import default_session_file
+    from papertrader.services import resolve_state_dir
+    from papertrader.tls.local import ca_file
 
+    # The same settings the servers read (config file, PT_* variables): a copied
+    # `pt up` and `pt client` meet on the same port, with the same TLS and CA.
+    settings = settings_or_fail(config_path)
     if worker is None:
-        # The same settings the servers read (config file, PT_* variables): a copied
-        # `pt up` and `pt client` meet on the same port.
-        settings = settings_or_fail(config_path)
         worker = parse_address(settings.worker_client_address, default_port=2049)
     host, port = worker
     ctx.obj = ClientOptions(
@@ -187,6 +226,9 @@ def client(
         master=master[0] if master else None,
         standbys=tuple(master[1:]) if master else (),
         region=region,
+        tls=settings.tls and not no_tls,
+        ca=ca or settings.tls_ca,
+        local_ca=ca_file(resolve_state_dir(settings.state_dir)),
     )
 
 

@@ -19,6 +19,7 @@ if sys.argv[1:2] in (["master"], ["worker"]):
 import click
 
 from . import (
+    certs,
     client,
     competitions,
     db,
@@ -60,6 +61,7 @@ cli.add_command(services.services)
 cli.add_command(db.db)
 cli.add_command(workers.workers)
 cli.add_command(market.market)
+cli.add_command(certs.certs)
 
 
 def main() -> None:

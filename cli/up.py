@@ -49,7 +49,13 @@ def _options(
 
 
 def _endpoints(record: StackRecord) -> dict[str, Any]:
+    from papertrader.tls.local import ca_file
+
+    tls_off = any(c.env.get("PT_TLS") == "false" for c in record.children)
+    ca = ca_file(record.state_dir)
     document: dict[str, Any] = {
+        # The private CA the stack's certificates come from (clients: --ca / PT_CA).
+        "tls_ca": str(ca) if ca.is_file() and not tls_off else None,
         "state_dir": str(record.state_dir),
         "logs": str(record.state_dir / "logs"),
         "detached": record.detached,

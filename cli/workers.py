@@ -464,9 +464,11 @@ def info(config_path: Path | None, state_dir: Path | None, name: str, as_json: b
         return
     for key in ("uptime_seconds", "clients", "logged_in", "cache_age_seconds",
                 "cache_updated_at", "link_latency_ms", "link_connections", "peer", "address",
-                "connected_at"):  # fmt: skip
+                "connected_at", "tls", "tls_names", "tls_expires"):  # fmt: skip
         if key in live:
             click.echo(f"{key:<18}{'-' if live[key] is None else live[key]}")
+    if live.get("tls_warning"):
+        click.echo(f"warning: {live['tls_warning']}")
     if live.get("error"):
         click.echo(f"live figures incomplete: {live['error']}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_e2e_support import PASSWORD, Servers, running
+from tls_support import connect
 
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.protocol import ErrorCode
@@ -23,15 +24,11 @@ ORDINARY_BOUND = 10.0
 
 
 def ordinary(servers: Servers) -> PaperTraderClient:
-    return PaperTraderClient(
-        "127.0.0.1", servers.worker_port(), timeout=60, source_address="127.0.0.2"
-    )
+    return servers.client(timeout=60, source_address="127.0.0.2")
 
 
 def flooder(servers: Servers) -> PaperTraderClient:
-    return PaperTraderClient(
-        "127.0.0.1", servers.worker_port(), timeout=60, source_address="127.0.0.3"
-    )
+    return servers.client(timeout=60, source_address="127.0.0.3")
 
 
 @pytest.fixture
@@ -143,9 +140,7 @@ def test_a_full_bcrypt_queue_answers_unavailable_at_once(slow_bcrypt: Servers) -
     lock = threading.Lock()
 
     def log_in(index: int) -> None:
-        client = PaperTraderClient(
-            "127.0.0.1", slow_bcrypt.worker_port(), timeout=120, source_address=f"127.0.1.{index}"
-        )
+        client = slow_bcrypt.client(timeout=120, source_address=f"127.0.1.{index}")
         started = time.monotonic()
         code: ErrorCode | None = None
         try:
@@ -172,8 +167,6 @@ def test_a_full_bcrypt_queue_answers_unavailable_at_once(slow_bcrypt: Servers) -
 
 
 def test_a_login_whose_client_left_is_not_computed(slow_bcrypt: Servers) -> None:
-    import socket
-
     from papertrader.protocol import Instruction, Message, encode_message
 
     def login_frame(name: str) -> bytes:
@@ -181,8 +174,8 @@ def test_a_login_whose_client_left_is_not_computed(slow_bcrypt: Servers) -> None
 
     # One login keeps the single bcrypt thread busy; another client sends its login
     # and leaves while it waits.
-    busy = PaperTraderClient("127.0.0.1", slow_bcrypt.worker_port(), timeout=120)
-    waiting = socket.create_connection(("127.0.0.1", slow_bcrypt.worker_port()))
+    busy = slow_bcrypt.client(timeout=120)
+    waiting = connect(slow_bcrypt.worker_port(), timeout=None)
     import threading
 
     answered = threading.Thread(target=lambda: refusal(lambda: busy.login("nobody-busy", "x" * 12)))
@@ -195,7 +188,7 @@ def test_a_login_whose_client_left_is_not_computed(slow_bcrypt: Servers) -> None
     busy.close()
     # The pool runs checks in order: once a later login is answered, the leaver's
     # would have been computed before it, had it not been dropped.
-    with PaperTraderClient("127.0.0.1", slow_bcrypt.worker_port(), timeout=120) as later:
+    with slow_bcrypt.client(timeout=120) as later:
         assert refusal(lambda: later.login("nobody-after", "x" * 12)).code in (
             ErrorCode.INVALID_CREDENTIALS,
         )
@@ -295,9 +288,7 @@ def test_an_ordinary_client_is_served_within_the_bound_during_a_flood(servers: S
     def flood(index: int) -> None:
         source = f"127.0.0.{10 + index}"
         while not stop.is_set():
-            client = PaperTraderClient(
-                "127.0.0.1", servers.worker_port(), timeout=60, source_address=source
-            )
+            client = servers.client(timeout=60, source_address=source)
             try:
                 with client:
                     for _ in range(20):

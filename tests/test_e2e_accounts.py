@@ -46,9 +46,7 @@ class Stack:
     database_url: str
 
     def client(self, source: str = "127.0.0.1") -> PaperTraderClient:
-        return PaperTraderClient(
-            "127.0.0.1", self.servers.worker_port(), timeout=60, source_address=source
-        )
+        return self.servers.client(timeout=60, source_address=source)
 
     def options(self, client: PaperTraderClient) -> ProviderOptions:
         (options,) = client.sign_in_options()

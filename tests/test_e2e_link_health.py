@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from test_e2e_support import Servers, running
 
-from papertrader.client import get_worker_list
-
 
 @pytest.fixture
 def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Servers]:
@@ -27,7 +25,7 @@ def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Serve
 def listed(servers: Servers) -> bool:
     try:
         return any(
-            w["name"] == "worker-1" for w in get_worker_list("127.0.0.1", servers.master_port)
+            w["name"] == "worker-1" for w in servers.worker_list()
         )
     except Exception:
         return False

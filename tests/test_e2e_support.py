@@ -26,6 +26,7 @@ from pathlib import Path
 import psycopg2
 import redis
 from test_workers_keys import master_env, register, worker_env
+from tls_support import pki, tls_env
 
 from papertrader.client import ClientError, PaperTraderClient, get_worker_list
 from papertrader.config.settings import derive_worker_uuid
@@ -64,7 +65,7 @@ def child_env(redis_url: str, database_url: str, state_dir: Path, **extra: str) 
             "PYTHONUNBUFFERED": "1",
         }
     )
-    env.update(master_env())
+    env.update(master_env(tls=False))  # `pt up` makes the stack's CA and certificates
     env.update(extra)
     return env
 
@@ -129,7 +130,9 @@ class Servers:
         self.state_dir = self.tmp_path / "state"
         self.log_dir = self.tmp_path / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.env = child_env(self.redis_url, self.database_url, self.state_dir, **self.env_extra)
+        self.env = child_env(
+            self.redis_url, self.database_url, self.state_dir, **{**tls_env(), **self.env_extra}
+        )
         self.procs["master"] = Proc(
             "master",
             ["master", "run", "--port", str(self.master_port)],
@@ -213,7 +216,7 @@ class Servers:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                listed = {w.get("name") for w in get_worker_list("127.0.0.1", self.master_port, 5)}
+                listed = {w.get("name") for w in self.worker_list(5)}
                 if wanted <= listed:
                     return
             except ClientError:
@@ -306,8 +309,21 @@ class Servers:
         return "\n".join(parts)
 
     # -- clients -----------------------------------------------------------------
-    def client(self, index: int = 0, timeout: float = 90.0) -> PaperTraderClient:
-        return PaperTraderClient("127.0.0.1", self.worker_port(index), timeout=timeout)
+    def client(
+        self, index: int = 0, timeout: float = 90.0, source_address: str | None = None
+    ) -> PaperTraderClient:
+        """A client of worker ``index``, in TLS, verifying it with the test CA."""
+        return PaperTraderClient(
+            "127.0.0.1",
+            self.worker_port(index),
+            timeout=timeout,
+            source_address=source_address,
+            ca=pki().ca,
+        )
+
+    def worker_list(self, timeout: float = 10.0) -> list[dict[str, object]]:
+        """The master's getWorkerList, in TLS, verifying the master with the test CA."""
+        return get_worker_list("127.0.0.1", self.master_port, timeout, ca=pki().ca)
 
 
 @contextmanager

@@ -34,10 +34,11 @@ from papertrader.services.state import pid_alive
 
 
 def _pt(
-    args: list[str], env: dict[str, str], timeout: float = 120
+    args: list[str], env: dict[str, str], timeout: float = 120, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "papertrader_cli", *args],
+        input=input_text,
         capture_output=True,
         text=True,
         env=env,
@@ -93,7 +94,8 @@ def test_up_detach_serves_clients_and_down_stops_everything(
             assert not [name for name in worker_env if "DATABASE" in name], worker_env.keys()
         assert "PT_DATABASE_OWNER_URL" not in master_env
 
-        listed = get_worker_list("127.0.0.1", master_port)
+        ca = state / "tls" / "ca.pem"  # the private CA `pt up` made, as `pt client` finds it
+        listed = get_worker_list("127.0.0.1", master_port, ca=ca)
         assert {w["name"] for w in listed} == {"worker-1", "worker-2"}
 
         with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
@@ -102,10 +104,18 @@ def test_up_detach_serves_clients_and_down_stops_everything(
         conn.close()
         assert rows == [(n, str(derive_worker_uuid(n))) for n in ("worker-1", "worker-2")]
 
-        with PaperTraderClient("127.0.0.1", worker_port + 1) as client:
+        assert endpoints["tls_ca"] == str(ca)
+        with PaperTraderClient("127.0.0.1", worker_port + 1, ca=ca) as client:
             client.register("upuser", "up@example.org", PASSWORD)
             client.login("upuser", PASSWORD)
             assert client.buy("SPY", 1).quantity == 1
+
+        # `pt client` with the same settings trusts the stack's CA without a flag.
+        session = {"PT_SESSION_FILE": str(tmp_path / "session.json")}
+        login = _pt(["client", "--worker", f"127.0.0.1:{worker_port}", "login", "upuser",
+                     "--password-stdin"],
+                    {**env, **session}, input_text=PASSWORD + "\n")  # fmt: skip
+        assert login.returncode == 0, login.stderr
 
         again = _pt(["up", "--detach", "--state-dir", str(state)], env)
         assert again.returncode == 1 and "pt down" in again.stderr

@@ -16,6 +16,7 @@ import pytest
 import test_master_link
 from test_master_link import MasterProcess, wait_logged, worker_list
 from test_workers_keys import KeyPair, WorkerPeer, keys, register
+from tls_support import connect
 
 from papertrader.protocol import ErrorCode, Instruction, Message, encode_message
 from papertrader.protocol.link_seal import auth_transcript
@@ -108,7 +109,7 @@ def test_a_stale_handshake_is_refused(master: MasterProcess, pool: ConnectionPoo
     worker_uuid = uuid.uuid4()
     key = register(pool, "slow", worker_uuid)
     master_key = keys().master
-    sock = socket.create_connection(("127.0.0.1", master.port), timeout=10)
+    sock = connect(master.port, timeout=10)
     sock.sendall(encode_message(Message(Instruction.LINK_START, worker_uuid=worker_uuid)))
     challenge, _ = read_frame(sock, 65536).args
     assert isinstance(challenge, bytes)
@@ -133,7 +134,7 @@ def test_a_captured_handshake_replayed_is_refused(
 ) -> None:
     worker_uuid = uuid.uuid4()
     key = register(pool, "echo", worker_uuid)
-    recorder = RecordingSocket(socket.create_connection(("127.0.0.1", master.port), timeout=10))
+    recorder = RecordingSocket(connect(master.port, timeout=10))
     shake = WorkerHandshake(
         key.keyring(), key.fingerprint, keys().master.fingerprint, worker_uuid, 65536
     )
@@ -141,7 +142,7 @@ def test_a_captured_handshake_replayed_is_refused(
     start, captured_auth = recorder.sent
     recorder.sock.close()
 
-    replay = socket.create_connection(("127.0.0.1", master.port), timeout=10)
+    replay = connect(master.port, timeout=10)
     replay.sendall(start)
     challenge = read_frame(replay, 65536)
     assert challenge.instruction is Instruction.LINK_CHALLENGE  # a fresh one
@@ -154,7 +155,7 @@ def test_a_captured_handshake_replayed_is_refused(
 
 
 def test_garbage_in_the_handshake_is_refused(master: MasterProcess) -> None:
-    sock = socket.create_connection(("127.0.0.1", master.port), timeout=10)
+    sock = connect(master.port, timeout=10)
     sock.sendall(encode_message(Message(Instruction.LINK_START)))
     assert read_frame(sock, 65536).instruction is Instruction.LINK_CHALLENGE
     sock.sendall(b"GET / HTTP/1.1\r\n" + bytes(80))
@@ -162,7 +163,7 @@ def test_garbage_in_the_handshake_is_refused(master: MasterProcess) -> None:
     assert answer.instruction is Instruction.LINK_REFUSED and answer.args[1] == GENERIC
     assert "unreadable answer to the challenge" in wait_logged(master, "unreadable answer")
 
-    hello_first = socket.create_connection(("127.0.0.1", master.port), timeout=10)
+    hello_first = connect(master.port, timeout=10)
     hello_first.sendall(encode_message(Message(Instruction.LINK_HELLO, ("w", "r", "w:1"))))
     answer = read_frame(hello_first, 65536)
     assert answer.instruction is Instruction.LINK_REFUSED and answer.args[1] == GENERIC
@@ -175,7 +176,7 @@ def test_a_master_with_another_key_is_not_trusted(
     worker_uuid = uuid.uuid4()
     key = register(pool, "careful", worker_uuid)
     wrong_pin = keys().key("some-other-master").fingerprint
-    sock = socket.create_connection(("127.0.0.1", master.port), timeout=10)
+    sock = connect(master.port, timeout=10)
     shake = WorkerHandshake(key.keyring(), key.fingerprint, wrong_pin, worker_uuid, 65536)
     with pytest.raises(HandshakeFailed, match="not the pinned master_fingerprint"):
         shake(sock)

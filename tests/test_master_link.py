@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from test_workers_keys import WorkerPeer, keys, master_env, register
+from tls_support import connect
 
 from papertrader.protocol import (
     ErrorCode,
@@ -95,7 +95,7 @@ def master(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Master
             out, err = process.communicate()
             pytest.fail(f"master exited with {process.returncode}: {err.decode()[-2000:]}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            connect(port, timeout=1).close()
             break
         except OSError:
             if time.monotonic() > deadline:
@@ -123,7 +123,7 @@ class Peer:
     """A blocking test client speaking frames to the master."""
 
     def __init__(self, port: int, worker_uuid: uuid.UUID | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock = connect(port, timeout=5)
         self.decoder = FrameDecoder()
         self.worker_uuid = worker_uuid or uuid.UUID(int=0)
         self.heartbeats = 0
@@ -441,7 +441,7 @@ def test_a_slowloris_on_the_master_port_is_closed_by_the_whole_frame_deadline(
     """One byte every second used to restart a 10 s clock forever; now the first
     frame must be whole within 10 s, however it trickles in."""
     frame = encode_message(Message(Instruction.GET_WORKER_LIST))
-    sock = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+    sock = connect(master.port, timeout=5)
     started = time.monotonic()
     closed_after = None
     try:

@@ -12,12 +12,16 @@ import time
 from pathlib import Path
 
 from test_e2e_support import ROOT, Servers, running
+from tls_support import pki
 
 from papertrader.client import ClientError, get_worker_list
 
 
 def _lists(servers: Servers) -> list[list[dict[str, object]]]:
-    return [get_worker_list("127.0.0.1", servers.procs[n].port, 5) for n in servers.master_names]
+    return [
+        get_worker_list("127.0.0.1", servers.procs[n].port, 5, ca=pki().ca)
+        for n in servers.master_names
+    ]
 
 
 def test_the_standby_sends_workers_to_the_active_master_and_lists_the_same_workers(

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from test_e2e_support import Servers, new_user, running
 
-from papertrader.client import PaperTraderClient, get_worker_list
+from papertrader.client import PaperTraderClient
 from papertrader.protocol import Instruction, Value, decode_payload, encode_payload
 from papertrader.protocol.records import NULL, to_record
 
@@ -466,7 +466,7 @@ def test_servers_answer_with_the_documented_records(
             for session in sessions:
                 check(session, BY_NAME["session"])
             check(data(Instruction.GET_SIGN_IN_METHODS), BY_NAME["sign-in methods"])
-        listed = get_worker_list("127.0.0.1", servers.master_port)
+        listed = servers.worker_list()
         assert [list(w) for w in listed] == [["name", "region", "address", "web_url"]]
         check(to_record(listed[0]), BY_NAME["worker"])
 

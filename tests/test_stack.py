@@ -69,9 +69,11 @@ def children(state: Path) -> dict[str, Child]:
     return {c.name: c for c in record.children}
 
 
-def listed(master_port: int) -> set[str]:
+def listed(master_port: int, state: Path) -> set[str]:
+    """The workers the master lists, asked as `pt client` would: trusting the stack's CA."""
     try:
-        return {str(w.get("name")) for w in get_worker_list("127.0.0.1", master_port, 5)}
+        ca = state / "tls" / "ca.pem"
+        return {str(w.get("name")) for w in get_worker_list("127.0.0.1", master_port, 5, ca=ca)}
     except Exception:
         return set()
 
@@ -137,7 +139,7 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
         )
         after = children(state)["master"]
         assert after.restarts == 1 and after.last_exit == "was killed by SIGKILL"
-        wait_until("worker-1 to relink", lambda: "worker-1" in listed(master_port))
+        wait_until("worker-1 to relink", lambda: "worker-1" in listed(master_port, state))
         log = (state / "logs" / "supervisor.log").read_text()
         assert "master was killed by SIGKILL" in log and "restarting in 1 s" in log
 
@@ -160,7 +162,7 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
         assert result.returncode == 0, result.stderr
         assert "no supervisor runs" in result.stderr
         assert children(state)["master"].pid != old_master and port_answers(master_port)
-        wait_until("worker-1 to relink", lambda: "worker-1" in listed(master_port))
+        wait_until("worker-1 to relink", lambda: "worker-1" in listed(master_port, state))
 
         unknown = pt(["restart", "worker-9"], env)
         assert unknown.returncode == 1 and "worker-1" in unknown.stderr
@@ -272,7 +274,7 @@ def test_the_supervisor_starts_the_services_again_when_they_stop(tmp_path: Path)
 
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
-    env.update(master_env(), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4",
+    env.update(master_env(tls=False), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4",
                PT_WEB_PORT="0")  # any free port for the page: tests run side by side
     started = retry_port_races(
         lambda: pt(["up", "--detach", "--master-port", str(free_port()),

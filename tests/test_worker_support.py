@@ -27,6 +27,7 @@ from typing import Any
 
 from test_workers_keys import keys
 from test_workers_keys import worker_env as key_env
+from tls_support import connect, server_context
 
 from papertrader.protocol import (
     HEADER_SIZE,
@@ -154,7 +155,7 @@ def running_worker(
 
 
 class Client:
-    """A blocking test client: protocol Connection(Role.CLIENT) over a plain socket."""
+    """A blocking test client: protocol Connection(Role.CLIENT) over TLS (test CA)."""
 
     def __init__(
         self,
@@ -163,9 +164,7 @@ class Client:
         timeout: float = 10.0,
         max_data_size: int = 65536,
     ) -> None:
-        self.sock = socket.create_connection(
-            ("127.0.0.1", port), timeout=timeout, source_address=(source_ip, 0)
-        )
+        self.sock = connect(port, timeout=timeout, source_address=(source_ip, 0))
         self.conn = Connection(Role.CLIENT, max_data_size)
         self._request_ids = iter(range(1, 1 << 32))
 
@@ -319,6 +318,13 @@ class ScriptedMaster:
             except OSError:
                 return
             self.attempts.append(time.monotonic())
+            try:  # the worker's link is TLS: the test certificate, verified by the worker
+                sock.settimeout(10)
+                sock = server_context().wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
+            except OSError:
+                sock.close()
+                continue
             link = LinkConnection(sock)
             self.links.append(link)
             threading.Thread(target=self._serve, args=(link,), daemon=True).start()

@@ -20,7 +20,6 @@ from test_e2e_support import Servers, running
 from test_worker_support import wait_for
 from test_workers_keys import keys
 
-from papertrader.client import get_worker_list
 from papertrader.keyring import stop_agent
 from papertrader_cli.main import cli
 
@@ -142,11 +141,11 @@ def test_live_figures_boot_and_disable_through_the_master(
         log = servers.procs["worker-1"].log
         wait_for(lambda: "refused the link" in log.read_text(), timeout=3)
         # Still enabled: it comes back by itself.
-        wait_for(lambda: len(get_worker_list("127.0.0.1", servers.master_port, 5)) == 2, 10)
+        wait_for(lambda: len(servers.worker_list(5)) == 2, 10)
 
         disabled = pt(env, "workers", "disable", "worker-2")
         assert disabled.exit_code == 0 and "worker-2 booted off" in disabled.stdout
-        names = [w["name"] for w in get_worker_list("127.0.0.1", servers.master_port, 5)]
+        names = [w["name"] for w in servers.worker_list(5)]
         assert names == ["worker-1"]
         text = pt(env, "workers", "list")
         assert text.exit_code == 0

@@ -20,8 +20,9 @@ import pytest
 import redis
 from test_e2e_support import PASSWORD, ROOT, Servers, new_user, running
 from test_worker_support import Client, wait_for
+from tls_support import pki
 
-from papertrader.client import FailoverClient, Fill, get_worker_list
+from papertrader.client import FailoverClient, Fill
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.protocol import ErrorCode, Instruction
 from papertrader.store import keys
@@ -47,7 +48,7 @@ def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Serve
 
 
 def listed(servers: Servers) -> list[str]:
-    return sorted(str(w["name"]) for w in get_worker_list("127.0.0.1", servers.master_port, 5))
+    return sorted(str(w["name"]) for w in servers.worker_list(5))
 
 
 def boot(servers: Servers, name: str) -> bool:
@@ -60,7 +61,7 @@ def boot(servers: Servers, name: str) -> bool:
 
 
 def test_the_worker_list_names_exactly_the_connected_enabled_workers(servers: Servers) -> None:
-    listing = get_worker_list("127.0.0.1", servers.master_port, 5)
+    listing = servers.worker_list(5)
     assert {w["name"]: w["region"] for w in listing} == {"worker-1": "test", "worker-2": "eu"}
     assert {w["address"] for w in listing} == {
         f"127.0.0.1:{servers.worker_port(0)}",
@@ -88,7 +89,10 @@ def test_the_worker_list_names_exactly_the_connected_enabled_workers(servers: Se
 
 
 def test_booted_workers_clients_fail_over_with_their_session(servers: Servers) -> None:
-    clients = [FailoverClient("127.0.0.1", servers.master_port, region="eu") for _ in range(3)]
+    clients = [
+        FailoverClient("127.0.0.1", servers.master_port, region="eu", ca=pki().ca)
+        for _ in range(3)
+    ]
     try:
         sessions = []
         for client in clients:
@@ -156,7 +160,7 @@ def test_an_order_whose_answer_is_lost_is_recovered_from_another_worker_not_rese
         "PT_UPDATE_INTERVAL": str(interval)})  # fmt: skip
     with running(regions(slow, **{"worker-2": "eu"})) as stack:
         stack.wait_quotes()
-        client = FailoverClient("127.0.0.1", stack.master_port, region="eu")
+        client = FailoverClient("127.0.0.1", stack.master_port, region="eu", ca=pki().ca)
         new_user(client)  # type: ignore[arg-type]
         outcome: list[object] = []
         cid = uuid.uuid4()

@@ -15,13 +15,14 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tls_support import connect, tls_env
 
 from papertrader.keyring import Keyring, stop_agent
 from papertrader.protocol import (
@@ -104,16 +105,19 @@ def keys() -> KeyStore:
     return made
 
 
-def master_env() -> dict[str, str]:
-    """Settings a master under test needs for its key."""
-    return {"PT_MASTER_GNUPG_HOME": str(keys().master.home)}
+def master_env(tls: bool = True) -> dict[str, str]:
+    """Settings a master under test needs for its key (and its TLS certificate from the
+    test CA; ``tls=False`` for `pt up`, which makes its own)."""
+    return {"PT_MASTER_GNUPG_HOME": str(keys().master.home), **(tls_env() if tls else {})}
 
 
 def worker_env(name: str) -> dict[str, str]:
-    """Settings a worker under test needs: its key and the pinned master key."""
+    """Settings a worker under test needs: its key, the pinned master key, its TLS
+    certificate and the CA it verifies the master with."""
     return {
         "PT_WORKER_GNUPG_HOME": str(keys().key(name).home),
         "PT_MASTER_FINGERPRINT": keys().master.fingerprint,
+        **tls_env(),
     }
 
 
@@ -137,7 +141,7 @@ class WorkerPeer:
     """A blocking worker-side link to a real master, for tests."""
 
     def __init__(self, port: int, worker_uuid: uuid.UUID, key: KeyPair) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = connect(port, timeout=10)
         self.worker_uuid = worker_uuid
         self.key = key
         self.decoder = FrameDecoder()

@@ -2,16 +2,23 @@
 
     from papertrader.client import PaperTraderClient, ClientError
 
-    with PaperTraderClient("127.0.0.1", 2049) as client:
+    with PaperTraderClient("127.0.0.1", 2049, ca="/path/to/ca.pem") as client:
         client.login("alice", "correct horse")
         fill = client.buy("AAPL", 10)
 
+Connections are TLS, the server's certificate verified against ``ca`` (a PEM
+file), an ``ssl_context`` of your own, or the system's trust store.
 Every refusal is a ``ClientError`` with the server's ``code`` and ``reason``.
 """
 
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
-from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
+from papertrader.client.errors import (
+    ClientError,
+    OrderOutcomeUnknown,
+    ServerUnreachable,
+    TlsError,
+)
 from papertrader.client.failover import FailoverClient
 from papertrader.client.models import (
     AccountSession,
@@ -55,6 +62,7 @@ __all__ = [
     "PaperTraderClient",
     "ServerUnreachable",
     "SessionInfo",
+    "TlsError",
     "format_address",
     "get_worker_list",
     "parse_address",

@@ -16,13 +16,20 @@ One client is one connection: use one per thread.
 from __future__ import annotations
 
 import datetime
+import ssl
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from papertrader.client.connection import CLIENT_MAX_DATA_SIZE, BlockingConnection, failure_error
+from papertrader.client.connection import (
+    CLIENT_MAX_DATA_SIZE,
+    BlockingConnection,
+    failure_error,
+    tls_context,
+)
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.models import (
     AccountSession,
@@ -72,8 +79,18 @@ class PaperTraderClient:
         max_data_size: int = CLIENT_MAX_DATA_SIZE,
         session_id: uuid.UUID | None = None,
         source_address: str | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        ca: str | Path | None = None,
+        tls: bool = True,
     ) -> None:
-        self._conn = BlockingConnection(host, port, timeout, max_data_size, source_address)
+        """TLS by default: ``ssl_context`` as given, else one trusting the CA file ``ca``
+        (a private deployment's, e.g. ``pt up``'s <state_dir>/tls/ca.pem), else the
+        system's trust store. ``tls=False`` only for a server run with tls = false."""
+        context = tls_context(tls, ssl_context, ca)
+        self._conn = BlockingConnection(
+            host, port, timeout, max_data_size, source_address, ssl_context=context
+        )
         #: The session sent with requests; set by login/resume, cleared by logout.
         self.session_id = session_id
         self.session: SessionInfo | None = None
@@ -557,10 +574,19 @@ class PaperTraderClient:
 
 
 def get_worker_list(
-    master_host: str, master_port: int, timeout: float = DEFAULT_TIMEOUT
+    master_host: str,
+    master_port: int,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    ca: str | Path | None = None,
+    tls: bool = True,
 ) -> list[dict[str, Any]]:
-    """The workers the master has connected now (getWorkerList: the only client-master call)."""
-    conn = BlockingConnection(master_host, master_port, timeout)
+    """The workers the master has connected now (getWorkerList: the only client-master
+    call), asked over TLS with the master's certificate verified (so nobody on the path
+    can hand out other addresses); ``ssl_context``/``ca``/``tls`` as for the client."""
+    context = tls_context(tls, ssl_context, ca)
+    conn = BlockingConnection(master_host, master_port, timeout, ssl_context=context)
     try:
         return _records(conn.transfer(Message(Instruction.GET_WORKER_LIST)))
     finally:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import uuid
+from pathlib import Path
 
 from papertrader.client.address import format_address
-from papertrader.client.errors import ClientError, ServerUnreachable
+from papertrader.client.errors import ClientError, ServerUnreachable, TlsError
 from papertrader.protocol import (
     NIL,
     ConnectionStateCode,
     ErrorCode,
+    FrameDecoder,
     Instruction,
     Message,
     NeedData,
@@ -32,6 +35,7 @@ from papertrader.protocol import (
 )
 from papertrader.protocol import Connection as ProtocolConnection
 from papertrader.protocol.values import Value
+from papertrader.tls.contexts import TlsConfigError, client_context, describe_handshake_error
 
 #: Largest data field we accept from a server: the highest max_data_size a
 #: deployment may configure, so any server's frames fit.
@@ -54,8 +58,25 @@ def failure_error(message: Message) -> ClientError:
     return ClientError(code, reason, order_id=order_id)
 
 
+def tls_context(
+    tls: bool = True, ssl_context: ssl.SSLContext | None = None, ca: str | Path | None = None
+) -> ssl.SSLContext | None:
+    """The context a client connects with: ``ssl_context`` as given, else one trusting
+    the CA file ``ca``, else the system's trust store; None when ``tls`` is False
+    (plaintext, for a server run with ``tls = false`` on loopback)."""
+    if not tls:
+        return None
+    if ssl_context is not None:
+        return ssl_context
+    try:
+        return client_context(ca)
+    except TlsConfigError as exc:
+        raise TlsError(str(exc)) from None
+
+
 class BlockingConnection:
-    """A socket plus the protocol state machine in the client role."""
+    """A socket (in TLS unless ``ssl_context`` is None) plus the protocol state machine
+    in the client role. The server's certificate is verified for ``host``."""
 
     def __init__(
         self,
@@ -64,7 +85,9 @@ class BlockingConnection:
         timeout: float = 30.0,
         max_data_size: int = CLIENT_MAX_DATA_SIZE,
         source_address: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -74,6 +97,8 @@ class BlockingConnection:
         self.address = format_address(host, port)
         self._sock: socket.socket | None = None
         self._protocol = ProtocolConnection(Role.CLIENT, max_data_size)
+        #: Whether this connection has read anything yet (a TLS port's refusal comes first).
+        self._received = False
 
     @property
     def is_open(self) -> bool:
@@ -91,6 +116,17 @@ class BlockingConnection:
         except OSError as exc:
             raise ServerUnreachable(self.address, _describe(exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._received = False
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            except TimeoutError:
+                sock.close()
+                raise ServerUnreachable(self.address, "TLS handshake timed out") from None
+            except OSError as exc:
+                sock.close()
+                reason = describe_handshake_error(exc, self.host)
+                raise TlsError(f"{reason} ({self.address})") from None
         self._sock = sock
         self._protocol = ProtocolConnection(Role.CLIENT, self.max_data_size)
 
@@ -101,12 +137,52 @@ class BlockingConnection:
         if sock is None:
             return False
         try:
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return False
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable:
                 return False
+            if isinstance(sock, ssl.SSLSocket):
+                return self._tls_closed(sock)
             return sock.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
+
+    def _tls_closed(self, sock: ssl.SSLSocket) -> bool:
+        """TLS has no MSG_PEEK: read without blocking. Records that carry no data (a
+        session ticket) are taken; bytes of the stream go to the protocol, as a later
+        read would have given them; b"" is the end."""
+        sock.setblocking(False)
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        finally:
+            sock.settimeout(self.timeout)
+        if not data:
+            return True
+        self._protocol.receive_data(data)
+        return False
+
+    def _refused_plaintext(self, data: bytes) -> None:
+        """TlsError if the first bytes a plaintext connection reads are a TLS port's
+        refusal (ERROR with TLS_REQUIRED), whatever state the request left us in."""
+        decoder = FrameDecoder(self.max_data_size)
+        decoder.receive_data(data)
+        try:
+            first = decoder.next_message()
+        except ProtocolError:
+            return
+        if (
+            isinstance(first, Message)
+            and first.instruction is Instruction.ERROR
+            and first.args[:1] == (int(ErrorCode.TLS_REQUIRED),)
+        ):
+            self.close()
+            raise TlsError(
+                f"the server speaks TLS; connect with TLS (drop --no-tls / tls = false) "
+                f"({self.address})"
+            )
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -155,6 +231,9 @@ class BlockingConnection:
             if not data:
                 self.close()
                 raise ServerUnreachable(self.address, "the server closed the connection", lost=True)
+            if self.ssl_context is None and not self._received:
+                self._refused_plaintext(data)
+            self._received = True
             self._protocol.receive_data(data)
 
     def request(self, message: Message) -> Message:

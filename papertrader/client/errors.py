@@ -61,6 +61,15 @@ class ServerUnreachable(ClientError):
         self.lost = lost
 
 
+class TlsError(ClientError):
+    """The TLS handshake failed: the certificate is not trusted or not for this name,
+    the server does not speak TLS, or a CA file is unusable. The reason says which
+    ("certificate not trusted: ..."); nothing was sent to the server."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, reason)
+
+
 class OrderOutcomeUnknown(ClientError):
     """An order (or a cancel) was sent but what became of it is not known.
 

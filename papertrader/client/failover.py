@@ -26,16 +26,19 @@ What is retried where:
 from __future__ import annotations
 
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from papertrader.client.address import format_address, parse_address
 from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
+from papertrader.client.connection import tls_context
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.models import (
     AssetInfo,
@@ -77,7 +80,15 @@ class FailoverClient:
         timeout: float = DEFAULT_TIMEOUT,
         session_id: uuid.UUID | None = None,
         standbys: Sequence[tuple[str, int]] = (),
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        ca: str | Path | None = None,
+        tls: bool = True,
     ) -> None:
+        """TLS to the master and to every worker, verified with one context:
+        ``ssl_context``, else one trusting ``ca``, else the system's trust store."""
+        #: Verifies the master (its worker list cannot be spoofed) and each worker.
+        self.ssl_context = tls_context(tls, ssl_context, ca)
         self.master_host = master_host
         self.master_port = master_port
         #: Other masters (standbys) asked for the list when this one does not answer:
@@ -117,15 +128,24 @@ class FailoverClient:
     # -- choosing a worker ----------------------------------------------------------
     def workers(self) -> list[dict[str, Any]]:
         """The master's current worker list, from the first master that answers
-        (ServerUnreachable if none does)."""
+        (ServerUnreachable if none does); over TLS, each master verified."""
         masters = [(self.master_host, self.master_port), *self.standbys]
         for host, port in masters[:-1]:
             try:
-                return get_worker_list(host, port, min(self.timeout, LIST_TIMEOUT))
+                return self._worker_list(host, port)
             except ServerUnreachable:
                 continue
         host, port = masters[-1]
-        return get_worker_list(host, port, min(self.timeout, LIST_TIMEOUT))
+        return self._worker_list(host, port)
+
+    def _worker_list(self, host: str, port: int) -> list[dict[str, Any]]:
+        return get_worker_list(
+            host,
+            port,
+            min(self.timeout, LIST_TIMEOUT),
+            ssl_context=self.ssl_context,
+            tls=self.ssl_context is not None,
+        )
 
     def _ordered(self, avoid: set[str]) -> list[dict[str, Any]]:
         """Same region first, others after, each group shuffled; avoided ones last."""
@@ -147,7 +167,14 @@ class FailoverClient:
                 host, port = parse_address(address)
             except ValueError:
                 continue
-            client = PaperTraderClient(host, port, self.timeout, session_id=self.session_id)
+            client = PaperTraderClient(
+                host,
+                port,
+                self.timeout,
+                session_id=self.session_id,
+                ssl_context=self.ssl_context,
+                tls=self.ssl_context is not None,
+            )
             try:
                 client.connect()
                 if self.session_id is not None:

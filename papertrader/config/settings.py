@@ -227,6 +227,18 @@ _RULES: dict[str, _Rule] = {
         "a key fingerprint (40 hex digits), or unset for the only key pair in worker_gnupg_home",
     ),
     "handshake_max_skew_seconds": _Rule("int", "whole seconds from 1 to 3600", 1, 3600),
+    "tls": _Rule("bool", "true or false (also 1/0, yes/no, on/off); false only on loopback"),
+    "tls_cert": _Rule(
+        "optpath",
+        "a PEM file: the server certificate then its chain, or unset for one issued by "
+        "the private CA of <state_dir>/tls",
+    ),
+    "tls_key": _Rule("optpath", "the PEM private key of tls_cert (set both or neither)"),
+    "tls_ca": _Rule(
+        "optpath",
+        "a PEM file of the CA certificates that issued the servers' certificates, or unset "
+        "for <state_dir>/tls/ca.pem plus the system's trust store",
+    ),
     "metrics_enabled": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
     "metrics_host": _HOST,
     "metrics_port": _PORT,
@@ -406,6 +418,16 @@ class Settings:
     worker_key_fingerprint: str | None = None
     #: How far the worker's handshake time may be from the master's clock.
     handshake_max_skew_seconds: int = 30
+    #: TLS on the worker's client and web ports, the master's port and the worker's link
+    #: to it (papertrader/tls). false: plaintext, refused on non-loopback addresses.
+    tls: bool = True
+    #: This server's certificate chain and key (PEM); None: issued by the private CA of
+    #: <state_dir>/tls (what `pt up` uses).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The CAs a worker (and `pt client`) trusts for the master and workers; None: the
+    #: private CA of <state_dir>/tls and the system's trust store.
+    tls_ca: Path | None = None
     #: Serve /metrics (Prometheus) and /healthz on metrics_host:metrics_port.
     metrics_enabled: bool = False
     #: Where /metrics and /healthz listen: loopback unless a scraper elsewhere needs them.

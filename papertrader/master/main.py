@@ -62,6 +62,10 @@ from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pool import ConnectionPool, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
+from papertrader.tls import plaintext_refusal
+from papertrader.tls.accept import TlsAcceptor
+from papertrader.tls.contexts import TlsConfigError
+from papertrader.tls.setup import server_tls
 
 DB_POOL_SIZE = 20
 REDIS_MAX_CONNECTIONS = 100
@@ -80,6 +84,12 @@ class Master:
     ) -> None:
         self.settings = settings
         self.urls = urls
+        try:
+            self.tls = server_tls(
+                settings, _state_dir(settings, state_dir), "master", [settings.master_host]
+            )
+        except TlsConfigError as exc:
+            raise MasterError(str(exc)) from None
         self.keyring, self.fingerprint = _master_key(settings, state_dir)
         self._stop = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
@@ -292,10 +302,14 @@ class Master:
         handshake = MasterHandshake(
             self.pool, self.keyring, self.fingerprint, self.settings.handshake_max_skew_seconds
         )
+        handle: Any = LinkServer(self.context, handshake).handle
+        if self.tls is not None:
+            refusal = plaintext_refusal(self.settings.max_data_size)
+            handle = TlsAcceptor(handle, self.tls.context, refusal, "master port")
         # A pool, not bare spawn: stop() can then wait for the connection greenlets.
         server = StreamServer(
             (host, port),
-            LinkServer(self.context, handshake).handle,
+            handle,
             spawn=gevent.pool.Pool(self.settings.max_connections + 16),
         )
         try:
@@ -319,8 +333,9 @@ class Master:
         ]
         listen_host, listen_port = self.address
         logger.info(
-            "master listening on {}:{} ({} assets, update interval {:g}s)",
-            listen_host, listen_port, len(self.settings.assets), self.settings.update_interval,
+            "master listening on {}:{} ({}; {} assets, update interval {:g}s)",
+            listen_host, listen_port, "TLS" if self.tls is not None else "plaintext",
+            len(self.settings.assets), self.settings.update_interval,
         )  # fmt: skip
         logger.info("master key {} (workers pin it as master_fingerprint)", self.fingerprint)
         if acquired:

@@ -84,6 +84,7 @@ class ErrorCode(IntEnum):
     NOT_A_MEMBER = 147  # the user has not joined the competition named
     COMPETITION_CLOSED = 148  # the competition has not started, or has ended
     ASSET_NOT_ALLOWED = 149  # the competition does not trade this asset
+    TLS_REQUIRED = 150  # a plaintext client on a TLS port (the connection is then closed)
     # 160-169: failover (issue 17)
     MASTER_STANDBY = 160  # link only: this master is a standby; the reason names the active one
 

@@ -69,14 +69,26 @@ def running_stack(state_dir: Path) -> StackRecord | None:
 def master_lists_workers(record: StackRecord) -> bool:
     """True once getWorkerList on the master names every worker of the stack."""
     from papertrader.client import ClientError, get_worker_list
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.tls.contexts import TlsConfigError
+    from papertrader.tls.setup import peer_context
 
     masters = [c for c in record.children if c.role == "master"]
     wanted = {c.name for c in record.children if c.role == "worker"}
     if not masters or not wanted:
         return True
     try:
-        listed = get_worker_list(probe_host(masters[0].host), masters[0].port, timeout=5)
-    except ClientError:
+        master = masters[0]
+        # Verified as the master's own workers verify it: its settings' tls and tls_ca.
+        context = peer_context(load_settings(environ=master.env), record.state_dir)
+        listed = get_worker_list(
+            probe_host(master.host),
+            master.port,
+            timeout=5,
+            ssl_context=context,
+            tls=context is not None,
+        )
+    except (ClientError, ConfigError, TlsConfigError):
         return False
     return wanted <= {str(entry.get("name")) for entry in listed}
 

@@ -12,7 +12,9 @@ per child the exact command line and environment to start it with.
 
 Each step is a function of its own; a new kind of preparation (TLS
 certificates, per-process database roles or Redis users) is one more step
-that adds files to the state directory and entries to a child's ``env``.
+that adds files to the state directory and entries to a child's ``env``:
+``certificates`` gives each server its certificate from the state
+directory's private CA (``papertrader/tls/local.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from papertrader.config import Settings
-from papertrader.config.settings import derive_worker_uuid, join_host_port
+from papertrader.config.settings import derive_worker_uuid, join_host_port, split_host_port
 from papertrader.stack.processes import probe_host
 from papertrader.stack.record import Child, StackError, StackRecord, kept_environment, logs_dir
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 #: Where `pt up`'s own workers may link from: this machine.
 LOCAL_WORKER_IPS = ("127.0.0.1/32", "::1/128")
-#: Whether the workers' web ports speak TLS (they will with the stack's certificates).
+#: Whether the workers' web ports speak TLS (not yet: their client ports do).
 WEB_TLS = False
 #: How a child runs ``pt``: this interpreter and the installed CLI package.
 PT_COMMAND = (sys.executable, "-m", "papertrader_cli")
@@ -351,6 +353,54 @@ def plan_children(
     return children
 
 
+def certificates(options: StackOptions, say: Say) -> dict[str, dict[str, str]]:
+    """TLS files per child (``PT_TLS_*``): with tls on and no tls_cert of the operator's,
+    a certificate for each server from the state directory's private CA (made on the
+    first run, reused while valid). With tls = false: refused off loopback."""
+    from papertrader.tls.certs import CertificateError
+    from papertrader.tls.contexts import TlsConfigError
+    from papertrader.tls.local import LocalPki, default_names
+    from papertrader.tls.setup import refuse_plaintext_off_loopback
+
+    settings = options.settings
+    names = ["master", *options.worker_names()]
+    if not settings.tls:
+        listen = [settings.master_host, settings.worker_host]
+        if settings.web_enabled:
+            listen.append(settings.web_host or settings.worker_host)
+        try:
+            refuse_plaintext_off_loopback(settings, listen)
+        except TlsConfigError as exc:
+            raise StackError(str(exc)) from None
+        say("tls       OFF (tls = false): plaintext on loopback, for development only")
+        return {name: {"PT_TLS": "false"} for name in names}
+    if settings.tls_cert is not None:
+        say(f"tls       certificate {settings.tls_cert} (tls_cert)")
+        return {name: {} for name in names}
+    pki = LocalPki(options.state_dir)
+    advertised = (
+        split_host_port(settings.worker_advertise)[0] if settings.worker_advertise else None
+    )
+    hosts: dict[str, list[str | None]] = {
+        "master": [settings.master_host],
+        **{name: [settings.worker_host, settings.web_host, advertised]
+           for name in options.worker_names()},
+    }  # fmt: skip
+    files: dict[str, dict[str, str]] = {}
+    try:
+        made = pki.ensure_ca()
+        for name in names:
+            cert, key = pki.server_files(name, default_names(hosts[name]))
+            files[name] = {"PT_TLS_CERT": str(cert), "PT_TLS_KEY": str(key)}
+    except (OSError, CertificateError) as exc:
+        raise StackError(f"TLS certificates in {pki.directory}: {exc}") from None
+    say(
+        f"tls       CA {pki.ca_cert}{' (new)' if made else ''}: `pt client` with this state "
+        f"directory trusts it; other clients: --ca {pki.ca_cert}"
+    )
+    return files
+
+
 def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
     """Services, schema, keys, registration and the children's recipes, into ``record``."""
     from papertrader.keyring import master_home, worker_home
@@ -376,5 +426,8 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
         settings.region,
     )
     say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
+    tls_files = certificates(options, say)
     env = base_environment(options, urls.redis_url)
     record.children = plan_children(options, env, master_key, worker_keys, urls.database_url)
+    for child in record.children:
+        child.env.update(tls_files.get(child.name, {}))

@@ -70,7 +70,7 @@ from papertrader.worker.client_management import TOUCH_INTERVAL, ClientInfo, Cli
 from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.orders import OrderDesk, normalise_symbol, unknown_asset_reason
-from papertrader.worker.transport import ClientTransport
+from papertrader.worker.transport import ClientTransport, closed_by_peer
 
 #: A client may take at most this long to finish sending one frame.
 MID_FRAME_LIMIT = 10.0
@@ -604,7 +604,7 @@ class ClientConnection:
         def watch() -> None:
             try:
                 gevent.socket.wait_read(sock.fileno())
-                if sock.recv(1, socket.MSG_PEEK) == b"" and isinstance(waiting, gevent.Greenlet):
+                if closed_by_peer(sock) and isinstance(waiting, gevent.Greenlet):
                     waiting.kill(_ClientGone(), block=False)
             except (OSError, ValueError):
                 pass  # closed under us, or data pipelined behind the request: stop watching

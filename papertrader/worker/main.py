@@ -30,7 +30,7 @@ from loguru import logger
 
 from papertrader import metrics
 from papertrader.config import Settings
-from papertrader.config.settings import join_host_port
+from papertrader.config.settings import join_host_port, split_host_port
 from papertrader.keyring import Keyring, KeyringError, worker_home
 from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
@@ -43,6 +43,10 @@ from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
+from papertrader.tls import plaintext_refusal
+from papertrader.tls.accept import TlsAcceptor
+from papertrader.tls.contexts import TlsConfigError
+from papertrader.tls.setup import ServerTls, peer_context, server_tls
 from papertrader.web.origins import OriginPolicy, WorkerDirectory
 from papertrader.web.server import WebServer, page_config
 from papertrader.web.static_files import StaticFiles
@@ -116,6 +120,7 @@ class Worker:
         self.process_index = process_index
         #: Ports shared with this worker's other processes (SO_REUSEPORT).
         self.reuse_port = relay is not None
+        self.tls, link_tls = _tls(settings, state_dir)
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.cache = QuoteCache(
@@ -124,8 +129,8 @@ class Worker:
             settings.update_interval,
             settings.max_data_size,
         )
-        #: TLS of the web port. Until the transport issue's server context is wired in,
-        #: the page is served over plain HTTP (what the origin below says).
+        #: TLS of the web port: not yet (the page is served over plain HTTP, what the
+        #: origin below says); the client and master ports are TLS.
         web_tls: ssl.SSLContext | None = None
         self.web_origin = (
             settings.web_origin(tls=web_tls is not None) if settings.web_enabled else ""
@@ -152,6 +157,7 @@ class Worker:
                 authenticate=handshake,
                 status=self.status,
                 on_refused=self._out_of_service,
+                ssl_context=link_tls,
             )
             if relay is not None:
                 self.relay_server = LinkRelayServer(master_link, relay)
@@ -200,7 +206,11 @@ class Worker:
         )
         handler.out_of_service = lambda: self.link.out_of_service
         self.handler = handler
-        self.server = StreamServer((settings.worker_host, settings.worker_port), handler)
+        handle: Any = handler
+        if self.tls is not None:
+            refusal = plaintext_refusal(settings.max_data_size)
+            handle = TlsAcceptor(handler, self.tls.context, refusal, "client port")
+        self.server = StreamServer((settings.worker_host, settings.worker_port), handle)
         self.metrics_server: MetricsServer | None = None
         self.web: WebServer | None = None
         self.directory: WorkerDirectory | None = None
@@ -246,6 +256,8 @@ class Worker:
             "cache_updated_at": updated,
             "cache_age_seconds": age,
             "link_connections": self.link.connections,
+            "tls": "on" if self.tls is not None else "off (tls = false)",
+            **(self.tls.status() if self.tls is not None else {}),
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -359,7 +371,8 @@ class Worker:
             )
         logger.info(
             f"worker {settings.worker_name} (uuid {settings.worker_id}, region {settings.region}) "
-            f"listening for clients on {join_host_port(*self.address)}, "
+            f"listening for clients on {join_host_port(*self.address)} "
+            f"({'TLS' if self.tls is not None else 'plaintext'}), "
             f"advertised as {settings.worker_client_address}; "
             f"master at {self.link.where}"
         )
@@ -391,6 +404,22 @@ class Worker:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has been called; True if it has."""
         return bool(self._stopped.wait(timeout))
+
+
+def _tls(
+    settings: Settings, state_dir: Path | None
+) -> tuple[ServerTls | None, ssl.SSLContext | None]:
+    """The client (and web) ports' TLS and the context the master is verified with."""
+    state = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+    listen = [settings.worker_host]
+    if settings.web_enabled:
+        listen.append(settings.web_host or settings.worker_host)
+    try:
+        names = [split_host_port(settings.worker_client_address)[0]]
+        own = server_tls(settings, state, settings.worker_name, listen, names)
+        return own, peer_context(settings, state)
+    except TlsConfigError as exc:
+        raise WorkerStartError(str(exc)) from None
 
 
 def _handshake(settings: Settings, state_dir: Path | None) -> tuple[Keyring, WorkerHandshake]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import itertools
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -71,6 +72,7 @@ from papertrader.protocol import (
 from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
 from papertrader.protocol.records import to_record
 from papertrader.protocol.values import encode_payload
+from papertrader.tls.contexts import describe_handshake_error
 
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
@@ -229,10 +231,13 @@ class MasterLink:
         authenticate: Authenticate,
         status: Callable[[], dict[str, Any]] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         #: Every master, in the order tried; ``address`` is the one tried now.
         self.addresses = list(address) if isinstance(address, list) else [address]
         self.address = self.addresses[0]
+        #: TLS with the master (verified: chain and name); None with ``tls = false``.
+        self.ssl_context = ssl_context
         self.identity = identity
         #: Until the master's welcome says otherwise (then: the master's period).
         self.heartbeat_interval = heartbeat_interval
@@ -406,6 +411,12 @@ class MasterLink:
     def _session(self) -> None:
         """Connect, introduce ourselves, then serve the link until it drops."""
         sock = gevent.socket.create_connection(self.address, timeout=CONNECT_TIMEOUT)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.address[0])
+            except OSError as exc:
+                sock.close()
+                raise LinkDropped(describe_handshake_error(exc, self.address[0])) from None
         self._sock = sock
         self._connecting = True
         sock.settimeout(HELLO_TIMEOUT)

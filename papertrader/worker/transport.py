@@ -12,6 +12,8 @@ carriage implements the same few methods.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, Protocol
 
 #: What may be sent: bytes, or a view of a part of them.
@@ -51,3 +53,17 @@ class ClientTransport(Protocol):
 
 #: The address gevent passes a handler with a connection: (host, port, ...).
 Address = Any
+
+
+def closed_by_peer(sock: ClientTransport) -> bool:
+    """Once the descriptor is readable: True if the client ended its stream (EOF), False
+    if bytes wait (a pipelined request). An ``ssl.SSLSocket`` refuses MSG_PEEK, so for
+    TLS the TCP stream under it is looked at: EOF there is the client gone too."""
+    try:
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except ValueError:
+            with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+                return raw.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionResetError:
+        return True
