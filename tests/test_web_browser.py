@@ -56,8 +56,6 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_e2e_support import PASSWORD, new_user
 from web_support import WebStack
 
-from papertrader.client import PaperTraderClient
-
 web_stack = web_support.web_stack  # one pt up stack for the whole module
 
 CHROMIUM = "/usr/bin/chromium"
@@ -252,7 +250,7 @@ def test_register_signs_in_and_shows_the_watchlist(
         lambda d: text(d, "watch-updated") not in ("", updated),
         web_stack,
     )
-    with PaperTraderClient(*web_stack.worker_address(1)) as client:
+    with web_stack.client(1) as client:
         client.login(USER, PASSWORD)
         assert client.quote("AAPL").price > 0
     shoot(browser, screens, "watchlist")
@@ -312,7 +310,7 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
     )
     (aapl,) = [r for r in table_rows(browser, "portfolio-table") if r[0] == "AAPL"]
     assert aapl[1] == "3"
-    with PaperTraderClient(*web_stack.worker_address(1)) as client:
+    with web_stack.client(1) as client:
         client.login(USER, PASSWORD)
         portfolio = client.portfolio()
     (position,) = portfolio.positions

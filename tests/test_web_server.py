@@ -19,7 +19,6 @@ import web_support
 from test_e2e_support import PASSWORD
 from web_support import WebStack
 
-from papertrader.client import PaperTraderClient
 from papertrader.client.websocket import WebSocketConnection, WebSocketRefused
 from papertrader.protocol import (
     Connection,
@@ -201,7 +200,7 @@ def test_register_login_quote_and_buy_over_the_socket_share_the_tcp_sessions(
     )
     assert bought.instruction is Instruction.PURCHASE_SUCCESS, bought
     # The same session on the other worker, over TCP.
-    with PaperTraderClient(*web_stack.worker_address(1)) as tcp:
+    with web_stack.client(1) as tcp:
         tcp.resume(client.session)  # type: ignore[arg-type]
         assert tcp.portfolio().positions[0].quantity == 2
     client.ws.close()

@@ -22,6 +22,7 @@ import redis
 from conftest import _redis_numbers, _with_path, create_database, drop_database
 from test_e2e_support import ROOT, child_env, free_block, retry_port_races
 
+from papertrader.client import PaperTraderClient
 from papertrader.services import ServiceUrls
 from papertrader.services.ports import free_port
 
@@ -43,6 +44,10 @@ class WebStack:
     def worker_address(self, index: int = 0) -> tuple[str, int]:
         host, port = str(self.workers[index]["address"]).rsplit(":", 1)
         return host, int(port)
+
+    def client(self, index: int = 0) -> PaperTraderClient:
+        """A TCP client of worker ``index``, trusting the stack's CA as `pt client` does."""
+        return PaperTraderClient(*self.worker_address(index), ca=self.state_dir / "tls" / "ca.pem")
 
     def pt(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
