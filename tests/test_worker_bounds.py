@@ -7,6 +7,7 @@ machine cannot fail these tests.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 import uuid
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import redis
 from test_worker_support import Client, running_worker, wait_for
+from tls_support import client_context
 
 from papertrader.market.quote import Quote
 from papertrader.protocol import HEADER_SIZE, ErrorCode, Instruction, Message, encode_message
@@ -122,16 +124,17 @@ def test_a_client_that_does_not_read_is_closed_while_others_are_served(
     )
     settings = {"client_send_buffer_bytes": 65536, "client_send_timeout": 2}
     with running_worker(tmp_path, redis_url, **settings) as worker:
-        hog = socket.socket()
-        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.connect(("127.0.0.1", worker.port))
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", worker.port))
+        hog = client_context().wrap_socket(raw, server_hostname="127.0.0.1")
         hog.setblocking(False)
         sent, deadline = 0, time.monotonic() + 60
         try:
             while time.monotonic() < deadline:  # pipeline requests, never read an answer
                 try:
                     sent += hog.send(request * 200)
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                     time.sleep(0.05)
                 except OSError:
                     break  # the worker closed it
