@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from test_e2e_support import PASSWORD, ROOT, STARTING_CASH, Servers, running
+from tls_support import pki
 
 from papertrader.client.session_file import load_session
 
@@ -56,6 +57,7 @@ class Pt:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
         env["PYTHONPATH"] = str(ROOT)
         env["PT_WORKER"] = self.worker
+        env["PT_CA"] = str(pki().ca)  # the deployment's CA, as a user of it is given
         return subprocess.run(
             [sys.executable, "-m", "papertrader_cli", "client",  # fmt: skip
              "--session-file", str(self.session_file), *args],

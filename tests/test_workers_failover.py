@@ -127,6 +127,7 @@ def test_pt_client_with_master_follows_the_workers(servers: Servers, tmp_path: P
     def pt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
         env["PYTHONPATH"] = str(ROOT)
+        env["PT_CA"] = str(pki().ca)
         return subprocess.run(
             [sys.executable, "-m", "papertrader_cli", "client", "--master",
              f"127.0.0.1:{servers.master_port}", "--region", "eu",
