@@ -26,6 +26,7 @@ import redis
 from account_support import MailSink, ProviderProcess
 from conftest import _with_path, create_database, drop_database
 from test_e2e_support import PASSWORD, ROOT, Servers, running
+from tls_support import pki
 
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.oidc.native import DeviceFlow, LoopbackFlow, ProviderOptions
@@ -434,6 +435,7 @@ class Pt:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
         env["PYTHONPATH"] = str(ROOT)
         env["PT_WORKER"] = f"127.0.0.1:{stack.servers.worker_port()}"
+        env["PT_CA"] = str(pki().ca)
         self.env = env
 
     def args(self, *args: str) -> list[str]:

@@ -71,6 +71,7 @@ def test_up_with_the_csv_provider_serves_history_and_charts_offline(
             PYTHONPATH=str(ROOT),
             PT_WORKER=f"127.0.0.1:{worker_port}",
             PT_SESSION_FILE=str(tmp_path / "session.json"),
+            PT_CA=str(state / "tls" / "ca.pem"),  # the private CA of the pt up stack
         )
         registered = run(
             ["client", "register", "teacher", "--email", "t@example.org", "--password-stdin"],

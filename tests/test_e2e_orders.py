@@ -28,6 +28,7 @@ import pytest
 import redis
 from test_e2e_support import PASSWORD, ROOT, STARTING_CASH, Servers, account_id, new_user, running
 from test_worker_support import wait_for
+from tls_support import pki
 
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.store import keys
@@ -55,7 +56,7 @@ class Pt:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
-        return {**env, "PYTHONPATH": str(ROOT), "PT_WORKER": self.worker}
+        return {**env, "PYTHONPATH": str(ROOT), "PT_WORKER": self.worker, "PT_CA": str(pki().ca)}
 
     def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -29,7 +29,7 @@ CONFIG_FILE_NAME = "papertrader.toml"
 
 #: PT_* variables read by PaperTrader besides the settings (commands, tests, tools).
 OTHER_VARIABLES = frozenset(
-    {"PT_CONFIG", "PT_WORKER", "PT_CLIENT_MASTER", "PT_SESSION_FILE", "PT_SERVICES_PATH"}
+    {"PT_CONFIG", "PT_WORKER", "PT_CLIENT_MASTER", "PT_SESSION_FILE", "PT_SERVICES_PATH", "PT_CA"}
 )
 #: Prefixes of variables used by the test and benchmark tooling.
 OTHER_PREFIXES = ("PT_TEST_", "PT_ANSIBLE_", "PT_BENCH_")
