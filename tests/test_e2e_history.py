@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 import redis
 from test_e2e_support import PASSWORD, Servers, new_user, running
+from tls_support import client_context
 
 from papertrader.client import ClientError
 from papertrader.client.connection import BlockingConnection
@@ -98,7 +99,9 @@ def test_a_day_of_minute_bars_arrives_whole_and_in_order_over_100_packets(
         new_user(client)
         session = client.session_id
     assert session is not None
-    conn = BlockingConnection("127.0.0.1", servers.worker_port(), 30, MAX_DATA_SIZE)
+    conn = BlockingConnection(
+        "127.0.0.1", servers.worker_port(), 30, MAX_DATA_SIZE, ssl_context=client_context()
+    )
     try:
         switch = Message(
             Instruction.SWITCH_STATE, (int(ConnectionStateCode.DATA_TRANSFER),), session_id=session
@@ -194,7 +197,9 @@ def test_a_malformed_date_gets_data_fail_and_the_connection_goes_on(servers: Ser
     month_at = HEADER_SIZE + len(encode_payload("AAPL")) + 1 + 2  # tag, u16 year, then month
     bad = bytearray(good)
     bad[month_at] = 13  # 2026-13-02
-    conn = BlockingConnection("127.0.0.1", servers.worker_port(), 30, MAX_DATA_SIZE)
+    conn = BlockingConnection(
+        "127.0.0.1", servers.worker_port(), 30, MAX_DATA_SIZE, ssl_context=client_context()
+    )
     try:
         switch = Message(
             Instruction.SWITCH_STATE, (int(ConnectionStateCode.DATA_TRANSFER),), session_id=session
