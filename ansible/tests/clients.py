@@ -64,7 +64,7 @@ class Client:
         self.session_id: uuid.UUID | None = None
 
     def _workers(self) -> list[str]:
-        listed = get_worker_list(*self.master, timeout=5)
+        listed = get_worker_list(*self.master, timeout=5, ca=self.args.ca)
         return sorted(str(worker["address"]) for worker in listed)
 
     def _connect(self, avoid: str | None) -> None:
@@ -75,7 +75,7 @@ class Client:
         choices = [w for w in workers if w != avoid] or workers
         address = choices[self.index % len(choices)]
         host, port = parse_address(address)
-        conn = PaperTraderClient(host, port, timeout=10)
+        conn = PaperTraderClient(host, port, timeout=10, ca=self.args.ca)
         try:
             if self.session_id is None:
                 conn.login(self.args.user, self.password)
@@ -137,6 +137,7 @@ class Client:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--master", required=True, help="HOST:PORT of the master")
+    parser.add_argument("--ca", type=Path, required=True, help="the deployment's CA (PEM)")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password-file", type=Path, required=True)
     parser.add_argument("--clients", type=int, default=4)

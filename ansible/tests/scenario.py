@@ -398,6 +398,8 @@ class Scenario:
                 str(TESTS_DIR / "clients.py"),
                 "--master",
                 self.master_address,
+                "--ca",
+                str(self.root(MASTER) / "state" / "pki" / "ca.pem"),
                 "--user",
                 USER,
                 "--password-file",
