@@ -19,7 +19,7 @@ from test_workers_keys import KeyPair, WorkerPeer, keys, register
 from tls_support import connect
 
 from papertrader.protocol import ErrorCode, Instruction, Message, encode_message
-from papertrader.protocol.link_seal import auth_transcript
+from papertrader.protocol.link_seal import EphemeralShare, auth_transcript
 from papertrader.protocol.values import timestamp_micros
 from papertrader.store.pool import ConnectionPool
 from papertrader.worker.handshake import HandshakeFailed, WorkerHandshake, read_frame
@@ -111,17 +111,19 @@ def test_a_stale_handshake_is_refused(master: MasterProcess, pool: ConnectionPoo
     master_key = keys().master
     sock = connect(master.port, timeout=10)
     sock.sendall(encode_message(Message(Instruction.LINK_START, worker_uuid=worker_uuid)))
-    challenge, _ = read_frame(sock, 65536).args
-    assert isinstance(challenge, bytes)
+    challenge, _, master_share = read_frame(sock, 65536).args
+    assert isinstance(challenge, bytes) and isinstance(master_share, bytes)
     keyring = key.keyring()
     keyring.import_public(master_key.public_key)
     sealed = keyring.encrypt(os.urandom(32), master_key.fingerprint)
     signed_at = datetime.now(timezone.utc) - timedelta(minutes=5)  # beyond the 30 s skew
-    nonce = os.urandom(32)
-    transcript = auth_transcript(challenge, worker_uuid, timestamp_micros(signed_at), nonce, sealed)
+    nonce, share = os.urandom(32), EphemeralShare().public
+    transcript = auth_transcript(
+        challenge, master_share, worker_uuid, timestamp_micros(signed_at), nonce, share, sealed
+    )
     signature = keyring.sign(transcript, key.fingerprint)
     auth = Message(
-        Instruction.LINK_AUTH, (signed_at, nonce, sealed, signature), worker_uuid=worker_uuid
+        Instruction.LINK_AUTH, (signed_at, nonce, share, sealed, signature), worker_uuid=worker_uuid
     )
     sock.sendall(encode_message(auth))
     answer = read_frame(sock, 65536)

@@ -44,7 +44,14 @@ from papertrader.protocol import (
     encode_message,
     packets_for,
 )
-from papertrader.protocol.link_seal import Direction, Opener, Sealer, proof_transcript
+from papertrader.protocol.link_seal import (
+    Direction,
+    EphemeralShare,
+    Opener,
+    Sealer,
+    derive_link_keys,
+    proof_transcript,
+)
 from papertrader.protocol.link_seal import auth_transcript as transcript_of
 from papertrader.protocol.values import timestamp_micros
 
@@ -338,8 +345,12 @@ class ScriptedMaster:
             return None
         assert start.instruction is Instruction.LINK_START, start
         challenge = os.urandom(32)
+        ephemeral = EphemeralShare()
         public = keyring.export_public(master.fingerprint, armor=False)
-        link.send([Message(Instruction.LINK_CHALLENGE, (challenge, public))], self.max_data_size)
+        link.send(
+            [Message(Instruction.LINK_CHALLENGE, (challenge, public, ephemeral.public))],
+            self.max_data_size,
+        )
         auth = self._next(link, decoder, None)
         if auth is None:
             return None
@@ -347,21 +358,24 @@ class ScriptedMaster:
         if self.refuse is not None:
             link.send([Message(Instruction.LINK_REFUSED, self.refuse)], self.max_data_size)
             return None
-        signed_at, nonce, sealed_key, _signature = auth.args
+        signed_at, nonce, worker_share, sealed_key, _signature = auth.args
         assert isinstance(signed_at, datetime) and isinstance(nonce, bytes)
-        assert isinstance(sealed_key, bytes)
+        assert isinstance(sealed_key, bytes) and isinstance(worker_share, bytes)
         transcript = transcript_of(
-            challenge, auth.worker_uuid, timestamp_micros(signed_at), nonce, sealed_key
-        )
-        link_key = keyring.decrypt(sealed_key)
-        assert link_key is not None
+            challenge, ephemeral.public, auth.worker_uuid, timestamp_micros(signed_at), nonce,
+            worker_share, sealed_key,
+        )  # fmt: skip
+        secret = keyring.decrypt(sealed_key)
+        assert secret is not None
+        link_keys = derive_link_keys(ephemeral.exchange(worker_share), secret, transcript)
         proof = keyring.sign(proof_transcript(transcript), master.fingerprint)
         link.send(
             [Message(Instruction.LINK_PROOF, (proof,), worker_uuid=auth.worker_uuid)],
             self.max_data_size,
         )
-        link.sealer = Sealer(link_key, auth.worker_uuid, Direction.MASTER_TO_WORKER)
-        return Opener(link_key, auth.worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size)
+        out, into = Direction.MASTER_TO_WORKER, Direction.WORKER_TO_MASTER
+        link.sealer = Sealer(link_keys.key(out), auth.worker_uuid, out)
+        return Opener(link_keys.key(into), auth.worker_uuid, into, self.max_data_size)
 
     def _next(
         self, link: LinkConnection, decoder: FrameDecoder, opener: Opener | None

@@ -156,9 +156,10 @@ class WorkerPeer:
             self.key.keyring(), self.key.fingerprint, keys().master.fingerprint,
             self.worker_uuid, 65536,
         )  # fmt: skip
-        link_key = shake(self.sock)
-        self.sealer = Sealer(link_key, self.worker_uuid, Direction.WORKER_TO_MASTER)
-        self.opener = Opener(link_key, self.worker_uuid, Direction.MASTER_TO_WORKER, 65536)
+        self.link_keys = link_keys = shake(self.sock)
+        out, into = Direction.WORKER_TO_MASTER, Direction.MASTER_TO_WORKER
+        self.sealer = Sealer(link_keys.key(out), self.worker_uuid, out)
+        self.opener = Opener(link_keys.key(into), self.worker_uuid, into, 65536)
 
     def send_frame(self, frame: bytes) -> None:
         """One frame, sealed (kept in ``sent_records`` for replay tests)."""

@@ -1,9 +1,11 @@
 """The master's side of the link handshake (spec 3.1.5, docs/PROTOCOL.md section 11).
 
 A worker opens with LINK_START. The master answers LINK_CHALLENGE: 32 fresh
-random bytes and its public key. The worker answers LINK_AUTH: its UUID (in
-the header), the time, a nonce, a fresh link key encrypted to the master's
-key, and a GPG signature over all of it and the challenge. The master admits
+random bytes, its public key, and a fresh X25519 share (its private half lives
+only in this connection's ``Challenge``). The worker answers LINK_AUTH: its
+UUID (in the header), the time, a nonce, its own X25519 share, a fresh secret
+encrypted to the master's key, and a GPG signature over all of it, the
+challenge and the master's share. The master admits
 the worker only if every check holds, cheapest first so a stranger costs no
 gpg run:
 
@@ -14,10 +16,13 @@ gpg run:
 4. the signature is good over *this connection's* challenge (so a captured
    handshake replayed on a new connection fails) and made by the key whose
    fingerprint is registered for that UUID;
-5. the link key decrypts with the master's key.
+5. the secret decrypts with the master's key, and the worker's share gives an
+   X25519 shared secret.
 
 Then it signs the worker's transcript back (LINK_PROOF): the worker checks that
-signature against the master fingerprint it pinned. A refusal is logged here
+signature against the master fingerprint it pinned. Both sides derive the same
+two link keys (``derive_link_keys``): forward secret, since the X25519 private
+halves are dropped at once and never touch a disk or a long-term key. A refusal is logged here
 with its reason; the worker learns only that it was refused.
 """
 
@@ -38,7 +43,12 @@ from papertrader.protocol.link_seal import (
     CHALLENGE_SIZE,
     LINK_KEY_SIZE,
     NONCE_SIZE,
+    SHARE_SIZE,
+    EphemeralShare,
+    LinkKeys,
+    ShareError,
     auth_transcript,
+    derive_link_keys,
     proof_transcript,
 )
 from papertrader.protocol.values import timestamp_micros
@@ -66,8 +76,16 @@ class Admitted:
     """A worker that passed the handshake, and what the link needs from it."""
 
     record: WorkerRecord
-    link_key: bytes
+    link_keys: LinkKeys
     proof: bytes
+
+
+@dataclass
+class Challenge:
+    """One connection's challenge and the master's ephemeral X25519 share for it."""
+
+    challenge: bytes
+    ephemeral: EphemeralShare
 
 
 def ip_allowed(ip: IPAddress | None, allowed: tuple[str, ...]) -> bool:
@@ -95,23 +113,29 @@ class MasterHandshake:
         self.max_skew = max_skew
         self.public_key = keyring.export_public(fingerprint, armor=False)
 
-    def challenge(self) -> tuple[bytes, Message]:
-        """A fresh challenge and the LINK_CHALLENGE frame carrying it."""
-        challenge = os.urandom(CHALLENGE_SIZE)
-        return challenge, Message(Instruction.LINK_CHALLENGE, (challenge, self.public_key))
+    def challenge(self) -> tuple[Challenge, Message]:
+        """A fresh challenge and ephemeral share, and the LINK_CHALLENGE frame carrying them."""
+        issued = Challenge(os.urandom(CHALLENGE_SIZE), EphemeralShare())
+        frame = Message(
+            Instruction.LINK_CHALLENGE,
+            (issued.challenge, self.public_key, issued.ephemeral.public),
+        )
+        return issued, frame
 
-    def check(self, answer: Message, challenge: bytes, ip: IPAddress | None) -> Admitted:
+    def check(self, answer: Message, issued: Challenge, ip: IPAddress | None) -> Admitted:
         """Admit or refuse the worker's LINK_AUTH (HandshakeRefused / HandshakeUnavailable)."""
         if answer.instruction is not Instruction.LINK_AUTH:
             raise HandshakeRefused(f"answered the challenge with {answer.instruction.name}")
         worker_uuid = answer.worker_uuid
         if worker_uuid == NIL:
             raise HandshakeRefused("LINK_AUTH without a worker UUID")
-        signed_at, nonce, sealed_key, signature = answer.args
+        signed_at, nonce, worker_share, sealed_key, signature = answer.args
         if not (
             isinstance(signed_at, datetime)
             and isinstance(nonce, bytes)
             and len(nonce) == NONCE_SIZE
+            and isinstance(worker_share, bytes)
+            and len(worker_share) == SHARE_SIZE
             and isinstance(sealed_key, bytes)
             and 0 < len(sealed_key) <= MAX_SEALED_KEY
             and isinstance(signature, bytes)
@@ -133,8 +157,9 @@ class MasterHandshake:
                 f"the master's clock (allowed {self.max_skew:g} s; a replay, or a clock to fix)"
             )
         transcript = auth_transcript(
-            challenge, worker_uuid, timestamp_micros(signed_at), nonce, sealed_key
-        )
+            issued.challenge, issued.ephemeral.public, worker_uuid, timestamp_micros(signed_at),
+            nonce, worker_share, sealed_key,
+        )  # fmt: skip
         public_key = self._public_key(record)
         try:
             self.keyring.import_public(public_key)
@@ -153,13 +178,19 @@ class MasterHandshake:
                 f"worker {record.name} signed with key {signer}, not its registered key "
                 f"{record.gpg_fingerprint}"
             )
-        link_key = self.keyring.decrypt(sealed_key)
-        if link_key is None or len(link_key) != LINK_KEY_SIZE:
+        secret = self.keyring.decrypt(sealed_key)
+        if secret is None or len(secret) != LINK_KEY_SIZE:
             raise HandshakeRefused(
-                f"the link key of worker {record.name} does not decrypt with the master's key"
+                f"the link secret of worker {record.name} does not decrypt with the master's key"
             )
+        try:
+            shared = issued.ephemeral.exchange(worker_share)  # the private half is dropped
+        except ShareError as exc:
+            raise HandshakeRefused(f"worker {record.name}'s X25519 share: {exc}") from None
+        keys = derive_link_keys(shared, secret, transcript)
+        del shared, secret
         proof = self.keyring.sign(proof_transcript(transcript), self.fingerprint)
-        return Admitted(record, link_key, proof)
+        return Admitted(record, keys, proof)
 
     def _record(self, worker_uuid: uuid.UUID) -> WorkerRecord:
         try:

@@ -4,7 +4,7 @@ One greenlet per TCP connection. Its first frame decides what it is:
 
 * ``LINK_START`` from a worker: the GPG handshake (``master/handshake.py``);
   a worker that passes it gets LINK_PROOF, and from then on every frame both
-  ways is sealed with the link key (``protocol/link_seal.py``): the sealed
+  ways is sealed with the link keys (``protocol/link_seal.py``): the sealed
   LINK_HELLO, LINK_WELCOME, then requests. A record that does not open
   (tampered, replayed, reordered, injected) drops the link. A refused worker
   gets one generic LINK_REFUSED; the reason is in our log only.
@@ -79,7 +79,7 @@ from papertrader.protocol import (
     encode_message,
     failure_reply,
 )
-from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
+from papertrader.protocol.link_seal import Direction, LinkKeys, Opener, Sealer, SealError
 from papertrader.protocol.records import from_record
 from papertrader.protocol.values import decode_payload
 
@@ -116,13 +116,14 @@ class FramedSocket:
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
 
-    def start_sealing(self, link_key: bytes, worker_uuid: uuid.UUID) -> None:
-        """From now on every frame both ways is sealed with ``link_key``."""
+    def start_sealing(self, keys: LinkKeys, worker_uuid: uuid.UUID) -> None:
+        """From now on every frame both ways is sealed with its direction's link key."""
         if self.decoder.buffered:
             raise ConnectionClosed("the worker sent frames before the handshake finished")
         self.decoder = FrameDecoder(self.max_data_size)  # a sealed worker may send full frames
-        self._sealer = Sealer(link_key, worker_uuid, Direction.MASTER_TO_WORKER)
-        self._opener = Opener(link_key, worker_uuid, Direction.WORKER_TO_MASTER, self.max_data_size)
+        out, into = Direction.MASTER_TO_WORKER, Direction.WORKER_TO_MASTER
+        self._sealer = Sealer(keys.key(out), worker_uuid, out)
+        self._opener = Opener(keys.key(into), worker_uuid, into, self.max_data_size)
 
     def read(self, deadline: float | None = None, what: str = "a whole frame") -> Message:
         """The next message; ProtocolError for a bad frame, ConnectionClosed at the end.
@@ -319,7 +320,7 @@ class LinkServer:
         worker_uuid = admitted.record.uuid
         metrics.HANDSHAKES.labels("accepted").inc()
         conn.send([Message(Instruction.LINK_PROOF, (admitted.proof,), worker_uuid=worker_uuid)])
-        conn.start_sealing(admitted.link_key, worker_uuid)
+        conn.start_sealing(admitted.link_keys, worker_uuid)
         try:
             hello = conn.read(time.monotonic() + HANDSHAKE_SECONDS, "LINK_HELLO")
         except ProtocolError as exc:

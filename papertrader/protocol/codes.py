@@ -110,8 +110,8 @@ class Instruction(IntEnum):
     HEARTBEAT = 0x0504  # either way, keeps a quiet link known alive
     AUTHENTICATED = 0x0505  # master -> worker: the answer to a good LOGIN
     LINK_START = 0x0506  # worker -> master, first frame: challenge me (plain)
-    LINK_CHALLENGE = 0x0507  # master -> worker: fresh challenge + master public key (plain)
-    LINK_AUTH = 0x0508  # worker -> master: signed answer + sealed link key (plain)
+    LINK_CHALLENGE = 0x0507  # master -> worker: challenge, master public key, X25519 share
+    LINK_AUTH = 0x0508  # worker -> master: signed answer, X25519 share, sealed secret
     LINK_PROOF = 0x0509  # master -> worker: the master's signature; sealed frames follow
     LINK_STATUS_REQUEST = 0x050A  # master -> worker: live figures, please (sealed)
     LINK_STATUS = 0x050B  # worker -> master: the live figures (sealed)

@@ -1,8 +1,17 @@
-"""The master-worker link's handshake transcripts and sealed frames, sans-IO.
+"""The master-worker link's handshake transcripts, link keys and sealed frames, sans-IO.
 
-The handshake (docs/PROTOCOL.md, section 11) runs GnuPG once per link; every
-frame after it is sealed with the link key the worker chose, an AEAD
-(ChaCha20-Poly1305) that gpg would be far too slow for:
+The handshake (docs/PROTOCOL.md, section 11) runs GnuPG once per link, for
+identity; the link keys come from an ephemeral X25519 exchange inside it
+(forward secrecy: the long-term GPG keys, stolen later, do not open a recorded
+link). Each side draws a fresh X25519 key pair per connection and sends its
+public share in the signed handshake; both shares are in the transcript the
+worker signs and the master's proof covers. The two link keys (one per
+direction) are HKDF-SHA256 over the X25519 shared secret and the secret the
+worker encrypted to the master's GPG key, salted with the transcript's hash.
+The private halves are dropped as soon as the shared secret is computed.
+
+Every frame after the handshake is sealed with its direction's link key, an
+AEAD (ChaCha20-Poly1305) that gpg would be far too slow for:
 
 * a sealed record on the wire is ``u32 length`` (little-endian) then that many
   bytes of ciphertext: one whole protocol frame, encrypted, plus a 16-byte tag;
@@ -21,23 +30,31 @@ from __future__ import annotations
 import hashlib
 import struct
 import uuid
+from dataclasses import dataclass
 from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from papertrader.protocol.header import HEADER_SIZE
 
 #: Random bytes of the master's challenge and of the worker's nonce.
 CHALLENGE_SIZE = 32
 NONCE_SIZE = 32
-#: The link key the worker draws and encrypts to the master (ChaCha20-Poly1305: 32 bytes).
+#: The secret the worker draws and encrypts to the master, and each link key
+#: (ChaCha20-Poly1305: 32 bytes).
 LINK_KEY_SIZE = 32
+#: An X25519 public share.
+SHARE_SIZE = 32
 TAG_SIZE = 16
 LENGTH_PREFIX = 4
 
-AUTH_CONTEXT = b"papertrader link auth v1\x00"
-PROOF_CONTEXT = b"papertrader link proof v1\x00"
+AUTH_CONTEXT = b"papertrader link auth v2\x00"
+PROOF_CONTEXT = b"papertrader link proof v2\x00"
+KEYS_CONTEXT = b"papertrader link keys v2\x00"
 SEAL_CONTEXT = b"papertrader link seal v1\x00"
 
 _U32 = struct.Struct("<I")
@@ -53,6 +70,60 @@ class Direction(IntEnum):
     MASTER_TO_WORKER = 2
 
 
+class ShareError(Exception):
+    """A peer's X25519 share is malformed or of low order (no shared secret)."""
+
+
+class EphemeralShare:
+    """One side's X25519 key pair for one connection: ``public`` goes in the handshake,
+    ``exchange`` gives the shared secret once and drops the private half."""
+
+    def __init__(self, private: X25519PrivateKey | None = None) -> None:
+        self._private: X25519PrivateKey | None = private or X25519PrivateKey.generate()
+        self.public = self._private.public_key().public_bytes_raw()
+
+    def exchange(self, peer_share: bytes) -> bytes:
+        """The shared secret with ``peer_share`` (ShareError if it is no valid share)."""
+        private, self._private = self._private, None  # erased: usable once
+        if private is None:
+            raise ShareError("this ephemeral share was already used")
+        if len(peer_share) != SHARE_SIZE:
+            raise ShareError(f"an X25519 share is {SHARE_SIZE} bytes, not {len(peer_share)}")
+        try:
+            return private.exchange(X25519PublicKey.from_public_bytes(peer_share))
+        except ValueError:  # all-zero shared secret: a low-order point
+            raise ShareError("the peer's X25519 share is of low order") from None
+        finally:
+            del private
+
+
+@dataclass(frozen=True)
+class LinkKeys:
+    """The two link keys of one connection, one per direction."""
+
+    worker_to_master: bytes
+    master_to_worker: bytes
+
+    def key(self, direction: Direction) -> bytes:
+        if direction is Direction.WORKER_TO_MASTER:
+            return self.worker_to_master
+        return self.master_to_worker
+
+
+def derive_link_keys(shared: bytes, secret: bytes, transcript: bytes) -> LinkKeys:
+    """HKDF-SHA256 (RFC 5869): input key material the X25519 shared secret then the
+    worker's GPG-sealed secret, salt SHA-256 of the auth transcript (both shares, the
+    challenge, the nonce...), info ``KEYS_CONTEXT``; 64 bytes: worker-to-master key,
+    then master-to-worker key."""
+    okm = HKDF(
+        algorithm=hashes.SHA256(),
+        length=2 * LINK_KEY_SIZE,
+        salt=hashlib.sha256(transcript).digest(),
+        info=KEYS_CONTEXT,
+    ).derive(shared + secret)
+    return LinkKeys(okm[:LINK_KEY_SIZE], okm[LINK_KEY_SIZE:])
+
+
 class SealError(Exception):
     """A sealed record that does not open (tampered, replayed, reordered, injected, too big).
 
@@ -62,20 +133,26 @@ class SealError(Exception):
 
 def auth_transcript(
     challenge: bytes,
+    master_share: bytes,
     worker_uuid: uuid.UUID,
     signed_at_micros: int,
     nonce: bytes,
+    worker_share: bytes,
     sealed_key: bytes,
 ) -> bytes:
-    """What the worker signs: the master's challenge, who it is, when, its nonce, and
-    the hash of the encrypted link key (so nobody can swap in a key of their own)."""
+    """What the worker signs: the master's challenge and X25519 share, who it is, when,
+    its nonce and X25519 share, and the hash of the encrypted secret (so nobody on the
+    path can swap in a share or a secret of their own). The master's proof signs its
+    hash: both shares are then vouched for by both GPG keys."""
     return b"".join(
         (
             AUTH_CONTEXT,
             challenge,
+            master_share,
             worker_uuid.bytes,
             _I64.pack(signed_at_micros),
             nonce,
+            worker_share,
             hashlib.sha256(sealed_key).digest(),
         )
     )

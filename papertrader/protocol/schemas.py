@@ -142,11 +142,14 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.HEARTBEAT: Schema(()),
     I.AUTHENTICATED: Schema((("account_id", T.INT), ("username", T.STR))),
     I.LINK_START: Schema(()),
-    I.LINK_CHALLENGE: Schema((("challenge", T.BYTES), ("master_key", T.BYTES))),
+    I.LINK_CHALLENGE: Schema(
+        (("challenge", T.BYTES), ("master_key", T.BYTES), ("master_share", T.BYTES))
+    ),
     I.LINK_AUTH: Schema(
         (
             ("signed_at", T.TIMESTAMP),
             ("nonce", T.BYTES),
+            ("worker_share", T.BYTES),
             ("sealed_key", T.BYTES),
             ("signature", T.BYTES),
         )

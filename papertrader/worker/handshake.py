@@ -6,14 +6,17 @@ Before LINK_HELLO the worker proves who it is and agrees on a link key:
 2. the master answers LINK_CHALLENGE(challenge, master public key); the key
    must have the fingerprint pinned in ``master_fingerprint``, otherwise this
    is not our master and the worker stops here;
-3. the worker draws a fresh link key, encrypts it to the pinned master key,
-   signs (challenge, its UUID, the time, a nonce, the encrypted key's hash)
-   with its own key, and sends LINK_AUTH;
+3. the worker draws an ephemeral X25519 key pair and a secret, encrypts the
+   secret to the pinned master key, signs (challenge, the master's X25519
+   share, its UUID, the time, a nonce, its own share, the encrypted secret's
+   hash) with its own key, and sends LINK_AUTH;
 4. the master answers LINK_PROOF, its signature over the worker's transcript,
    which must verify with the pinned key, or LINK_REFUSED.
 
-The link key then seals every frame (``protocol/link_seal.py``). gpg runs only
-here, a few calls per connection.
+The link keys (HKDF over the X25519 shared secret, the secret and the
+transcript; ``protocol/link_seal.py``) then seal every frame: forward secret,
+the ephemeral private key is dropped once the shared secret is computed. gpg
+runs only here, a few calls per connection.
 """
 
 from __future__ import annotations
@@ -40,7 +43,12 @@ from papertrader.protocol.link_seal import (
     CHALLENGE_SIZE,
     LINK_KEY_SIZE,
     NONCE_SIZE,
+    SHARE_SIZE,
+    EphemeralShare,
+    LinkKeys,
+    ShareError,
     auth_transcript,
+    derive_link_keys,
     proof_transcript,
 )
 from papertrader.protocol.values import timestamp_micros
@@ -87,7 +95,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 class WorkerHandshake:
-    """Runs the handshake on a fresh connection; returns the link key."""
+    """Runs the handshake on a fresh connection; returns the link keys."""
 
     def __init__(
         self,
@@ -104,34 +112,42 @@ class WorkerHandshake:
         self.max_data_size = max_data_size
         self._master_key_known = False
 
-    def __call__(self, sock: socket.socket) -> bytes:
+    def __call__(self, sock: socket.socket) -> LinkKeys:
         send = self._sender(sock)
         send(Message(Instruction.LINK_START, worker_uuid=self.worker_uuid))
         challenge_msg = self._expect(
             read_frame(sock, self.max_data_size), Instruction.LINK_CHALLENGE
         )
-        challenge, master_key = challenge_msg.args
+        challenge, master_key, master_share = challenge_msg.args
         if not (isinstance(challenge, bytes) and len(challenge) == CHALLENGE_SIZE):
             raise HandshakeFailed("the master's challenge is malformed")
+        if not (isinstance(master_share, bytes) and len(master_share) == SHARE_SIZE):
+            raise HandshakeFailed("the master's X25519 share is malformed")
         if not (isinstance(master_key, bytes) and 0 < len(master_key) <= MAX_MASTER_KEY):
             raise HandshakeFailed("the master's public key is malformed")
         self._learn_master_key(master_key)
 
-        link_key = os.urandom(LINK_KEY_SIZE)
+        secret = os.urandom(LINK_KEY_SIZE)
         nonce = os.urandom(NONCE_SIZE)
+        ephemeral = EphemeralShare()
+        try:
+            shared = ephemeral.exchange(master_share)  # the private half is dropped here
+        except ShareError as exc:
+            raise HandshakeFailed(f"the master's X25519 share: {exc}") from None
         signed_at = datetime.now(timezone.utc)
         try:
-            sealed_key = self.keyring.encrypt(link_key, self.master_fingerprint)
+            sealed_key = self.keyring.encrypt(secret, self.master_fingerprint)
             transcript = auth_transcript(
-                challenge, self.worker_uuid, timestamp_micros(signed_at), nonce, sealed_key
-            )
+                challenge, master_share, self.worker_uuid, timestamp_micros(signed_at), nonce,
+                ephemeral.public, sealed_key,
+            )  # fmt: skip
             signature = self.keyring.sign(transcript, self.own_fingerprint)
         except KeyringError as exc:
             raise HandshakeFailed(f"gpg failed: {exc}") from None
         send(
             Message(
                 Instruction.LINK_AUTH,
-                (signed_at, nonce, sealed_key, signature),
+                (signed_at, nonce, ephemeral.public, sealed_key, signature),
                 worker_uuid=self.worker_uuid,
             )
         )
@@ -147,7 +163,9 @@ class WorkerHandshake:
                 "the master's proof is not signed by the pinned master key "
                 f"{self.master_fingerprint}: not our master"
             )
-        return link_key
+        keys = derive_link_keys(shared, secret, transcript)
+        del shared, secret  # only the link keys live on, as long as the link
+        return keys
 
     def _sender(self, sock: socket.socket) -> _Send:
         return _Send(sock, self.max_data_size)

@@ -69,7 +69,7 @@ from papertrader.protocol import (
     Reassembler,
     encode_message,
 )
-from papertrader.protocol.link_seal import Direction, Opener, Sealer, SealError
+from papertrader.protocol.link_seal import Direction, LinkKeys, Opener, Sealer, SealError
 from papertrader.protocol.records import to_record
 from papertrader.protocol.values import encode_payload
 from papertrader.tls.contexts import describe_handshake_error
@@ -181,7 +181,7 @@ class _Channel:
 
 
 #: Given a fresh connection, runs the handshake and returns the link key.
-Authenticate = Callable[[socket.socket], bytes]
+Authenticate = Callable[[socket.socket], LinkKeys]
 
 
 class _Pending:
@@ -420,10 +420,11 @@ class MasterLink:
         self._sock = sock
         self._connecting = True
         sock.settimeout(HELLO_TIMEOUT)
-        link_key = self.authenticate(sock)
+        keys = self.authenticate(sock)
         worker_uuid = self.identity.worker_uuid
-        channel = _Channel(sock, Sealer(link_key, worker_uuid, Direction.WORKER_TO_MASTER))
-        opener = Opener(link_key, worker_uuid, Direction.MASTER_TO_WORKER, self.max_data_size)
+        out, into = Direction.WORKER_TO_MASTER, Direction.MASTER_TO_WORKER
+        channel = _Channel(sock, Sealer(keys.key(out), worker_uuid, out))
+        opener = Opener(keys.key(into), worker_uuid, into, self.max_data_size)
         decoder = FrameDecoder(self.max_data_size)
         hello = Message(
             Instruction.LINK_HELLO,
