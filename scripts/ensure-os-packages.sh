@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages PaperTrader needs, only the ones that are missing:
 # redis-server, postgresql, gnupg, Python's venv module, Node.js (the web client's
-# codec tests) and Chromium with its driver (the browser tests of the web client).
+# codec tests) and Chromium with its driver and NSS's certutil (the browser tests of
+# the web client).
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,8 @@ command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# certutil: the browser tests give Chromium the test stack's CA in an NSS database.
+command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)
 python=${1:-python3}
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)

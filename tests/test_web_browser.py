@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -104,13 +105,34 @@ def browser(web_stack: WebStack) -> Iterator[WebDriver]:
     ):  # fmt: skip
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    # The pages are HTTPS with the stack's private CA: Chromium trusts it as a user's
+    # browser would, from the NSS database of its (test) home, and verifies as ever.
+    home = trusting_home(web_stack)
+    service = Service(CHROMEDRIVER, env={**os.environ, "HOME": str(home)})
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(WAIT)
     try:
         yield driver
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def trusting_home(web_stack: WebStack) -> Path:
+    """A home directory whose NSS database (~/.pki/nssdb, where Chromium on Linux keeps
+    its trusted CAs) trusts the stack's CA for web sites (certutil, libnss3-tools)."""
+    assert shutil.which("certutil"), "certutil is missing: scripts/ensure-os-packages.sh"
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=web_stack.tmp))
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    database = f"sql:{nssdb}"
+    subprocess.run(["certutil", "-N", "-d", database, "--empty-password"], check=True)
+    subprocess.run(
+        ["certutil", "-A", "-d", database, "-n", "PaperTrader test stack CA", "-t", "C,,",
+         "-i", str(web_stack.ca)],
+        check=True,
+    )  # fmt: skip
+    return home
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +205,10 @@ def table_rows(driver: WebDriver, table_id: str) -> list[list[str]]:
     return [[str(cell) for cell in row] for row in rows]
 
 
-def csp_of(page: str) -> str:
-    with urllib.request.urlopen(page + "/", timeout=10) as response:
+def csp_of(web_stack: WebStack, index: int) -> str:
+    page = web_stack.web(index)
+    context = web_stack.ssl_context()
+    with urllib.request.urlopen(page + "/", timeout=10, context=context) as response:
         return str(response.headers["content-security-policy"])
 
 
@@ -532,11 +556,11 @@ def test_keeps_trading_when_its_worker_is_booted(
 ) -> None:
     # worker-2 must know worker-1's page (from the master's list) to let it in: its own
     # page's Content-Security-Policy shows what it knows.
-    first = web_stack.web(0).replace("http://", "ws://")
+    first = web_stack.web(0).replace("https://", "wss://")
     deadline = time.monotonic() + WAIT
-    while first not in csp_of(web_stack.web(1)) and time.monotonic() < deadline:
+    while first not in csp_of(web_stack, 1) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert first in csp_of(web_stack.web(1))
+    assert first in csp_of(web_stack, 1)
     browser.get(web_stack.web(0) + "/#/watchlist")
     wait_for(browser, "worker-1", lambda d: text(d, "worker").startswith("worker-1"), web_stack)
     booted = web_stack.pt("workers", "boot", "worker-1", "--state-dir", str(web_stack.state_dir))

@@ -43,7 +43,10 @@ STACK_ENV = {"PT_CLIENT_IDLE_TIMEOUT": "4"}
 def get(stack: WebStack, path: str, method: str = "GET", headers: dict[str, str] | None = None,
         index: int = 0) -> tuple[http.client.HTTPResponse, bytes]:  # fmt: skip
     where = urlsplit(stack.web(index))
-    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    assert where.scheme == "https"  # the page is served over TLS, the stack's certificate
+    conn = http.client.HTTPSConnection(
+        where.hostname, where.port, timeout=10, context=stack.ssl_context()
+    )
     conn.request(method, path, headers=headers or {})
     response = conn.getresponse()
     body = response.read()
@@ -52,14 +55,19 @@ def get(stack: WebStack, path: str, method: str = "GET", headers: dict[str, str]
 
 
 def socket_url(stack: WebStack, index: int = 0) -> str:
-    return stack.web(index).replace("http://", "ws://") + "/ws"
+    return stack.web(index).replace("https://", "wss://") + "/ws"
 
 
 class WebClient:
     """Raw frames over one WebSocket, the protocol's state machine in the middle."""
 
     def __init__(self, stack: WebStack, index: int = 0, origin: str | None = None) -> None:
-        self.ws = WebSocketConnection(socket_url(stack, index), origin or stack.web(index), 10)
+        self.ws = WebSocketConnection(
+            socket_url(stack, index),
+            origin or stack.web(index),
+            10,
+            ssl_context=stack.ssl_context(),
+        )
         self.conn = Connection(Role.CLIENT)
         self.session = None
 
@@ -121,7 +129,7 @@ def test_the_page_carries_the_security_headers(web_stack: WebStack) -> None:
     assert "unsafe" not in csp
     assert response.getheader("x-content-type-options") == "nosniff"
     assert response.getheader("referrer-policy") == "no-referrer"
-    assert response.getheader("strict-transport-security") is None  # plain HTTP here: no HSTS
+    assert response.getheader("strict-transport-security") == "max-age=31536000"  # HTTPS
     # The other worker's socket is allowed, for failover.
     other = socket_url(web_stack, 1).removesuffix("/ws")
     deadline = time.monotonic() + 20
@@ -165,18 +173,28 @@ def test_files_are_cached_compressed_and_nothing_else_is_served(web_stack: WebSt
 
 def test_another_sites_page_may_not_open_the_socket(web_stack: WebStack) -> None:
     with pytest.raises(WebSocketRefused) as refused:
-        WebSocketConnection(socket_url(web_stack), "https://evil.example", 10)
+        WebSocketConnection(
+            socket_url(web_stack), "https://evil.example", 10, ssl_context=web_stack.ssl_context()
+        )
     assert refused.value.status == 403
     with pytest.raises(WebSocketRefused) as missing:
-        WebSocketConnection(socket_url(web_stack), None, 10)
+        WebSocketConnection(socket_url(web_stack), None, 10, ssl_context=web_stack.ssl_context())
     assert missing.value.status == 403
 
 
 def test_the_subprotocol_is_required(web_stack: WebStack) -> None:
     with pytest.raises(WebSocketRefused) as refused:
-        WebSocketConnection(socket_url(web_stack), web_stack.web(0), 10, subprotocols=("chat",))
+        WebSocketConnection(
+            socket_url(web_stack),
+            web_stack.web(0),
+            10,
+            subprotocols=("chat",),
+            ssl_context=web_stack.ssl_context(),
+        )
     assert refused.value.status == 400 and "papertrader.v1" in refused.value.text
-    ws = WebSocketConnection(socket_url(web_stack), web_stack.web(0), 10)
+    ws = WebSocketConnection(
+        socket_url(web_stack), web_stack.web(0), 10, ssl_context=web_stack.ssl_context()
+    )
     assert ws.subprotocol == "papertrader.v1"
     ws.close()
 
@@ -224,7 +242,9 @@ def test_frames_may_share_a_message_or_be_split_across_two(web_stack: WebStack) 
 
 
 def test_a_text_message_closes_with_1003(web_stack: WebStack) -> None:
-    ws = WebSocketConnection(socket_url(web_stack), web_stack.web(0), 10)
+    ws = WebSocketConnection(
+        socket_url(web_stack), web_stack.web(0), 10, ssl_context=web_stack.ssl_context()
+    )
     ws.send_text("LOGIN alice secret")
     assert ws.receive() is None
     assert ws.close_code == 1003 and "binary" in ws.close_reason

@@ -10,6 +10,7 @@ end of the module; ``WebStack.pt`` runs other ``pt`` commands against it
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from test_e2e_support import ROOT, child_env, free_block, retry_port_races
 from papertrader.client import PaperTraderClient
 from papertrader.services import ServiceUrls
 from papertrader.services.ports import free_port
+from papertrader.tls.contexts import client_context
 
 
 @dataclass
@@ -45,9 +47,18 @@ class WebStack:
         host, port = str(self.workers[index]["address"]).rsplit(":", 1)
         return host, int(port)
 
+    @property
+    def ca(self) -> Path:
+        """The private CA `pt up` made for the stack (its web pages are HTTPS)."""
+        return self.state_dir / "tls" / "ca.pem"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the stack's servers (chain and name), as a browser trusting the CA."""
+        return client_context(self.ca)
+
     def client(self, index: int = 0) -> PaperTraderClient:
         """A TCP client of worker ``index``, trusting the stack's CA as `pt client` does."""
-        return PaperTraderClient(*self.worker_address(index), ca=self.state_dir / "tls" / "ca.pem")
+        return PaperTraderClient(*self.worker_address(index), ca=self.ca)
 
     def pt(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

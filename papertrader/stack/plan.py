@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 #: Where `pt up`'s own workers may link from: this machine.
 LOCAL_WORKER_IPS = ("127.0.0.1/32", "::1/128")
-#: Whether the workers' web ports speak TLS (not yet: their client ports do).
-WEB_TLS = False
 #: How a child runs ``pt``: this interpreter and the installed CLI package.
 PT_COMMAND = (sys.executable, "-m", "papertrader_cli")
 #: One worker's identity in the caller's environment would be shared by all of ours.
@@ -349,7 +347,7 @@ def plan_children(
         )  # fmt: skip
     for child, web_port in zip(children[1:], web_ports, strict=False):
         worker_settings = settings.with_overrides(worker_port=child.port, web_port=web_port)
-        child.web = worker_settings.web_origin(tls=WEB_TLS)
+        child.web = worker_settings.web_origin(tls=settings.tls)
     return children
 
 

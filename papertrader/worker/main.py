@@ -129,9 +129,8 @@ class Worker:
             settings.update_interval,
             settings.max_data_size,
         )
-        #: TLS of the web port: not yet (the page is served over plain HTTP, what the
-        #: origin below says); the client and master ports are TLS.
-        web_tls: ssl.SSLContext | None = None
+        #: The web port speaks TLS with the client port's certificate (https://, wss://).
+        web_tls = self.tls.context if self.tls is not None else None
         self.web_origin = (
             settings.web_origin(tls=web_tls is not None) if settings.web_enabled else ""
         )
