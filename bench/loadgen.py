@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import ssl
+import statistics
 import struct
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import gevent
 import gevent.socket
+import gevent.ssl
 
 from papertrader.protocol import Instruction, Message, encode_message
 
@@ -113,13 +116,47 @@ def _read_ws_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> 
         buf += chunk
 
 
-def _websocket(port: int, origin: str) -> tuple[gevent.socket.socket, bytes]:
+def _tcp(port: int, ca: str | None = None) -> gevent.socket.socket:
+    """A connection to 127.0.0.1:port; in TLS, verified against the CA file ``ca``."""
+    sock = gevent.socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+    if ca is not None:
+        return _context(ca).wrap_socket(sock, server_hostname="127.0.0.1")
+    return sock
+
+
+_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def _context(ca: str) -> ssl.SSLContext:
+    """Verifies chain and name as the client library does; gevent's SSLContext, so a
+    handshake yields to the other connections (the generator is not monkey-patched)."""
+    if ca not in _contexts:
+        context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(ca)
+        _contexts[ca] = context
+    return _contexts[ca]
+
+
+def connect_p50_ms(port: int, ca: str | None, count: int = 200) -> float:
+    """Median milliseconds to open a new connection, one after the other: with ``ca`` a
+    full TLS handshake (TCP included), without it the TCP handshake alone."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        sock = _tcp(port, ca)
+        times.append((time.perf_counter() - started) * 1000)
+        sock.close()
+    return round(statistics.median(times), 3)
+
+
+def _websocket(port: int, origin: str, ca: str | None = None) -> tuple[gevent.socket.socket, bytes]:
     """An upgraded connection to the web port, and what arrived after the 101."""
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, Request
 
-    sock = gevent.socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+    sock = _tcp(port, ca)
     ws = WSConnection(ConnectionType.CLIENT)
     request = Request(
         host=f"127.0.0.1:{port}",
@@ -148,13 +185,13 @@ def _masked_message(payload: bytes) -> bytes:
     return bytes(FrameProtocol(client=True, extensions=[]).send_data(payload, fin=True))
 
 
-def _connect(port: int, origin: str | None) -> tuple[gevent.socket.socket, bytearray]:
+def _connect(
+    port: int, origin: str | None, ca: str | None
+) -> tuple[gevent.socket.socket, bytearray]:
     if origin is not None:
-        sock, early = _websocket(port, origin)
+        sock, early = _websocket(port, origin, ca)
         return sock, bytearray(early)
-    sock = gevent.socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
-    return sock, bytearray()
+    return _tcp(port, ca), bytearray()
 
 
 def generate(
@@ -164,11 +201,13 @@ def generate(
     start_at: float,
     seconds: float,
     origin: str | None = None,
+    ca: str | None = None,
 ) -> LoadResult:
-    """Connect, wait for ``start_at`` (time.time()), then load until ``seconds`` later."""
+    """Connect (in TLS with ``ca``: kept connections, each handshake done before the
+    start), wait for ``start_at`` (time.time()), then load until ``seconds`` later."""
     message = _masked_message(payload) if origin is not None else payload
     read = _read_ws_frames if origin is not None else _read_frames
-    socks = [_connect(port, origin) for _ in range(connections)]
+    socks = [_connect(port, origin, ca) for _ in range(connections)]
     gevent.sleep(max(0.0, start_at - time.time()))
     deadline = time.monotonic() + seconds
     latencies: list[array[float]] = [array("d") for _ in socks]
@@ -208,11 +247,13 @@ def run_load(
     *,
     processes: int = 1,
     origin: str | None = None,
+    ca: str | None = None,
 ) -> LoadResult:
     """``connections`` clients for ``seconds``, spread over ``processes`` generator processes
-    (1: in this process, which must be gevent-patched). ``origin``: over the WebSocket."""
+    (1: in this process, which must be gevent-patched). ``origin``: over the WebSocket;
+    ``ca``: in TLS, the server verified against that CA file."""
     if processes <= 1:
-        return generate(port, payload, connections, time.time(), seconds, origin)
+        return generate(port, payload, connections, time.time(), seconds, origin, ca)
     start_at = time.time() + 1.5  # every child connected by then
     with tempfile.TemporaryDirectory(prefix="pt-loadgen-") as tmp:
         children = []
@@ -225,6 +266,7 @@ def run_load(
                 "start_at": start_at,
                 "seconds": seconds,
                 "origin": origin,
+                "ca": ca,
                 "out": str(Path(tmp) / f"{index}"),
             }
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -248,7 +290,7 @@ def run_load(
 
 
 def _child(job: dict[str, object]) -> None:
-    origin = job["origin"]
+    origin, ca = job["origin"], job.get("ca")
     result = generate(
         int(str(job["port"])),
         bytes.fromhex(str(job["payload"])),
@@ -256,6 +298,7 @@ def _child(job: dict[str, object]) -> None:
         float(str(job["start_at"])),
         float(str(job["seconds"])),
         str(origin) if origin is not None else None,
+        str(ca) if ca is not None else None,
     )
     out = Path(str(job["out"]))
     out.with_suffix(".bin").write_bytes(result.latencies.tobytes())

@@ -1,10 +1,14 @@
 """Quote requests per second through one worker process, 100 concurrent connections,
-over TCP and over the worker's WebSocket (the browser's carriage), and through a
-worker of two processes (``worker_processes = 2``) on one port.
+over TLS (as deployed) and over the worker's WebSocket in TLS (the browser's
+carriage), through a worker of two processes (``worker_processes = 2``) on one
+port, and through the same worker code without TLS (``tls = false``); and how long
+a new TLS connection takes (a full handshake, p50).
 
 Baseline in the same run: bench.bare_server answering the same frames; the
 TCP figure of the one-process worker is the baseline of the WebSocket figure
-and of the two-process one (same requests).
+and of the two-process one (same requests); the plaintext worker is the TLS
+figure's (the cost of TLS on kept connections), a new TCP connection the TLS
+handshake's.
 
 The targets are measured in interleaved rounds (bare, worker, WebSocket, bare,
 worker...), so a machine whose load changes during the run moves every figure
@@ -25,13 +29,14 @@ from typing import Any
 
 import redis
 
-from bench.loadgen import LoadResult, request_bytes, run_load
+from bench.loadgen import LoadResult, connect_p50_ms, request_bytes, run_load
 from bench.stack import free_port, spawn, stop, wait_for_port
 from papertrader.keyring import Keyring
 from papertrader.market.providers import SimulatedProvider
 from papertrader.services import ServiceUrls
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
+from papertrader.tls.local import ca_file
 
 #: Seconds per round; PT_BENCH_SECONDS is the total per target.
 ROUND_SECONDS = 2.0
@@ -60,6 +65,8 @@ class Target:
     port: int
     pids: Callable[[], list[int]]
     origin: str | None = None
+    #: The CA file the server is verified with: the target speaks TLS.
+    ca: str | None = None
     result: LoadResult = field(default_factory=LoadResult)
     elapsed: float = 0.0
     server_cpu: float = 0.0
@@ -68,8 +75,9 @@ class Target:
         pids = self.pids()
         before = cpu_seconds(pids)
         part = run_load(
-            self.port, payload, connections, seconds, processes=processes, origin=self.origin
-        )
+            self.port, payload, connections, seconds, processes=processes, origin=self.origin,
+            ca=self.ca,
+        )  # fmt: skip
         self.server_cpu += cpu_seconds(pids) - before
         self.elapsed += part.seconds
         part.seconds = 0.0
@@ -89,10 +97,16 @@ class Target:
 
 
 def worker_env(
-    urls: ServiceUrls, state: Path, port: int, web_port: int, processes: int = 1
+    urls: ServiceUrls,
+    state: Path,
+    port: int,
+    web_port: int,
+    processes: int = 1,
+    tls: bool = True,
 ) -> dict[str, str]:
     """What a `pt worker run` of ``processes`` processes needs to serve quotes without a
-    master."""
+    master; with TLS a certificate from the state directory's private CA, as `pt up`
+    gives it (``tls=False``: the same worker with tls = false, on loopback)."""
     # A worker needs its key pair and a pinned master key to start, even with no master.
     keyring = Keyring(state / "gnupg-bench", create=True)
     fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("bench")]
@@ -108,6 +122,7 @@ def worker_env(
         "PT_LOG_FILE": str(state / f"worker-{port}.log"),
         "PT_STATE_DIR": str(state),
         "PT_WORKER_PROCESSES": str(processes),
+        **({} if tls else {"PT_TLS": "false", "PT_WORKER_NAME": "bench-plain"}),
     }
 
 
@@ -154,29 +169,42 @@ def bench_quotes(
             state / "worker-wide.out",
         )
         started.append(wide)
-        for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker)):
+        plain_port = free_port()
+        plain = spawn(
+            ["-m", "papertrader_cli", "worker", "run"],
+            worker_env(urls, state, plain_port, free_port(), tls=False),
+            state / "worker-plain.out",
+        )
+        started.append(plain)
+        for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker),
+                           (plain_port, plain)):  # fmt: skip
             wait_for_port(port, proc)
         wait_for_port(wide_port, wide)
         wait_until(lambda: len(with_children(wide.pid)) == 2)
         time.sleep(3)  # the second process binds the port once it has loaded
-        origin = f"http://127.0.0.1:{web_port}"
+        ca = str(ca_file(state))  # the workers' certificates are verified, as clients do
+        origin = f"https://127.0.0.1:{web_port}"
         targets = [
             Target("bare", bare_port, lambda: [bare.pid]),
-            Target("worker", worker_port, lambda: [worker.pid]),
-            Target("websocket", web_port, lambda: [worker.pid], origin),
-            Target("two_processes", wide_port, lambda: with_children(wide.pid)),
+            Target("worker", worker_port, lambda: [worker.pid], ca=ca),
+            Target("websocket", web_port, lambda: [worker.pid], origin, ca=ca),
+            Target("two_processes", wide_port, lambda: with_children(wide.pid), ca=ca),
+            Target("plaintext", plain_port, lambda: [plain.pid]),
         ]
         load_before = load_average()
         for target in targets:  # warm-up
-            run_load(target.port, payload, connections, 1.0, origin=target.origin)
+            run_load(target.port, payload, connections, 1.0, origin=target.origin, ca=target.ca)
         for _ in range(rounds):
             for target in targets:
                 target.round(payload, connections, seconds / rounds, processes)
+        handshake_ms = connect_p50_ms(worker_port, ca)
+        tcp_connect_ms = connect_p50_ms(plain_port, None)
         load_after = load_average()
     finally:
         for proc in started:
             stop(proc)
-    bare_f, worker_f, ws_f, wide_f = (target.figures() for target in targets)
+    bare_f, worker_f, ws_f, wide_f, plain_f = (target.figures() for target in targets)
+    plain_rate = plain_f["quotes_per_second"]
     bare_rate, worker_rate = bare_f["quotes_per_second"], worker_f["quotes_per_second"]
     return {
         "connections": connections,
@@ -191,6 +219,10 @@ def bench_quotes(
         "two_processes_to_one": (
             round(wide_f["quotes_per_second"] / worker_rate, 3) if worker_rate else None
         ),
+        "worker_plaintext": plain_f,
+        "tls_ratio_to_plaintext": round(worker_rate / plain_rate, 3) if plain_rate else None,
+        "tls_handshake_p50_ms": handshake_ms,
+        "tcp_connect_p50_ms": tcp_connect_ms,
         "worker_quotes_per_second": worker_rate,
         "bare_gevent_quotes_per_second": bare_rate,
         "ratio_to_baseline": round(worker_rate / bare_rate, 3) if bare_rate else None,

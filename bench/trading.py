@@ -40,6 +40,7 @@ from papertrader.config import load_settings
 from papertrader.services import resolve_urls
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
+from papertrader.tls.local import ca_file
 
 TRADERS = 1000
 INTERVAL = 1.0
@@ -179,9 +180,10 @@ def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
     ):
         settings = load_settings(environ=env)
         urls = resolve_urls(settings, Path(tmp))
+        ca = ca_file(Path(tmp))  # the stack's private CA: every client verifies the worker
         # One account through the real REGISTER (bcrypt at the configured cost); the
         # others get a copy of its password hash, so setting up costs no bcrypt.
-        with PaperTraderClient("127.0.0.1", port) as first:
+        with PaperTraderClient("127.0.0.1", port, ca=ca) as first:
             first.register("bench0", "bench0@example.com", PASSWORD)
             first.login("bench0", PASSWORD)
             deadline = time.monotonic() + 30
@@ -211,14 +213,18 @@ def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
         traders = []
         for account_id, name in accounts[:TRADERS]:
             session = store.create(account_id, name, "127.0.0.1", False)
-            traders.append(PaperTraderClient("127.0.0.1", port, session_id=session.session_id))
+            traders.append(
+                PaperTraderClient("127.0.0.1", port, session_id=session.session_id, ca=ca)
+            )
         for client in traders:
             client.connect()
         probes = [
-            PaperTraderClient("127.0.0.1", port, session_id=traders[i].session_id)
+            PaperTraderClient("127.0.0.1", port, session_id=traders[i].session_id, ca=ca)
             for i in range(QUOTE_PROBES)
         ]
-        flooders = [(PaperTraderClient("127.0.0.1", port), name) for _, name in accounts[TRADERS:]]
+        flooders = [
+            (PaperTraderClient("127.0.0.1", port, ca=ca), name) for _, name in accounts[TRADERS:]
+        ]
         # What one bcrypt check costs at the configured cost, in this process.
         check = time.perf_counter()
         bcrypt.checkpw(b"x", bcrypt.hashpw(b"x", bcrypt.gensalt(settings.bcrypt_cost)))

@@ -72,6 +72,7 @@ from papertrader.protocol import ErrorCode  # noqa: E402
 from papertrader.services import postgres_replica, read_service_urls  # noqa: E402
 from papertrader.services.state import PostgresRecord, load_state, read_pid_file  # noqa: E402
 from papertrader.store import master_epoch  # noqa: E402
+from papertrader.tls.local import ca_file  # noqa: E402
 
 PASSWORD = "faults are part of the plan 42"
 STARTING_CASH = Decimal("100000.00")
@@ -319,9 +320,11 @@ class Stack:
 class Trader(threading.Thread):
     """Buys and sells without a pause; writes down every answer."""
 
-    def __init__(self, index: int, port: int, stop: threading.Event) -> None:
+    def __init__(self, index: int, port: int, stop: threading.Event, ca: Path) -> None:
         super().__init__(daemon=True)
         self.port = port
+        #: The private CA the servers' certificates come from (TLS, verified).
+        self.ca = ca
         self.stop = stop
         self.record = Record(f"t{index}x{uuid.uuid4().hex[:6]}")
         self.random = random.Random(index)
@@ -330,7 +333,7 @@ class Trader(threading.Thread):
 
     def _connected(self) -> PaperTraderClient:
         if self.client is None:
-            client = PaperTraderClient("127.0.0.1", self.port, timeout=90)
+            client = PaperTraderClient("127.0.0.1", self.port, timeout=90, ca=self.ca)
             if self.session is None:
                 name = self.record.username
                 try:
@@ -535,7 +538,8 @@ def run(
         kills: list[dict[str, Any]] = []
         try:
             stack.setup(pg_replica=pg_replica)
-            crew = [Trader(i, stack.worker_port, stop) for i in range(traders)]
+            ca = ca_file(stack.state)  # the state directory's CA, made by the servers
+            crew = [Trader(i, stack.worker_port, stop, ca) for i in range(traders)]
             for trader in crew:
                 trader.start()
             time.sleep(phase_seconds)
