@@ -451,7 +451,7 @@ def test_a_reload_and_a_new_tab_stay_signed_in(browser: WebDriver, web_stack: We
 def test_joins_a_class_competition_by_code_and_sees_the_leaderboard(
     browser: WebDriver, web_stack: WebStack, screens: Path
 ) -> None:
-    with PaperTraderClient(*web_stack.worker_address(1)) as teacher:
+    with web_stack.client(1) as teacher:
         new_user(teacher, "teach")
         created = teacher.create_competition(
             "Web class", datetime.now(timezone.utc) + timedelta(days=7),
