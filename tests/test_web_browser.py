@@ -486,7 +486,7 @@ def test_joins_a_class_competition_by_code_and_sees_the_leaderboard(
     wait_for(browser, "the fill", lambda d: "In Web class." in text(d, "ticket-result"), web_stack)
     assert text(browser, "ticket-result").startswith("Bought 1 AAPL")
     Select(browser.find_element(By.ID, "ticket-account")).select_by_value("")
-    with PaperTraderClient(*web_stack.worker_address(1)) as client:
+    with web_stack.client(1) as client:
         client.login(USER, PASSWORD)
         account = client.competition("Web class").account
         practice = client.portfolio()
