@@ -63,6 +63,27 @@ class Cash(click.ParamType):
         return amount
 
 
+def terms_options(command: Any) -> Any:
+    """A new competition's terms, for `pt client competitions create` and `pt competitions
+    create` alike: --ends, --starts, --cash, --symbols, --private."""
+    for decorator in reversed(
+        (
+            click.option("--ends", "ends_at", type=When(), required=True,
+                         help="When it ends: a span such as 30d, or a date."),
+            click.option("--starts", "starts_at", type=When(), default=None,
+                         help="When it starts (default: now)."),
+            click.option("--cash", "starting_cash", type=Cash(), default=None,
+                         help="Every member's starting cash (default: the practice cash)."),
+            click.option("--symbols", default="", metavar="A,B,...",
+                         help="The assets it trades, comma-separated (default: every asset)."),
+            click.option("--private", is_flag=True,
+                         help="Joined only with its join code (a class)."),
+        )
+    ):  # fmt: skip
+        command = decorator(command)
+    return command
+
+
 def competition_document(competition: Competition) -> dict[str, Any]:
     document = fmt.text(
         {
@@ -157,13 +178,7 @@ def competitions(ctx: click.Context, as_json: bool) -> None:
 
 @competitions.command("create")
 @click.argument("name")
-@click.option("--ends", "ends_at", type=When(), required=True, help="When it ends: 30d, or a date.")
-@click.option("--starts", "starts_at", type=When(), default=None, help="When it starts (now).")
-@click.option("--cash", "starting_cash", type=Cash(), default=None,
-              help="Every member's starting cash (default: the practice cash).")  # fmt: skip
-@click.option("--symbols", default="", metavar="A,B,...",
-              help="The assets it trades, comma-separated (default: every asset).")  # fmt: skip
-@click.option("--private", is_flag=True, help="Joined only with its join code (a class).")
+@terms_options
 @json_option
 def create(
     name: str,

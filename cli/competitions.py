@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import client_format as fmt
-from .client_competitions import Cash, When
+from .client_competitions import terms_options
 from .common import config_option, fail, json_option, print_json, state_dir_option
 from .workers import _redis, _registry
 
@@ -39,13 +39,7 @@ def _document(record: dict[str, Any]) -> dict[str, Any]:
 @config_option
 @state_dir_option
 @click.argument("name")
-@click.option("--ends", "ends_at", type=When(), required=True, help="When it ends: 30d, or a date.")
-@click.option("--starts", "starts_at", type=When(), default=None, help="When it starts (now).")
-@click.option("--cash", "starting_cash", type=Cash(), default=None,
-              help="Every member's starting cash (default: the practice cash).")  # fmt: skip
-@click.option("--symbols", default="", metavar="A,B,...",
-              help="The assets it trades, comma-separated (default: every asset).")  # fmt: skip
-@click.option("--private", is_flag=True, help="Joined only with its join code.")
+@terms_options
 @json_option
 def create(
     config_path: Path | None,

@@ -481,6 +481,20 @@ def frame_breakdown(frame: bytes) -> str:
     return "\n".join(rows)
 
 
+def section_examples(section: int, vectors: tuple[Vector, ...]) -> str:
+    """The examples of a later section (13.1, 13.2...) as docs/PROTOCOL.md shows them."""
+    parts = []
+    for number, vector in enumerate(vectors, start=1):
+        parts.append(f"#### Example {section}.{number}: {vector.title}\n\n{vector.story}\n")
+        for message in vector.messages:
+            frame = encode_message(message)
+            parts.append(
+                f"`{message.instruction.name}`, {len(frame)} bytes:\n\n```text\n{frame.hex()}\n"
+                f"```\n\n{frame_breakdown(frame)}\n"
+            )
+    return "\n".join(parts)
+
+
 def examples_markdown() -> str:
     parts = []
     for number, vector in enumerate(VECTORS, start=1):

@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
-from test_protocol_golden import DOCS, SESSION, Vector, encoded, frame_breakdown
+from test_protocol_golden import DOCS, SESSION, Vector, encoded, section_examples
 
 from papertrader.client.models import Competition
-from papertrader.protocol import ErrorCode, Instruction, Message, decode_all, encode_message
+from papertrader.protocol import ErrorCode, Instruction, Message, decode_all
 from papertrader.protocol.records import from_record, to_record
 
 DOCS_SECTION = "## 16. Competitions"
@@ -172,16 +172,7 @@ def test_docs_contain_every_competition_vector() -> None:
 
 
 def examples_markdown() -> str:
-    parts = []
-    for number, vector in enumerate(VECTORS, start=1):
-        parts.append(f"#### Example 16.{number}: {vector.title}\n\n{vector.story}\n")
-        for message in vector.messages:
-            frame = encode_message(message)
-            parts.append(
-                f"`{message.instruction.name}`, {len(frame)} bytes:\n\n```text\n{frame.hex()}\n"
-                f"```\n\n{frame_breakdown(frame)}\n"
-            )
-    return "\n".join(parts)
+    return section_examples(16, VECTORS)
 
 
 if __name__ == "__main__":  # pragma: no cover - prints section 16's examples

@@ -22,11 +22,11 @@ from test_protocol_golden import (
     WORKER,
     Vector,
     encoded,
-    frame_breakdown,
+    section_examples,
 )
 
 from papertrader.client.models import OrderStatus
-from papertrader.protocol import ErrorCode, Instruction, Message, decode_all, encode_message
+from papertrader.protocol import ErrorCode, Instruction, Message, decode_all
 from papertrader.protocol.records import from_record, to_record
 from papertrader.store.order_state import OrderState, order_id_for
 from papertrader.worker.orders import parse_ticket
@@ -241,16 +241,7 @@ def test_docs_contain_every_order_vector() -> None:
 
 
 def examples_markdown() -> str:
-    parts = []
-    for number, vector in enumerate(VECTORS, start=1):
-        parts.append(f"#### Example 13.{number}: {vector.title}\n\n{vector.story}\n")
-        for message in vector.messages:
-            frame = encode_message(message)
-            parts.append(
-                f"`{message.instruction.name}`, {len(frame)} bytes:\n\n```text\n{frame.hex()}\n"
-                f"```\n\n{frame_breakdown(frame)}\n"
-            )
-    return "\n".join(parts)
+    return section_examples(13, VECTORS)
 
 
 if __name__ == "__main__":  # pragma: no cover - prints section 13's examples

@@ -452,17 +452,7 @@ class PaperTraderClient:
     def leaderboard(self, name: str, limit: int = 0) -> Leaderboard:
         """The competition's members ranked by return, best first (``limit`` 0: 100)."""
         fields = from_record(self._data_args(Instruction.GET_LEADERBOARD, name, limit))
-        entries = tuple(
-            LeaderboardEntry(
-                rank=e["rank"],
-                username=e["username"],
-                equity=e["equity"],
-                gain=e["gain"],
-                return_=e["return"],
-                return_percent=e["return_percent"],
-            )
-            for e in _records(fields.get("entries"))
-        )
+        entries = tuple(LeaderboardEntry.from_record(e) for e in _records(fields.get("entries")))
         return Leaderboard(
             competition=fields["competition"],
             status=fields["status"],

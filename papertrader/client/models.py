@@ -110,9 +110,11 @@ class OrderStatus:
 
 
 def _known_fields(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a record a dataclass knows (later versions may add others)."""
+    """The fields of a record a dataclass knows (later versions may add others); a
+    record's ``return`` is the dataclass's ``return_`` (a Python keyword)."""
     known = {f.name for f in dataclasses.fields(cls)}
-    return {name: value for name, value in fields.items() if name in known}
+    renamed = {("return_" if name == "return" else name): value for name, value in fields.items()}
+    return {name: value for name, value in renamed.items() if name in known}
 
 
 @dataclass(frozen=True)
@@ -167,17 +169,12 @@ class Competition:
         values["created_by"] = values.get("created_by") or ""
         account = values.get("account")
         if account is not None:
+            held = tuple(
+                CompetitionPosition(**_known_fields(CompetitionPosition, p))
+                for p in account.get("positions") or ()
+            )
             values["account"] = CompetitionAccount(
-                rank=account["rank"],
-                cash=account["cash"],
-                equity=account["equity"],
-                gain=account["gain"],
-                return_=account["return"],
-                return_percent=account["return_percent"],
-                positions=tuple(
-                    CompetitionPosition(**_known_fields(CompetitionPosition, p))
-                    for p in account.get("positions") or ()
-                ),
+                **{**_known_fields(CompetitionAccount, account), "positions": held}
             )
         return cls(**values)
 
@@ -192,6 +189,10 @@ class LeaderboardEntry:
     gain: Decimal  # equity - starting cash
     return_: Decimal  # gain / starting cash, a fraction rounded to 8 places
     return_percent: Decimal
+
+    @classmethod
+    def from_record(cls, fields: dict[str, Any]) -> LeaderboardEntry:
+        return cls(**_known_fields(cls, fields))
 
 
 @dataclass(frozen=True)
