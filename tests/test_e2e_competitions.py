@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from test_e2e_support import PASSWORD, ROOT, STARTING_CASH, Servers, new_user, running
+from tls_support import pki
 
 from papertrader.client import ClientError
 from papertrader.protocol import ErrorCode
@@ -40,7 +41,9 @@ def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Serve
 
 def pt(servers: Servers, session: Path, *args: str, stdin: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
-    env.update(PYTHONPATH=str(ROOT), PT_WORKER=f"127.0.0.1:{servers.worker_port()}")
+    env.update(
+        PYTHONPATH=str(ROOT), PT_WORKER=f"127.0.0.1:{servers.worker_port()}", PT_CA=str(pki().ca)
+    )
     result = subprocess.run(
         [sys.executable, "-m", "cli.main", "client", "--session-file", str(session), *args],
         input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
