@@ -127,6 +127,12 @@ _RULES: dict[str, _Rule] = {
         "(or the embedded server's owner)",
         prefixes=("postgresql://", "postgres://"),
     ),
+    "database_read_url": _Rule(
+        "optstr",
+        "a URL starting with postgresql:// or postgres:// (a streaming replica, e.g. with "
+        "target_session_attrs=prefer-standby), or unset for database_url",
+        prefixes=("postgresql://", "postgres://"),
+    ),
     "master_host": _HOST,
     "master_port": _PORT,
     "worker_host": _HOST,
@@ -326,6 +332,8 @@ class Settings:
     database_url: str | None = None
     #: The schema owner's URL: only migrations use it (`pt db migrate`, `pt up`).
     database_owner_url: str | None = None
+    #: Where the master reads price history (a streaming replica); None: database_url.
+    database_read_url: str | None = None
     master_host: str = "127.0.0.1"
     master_port: int = 2048
     worker_host: str = "127.0.0.1"

@@ -42,3 +42,10 @@ class MasterContext:
     bcrypt: BcryptPool = field(default_factory=BcryptPool)
     #: Whether this master is the active one (None: always active, as in tests).
     leadership: Leadership | None = None
+    #: Read-only work that may lag a moment (price history): a replica's pool, if any.
+    read_pool: ConnectionPool | None = None
+
+    @property
+    def history_pool(self) -> ConnectionPool:
+        """Where price history is read: the replica when configured, else the primary."""
+        return self.read_pool if self.read_pool is not None else self.pool

@@ -77,7 +77,7 @@ def _history(ctx: MasterContext, request: Message, now: datetime) -> list[Messag
         problem = date_problem(day, now.date())
         if problem is not None:
             raise HistoryError(ErrorCode.INVALID_DATE, problem)
-    span = history_store.bar_span(ctx.pool, symbol)
+    span = history_store.bar_span(ctx.history_pool, symbol)
     if span is None:
         _count(ctx, 1)
         raise HistoryError(ErrorCode.NO_DATA, f"no price history for {symbol} yet")
@@ -89,7 +89,8 @@ def _history(ctx: MasterContext, request: Message, now: datetime) -> list[Messag
             f"{day.isoformat()} is before {symbol}'s history starts ({first.isoformat()})",
         )
     span_of = window(kind, day, now)
-    bars = history_store.aggregate_bars(ctx.pool, symbol, span_of.start, span_of.end, span_of.unit)
+    pool = ctx.history_pool
+    bars = history_store.aggregate_bars(pool, symbol, span_of.start, span_of.end, span_of.unit)
     _count(ctx, 2)
     if not bars:
         what = "" if day is None else f" in the {kind} of {day.isoformat()}"
@@ -111,7 +112,7 @@ def _forecast(ctx: MasterContext, request: Message) -> list[Message]:
             ErrorCode.BAD_ARGUMENT,
             f"horizon {horizon} is out of range: 1 to {model.MAX_HORIZON} update intervals",
         )
-    bars = history_store.latest_bars(ctx.pool, symbol, model.WINDOW)
+    bars = history_store.latest_bars(ctx.history_pool, symbol, model.WINDOW)
     _count(ctx, 1)
     if len(bars) < model.MIN_BARS:
         raise HistoryError(

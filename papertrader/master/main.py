@@ -59,7 +59,7 @@ from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.master_epoch import Fenced
 from papertrader.store.order_queue import OrderQueue
-from papertrader.store.pool import ConnectionPool, PoolTimeout, make_cooperative
+from papertrader.store.pool import ConnectionPool, Cursor, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
@@ -68,8 +68,16 @@ from papertrader.tls.contexts import TlsConfigError
 from papertrader.tls.setup import server_tls
 
 DB_POOL_SIZE = 20
+#: Connections to the replica that answers price history (database_read_url).
+READ_POOL_SIZE = 8
 REDIS_MAX_CONNECTIONS = 100
 STOP_TIMEOUT = 30.0
+
+
+def _read_only(cursor: Cursor) -> None:
+    """The replica's pool writes nothing (a replica refuses anyway; a primary named by
+    mistake must too)."""
+    cursor.execute("SET TRANSACTION READ ONLY")
 
 
 class MasterError(Exception):
@@ -114,6 +122,12 @@ class Master:
             begin=self.leadership.begin,
             on_connect=self.leadership.on_connect,
         )
+        # Price history may come from a streaming replica (database_read_url): reads only.
+        self.read_pool: ConnectionPool | None = None
+        if settings.database_read_url is not None:
+            self.read_pool = ConnectionPool(
+                settings.database_read_url, size=READ_POOL_SIZE, begin=_read_only
+            )
         epoch = self._epoch
         self.quotes = QuoteBook()
         self.intake = OrderIntake(OrderQueue(self.redis))
@@ -142,6 +156,7 @@ class Master:
             intake=self.intake,
             bcrypt=BcryptPool(settings.bcrypt_threads, settings.bcrypt_queue),
             leadership=self.leadership,
+            read_pool=self.read_pool,
         )
         close = trading_day.parse_clock(settings.market_close)
         self.drain = OrderDrain(
@@ -386,6 +401,8 @@ class Master:
         self.context.bcrypt.close()
         self.leadership.close()
         self.pool.close()
+        if self.read_pool is not None:
+            self.read_pool.close()
         self.redis.close()
         self.redis.connection_pool.disconnect()
         self.keyring.stop_agent()

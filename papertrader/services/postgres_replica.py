@@ -72,7 +72,9 @@ def create(
         f"password={primary.password} application_name={name}"
     )
     done = _run(
-        [str(basebackup), "-d", conninfo, "-D", str(data_dir), "-X", "stream", "-R"],
+        # -c fast: checkpoint now rather than wait for a spread one (minutes on an idle
+        # primary)
+        [str(basebackup), "-d", conninfo, "-D", str(data_dir), "-X", "stream", "-R", "-c", "fast"],
         user,
         root,
         timeout,
@@ -143,9 +145,10 @@ def stop(record: PostgresRecord, timeout: float = 60.0) -> None:
     )
 
 
-def failover_url(servers: list[PostgresRecord]) -> str:
+def failover_url(servers: list[PostgresRecord], target: str = "read-write") -> str:
     """One URL naming every server, as the master's role (the superuser's on a cluster of
-    before the roles); libpq connects to the one that accepts writes."""
+    before the roles); libpq connects to the one that accepts writes (``target``
+    prefer-standby: a replica if one answers, for database_read_url)."""
     first = servers[0]
     user, password = (
         (first.master, first.master_password) if first.has_roles else (first.user, first.password)
@@ -153,7 +156,7 @@ def failover_url(servers: list[PostgresRecord]) -> str:
     hosts = ",".join(f"{LOOPBACK}:{server.port}" for server in servers)
     return (
         f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{hosts}"
-        f"/{quote(first.database, safe='')}?target_session_attrs=read-write"
+        f"/{quote(first.database, safe='')}?target_session_attrs={target}"
     )
 
 
