@@ -43,6 +43,7 @@ from papertrader.protocol import (
     decode_payload,
     encode_message,
     packets_for,
+    reply_to,
 )
 from papertrader.protocol.link_seal import (
     Direction,
@@ -427,6 +428,10 @@ class ScriptedMaster:
                     continue
                 if message.instruction is Instruction.GET_WORKER_LIST:  # a worker's web page asks
                     link.send(packets_for((), request_id=message.request_id), self.max_data_size)
+                    continue
+                if message.instruction is Instruction.GET_SIGN_IN_OPTIONS:  # ... and this too
+                    options = reply_to(message, Instruction.SIGN_IN_OPTIONS, ())  # no provider
+                    link.send([options], self.max_data_size)
                     continue
                 link.received.append(message)
                 if message.instruction in _UNANSWERED or self.answer is None:
