@@ -37,6 +37,7 @@ import pytest
 import redis
 from psycopg2 import sql
 
+from papertrader.master.redis_functions import load_functions
 from papertrader.services import ServiceUrls, destroy_services, start_services
 from papertrader.services.state import MASTER_ROLE, OWNER_ROLE, load_state
 from papertrader.store.migrate import migrate
@@ -85,17 +86,28 @@ def _own_roles(redis_url: str, admin_url: str) -> TestServiceUrls:
     )
 
 
+def _load_functions(url: str) -> None:
+    """What the master loads at start-up, for tests of workers running without one."""
+    client = redis.Redis.from_url(url)
+    try:
+        load_functions(client)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServiceUrls]:
     """The Redis and PostgreSQL of this test session (base URLs: do not write into them)."""
     env_redis = os.environ.get("PT_TEST_REDIS_URL") or None
     env_database = os.environ.get("PT_TEST_DATABASE_URL") or None
     if env_redis and env_database:
+        _load_functions(env_redis)
         yield _own_roles(env_redis, env_database)
         return
     state_dir = tmp_path_factory.mktemp("services")
     urls = start_services(state_dir)
     try:
+        _load_functions(env_redis or urls.redis_url)
         if env_database:
             yield _own_roles(env_redis or urls.redis_url, env_database)
         else:

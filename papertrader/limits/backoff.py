@@ -31,6 +31,7 @@ from loguru import logger
 
 from papertrader.limits.limiter import Refused
 from papertrader.store import keys
+from papertrader.store.functions import Function
 
 FAILURE_MEMORY = 3600
 KNOWN_ADDRESS_SECONDS = 30 * 86400
@@ -44,17 +45,19 @@ if not now then
 end
 """
 # KEYS = fail hash, known set; ARGV = now or "", address -> ms to wait (0: go ahead)
-_WAIT_LUA = (
+WAIT = Function(
+    "pt_login_wait",
     _NOW
     + """
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
 local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until')) or 0
 if until_ms > now then return until_ms - now end
 return 0
-"""
+""",
 )
 # KEYS = fail hash; ARGV = now or "", free, cap ms, memory ms -> ms to wait from now
-_FAILED_LUA = (
+FAILED = Function(
+    "pt_login_failed",
     _NOW
     + """
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
@@ -66,10 +69,12 @@ if n > free then
 end
 redis.call('PEXPIRE', KEYS[1], math.max(memory, wait))
 return wait
-"""
+""",
 )
 # KEYS = fail hash, known set; ARGV = address, keep ms, most addresses
-_SUCCEEDED_LUA = """
+SUCCEEDED = Function(
+    "pt_login_succeeded",
+    """
 redis.call('DEL', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -79,7 +84,8 @@ while redis.call('SCARD', KEYS[2]) > tonumber(ARGV[3]) do
   redis.call('SREM', KEYS[2], other)
 end
 return 1
-"""
+""",
+)
 
 
 class LoginBackoff:
@@ -94,9 +100,9 @@ class LoginBackoff:
     ) -> None:
         self.free_failures = free_failures
         self.cap_seconds = cap_seconds
-        self._wait = client.register_script(_WAIT_LUA)
-        self._failed = client.register_script(_FAILED_LUA)
-        self._succeeded = client.register_script(_SUCCEEDED_LUA)
+        self._wait = WAIT.bind(client)
+        self._failed = FAILED.bind(client)
+        self._succeeded = SUCCEEDED.bind(client)
         self._clock = clock
         self._warned_at = -math.inf
 

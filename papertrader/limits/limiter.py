@@ -28,10 +28,13 @@ from loguru import logger
 
 from papertrader.limits.rates import Rate
 from papertrader.store import keys
+from papertrader.store.functions import Function
 
 # KEYS[1] = the key; ARGV = emission interval (ms), burst window (ms), now (ms) or "".
 # Returns {1, requests left} or {0, milliseconds until the next one is allowed}.
-_GCRA_LUA = """
+GCRA = Function(
+    "pt_gcra",
+    """
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -48,7 +51,8 @@ if now < allow_at then
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', new_tat - now + 1)
 return {1, math.floor((now - allow_at) / interval)}
-"""
+""",
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class RateLimiter:
 
     def __init__(self, client: redis.Redis, clock: Callable[[], float] | None = None) -> None:
         self._redis = client
-        self._script = client.register_script(_GCRA_LUA)
+        self._script = GCRA.bind(client)
         #: None: Redis's clock (shared by all workers); else seconds, for tests.
         self._clock = clock
         self._warned_at = -math.inf

@@ -22,9 +22,12 @@ from collections.abc import Iterable
 import redis
 
 from papertrader.store import keys
+from papertrader.store.functions import Function
 
 # KEYS[1] = the account's set; ARGV = order id hex, cap, stale ms -> 1 reserved, 0 refused
-_RESERVE_LUA = """
+RESERVE = Function(
+    "pt_reserve_pending",
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local stale = tonumber(ARGV[3])
@@ -33,7 +36,8 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], stale)
 return 1
-"""
+""",
+)
 
 
 class PendingOrders:
@@ -41,7 +45,7 @@ class PendingOrders:
 
     def __init__(self, client: redis.Redis, cap: int, stale_seconds: float = 3600.0) -> None:
         self._redis = client
-        self._reserve = client.register_script(_RESERVE_LUA)
+        self._reserve = RESERVE.bind(client)
         self.cap = cap
         self.stale_ms = int(stale_seconds * 1000)
 

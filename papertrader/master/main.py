@@ -45,6 +45,7 @@ from papertrader.master.equity import EquityRecorder
 from papertrader.master.handshake import MasterHandshake
 from papertrader.master.leadership import Leadership
 from papertrader.master.link_server import LinkServer
+from papertrader.master.redis_functions import load_functions
 from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import OrderDrain, OrderIntake
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
@@ -226,6 +227,7 @@ class Master:
         """What only the active master writes before its loops start (raises MasterError)."""
         try:
             OrderQueue(self.redis).ensure_group()
+            load_functions(self.redis)  # what the workers may run inside Redis (FCALL)
         except redis.RedisError as exc:
             raise MasterError(f"cannot reach Redis ({exc})") from None
         try:

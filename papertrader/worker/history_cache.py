@@ -39,6 +39,7 @@ import redis
 from loguru import logger
 
 from papertrader.store import keys
+from papertrader.store.functions import Function
 
 #: Lifetime of an answer whose range is wholly in the past.
 CLOSED_TTL = 6 * 3600.0
@@ -51,7 +52,9 @@ ENTRY_OVERHEAD = 200
 
 # KEYS = entry, index (zset: key -> put time), sizes (hash: key -> bytes), total (string)
 # ARGV = blob, ttl ms, ceiling bytes, overhead -> entries evicted
-_PUT_LUA = """
+PUT = Function(
+    "pt_history_put",
+    """
 local size = string.len(ARGV[1]) + string.len(KEYS[1]) + tonumber(ARGV[4])
 local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]))
 if old then redis.call('DECRBY', KEYS[4], old) end
@@ -73,7 +76,8 @@ while total > ceiling do
   evicted = evicted + 1
 end
 return evicted
-"""
+""",
+)
 _DATA = b"D"
 _FAIL = b"F"
 
@@ -117,7 +121,7 @@ class HistoryCache:
         shared_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._redis = client
-        self._put = client.register_script(_PUT_LUA)
+        self._put = PUT.bind(client)
         self.max_bytes = max_bytes
         self.shared_max_bytes = shared_max_bytes
         self._clock = clock
