@@ -110,6 +110,59 @@ def _ask(
         client.close()
 
 
+def _redis_users(config_path: Path | None, state_dir: Path | None, action: str, name: str) -> str:
+    """Switch the worker's Redis user off/on or delete it; a sentence saying what happened."""
+    import redis
+
+    from papertrader.store import redis_users
+
+    user = redis_users.worker_user(name)
+    do = {
+        "disable": redis_users.disable_user,
+        "enable": redis_users.enable_user,
+        "remove": redis_users.delete_user,
+    }[action]
+    client = _redis(config_path, state_dir)
+    try:
+        found = do(client, user)
+    except (redis.RedisError, redis_users.UsersUnavailable) as exc:
+        fail(f"its Redis user {user} is unchanged: {exc} (use the Redis admin user's URL)")
+    finally:
+        client.close()
+    if not found:
+        return f"it had no Redis user {user}"
+    done = {"disable": "switched off", "enable": "switched on", "remove": "deleted"}[action]
+    return f"its Redis user {user} {done}"
+
+
+def _provision_redis_user(
+    config_path: Path | None, state_dir: Path | None, name: str, url_path: Path | None
+) -> Path:
+    import redis
+
+    from papertrader.config import load_settings
+    from papertrader.services import resolve_state_dir, resolve_urls
+    from papertrader.store import redis_users
+
+    settings = load_settings(config_path)
+    user = redis_users.worker_user(name)
+    if url_path is None:
+        directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+        url_path = redis_users.url_file(directory, user)
+    admin_url = resolve_urls(settings, state_dir).redis_url
+    client = _redis(config_path, state_dir)
+    try:
+        redis_users.provision(client, admin_url, user, redis_users.WORKER_RULES, url_path)
+    except (redis.RedisError, redis_users.UsersUnavailable, OSError) as exc:
+        fail(
+            f"worker {name} is registered but its Redis user {user} is not: {exc} "
+            "(use the Redis admin user's URL, then run this again)"
+        )
+    finally:
+        client.close()
+    return url_path
+
+
 def _record(pool: Any, name: str) -> Any:
     from papertrader.store.workers import get_worker_by_name
 
@@ -247,6 +300,13 @@ def keygen(home: Path, name: str, out: Path | None, as_json: bool) -> None:
     default=None,
     help="Use this UUID instead of a new random one (e.g. a worker's existing PT_WORKER_UUID).",
 )
+@click.option(
+    "--redis-url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the worker's own Redis URL (0600; give it to the worker as "
+    "redis_url_file / PT_REDIS_URL_FILE). Default: <state dir>/redis-users/pt-worker-NAME.url",
+)
 @json_option
 def register(
     config_path: Path | None,
@@ -257,6 +317,7 @@ def register(
     region: str | None,
     address: str | None,
     worker_uuid: str | None,
+    redis_url_file: Path | None,
     as_json: bool,
 ) -> None:
     """Allow the worker NAME to link to the master; prints its UUID.
@@ -266,10 +327,16 @@ def register(
     name and key updates the IPs (and the region and address, if given) and
     keeps the UUID. A different key for a registered name is refused:
     `pt workers remove NAME` first.
+
+    It also makes the worker's own Redis user (pt-worker-NAME, with only what
+    a worker needs: docs/REDIS.md) and writes its URL to a 0600 file; the
+    Redis URL this command uses must be the Redis admin user's. A re-run keeps
+    the password in that file.
     """
     from papertrader.config.settings import _NAME_RE
     from papertrader.keyring import KeyringError, scan_public_key
     from papertrader.master.admission import normalise_address
+    from papertrader.store.redis_users import worker_user
     from papertrader.store.workers import WorkerConflict, get_worker_by_name, register_worker
 
     if not _NAME_RE.fullmatch(name):
@@ -333,6 +400,7 @@ def register(
             )
         except WorkerConflict as exc:
             fail(str(exc))
+    url_path = _provision_redis_user(config_path, state_dir, name, redis_url_file)
     document = {
         "name": name,
         "uuid": str(new_uuid),
@@ -341,6 +409,8 @@ def register(
         "region": region,
         "address": address,
         "created": existing is None,
+        "redis_user": worker_user(name),
+        "redis_url_file": str(url_path),
     }
     if as_json:
         print_json(document)
@@ -349,7 +419,8 @@ def register(
     click.echo(
         f"{'registered' if existing is None else 'updated'} worker {name} (key "
         f"{info.fingerprint}, from {', '.join(cidrs)}, region {region}, clients use {address})."
-        f" Start it with PT_WORKER_UUID={new_uuid} "
+        f" Its Redis user {worker_user(name)}: URL in {url_path} (0600; copy it to the worker"
+        f" host as its redis_url_file). Start it with PT_WORKER_UUID={new_uuid} "
         "and PT_MASTER_FINGERPRINT=<`pt master keygen` on this host prints it>.",
         err=True,
     )
@@ -518,7 +589,8 @@ def disable(config_path: Path | None, state_dir: Path | None, name: str) -> None
     with _registry(config_path, state_dir) as pool:
         record = _record(pool, name)
         set_worker_enabled(pool, name, False)
-    click.echo(f"worker {name} disabled; {_boot(config_path, state_dir, record)}")
+    users = _redis_users(config_path, state_dir, "disable", name)
+    click.echo(f"worker {name} disabled; {users}; {_boot(config_path, state_dir, record)}")
 
 
 @workers.command()
@@ -532,7 +604,7 @@ def enable(config_path: Path | None, state_dir: Path | None, name: str) -> None:
     with _registry(config_path, state_dir) as pool:
         _record(pool, name)
         set_worker_enabled(pool, name, True)
-    click.echo(f"worker {name} enabled")
+    click.echo(f"worker {name} enabled; {_redis_users(config_path, state_dir, 'enable', name)}")
 
 
 @workers.command()
@@ -546,4 +618,5 @@ def remove(config_path: Path | None, state_dir: Path | None, name: str) -> None:
     with _registry(config_path, state_dir) as pool:
         record = _record(pool, name)
         remove_worker(pool, name)
-    click.echo(f"worker {name} removed; {_boot(config_path, state_dir, record)}")
+    users = _redis_users(config_path, state_dir, "remove", name)
+    click.echo(f"worker {name} removed; {users}; {_boot(config_path, state_dir, record)}")

@@ -6,6 +6,7 @@ in production) on a free port, against this test's Redis and PostgreSQL.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -263,7 +264,9 @@ def test_what_the_master_does_not_serve_costs_a_failure_return_not_the_connectio
     worker.close()
 
 
-def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: ConnectionPool) -> None:
+def test_register_and_login_over_a_worker_link(
+    master: MasterProcess, pool: ConnectionPool, redis_client: redis.Redis
+) -> None:
     peer = linked_worker(master, pool)
     assert worker_list(master.port) == [
         {"name": "w1", "region": "eu-west", "address": "worker1.example.com:2049", "web_url": None}
@@ -281,10 +284,20 @@ def test_register_and_login_over_a_worker_link(master: MasterProcess, pool: Conn
     assert lost.instruction is Instruction.REGISTER_FAIL
     assert lost.arg("code") == ErrorCode.USERNAME_TAKEN
 
-    peer.send(Instruction.LOGIN, "alice", GOOD_PASSWORD, True, request_id=3)
+    peer.send(
+        Instruction.LOGIN,
+        "alice",
+        GOOD_PASSWORD,
+        True,
+        request_id=3,
+        client_address=ipaddress.ip_address("198.51.100.7"),
+    )
     ok = peer.read()
     assert ok is not None and ok.instruction is Instruction.AUTHENTICATED and ok.request_id == 3
     assert ok.arg("username") == names[won[0]] and isinstance(ok.arg("account_id"), int)
+    # The master made the session, bound to the address the worker stamped.
+    minted = SessionStore(redis_client, 3600, 86400).fetch(ok.arg("session_id"))  # type: ignore[arg-type]
+    assert (minted.account_id, minted.client_ip) == (ok.arg("account_id"), "198.51.100.7")
     assert ok.worker_uuid == peer.worker_uuid
 
     peer.send(Instruction.LOGIN, "alice", "wrong", False, request_id=4)
@@ -320,17 +333,31 @@ def test_user_data_and_orders_through_a_running_master(
     peer.send(Instruction.REGISTER, "carol", "carol@example.com", GOOD_PASSWORD, request_id=1)
     peer.send(Instruction.REGISTER, "dave", "dave@example.com", GOOD_PASSWORD, request_id=2)
     assert {answer(peer).instruction, answer(peer).instruction} == {Instruction.REGISTER_SUCCESS}
-    peer.send(Instruction.LOGIN, "carol", GOOD_PASSWORD, False, request_id=3)
-    carol_id = answer(peer).arg("account_id")
-    assert isinstance(carol_id, int)
-    session = SessionStore(redis_client, 3600, 86400).create(
-        carol_id, "carol", "198.51.100.4", False
+    peer.send(
+        Instruction.LOGIN,
+        "carol",
+        GOOD_PASSWORD,
+        False,
+        request_id=3,
+        client_address=ipaddress.ip_address("198.51.100.4"),
     )
+    authenticated = answer(peer)
+    carol_id = authenticated.arg("account_id")
+    assert isinstance(carol_id, int)
+    session = SessionStore(redis_client, 3600, 86400).fetch(authenticated.arg("session_id"))  # type: ignore[arg-type]
 
     # An order queued by a worker is filled at the master's current price.
     queue = OrderQueue(redis_client)
     placed = Order(
-        uuid.uuid4(), carol_id, "buy", "AAPL", 3, datetime.now(timezone.utc), "198.51.100.4", "w1"
+        uuid.uuid4(),
+        carol_id,
+        "buy",
+        "AAPL",
+        3,
+        datetime.now(timezone.utc),
+        "198.51.100.4",
+        "w1",
+        session=session.session_id.hex,
     )
     queue.submit(placed)
     filled = queue.wait_outcome(placed.order_id, timeout=10)
@@ -462,6 +489,8 @@ def test_a_slowloris_on_the_master_port_is_closed_by_the_whole_frame_deadline(
     assert closed_after is not None, "the master kept a trickling connection open"
     assert 9.5 <= closed_after < 40
     assert "did not send its first frame in time" in wait_logged(master, "in time", 10)
+
+
 def test_a_workers_web_page_is_listed_only_on_its_registered_host(
     master: MasterProcess, pool: ConnectionPool
 ) -> None:

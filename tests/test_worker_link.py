@@ -21,6 +21,7 @@ from test_worker_support import (
     DropLink,
     ScriptedMaster,
     free_port,
+    minted,
     running_worker,
     wait_for,
 )
@@ -62,7 +63,7 @@ def test_unreachable_master_fails_fast_then_the_link_comes_up(
 
             def login(request: Message) -> list[Message]:
                 assert request.instruction is Instruction.LOGIN
-                return [reply_to(request, Instruction.AUTHENTICATED, 41, "Alice")]
+                return [minted(redis_url, request, 41, "Alice")]
 
             with ScriptedMaster(master_port, answer=login) as master:
                 wait_for(lambda: master.links and master.links[0].hello, timeout=10)
@@ -205,7 +206,7 @@ def test_many_clients_share_the_link_concurrently(tmp_path: Path, redis_url: str
     def login(request: Message) -> list[Message] | None:
         name = str(request.args[0])
         time.sleep(0.05)  # a slow master: the requests overlap on the link
-        return [reply_to(request, Instruction.AUTHENTICATED, int(name[1:]), name.upper())]
+        return [minted(redis_url, request, int(name[1:]), name.upper())]
 
     with ScriptedMaster(answer=login) as master:
         with running_worker(tmp_path, redis_url, master_port=master.port) as worker:

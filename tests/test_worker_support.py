@@ -141,8 +141,13 @@ def running_worker(
     log_path = tmp_path / f"worker-{port}.stderr"
     with log_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from papertrader_cli.worker import worker; worker()",
-             "run", *args],
+            [
+                sys.executable,
+                "-c",
+                "from papertrader_cli.worker import worker; worker()",
+                "run",
+                *args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -315,9 +320,7 @@ class ScriptedMaster:
 
     def requests(self) -> list[Message]:
         """What the workers asked (heartbeats and web origins are not requests)."""
-        return [
-            m for link in self.links for m in link.received if m.instruction not in _UNANSWERED
-        ]
+        return [m for link in self.links for m in link.received if m.instruction not in _UNANSWERED]
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -464,3 +467,28 @@ _UNANSWERED = (Instruction.HEARTBEAT, Instruction.LINK_WEB_ORIGIN)
 
 class DropLink(Exception):
     """Raised by an ``answer`` function: the scripted master closes the link instead."""
+
+
+def minted(redis_url: str, request: Message, account_id: int, username: str) -> Message:
+    """AUTHENTICATED as the master answers a good sign-in: the session made in Redis
+    (workers may not write one), bound to the client address the worker stamped."""
+    import redis
+
+    from papertrader.protocol import reply_to
+    from papertrader.store.sessions import SessionStore
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        session = SessionStore(client, 3600, 86400).create(
+            account_id, username, str(request.client_address), bool(request.arg("remember"))
+        )
+    finally:
+        client.close()
+    return reply_to(
+        request,
+        Instruction.AUTHENTICATED,
+        account_id,
+        username,
+        session.session_id,
+        session.expires_at,
+    )

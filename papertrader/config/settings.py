@@ -116,6 +116,10 @@ _RULES: dict[str, _Rule] = {
         "a URL starting with redis://, rediss:// or unix://, or unset for the embedded server",
         prefixes=("redis://", "rediss://", "unix://"),
     ),
+    "redis_url_file": _Rule(
+        "optpath",
+        "a file (0600) holding this process's Redis URL, or unset to use redis_url",
+    ),
     "database_url": _Rule(
         "optstr",
         "a URL starting with postgresql:// or postgres://, or unset for the embedded server",
@@ -329,6 +333,9 @@ class Settings:
     log_stderr: bool = True
     update_interval: float = 5.0
     redis_url: str | None = None
+    #: A file holding the Redis URL, with this process's own Redis user and password
+    #: (a worker's, written by `pt workers register`); wins over ``redis_url``.
+    redis_url_file: Path | None = None
     database_url: str | None = None
     #: The schema owner's URL: only migrations use it (`pt db migrate`, `pt up`).
     database_owner_url: str | None = None

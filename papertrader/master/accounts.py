@@ -1,7 +1,10 @@
 """Account management & authorization (spec 3.1.3): register and log in.
 
-The master only checks credentials; the worker that asked creates the session
-(``SessionStore.create``) when the answer is AUTHENTICATED. Every refusal is
+The master checks credentials and mints the session (``SessionStore.create``,
+bound to the client address the worker stamped): workers may read sessions
+but not write them (their Redis users, docs/REDIS.md), so a compromised
+worker cannot make one for any account. AUTHENTICATED carries the new
+session to the worker that asked. Every refusal is
 an ``AccountError`` with the ErrorCode and a reason the user can act on.
 Login failures give one reason for an unknown user and a wrong password, and
 take the same time (a bcrypt check of the same normalised input runs in every
@@ -216,8 +219,30 @@ def _where(request: Message) -> str:
 
 def signed_in(ctx: MasterContext, request: Message, account: store.Account) -> list[Message]:
     """The answer to every successful sign-in, password (LOGIN) or provider (LOGIN_OIDC):
-    the one place a sign-in turns into what makes a session."""
-    return [reply_to(request, Instruction.AUTHENTICATED, account.id, account.username)]
+    the one place a sign-in turns into a session, minted here, on the master."""
+    if request.client_address is None:
+        logger.warning("sign-in of {} forwarded without the client's address", account.username)
+        return [
+            reply_to(
+                request,
+                Instruction.LOGIN_FAIL,
+                int(ErrorCode.INTERNAL),
+                "the worker did not say where you connect from: try again",
+            )
+        ]
+    session = ctx.sessions.create(
+        account.id, account.username, str(request.client_address), bool(request.arg("remember"))
+    )
+    return [
+        reply_to(
+            request,
+            Instruction.AUTHENTICATED,
+            account.id,
+            account.username,
+            session.session_id,
+            session.expires_at,
+        )
+    ]
 
 
 def handle_register(ctx: MasterContext, request: Message) -> list[Message]:

@@ -45,6 +45,7 @@ from papertrader.master.equity import EquityRecorder
 from papertrader.master.handshake import MasterHandshake
 from papertrader.master.leadership import Leadership
 from papertrader.master.link_server import LinkServer
+from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
 from papertrader.master.redis_functions import load_functions
 from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import OrderDrain, OrderIntake
@@ -106,7 +107,9 @@ class Master:
         self.metrics_server: MetricsServer | None = None
         self.redis = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(
-                urls.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=20
+                urls.master_redis_url or urls.redis_url,
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=20,
             )
         )
         self.leadership = Leadership(
@@ -169,6 +172,7 @@ class Master:
             day_end=lambda now: trading_day.day_order_end(now, close, settings.market_timezone),
             max_open=settings.max_open_orders,
             pending=PendingOrders(self.redis, settings.max_pending_orders_per_account),
+            check=SessionCheck(self.redis, self.context.sessions, settings.session_ip_check),
         )
         self.purge = RejectedOrdersPurge(self.pool, settings.rejected_orders_retention_days)
         self.equity = EquityRecorder(
@@ -228,6 +232,7 @@ class Master:
         try:
             OrderQueue(self.redis).ensure_group()
             load_functions(self.redis)  # what the workers may run inside Redis (FCALL)
+            mark_orders_before_sessions(self.redis)
         except redis.RedisError as exc:
             raise MasterError(f"cannot reach Redis ({exc})") from None
         try:

@@ -52,6 +52,7 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.GET_SESSIONS: session_admin.handle_sessions,
     Instruction.SESSION_REVOKE: session_admin.handle_change,
     Instruction.LOGOUT_ALL: session_admin.handle_change,
+    Instruction.LOGOUT: session_admin.handle_logout,
     Instruction.ACCOUNT_DELETE: deletion.handle_delete,
     Instruction.GET_USER_INFO: portfolio.handle_user_data,
     Instruction.GET_USER_PORTFOLIO: portfolio.handle_user_data,

@@ -20,8 +20,16 @@ from loguru import logger
 from papertrader.master.account_common import done, own_session, refused
 from papertrader.master.accounts import AccountError
 from papertrader.master.context import MasterContext
-from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size, packets_for
+from papertrader.protocol import (
+    ErrorCode,
+    Instruction,
+    Message,
+    max_chunk_size,
+    packets_for,
+    reply_to,
+)
 from papertrader.protocol.records import to_record
+from papertrader.store.sessions import SessionError
 
 
 def handle_sessions(ctx: MasterContext, request: Message) -> list[Message]:
@@ -80,6 +88,18 @@ def logout_all(ctx: MasterContext, request: Message) -> str:
 
 
 _CHANGES = {Instruction.SESSION_REVOKE: revoke, Instruction.LOGOUT_ALL: logout_all}
+
+
+def handle_logout(ctx: MasterContext, request: Message) -> list[Message]:
+    """LOGOUT, forwarded by the worker (which may not delete a session itself): the
+    session, checked against the client address the worker stamped, ends everywhere."""
+    client_ip = str(request.client_address) if request.client_address is not None else None
+    try:
+        session = ctx.sessions.get(request.session_id, client_ip)
+    except SessionError as exc:
+        return [reply_to(request, Instruction.ERROR, int(exc.code), exc.reason)]
+    ctx.sessions.end(session)
+    return [reply_to(request, Instruction.LOGOUT_SUCCESS)]
 
 
 def handle_change(ctx: MasterContext, request: Message) -> list[Message]:

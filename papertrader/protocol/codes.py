@@ -108,7 +108,7 @@ class Instruction(IntEnum):
     LINK_WELCOME = 0x0502  # master -> worker: link accepted
     LINK_REFUSED = 0x0503  # master -> worker: link refused, then closed
     HEARTBEAT = 0x0504  # either way, keeps a quiet link known alive
-    AUTHENTICATED = 0x0505  # master -> worker: the answer to a good LOGIN
+    AUTHENTICATED = 0x0505  # master -> worker: a good LOGIN, and the session it minted
     LINK_START = 0x0506  # worker -> master, first frame: challenge me (plain)
     LINK_CHALLENGE = 0x0507  # master -> worker: challenge, master public key, X25519 share
     LINK_AUTH = 0x0508  # worker -> master: signed answer, X25519 share, sealed secret

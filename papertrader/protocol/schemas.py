@@ -140,7 +140,14 @@ SCHEMAS: dict[Instruction, Schema] = {
     ),
     I.LINK_REFUSED: _FAIL,
     I.HEARTBEAT: Schema(()),
-    I.AUTHENTICATED: Schema((("account_id", T.INT), ("username", T.STR))),
+    I.AUTHENTICATED: Schema(
+        (
+            ("account_id", T.INT),
+            ("username", T.STR),
+            ("session_id", T.ID),
+            ("expires_at", T.TIMESTAMP),
+        )
+    ),
     I.LINK_START: Schema(()),
     I.LINK_CHALLENGE: Schema(
         (("challenge", T.BYTES), ("master_key", T.BYTES), ("master_share", T.BYTES))

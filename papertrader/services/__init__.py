@@ -69,6 +69,9 @@ class ServiceUrls:
         """The URL migrations run as."""
         return self.database_owner_url or self.database_url
 
+    #: The master's own Redis user (private Redis); None: the master uses ``redis_url``.
+    master_redis_url: str | None = field(default=None, kw_only=True)
+
     def __repr__(self) -> str:
         return (
             f"ServiceUrls(redis_url={mask_url(self.redis_url)!r}, "
@@ -118,7 +121,10 @@ def start_services(
         state.postgres = postgres_cluster.start(directory, state.postgres, pg_bins, timeout)
         save_state(directory, state)
         return ServiceUrls(
-            state.redis.url, state.postgres.url, database_owner_url=state.postgres.owner_url
+            state.redis.url,
+            state.postgres.url,
+            database_owner_url=state.postgres.owner_url,
+            master_redis_url=state.redis.master_url,
         )
 
 
@@ -210,7 +216,10 @@ def read_service_urls(state_dir: Path | str | None = None) -> ServiceUrls | None
     if state.redis is None or state.postgres is None:
         return None
     return ServiceUrls(
-        state.redis.url, state.postgres.url, database_owner_url=state.postgres.owner_url
+        state.redis.url,
+        state.postgres.url,
+        database_owner_url=state.postgres.owner_url,
+        master_redis_url=state.redis.master_url,
     )
 
 
@@ -278,10 +287,14 @@ def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None)
         )
     if database_url:
         return ServiceUrls(
-            redis_url or recorded.redis_url, database_url, database_owner_url=owner_url
+            redis_url or recorded.redis_url,
+            database_url,
+            database_owner_url=owner_url,
+            master_redis_url=None if redis_url else recorded.master_redis_url,
         )
     return ServiceUrls(
         redis_url or recorded.redis_url,
         recorded.database_url,
         database_owner_url=owner_url or recorded.database_owner_url,
+        master_redis_url=None if redis_url else recorded.master_redis_url,
     )

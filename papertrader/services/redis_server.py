@@ -2,11 +2,18 @@
 
 Redis holds the sessions and the pending orders queue, so it runs with an
 append-only file (losing queued orders on a crash is not acceptable), binds
-only to 127.0.0.1 on a port of its own, and requires a random password.
+only to 127.0.0.1 on a port of its own, and knows only the users of its ACL
+file (``users.acl``, ``store/redis_users.py``): ``default`` switched off,
+``pt-admin`` for the operator (the record's password), ``pt-master`` for the
+master, and one user per registered worker, added by `pt workers register`
+(``ACL SAVE`` keeps them in the file). Every start rewrites the three fixed
+users' lines and keeps the workers' as they are, so an install from before
+the users moves to them on its next start with nothing else to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -31,6 +38,7 @@ from papertrader.services.state import (
     tail,
     write_private_file,
 )
+from papertrader.store import redis_users
 
 CONFIG_NAME = "redis.conf"
 PING_TIMEOUT = 1.0
@@ -48,7 +56,7 @@ def render_config(record: RedisRecord) -> str:
         f"bind {LOOPBACK}",
         "protected-mode yes",
         f"port {record.port}",
-        f"requirepass {_quote(record.password)}",
+        f"aclfile {_quote(record.acl_file)}",
         f"dir {_quote(record.data_dir)}",
         f"pidfile {_quote(record.pid_file)}",
         f"logfile {_quote(record.log_file)}",
@@ -63,12 +71,45 @@ def render_config(record: RedisRecord) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_acl(record: RedisRecord, existing: str = "") -> str:
+    """The ACL file: ``default`` off, ``pt-admin`` and ``pt-master`` as the record says,
+    then every other user line of ``existing`` (the workers') unchanged."""
+    fixed = {"default", redis_users.ADMIN_USER, redis_users.MASTER_USER}
+    lines = [
+        "user default off resetpass resetkeys resetchannels -@all",
+        _acl_line(redis_users.ADMIN_USER, record.password, redis_users.ADMIN_RULES),
+        _acl_line(redis_users.MASTER_USER, record.master_password, redis_users.MASTER_RULES),
+    ]
+    for line in existing.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "user" and words[1] not in fixed:
+            lines.append(line.strip())
+    return "\n".join(lines) + "\n"
+
+
+def _acl_line(user: str, password: str, rules: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return " ".join(["user", user, "on", f"#{digest}", *rules])
+
+
+def _write_acl(record: RedisRecord) -> None:
+    if not record.master_password:
+        record.master_password = secrets.token_urlsafe(24)
+    path = Path(record.acl_file)
+    try:
+        existing = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        existing = ""
+    write_private_file(path, render_acl(record, existing))
+
+
 def new_record(state_dir: Path) -> RedisRecord:
     """A record for a Redis that was never started in ``state_dir``: fresh password, free port."""
     data_dir = state_dir / "redis"
     return RedisRecord(
         port=free_port(),
         password=secrets.token_urlsafe(24),
+        master_password=secrets.token_urlsafe(24),
         data_dir=str(data_dir),
         config_file=str(data_dir / CONFIG_NAME),
         pid_file=str(data_dir / "redis.pid"),
@@ -76,11 +117,13 @@ def new_record(state_dir: Path) -> RedisRecord:
     )
 
 
-def client(record: RedisRecord, timeout: float = PING_TIMEOUT) -> redis.Redis:
-    """A client for the private server (short timeouts: it is local)."""
+def client(record: RedisRecord, timeout: float = PING_TIMEOUT, legacy: bool = False) -> redis.Redis:
+    """A client for the private server (short timeouts: it is local), as ``pt-admin``;
+    ``legacy``: as the ``default`` user a server started before the users had."""
     return redis.Redis(
         host=LOOPBACK,
         port=record.port,
+        username="default" if legacy else redis_users.ADMIN_USER,
         password=record.password,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -97,12 +140,24 @@ def server_pid(record: RedisRecord) -> int | None:
     appears a moment after the server answers, and a file can be stale.
     Only our server knows our random password, so an answer proves it is ours.
     """
+    for legacy in (False, True):
+        conn = client(record, legacy=legacy)
+        try:
+            info = conn.info("server")
+            return int(info["process_id"])
+        except (redis.RedisError, KeyError, ValueError, TypeError):
+            continue
+        finally:
+            conn.close()
+    return None
+
+
+def _admin_answers(record: RedisRecord) -> bool:
     conn = client(record)
     try:
-        info = conn.info("server")
-        return int(info["process_id"])
-    except (redis.RedisError, KeyError, ValueError, TypeError):
-        return None
+        return bool(conn.ping())
+    except redis.RedisError:
+        return False
     finally:
         conn.close()
 
@@ -126,7 +181,11 @@ def start(
     old port is reused when still free, otherwise a new one is picked.
     """
     if record is not None and is_running(record):
-        return record
+        if _admin_answers(record):
+            return record
+        # Started before the ACL users (only ``default`` answers): restart it on the same
+        # data, so it comes back with the users file.
+        stop(record, timeout)
     if record is None:
         record = new_record(state_dir)
     elif not port_is_free(record.port):
@@ -147,6 +206,7 @@ class _PortLost(Exception):
 def _launch(record: RedisRecord, redis_server: Path, timeout: float) -> RedisRecord:
     """Write the config, run the daemon and wait until it answers PING."""
     write_private_file(Path(record.config_file), render_config(record))
+    _write_acl(record)
     pid_file = Path(record.pid_file)
     log_file = Path(record.log_file)
     pid_file.unlink(missing_ok=True)  # a stale one would make us trust a dead pid

@@ -175,16 +175,28 @@ class RedisRecord:
     pid_file: str
     log_file: str
     pid: int | None = None
+    #: The password of the master's own Redis user (``pt-master``); made at the first
+    #: start of a record that has none (also a record from before the users existed).
+    master_password: str = ""
 
     @property
     def url(self) -> str:
-        """Connection URL, logical database 0.
+        """The operator's connection URL (the ``pt-admin`` user), logical database 0.
 
-        The user name ``default`` (the user ``requirepass`` protects) is spelled
-        out: ``redis-cli -u`` of Redis 7.0 sends an empty user name for
-        ``redis://:PASSWORD@`` and is refused, while redis-py accepts both forms.
+        The user name is spelled out: ``redis-cli -u`` of Redis 7.0 sends an
+        empty user name for ``redis://:PASSWORD@`` and is refused.
         """
-        return f"redis://default:{quote(self.password, safe='')}@{LOOPBACK}:{self.port}/0"
+        return f"redis://pt-admin:{quote(self.password, safe='')}@{LOOPBACK}:{self.port}/0"
+
+    @property
+    def master_url(self) -> str:
+        """The master's connection URL (its own ``pt-master`` user)."""
+        return f"redis://pt-master:{quote(self.master_password, safe='')}@{LOOPBACK}:{self.port}/0"
+
+    @property
+    def acl_file(self) -> str:
+        """The users file (``aclfile``): the fixed users and every worker's."""
+        return str(Path(self.data_dir) / "users.acl")
 
 
 @dataclass

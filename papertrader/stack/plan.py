@@ -145,7 +145,12 @@ def start_services_for(record: StackRecord, options: StackOptions, say: Say) -> 
     The record is saved before the services start, so a ``pt down`` after a
     crash right here still finds and stops them.
     """
-    from papertrader.services import ServicesError, resolve_urls, services_status, start_services
+    from papertrader.services import (
+        ServicesError,
+        resolve_urls,
+        services_status,
+        start_services,
+    )
     from papertrader.stack.record import save_record
 
     settings = options.settings
@@ -226,6 +231,29 @@ def register_workers(
         pool.close()
 
 
+def redis_users_for(admin_url: str, state_dir: Path, names: list[str]) -> dict[str, Path]:
+    """Each worker's own Redis user (``store/redis_users.py``), its URL in a 0600 file of
+    the state directory; the files by worker name. Re-runs keep the passwords."""
+    import redis
+
+    from papertrader.store import redis_users
+
+    admin = redis.Redis.from_url(admin_url, socket_connect_timeout=5)
+    files: dict[str, Path] = {}
+    try:
+        for name in names:
+            user = redis_users.worker_user(name)
+            files[name] = redis_users.url_file(state_dir, user)
+            redis_users.provision(admin, admin_url, user, redis_users.WORKER_RULES, files[name])
+    except (redis.RedisError, redis_users.UsersUnavailable) as exc:
+        raise StackError(
+            f"making the workers' Redis users: {exc} (the Redis URL must be its admin user's)"
+        ) from None
+    finally:
+        admin.close()
+    return files
+
+
 def base_environment(options: StackOptions, redis_url: str) -> dict[str, str]:
     """What every child gets: the caller's settings plus the stack's resolved ones.
 
@@ -295,9 +323,12 @@ def plan_children(
     master_key: KeyPair,
     worker_keys: dict[str, KeyPair],
     database_url: str,
+    worker_redis: dict[str, Path] | None = None,
 ) -> list[Child]:
     """The master and the workers, each with its command line and environment (the
-    master's alone with a database URL: its role's)."""
+    master's alone with a database URL: its role's). A worker gets no Redis URL of
+    the stack: only the file holding its own Redis user's (``worker_redis``,
+    PT_REDIS_URL_FILE)."""
     settings = options.settings
     metrics_ports: list[int | None] = [*options.metrics_ports()]
     metrics_ports += [None] * (settings.workers + 1 - len(metrics_ports))
@@ -323,6 +354,9 @@ def plan_children(
         web: dict[str, str] = {}
         if web_ports:
             web["PT_WEB_PORT"] = str(web_ports[index])
+        own_redis: dict[str, str] = {}
+        if worker_redis is not None:
+            own_redis["PT_REDIS_URL_FILE"] = str(worker_redis[name])
         children.append(
             _child(
                 options,
@@ -333,7 +367,8 @@ def plan_children(
                  "--port", str(port), "--master", master_address,
                  "--processes", str(processes)],
                 {
-                    **env,
+                    **{k: v for k, v in env.items() if worker_redis is None or k != "PT_REDIS_URL"},
+                    **own_redis,
                     "PT_WORKER_GNUPG_HOME": str(key.home),
                     "PT_WORKER_KEY_FINGERPRINT": key.fingerprint,
                     "PT_MASTER_FINGERPRINT": master_key.fingerprint,
@@ -423,9 +458,12 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
         [(name, derive_worker_uuid(name), worker_keys[name], addresses[name]) for name in names],
         settings.region,
     )
+    worker_redis = redis_users_for(urls.redis_url, options.state_dir, names)
     say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
     tls_files = certificates(options, say)
-    env = base_environment(options, urls.redis_url)
-    record.children = plan_children(options, env, master_key, worker_keys, urls.database_url)
+    env = base_environment(options, urls.master_redis_url or urls.redis_url)
+    record.children = plan_children(
+        options, env, master_key, worker_keys, urls.database_url, worker_redis
+    )
     for child in record.children:
         child.env.update(tls_files.get(child.name, {}))

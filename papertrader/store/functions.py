@@ -49,7 +49,7 @@ class BoundFunction:
     def __call__(
         self, keys: Sequence[str] = (), args: Sequence[str | bytes | int | float] = ()
     ) -> Any:
-        return self.client.fcall(self.name, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return self.client.fcall(self.name, len(keys), *keys, *args)
 
 
 def library_code(functions: Iterable[Function]) -> str:

@@ -150,3 +150,10 @@ def login_known_addresses(user_subject: str) -> str:
 #: issuer), kept until the ID token that carried it expires, so a replayed token is refused.
 def oidc_nonce(digest_hex: str) -> str:
     return f"{PREFIX}oidc:nonce:{digest_hex}"
+
+
+#: String: the id of the last ``pt:orders`` entry queued before orders carried their
+#: session (set once, by the first master that checks sessions at the drain). Entries
+#: up to it are applied without a session check; any later one without a session is
+#: rejected. Workers cannot write it.
+ORDERS_BEFORE_SESSIONS = f"{PREFIX}orders:before-sessions"

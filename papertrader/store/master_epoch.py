@@ -73,9 +73,7 @@ def try_lock(cursor: Cursor) -> bool:
 def take_over(cursor: Cursor, holder: str, address: str) -> int:
     """The new epoch; the caller's session must hold the leader lock. Waits for the
     previous master's transactions that are still running (they hold pt_fence's lock)."""
-    cursor.execute(
-        "SELECT pt_take_over(%s, %s, %s)", (LEADER_LOCK_KEY, holder, address)
-    )
+    cursor.execute("SELECT pt_take_over(%s, %s, %s)", (LEADER_LOCK_KEY, holder, address))
     row = cursor.fetchone()
     assert row is not None
     return int(row[0])

@@ -86,6 +86,8 @@ class Order:
     reply: str | None = None
     #: The competition it trades in, as the user named it ("": the practice account).
     competition: str = ""
+    #: Hex id of the session that placed the order (checked by the master at the drain).
+    session: str | None = None
 
     @property
     def client_id(self) -> uuid.UUID:
@@ -120,6 +122,8 @@ class Order:
             out["reply"] = self.reply
         if self.competition:
             out["competition"] = self.competition
+        if self.session is not None:
+            out["session"] = self.session
         return out
 
     @classmethod
@@ -155,6 +159,7 @@ class Order:
             time_in_force=staged.time_in_force,
             reply=staged.reply,
             competition=staged.competition,
+            session=staged.session,
         )
 
 
@@ -200,9 +205,7 @@ class OrderQueue:
     """``epoch`` (the master's): outcomes are published only while Redis names that epoch
     as the active master's (store/master_epoch.py); None publishes unchecked."""
 
-    def __init__(
-        self, client: redis.Redis, epoch: Callable[[], int | None] | None = None
-    ) -> None:
+    def __init__(self, client: redis.Redis, epoch: Callable[[], int | None] | None = None) -> None:
         self._redis = client
         self._epoch = epoch
         self._complete = client.register_script(_COMPLETE_LUA)

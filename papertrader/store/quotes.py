@@ -17,9 +17,7 @@ class QuoteStore:
     """``epoch`` (the master's): quotes are written only while Redis names that epoch as the
     active master's, so a deposed master never overwrites newer prices (RedisFenced)."""
 
-    def __init__(
-        self, client: redis.Redis, epoch: Callable[[], int | None] | None = None
-    ) -> None:
+    def __init__(self, client: redis.Redis, epoch: Callable[[], int | None] | None = None) -> None:
         self._redis = client
         self._epoch = epoch
 

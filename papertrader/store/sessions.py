@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import cast
@@ -117,23 +118,46 @@ class SessionStore:
                 ErrorCode.INVALID_SESSION, "this instruction needs a session id: log in first"
             )
         raw = cast("dict[bytes, bytes]", self._redis.hgetall(keys.session(session_id.hex)))
+        return self._parse(session_id, raw)
+
+    def fetch_many(self, session_hexes: Iterable[str]) -> dict[str, Session | SessionError]:
+        """Each session as stored (one pipeline), or the SessionError it gives."""
+        hexes = list(dict.fromkeys(session_hexes))
+        pipe = self._redis.pipeline(transaction=False)
+        for session_hex in hexes:
+            pipe.hgetall(keys.session(session_hex))
+        found: dict[str, Session | SessionError] = {}
+        for session_hex, raw in zip(hexes, pipe.execute() if hexes else [], strict=True):
+            try:
+                found[session_hex] = self._parse(uuid.UUID(hex=session_hex), raw)
+            except SessionError as exc:
+                found[session_hex] = exc
+        return found
+
+    @staticmethod
+    def _parse(session_id: uuid.UUID, raw: dict[bytes, bytes]) -> Session:
         if not raw:
             raise SessionError(
                 ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again"
             )
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        session = Session(
-            session_id=session_id,
-            account_id=int(fields["account_id"]),
-            username=fields["username"],
-            client_ip=fields["client_ip"],
-            remember=fields["remember"] == "1",
-            expires_at=datetime.fromisoformat(fields["expires_at"]),
-            created_at=(
-                datetime.fromisoformat(fields["created_at"]) if "created_at" in fields else None
-            ),
-        )
-        return session
+        try:
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            return Session(
+                session_id=session_id,
+                account_id=int(fields["account_id"]),
+                username=fields["username"],
+                client_ip=fields["client_ip"],
+                remember=fields["remember"] == "1",
+                expires_at=datetime.fromisoformat(fields["expires_at"]),
+                created_at=(
+                    datetime.fromisoformat(fields["created_at"]) if "created_at" in fields else None
+                ),
+            )
+        except (UnicodeDecodeError, KeyError, ValueError):
+            logger.warning("session {}... in Redis is damaged: refused", session_id.hex[:8])
+            raise SessionError(
+                ErrorCode.SESSION_UNVERIFIED, "the session record is damaged: log in again"
+            ) from None
 
     def verify(self, session: Session, client_ip: str | None) -> Session:
         """Refuse a session used from another address (unless configured otherwise)."""

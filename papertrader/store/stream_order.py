@@ -53,6 +53,9 @@ class StagedOrder(NamedTuple):
     reply: str | None
     sort_key: tuple[datetime, int, int]  # the stamp, then the stream id
     competition: str = ""  # the competition it trades in, as named ("": practice account)
+    #: Hex id of the session the order was placed with (the master checks it at the
+    #: drain); None for an entry without one (queued before sessions were recorded).
+    session: str | None = None
 
 
 def order_id_hex_for(account_id: int | str, client_order_id_hex: str) -> str:
@@ -153,6 +156,8 @@ def parse_fields(raw: dict[bytes, bytes], stream_id: bytes = b"0-0") -> StagedOr
         raise ValueError(f"order type {type_raw!r} / time in force {tif_raw!r}")
     reply_raw = get(b"reply")
     reply = _hex32(reply_raw, "reply") if reply_raw else None
+    session_raw = get(b"session")
+    session = _hex32(session_raw, "session") if session_raw else None
     received = raw[b"received_at"].decode()
     stamp = datetime.fromisoformat(received)
     if stamp.tzinfo is None:
@@ -185,5 +190,6 @@ def parse_fields(raw: dict[bytes, bytes], stream_id: bytes = b"0-0") -> StagedOr
             reply,
             (stamp, int(ms or 0), int(seq or 0)),
             (get(b"competition") or b"").decode()[:64],
+            session,
         ),
     )

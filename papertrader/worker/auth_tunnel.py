@@ -2,9 +2,12 @@
 
 Login and register are decided by the master (it holds the accounts and the
 bcrypt hashes); the worker only passes them on, stamped. When the master says
-AUTHENTICATED, the worker creates the session in Redis and hands the client
-its token. Resuming (LOGIN_SESSION) and LOGOUT need no master at all: the
-session lives in Redis, so any worker answers them, even with the master down.
+AUTHENTICATED it has also made the session in Redis, bound to the client
+address the worker stamped (a worker's Redis user may read sessions, never
+write them: docs/REDIS.md); the worker reads it back, checks it against the
+client's address and hands the client its token. Resuming (LOGIN_SESSION)
+needs no master at all: any worker answers it, even with the master down.
+LOGOUT deletes the session, so the master does it.
 
 Before anything is forwarded, :class:`~papertrader.limits.auth.AuthGate`
 applies the abuse limits (per address, per username, per e-mail; shared by
@@ -25,6 +28,8 @@ by their first digits.
 """
 
 from __future__ import annotations
+
+import uuid
 
 from loguru import logger
 
@@ -63,7 +68,6 @@ class AuthTunnel:
     def login(self, request: Message, client: ClientInfo, stamp: int) -> Message:
         """LOGIN(username, password, remember) -> SESSION_ID or LOGIN_FAIL."""
         username = str(request.arg("username"))
-        remember = bool(request.arg("remember"))
         gate = self._gate
         if gate is not None:
             refusal = gate.before_login(client.ip, username)
@@ -79,7 +83,7 @@ class AuthTunnel:
         if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
             if gate is not None:
                 gate.login_succeeded(client.ip, username)
-            return self._session_for(request, client, answer, remember)
+            return self._session_for(request, client, answer)
         if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
             reason = str(answer.arg("reason"))
             logger.info(f"{client.label}: login for {shown(username)} refused: {reason}")
@@ -91,14 +95,16 @@ class AuthTunnel:
             return reply_to(request, Instruction.LOGIN_FAIL, answer.arg("code"), reason)
         return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
 
-    def _session_for(
-        self, request: Message, client: ClientInfo, answer: Message, remember: bool
-    ) -> Message:
-        """The one way a sign-in (password or provider) becomes a session: SESSION_ID."""
-        account_id = answer.arg("account_id")
-        stored_name = answer.arg("username")
-        assert isinstance(account_id, int) and isinstance(stored_name, str)
-        session = self._clients.open_session(client, account_id, stored_name, remember)
+    def _session_for(self, request: Message, client: ClientInfo, answer: Message) -> Message:
+        """The one way a sign-in (password or provider) becomes a session: the one the
+        master minted (AUTHENTICATED), checked in Redis, as SESSION_ID."""
+        session_id = answer.arg("session_id")
+        assert isinstance(session_id, uuid.UUID)
+        try:
+            session = self._clients.open_session(client, session_id)
+        except SessionError as exc:
+            logger.warning(f"{client.label}: the session the master made is refused: {exc.reason}")
+            return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
         return reply_to(
             request,
             Instruction.SESSION_ID,
@@ -122,7 +128,7 @@ class AuthTunnel:
             logger.warning(f"{client.label}: sign-in with {shown(provider)} failed: {exc.reason}")
             return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
         if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
-            return self._session_for(request, client, answer, bool(request.arg("remember")))
+            return self._session_for(request, client, answer)
         if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
             logger.info(
                 f"{client.label}: sign-in with {shown(provider)} refused: {answer.arg('reason')!s}"
@@ -216,14 +222,25 @@ class AuthTunnel:
             session.username,
         )
 
-    def logout(self, request: Message, client: ClientInfo) -> Message:
-        """LOGOUT: the session ends for every worker at once."""
+    def logout(self, request: Message, client: ClientInfo, stamp: int) -> Message:
+        """LOGOUT: the master ends the session, for every worker at once."""
         try:
             session = self._clients.check_session(client, request.session_id, fresh=True)
         except SessionError as exc:
             return reply_to(request, Instruction.ERROR, int(exc.code), exc.reason)
-        self._clients.end_session(client, session)
-        return reply_to(request, Instruction.LOGOUT_SUCCESS)
+        try:
+            answer = self._link.request(
+                for_master(request, client, stamp, with_session=True), self._timeout
+            )
+        except LinkError as exc:
+            logger.warning(f"{client.label}: logout failed: {exc.reason}")
+            return reply_to(request, Instruction.ERROR, int(exc.code), exc.reason)
+        if isinstance(answer, Message) and answer.instruction is Instruction.LOGOUT_SUCCESS:
+            self._clients.end_session(client, session)
+            return reply_to(request, Instruction.LOGOUT_SUCCESS)
+        if isinstance(answer, Message) and answer.instruction is Instruction.ERROR:
+            return reply_to(request, Instruction.ERROR, *answer.args)
+        return self._unexpected(request, Instruction.ERROR, answer)
 
     @staticmethod
     def _unexpected(request: Message, fail: Instruction, answer: Message | bytes) -> Message:

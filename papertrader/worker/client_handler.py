@@ -627,7 +627,7 @@ class ClientConnection:
         return [self.shared.tunnel.login_session(message, self.client)]
 
     def _logout(self, message: Message, stamp: int) -> list[Message]:
-        return [self.shared.tunnel.logout(message, self.client)]
+        return [self.shared.tunnel.logout(message, self.client, stamp)]
 
     def _order(self, message: Message, stamp: int) -> list[Message]:
         session = self._session(message, fresh=True)

@@ -105,11 +105,10 @@ class ClientManager:
         return list(self._clients.values())
 
     # sessions ----------------------------------------------------------------
-    def open_session(
-        self, client: ClientInfo, account_id: int, username: str, remember: bool
-    ) -> Session:
-        """Give the client a new session token (after the master accepted its login)."""
-        session = self.sessions.store.create(account_id, username, client.ip, remember)
+    def open_session(self, client: ClientInfo, session_id: uuid.UUID) -> Session:
+        """Give the client the session the master made for its sign-in (checked in Redis
+        against the client's address), or SessionError."""
+        session = self.sessions.get(session_id, client.ip, fresh=True)
         self.sessions.remember(session)
         self._attach(client, session)
         self.touch(client, session)
@@ -142,8 +141,8 @@ class ClientManager:
         self.sessions.store.touch(session, client.ip)
 
     def end_session(self, client: ClientInfo, session: Session) -> None:
-        """Expire the token now, on every worker."""
-        self.sessions.store.end(session)
+        """The master ended the session: forget it here at once (the others hear of it
+        on ``pt:sessions:ended``)."""
         self.sessions.forget(session.session_id)
         if client.session_id == session.session_id:
             client.session_id = None

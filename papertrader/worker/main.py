@@ -42,6 +42,7 @@ from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
+from papertrader.store.redis_users import read_url_file, url_file, worker_user
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
 from papertrader.tls.accept import TlsAcceptor
@@ -84,9 +85,25 @@ class WorkerStartError(RuntimeError):
 
 
 def redis_url_for(settings: Settings, state_dir: Path | None) -> str:
-    """The configured Redis, else the one `pt services up` recorded (the worker needs no SQL)."""
+    """The worker's own Redis user: ``redis_url_file`` (written by `pt workers register`),
+    else the configured Redis, else the one `pt services up` recorded."""
+    if settings.redis_url_file is not None:
+        try:
+            return read_url_file(settings.redis_url_file)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise WorkerStartError(
+                f"cannot read the worker's Redis URL from {settings.redis_url_file}: {exc}"
+            ) from None
     if settings.redis_url:
         return settings.redis_url
+    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+    own = url_file(directory, worker_user(settings.worker_name))
+    if own.exists():  # written by `pt up` / `pt workers register` on this host
+        return redis_url_for(settings.with_overrides(redis_url_file=own), state_dir)
+    logger.warning(
+        "no Redis user of this worker (redis_url_file): using the operator's Redis user of "
+        f"the private services; `pt workers register {settings.worker_name}` makes one"
+    )
     return resolve_urls(settings, state_dir).redis_url
 
 

@@ -352,6 +352,7 @@ class OrderDesk:
             time_in_force=ticket.time_in_force,
             reply=uuid.uuid4().hex,
             competition=ticket.competition,
+            session=session.session_id.hex,
         )
         cid = ticket.client_order_id
         refusal = self._over_pending_cap(order, client)
