@@ -128,6 +128,7 @@ class Peer:
         self.decoder = FrameDecoder()
         self.worker_uuid = worker_uuid or uuid.UUID(int=0)
         self.heartbeats = 0
+        self.session_key: object = None  # LINK_SESSION_KEY, sent after the welcome
 
     def send(
         self, instruction: Instruction, *args: object, request_id: int = 0, **header: object
@@ -148,6 +149,9 @@ class Peer:
                 continue
             if skip_heartbeats and message.instruction is Instruction.HEARTBEAT:
                 self.heartbeats += 1
+                continue
+            if message.instruction is Instruction.LINK_SESSION_KEY:  # after the welcome
+                self.session_key = message.arg("public_key")
                 continue
             return message
 

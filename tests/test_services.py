@@ -86,7 +86,10 @@ def test_start_gives_urls_the_real_clients_accept(state_dir: Path) -> None:
     assert one.returncode == 0, one.stderr
     assert one.stdout.strip() == "1"
 
-    assert urls.redis_url.startswith("redis://default:")
+    assert urls.redis_url.startswith("redis://pt-admin:")  # the operator's user
+    assert urls.master_redis_url is not None
+    assert urls.master_redis_url.startswith("redis://pt-master:")
+    assert redis_cli_ping(urls.master_redis_url).stdout.strip() == "PONG"
     assert urls.redis_url.endswith("/0")
     assert urls.database_url.startswith("postgresql://papertrader_master:")
     assert urls.owner_url.startswith("postgresql://papertrader_owner:")
@@ -102,12 +105,16 @@ def test_secrets_are_private_and_servers_need_them(state_dir: Path) -> None:
     state = load_state(state_dir)
     assert state.redis is not None and state.postgres is not None
 
-    for path in (state_dir / "services.json", Path(state.redis.config_file)):
+    acl = Path(state.redis.acl_file)
+    for path in (state_dir / "services.json", Path(state.redis.config_file), acl):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     config = Path(state.redis.config_file).read_text()
     for line in ("appendonly yes", "bind 127.0.0.1", "protected-mode yes", "daemonize yes"):
         assert line in config
-    assert f'requirepass "{state.redis.password}"' in config
+    assert f'aclfile "{acl}"' in config and "requirepass" not in config
+    users = acl.read_text()
+    assert "user default off" in users  # no user name, no access
+    assert state.redis.password not in users and state.redis.master_password not in users
 
     no_password = f"redis://127.0.0.1:{state.redis.port}/0"
     with pytest.raises(redis.AuthenticationError):
@@ -129,7 +136,7 @@ def test_status_reports_running_with_masked_urls(state_dir: Path) -> None:
     state = load_state(state_dir)
     assert state.redis is not None and state.postgres is not None
     for secret in (state.redis.password, state.postgres.password, state.postgres.owner_password,
-                   state.postgres.master_password):  # fmt: skip
+                   state.postgres.master_password, state.redis.master_password):  # fmt: skip
         assert secret not in text
 
 
@@ -267,7 +274,10 @@ def _record_services(state_dir: Path) -> ServiceUrls:
     save_state(state_dir, state)
     assert state.redis is not None and state.postgres is not None
     return ServiceUrls(
-        state.redis.url, state.postgres.url, database_owner_url=state.postgres.owner_url
+        state.redis.url,
+        state.postgres.url,
+        database_owner_url=state.postgres.owner_url,
+        master_redis_url=state.redis.master_url,
     )
 
 
@@ -282,7 +292,9 @@ def test_resolve_urls_prefers_configured_then_recorded(tmp_path: Path) -> None:
     assert resolve_urls(Settings(state_dir=tmp_path / "s")) == recorded
     assert resolve_urls(Settings(), tmp_path / "s") == recorded
     half = resolve_urls(Settings(database_url="postgresql://u:p@db/app"), tmp_path / "s")
-    assert half == ServiceUrls(recorded.redis_url, "postgresql://u:p@db/app")
+    assert half == ServiceUrls(
+        recorded.redis_url, "postgresql://u:p@db/app", recorded.master_redis_url
+    )
 
 
 def test_resolve_urls_without_anything_says_what_to_do(tmp_path: Path) -> None:

@@ -15,13 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import redis
-from test_worker_support import Client, running_worker, wait_for
+from test_worker_support import Client, keyed_worker, signed_sessions, wait_for
 from tls_support import client_context
 
 from papertrader.market.quote import Quote
 from papertrader.protocol import HEADER_SIZE, ErrorCode, Instruction, Message, encode_message
 from papertrader.store.quotes import QuoteStore
-from papertrader.store.sessions import SessionStore
 
 NOW = datetime(2024, 5, 6, 14, 30, tzinfo=timezone.utc)
 
@@ -48,10 +47,10 @@ def test_connections_are_capped_per_address_and_in_all(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:
     publish_quote(redis_client)
-    store = SessionStore(redis_client, 3600, 3600, ip_check=False)
+    store = signed_sessions(redis_client, 3600, 3600, ip_check=False)
     session = store.create(1, "a", "127.0.0.1", False).session_id
     settings = {"max_connections_per_address": 3, "max_connections": 5, "session_ip_check": "false"}
-    with running_worker(tmp_path, redis_url, **settings) as worker:
+    with keyed_worker(tmp_path, redis_url, **settings) as worker:
         held = [Client(worker.port) for _ in range(3)]
         try:
             wait_for(lambda: "(3 clients)" in worker.log(), timeout=30)
@@ -80,8 +79,10 @@ def test_a_client_without_a_session_gets_a_shorter_idle_time(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:
     publish_quote(redis_client)
-    session = SessionStore(redis_client, 3600, 3600).create(1, "a", "127.0.0.1", False).session_id
-    with running_worker(tmp_path, redis_url, client_preauth_idle_timeout=1) as worker:
+    session = (
+        signed_sessions(redis_client, 3600, 3600).create(1, "a", "127.0.0.1", False).session_id
+    )
+    with keyed_worker(tmp_path, redis_url, client_preauth_idle_timeout=1) as worker:
         with Client(worker.port, timeout=30) as anonymous, Client(worker.port) as member:
             assert member.switch(1, session).instruction is Instruction.STATE_SWITCH_SUCCESS
             started = time.monotonic()
@@ -101,7 +102,7 @@ def test_a_client_without_a_session_gets_a_shorter_idle_time(
 def test_requests_over_max_request_size_close_the_connection(
     tmp_path: Path, redis_url: str
 ) -> None:
-    with running_worker(tmp_path, redis_url) as worker:
+    with keyed_worker(tmp_path, redis_url) as worker:
         with Client(worker.port) as client:
             frame = encode_message(Message(Instruction.LOGIN, ("x" * 9000, "y", False)))
             client.send_raw(frame[:HEADER_SIZE])  # the header alone announces 9 KB
@@ -114,7 +115,9 @@ def test_a_client_that_does_not_read_is_closed_while_others_are_served(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:
     publish_quote(redis_client)
-    session = SessionStore(redis_client, 3600, 3600).create(1, "a", "127.0.0.1", False).session_id
+    session = (
+        signed_sessions(redis_client, 3600, 3600).create(1, "a", "127.0.0.1", False).session_id
+    )
     request = b"".join(
         encode_message(message)
         for message in (
@@ -123,7 +126,7 @@ def test_a_client_that_does_not_read_is_closed_while_others_are_served(
         )
     )
     settings = {"client_send_buffer_bytes": 65536, "client_send_timeout": 2}
-    with running_worker(tmp_path, redis_url, **settings) as worker:
+    with keyed_worker(tmp_path, redis_url, **settings) as worker:
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect(("127.0.0.1", worker.port))

@@ -23,6 +23,7 @@ from test_worker_support import (
     free_port,
     minted,
     running_worker,
+    signed_sessions,
     wait_for,
 )
 
@@ -178,7 +179,7 @@ def test_user_data_travels_as_packets_both_ways(
             worker_uuid=request.worker_uuid,
         )
 
-    session_id = SessionStore(redis_client, 3600, 86400).create(9, "erin", "127.0.0.1", False)
+    session_id = signed_sessions(redis_client, 3600, 86400).create(9, "erin", "127.0.0.1", False)
     sid = session_id.session_id
     with ScriptedMaster(answer=answer, max_data_size=max_data_size) as master:
         with running_worker(

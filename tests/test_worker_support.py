@@ -55,8 +55,12 @@ from papertrader.protocol.link_seal import (
 )
 from papertrader.protocol.link_seal import auth_transcript as transcript_of
 from papertrader.protocol.values import timestamp_micros
+from papertrader.store.session_signing import SessionSigner
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The scripted master's session-signing key: it sends the public half to every worker
+#: (LINK_SESSION_KEY), and sessions the tests make are signed with it, as the master does.
+SESSION_SIGNER = SessionSigner.generate()
 DEFAULT_ASSETS = "AAPL,MSFT,GOOG"
 
 
@@ -423,7 +427,12 @@ class ScriptedMaster:
                         ),
                         worker_uuid=message.worker_uuid,
                     )
-                    link.send([welcome], self.max_data_size)
+                    key = Message(
+                        Instruction.LINK_SESSION_KEY,
+                        (SESSION_SIGNER.verifier.raw(),),
+                        worker_uuid=message.worker_uuid,
+                    )
+                    link.send([welcome, key], self.max_data_size)
                     if self.heartbeat:
                         threading.Thread(
                             target=self._beat, args=(link, message.worker_uuid), daemon=True
@@ -469,17 +478,23 @@ class DropLink(Exception):
     """Raised by an ``answer`` function: the scripted master closes the link instead."""
 
 
+def signed_sessions(client: Any, ttl: int = 3600, remember_ttl: int = 86400, **options: Any) -> Any:
+    """A SessionStore that mints sessions as the master does (signed with SESSION_SIGNER)."""
+    from papertrader.store.sessions import SessionStore
+
+    return SessionStore(client, ttl, remember_ttl, signer=SESSION_SIGNER, **options)
+
+
 def minted(redis_url: str, request: Message, account_id: int, username: str) -> Message:
     """AUTHENTICATED as the master answers a good sign-in: the session made in Redis
     (workers may not write one), bound to the client address the worker stamped."""
     import redis
 
     from papertrader.protocol import reply_to
-    from papertrader.store.sessions import SessionStore
 
     client = redis.Redis.from_url(redis_url)
     try:
-        session = SessionStore(client, 3600, 86400).create(
+        session = signed_sessions(client).create(
             account_id, username, str(request.client_address), bool(request.arg("remember"))
         )
     finally:
@@ -492,3 +507,40 @@ def minted(redis_url: str, request: Message, account_id: int, username: str) -> 
         session.session_id,
         session.expires_at,
     )
+
+
+def master_contract(redis_url: str) -> Answer:
+    """A scripted master's answers where the worker tests need the master: LOGOUT ends
+    the session as the master does (workers may not delete one); a history request gets
+    the master's NO_DATA answer."""
+    import redis
+
+    from papertrader.protocol import reply_to
+    from papertrader.store.sessions import SessionError
+
+    def answer(request: Message) -> list[Message] | None:
+        if request.instruction is Instruction.LOGOUT:
+            client = redis.Redis.from_url(redis_url)
+            try:
+                store = signed_sessions(client)
+                store.end(store.get(request.session_id, str(request.client_address)))
+            except SessionError as exc:
+                return [reply_to(request, Instruction.ERROR, int(exc.code), exc.reason)]
+            finally:
+                client.close()
+            return [reply_to(request, Instruction.LOGOUT_SUCCESS)]
+        if request.instruction.name.startswith("GET_ASSET_VALUE_"):
+            return [reply_to(request, Instruction.DATA_FAIL, 113, "no data for that range")]
+        return None
+
+    return answer
+
+
+@contextmanager
+def keyed_worker(tmp_path: Path, redis_url: str, **settings: Any) -> Iterator[WorkerProcess]:
+    """A worker linked to a scripted master that gave it the session key (so the sessions
+    tests make with ``signed_sessions`` are accepted) and answers ``master_contract``."""
+    with ScriptedMaster(answer=master_contract(redis_url)) as master:
+        with running_worker(tmp_path, redis_url, master_port=master.port, **settings) as worker:
+            wait_for(lambda: "linked to master" in worker.log(), timeout=20)
+            yield worker

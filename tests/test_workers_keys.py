@@ -149,6 +149,7 @@ class WorkerPeer:
         self.opener: Opener | None = None
         self.sent_records: list[bytes] = []
         self.heartbeats = 0
+        self.session_key: object = None  # LINK_SESSION_KEY, sent after the welcome
 
     def handshake(self) -> None:
         """The real worker handshake (raises LinkRefused/LinkDropped), then sealing on."""
@@ -188,6 +189,9 @@ class WorkerPeer:
             if not isinstance(message, NeedData):
                 if skip_heartbeats and message.instruction is Instruction.HEARTBEAT:
                     self.heartbeats += 1
+                    continue
+                if message.instruction is Instruction.LINK_SESSION_KEY:  # after the welcome
+                    self.session_key = message.arg("public_key")
                     continue
                 return message
             try:

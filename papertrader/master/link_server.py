@@ -328,18 +328,14 @@ class LinkServer:
             return
         WorkerLink(self.ctx, conn, address, peer, admitted).serve(hello)
 
-    def _serve_client(
-        self, conn: FramedSocket, peer: str, first: Message | ProtocolError
-    ) -> None:
+    def _serve_client(self, conn: FramedSocket, peer: str, first: Message | ProtocolError) -> None:
         """getWorkerList, as many times as the client asks. Anything else gets its
         failure return (NOT_ALLOWED, or the protocol error) and the connection stays
         open (docs/PROTOCOL.md section 8, rule 4). Each next request must arrive whole
         within client_preauth_idle_timeout."""
         idle = self.ctx.settings.client_preauth_idle_timeout
         request: Message | None = first if isinstance(first, Message) else None
-        if isinstance(first, ProtocolError) and not self._try_send(
-            conn, [_failure_for(first)]
-        ):
+        if isinstance(first, ProtocolError) and not self._try_send(conn, [_failure_for(first)]):
             return
         while True:
             if request is not None:
@@ -497,6 +493,10 @@ class WorkerLink:
                 request_id=hello.request_id,
             )
             self.conn.send([self._stamp(welcome)])
+            verifier = self.ctx.sessions.verifier
+            if verifier is not None:  # what the worker checks every session record with
+                key = Message(Instruction.LINK_SESSION_KEY, (verifier.raw(),))
+                self.conn.send([self._stamp(key)])
             self.conn.sock.settimeout(link_silence_window(registry.heartbeat) + 1)
             self.worker = worker
             registry.add(worker)

@@ -55,7 +55,7 @@ from papertrader.oidc.discovery import ProviderDirectory
 from papertrader.oidc.verify import IdTokenVerifier
 from papertrader.services import ServicesError, ServiceUrls, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
-from papertrader.store import migrate, roles
+from papertrader.store import migrate, roles, session_signing
 from papertrader.store.bars import ensure_assets
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.market_status import MarketStatusStore
@@ -63,6 +63,7 @@ from papertrader.store.master_epoch import Fenced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pool import ConnectionPool, Cursor, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
+from papertrader.store.session_signing import SessionSigner
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
 from papertrader.tls.accept import TlsAcceptor
@@ -147,6 +148,8 @@ class Master:
                 settings.session_ttl_seconds,
                 settings.session_remember_ttl_seconds,
                 settings.session_ip_check,
+                signer=_session_signer(settings, state_dir),
+                require_signature=True,
             ),
             quotes=self.quotes,
             workers=self.workers,
@@ -427,6 +430,15 @@ def _master_key(settings: Settings, state_dir: Path | None) -> tuple[Keyring, st
         return keyring, keyring.own_fingerprint()
     except KeyringError as exc:
         raise MasterError(f"master key: {exc}; {hint}") from None
+
+
+def _session_signer(settings: Settings, state_dir: Path | None) -> SessionSigner:
+    """The key the master signs sessions with, beside its GnuPG key (made at first start)."""
+    path = master_home(settings, state_dir) / session_signing.KEY_FILE
+    try:
+        return session_signing.load_or_create(path)
+    except (OSError, ValueError) as exc:
+        raise MasterError(f"session signing key {path}: {exc}") from None
 
 
 def _state_dir(settings: Settings, state_dir: Path | None) -> Path:

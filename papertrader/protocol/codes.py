@@ -116,6 +116,10 @@ class Instruction(IntEnum):
     LINK_STATUS_REQUEST = 0x050A  # master -> worker: live figures, please (sealed)
     LINK_STATUS = 0x050B  # worker -> master: the live figures (sealed)
     LINK_CANCEL = 0x0510  # worker -> master: I gave up request <request id>; drop its work
+    # 0x0518-0x051F: least privilege (issue 10)
+    LINK_SESSION_KEY = (
+        0x0518  # master -> worker, after the welcome: the key sessions are signed with
+    )
     # 0x0538-0x053F: the website client (issue 14)
     LINK_WEB_ORIGIN = 0x0538  # worker -> master, after the welcome: my page's web origin
 

@@ -166,6 +166,7 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.LINK_STATUS: Schema((("status", T.BYTES),)),
     I.LINK_CANCEL: Schema(()),
     I.LINK_WEB_ORIGIN: Schema((("origin", T.STR),)),
+    I.LINK_SESSION_KEY: Schema((("public_key", T.BYTES),)),
 }
 
 #: The failure return that answers each request instruction.

@@ -261,7 +261,8 @@ def stop(record: RedisRecord, timeout: float) -> bool:
             return False
         os.kill(pid, signal.SIGTERM)
     else:
-        conn = client(record, timeout=max(timeout, PING_TIMEOUT))
+        legacy = not _admin_answers(record)  # a server from before the users
+        conn = client(record, timeout=max(timeout, PING_TIMEOUT), legacy=legacy)
         try:
             conn.shutdown()
         except redis.RedisError:

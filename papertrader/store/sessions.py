@@ -19,6 +19,8 @@ from loguru import logger
 
 from papertrader.protocol.errors import ErrorCode
 from papertrader.store import keys
+from papertrader.store import session_signing as signing
+from papertrader.store.session_signing import SessionSigner, SessionVerifier
 
 
 class SessionError(Exception):
@@ -74,11 +76,26 @@ class SessionStore:
         ttl_seconds: int,
         remember_ttl_seconds: int,
         ip_check: bool = True,
+        *,
+        signer: SessionSigner | None = None,
+        verifier: SessionVerifier | None = None,
+        require_signature: bool = False,
     ) -> None:
         self._redis = client
         self._ttl = ttl_seconds
         self._remember_ttl = remember_ttl_seconds
         self._ip_check = ip_check
+        #: The master's key (it alone mints sessions); None elsewhere.
+        self._signer = signer
+        #: The master's public key: every record read is checked against it when set
+        #: (a worker's arrives over the master link: ``set_verifier``).
+        self.verifier = verifier or (signer.verifier if signer is not None else None)
+        #: Refuse every session while no verifier is known (the servers; tests may not).
+        self.require_signature = require_signature
+
+    def set_verifier(self, verifier: SessionVerifier) -> None:
+        """The master's public key, as the link delivered it."""
+        self.verifier = verifier
 
     def create(self, account_id: int, username: str, client_ip: str, remember: bool) -> Session:
         """A fresh 128-bit random session id; the short or long expiry by ``remember``."""
@@ -87,18 +104,18 @@ class SessionStore:
         created_at = datetime.now(timezone.utc)
         expires_at = created_at + timedelta(seconds=ttl)
         key = keys.session(session_id.hex)
+        fields = {
+            "account_id": str(account_id),
+            "username": username,
+            "client_ip": client_ip,
+            "remember": str(int(remember)),
+            "expires_at": expires_at.isoformat(),
+            "created_at": created_at.isoformat(),
+        }
+        if self._signer is not None:
+            fields[signing.FIELD] = self._signer.sign(session_id.hex, fields)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "account_id": account_id,
-                "username": username,
-                "client_ip": client_ip,
-                "remember": int(remember),
-                "expires_at": expires_at.isoformat(),
-                "created_at": created_at.isoformat(),
-            },
-        )
+        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
         pipe.expire(key, ttl)
         pipe.sadd(keys.account_sessions(account_id), session_id.hex)
         pipe.expire(keys.account_sessions(account_id), self._remember_ttl)
@@ -134,14 +151,17 @@ class SessionStore:
                 found[session_hex] = exc
         return found
 
-    @staticmethod
-    def _parse(session_id: uuid.UUID, raw: dict[bytes, bytes]) -> Session:
+    def _parse(self, session_id: uuid.UUID, raw: dict[bytes, bytes]) -> Session:
         if not raw:
             raise SessionError(
                 ErrorCode.INVALID_SESSION, "session is unknown or expired: log in again"
             )
         try:
             fields = {k.decode(): v.decode() for k, v in raw.items()}
+        except UnicodeDecodeError:
+            fields = {}
+        self._check_signature(session_id, fields)
+        try:
             return Session(
                 session_id=session_id,
                 account_id=int(fields["account_id"]),
@@ -158,6 +178,27 @@ class SessionStore:
             raise SessionError(
                 ErrorCode.SESSION_UNVERIFIED, "the session record is damaged: log in again"
             ) from None
+
+    def _check_signature(self, session_id: uuid.UUID, fields: dict[str, str]) -> None:
+        verifier = self.verifier
+        if verifier is None:
+            if self.require_signature:
+                raise SessionError(
+                    ErrorCode.UNAVAILABLE,
+                    "this server has not received the master's session key yet: "
+                    "try again in a moment",
+                )
+            return
+        if not verifier.verify(session_id.hex, fields):
+            logger.warning(
+                "ATTACK? session {}... in Redis does not carry the master's signature "
+                "(forged, or made before sessions were signed): refused",
+                session_id.hex[:8],
+            )
+            raise SessionError(
+                ErrorCode.SESSION_UNVERIFIED,
+                "this session was not made by the master (or before an upgrade): log in again",
+            )
 
     def verify(self, session: Session, client_ip: str | None) -> Session:
         """Refuse a session used from another address (unless configured otherwise)."""

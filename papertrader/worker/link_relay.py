@@ -17,7 +17,8 @@ Records on the relay socket: kind (1 byte), request id (u32), body size
 request frame) and ``C`` (cancel: the client gave up). From process 0: ``A``
 (the master's answer frame), ``P`` (the payload of its DATA packets), ``E``
 (a LinkError as JSON: code, reason, whether the request left the worker) and
-``S`` (the link's state as JSON, sent on connect and whenever it changes).
+``S`` (the link's state as JSON, sent on connect and whenever it changes,
+with the master's session-signing public key once the link has it).
 """
 
 from __future__ import annotations
@@ -135,7 +136,13 @@ class LinkRelayServer:
             self.path.parent.rmdir()
 
     def _state(self) -> dict[str, Any]:
-        return {"connected": self.link.connected, "out_of_service": self.link.out_of_service}
+        key = self.link.session_key
+        return {
+            "connected": self.link.connected,
+            "out_of_service": self.link.out_of_service,
+            # The master's session-signing public key, as the link received it.
+            "session_key": key.hex() if key is not None else None,
+        }
 
     def _watch(self) -> None:
         """Tell every serving process when the link comes up, drops or is refused."""
@@ -213,10 +220,12 @@ class RelayLink:
         identity: LinkIdentity,
         *,
         on_refused: Callable[[str], None] | None = None,
+        on_session_key: Callable[[bytes], None] | None = None,
     ) -> None:
         self.path = path
         self.identity = identity
         self.on_refused = on_refused
+        self.on_session_key = on_session_key
         self.request_timeout = DEFAULT_REQUEST_TIMEOUT
         self.out_of_service: str | None = None
         self.connections = 0
@@ -316,6 +325,12 @@ class RelayLink:
             result.set_exception(LinkError(str(error["reason"]), code, sent=bool(error["sent"])))
 
     def _status(self, state: dict[str, Any]) -> None:
+        key = state.get("session_key")
+        if isinstance(key, str) and self.on_session_key is not None:
+            try:
+                self.on_session_key(bytes.fromhex(key))
+            except ValueError:
+                logger.error("link relay: a session key that is not hex")
         refused = state.get("out_of_service")
         newly_refused = refused and refused != self.out_of_service
         self.out_of_service = refused or None

@@ -43,6 +43,7 @@ from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.redis_users import read_url_file, url_file, worker_user
+from papertrader.store.session_signing import SessionVerifier
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
 from papertrader.tls.accept import TlsAcceptor
@@ -162,7 +163,12 @@ class Worker:
         self.relay_server: LinkRelayServer | None = None
         self.link: Link
         if process_index > 0 and relay is not None:  # no key here: process 0 holds the link
-            self.link = RelayLink(relay, identity, on_refused=self._out_of_service)
+            self.link = RelayLink(
+                relay,
+                identity,
+                on_refused=self._out_of_service,
+                on_session_key=self._session_key,
+            )
         else:
             self.keyring, handshake = _handshake(settings, state_dir)
             self.link = master_link = MasterLink(
@@ -174,6 +180,7 @@ class Worker:
                 status=self.status,
                 on_refused=self._out_of_service,
                 ssl_context=link_tls,
+                on_session_key=self._session_key,
             )
             if relay is not None:
                 self.relay_server = LinkRelayServer(master_link, relay)
@@ -183,6 +190,7 @@ class Worker:
                 settings.session_ttl_seconds,
                 settings.session_remember_ttl_seconds,
                 settings.session_ip_check,
+                require_signature=True,  # the key arrives over the master link
             ),
             redis_client,
         )
@@ -244,6 +252,20 @@ class Worker:
             self.web.directory = self.directory
         self._greenlets: list[gevent.Greenlet] = []
         self._stopped = gevent.event.Event()
+
+    def _session_key(self, raw: bytes) -> None:
+        """The master's session-signing public key, from the sealed link: from now on
+        every session record read is checked against it."""
+        try:
+            verifier = SessionVerifier.from_bytes(raw)
+        except ValueError:
+            logger.error("the master sent a session key that is not an Ed25519 public key")
+            return
+        store = self.sessions.store
+        if store.verifier is not None and store.verifier.raw() != raw:
+            logger.warning("the master's session key changed: sessions signed before are refused")
+            self.sessions.clear()
+        store.set_verifier(verifier)
 
     def _set_web_origin(self, origin: str) -> None:
         """The page's origin once known: announced on the link, allowed on the upgrade."""

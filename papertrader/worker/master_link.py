@@ -232,6 +232,7 @@ class MasterLink:
         status: Callable[[], dict[str, Any]] | None = None,
         on_refused: Callable[[str], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_session_key: Callable[[bytes], None] | None = None,
     ) -> None:
         #: Every master, in the order tried; ``address`` is the one tried now.
         self.addresses = list(address) if isinstance(address, list) else [address]
@@ -247,6 +248,10 @@ class MasterLink:
         self.authenticate = authenticate
         self.status = status
         self.on_refused = on_refused
+        #: Called with the master's session-signing public key (LINK_SESSION_KEY).
+        self.on_session_key = on_session_key
+        #: That key, as last received (the link relay hands it to the other processes).
+        self.session_key: bytes | None = None
         self._sock: socket.socket | None = None
         self._channel: _Channel | None = None
         #: Why the master refused us (booted, disabled, unknown); None while welcome.
@@ -537,6 +542,13 @@ class MasterLink:
             raise LinkRefused(*_code_and_reason(message))
         if instruction is Instruction.LINK_STATUS_REQUEST:
             gevent.spawn(self._answer_status, channel, message)
+            return
+        if instruction is Instruction.LINK_SESSION_KEY:
+            raw = message.arg("public_key")
+            if isinstance(raw, bytes):
+                self.session_key = raw
+                if self.on_session_key is not None:
+                    self.on_session_key(raw)
             return
         pending = self._pending.get(message.request_id)
         if pending is None:

@@ -50,6 +50,11 @@ class SessionCache:
         self._sessions.clear()
         self.epoch += 1
 
+    def clear(self) -> None:
+        """Forget every session (they are checked in Redis again on their next use)."""
+        self._ended += 1  # a fetch racing this must not put an old answer back
+        self._sessions.clear()
+
     @property
     def size(self) -> int:
         return len(self._sessions)

@@ -1,0 +1,251 @@
+"""Issue 10, the Redis side: every attack replayed with exactly a worker's Redis user.
+
+The worker's user is made the way `pt workers register` and `pt up` make it
+(``redis_users.provision`` with ``WORKER_RULES``) on the test session's real
+redis-server, and each test connects with nothing but the URL written to its
+0600 file. What a worker legitimately does (read a session and the quotes,
+XADD an order, pop its outcome, call the master's FUNCTIONs) must work; each
+attack of the issue must fail, as its own test. Orders a worker can still
+queue for someone else are refused by the master at the drain (the session
+check), never filled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
+from papertrader.master.transactions import drain_once
+from papertrader.protocol import ErrorCode
+from papertrader.services import redis_server
+from papertrader.services.binaries import find_binary
+from papertrader.services.state import RedisRecord
+from papertrader.store import keys, redis_users
+from papertrader.store.accounts import create_account
+from papertrader.store.order_queue import Order, OrderQueue
+from papertrader.store.order_state import order_id_for
+from papertrader.store.pool import ConnectionPool
+from papertrader.store.sessions import SessionStore
+
+WORKER = "attacker"
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def worker_url(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[str]:
+    """The URL of a worker's own Redis user, read back from its 0600 file."""
+    user = redis_users.worker_user(WORKER)
+    url_file = tmp_path / "redis-users" / f"{user}.url"
+    redis_users.provision(redis_client, redis_url, user, redis_users.WORKER_RULES, url_file)
+    assert url_file.stat().st_mode & 0o777 == 0o600
+    yield redis_users.read_url_file(url_file)
+    redis_users.delete_user(redis_client, user)
+
+
+@pytest.fixture
+def worker(worker_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(worker_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = ConnectionPool(database_url, size=2)
+    yield pool
+    pool.close()
+
+
+def refused(call: object) -> None:
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        call()  # type: ignore[operator]
+
+
+def test_what_a_worker_needs_still_works(worker: redis.Redis, redis_client: redis.Redis) -> None:
+    session = SessionStore(redis_client, 3600, 3600).create(7, "alice", "203.0.113.7", False)
+    mine = SessionStore(worker, 3600, 3600)
+    assert mine.get(session.session_id, "203.0.113.7").account_id == 7
+    mine.touch(session, "203.0.113.7")
+    redis_client.hset(keys.QUOTES, "AAPL", "{}")
+    assert worker.hget(keys.QUOTES, "AAPL") == b"{}"
+    assert worker.xadd(keys.ORDERS, {"order_id": "x"})
+    redis_client.rpush(keys.order_result("ab" * 16), "done")
+    assert worker.blpop([keys.order_result("ab" * 16)], timeout=1) is not None
+    assert worker.fcall("pt_gcra", 1, keys.rate("login-ip", "x"), 1000, 10000, "")[0] == 1  # type: ignore[no-untyped-call]
+
+
+def test_scan_of_every_live_session_is_refused(worker: redis.Redis) -> None:
+    refused(lambda: worker.scan(match="pt:session:*"))
+    refused(lambda: worker.keys("pt:session:*"))
+    refused(lambda: worker.smembers(keys.account_sessions(1)))
+
+
+def test_forging_a_session_record_is_refused(worker: redis.Redis) -> None:
+    forged = keys.session(uuid.uuid4().hex)
+    fields = {"account_id": 1, "username": "victim", "client_ip": "203.0.113.9"}
+    refused(lambda: worker.hset(forged, mapping=fields))
+    refused(lambda: worker.copy(keys.session("0" * 32), forged))
+    refused(lambda: worker.delete(keys.session("0" * 32)))  # nor log anyone out
+    assert worker.exists(forged) == 0
+
+
+def test_forging_a_session_inside_a_function_is_refused(worker: redis.Redis) -> None:
+    """FCALL runs under the caller's ACL: a function's keys are checked too."""
+    refused(lambda: worker.fcall("pt_gcra", 1, keys.session("ab" * 16), 1, 1, ""))  # type: ignore[no-untyped-call]
+
+
+def test_xadd_orders_for_another_account_are_rejected_at_the_drain(
+    worker: redis.Redis, redis_client: redis.Redis, pool: ConnectionPool
+) -> None:
+    victim = create_account(pool, "victim", "v@example.com", "$2b$04$x", Decimal("10000.00")).id
+    thief = create_account(pool, "thief", "t@example.com", "$2b$04$x", Decimal("10000.00")).id
+    sessions = SessionStore(redis_client, 3600, 3600)
+    thiefs = sessions.create(thief, "thief", "203.0.113.9", False)
+    victims = sessions.create(victim, "victim", "198.51.100.1", False)
+    queue = OrderQueue(redis_client)
+    queue.ensure_group()
+    mark_orders_before_sessions(redis_client)
+
+    def placed(session: str | None, ip: str) -> Order:
+        cid = uuid.uuid4()
+        order = Order(
+            order_id_for(victim, cid), victim, "buy", "AAPL", 5, T0, ip, WORKER,
+            client_order_id=cid, reply=uuid.uuid4().hex, session=session,
+        )  # fmt: skip
+        OrderQueue(worker).submit(order)  # exactly the worker's XADD
+        return order
+
+    attacks = [
+        placed(None, "198.51.100.1"),  # no session at all
+        placed(thiefs.session_id.hex, "203.0.113.9"),  # the attacker's own session
+        placed(uuid.uuid4().hex, "198.51.100.1"),  # a made-up session
+        placed(victims.session_id.hex, "203.0.113.9"),  # the victim's, another address
+    ]
+    check = SessionCheck(redis_client, sessions)
+    drain_once(queue, pool, {"AAPL": Decimal("100.00")}, now=T0, check=check)
+    for order in attacks:
+        outcome = queue.wait_outcome(order.order_id, timeout=5, reply=order.reply)
+        assert outcome is not None and outcome.status == "rejected"
+        assert outcome.code in (ErrorCode.SESSION_MISMATCH, ErrorCode.INVALID_SESSION)
+    with pool.transaction() as cur:
+        cur.execute("SELECT cash FROM accounts WHERE id = %s", (victim,))
+        assert cur.fetchone() == (Decimal("10000.00"),)
+
+    honest = placed(victims.session_id.hex, "198.51.100.1")
+    drain_once(queue, pool, {"AAPL": Decimal("100.00")}, now=T0, check=check)
+    outcome = queue.wait_outcome(honest.order_id, timeout=5, reply=honest.reply)
+    assert outcome is not None and outcome.status == "filled"
+
+
+def test_reading_or_acknowledging_the_order_stream_is_refused(worker: redis.Redis) -> None:
+    worker.xadd(keys.ORDERS, {"order_id": "x"})
+    refused(lambda: worker.xrange(keys.ORDERS))
+    refused(lambda: worker.xread({keys.ORDERS: "0"}))
+    refused(lambda: worker.xreadgroup(keys.ORDERS_GROUP, "evil", {keys.ORDERS: ">"}))
+    refused(lambda: worker.xack(keys.ORDERS, keys.ORDERS_GROUP, "0-1"))
+    refused(lambda: worker.xdel(keys.ORDERS, "0-1"))
+    refused(lambda: worker.xtrim(keys.ORDERS, maxlen=0))
+    refused(lambda: worker.delete(keys.ORDERS))
+
+
+def test_publishing_control_commands_is_refused(worker: redis.Redis) -> None:
+    refused(lambda: worker.publish(keys.WORKERS_CONTROL, '{"action": "boot"}'))
+    refused(lambda: worker.publish(keys.SESSIONS_ENDED, "0" * 32))
+    refused(lambda: worker.rpush(keys.worker_control_reply("ab"), "{}"))
+
+
+def test_poisoning_fill_prices_in_the_quotes_is_refused(worker: redis.Redis) -> None:
+    refused(lambda: worker.hset(keys.QUOTES, "AAPL", '{"close": "0.01"}'))
+    refused(lambda: worker.set(keys.QUOTES_UPDATED, "2099-01-01T00:00:00+00:00"))
+
+
+def test_eval_flush_config_and_function_load_are_refused(worker: redis.Redis) -> None:
+    refused(lambda: worker.eval("return redis.call('FLUSHALL')", 0))
+    refused(lambda: worker.flushdb())
+    refused(lambda: worker.flushall())
+    refused(lambda: worker.config_get("*"))
+    refused(
+        lambda: worker.function_load(
+            "#!lua name=evil\nredis.register_function('e', function() end)"
+        )
+    )
+    refused(lambda: worker.acl_setuser("evil", enabled=True))
+
+
+def test_a_disabled_or_removed_worker_can_no_longer_authenticate(
+    worker_url: str, redis_client: redis.Redis
+) -> None:
+    user = redis_users.worker_user(WORKER)
+    connected = redis.Redis.from_url(worker_url)
+    assert connected.ping()
+    assert redis_users.disable_user(redis_client, user)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        connected.ping()  # its connections are closed, and it cannot log in again
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(worker_url).ping()
+    assert redis_users.enable_user(redis_client, user)
+    assert redis.Redis.from_url(worker_url).ping()
+    assert redis_users.delete_user(redis_client, user)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(worker_url).ping()
+
+
+def test_an_install_from_before_the_users_keeps_its_data(tmp_path: Path) -> None:
+    """A private Redis run with the old config (``default`` user, requirepass) holding
+    sessions and queued orders: the next start moves it to the users, nothing lost,
+    and the orders queued before are still drained (without a session check)."""
+    record = redis_server.new_record(tmp_path)
+    record.master_password = ""  # the record of an older version had none
+    data = Path(record.data_dir)
+    data.mkdir(mode=0o700)
+    Path(record.config_file).write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {record.port}",
+                f'requirepass "{record.password}"',
+                f'dir "{data}"',
+                f'pidfile "{record.pid_file}"',
+                f'logfile "{record.log_file}"',
+                "daemonize yes",
+                "appendonly yes",
+                "",
+            ]
+        )  # fmt: skip
+    )
+    subprocess.run([str(find_binary("redis-server")), record.config_file], check=True)
+    old = redis.Redis(port=record.port, password=record.password)
+    for _ in range(200):
+        try:
+            old.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    old.hset(keys.session("ab" * 16), mapping={"account_id": 3, "username": "u"})
+    queued = old.xadd(keys.ORDERS, {"order_id": "cd" * 16, "account_id": 3})
+    old.close()
+    try:
+        moved = redis_server.start(
+            tmp_path, RedisRecord(**vars(record)), find_binary("redis-server"), 20
+        )
+        admin = redis.Redis.from_url(moved.url)
+        assert admin.hgetall(keys.session("ab" * 16))[b"username"] == b"u"
+        assert [entry_id for entry_id, _ in admin.xrange(keys.ORDERS)] == [queued]
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=moved.port, password=moved.password).ping()  # default: off
+        master = redis.Redis.from_url(moved.master_url)
+        mark_orders_before_sessions(master)
+        assert master.get(keys.ORDERS_BEFORE_SESSIONS) == queued
+        admin.close()
+        master.close()
+    finally:
+        redis_server.stop(record, 20)
