@@ -190,8 +190,11 @@ def test_a_child_dying_at_start_is_named_with_its_log(
     tmp_path: Path, redis_url: str, database_url: str
 ) -> None:
     state = tmp_path / "state"
-    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # pt up itself never talks to Redis
-    env = child_env(dead_redis, database_url, state)
+    empty = tmp_path / "empty.csv"  # pt up does not read it; the master refuses to start
+    empty.write_text("symbol,time,open,high,low,close,volume\n")
+    env = child_env(
+        redis_url, database_url, state, PT_MARKET_PROVIDER="csv", PT_MARKET_CSV_PATH=str(empty)
+    )
     master_port, worker_port = free_port(), free_port()
     result = _pt(
         ["up", "--detach", "--state-dir", str(state), "--workers", "1",

@@ -249,3 +249,25 @@ def test_an_install_from_before_the_users_keeps_its_data(tmp_path: Path) -> None
         master.close()
     finally:
         redis_server.stop(record, 20)
+
+
+def test_transactions_in_the_append_only_file_survive_a_restart(tmp_path: Path) -> None:
+    """The ``default`` user is off, yet Redis replays the AOF's MULTI/EXEC blocks as it
+    (redis/redis#14541): with its rights cut, a restart would silently drop them."""
+    binary = find_binary("redis-server")
+    record = redis_server.start(tmp_path, None, binary, 20)
+    try:
+        admin = redis.Redis.from_url(record.url)
+        pipe = admin.pipeline(transaction=True)  # as SessionStore.create and the drain do
+        pipe.hset(keys.session("ab" * 16), mapping={"account_id": 3})
+        pipe.sadd(keys.account_sessions(3), "ab" * 16)
+        pipe.execute()
+        admin.close()
+        redis_server.stop(record, 20)
+        record = redis_server.start(tmp_path, record, binary, 20)
+        admin = redis.Redis.from_url(record.url)
+        assert admin.hget(keys.session("ab" * 16), "account_id") == b"3"
+        assert admin.smembers(keys.account_sessions(3)) == {b"ab" * 16}
+        admin.close()
+    finally:
+        redis_server.stop(record, 20)

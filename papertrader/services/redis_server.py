@@ -76,7 +76,10 @@ def render_acl(record: RedisRecord, existing: str = "") -> str:
     then every other user line of ``existing`` (the workers') unchanged."""
     fixed = {"default", redis_users.ADMIN_USER, redis_users.MASTER_USER}
     lines = [
-        "user default off resetpass resetkeys resetchannels -@all",
+        # Off: nobody can log in as it. Its rights stay whole: Redis (before redis#14545)
+        # replays the MULTI/EXEC blocks of the AOF as this user and silently drops what it
+        # may not do, so a restricted default user would lose data at every restart.
+        "user default off resetpass ~* &* +@all",
         _acl_line(redis_users.ADMIN_USER, record.password, redis_users.ADMIN_RULES),
         _acl_line(redis_users.MASTER_USER, record.master_password, redis_users.MASTER_RULES),
     ]
