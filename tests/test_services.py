@@ -293,7 +293,7 @@ def test_resolve_urls_prefers_configured_then_recorded(tmp_path: Path) -> None:
     assert resolve_urls(Settings(), tmp_path / "s") == recorded
     half = resolve_urls(Settings(database_url="postgresql://u:p@db/app"), tmp_path / "s")
     assert half == ServiceUrls(
-        recorded.redis_url, "postgresql://u:p@db/app", recorded.master_redis_url
+        recorded.redis_url, "postgresql://u:p@db/app", master_redis_url=recorded.master_redis_url
     )
 
 
