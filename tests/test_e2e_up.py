@@ -89,8 +89,12 @@ def test_up_detach_serves_clients_and_down_stops_everything(
         master_env = process_environment(endpoints["master"]["pid"])
         assert master_env["PT_DATABASE_URL"] == database_url
         for worker in endpoints["workers"]:
+            # A worker gets no URL but its own Redis user's, in a file only it may read.
             worker_env = process_environment(worker["pid"])
-            assert worker_env["PT_REDIS_URL"]
+            assert "PT_REDIS_URL" not in worker_env
+            url_file = Path(worker_env["PT_REDIS_URL_FILE"])
+            assert url_file.stat().st_mode & 0o777 == 0o600
+            assert url_file.read_text().startswith(f"redis://pt-worker-{worker['name']}:")
             assert not [name for name in worker_env if "DATABASE" in name], worker_env.keys()
         assert "PT_DATABASE_OWNER_URL" not in master_env
 
