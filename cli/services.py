@@ -47,17 +47,48 @@ show_secrets_option = click.option(
     show_default=True,
     help="Seconds to wait for each server to answer.",
 )
-def up(state_dir: Path | None, as_json: bool, show_secrets: bool, timeout: float) -> None:
+@click.option(
+    "--redis-tls-cert",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="Redis serves TLS only (plaintext port off) with this PEM certificate; "
+    "give --redis-tls-key and --redis-tls-ca too.",
+)
+@click.option(
+    "--redis-tls-key",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="The private key of --redis-tls-cert.",
+)
+@click.option(
+    "--redis-tls-ca",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="The CA that issued --redis-tls-cert; the rediss:// URL names it for clients.",
+)
+def up(
+    state_dir: Path | None,
+    as_json: bool,
+    show_secrets: bool,
+    timeout: float,
+    redis_tls_cert: str | None,
+    redis_tls_key: str | None,
+    redis_tls_ca: str | None,
+) -> None:
     """Start Redis and PostgreSQL (creating them the first time) and print their URLs.
 
     Safe to run again: running servers are left alone. The URLs contain the
     generated passwords, shown masked unless --show-secrets; they are stored
-    in services.json (mode 0600) in the state directory.
+    in services.json (mode 0600) in the state directory. With the --redis-tls-*
+    files Redis speaks TLS only (its URL is rediss://); a running plaintext
+    Redis is restarted with them, and later runs without them keep TLS.
     """
     from papertrader.services import ServicesError, mask_url, resolve_state_dir, start_services
+    from papertrader.services.redis_server import RedisTls
 
+    files = (redis_tls_cert, redis_tls_key, redis_tls_ca)
+    if any(files) and not all(files):
+        fail("give --redis-tls-cert, --redis-tls-key and --redis-tls-ca together")
+    redis_tls = RedisTls(*files) if redis_tls_cert and redis_tls_key and redis_tls_ca else None
     try:
-        urls = start_services(state_dir, timeout=timeout)
+        urls = start_services(state_dir, timeout=timeout, redis_tls=redis_tls)
     except ServicesError as exc:
         fail(str(exc))
         return

@@ -7,7 +7,11 @@ systemd here) and workers in two regions (eu: two, us: one). Then:
 
 1. site.yml deploys everything;
 2. the master lists every worker of every region as connected;
-3. a registered user logs in through a worker of each region (`pt client`);
+3. Redis speaks TLS only: each worker's settings name a rediss:// URL, a
+   worker host connects through it (verifying the certificate with the
+   worker's CA; CLIENT INFO names the TLS port, the only one Redis listens
+   on), and a plaintext connection from a worker host is refused;
+   a registered user logs in through a worker of each region (`pt client`);
 4. a second site.yml run changes nothing (changed=0 for every host), and so
    does workers.yml;
 5. the sources get a new version; a roll-out where the first worker cannot
@@ -272,7 +276,7 @@ class Scenario:
                 'assets = ["AAPL", "MSFT", "GOOG"]',
                 "update_interval = 0.5",
                 "log_memory_entries = 200",
-                'redis_url = "redis://',
+                'redis_url = "rediss://',
             ):
                 if line not in text:
                     raise ScenarioFailed(f"{path} lacks {line!r}")
@@ -303,6 +307,28 @@ class Scenario:
                 raise ScenarioFailed(f"{files[name]} holds a database URL: workers get none")
         log("settings files: mode 0600, shared and per-region values as in the inventory; "
             "the master's own database role, the owner's URL for migrations only, none on workers")
+
+    def check_redis_tls(self) -> None:
+        """Each worker host reaches Redis over verified TLS with its own settings; in clear,
+        it is refused (Redis has no plaintext port; its TLS port drops a plaintext client)."""
+        probe = TESTS_DIR / "redis_probe.py"
+        services = self.root(MASTER) / "state" / "services" / "services.json"
+        for name in [MASTER, *WORKERS]:
+            python = self.root(name) / "venv" / "bin" / "python"
+            config = self.root(name) / "etc" / ("master.toml" if name == MASTER else "worker.toml")
+            env = dict(self.env, PT_CONFIG=str(config))
+            # On the master host, also: Redis's only port is its TLS port.
+            extra = ["--services-json", str(services)] if name == MASTER else []
+            result = subprocess.run(
+                [str(python), str(probe), *extra],
+                capture_output=True, text=True, env=env, timeout=60,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise ScenarioFailed(
+                    f"Redis over TLS from {name}: exit {result.returncode}\n"
+                    f"{result.stdout}{result.stderr}"
+                )
+            log(f"{name}: {result.stdout.strip()}")
 
     def client(self, worker: str, *args: str, stdin: str | None = None) -> str:
         port = self.worker_port(worker)
@@ -507,6 +533,7 @@ class Scenario:
         self.check_configs()
         self.check_all_listed()
         self.check_metrics()
+        self.check_redis_tls()
         self.check_logins()
         # site.yml imports workers.yml: this second run is workers.yml's idempotence check too.
         self.check_idempotent(self.playbook("site.yml"), "site.yml")

@@ -63,6 +63,7 @@ from papertrader.store.master_epoch import Fenced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pool import ConnectionPool, Cursor, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
+from papertrader.store.redis_tls import redis_tls_options
 from papertrader.store.session_signing import SessionSigner
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
@@ -111,6 +112,7 @@ class Master:
                 urls.master_redis_url or urls.redis_url,
                 max_connections=REDIS_MAX_CONNECTIONS,
                 timeout=20,
+                **redis_tls_options(urls.master_redis_url or urls.redis_url, settings.tls_ca),
             )
         )
         self.leadership = Leadership(

@@ -101,7 +101,10 @@ class ServiceSettings(Protocol):
 
 
 def start_services(
-    state_dir: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    state_dir: Path | str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    redis_tls: redis_server.RedisTls | None = None,
 ) -> ServiceUrls:
     """Start (or keep running) the private Redis and PostgreSQL of ``state_dir``.
 
@@ -109,6 +112,7 @@ def start_services(
     stopped ones are restarted on their data (on a new port if the old one
     was taken meanwhile, recorded in ``services.json``). Every program is
     looked for before anything starts, so a missing one costs nothing.
+    ``redis_tls``: Redis serves TLS only, with these files (None: as recorded).
     """
     check_all()
     directory = ensure_private_dir(resolve_state_dir(state_dir))
@@ -116,7 +120,7 @@ def start_services(
     pg_bins = find_postgres_binaries()
     with locked(directory):
         state = load_state(directory)
-        state.redis = redis_server.start(directory, state.redis, redis_bin, timeout)
+        state.redis = redis_server.start(directory, state.redis, redis_bin, timeout, redis_tls)
         save_state(directory, state)  # recorded before PostgreSQL starts, so `down` finds it
         state.postgres = postgres_cluster.start(directory, state.postgres, pg_bins, timeout)
         save_state(directory, state)

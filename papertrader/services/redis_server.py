@@ -9,6 +9,11 @@ master, and one user per registered worker, added by `pt workers register`
 (``ACL SAVE`` keeps them in the file). Every start rewrites the three fixed
 users' lines and keeps the workers' as they are, so an install from before
 the users moves to them on its next start with nothing else to do.
+
+With certificate files (`pt services up --redis-tls-cert/--redis-tls-key/
+--redis-tls-ca`, what the Ansible redis role passes) it speaks TLS only: the
+port is Redis's ``tls-port`` and the plaintext port is off, so even a local
+process cannot talk to it in clear; the URLs are ``rediss://`` naming the CA.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -44,6 +50,21 @@ CONFIG_NAME = "redis.conf"
 PING_TIMEOUT = 1.0
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """The server's certificate and key, and the CA that issued it (clients verify with it)."""
+
+    cert: str
+    key: str
+    ca: str
+
+    @classmethod
+    def of(cls, record: RedisRecord) -> RedisTls | None:
+        if record.tls_cert is None or record.tls_key is None or record.tls_ca is None:
+            return None
+        return cls(record.tls_cert, record.tls_key, record.tls_ca)
+
+
 def _quote(value: str) -> str:
     """A value for redis.conf: double-quoted, so paths with spaces survive."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -55,7 +76,7 @@ def render_config(record: RedisRecord) -> str:
         "# Written by PaperTrader (`pt services up`) on every start; edits are lost.",
         f"bind {LOOPBACK}",
         "protected-mode yes",
-        f"port {record.port}",
+        *_listen(record),
         f"aclfile {_quote(record.acl_file)}",
         f"dir {_quote(record.data_dir)}",
         f"pidfile {_quote(record.pid_file)}",
@@ -106,6 +127,24 @@ def _write_acl(record: RedisRecord) -> None:
     write_private_file(path, render_acl(record, existing))
 
 
+def _listen(record: RedisRecord) -> list[str]:
+    """The plaintext port, or (TLS) the TLS port alone: TLS 1.2+, no client certificates
+    (clients prove themselves with their password, inside TLS)."""
+    tls = RedisTls.of(record)
+    if tls is None:
+        return [f"port {record.port}"]
+    return [
+        "port 0",
+        f"tls-port {record.port}",
+        f"tls-cert-file {_quote(tls.cert)}",
+        f"tls-key-file {_quote(tls.key)}",
+        f"tls-ca-cert-file {_quote(tls.ca)}",
+        "tls-auth-clients no",
+        'tls-protocols "TLSv1.2 TLSv1.3"',
+        "tls-prefer-server-ciphers yes",
+    ]
+
+
 def new_record(state_dir: Path) -> RedisRecord:
     """A record for a Redis that was never started in ``state_dir``: fresh password, free port."""
     data_dir = state_dir / "redis"
@@ -123,11 +162,16 @@ def new_record(state_dir: Path) -> RedisRecord:
 def client(record: RedisRecord, timeout: float = PING_TIMEOUT, legacy: bool = False) -> redis.Redis:
     """A client for the private server (short timeouts: it is local), as ``pt-admin``;
     ``legacy``: as the ``default`` user a server started before the users had."""
+    tls = RedisTls.of(record)
     return redis.Redis(
         host=LOOPBACK,
         port=record.port,
         username="default" if legacy else redis_users.ADMIN_USER,
         password=record.password,
+        ssl=tls is not None,
+        ssl_ca_certs=None if tls is None else tls.ca,
+        ssl_cert_reqs="required",
+        ssl_check_hostname=True,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         # redis-py retries refused connections with backoff (seconds) by default;
@@ -176,23 +220,34 @@ def is_running(record: RedisRecord | None) -> bool:
 
 
 def start(
-    state_dir: Path, record: RedisRecord | None, redis_server: Path, timeout: float
+    state_dir: Path,
+    record: RedisRecord | None,
+    redis_server: Path,
+    timeout: float,
+    tls: RedisTls | None = None,
 ) -> RedisRecord:
     """Start Redis for ``state_dir`` (or keep the running one) and return the updated record.
 
     A stopped server is restarted on the same data with the same password; its
-    old port is reused when still free, otherwise a new one is picked.
+    old port is reused when still free, otherwise a new one is picked. ``tls``:
+    serve TLS only with these files (a running server without them, or with
+    others, is restarted); None keeps what the record has.
     """
     if record is not None and is_running(record):
-        if _admin_answers(record):
+        if tls is not None and RedisTls.of(record) != tls:
+            stop(record, timeout)  # restarted below with the TLS files
+        elif _admin_answers(record):
             return record
-        # Started before the ACL users (only ``default`` answers): restart it on the same
-        # data, so it comes back with the users file.
-        stop(record, timeout)
+        else:
+            # Started before the ACL users (only ``default`` answers): restart it on the same
+            # data, so it comes back with the users file.
+            stop(record, timeout)
     if record is None:
         record = new_record(state_dir)
     elif not port_is_free(record.port):
         record.port = free_port()
+    if tls is not None:
+        record.tls_cert, record.tls_key, record.tls_ca = tls.cert, tls.key, tls.ca
     ensure_private_dir(Path(record.data_dir))
     try:
         return _launch(record, redis_server, timeout)

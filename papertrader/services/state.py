@@ -178,20 +178,32 @@ class RedisRecord:
     #: The password of the master's own Redis user (``pt-master``); made at the first
     #: start of a record that has none (also a record from before the users existed).
     master_password: str = ""
+    #: TLS (`pt services up --redis-tls-cert/--redis-tls-key/--redis-tls-ca`): ``port`` is
+    #: then Redis's ``tls-port`` and the plaintext port is off. None: plaintext on loopback.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
     @property
     def url(self) -> str:
         """The operator's connection URL (the ``pt-admin`` user), logical database 0.
 
         The user name is spelled out: ``redis-cli -u`` of Redis 7.0 sends an
-        empty user name for ``redis://:PASSWORD@`` and is refused.
+        empty user name for ``redis://:PASSWORD@`` and is refused. With TLS:
+        ``rediss://`` naming the CA that verifies the server.
         """
-        return f"redis://pt-admin:{quote(self.password, safe='')}@{LOOPBACK}:{self.port}/0"
+        return self._url("pt-admin", self.password)
 
     @property
     def master_url(self) -> str:
         """The master's connection URL (its own ``pt-master`` user)."""
-        return f"redis://pt-master:{quote(self.master_password, safe='')}@{LOOPBACK}:{self.port}/0"
+        return self._url("pt-master", self.master_password)
+
+    def _url(self, user: str, password: str) -> str:
+        where = f"{user}:{quote(password, safe='')}@{LOOPBACK}:{self.port}/0"
+        if self.tls_ca is None:
+            return f"redis://{where}"
+        return f"rediss://{where}?ssl_ca_certs={quote(self.tls_ca, safe='')}"
 
     @property
     def acl_file(self) -> str:

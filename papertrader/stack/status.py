@@ -224,8 +224,13 @@ def _from_redis(sources: StatusSources, now: datetime) -> dict[str, Any]:
     from papertrader.store.worker_control import ControlError, ask_master
 
     assert sources.redis_url is not None
+    from papertrader.store.redis_tls import redis_tls_options
+
     client = redis.Redis.from_url(
-        sources.redis_url, socket_connect_timeout=LOOK_TIMEOUT, socket_timeout=LOOK_TIMEOUT + 2
+        sources.redis_url,
+        socket_connect_timeout=LOOK_TIMEOUT,
+        socket_timeout=LOOK_TIMEOUT + 2,
+        **redis_tls_options(sources.redis_url, None),  # rediss:// names its CA in the URL
     )
     try:
         market = (

@@ -42,6 +42,7 @@ from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
+from papertrader.store.redis_tls import redis_tls_options
 from papertrader.store.redis_users import read_url_file, url_file, worker_user
 from papertrader.store.session_signing import SessionVerifier
 from papertrader.store.sessions import SessionStore
@@ -108,13 +109,15 @@ def redis_url_for(settings: Settings, state_dir: Path | None) -> str:
     return resolve_urls(settings, state_dir).redis_url
 
 
-def make_redis(url: str) -> redis.Redis:
-    """A client whose pool makes greenlets wait for a free connection instead of failing."""
+def make_redis(url: str, ca: Path | None = None) -> redis.Redis:
+    """A client whose pool makes greenlets wait for a free connection instead of failing;
+    over ``rediss://`` it verifies the server with ``ca`` (``tls_ca``) unless the URL names one."""
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=REDIS_MAX_CONNECTIONS,
         timeout=REDIS_POOL_TIMEOUT,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        **redis_tls_options(url, ca),
     )
     return redis.Redis(connection_pool=pool)
 
@@ -528,7 +531,7 @@ def run_worker(
             try:
                 worker = Worker(
                     settings,
-                    make_redis(redis_url_for(settings, state_dir)),
+                    make_redis(redis_url_for(settings, state_dir), settings.tls_ca),
                     state_dir,
                     process_index=process_index,
                     relay=relay,
