@@ -284,16 +284,22 @@ def _record_services(state_dir: Path) -> ServiceUrls:
 def test_resolve_urls_prefers_configured_then_recorded(tmp_path: Path) -> None:
     recorded = _record_services(tmp_path / "s")
     configured = Settings(
-        redis_url="redis://elsewhere:6380/2", database_url="postgresql://u:p@db/app"
+        redis_url="redis://elsewhere:6380/2", database_url="postgresql://u:p@db/app?sslmode=require"
     )
     assert resolve_urls(configured, tmp_path / "s") == ServiceUrls(
-        "redis://elsewhere:6380/2", "postgresql://u:p@db/app"
+        "redis://elsewhere:6380/2", "postgresql://u:p@db/app?sslmode=require"
     )
     assert resolve_urls(Settings(state_dir=tmp_path / "s")) == recorded
     assert resolve_urls(Settings(), tmp_path / "s") == recorded
-    half = resolve_urls(Settings(database_url="postgresql://u:p@db/app"), tmp_path / "s")
+    # Another host and no sslmode named: verified TLS (the chain from tls_ca, and the name).
+    half = resolve_urls(
+        Settings(database_url="postgresql://u:p@db/app", tls_ca=Path("/etc/pt/ca.pem")),
+        tmp_path / "s",
+    )
     assert half == ServiceUrls(
-        recorded.redis_url, "postgresql://u:p@db/app", master_redis_url=recorded.master_redis_url
+        recorded.redis_url,
+        "postgresql://u:p@db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fpt%2Fca.pem",
+        master_redis_url=recorded.master_redis_url,
     )
 
 

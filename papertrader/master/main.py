@@ -61,6 +61,7 @@ from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.market_status import MarketStatusStore
 from papertrader.store.master_epoch import Fenced
 from papertrader.store.order_queue import OrderQueue
+from papertrader.store.pg_tls import verified_url
 from papertrader.store.pool import ConnectionPool, Cursor, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.redis_tls import redis_tls_options
@@ -133,7 +134,9 @@ class Master:
         self.read_pool: ConnectionPool | None = None
         if settings.database_read_url is not None:
             self.read_pool = ConnectionPool(
-                settings.database_read_url, size=READ_POOL_SIZE, begin=_read_only
+                verified_url(settings.database_read_url, settings.tls_ca),
+                size=READ_POOL_SIZE,
+                begin=_read_only,
             )
         epoch = self._epoch
         self.quotes = QuoteBook()

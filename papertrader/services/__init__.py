@@ -31,6 +31,7 @@ from papertrader.services.state import (
     save_state,
     state_file,
 )
+from papertrader.store.pg_tls import verified_url
 
 __all__ = [
     "ServiceSettings",
@@ -98,6 +99,9 @@ class ServiceSettings(Protocol):
 
     @property
     def state_dir(self) -> Path | None: ...
+
+    @property
+    def tls_ca(self) -> Path | None: ...
 
 
 def start_services(
@@ -270,11 +274,13 @@ def resolve_urls(settings: ServiceSettings, state_dir: Path | str | None = None)
     from the services recorded in the state directory (``state_dir``, else
     ``settings.state_dir``, else the default). A configured ``database_url``
     without ``database_owner_url`` is also the owner's (one role for both, as
-    before the roles; docs/OPERATIONS.md says how to split them).
+    before the roles; docs/OPERATIONS.md says how to split them). A configured
+    database URL to another host gets ``sslmode=verify-full`` unless it names a
+    mode (``store/pg_tls.py``).
     """
     redis_url = settings.redis_url
-    database_url = settings.database_url
-    owner_url = settings.database_owner_url or ""
+    database_url = settings.database_url and verified_url(settings.database_url, settings.tls_ca)
+    owner_url = verified_url(settings.database_owner_url or "", settings.tls_ca)
     if redis_url and database_url:
         return ServiceUrls(redis_url, database_url, database_owner_url=owner_url)
     directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
