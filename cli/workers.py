@@ -85,12 +85,18 @@ def _redis(config_path: Path | None, state_dir: Path | None) -> Any:
 
     from papertrader.config import ConfigError, load_settings
     from papertrader.services import ServicesError, resolve_urls
+    from papertrader.store.redis_tls import redis_tls_options
 
     try:
-        urls = resolve_urls(load_settings(config_path), state_dir)
+        settings = load_settings(config_path)
+        urls = resolve_urls(settings, state_dir)
     except (ConfigError, ServicesError) as exc:
         fail(str(exc))
-    return redis.Redis.from_url(urls.redis_url, socket_connect_timeout=5)
+    return redis.Redis.from_url(
+        urls.redis_url,
+        socket_connect_timeout=5,
+        **redis_tls_options(urls.redis_url, settings.tls_ca),
+    )
 
 
 def _ask(
