@@ -357,6 +357,8 @@ def diagnose(
         problems.append("the master does not answer requests sent through Redis")
     if workers is not None:
         linked = {w["name"] for w in workers}
+        if masters and not linked:  # a worker started by hand may not have announced itself yet
+            problems.append("no worker is linked to the master: clients have nowhere to connect")
         for proc in procs:
             if proc["role"] == "worker" and proc["state"] == "running":
                 if proc["name"] not in linked:
