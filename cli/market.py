@@ -68,8 +68,14 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
     """
     import redis
 
+    from papertrader.store.redis_tls import redis_tls_options
+
     settings, urls = _settings_and_urls(config_path, state_dir)
-    client = redis.Redis.from_url(urls.redis_url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(
+        urls.redis_url,
+        socket_connect_timeout=5,
+        **redis_tls_options(urls.redis_url, settings.tls_ca),
+    )
     try:
         document = status_document(settings, client)
     except redis.RedisError as exc:
@@ -105,13 +111,16 @@ def _print_status(document: dict[str, Any]) -> None:
     click.echo(f"history reads    {document['history_queries']}")
 
 
-def _clear_history_cache(redis_url: str) -> int:
+def _clear_history_cache(redis_url: str, ca: Path | None) -> int:
     """Delete the workers' cached history answers: the past just changed."""
     import redis
 
     from papertrader.store import keys
+    from papertrader.store.redis_tls import redis_tls_options
 
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(
+        redis_url, socket_connect_timeout=5, **redis_tls_options(redis_url, ca)
+    )
     try:
         removed = 0
         batch: list[bytes] = []
@@ -196,7 +205,7 @@ def backfill(
     finally:
         pool.close()
     try:
-        cleared = _clear_history_cache(urls.redis_url)
+        cleared = _clear_history_cache(urls.redis_url, settings.tls_ca)
     except redis.RedisError:
         cleared = 0  # no Redis, no cache to clear
     unconfigured = sorted(symbols.difference(settings.assets))

@@ -160,8 +160,13 @@ def _reachable(name: str, url: str) -> bool:
     if name == "redis":
         import redis
 
+        from papertrader.store.redis_tls import redis_tls_options
+
         client = redis.Redis.from_url(
-            url, socket_connect_timeout=LOOK_TIMEOUT, socket_timeout=LOOK_TIMEOUT
+            url,
+            socket_connect_timeout=LOOK_TIMEOUT,
+            socket_timeout=LOOK_TIMEOUT,
+            **redis_tls_options(url, None),  # rediss:// names its CA in the URL
         )
         try:
             return bool(client.ping())
