@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 def _config_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """The file given, else ./papertrader.toml, else the user's (absolute paths: children
     started in another directory read the same file)."""
@@ -101,3 +102,38 @@ def settings_or_fail(config_path: Path | None, **overrides: Any) -> Settings:
         return settings.with_overrides(**given) if given else settings
     except ConfigError as exc:
         fail(str(exc))
+
+
+def provision_redis_user(
+    config_path: Path | None,
+    state_dir: Path | None,
+    user: str,
+    rules: tuple[str, ...],
+    url_path: Path | None,
+) -> tuple[Path, bool]:
+    """Make or update the Redis user ``user`` (``store/redis_users.py``) with the Redis
+    URL configured here, which must be the admin user's; its URL goes to ``url_path``
+    (default: <state dir>/redis-users/USER.url, 0600). The file, and whether anything
+    was new."""
+    import redis
+
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
+    from papertrader.store import redis_users
+
+    try:
+        settings = load_settings(config_path)
+        admin_url = resolve_urls(settings, state_dir).redis_url
+    except (ConfigError, ServicesError) as exc:
+        fail(str(exc))
+    if url_path is None:
+        directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+        url_path = redis_users.url_file(directory, user)
+    client = redis.Redis.from_url(admin_url, socket_connect_timeout=5)
+    try:
+        created = redis_users.provision(client, admin_url, user, rules, url_path)
+    except (redis.RedisError, redis_users.UsersUnavailable, OSError) as exc:
+        fail(f"the Redis user {user} is not made: {exc} (use the Redis admin user's URL)")
+    finally:
+        client.close()
+    return url_path, created

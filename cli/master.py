@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from .common import config_option, fail, settings_or_fail, state_dir_option
+from .common import (
+    config_option,
+    fail,
+    json_option,
+    print_json,
+    provision_redis_user,
+    settings_or_fail,
+    state_dir_option,
+)
 
 
 @click.group()
@@ -150,3 +158,35 @@ def keygen(config_path: Path | None, state_dir: Path | None, home: Path | None) 
 
 if __name__ == "__main__":  # python -m papertrader_cli.master run ...
     master()
+
+
+@master.command("redis-user")
+@config_option
+@state_dir_option
+@click.option(
+    "--redis-url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the master's Redis URL (0600). "
+    "Default: <state dir>/redis-users/pt-master.url",
+)
+@json_option
+def redis_user(
+    config_path: Path | None, state_dir: Path | None, redis_url_file: Path | None, as_json: bool
+) -> None:
+    """Make (or bring up to date) the master's own Redis user, pt-master (every command
+    on pt:* keys but the dangerous ones: docs/REDIS.md), and write its URL to a 0600
+    file; the password already in that file is kept.
+
+    The private Redis of `pt services up` has it already; this is for a Redis of
+    your own (and Ansible). The Redis URL this command uses must be the admin
+    user's.
+    """
+    from papertrader.store import redis_users
+
+    user, rules = redis_users.MASTER_USER, redis_users.MASTER_RULES
+    path, created = provision_redis_user(config_path, state_dir, user, rules, redis_url_file)
+    if as_json:
+        print_json({"user": user, "redis_url_file": str(path), "created": created})
+        return
+    click.echo(f"Redis user {user} {'made' if created else 'up to date'}; its URL is in {path}")

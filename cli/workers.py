@@ -31,6 +31,7 @@ from .common import (
     json_option,
     print_json,
     print_table,
+    provision_redis_user,
     state_dir_option,
 )
 
@@ -144,29 +145,10 @@ def _redis_users(config_path: Path | None, state_dir: Path | None, action: str, 
 def _provision_redis_user(
     config_path: Path | None, state_dir: Path | None, name: str, url_path: Path | None
 ) -> Path:
-    import redis
-
-    from papertrader.config import load_settings
-    from papertrader.services import resolve_state_dir, resolve_urls
     from papertrader.store import redis_users
 
-    settings = load_settings(config_path)
-    user = redis_users.worker_user(name)
-    if url_path is None:
-        directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
-        url_path = redis_users.url_file(directory, user)
-    admin_url = resolve_urls(settings, state_dir).redis_url
-    client = _redis(config_path, state_dir)
-    try:
-        redis_users.provision(client, admin_url, user, redis_users.WORKER_RULES, url_path)
-    except (redis.RedisError, redis_users.UsersUnavailable, OSError) as exc:
-        fail(
-            f"worker {name} is registered but its Redis user {user} is not: {exc} "
-            "(use the Redis admin user's URL, then run this again)"
-        )
-    finally:
-        client.close()
-    return url_path
+    user, rules = redis_users.worker_user(name), redis_users.WORKER_RULES
+    return provision_redis_user(config_path, state_dir, user, rules, url_path)[0]
 
 
 def _record(pool: Any, name: str) -> Any:
@@ -430,6 +412,41 @@ def register(
         "and PT_MASTER_FINGERPRINT=<`pt master keygen` on this host prints it>.",
         err=True,
     )
+
+
+@workers.command("redis-user")
+@config_option
+@state_dir_option
+@click.argument("name")
+@click.option(
+    "--redis-url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the worker's Redis URL (0600). "
+    "Default: <state dir>/redis-users/pt-worker-NAME.url",
+)
+@json_option
+def redis_user(
+    config_path: Path | None,
+    state_dir: Path | None,
+    name: str,
+    redis_url_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Make (or bring up to date) the Redis user of the worker NAME, as `register` does,
+    and write its URL to a 0600 file; the password already in that file is kept.
+
+    For deployments moving to the per-role Redis users, and Ansible. The Redis
+    URL this command uses must be the admin user's.
+    """
+    from papertrader.store import redis_users
+
+    user, rules = redis_users.worker_user(name), redis_users.WORKER_RULES
+    path, created = provision_redis_user(config_path, state_dir, user, rules, redis_url_file)
+    if as_json:
+        print_json({"user": user, "redis_url_file": str(path), "created": created})
+        return
+    click.echo(f"Redis user {user} {'made' if created else 'up to date'}; its URL is in {path}")
 
 
 # -- looking -------------------------------------------------------------------------

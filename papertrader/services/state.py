@@ -291,6 +291,7 @@ class ServicesState:
         }
         if self.redis is not None:
             document["redis"]["url"] = self.redis.url
+            document["redis"]["master_url"] = self.redis.master_url
         if self.postgres is not None:
             document["postgres"]["url"] = self.postgres.url
             document["postgres"]["owner_url"] = self.postgres.owner_url

@@ -197,17 +197,26 @@ def write_secret(path: Path, text: str) -> None:
 
 def provision(
     admin: redis.Redis, base_url: str, user: str, rules: Sequence[str], url_file: Path
-) -> str:
-    """Define ``user`` with ``rules`` and write its URL (0600) to ``url_file``; its URL.
+) -> bool:
+    """Define ``user`` with ``rules`` and write its URL (0600) to ``url_file``; True if
+    anything was new (the user, or its password).
 
     The password already in ``url_file`` is kept (a re-run neither locks out a
     running process nor needs its file copied again); else a new random one.
     """
-    password = _password_in(url_file, user) or secrets.token_urlsafe(32)
+    kept = _password_in(url_file, user)
+    existed = kept is not None and _command(admin, "ACL", "GETUSER", user) is not None
+    password = kept or secrets.token_urlsafe(32)
     set_user(admin, user, password, rules)
     url = url_for(base_url, user, password)
-    write_secret(url_file, url + "\n")
-    return url
+    try:
+        current = url_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != url:  # new, or the server moved (a private Redis on another port)
+        write_secret(url_file, url + "\n")
+        return True
+    return not existed
 
 
 def url_file(state_dir: Path, user: str) -> Path:
