@@ -12,7 +12,10 @@ check), never filled.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -271,3 +274,36 @@ def test_transactions_in_the_append_only_file_survive_a_restart(tmp_path: Path) 
         admin.close()
     finally:
         redis_server.stop(record, 20)
+
+
+def test_pt_master_and_workers_redis_user_make_each_own_user_once(
+    tmp_path: Path, redis_url: str, database_url: str, redis_client: redis.Redis
+) -> None:
+    """What Ansible runs on the master host with the admin user's URL: each user made
+    once (a re-run keeps the password and reports nothing new), URL files 0600."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
+    env.update(PT_REDIS_URL=redis_url, PT_DATABASE_URL=database_url)
+
+    def pt(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "papertrader_cli", *args, "--json"],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    master_file, worker_file = tmp_path / "master.url", tmp_path / "w9.url"
+    try:
+        for _ in range(2):
+            made = pt("master", "redis-user", "--redis-url-file", str(master_file))
+            also = pt("workers", "redis-user", "w9", "--redis-url-file", str(worker_file))
+            assert made["created"] is also["created"] is (_ == 0)
+        for path in (master_file, worker_file):
+            assert path.stat().st_mode & 0o777 == 0o600
+        master = redis.Redis.from_url(master_file.read_text().strip())
+        assert master.acl_whoami() == "pt-master"
+        refused(lambda: master.flushall())
+        worker = redis.Redis.from_url(worker_file.read_text().strip())
+        assert worker.acl_whoami() == "pt-worker-w9"
+        refused(lambda: worker.hset(keys.QUOTES, "AAPL", "{}"))
+    finally:
+        redis_users.delete_user(redis_client, redis_users.worker_user("w9"))
