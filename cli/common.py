@@ -120,6 +120,7 @@ def provision_redis_user(
     from papertrader.config import ConfigError, load_settings
     from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
     from papertrader.store import redis_users
+    from papertrader.store.redis_tls import redis_tls_options
 
     try:
         settings = load_settings(config_path)
@@ -129,7 +130,9 @@ def provision_redis_user(
     if url_path is None:
         directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
         url_path = redis_users.url_file(directory, user)
-    client = redis.Redis.from_url(admin_url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(
+        admin_url, socket_connect_timeout=5, **redis_tls_options(admin_url, settings.tls_ca)
+    )
     try:
         created = redis_users.provision(client, admin_url, user, rules, url_path)
     except (redis.RedisError, redis_users.UsersUnavailable, OSError) as exc:

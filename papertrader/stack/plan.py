@@ -231,14 +231,19 @@ def register_workers(
         pool.close()
 
 
-def redis_users_for(admin_url: str, state_dir: Path, names: list[str]) -> dict[str, Path]:
+def redis_users_for(
+    admin_url: str, state_dir: Path, names: list[str], tls_ca: Path | None = None
+) -> dict[str, Path]:
     """Each worker's own Redis user (``store/redis_users.py``), its URL in a 0600 file of
     the state directory; the files by worker name. Re-runs keep the passwords."""
     import redis
 
     from papertrader.store import redis_users
+    from papertrader.store.redis_tls import redis_tls_options
 
-    admin = redis.Redis.from_url(admin_url, socket_connect_timeout=5)
+    admin = redis.Redis.from_url(
+        admin_url, socket_connect_timeout=5, **redis_tls_options(admin_url, tls_ca)
+    )
     files: dict[str, Path] = {}
     try:
         for name in names:
@@ -458,7 +463,7 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
         [(name, derive_worker_uuid(name), worker_keys[name], addresses[name]) for name in names],
         settings.region,
     )
-    worker_redis = redis_users_for(urls.redis_url, options.state_dir, names)
+    worker_redis = redis_users_for(urls.redis_url, options.state_dir, names, settings.tls_ca)
     say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
     tls_files = certificates(options, say)
     env = base_environment(options, urls.master_redis_url or urls.redis_url)
