@@ -33,6 +33,7 @@ from test_e2e_support import (
 )
 
 from papertrader.client import ClientError, Fill
+from papertrader.protocol import ErrorCode
 from papertrader.store import keys
 from papertrader.store.order_queue import Order, Side
 
@@ -48,21 +49,25 @@ def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Serve
         yield started
 
 
-def _random_orders(accounts: list[int], count: int) -> list[Order]:
+def _random_orders(accounts: list[int], count: int, sessions: dict[int, str]) -> list[Order]:
+    """Orders as a worker queues them: each names its account's live session (the master
+    checks it at the drain and would refuse a sessionless one as an attack)."""
     rng = random.Random(7)
     orders = []
     for _ in range(count):
         side: Side = "buy" if rng.random() < 0.6 else "sell"
+        account = rng.choice(accounts)
         orders.append(
             Order(
                 order_id=uuid.uuid4(),
-                account_id=rng.choice(accounts),
+                account_id=account,
                 side=side,
                 symbol=rng.choice(SYMBOLS),
                 quantity=rng.randint(1, 5),
                 received_at=datetime.now(timezone.utc),
                 client_ip="127.0.0.1",
                 worker="worker-1",
+                session=sessions[account],
             )
         )
     return orders
@@ -104,9 +109,12 @@ def test_sigkill_mid_drain_applies_every_order_exactly_once(
     servers: Servers, redis_url: str, database_url: str
 ) -> None:
     names: list[str] = []
+    sessions: dict[int, str] = {}
     for _ in range(ACCOUNTS):
         with servers.client() as client:
             names.append(new_user(client, "k"))
+            assert client.session_id is not None
+            sessions[account_id(database_url, names[-1])] = client.session_id.hex
     accounts = [account_id(database_url, name) for name in names]
 
     # Real clients with orders in flight when the master dies: logged in first
@@ -142,7 +150,7 @@ def test_sigkill_mid_drain_applies_every_order_exactly_once(
     master.send_signal(signal.SIGSTOP)
     try:
         go.set()
-        orders = _random_orders(accounts, QUEUED_ORDERS)
+        orders = _random_orders(accounts, QUEUED_ORDERS, sessions)
         queue_orders(redis_url, orders)
         queued = {order.order_id for order in orders}
         deadline = time.monotonic() + 30
@@ -185,6 +193,11 @@ def test_sigkill_mid_drain_applies_every_order_exactly_once(
             assert set(decided) == queued | client_ids, "an order was lost or invented"
             assert len(decided) == total
             assert filled and rejected  # the mix exercised both outcomes
+            cur.execute(
+                "SELECT count(*) FROM rejected_orders WHERE code IN (%s, %s)",
+                (int(ErrorCode.SESSION_MISMATCH), int(ErrorCode.INVALID_SESSION)),
+            )
+            assert cur.fetchone() == (0,), "orders refused for their session: the test's own"
 
             # Each waiting client got exactly what PostgreSQL recorded.
             for name, outcome in waiting.items():

@@ -315,9 +315,10 @@ def test_a_long_history_arrives_in_many_packets(
     with servers.client() as client:
         name = new_user(client)
         account = account_id(database_url, name)
+        assert client.session_id is not None  # the master fills only a live session's orders
         orders = [
             Order(uuid.uuid4(), account, "buy", "SPY", 1, datetime.now(timezone.utc),
-                  "127.0.0.1", "worker-1")
+                  "127.0.0.1", "worker-1", session=client.session_id.hex)
             for _ in range(800)
         ]  # fmt: skip
         queue_orders(redis_url, orders)
