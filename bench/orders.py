@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -32,13 +33,17 @@ from urllib.parse import urlsplit
 
 import redis
 
-from papertrader.master.transactions import OrderIntake, drain_once
+from papertrader.master.order_sessions import SessionCheck
+from papertrader.master.transactions import Check, OrderIntake, drain_once
+from papertrader.protocol.errors import ErrorCode
 from papertrader.services import ServiceUrls
 from papertrader.services.binaries import find_binary
 from papertrader.store import keys, order_book
 from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
+from papertrader.store.session_signing import SessionSigner
+from papertrader.store.sessions import SessionStore
 
 ORDERS = 20_000
 ACCOUNTS = 200
@@ -102,18 +107,41 @@ def mixed_orders(ids: list[int], count: int, at: datetime, rng: random.Random) -
     return out
 
 
-def _queue(client: redis.Redis, orders: list[Order]) -> None:
+def _signed_in(client: redis.Redis, ids: list[int]) -> tuple[Check, dict[int, str]]:
+    """A live, master-signed session per account and the drain's check over them: the
+    master checks every order's session when it drains it, so the figure pays for it too."""
+    store = SessionStore(client, 3600, 3600, signer=SessionSigner.generate(),
+                         require_signature=True)  # fmt: skip
+    sessions = {a: store.create(a, f"bench{a}", "127.0.0.1", False).session_id.hex for a in ids}
+    return SessionCheck(client, store), sessions
+
+
+def _assert_no_session_refusals(pool: ConnectionPool, ids: list[int]) -> None:
+    """A figure of orders refused at the session check would measure the wrong work."""
+    with pool.transaction() as cur:
+        cur.execute("SELECT count(*) FROM rejected_orders WHERE account_id = ANY(%s)"
+                    " AND code IN (%s, %s)", (ids, int(ErrorCode.SESSION_MISMATCH),
+                                              int(ErrorCode.INVALID_SESSION)))  # fmt: skip
+        refused = cur.fetchone()[0]  # type: ignore[index]
+    if refused:
+        raise RuntimeError(f"{refused} bench orders were refused for their session")
+
+
+def _queue(client: redis.Redis, orders: list[Order], sessions: dict[int, str]) -> None:
+    """XADD as a worker does: each order names its account's session."""
     pipe = client.pipeline(transaction=False)
     for order in orders:
-        pipe.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
+        signed = replace(order, session=sessions[order.account_id])
+        pipe.xadd(keys.ORDERS, signed.fields())  # type: ignore[arg-type]
     pipe.execute()
 
 
 def _drain(queue: OrderQueue, pool: ConnectionPool, price: Decimal, now: datetime,
-           intake: OrderIntake | None = None) -> tuple[int, float]:  # fmt: skip
+           check: Check, intake: OrderIntake | None = None) -> tuple[int, float]:  # fmt: skip
     started = time.perf_counter()
     decided = drain_once(queue, pool, {"AAPL": price}, now=now, intake=intake,
-                         day_end=now + timedelta(hours=8), max_open=1_000_000)  # fmt: skip
+                         day_end=now + timedelta(hours=8), max_open=1_000_000,
+                         check=check)  # fmt: skip
     return decided, time.perf_counter() - started
 
 
@@ -124,9 +152,11 @@ def bench_market(urls: ServiceUrls, orders: int = ORDERS, prefix: str = "m") -> 
     queue = OrderQueue(client)
     queue.ensure_group()
     ids = _accounts(pool, ACCOUNTS, prefix)
+    check, sessions = _signed_in(client, ids)
     now = datetime.now(timezone.utc)
-    _queue(client, market_orders(ids, orders, now))
-    decided, elapsed = _drain(queue, pool, PRICE, now)
+    _queue(client, market_orders(ids, orders, now), sessions)
+    decided, elapsed = _drain(queue, pool, PRICE, now, check)
+    _assert_no_session_refusals(pool, ids)
     pool.close()
     client.close()
     return {"orders": decided, "seconds": round(elapsed, 3),
@@ -140,6 +170,7 @@ def bench_mix(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
     queue.ensure_group()
     rng = random.Random(13)
     ids = _accounts(pool, ACCOUNTS, "x")
+    check, sessions = _signed_in(client, ids)
     before = datetime.now(timezone.utc) - timedelta(minutes=1)
     # Earlier intervals left a book: limit buys 1-5% under the price, a fifth within 1%.
     book = []
@@ -147,12 +178,12 @@ def bench_mix(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
         gap = Decimal("0.995") if i % 5 == 0 else Decimal("0.96")
         book.append(_order(ids[i % ACCOUNTS], "buy", 1 + i % 5, before, order_type="limit",
                            limit_price=(PRICE * gap).quantize(Decimal("0.01"))))  # fmt: skip
-    _queue(client, book)
-    _drain(queue, pool, PRICE, before)
+    _queue(client, book, sessions)
+    _drain(queue, pool, PRICE, before, check)
     # This interval: new orders, some canceled while queued, the price 1% lower.
     now = datetime.now(timezone.utc)
     fresh = mixed_orders(ids, orders, now, rng)
-    _queue(client, fresh)
+    _queue(client, fresh, sessions)
     intake = OrderIntake(queue)
     intake.catch_up()
     started = time.perf_counter()
@@ -164,7 +195,7 @@ def bench_mix(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
             canceled += state is not None and state.status == "canceled"
     cancel_seconds = time.perf_counter() - started
     decided, elapsed = _drain(queue, pool, (PRICE * Decimal("0.99")).quantize(Decimal("0.01")),
-                              now, intake)  # fmt: skip
+                              now, check, intake)  # fmt: skip
     with pool.transaction() as cur:
         cur.execute("SELECT status, count(*) FROM orders WHERE account_id = ANY(%s)"
                     " GROUP BY status", (ids,))  # fmt: skip
