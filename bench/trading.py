@@ -37,8 +37,10 @@ import redis
 from bench.stack import ROOT, free_port
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.config import load_settings
+from papertrader.keyring import master_home
 from papertrader.services import resolve_urls
 from papertrader.store.pool import ConnectionPool
+from papertrader.store.session_signing import KEY_FILE, load_or_create
 from papertrader.store.sessions import SessionStore
 from papertrader.tls.local import ca_file
 
@@ -209,7 +211,10 @@ def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
                 accounts = cur.fetchall()
         finally:
             pool.close()
-        store = SessionStore(redis.Redis.from_url(urls.redis_url), 3600, 3600, ip_check=True)
+        # Sessions as the master mints them: signed with its key (workers refuse others).
+        signer = load_or_create(master_home(settings, Path(tmp)) / KEY_FILE)
+        store = SessionStore(redis.Redis.from_url(urls.redis_url), 3600, 3600, ip_check=True,
+                             signer=signer)  # fmt: skip
         traders = []
         for account_id, name in accounts[:TRADERS]:
             session = store.create(account_id, name, "127.0.0.1", False)
