@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,11 +32,14 @@ from typing import Any
 import redis
 
 from bench.loadgen import LoadResult, connect_p50_ms, request_bytes, run_load
-from bench.stack import free_port, spawn, stop, wait_for_port
-from papertrader.keyring import Keyring
+from bench.stack import ROOT, free_port, spawn, stop, wait_for_port
+from papertrader.client import ClientError, PaperTraderClient
+from papertrader.config import load_settings
+from papertrader.keyring import master_home
 from papertrader.market.providers import SimulatedProvider
 from papertrader.services import ServiceUrls
 from papertrader.store.quotes import QuoteStore
+from papertrader.store.session_signing import KEY_FILE, load_or_create
 from papertrader.store.sessions import SessionStore
 from papertrader.tls.local import ca_file
 
@@ -96,34 +101,119 @@ class Target:
         }
 
 
+def _pt(args: list[str], env: dict[str, str]) -> str:
+    """One `pt` command of this repository's code; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "papertrader_cli", *args], env={**os.environ,
+        "PYTHONPATH": str(ROOT), **env}, cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"pt {' '.join(args[:2])} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@dataclass
+class Master:
+    """A real master for the bench's workers: since issue 10 a worker accepts only
+    sessions signed by the master, whose public key reaches it over the link."""
+
+    env: dict[str, str]
+    port: int
+    fingerprint: str
+    state: Path
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(
+        cls, urls: ServiceUrls, state: Path, started: list[subprocess.Popen[bytes]],
+        tls: bool = True,
+    ) -> Master:  # fmt: skip
+        """``tls=False``: for the plaintext worker, whose link is plaintext too."""
+        port = free_port()
+        env = {
+            "PT_STATE_DIR": str(state),
+            "PT_REDIS_URL": urls.redis_url,
+            "PT_DATABASE_URL": urls.database_url,
+            "PT_MASTER_PORT": str(port),
+            "PT_UPDATE_INTERVAL": "5",
+            "PT_LOG_FILE": str(state / "master.log"),
+            **({} if tls else {"PT_TLS": "false"}),
+        }
+        fingerprint = _pt(["master", "keygen"], env).splitlines()[-1].strip()
+        proc = spawn(["-m", "papertrader_cli", "master", "run"], env, state / "master.out")
+        started.append(proc)
+        wait_for_port(port, proc)
+        return cls(env, port, fingerprint, state, proc)
+
+    def sessions(self, client: redis.Redis) -> SessionStore:
+        """Sessions as the master mints them, signed with its key."""
+        signer = load_or_create(master_home(load_settings(environ=self.env), self.state) / KEY_FILE)
+        return SessionStore(client, 3600, 3600, ip_check=True, signer=signer)
+
+    def register(self, name: str, port: int) -> dict[str, str]:
+        """A worker ``name`` on ``port``, registered as `pt workers register` does: its env."""
+        home = self.state / f"gnupg-{name}"
+        key = self.state / f"{name}.asc"
+        _pt(["workers", "keygen", "--home", str(home), "--name", name, "--out", str(key)],
+            self.env)  # fmt: skip
+        where = ["--ip", "127.0.0.1/32", "--region", "local", "--address", f"127.0.0.1:{port}"]
+        worker_uuid = _pt(["workers", "register", name, "--key", str(key), *where], self.env)
+        return {
+            "PT_WORKER_NAME": name,
+            "PT_WORKER_UUID": worker_uuid.splitlines()[-1].strip(),
+            "PT_WORKER_GNUPG_HOME": str(home),
+            "PT_MASTER_FINGERPRINT": self.fingerprint,
+            "PT_MASTER_CONNECT": f"127.0.0.1:{self.port}",
+        }
+
+
 def worker_env(
     urls: ServiceUrls,
     state: Path,
     port: int,
     web_port: int,
+    master: Master,
+    name: str,
     processes: int = 1,
     tls: bool = True,
 ) -> dict[str, str]:
-    """What a `pt worker run` of ``processes`` processes needs to serve quotes without a
-    master; with TLS a certificate from the state directory's private CA, as `pt up`
-    gives it (``tls=False``: the same worker with tls = false, on loopback)."""
-    # A worker needs its key pair and a pinned master key to start, even with no master.
-    keyring = Keyring(state / "gnupg-bench", create=True)
-    fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("bench")]
-    keyring.stop_agent()
+    """What a `pt worker run` of ``processes`` processes needs, linked to ``master``; with
+    TLS a certificate from the state directory's private CA, as `pt up` gives it
+    (``tls=False``: the same worker with tls = false, on loopback)."""
     return {
-        "PT_WORKER_GNUPG_HOME": str(keyring.home),
-        "PT_MASTER_FINGERPRINT": fingerprint[0],
+        **master.register(name, port),
         "PT_REDIS_URL": urls.redis_url,
         "PT_WORKER_PORT": str(port),
         "PT_WEB_PORT": str(web_port),
-        "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",  # no master: quotes need none
         "PT_UPDATE_INTERVAL": "5",
         "PT_LOG_FILE": str(state / f"worker-{port}.log"),
         "PT_STATE_DIR": str(state),
         "PT_WORKER_PROCESSES": str(processes),
-        **({} if tls else {"PT_TLS": "false", "PT_WORKER_NAME": "bench-plain"}),
+        **({} if tls else {"PT_TLS": "false"}),
     }
+
+
+def answers_quotes(
+    port: int, session: uuid.UUID, ca: str | None, logs: list[Path], timeout: float = 60
+) -> None:
+    """Wait until the worker answers a real quote to the bench's session (linked, the
+    master's key received): the figures must count quotes, not refusals."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with PaperTraderClient("127.0.0.1", port, session_id=session, ca=ca,
+                                   tls=ca is not None) as client:  # fmt: skip
+                client.quote("AAPL")
+                return
+        except ClientError as exc:
+            if time.monotonic() > deadline:
+                tails = "".join(
+                    f"\n--- {log.name}\n" + "\n".join(
+                        [x for x in log.read_text().splitlines() if "client #" not in x][-15:])
+                    for log in logs if log.exists()
+                )  # fmt: skip
+                raise RuntimeError(f"the worker on {port} serves no quote: {exc}{tails}") from None
+            time.sleep(0.5)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -144,8 +234,6 @@ def bench_quotes(
     client = redis.Redis.from_url(urls.redis_url)
     now = datetime.now(timezone.utc)
     QuoteStore(client).publish(SimulatedProvider(1).fetch(["AAPL", "MSFT"], now, {}), now)
-    session = SessionStore(client, 3600, 3600, ip_check=True).create(1, "bench", "127.0.0.1", False)
-    payload = request_bytes(session.session_id, "AAPL")
     processes = int(os.environ.get("PT_BENCH_LOADGEN_PROCESSES", str(os.cpu_count() or 1)))
     rounds = max(1, round(seconds / ROUND_SECONDS))
 
@@ -154,10 +242,13 @@ def bench_quotes(
         bare_port = free_port()
         bare = spawn(["-m", "bench.bare_server", str(bare_port)], {}, state / "bare.log")
         started.append(bare)
+        master = Master.start(urls, state, started)
+        session = master.sessions(client).create(1, "bench", "127.0.0.1", False)
+        payload = request_bytes(session.session_id, "AAPL")
         worker_port, web_port = free_port(), free_port()
         worker = spawn(
             ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, worker_port, web_port),
+            worker_env(urls, state, worker_port, web_port, master, "bench-tls"),
             state / "worker.out",
         )
         started.append(worker)
@@ -165,24 +256,38 @@ def bench_quotes(
         wide_port = free_port()
         wide = spawn(
             ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, wide_port, free_port(), processes=2),
+            worker_env(urls, state, wide_port, free_port(), master, "bench-wide", processes=2),
             state / "worker-wide.out",
         )
         started.append(wide)
-        plain_port = free_port()
-        plain = spawn(
-            ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, plain_port, free_port(), tls=False),
-            state / "worker-plain.out",
-        )
-        started.append(plain)
-        for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker),
-                           (plain_port, plain)):  # fmt: skip
+        for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker)):
             wait_for_port(port, proc)
         wait_for_port(wide_port, wide)
         wait_until(lambda: len(with_children(wide.pid)) == 2)
         time.sleep(3)  # the second process binds the port once it has loaded
         ca = str(ca_file(state))  # the workers' certificates are verified, as clients do
+        logs = [state / "master.log"]
+        for port in (worker_port, wide_port):
+            answers_quotes(port, session.session_id, ca, [state / f"worker-{port}.log", *logs])
+        # The plaintext worker's link is plaintext too: a master with tls = false (the
+        # same key) for it, once the TLS workers have the session key and the TLS master
+        # is gone (two masters would make one a standby). Quotes need no master.
+        stop(master.proc)
+        plain_master = Master.start(urls, state, started, tls=False)
+        plain_port = free_port()
+        plain = spawn(
+            ["-m", "papertrader_cli", "worker", "run"],
+            worker_env(urls, state, plain_port, free_port(), plain_master, "bench-plain",
+                       tls=False),  # fmt: skip
+            state / "worker-plain.out",
+        )
+        started.append(plain)
+        wait_for_port(plain_port, plain)
+        plain_logs = [state / f"worker-{plain_port}.log", *logs]
+        answers_quotes(plain_port, session.session_id, None, plain_logs)
+        stop(plain_master.proc)
+        for port in (worker_port, wide_port):  # still serving without their master
+            answers_quotes(port, session.session_id, ca, [state / f"worker-{port}.log", *logs])
         origin = f"https://127.0.0.1:{web_port}"
         targets = [
             Target("bare", bare_port, lambda: [bare.pid]),
