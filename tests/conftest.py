@@ -41,6 +41,8 @@ from papertrader.master.redis_functions import load_functions
 from papertrader.services import ServiceUrls, destroy_services, start_services
 from papertrader.services.state import MASTER_ROLE, OWNER_ROLE, load_state
 from papertrader.store.migrate import migrate
+from papertrader.store.order_queue import OrderQueue
+from papertrader.store.pool import ConnectionPool
 from papertrader.store.roles import ensure_login_role, login_name
 
 REDIS_TEST_DATABASES = range(1, 16)  # 0 is left alone; Redis has 16 by default
@@ -246,3 +248,21 @@ def db_conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    """A connection pool on the test's own migrated database."""
+    pool = ConnectionPool(database_url, size=4)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def queue(redis_client: redis.Redis) -> OrderQueue:
+    """The order stream with the master's consumer group, on the test's own Redis."""
+    queue = OrderQueue(redis_client)
+    queue.ensure_group()
+    return queue

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-
-import pytest
 
 from papertrader.master.equity import EquityRecorder
 from papertrader.store import equity
@@ -14,15 +11,6 @@ from papertrader.store.accounts import create_account
 from papertrader.store.pool import ConnectionPool
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=2)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def hold(pool: ConnectionPool, account: int, symbol: str, quantity: int) -> None:

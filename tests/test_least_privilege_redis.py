@@ -61,13 +61,6 @@ def worker(worker_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=2)
-    yield pool
-    pool.close()
-
-
 def refused(call: object) -> None:
     with pytest.raises(redis.exceptions.NoPermissionError):
         call()  # type: ignore[operator]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,15 +15,6 @@ from papertrader.store.pool import ConnectionPool
 
 START = datetime(2026, 1, 30, tzinfo=timezone.utc)
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=2)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def python_aggregate(quotes: list[Quote], unit: str) -> list[tuple[object, ...]]:

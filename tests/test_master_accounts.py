@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import gevent
@@ -20,15 +19,6 @@ from papertrader.store.pool import ConnectionPool
 SETTINGS = Settings(bcrypt_cost=4)
 GOOD = "paper trading practice 7"  # passes the password policy
 LONG = hashlib.sha256(b"a long random password").hexdigest() * 4  # 256 characters
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=4)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def refused(pool: ConnectionPool, *args: str) -> AccountError:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-import redis
 
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
@@ -31,22 +29,6 @@ T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 PRICES = {"AAPL": Decimal("150.25"), "MSFT": Decimal("410.10")}
 PRACTICE = Decimal("100000.00")
 CLASS = Decimal("5000.00")
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=4)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
-def queue(redis_client: redis.Redis) -> OrderQueue:
-    queue = OrderQueue(redis_client)
-    queue.ensure_group()
-    return queue
 
 
 @pytest.fixture

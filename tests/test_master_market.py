@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-import pytest
 import redis
 
 from papertrader.market.providers import ProviderError, SimulatedProvider
@@ -28,15 +27,6 @@ class BrokenProvider:
         self, symbols: Sequence[str], period_start: datetime, previous: Mapping[str, Quote]
     ) -> dict[str, Quote]:
         raise ProviderError("HTTP 503 from the quotes API")
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=2)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def retrieval(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -29,22 +28,6 @@ from papertrader.store.pool import ConnectionPool
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 DAY_END = T0 + timedelta(hours=6)
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=4)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
-def queue(redis_client: redis.Redis) -> OrderQueue:
-    queue = OrderQueue(redis_client)
-    queue.ensure_group()
-    return queue
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -30,22 +29,6 @@ from papertrader.store.rejected_orders import purge_rejected
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 PRICES = {"AAPL": Decimal("150.25"), "MSFT": Decimal("410.10")}
-
-
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(database_url, size=4)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
-def queue(redis_client: redis.Redis) -> OrderQueue:
-    queue = OrderQueue(redis_client)
-    queue.ensure_group()
-    return queue
 
 
 @pytest.fixture
