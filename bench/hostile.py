@@ -1,8 +1,10 @@
 """One worker's memory under hostile connections, beside its idle figure.
 
-A real ``pt worker run`` process (no master: none of this needs one) is
-measured (resident set size, from /proc) idle, then with 1,000 connections
-of each hostile kind held open at once, one kind at a time:
+A real ``pt worker run`` process, linked to a real master (since issue 10 a
+worker serves only sessions the master signed, with the key it sends over the
+link: without it the pipelined quotes would all be refusals), is measured
+(resident set size, from /proc) idle, then with 1,000 connections of each
+hostile kind held open at once, one kind at a time:
 
 * ``idle``: connected, silent (closed after client_preauth_idle_timeout);
 * ``half_frames``: a header announcing the largest request the worker
@@ -21,6 +23,7 @@ Documented ceiling: ``CEILING_MB`` (bench/README.md).
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,13 +32,12 @@ from typing import Any
 import redis
 
 from bench.loadgen import request_bytes
+from bench.quotes import Master, answers_quotes, worker_env
 from bench.stack import free_port, spawn, stop, wait_for_port
-from papertrader.keyring import Keyring
 from papertrader.market.providers import SimulatedProvider
 from papertrader.protocol import HEADER_SIZE, Instruction, Message, encode_message
 from papertrader.services import ServiceUrls
 from papertrader.store.quotes import QuoteStore
-from papertrader.store.sessions import SessionStore
 
 CONNECTIONS = 1000
 #: One worker under 1,000 connections of any hostile kind stays below this (MB).
@@ -74,33 +76,29 @@ def bench_hostile(urls: ServiceUrls, state: Path) -> dict[str, Any]:
     client = redis.Redis.from_url(urls.redis_url)
     now = datetime.now(timezone.utc)
     QuoteStore(client).publish(SimulatedProvider(1).fetch(["AAPL", "MSFT"], now, {}), now)
-    session = SessionStore(client, 3600, 3600, ip_check=True).create(1, "bench", "127.0.0.1", False)
+    started: list[subprocess.Popen[bytes]] = []
+    master = Master.start(urls, state, started, tls=False)
+    session = master.sessions(client).create(1, "bench", "127.0.0.1", False)
     pipelined = request_bytes(session.session_id, "AAPL")
     pipelined = pipelined * (65536 // len(pipelined))
 
     port = free_port()
-    keyring = Keyring(state / "gnupg-hostile", create=True)
-    fingerprint = keyring.secret_fingerprints()[:1] or [keyring.generate("hostile")]
-    keyring.stop_agent()
     env = {
-        "PT_WORKER_GNUPG_HOME": str(keyring.home),
-        "PT_MASTER_FINGERPRINT": fingerprint[0],
-        "PT_REDIS_URL": urls.redis_url,
-        "PT_WORKER_PORT": str(port),
-        "PT_MASTER_CONNECT": f"127.0.0.1:{free_port()}",
-        "PT_UPDATE_INTERVAL": "5",
+        **worker_env(urls, state, port, free_port(), master, "bench-hostile", tls=False),
         "PT_LOG_FILE": str(state / "hostile-worker.log"),
         "PT_MAX_CONNECTIONS_PER_ADDRESS": str(CONNECTIONS * 2),
         "PT_CLIENT_PREAUTH_IDLE_TIMEOUT": "120",
         "PT_CLIENT_SEND_TIMEOUT": "120",
         # The handler's own bounds are measured, on plaintext connections (loopback): a
         # TLS connection adds OpenSSL's per-connection state on top (bench/README.md).
-        "PT_TLS": "false",
     }
     worker = spawn(["-m", "papertrader_cli", "worker", "run"], env, state / "hostile-worker.out")
+    started.append(worker)
     results: dict[str, Any] = {"connections": CONNECTIONS, "ceiling_mb": CEILING_MB}
     try:
         wait_for_port(port, worker)
+        # The pipelined requests must be answered quotes, not refusals of the session.
+        answers_quotes(port, session.session_id, None, [state / "hostile-worker.log"])
         results["baseline_mb"] = round(_settle(worker.pid), 1)
         kinds = {
             "idle": (None, b""),
@@ -126,6 +124,7 @@ def bench_hostile(urls: ServiceUrls, state: Path) -> dict[str, Any]:
         worst = max(results[f"{kind}_connections_mb"] for kind in kinds)
         results["below_ceiling"] = worst < CEILING_MB
     finally:
-        stop(worker)
+        for proc in reversed(started):
+            stop(proc)
         client.close()
     return results
