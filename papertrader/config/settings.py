@@ -393,7 +393,7 @@ class Settings:
     max_connections_per_address: int = 100
     #: Answers a worker keeps for a client before it waits for the client to read them,
     #: and how long it waits before closing a client that does not read.
-    client_send_buffer_bytes: int = 1024 * 1024
+    client_send_buffer_bytes: int = 64 * 1024
     client_send_timeout: float = 30.0
     #: The website client: every worker serves the page and a WebSocket endpoint
     #: (docs/PROTOCOL.md section 15) on web_host (None: worker_host), web_port.
