@@ -30,7 +30,7 @@ _SPAN = re.compile(r"(\d{1,5})([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-class When(click.ParamType):
+class When(click.ParamType[datetime, Any]):
     """A moment: ISO 8601 (a date, or a date and time; UTC unless it says), or a span
     from now such as 90m, 6h, 30d, 2w."""
 
@@ -50,7 +50,7 @@ class When(click.ParamType):
         return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-class Cash(click.ParamType):
+class Cash(click.ParamType[Decimal, Any]):
     name = "AMOUNT"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
@@ -85,7 +85,7 @@ def terms_options(command: Any) -> Any:
 
 
 def competition_document(competition: Competition) -> dict[str, Any]:
-    document = fmt.text(
+    document = fmt.document(
         {
             "name": competition.name,
             "status": competition.status,
@@ -272,7 +272,7 @@ def show(name: str, as_json: bool) -> None:
 
 
 def leaderboard_document(board: Leaderboard) -> dict[str, Any]:
-    return fmt.text(
+    return fmt.document(
         {
             "competition": board.competition,
             "status": board.status,

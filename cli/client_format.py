@@ -38,6 +38,11 @@ def text(value: Any) -> Any:
     return value
 
 
+def document(fields: dict[str, Any]) -> dict[str, Any]:
+    """``text`` of a JSON object, typed as one (what ``--json`` commands print)."""
+    return {key: text(item) for key, item in fields.items()}
+
+
 def when(moment: datetime | None) -> str:
     if moment is None:
         return "-"

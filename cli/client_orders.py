@@ -52,7 +52,7 @@ _TYPES = {
 }
 
 
-class PriceType(click.ParamType):
+class PriceType(click.ParamType[Decimal, Any]):
     """A positive decimal price, exact (never a float), that the wire can carry."""
 
     name = "PRICE"

@@ -11,6 +11,7 @@ started in the state directory.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,7 @@ def backfill(
     try:
         batch: list[Quote] = []
         with click.progressbar(
-            length=total, label=f"loading {source.name}", file=click.get_text_stream("stderr")
+            length=total, label=f"loading {source.name}", file=sys.stderr
         ) as bar:
             for quote in iter_rows(source):
                 batch.append(quote)

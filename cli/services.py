@@ -86,7 +86,11 @@ def up(
     files = (redis_tls_cert, redis_tls_key, redis_tls_ca)
     if any(files) and not all(files):
         fail("give --redis-tls-cert, --redis-tls-key and --redis-tls-ca together")
-    redis_tls = RedisTls(*files) if redis_tls_cert and redis_tls_key and redis_tls_ca else None
+    redis_tls = (
+        RedisTls(redis_tls_cert, redis_tls_key, redis_tls_ca)
+        if redis_tls_cert and redis_tls_key and redis_tls_ca
+        else None
+    )
     try:
         urls = start_services(state_dir, timeout=timeout, redis_tls=redis_tls)
     except ServicesError as exc:

@@ -467,7 +467,7 @@ def list_workers(config_path: Path | None, state_dir: Path | None, as_json: bool
         live = _ask(config_path, state_dir, "list", None).get("workers", {})
     except ControlError as exc:
         master_note = str(exc)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for record in records:
         figures = live.get(str(record.uuid))
         rows.append(
