@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages PaperTrader needs, only the ones that are missing:
-# redis-server, postgresql, gnupg, Python's venv module, Node.js (the web client's
+# redis-server, redis-sentinel, postgresql, gnupg, Python's venv module, Node.js (the web client's
 # codec tests) and Chromium with its driver and NSS's certutil (the browser tests of
 # the web client).
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Redis with Sentinel (issue 17): the tests run real Sentinels.
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
 fi

@@ -120,6 +120,34 @@ _RULES: dict[str, _Rule] = {
         "optpath",
         "a file (0600) holding this process's Redis URL, or unset to use redis_url",
     ),
+    "redis_sentinels": _Rule(
+        "opthostports",
+        "host:port of each Redis Sentinel watching the primary, comma-separated "
+        "(e.g. s1:26379,s2:26379,s3:26379), or unset: redis_url names the Redis server",
+    ),
+    "redis_sentinel_service": _Rule(
+        "str",
+        "the name the Sentinels monitor the primary under (sentinel monitor NAME ...): "
+        "1 to 64 characters from A-Z a-z 0-9 . _ -",
+        pattern=_NAME_RE,
+    ),
+    "redis_sentinel_username": _Rule(
+        "optstr", "the user this process logs in to the Sentinels as, or unset: none"
+    ),
+    "redis_sentinel_password_file": _Rule(
+        "optpath",
+        "a file (0600) holding the Sentinels' password, or unset when they need none",
+    ),
+    "redis_min_replicas_ack": _Rule(
+        "int",
+        "replicas (0 to 16) that must hold an order before a worker reports it queued "
+        "(WAIT); 0: do not wait",
+        0,
+        16,
+    ),
+    "redis_replica_ack_timeout": _Rule(
+        "float", "seconds from 0.01 to 60 a worker waits for the replicas' ack", 0.01, 60
+    ),
     "database_url": _Rule(
         "optstr",
         "a URL starting with postgresql:// or postgres://, or unset for the embedded server",
@@ -336,6 +364,19 @@ class Settings:
     #: A file holding the Redis URL, with this process's own Redis user and password
     #: (a worker's, written by `pt workers register`); wins over ``redis_url``.
     redis_url_file: Path | None = None
+    #: Redis Sentinel (docs/OPERATIONS.md, "Redis with Sentinel"): when set, the
+    #: primary is whichever the Sentinels name for ``redis_sentinel_service``;
+    #: redis_url then gives only the user, password, database and TLS (rediss://:
+    #: the Sentinels speak TLS too), its host:port is not used.
+    redis_sentinels: str | None = None
+    redis_sentinel_service: str = "papertrader"
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password_file: Path | None = None
+    #: Durability of an acknowledged order (docs/OPERATIONS.md): a worker tells the
+    #: client "queued" only once this many replicas hold it (Redis WAIT), else it
+    #: answers "outcome unknown" with the order id.
+    redis_min_replicas_ack: int = 0
+    redis_replica_ack_timeout: float = 1.0
     database_url: str | None = None
     #: The schema owner's URL: only migrations use it (`pt db migrate`, `pt up`).
     database_owner_url: str | None = None
@@ -549,6 +590,13 @@ class Settings:
         host, _ = split_host_port(self.worker_client_address)
         port = self.web_port if port is None else port
         return ("https://" if tls else "http://") + join_host_port(host, port)
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of every configured Redis Sentinel; empty: no Sentinel."""
+        if self.redis_sentinels is None:
+            return []
+        return [split_host_port(item) for item in self.redis_sentinels.split(",")]
 
     @property
     def master_address(self) -> tuple[str, int]:

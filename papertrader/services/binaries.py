@@ -29,6 +29,7 @@ POSTGRES_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
 _INSTALL_HINTS = {
     "redis-server": "install Redis (Debian/Ubuntu: `apt-get install redis-server`)",
+    "redis-sentinel": "install Redis Sentinel (Debian/Ubuntu: `apt-get install redis-sentinel`)",
     "initdb": "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`)",
     "pg_ctl": "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`)",
     "postgres": "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`)",

@@ -88,14 +88,43 @@ def render_config(record: RedisRecord) -> str:
         # own ceiling (history_shared_cache_bytes).
         "maxmemory-policy noeviction",
         "databases 16",
+        *_replication(record),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _replication(record: RedisRecord) -> list[str]:
+    """Every node can be a replica (a Sentinel turns a returning primary into one), so
+    every node knows how to log in to a primary; a replica names its primary."""
+    lines = []
+    if record.replication_password:
+        lines += [
+            f"masteruser {redis_users.REPLICATION_USER}",
+            f"masterauth {_quote(record.replication_password)}",
+        ]
+        if RedisTls.of(record) is not None:
+            lines.append("tls-replication yes")
+    if record.replicaof is not None:
+        host, _, port = record.replicaof.rpartition(":")
+        lines.append(f"replicaof {host} {port}")
+    if record.min_replicas_to_write > 0:
+        lines += [
+            f"min-replicas-to-write {record.min_replicas_to_write}",
+            "min-replicas-max-lag 10",
+        ]
+    return lines
 
 
 def render_acl(record: RedisRecord, existing: str = "") -> str:
     """The ACL file: ``default`` off, ``pt-admin`` and ``pt-master`` as the record says,
     then every other user line of ``existing`` (the workers') unchanged."""
-    fixed = {"default", redis_users.ADMIN_USER, redis_users.MASTER_USER}
+    fixed = {
+        "default",
+        redis_users.ADMIN_USER,
+        redis_users.MASTER_USER,
+        redis_users.REPLICATION_USER,
+        redis_users.SENTINEL_USER,
+    }
     lines = [
         # Off: nobody can log in as it. Its rights stay whole: Redis (before redis#14545)
         # replays the MULTI/EXEC blocks of the AOF as this user and silently drops what it
@@ -104,6 +133,20 @@ def render_acl(record: RedisRecord, existing: str = "") -> str:
         _acl_line(redis_users.ADMIN_USER, record.password, redis_users.ADMIN_RULES),
         _acl_line(redis_users.MASTER_USER, record.master_password, redis_users.MASTER_RULES),
     ]
+    if record.replication_password:
+        lines.append(
+            _acl_line(
+                redis_users.REPLICATION_USER,
+                record.replication_password,
+                redis_users.REPLICATION_RULES,
+            )
+        )
+    if record.sentinel_password:
+        lines.append(
+            _acl_line(
+                redis_users.SENTINEL_USER, record.sentinel_password, redis_users.SENTINEL_RULES
+            )
+        )
     for line in existing.splitlines():
         words = line.split()
         if len(words) >= 2 and words[0] == "user" and words[1] not in fixed:
@@ -278,6 +321,9 @@ def _launch(record: RedisRecord, redis_server: Path, timeout: float) -> RedisRec
             timeout=timeout,
             start_new_session=True,  # not killed by the terminal's Ctrl-C
             check=False,
+            # Files Redis writes itself (CONFIG REWRITE by a Sentinel: masterauth inside,
+            # ACL SAVE) stay private like the ones written here.
+            umask=0o077,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ServicesError(f"could not run {redis_server}: {exc}") from exc

@@ -183,6 +183,17 @@ class RedisRecord:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: Redis with Sentinel (services/redis_replica.py, redis_sentinel.py): the passwords of
+    #: the replication user (``pt-replication``: replicas log in to the primary with it)
+    #: and of the Sentinels' user on the data nodes (``pt-sentinel``); every node has the
+    #: same users. Empty: made at the next start.
+    replication_password: str = ""
+    sentinel_password: str = ""
+    #: A replica's primary as host:port (``replicaof``); None: this server is a primary.
+    replicaof: str | None = None
+    #: ``min-replicas-to-write`` of a primary: refuse writes unless this many replicas
+    #: are connected (0: never refuse).
+    min_replicas_to_write: int = 0
 
     @property
     def url(self) -> str:

@@ -38,6 +38,10 @@ from papertrader.store import keys
 ADMIN_USER = "pt-admin"
 MASTER_USER = "pt-master"
 WORKER_PREFIX = "pt-worker-"
+#: Replicas log in to their primary as this user (``masteruser``).
+REPLICATION_USER = "pt-replication"
+#: The Sentinels log in to every data node as this user (``sentinel auth-user``).
+SENTINEL_USER = "pt-sentinel"
 
 ADMIN_RULES: tuple[str, ...] = ("~*", "&*", "+@all")
 
@@ -47,6 +51,20 @@ MASTER_RULES: tuple[str, ...] = (
     "+@all",
     "-@dangerous",  # KEYS, FLUSH*, CONFIG, ACL, DEBUG, SHUTDOWN, MONITOR, CLIENT KILL...
 )
+
+#: Exactly what a replica sends its primary to sync (Redis's ACL documentation).
+REPLICATION_RULES: tuple[str, ...] = (
+    "resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping",
+)  # fmt: skip
+#: Exactly what a Sentinel sends a data node: watch it (INFO, ROLE, PING, the hello
+#: channel) and, in a failover, promote or repoint it (REPLICAOF/SLAVEOF, CONFIG
+#: REWRITE, MULTI/EXEC) and cut its clients off (CLIENT KILL, SCRIPT KILL).
+SENTINEL_RULES: tuple[str, ...] = (
+    "resetkeys", "resetchannels", "&__sentinel__:hello", "-@all",
+    "+multi", "+exec", "+slaveof", "+replicaof", "+ping", "+info", "+role",
+    "+subscribe", "+publish", "+config|rewrite", "+client|setname", "+client|kill",
+    "+script|kill",
+)  # fmt: skip
 
 #: What any connection needs: log in, pick the logical database, pipelines.
 _CONNECTION = (

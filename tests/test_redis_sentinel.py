@@ -1,0 +1,133 @@
+"""Redis with Sentinel: settings, the client factory, the launchers, a failover.
+
+Real redis-server primary and replica and three real redis-sentinel processes
+(tests/sentinel_support.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sentinel_support import SENTINEL_PASSWORD, SERVICE, SentinelStack, sentinel_stack
+
+from papertrader.config.settings import ConfigError, Settings
+from papertrader.limits.limiter import GCRA
+from papertrader.master.redis_functions import load_functions
+from papertrader.services import redis_sentinel, redis_server
+from papertrader.store import keys
+from papertrader.store.redis_connect import (
+    RedisConfigError,
+    connect,
+    sentinel_config,
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelStack]:
+    """One arrangement for the module: the failover test, which changes it, runs last."""
+    with sentinel_stack(tmp_path_factory.mktemp("sentinel")) as started:
+        yield started
+
+
+def test_sentinel_settings_are_checked() -> None:
+    settings = Settings(redis_sentinels="s1:26379, s2:26379,[::1]:26380")
+    assert settings.sentinel_addresses == [("s1", 26379), ("s2", 26379), ("::1", 26380)]
+    assert Settings().sentinel_addresses == []
+    with pytest.raises(ConfigError, match="redis_sentinels"):
+        Settings(redis_sentinels="s1")
+    with pytest.raises(ConfigError, match="redis_sentinel_service"):
+        Settings(redis_sentinel_service="has space")
+    with pytest.raises(ConfigError, match="redis_min_replicas_ack"):
+        Settings(redis_min_replicas_ack=17)
+    with pytest.raises(ConfigError, match="redis_replica_ack_timeout"):
+        Settings(redis_replica_ack_timeout=0)
+
+
+def test_sentinel_password_file_must_be_private(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2-sentinel\n")
+    secret.chmod(0o644)
+    settings = Settings(redis_sentinels="127.0.0.1:1", redis_sentinel_password_file=secret)
+    with pytest.raises(RedisConfigError, match="chmod 600") as caught:
+        sentinel_config(settings)
+    assert "hunter2" not in str(caught.value)
+    secret.chmod(0o600)
+    config = sentinel_config(settings)
+    assert config is not None and config.password == "hunter2-sentinel"
+    assert "hunter2" not in repr(config)
+    with pytest.raises(RedisConfigError, match="unix://"):
+        connect("unix:///tmp/redis.sock", settings)
+
+
+def test_sentinels_and_nodes_give_each_user_only_its_part(stack: SentinelStack) -> None:
+    sentinel = stack.sentinels[0]
+    as_client = redis_sentinel.client(sentinel)
+    try:
+        assert as_client.sentinel_get_master_addr_by_name(SERVICE)
+        with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
+            as_client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
+            as_client.execute_command("SENTINEL", "SET", SERVICE, "quorum", "1")
+    finally:
+        as_client.close()
+    nobody = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        nobody.ping()
+    wrong = redis.Redis(
+        host="127.0.0.1", port=sentinel.port, username="pt-sentinel-client", password="x"
+    )
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
+    for record in stack.sentinels:  # they hold the auth-pass of the data nodes
+        assert Path(record.config_file).stat().st_mode & 0o077 == 0
+    assert SENTINEL_PASSWORD not in Path(stack.sentinels[0].log_file).read_text()
+    # On the data nodes the replication and Sentinel users can do only their job.
+    for user, password in (
+        ("pt-replication", stack.primary.replication_password),
+        ("pt-sentinel", stack.primary.sentinel_password),
+    ):
+        node = redis.Redis(
+            host="127.0.0.1", port=stack.primary.port, username=user, password=password
+        )
+        try:
+            assert node.ping()
+            with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
+                node.get(keys.PREFIX + "probe")
+            with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
+                node.execute_command("FLUSHALL")
+        finally:
+            node.close()
+    for record in (stack.primary, stack.replica):
+        admin = redis_server.client(record, timeout=5)
+        try:
+            users = set(admin.acl_users())
+        finally:
+            admin.close()
+        assert {"pt-admin", "pt-master", "pt-replication", "pt-sentinel"} <= users
+
+
+def test_a_client_through_sentinel_reads_writes_and_survives_a_failover(
+    stack: SentinelStack,
+) -> None:
+    client = connect(stack.primary.master_url, stack.settings(), max_connections=4)
+    client.set(keys.PREFIX + "probe", "before")
+    load_functions(client)  # the master's library: it must reach the replica too
+    client.wait(1, 5000)  # the replica holds both
+    old = stack.kill_primary()
+    new = stack.wait_failover(old)
+    assert new == f"127.0.0.1:{stack.replica.port}"
+    # The same client, no manual step: its next commands go to the promoted replica.
+    for _ in range(50):
+        try:
+            assert client.get(keys.PREFIX + "probe") == b"before"
+            break
+        except redis.ConnectionError:
+            continue
+    client.set(keys.PREFIX + "probe", "after")
+    assert client.get(keys.PREFIX + "probe") == b"after"
+    # The master's FUNCTIONs replicated: a worker's FCALL works on the new primary.
+    allowed, _ = GCRA.bind(client)(keys=[keys.rate("probe", "x")], args=[1000, 5000, ""])
+    assert int(allowed) == 1
