@@ -120,7 +120,7 @@ def provision_redis_user(
     from papertrader.config import ConfigError, load_settings
     from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
     from papertrader.store import redis_users
-    from papertrader.store.redis_tls import redis_tls_options
+    from papertrader.store.redis_connect import RedisConfigError, admin_nodes
 
     try:
         settings = load_settings(config_path)
@@ -130,13 +130,15 @@ def provision_redis_user(
     if url_path is None:
         directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
         url_path = redis_users.url_file(directory, user)
-    client = redis.Redis.from_url(
-        admin_url, socket_connect_timeout=5, **redis_tls_options(admin_url, settings.tls_ca)
-    )
+    try:
+        client = admin_nodes(admin_url, settings, socket_connect_timeout=5)
+    except (RedisConfigError, redis.RedisError) as exc:
+        fail(f"cannot reach Redis to make the user {user}: {exc}")
     try:
         created = redis_users.provision(client, admin_url, user, rules, url_path)
     except (redis.RedisError, redis_users.UsersUnavailable, OSError) as exc:
         fail(f"the Redis user {user} is not made: {exc} (use the Redis admin user's URL)")
     finally:
-        client.close()
+        for node in client:
+            node.close()
     return url_path, created

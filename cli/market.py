@@ -51,8 +51,10 @@ def market() -> None:
 def status_document(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     from papertrader.store.market_status import MarketStatusStore
 
-    return MarketStatusStore(client).read().describe(
-        settings.market_provider, settings.update_interval
+    return (
+        MarketStatusStore(client)
+        .read()
+        .describe(settings.market_provider, settings.update_interval)
     )
 
 
@@ -69,14 +71,10 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
     """
     import redis
 
-    from papertrader.store.redis_tls import redis_tls_options
+    from papertrader.store.redis_connect import connect
 
     settings, urls = _settings_and_urls(config_path, state_dir)
-    client = redis.Redis.from_url(
-        urls.redis_url,
-        socket_connect_timeout=5,
-        **redis_tls_options(urls.redis_url, settings.tls_ca),
-    )
+    client = connect(urls.redis_url, settings, socket_connect_timeout=5)
     try:
         document = status_document(settings, client)
     except redis.RedisError as exc:
@@ -112,16 +110,12 @@ def _print_status(document: dict[str, Any]) -> None:
     click.echo(f"history reads    {document['history_queries']}")
 
 
-def _clear_history_cache(redis_url: str, ca: Path | None) -> int:
+def _clear_history_cache(redis_url: str, settings: Settings) -> int:
     """Delete the workers' cached history answers: the past just changed."""
-    import redis
-
     from papertrader.store import keys
-    from papertrader.store.redis_tls import redis_tls_options
+    from papertrader.store.redis_connect import connect
 
-    client = redis.Redis.from_url(
-        redis_url, socket_connect_timeout=5, **redis_tls_options(redis_url, ca)
-    )
+    client = connect(redis_url, settings, socket_connect_timeout=5)
     try:
         removed = 0
         batch: list[bytes] = []
@@ -206,7 +200,7 @@ def backfill(
     finally:
         pool.close()
     try:
-        cleared = _clear_history_cache(urls.redis_url, settings.tls_ca)
+        cleared = _clear_history_cache(urls.redis_url, settings)
     except redis.RedisError:
         cleared = 0  # no Redis, no cache to clear
     unconfigured = sorted(symbols.difference(settings.assets))

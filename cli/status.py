@@ -56,6 +56,7 @@ def _sources(config_path: Path | None, state_dir: Path | None) -> tuple[Path, An
     if masters:  # what the stack's own master uses wins over this shell's settings
         redis_url = masters[0].env.get("PT_REDIS_URL", redis_url)
         database_url = masters[0].env.get("PT_DATABASE_URL", database_url)
+        settings = _with_sentinels(settings, masters[0].env)
     private = not (settings.redis_url and settings.database_url) or bool(
         record and record.services_started
     )
@@ -71,7 +72,27 @@ def _sources(config_path: Path | None, state_dir: Path | None) -> tuple[Path, An
         private_services=private,
         provider=settings.market_provider,
         update_interval=settings.update_interval,
+        settings=settings,
     )
+
+
+def _with_sentinels(settings: Any, env: dict[str, str]) -> Any:
+    """``settings`` with the stack master's Redis Sentinel settings, if it has any."""
+    from papertrader.config import ConfigError
+
+    names = (
+        "redis_sentinels",
+        "redis_sentinel_service",
+        "redis_sentinel_username",
+        "redis_sentinel_password_file",
+    )
+    given = {name: env[f"PT_{name.upper()}"] for name in names if f"PT_{name.upper()}" in env}
+    if "redis_sentinel_password_file" in given:
+        given["redis_sentinel_password_file"] = Path(given["redis_sentinel_password_file"])
+    try:
+        return settings.with_overrides(**given) if given else settings
+    except ConfigError:
+        return settings
 
 
 def _health(proc: dict[str, Any]) -> str:

@@ -81,23 +81,25 @@ def _registry(config_path: Path | None, state_dir: Path | None) -> Iterator[Any]
         pool.close()
 
 
-def _redis(config_path: Path | None, state_dir: Path | None) -> Any:
+def _redis(config_path: Path | None, state_dir: Path | None, every_node: bool = False) -> Any:
+    """A client of the Redis primary; ``every_node``: a list, the primary and each replica."""
     import redis
 
     from papertrader.config import ConfigError, load_settings
     from papertrader.services import ServicesError, resolve_urls
-    from papertrader.store.redis_tls import redis_tls_options
+    from papertrader.store.redis_connect import RedisConfigError, admin_nodes, connect
 
     try:
         settings = load_settings(config_path)
         urls = resolve_urls(settings, state_dir)
     except (ConfigError, ServicesError) as exc:
         fail(str(exc))
-    return redis.Redis.from_url(
-        urls.redis_url,
-        socket_connect_timeout=5,
-        **redis_tls_options(urls.redis_url, settings.tls_ca),
-    )
+    try:
+        if every_node:
+            return admin_nodes(urls.redis_url, settings, socket_connect_timeout=5)
+        return connect(urls.redis_url, settings, socket_connect_timeout=5)
+    except (RedisConfigError, redis.RedisError) as exc:
+        fail(str(exc))
 
 
 def _ask(
@@ -129,13 +131,14 @@ def _redis_users(config_path: Path | None, state_dir: Path | None, action: str, 
         "enable": redis_users.enable_user,
         "remove": redis_users.delete_user,
     }[action]
-    client = _redis(config_path, state_dir)
+    nodes = _redis(config_path, state_dir, every_node=True)
     try:
-        found = do(client, user)
+        found = do(nodes, user)
     except (redis.RedisError, redis_users.UsersUnavailable) as exc:
         fail(f"its Redis user {user} is unchanged: {exc} (use the Redis admin user's URL)")
     finally:
-        client.close()
+        for node in nodes:
+            node.close()
     if not found:
         return f"it had no Redis user {user}"
     done = {"disable": "switched off", "enable": "switched on", "remove": "deleted"}[action]

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     if parts.scheme != "rediss":
         print(f"the Redis URL is {parts.scheme}://, not rediss://")
         return 1
-    client = make_redis(url, settings.tls_ca)
+    client = make_redis(url, settings)
     client.ping()
     connection = client.connection_pool.get_connection()
     try:

@@ -12,6 +12,7 @@ a greenlet of its own (see ``store/worker_control.py`` for the format):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gevent
@@ -22,6 +23,7 @@ from loguru import logger
 from papertrader.master.workers import LinkedWorker, WorkerRegistry
 from papertrader.store import keys
 from papertrader.store import worker_control as control
+from papertrader.store.redis_connect import FOLLOW_CHECK_SECONDS, PrimaryMoved, on_primary
 from papertrader.store.worker_control import ControlRequest
 
 #: How long the master waits for a worker's live figures.
@@ -61,8 +63,13 @@ class ControlListener:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(keys.WORKERS_CONTROL)
+            checked = time.monotonic()
             while not stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
+                if time.monotonic() - checked >= FOLLOW_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    if not on_primary(self._redis, pubsub.connection):  # a failover
+                        raise PrimaryMoved("the Redis primary moved")
                 if message is None or message.get("type") != "message":
                     continue
                 request = control.parse_request(message["data"])

@@ -64,7 +64,7 @@ from papertrader.store.order_queue import OrderQueue
 from papertrader.store.pg_tls import verified_url
 from papertrader.store.pool import ConnectionPool, Cursor, PoolTimeout, make_cooperative
 from papertrader.store.quotes import QuoteStore
-from papertrader.store.redis_tls import redis_tls_options
+from papertrader.store.redis_connect import RedisConfigError, connect
 from papertrader.store.session_signing import SessionSigner
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
@@ -108,14 +108,15 @@ class Master:
         self._greenlets: list[gevent.Greenlet] = []
         self._server: StreamServer | None = None
         self.metrics_server: MetricsServer | None = None
-        self.redis = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(
+        try:
+            self.redis = connect(
                 urls.master_redis_url or urls.redis_url,
+                settings,
                 max_connections=REDIS_MAX_CONNECTIONS,
-                timeout=20,
-                **redis_tls_options(urls.master_redis_url or urls.redis_url, settings.tls_ca),
+                pool_timeout=20,
             )
-        )
+        except RedisConfigError as exc:
+            raise MasterError(str(exc)) from None
         self.leadership = Leadership(
             urls.database_url,
             self.redis,

@@ -232,18 +232,26 @@ def register_workers(
 
 
 def redis_users_for(
-    admin_url: str, state_dir: Path, names: list[str], tls_ca: Path | None = None
+    admin_url: str,
+    state_dir: Path,
+    names: list[str],
+    tls_ca: Path | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Path]:
     """Each worker's own Redis user (``store/redis_users.py``), its URL in a 0600 file of
-    the state directory; the files by worker name. Re-runs keep the passwords."""
+    the state directory; the files by worker name. Re-runs keep the passwords. With
+    ``settings`` naming Sentinels the users are made on the primary and every replica
+    (ACL users do not replicate)."""
     import redis
 
     from papertrader.store import redis_users
-    from papertrader.store.redis_tls import redis_tls_options
+    from papertrader.store.redis_connect import RedisConfigError, admin_nodes
 
-    admin = redis.Redis.from_url(
-        admin_url, socket_connect_timeout=5, **redis_tls_options(admin_url, tls_ca)
-    )
+    where = settings if settings is not None else Settings(tls_ca=tls_ca)
+    try:
+        admin = admin_nodes(admin_url, where, socket_connect_timeout=5)
+    except (RedisConfigError, redis.RedisError) as exc:
+        raise StackError(f"making the workers' Redis users: {exc}") from None
     files: dict[str, Path] = {}
     try:
         for name in names:
@@ -255,7 +263,8 @@ def redis_users_for(
             f"making the workers' Redis users: {exc} (the Redis URL must be its admin user's)"
         ) from None
     finally:
-        admin.close()
+        for node in admin:
+            node.close()
     return files
 
 
@@ -463,7 +472,9 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
         [(name, derive_worker_uuid(name), worker_keys[name], addresses[name]) for name in names],
         settings.region,
     )
-    worker_redis = redis_users_for(urls.redis_url, options.state_dir, names, settings.tls_ca)
+    worker_redis = redis_users_for(
+        urls.redis_url, options.state_dir, names, settings.tls_ca, settings
+    )
     say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
     tls_files = certificates(options, say)
     env = base_environment(options, urls.master_redis_url or urls.redis_url)

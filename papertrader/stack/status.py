@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from papertrader.config import Settings
 from papertrader.stack.processes import port_answers
 from papertrader.stack.record import Child, StackRecord, load_record
 from papertrader.stack.runfiles import RunningServer, running_servers
@@ -46,6 +47,8 @@ class StatusSources:
     private_services: bool  # the state directory's own Redis/PostgreSQL
     provider: str
     update_interval: float
+    #: The Redis Sentinel settings (redis_sentinels...) when Redis is reached through them.
+    settings: Settings | None = None
 
 
 def _uptime(started_at: str | None, now: datetime) -> int | None:
@@ -149,25 +152,38 @@ def _services(sources: StatusSources, state_dir: Path) -> dict[str, Any]:
             entry = dict(private[name])
             entry["external"] = False
         elif url is not None:
-            entry = {"external": True, "url": mask_url(url), "running": _reachable(name, url)}
+            entry = {
+                "external": True,
+                "url": mask_url(url),
+                "running": _reachable(name, url, sources.settings),
+            }
         else:
             entry = {"external": False, "initialized": False, "running": False}
         report[name] = entry
     return report
 
 
-def _reachable(name: str, url: str) -> bool:
+def _redis_client(url: str, settings: Settings | None, timeout: float) -> Any:
+    """A short-timeout client (store/redis_connect.py: through the Sentinels when
+    ``settings`` name them); a rediss:// URL names its CA."""
+    from papertrader.store.redis_connect import connect
+
+    return connect(
+        url,
+        settings if settings is not None else Settings(),
+        socket_connect_timeout=LOOK_TIMEOUT,
+        socket_timeout=timeout,
+    )
+
+
+def _reachable(name: str, url: str, settings: Settings | None = None) -> bool:
     if name == "redis":
         import redis
 
-        from papertrader.store.redis_tls import redis_tls_options
-
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=LOOK_TIMEOUT,
-            socket_timeout=LOOK_TIMEOUT,
-            **redis_tls_options(url, None),  # rediss:// names its CA in the URL
-        )
+        try:
+            client = _redis_client(url, settings, LOOK_TIMEOUT)
+        except (ValueError, redis.RedisError):
+            return False
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -221,7 +237,6 @@ def _mark_masters(procs: list[dict[str, Any]], active: dict[str, Any] | None) ->
 
 def _from_redis(sources: StatusSources, now: datetime) -> dict[str, Any]:
     """Workers, orders and market, as the master publishes them in Redis."""
-    import redis
 
     from papertrader.store.drain_status import DrainStatusStore
     from papertrader.store.market_status import MarketStatusStore
@@ -229,14 +244,7 @@ def _from_redis(sources: StatusSources, now: datetime) -> dict[str, Any]:
     from papertrader.store.worker_control import ControlError, ask_master
 
     assert sources.redis_url is not None
-    from papertrader.store.redis_tls import redis_tls_options
-
-    client = redis.Redis.from_url(
-        sources.redis_url,
-        socket_connect_timeout=LOOK_TIMEOUT,
-        socket_timeout=LOOK_TIMEOUT + 2,
-        **redis_tls_options(sources.redis_url, None),  # rediss:// names its CA in the URL
-    )
+    client = _redis_client(sources.redis_url, sources.settings, LOOK_TIMEOUT + 2)
     try:
         market = (
             MarketStatusStore(client)

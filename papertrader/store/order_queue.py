@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Literal, cast
 
 import redis
+from loguru import logger
 
 from papertrader.store import keys
 from papertrader.store.master_epoch import RedisFenced
@@ -54,6 +55,8 @@ if #ids > 0 then
 end
 return #ids
 """
+#: Pause before asking again after the Redis connection broke (a failover under way).
+RECONNECT_PAUSE = 0.2
 #: Longest single BLPOP while waiting for an outcome; under redis-py's socket timeout.
 WAIT_SLICE_SECONDS = 2.0
 #: Most stream ids one XACK/XDEL may name (Lua's unpack() limit is about 8000).
@@ -205,15 +208,44 @@ class OrderQueue:
     """``epoch`` (the master's): outcomes are published only while Redis names that epoch
     as the active master's (store/master_epoch.py); None publishes unchecked."""
 
-    def __init__(self, client: redis.Redis, epoch: Callable[[], int | None] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        epoch: Callable[[], int | None] | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> None:
         self._redis = client
         self._epoch = epoch
         self._complete = client.register_script(_COMPLETE_LUA)
+        #: Replicas that must hold a submitted order (WAIT) before it counts as kept.
+        self.replicas = replicas
+        self._replica_timeout_ms = max(1, round(replica_timeout * 1000))
 
     # worker side -------------------------------------------------------
-    def submit(self, order: Order) -> None:
-        """Queue an order. Once this returns the order will be applied exactly once."""
-        self._redis.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
+    def submit(self, order: Order) -> bool:
+        """Queue an order: once the primary has it, it will be applied exactly once.
+
+        True when the order is kept even if the Redis primary is lost now: no
+        replicas are asked for, or ``replicas`` of them acknowledged everything up to
+        it within the timeout (``WAIT``, sent in one round trip with the ``XADD`` on
+        the same connection). False: the primary has it, but a failover could lose
+        it (docs/OPERATIONS.md, "Redis with Sentinel"). RedisError: it may or may
+        not have been queued.
+        """
+        if self.replicas <= 0:
+            self._redis.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
+            return True
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
+        pipe.wait(self.replicas, self._replica_timeout_ms)
+        added, acked = pipe.execute(raise_on_error=False)
+        if isinstance(added, Exception):
+            raise added
+        if isinstance(acked, Exception):
+            logger.warning(f"cannot wait for the Redis replicas ({acked}): orders not confirmed")
+            return False
+        return int(acked) >= self.replicas
 
     def wait_outcome(
         self, order_id: uuid.UUID, timeout: float, reply: str | None = None
@@ -229,7 +261,17 @@ class OrderQueue:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            got = self._redis.blpop([key], timeout=max(min(remaining, WAIT_SLICE_SECONDS), 0.01))
+            try:
+                got = self._redis.blpop(
+                    [key], timeout=max(min(remaining, WAIT_SLICE_SECONDS), 0.01)
+                )
+            except (redis.ConnectionError, redis.TimeoutError):
+                # The primary is gone or was demoted (a Sentinel failover): the outcome
+                # will be published on the new one, so wait there while time remains.
+                if deadline - time.monotonic() <= RECONNECT_PAUSE:
+                    raise
+                time.sleep(RECONNECT_PAUSE)
+                continue
             if got is not None:
                 return Outcome.from_json(got[1])
             if remaining <= WAIT_SLICE_SECONDS:

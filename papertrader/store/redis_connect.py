@@ -199,3 +199,47 @@ def describe(url: str, settings: Settings) -> str:
 def is_failover_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "this primary is gone or demoted": reconnect and retry."""
     return isinstance(exc, (redis.ConnectionError, redis.ReadOnlyError, redis.TimeoutError))
+
+
+def admin_nodes(url: str, settings: Settings, **options: Any) -> list[redis.Redis]:
+    """Clients of every data node as the user of ``url``: the primary first, then each
+    replica the Sentinels know of (none without Sentinel). For what does not replicate:
+    ACL users (store/redis_users.py). A replica that is down is missed: run the command
+    again once it is back."""
+    primary = connect(url, settings, **options)
+    config = sentinel_config(settings)
+    if config is None:
+        return [primary]
+    manager = sentinel_manager(settings, url)
+    node = {**_node_options(url, settings.tls_ca), **options}
+    replicas = [
+        redis.Redis(host=host, port=port, **node)
+        for host, port in manager.discover_slaves(config.service)  # type: ignore[no-untyped-call]
+    ]
+    return [primary, *replicas]
+
+
+#: Seconds between a subscriber's checks that it still listens to the primary.
+FOLLOW_CHECK_SECONDS = 2.0
+
+
+def on_primary(client: redis.Redis, connection: Any) -> bool:
+    """Whether ``connection`` (a pub/sub's) still goes to the primary the Sentinels name.
+
+    A killed primary breaks its subscribers' connections, and Sentinel kills the
+    clients of a primary it demotes; but a primary cut off from the Sentinels keeps
+    its subscribers, who would then hear nothing published on the new one. True
+    without Sentinel, or when the Sentinels cannot be asked (nothing to compare).
+    """
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool) or connection is None:
+        return True
+    try:
+        address = pool.get_master_address()  # type: ignore[no-untyped-call]
+    except (redis.ConnectionError, redis.TimeoutError):
+        return True
+    return (connection.host, int(connection.port)) == (address[0], int(address[1]))
+
+
+class PrimaryMoved(redis.ConnectionError):
+    """A subscriber's connection is no longer to the primary: subscribe again."""

@@ -77,6 +77,7 @@ _WORKER_COMMANDS = (
     "+get", "+hget", "+hgetall", "+hmget", "+exists", "+pttl", "+ttl",
     "+hset", "+expireat",  # a session's last use (pt:session-seen:*)
     "+blpop",  # its orders' outcomes
+    "+wait",  # an order is kept once a replica has it (redis_min_replicas_ack)
     "+fcall", "+fcall_ro",
     "+subscribe", "+unsubscribe",
     # inside the functions (run under this user's ACL, keys checked):
@@ -103,8 +104,23 @@ WORKER_RULES: tuple[str, ...] = (
 )
 
 
+#: One server, or every data node of a primary and its replicas: ACL users do not
+#: replicate, so a user is defined on each (the first is the primary: reads ask it).
+Nodes = redis.Redis | Sequence[redis.Redis]
+
+
 def _command(client: redis.Redis, *args: str) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _each(nodes: Nodes) -> list[redis.Redis]:
+    return [nodes] if isinstance(nodes, redis.Redis) else list(nodes)
+
+
+def _on_each(nodes: Nodes, *args: str) -> Any:
+    """Run one ACL command on every node; the primary's answer."""
+    answers = [_command(node, *args) for node in _each(nodes)]
+    return answers[0]
 
 
 class UsersUnavailable(Exception):
@@ -130,56 +146,56 @@ def user_of(url: str) -> str | None:
     return unquote(parts.username) if parts.username else None
 
 
-def set_user(client: redis.Redis, user: str, password: str, rules: Sequence[str]) -> None:
-    """Create or redefine ``user``: on, with exactly ``password`` and ``rules``."""
+def set_user(client: Nodes, user: str, password: str, rules: Sequence[str]) -> None:
+    """Create or redefine ``user`` (on every node): on, with exactly ``password`` and ``rules``."""
     try:
-        _command(client, "ACL", "SETUSER", user, "reset", "on", f">{password}", *rules)
+        _on_each(client, "ACL", "SETUSER", user, "reset", "on", f">{password}", *rules)
     except redis.ResponseError as exc:
         raise UsersUnavailable(f"cannot define the Redis user {user}: {exc}") from None
     save(client)
 
 
-def disable_user(client: redis.Redis, user: str) -> bool:
+def disable_user(client: Nodes, user: str) -> bool:
     """Switch ``user`` off and close its connections; False if there is no such user."""
     try:
-        if _command(client, "ACL", "GETUSER", user) is None:
+        if _command(_each(client)[0], "ACL", "GETUSER", user) is None:
             return False
-        _command(client, "ACL", "SETUSER", user, "off")
-        _command(client, "CLIENT", "KILL", "USER", user)
+        _on_each(client, "ACL", "SETUSER", user, "off")
+        _on_each(client, "CLIENT", "KILL", "USER", user)
     except redis.ResponseError as exc:
         raise UsersUnavailable(f"cannot switch off the Redis user {user}: {exc}") from None
     save(client)
     return True
 
 
-def enable_user(client: redis.Redis, user: str) -> bool:
+def enable_user(client: Nodes, user: str) -> bool:
     """Switch ``user`` on again; False if there is no such user."""
     try:
-        if _command(client, "ACL", "GETUSER", user) is None:
+        if _command(_each(client)[0], "ACL", "GETUSER", user) is None:
             return False
-        _command(client, "ACL", "SETUSER", user, "on")
+        _on_each(client, "ACL", "SETUSER", user, "on")
     except redis.ResponseError as exc:
         raise UsersUnavailable(f"cannot switch on the Redis user {user}: {exc}") from None
     save(client)
     return True
 
 
-def delete_user(client: redis.Redis, user: str) -> bool:
+def delete_user(client: Nodes, user: str) -> bool:
     """Delete ``user`` (Redis closes its connections); False if there was none."""
     try:
-        deleted = int(_command(client, "ACL", "DELUSER", user))
+        deleted = int(_on_each(client, "ACL", "DELUSER", user))
     except redis.ResponseError as exc:
         raise UsersUnavailable(f"cannot delete the Redis user {user}: {exc}") from None
     save(client)
     return deleted > 0
 
 
-def save(client: redis.Redis) -> bool:
-    """Write the users to the server's ACL file; False when it has none (users then
+def save(client: Nodes) -> bool:
+    """Write the users to each server's ACL file; False when it has none (users then
     last until Redis restarts: configure ``aclfile``, as the private Redis and the
     Ansible role do)."""
     try:
-        _command(client, "ACL", "SAVE")
+        _on_each(client, "ACL", "SAVE")
     except redis.ResponseError as exc:
         if "ACL file" in str(exc) or "aclfile" in str(exc).lower():
             return False
@@ -213,9 +229,7 @@ def write_secret(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def provision(
-    admin: redis.Redis, base_url: str, user: str, rules: Sequence[str], url_file: Path
-) -> bool:
+def provision(admin: Nodes, base_url: str, user: str, rules: Sequence[str], url_file: Path) -> bool:
     """Define ``user`` with ``rules`` and write its URL (0600) to ``url_file``; True if
     anything was new (the user, or its password).
 
@@ -223,7 +237,7 @@ def provision(
     running process nor needs its file copied again); else a new random one.
     """
     kept = _password_in(url_file, user)
-    existed = kept is not None and _command(admin, "ACL", "GETUSER", user) is not None
+    existed = kept is not None and _command(_each(admin)[0], "ACL", "GETUSER", user) is not None
     password = kept or secrets.token_urlsafe(32)
     set_user(admin, user, password, rules)
     url = url_for(base_url, user, password)

@@ -42,7 +42,7 @@ from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
 from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
-from papertrader.store.redis_tls import redis_tls_options
+from papertrader.store.redis_connect import RedisConfigError, connect
 from papertrader.store.redis_users import read_url_file, url_file, worker_user
 from papertrader.store.session_signing import SessionVerifier
 from papertrader.store.sessions import SessionStore
@@ -109,17 +109,20 @@ def redis_url_for(settings: Settings, state_dir: Path | None) -> str:
     return resolve_urls(settings, state_dir).redis_url
 
 
-def make_redis(url: str, ca: Path | None = None) -> redis.Redis:
-    """A client whose pool makes greenlets wait for a free connection instead of failing;
-    over ``rediss://`` it verifies the server with ``ca`` (``tls_ca``) unless the URL names one."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_POOL_TIMEOUT,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-        **redis_tls_options(url, ca),
-    )
-    return redis.Redis(connection_pool=pool)
+def make_redis(url: str, settings: Settings) -> redis.Redis:
+    """A client whose pool makes greenlets wait for a free connection instead of failing
+    (store/redis_connect.py: the primary the Sentinels name, or the URL's server); over
+    ``rediss://`` it verifies the server with ``tls_ca`` unless the URL names a CA."""
+    try:
+        return connect(
+            url,
+            settings,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            pool_timeout=REDIS_POOL_TIMEOUT,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        )
+    except RedisConfigError as exc:
+        raise WorkerStartError(str(exc)) from None
 
 
 class Worker:
@@ -209,7 +212,11 @@ class Worker:
                 accounts=AccountGate.from_settings(redis_client, settings),
             ),
             OrderDesk(
-                OrderQueue(redis_client),
+                OrderQueue(
+                    redis_client,
+                    replicas=settings.redis_min_replicas_ack,
+                    replica_timeout=settings.redis_replica_ack_timeout,
+                ),
                 self.cache,
                 settings.worker_name,
                 order_wait_timeout(settings.update_interval),
@@ -531,7 +538,7 @@ def run_worker(
             try:
                 worker = Worker(
                     settings,
-                    make_redis(redis_url_for(settings, state_dir), settings.tls_ca),
+                    make_redis(redis_url_for(settings, state_dir), settings),
                     state_dir,
                     process_index=process_index,
                     relay=relay,

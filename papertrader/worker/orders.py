@@ -52,6 +52,11 @@ _SIDES: dict[Instruction, tuple[Side, Instruction, Instruction]] = {
     Instruction.SELL_ASSET: ("sell", Instruction.SELL_SUCCESS, Instruction.SELL_FAIL),
 }
 
+#: What an order is when the Redis primary took it but no replica confirmed it in time.
+_UNCONFIRMED = (
+    "reached the order store, but no replica confirmed holding it in time, so a Redis "
+    "failover may have lost it"
+)
 #: Unknown symbols are answered with the known ones, up to this many.
 SHOWN_SYMBOLS = 20
 #: Limit and stop prices: more than 0, at most this, at most 6 decimal places.
@@ -359,7 +364,7 @@ class OrderDesk:
         if refusal is not None:
             return refusal
         try:
-            self._queue.submit(order)
+            kept = self._queue.submit(order)
         except redis.RedisError as exc:
             logger.warning(f"{client.label}: order {cid}: the order store failed ({exc})")
             return TicketError(
@@ -373,6 +378,14 @@ class OrderDesk:
             f"{client.label}: queued {ticket.side} {ticket.quantity} {shown(ticket.symbol)} "
             f"({ticket.order_type}) as order {cid}"
         )
+        # Not kept: the Redis primary has it but no replica confirmed it, so a failover
+        # could lose it; its outcome from the master is still the truth if it comes.
+        queued = "is queued" if kept else _UNCONFIRMED
+        if not kept:
+            logger.warning(
+                f"{client.label}: order {cid}: no Redis replica confirmed it "
+                f"({self._queue.replicas} wanted); a failover now could lose it"
+            )
         try:
             outcome = self._queue.wait_outcome(order.order_id, self._wait_timeout, order.reply)
         except redis.RedisError as exc:
@@ -383,7 +396,7 @@ class OrderDesk:
             return TicketError(
                 ErrorCode.OUTCOME_UNKNOWN,
                 outcome_unknown_reason(
-                    cid, "is queued, but the order store became unreachable while waiting for it"
+                    cid, f"{queued}, but the order store became unreachable while waiting for it"
                 ),
             )
         metrics.ORDER_OUTCOMES.labels(
@@ -398,7 +411,7 @@ class OrderDesk:
                 ErrorCode.OUTCOME_UNKNOWN,
                 outcome_unknown_reason(
                     cid,
-                    f"is queued, but the master has not processed it within "
+                    f"{queued}, but the master has not processed it within "
                     f"{self._wait_timeout:g} s",
                 ),
             )

@@ -10,6 +10,7 @@ emptied and bypassed, so a logout is never missed.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -20,6 +21,7 @@ from loguru import logger
 from papertrader import metrics
 from papertrader.protocol.errors import ErrorCode
 from papertrader.store import keys
+from papertrader.store.redis_connect import FOLLOW_CHECK_SECONDS, PrimaryMoved, on_primary
 from papertrader.store.sessions import Session, SessionError, SessionStore
 
 MAX_ENTRIES = 100_000
@@ -113,8 +115,14 @@ class SessionCache:
             pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(keys.SESSIONS_ENDED)
+                checked = time.monotonic()
                 while True:
                     message = pubsub.get_message(timeout=1.0)
+                    if time.monotonic() - checked >= FOLLOW_CHECK_SECONDS:
+                        # After a Sentinel failover: listen where the master publishes.
+                        checked = time.monotonic()
+                        if not on_primary(self._redis, pubsub.connection):
+                            raise PrimaryMoved("the Redis primary moved")
                     if message is None:
                         continue
                     if message.get("type") == "subscribe":
