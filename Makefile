@@ -52,6 +52,7 @@ faults: venv
 	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6
 	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 --standby
 	$(BIN)/python scripts/faults.py --rounds 1 --phase-seconds 10 --traders 6 --pg-replica
+	$(BIN)/python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 --redis-failover
 # The web client's third-party code (uPlot), from web/package-lock.json, into the package.
 VENDOR := papertrader/web/static/vendor/uplot
 vendor:

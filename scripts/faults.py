@@ -28,6 +28,12 @@ masters (two) reach it by a multi-host URL (`target_session_attrs=read-write`):
 the primary is killed with SIGKILL and the replica promoted, the documented
 way (docs/OPERATIONS.md); trading must resume without any other step.
 
+With `--redis-failover` (scripts/faults_redis.py), Redis gets a replica and
+three Sentinels, every process reaches it through them and workers wait for
+the replica (`redis_min_replicas_ack = 1`); each round kills the Redis primary
+with SIGKILL, the Sentinels promote the replica, trading must resume with no
+manual step, and the killed node comes back as the new replica.
+
 Redis runs with `appendfsync everysec`: a Redis crash may lose the last
 second of writes, so an order queued in that second and not yet drained may
 be lost. Its trader was never told it was filled (at most "outcome
@@ -35,6 +41,7 @@ unknown"), which is what the checks allow.
 
     python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 [--standby]
     python scripts/faults.py --rounds 1 --phase-seconds 10 --traders 6 --pg-replica
+    python scripts/faults.py --rounds 2 --phase-seconds 10 --traders 6 --redis-failover
 
 Exit status 0 when every check holds; the report is printed as JSON.
 """
@@ -65,6 +72,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from faults_redis import RedisHa  # noqa: E402
 
 from papertrader.client import ClientError, PaperTraderClient  # noqa: E402
 from papertrader.client.errors import OrderOutcomeUnknown, ServerUnreachable  # noqa: E402
@@ -167,11 +177,13 @@ class Stack:
             raise RuntimeError(f"pt {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout.strip()
 
-    def setup(self, pg_replica: bool = False) -> None:
+    def setup(self, pg_replica: bool = False, redis_ha: RedisHa | None = None) -> None:
         self.services_up()
         self.pt("db", "migrate")
         if pg_replica:
             self.add_pg_replica()
+        if redis_ha is not None:  # before the worker's Redis user: made on every node
+            redis_ha.setup(self.env)
         fingerprint = self.pt("master", "keygen").split()[-1]
         home = self.state / "gnupg-w1"
         key = self.state / "w1.asc"
@@ -528,16 +540,18 @@ def run(
     interval: float = 0.5,
     standby: bool = False,
     pg_replica: bool = False,
+    redis_failover: bool = False,
 ) -> dict[str, Any]:
     started = time.monotonic()
     keep = os.environ.get("FAULTS_KEEP_LOGS")  # a directory the logs are copied to
     with tempfile.TemporaryDirectory(prefix="pt-faults-") as tmp:
         stack = Stack(Path(tmp), interval, masters=2 if standby or pg_replica else 1)
+        ha = RedisHa(stack.state) if redis_failover else None
         stop = threading.Event()
         crew: list[Trader] = []
         kills: list[dict[str, Any]] = []
         try:
-            stack.setup(pg_replica=pg_replica)
+            stack.setup(pg_replica=pg_replica, redis_ha=ha)
             ca = ca_file(stack.state)  # the state directory's CA, made by the servers
             crew = [Trader(i, stack.worker_port, stop, ca) for i in range(traders)]
             for trader in crew:
@@ -548,6 +562,10 @@ def run(
                     before = filled(crew)
                     kills.append(resume(stack.pg_failover(), crew, before, phase_seconds, started))
                     break  # the old primary is gone: one failover per run
+                if ha is not None:
+                    before = filled(crew)
+                    kills.append(resume(ha.failover(), crew, before, phase_seconds, started))
+                    continue
                 if standby:
                     for how in ("kill", "freeze"):
                         before = filled(crew)
@@ -565,13 +583,16 @@ def run(
                 trader.join(timeout=120)
             urls = read_service_urls(stack.state)
             assert urls is not None
-            wait_until(lambda: drained(urls.redis_url), 120, "the order queue to drain")
+            empty = ha.drained if ha is not None else lambda: drained(urls.redis_url)
+            wait_until(empty, 120, "the order queue to drain")
             time.sleep(interval * 4)  # the last drain's transaction is committed
             problems = check(stack.database_url or urls.database_url, crew)
             problems += [p for kill in kills for p in kill.get("problems", [])]
         finally:
             stop.set()
             stack.stop()
+            if ha is not None:
+                ha.stop()
             if keep:
                 shutil.copytree(stack.logs, keep, dirs_exist_ok=True)
     return {
@@ -606,6 +627,11 @@ def main() -> None:
         action="store_true",
         help="a PostgreSQL replica: kill the primary and promote the replica",
     )
+    parser.add_argument(
+        "--redis-failover",
+        action="store_true",
+        help="a Redis replica and three Sentinels: kill the Redis primary each round",
+    )
     options = parser.parse_args()
     report = run(
         options.rounds,
@@ -613,6 +639,7 @@ def main() -> None:
         options.traders,
         standby=options.standby,
         pg_replica=options.pg_replica,
+        redis_failover=options.redis_failover,
     )
     print(json.dumps(report, indent=2, default=str))
     sys.exit(0 if report["ok"] else 1)

@@ -40,3 +40,15 @@ def test_the_standby_master_takes_over_from_a_killed_and_a_frozen_one() -> None:
     assert kinds == ["active master (kill)", "active master (freeze)"], report
     assert report["orders_filled"] > 0, report
     assert report["problems"] == [], report["problems"]
+
+
+def test_a_redis_failover_under_load_loses_no_promised_order() -> None:
+    """`make faults --redis-failover` in short: Redis with a replica and three real
+    Sentinels, a real master and worker reaching it through them, traders buying and
+    selling; the Redis primary killed with SIGKILL, the Sentinels promote the replica,
+    trading resumes with no manual step, and every order is checked as above."""
+    faults = _load()
+    report = faults.run(rounds=1, phase_seconds=3.0, traders=3, redis_failover=True)
+    assert [kill["killed"] for kill in report["kills"]] == ["redis primary (Sentinel failover)"]
+    assert report["orders_filled"] > 0, report
+    assert report["problems"] == [], report["problems"]
