@@ -126,34 +126,52 @@ def _fresh_json(
     now: str,
     day_end: str,
 ) -> str:
-    """The outcome of an order decided in this chunk, in OrderState.to_json's form: its
-    terms (the worker's), the drain's columns, and the times, which are the chunk's own.
-    Written as text directly: this runs for every order of every drain."""
+    """The outcome of an order decided in this chunk, as ``OrderState.from_json`` reads
+    it: its terms (the worker's), the drain's columns, and the times, which are the
+    chunk's own. Written as text directly (this runs for every order of every drain),
+    compact, and without the keys whose value is the one ``OrderState`` defaults to
+    (null, "0", 0, false, market, day): the worker reads the same state from a third
+    less text, and Redis copies a third less for every outcome it keeps."""
     _idx, status, code, reason, amount, realized, reserved_cash, reserved_quantity, _ = row
     filled = status == "filled"
     rejected = status == "rejected"
-    triggered = "null"
+    parts = [
+        f'{{"order_id":"{order.order_id}","status":"{status}","code":{code},'
+        f'"reason":{_js(reason)},"side":"{order.side}","symbol":{_js(order.symbol)},'
+        f'"quantity":{order.quantity},"client_order_id":"{order.client_order_id}",'
+        f'"received_at":"{order.received_text}"'
+    ]
+    add = parts.append
+    if filled:
+        add(f',"price":{_num(price)},"executed_at":"{now}"')
+    if order.order_type != "market":
+        add(f',"order_type":"{order.order_type}"')
+    if order.limit_price is not None:
+        add(f',"limit_price":"{order.limit_price}"')
+    if order.stop_price is not None:
+        add(f',"stop_price":"{order.stop_price}"')
+    if order.time_in_force != "day":
+        add(f',"time_in_force":"{order.time_in_force}"')
+    if amount is not None:
+        add(f',"amount":"{amount}"')
+    if realized is not None:
+        add(f',"realized_pnl":"{realized}"')
+    if reserved_cash is not None and reserved_cash != "0":
+        add(f',"reserved_cash":"{reserved_cash}"')
+    if reserved_quantity:
+        add(f',"reserved_quantity":{reserved_quantity}')
+    if not rejected:
+        add(f',"accepted_at":"{now}"')
     if order.stop_price is not None and not rejected and price is not None:
         stop, mark = Decimal(order.stop_price), Decimal(price)
         if (mark >= stop) if order.side == "buy" else (mark <= stop):
-            triggered = f'"{now}"'
-    expires = f'"{day_end}"' if status == "open" and order.time_in_force == "day" else "null"
-    return (
-        f'{{"order_id": "{order.order_id}", "status": "{status}", "code": {code}, '
-        f'"reason": {_js(reason)}, "side": "{order.side}", "symbol": {_js(order.symbol)}, '
-        f'"quantity": {order.quantity}, "price": {_num(price) if filled else "null"}, '
-        f'"executed_at": {f"{chr(34)}{now}{chr(34)}" if filled else "null"}, '
-        f'"client_order_id": "{order.client_order_id}", "order_type": "{order.order_type}", '
-        f'"limit_price": {_num(order.limit_price)}, "stop_price": {_num(order.stop_price)}, '
-        f'"time_in_force": "{order.time_in_force}", "amount": {_num(amount)}, '
-        f'"realized_pnl": {_num(realized)}, "reserved_cash": "{reserved_cash or "0"}", '
-        f'"reserved_quantity": {reserved_quantity or 0}, '
-        f'"received_at": "{order.received_text}", '
-        f'"accepted_at": {"null" if rejected else f"{chr(34)}{now}{chr(34)}"}, '
-        f'"triggered_at": {triggered}, '
-        f'"decided_at": {"null" if status == "open" else f"{chr(34)}{now}{chr(34)}"}, '
-        f'"expires_at": {expires}, "replayed": false}}'
-    )
+            add(f',"triggered_at":"{now}"')
+    if status != "open":
+        add(f',"decided_at":"{now}"')
+    elif order.time_in_force == "day":
+        add(f',"expires_at":"{day_end}"')
+    add("}")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
