@@ -291,6 +291,25 @@ class Drainer:
             return [_rejected_internal(orders[0], self.now)]
 
 
+def _chunks(count: int, size: int) -> list[tuple[int, int]]:
+    """Where the chunks of ``count`` orders start and end: ``size`` at most each, and
+    when there is more than one, the last ``size`` orders go as a half and two
+    quarters. A chunk's outcomes go out while PostgreSQL applies the next one, except
+    the last chunk's, which nothing overlaps: a small last chunk keeps that wait short."""
+    if count <= size:
+        return [(0, count)] if count else []
+    tail = size
+    head = count - tail
+    bounds = [(start, min(start + size, head)) for start in range(0, head, size)]
+    half = (tail + 1) // 2
+    quarter = (tail - half + 1) // 2
+    for part in (half, quarter, tail - half - quarter):
+        if part:
+            bounds.append((head, head + part))
+            head += part
+    return bounds
+
+
 def drain_once(
     queue: OrderQueue,
     pool: ConnectionPool,
@@ -346,8 +365,8 @@ def drain_once(
             refused.setdefault(stream_id, refusal)
         publishing: gevent.Greenlet | None = None
         try:
-            for start in range(0, len(good), chunk_size):
-                chunk = good[start : start + chunk_size]
+            for start, end in _chunks(len(good), chunk_size):
+                chunk = good[start:end]
                 parts = drainer.apply(
                     [routing.staged(e) for e in chunk],
                     [refused.get(e.stream_id) for e in chunk],
