@@ -1,7 +1,8 @@
 """Run every benchmark and print one JSON document: `python -m bench` (or `make bench`).
 
 `python -m bench orders` (or `quotes`, `hostile`, `trading`) runs only that part;
-`python -m bench replica` (not in the default run) measures a synchronous PostgreSQL replica.
+`python -m bench replica` (not in the default run) measures a synchronous PostgreSQL replica,
+`python -m bench redis-wait` what waiting for a Redis replica costs order placement.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     from bench.hostile import bench_hostile
     from bench.orders import bench_orders
     from bench.quotes import bench_quotes
+    from bench.redis_wait import bench_redis_wait
     from bench.replica import bench_replica
     from bench.stack import services
     from bench.trading import bench_trading
@@ -54,6 +56,8 @@ def main() -> None:
             results["hostile_memory"] = bench_hostile(urls, state)
         if "replica" in wanted:
             results["replica"] = bench_replica(urls, state)
+        if "redis-wait" in wanted:
+            results["redis_wait"] = bench_redis_wait(urls, state)
     if "trading" in wanted:  # a whole stack of its own (`pt up`)
         results["trading"] = bench_trading(seconds)
     print(json.dumps(results, indent=2))
