@@ -6,7 +6,9 @@ Real redis-server primary and replica and three real redis-sentinel processes
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,14 @@ from sentinel_support import SENTINEL_PASSWORD, SERVICE, SentinelStack, sentinel
 from papertrader.config.settings import ConfigError, Settings
 from papertrader.limits.limiter import GCRA
 from papertrader.master.redis_functions import load_functions
-from papertrader.services import redis_sentinel, redis_server
-from papertrader.store import keys
+from papertrader.services import redis_replica, redis_sentinel, redis_server
+from papertrader.services.binaries import find_binary
+from papertrader.store import keys, redis_users
+from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.redis_connect import (
     RedisConfigError,
     connect,
+    on_primary,
     sentinel_config,
 )
 
@@ -116,6 +121,9 @@ def test_a_client_through_sentinel_reads_writes_and_survives_a_failover(
     client.set(keys.PREFIX + "probe", "before")
     load_functions(client)  # the master's library: it must reach the replica too
     client.wait(1, 5000)  # the replica holds both
+    listener = client.pubsub()  # type: ignore[no-untyped-call]
+    listener.subscribe(keys.SESSIONS_ENDED)
+    assert on_primary(client, listener.connection)
     old = stack.kill_primary()
     new = stack.wait_failover(old)
     assert new == f"127.0.0.1:{stack.replica.port}"
@@ -126,8 +134,58 @@ def test_a_client_through_sentinel_reads_writes_and_survives_a_failover(
             break
         except redis.ConnectionError:
             continue
+    # A subscriber still connected where the primary was is told to subscribe again.
+    assert not on_primary(client, listener.connection)
+    listener.close()
     client.set(keys.PREFIX + "probe", "after")
     assert client.get(keys.PREFIX + "probe") == b"after"
     # The master's FUNCTIONs replicated: a worker's FCALL works on the new primary.
     allowed, _ = GCRA.bind(client)(keys=[keys.rate("probe", "x")], args=[1000, 5000, ""])
     assert int(allowed) == 1
+
+
+def _order() -> Order:
+    return Order(
+        order_id=uuid.uuid4(),
+        account_id=7,
+        side="buy",
+        symbol="AAPL",
+        quantity=1,
+        received_at=datetime.now(timezone.utc),
+        client_ip="127.0.0.1",
+        worker="w1",
+        client_order_id=uuid.uuid4(),
+    )
+
+
+def test_an_order_is_kept_only_once_the_replica_confirms_it(tmp_path: Path) -> None:
+    """redis_min_replicas_ack = 1: XADD and WAIT in one round trip, as the worker's own
+    Redis user; with the replica stopped the order is on the primary, but not kept."""
+    server = find_binary("redis-server")
+    primary = redis_server.start(tmp_path, None, server, 30)
+    replica = None
+    try:
+        replica = redis_replica.start_replica(primary, server, 60)
+        admin = redis_server.client(primary, timeout=5)
+        for node in (primary, replica):
+            nodes = redis_server.client(node, timeout=5)
+            redis_users.set_user(
+                nodes, redis_users.worker_user("w1"), "pw-w1", redis_users.WORKER_RULES
+            )
+            nodes.close()
+        worker = redis.Redis.from_url(
+            redis_users.url_for(primary.url, redis_users.worker_user("w1"), "pw-w1")
+        )
+        queue = OrderQueue(worker, replicas=1, replica_timeout=2.0)
+        assert queue.submit(_order()) is True
+        assert OrderQueue(worker).submit(_order()) is True  # no replica asked for
+        redis_server.stop(replica, 30)
+        alone = OrderQueue(worker, replicas=1, replica_timeout=0.2)
+        assert alone.submit(_order()) is False
+        assert admin.xlen(keys.ORDERS) == 3  # on the primary all the same
+        worker.close()
+        admin.close()
+    finally:
+        for node in (replica, primary):
+            if node is not None and redis_server.server_pid(node) is not None:
+                redis_server.stop(node, 30)

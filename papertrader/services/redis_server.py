@@ -48,6 +48,8 @@ from papertrader.store import redis_users
 
 CONFIG_NAME = "redis.conf"
 PING_TIMEOUT = 1.0
+#: Seconds between SIGTERMs to a server that has not stopped yet.
+ASK_AGAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -374,12 +376,19 @@ def stop(record: RedisRecord, timeout: float) -> bool:
         finally:
             conn.close()
     deadline = time.monotonic() + timeout
+    asked = time.monotonic()
     while pid_alive(pid):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise ServicesError(
                 f"redis-server (pid {pid}) did not stop within {timeout:.0f}s; "
                 f"see {record.log_file}"
             )
+        if now - asked >= ASK_AGAIN_SECONDS:
+            # Redis refuses to stop while it writes its first AOF (a replica right after
+            # its initial sync: "Writing initial AOF, can't exit"): ask again.
+            os.kill(pid, signal.SIGTERM)
+            asked = now
         time.sleep(0.05)
     record.pid = None
     return True
