@@ -185,3 +185,41 @@ def down(state_dir: Path | None, as_json: bool, timeout: float) -> None:
         return
     for name, was_running in stopped.items():
         click.echo(f"{name:<10} {'stopped' if was_running else 'was not running'}")
+
+
+@services.command()
+@state_dir_option
+@click.option(
+    "--stop-primary",
+    is_flag=True,
+    help="Stop the primary first (fast shutdown), to try a failover; without it the "
+    "primary must already be down.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the primary to stop and the replica to accept writes.",
+)
+def promote(state_dir: Path | None, stop_primary: bool, timeout: float) -> None:
+    """Promote the PostgreSQL replica of `pt up --ha` to primary.
+
+    The promotion path of docs/OPERATIONS.md on this machine's trial stack:
+    refused while the old primary runs (two primaries would take writes), the
+    replica promoted, and its commits no longer waiting for a replica. The
+    masters reconnect by themselves (their URL names both servers); `pt status`
+    shows the active master. The old primary is not started again: for a new
+    replica, `pt down` and start afresh with another state directory.
+    """
+    from papertrader.services import resolve_state_dir
+    from papertrader.stack import StackError
+    from papertrader.stack.ha import promote_replica
+
+    directory = resolve_state_dir(state_dir)
+    try:
+        replica = promote_replica(directory, stop_primary, timeout)
+    except StackError as exc:
+        fail(str(exc))
+        return
+    click.echo(f"postgres replica on 127.0.0.1:{replica.port} is the primary now")

@@ -129,7 +129,7 @@ def _print(document: dict[str, Any]) -> None:
         print_table(["PROCESS", "STATE", "PID", "UPTIME", "ADDRESS", "HEALTH", "RESTARTS"], rows)
     click.echo("")
     service_rows = []
-    for name in ("redis", "postgres"):
+    for name in document["services"]:
         s = document["services"][name]
         where = s.get("url") if s.get("external") else f"127.0.0.1:{s.get('port', '-')}"
         state = "running" if s.get("running") else "DOWN"

@@ -31,6 +31,8 @@ def _options(
     state_dir: Path | None,
     detach: bool,
     timeout: float,
+    ha: bool = False,
+    standby_port: int | None = None,
     **overrides: Any,
 ) -> StackOptions:
     from papertrader.services import resolve_state_dir
@@ -45,6 +47,8 @@ def _options(
         detached=detach,
         timeout=timeout,
         cwd=Path.cwd(),
+        ha=ha,
+        standby_port=standby_port,
     )
 
 
@@ -61,15 +65,22 @@ def _endpoints(record: StackRecord) -> dict[str, Any]:
         "detached": record.detached,
         "services_started": record.services_started,
         "supervisor_pid": record.supervisor_pid,
+        "ha": record.ha,
+        "masters": [],
         "workers": [],
     }
     for child in record.children:
         entry = {"name": child.name, "address": child.endpoint, "pid": child.pid,
                  "log": child.log, "console": child.console}  # fmt: skip
         if child.role == "master":
-            document["master"] = entry
+            document["masters"].append(entry)
         else:
             document["workers"].append({**entry, "uuid": child.uuid, "web": child.web})
+    document["master"] = document["masters"][0] if document["masters"] else None
+    if record.ha:
+        from papertrader.stack.ha import ha_summary
+
+        document.update(ha_summary(record))
     return document
 
 
@@ -78,6 +89,7 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
     if as_json:
         print_json({**_endpoints(record), "new_state_dir": fresh})
         return
+    document = _endpoints(record)
     workers = [c for c in record.children if c.role != "master"]
     click.echo(f"state dir {record.state_dir}")
     if fresh:
@@ -85,8 +97,21 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
             "          (new: no accounts or history from any other state directory; "
             "PT_STATE_DIR or --state-dir names the one to use)"
         )
+    active = (document.get("active_master") or {}).get("address")
     for child in record.children:
-        click.echo(f"{child.name:<9} {child.endpoint}  (pid {child.pid})")
+        role = ""
+        if record.ha and child.role == "master":
+            role = "  active" if child.endpoint == active else "  standby"
+        click.echo(f"{child.name:<9} {child.endpoint}  (pid {child.pid}){role}")
+    if record.ha:
+        pg = document["postgres"]
+        click.echo(
+            f"postgres  primary {pg['primary']}, synchronous replica {pg['replica']} "
+            "(masters: target_session_attrs=read-write)"
+        )
+        click.echo(
+            "          `pt status` shows the active master; docs/OPERATIONS.md, the promotion"
+        )
     for child in workers:
         if child.web:
             click.echo(f"{child.name:<9} web page {child.web}/")
@@ -113,6 +138,19 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
 )
 @click.option(
     "--master-port", type=click.IntRange(1, 65535), default=None, help="Master port (default 2048)."
+)
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="No single point of failure, to try on one machine: a standby master "
+    "(master-2), a synchronous PostgreSQL streaming replica; every worker names both "
+    "masters. Needs the private services (no PT_REDIS_URL / PT_DATABASE_URL).",
+)
+@click.option(
+    "--standby-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="With --ha: the standby master's port (default: the master port - 1, 2047).",
 )
 @click.option(
     "--worker-port",
@@ -165,6 +203,8 @@ def up(
     state_dir: Path | None,
     workers: int | None,
     master_port: int | None,
+    ha: bool,
+    standby_port: int | None,
     worker_port: int | None,
     web_port: int | None,
     update_interval: float | None,
@@ -182,6 +222,13 @@ def up(
     Redis/PostgreSQL if it started them). With --detach a background
     supervisor keeps the stack running; `pt down` stops it, `pt restart`
     restarts a server. Logs are in <state_dir>/logs/.
+
+    With --ha: two masters (one active, one standby that takes over when the
+    active one dies), PostgreSQL with a synchronous streaming replica, and
+    workers that know both masters; `pt status` shows which master is active.
+    Kill the active master (`kill -9 PID`) and the standby takes over within a
+    few seconds; the supervisor starts the killed one again as a standby.
+    docs/OPERATIONS.md, "Trying it out: pt up --ha", says what else to try.
     """
     from papertrader.stack import StackError, start_detached
 
@@ -190,6 +237,8 @@ def up(
         state_dir,
         detach,
         timeout,
+        ha,
+        standby_port,
         market_provider=provider,
         master_port=master_port,
         worker_port=worker_port,

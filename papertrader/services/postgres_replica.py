@@ -20,9 +20,10 @@ from urllib.parse import quote
 
 import psycopg2
 
+from papertrader.services import postgres_cluster
 from papertrader.services.binaries import find_postgres_binaries
 from papertrader.services.errors import ServicesError
-from papertrader.services.ports import LOOPBACK, free_port
+from papertrader.services.ports import LOOPBACK, free_port, port_is_free
 from papertrader.services.postgres_cluster import (
     _connect,
     _launch,
@@ -84,6 +85,18 @@ def create(
             f"pg_basebackup failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()}"
         )
     _launch(record, bins, user, timeout)
+    return record
+
+
+def start(record: PostgresRecord, timeout: float = 60.0) -> PostgresRecord:
+    """Start a replica made by ``create`` again on its data (a stopped one catches up with
+    its primary by itself); its old port if still free, else a new one."""
+    if postgres_cluster.is_running(record):
+        return record
+    if not port_is_free(record.port):
+        record = dataclasses.replace(record, port=free_port())
+    postgres_cluster._remove_stale_pid_file(record)
+    _launch(record, find_postgres_binaries(), service_user(), timeout)
     return record
 
 
@@ -168,5 +181,6 @@ __all__ = [
     "make_synchronous",
     "promote",
     "replica_root",
+    "start",
     "stop",
 ]

@@ -106,7 +106,7 @@ def _new_record(options: StackOptions) -> StackRecord:
         )
     check_ports(options)
     clear_stop_report(options.state_dir)
-    return StackRecord(options.state_dir, detached=options.detached)
+    return StackRecord(options.state_dir, detached=options.detached, ha=options.ha)
 
 
 def _who(record: StackRecord) -> str:

@@ -14,7 +14,9 @@ Each step is a function of its own; a new kind of preparation (TLS
 certificates, per-process database roles or Redis users) is one more step
 that adds files to the state directory and entries to a child's ``env``:
 ``certificates`` gives each server its certificate from the state
-directory's private CA (``papertrader/tls/local.py``).
+directory's private CA (``stack/certificates.py``). Under ``pt up --ha`` a
+standby master shares the master's key pair and ``stack/ha.py`` adds the
+replicated services.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from papertrader.config import Settings
-from papertrader.config.settings import derive_worker_uuid, join_host_port, split_host_port
+from papertrader.config.settings import derive_worker_uuid, join_host_port
+from papertrader.stack import ha
+from papertrader.stack.certificates import certificates
 from papertrader.stack.processes import probe_host
 from papertrader.stack.record import Child, StackError, StackRecord, kept_environment, logs_dir
 
@@ -68,6 +72,18 @@ class StackOptions:
     detached: bool
     timeout: float
     cwd: Path
+    #: ``pt up --ha``: a standby master and replicated services (``stack/ha.py``).
+    ha: bool = False
+    #: The standby master's port under ``ha`` (None: the port below master_port).
+    standby_port: int | None = None
+
+    def masters(self) -> list[tuple[str, int]]:
+        """Each master's name and port: "master", and "master-2" (the standby) with ``ha``."""
+        first = ("master", self.settings.master_port)
+        if not self.ha:
+            return [first]
+        standby = self.standby_port if self.standby_port is not None else first[1] - 1
+        return [first, ("master-2", standby)]
 
     def worker_names(self) -> list[str]:
         return [f"worker-{i + 1}" for i in range(self.settings.workers)]
@@ -76,11 +92,12 @@ class StackOptions:
         return [self.settings.worker_port + i for i in range(self.settings.workers)]
 
     def metrics_ports(self) -> list[int]:
-        """The master's metrics port, then each worker's (none when metrics are off)."""
+        """Each master's metrics port, then each worker's (none when metrics are off)."""
         settings = self.settings
         if not settings.metrics_enabled:
             return []
-        return [settings.metrics_port + i for i in range(settings.workers + 1)]
+        count = len(self.masters()) + settings.workers
+        return [settings.metrics_port + i for i in range(count)]
 
     @cached_property
     def web_ports(self) -> list[int]:
@@ -116,16 +133,22 @@ def check_ports(options: StackOptions) -> None:
         raise StackError(
             f"worker ports {ports[0]}-{ports[-1]} go past 65535: choose a lower --worker-port"
         )
-    wanted = [("master", settings.master_host, settings.master_port)] + [
+    masters = options.masters()
+    if not 1 <= masters[-1][1] <= 65535 or len({p for _, p in masters}) < len(masters):
+        raise StackError(
+            f"the standby master's port would be {masters[-1][1]}: choose one with --standby-port"
+        )
+    wanted = [(name, settings.master_host, port) for name, port in masters] + [
         (name, settings.worker_host, port)
         for name, port in zip(options.worker_names(), ports, strict=True)
     ]
     metrics_ports = options.metrics_ports()
     if metrics_ports and metrics_ports[-1] > 65535:
         raise StackError("metrics ports go past 65535: choose a lower metrics_port")
+    names = [name for name, _ in masters] + options.worker_names()
     wanted += [
         (f"metrics of {name}", settings.metrics_host, port)
-        for name, port in zip(["master", *options.worker_names()], metrics_ports, strict=False)
+        for name, port in zip(names, metrics_ports, strict=False)
     ]
     web_host = settings.web_host or settings.worker_host
     for name, port in zip(options.worker_names(), options.web_ports, strict=False):
@@ -336,29 +359,39 @@ def plan_children(
     env: dict[str, str],
     master_key: KeyPair,
     worker_keys: dict[str, KeyPair],
-    database_url: str,
+    database: dict[str, str],
     worker_redis: dict[str, Path] | None = None,
 ) -> list[Child]:
-    """The master and the workers, each with its command line and environment (the
-    master's alone with a database URL: its role's). A worker gets no Redis URL of
-    the stack: only the file holding its own Redis user's (``worker_redis``,
-    PT_REDIS_URL_FILE)."""
+    """The masters and the workers, each with its command line and environment (the
+    masters' alone with a database URL, ``database``: their role's). Every master shares
+    one key pair (``master_key``); every worker names every master. A worker gets no
+    Redis URL of the stack: only the file holding its own Redis user's
+    (``worker_redis``, PT_REDIS_URL_FILE)."""
     settings = options.settings
+    masters = options.masters()
     metrics_ports: list[int | None] = [*options.metrics_ports()]
-    metrics_ports += [None] * (settings.workers + 1 - len(metrics_ports))
-    master = _child(
-        options,
-        "master",
-        "master",
-        ["master", "run", "--host", settings.master_host, "--port", str(settings.master_port)],
-        {**env, "PT_MASTER_GNUPG_HOME": str(master_key.home), "PT_DATABASE_URL": database_url},
-        settings.master_host,
-        settings.master_port,
-        metrics_port=metrics_ports[0],
+    metrics_ports += [None] * (len(masters) + settings.workers - len(metrics_ports))
+    children = [
+        _child(
+            options,
+            name,
+            "master",
+            ["master", "run", "--host", settings.master_host, "--port", str(port)],
+            {**env, "PT_MASTER_GNUPG_HOME": str(master_key.home), **database},
+            settings.master_host,
+            port,
+            metrics_port=metrics_ports[index],
+        )
+        for index, (name, port) in enumerate(masters)
+    ]
+    master_args = [
+        arg
+        for _, port in masters
+        for arg in ("--master", join_host_port(probe_host(settings.master_host), port))
+    ]
+    workers = zip(
+        options.worker_names(), options.worker_ports(), metrics_ports[len(masters) :], strict=True
     )
-    master_address = join_host_port(probe_host(settings.master_host), settings.master_port)
-    children = [master]
-    workers = zip(options.worker_names(), options.worker_ports(), metrics_ports[1:], strict=True)
     web_ports = options.web_ports
     # Every core, shared by the workers of this host (worker_processes: one per core).
     processes = settings.worker_processes or max(1, (os.cpu_count() or 1) // settings.workers)
@@ -378,8 +411,7 @@ def plan_children(
                 "worker",
                 ["worker", "run", "--name", name, "--uuid", worker_id,
                  "--region", settings.region, "--host", settings.worker_host,
-                 "--port", str(port), "--master", master_address,
-                 "--processes", str(processes)],
+                 "--port", str(port), *master_args, "--processes", str(processes)],
                 {
                     **{k: v for k, v in env.items() if worker_redis is None or k != "PT_REDIS_URL"},
                     **own_redis,
@@ -394,58 +426,10 @@ def plan_children(
                 metrics_port=metrics_port,
             )
         )  # fmt: skip
-    for child, web_port in zip(children[1:], web_ports, strict=False):
+    for child, web_port in zip(children[len(masters) :], web_ports, strict=False):
         worker_settings = settings.with_overrides(worker_port=child.port, web_port=web_port)
         child.web = worker_settings.web_origin(tls=settings.tls)
     return children
-
-
-def certificates(options: StackOptions, say: Say) -> dict[str, dict[str, str]]:
-    """TLS files per child (``PT_TLS_*``): with tls on and no tls_cert of the operator's,
-    a certificate for each server from the state directory's private CA (made on the
-    first run, reused while valid). With tls = false: refused off loopback."""
-    from papertrader.tls.certs import CertificateError
-    from papertrader.tls.contexts import TlsConfigError
-    from papertrader.tls.local import LocalPki, default_names
-    from papertrader.tls.setup import refuse_plaintext_off_loopback
-
-    settings = options.settings
-    names = ["master", *options.worker_names()]
-    if not settings.tls:
-        listen = [settings.master_host, settings.worker_host]
-        if settings.web_enabled:
-            listen.append(settings.web_host or settings.worker_host)
-        try:
-            refuse_plaintext_off_loopback(settings, listen)
-        except TlsConfigError as exc:
-            raise StackError(str(exc)) from None
-        say("tls       OFF (tls = false): plaintext on loopback, for development only")
-        return {name: {"PT_TLS": "false"} for name in names}
-    if settings.tls_cert is not None:
-        say(f"tls       certificate {settings.tls_cert} (tls_cert)")
-        return {name: {} for name in names}
-    pki = LocalPki(options.state_dir)
-    advertised = (
-        split_host_port(settings.worker_advertise)[0] if settings.worker_advertise else None
-    )
-    hosts: dict[str, list[str | None]] = {
-        "master": [settings.master_host],
-        **{name: [settings.worker_host, settings.web_host, advertised]
-           for name in options.worker_names()},
-    }  # fmt: skip
-    files: dict[str, dict[str, str]] = {}
-    try:
-        made = pki.ensure_ca()
-        for name in names:
-            cert, key = pki.server_files(name, default_names(hosts[name]))
-            files[name] = {"PT_TLS_CERT": str(cert), "PT_TLS_KEY": str(key)}
-    except (OSError, CertificateError) as exc:
-        raise StackError(f"TLS certificates in {pki.directory}: {exc}") from None
-    say(
-        f"tls       CA {pki.ca_cert}{' (new)' if made else ''}: `pt client` with this state "
-        f"directory trusts it; other clients: --ca {pki.ca_cert}"
-    )
-    return files
 
 
 def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
@@ -453,7 +437,12 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
     from papertrader.keyring import master_home, worker_home
 
     settings = options.settings
+    if options.ha:
+        ha.refuse_configured_services(settings)
+        ha.start_recorded_replica(options)
     urls = start_services_for(record, options, say)
+    # Under --ha the replica runs before the first commit: commits wait for it.
+    database = ha.replicated_database(options, say) if options.ha else {}
     migrate_schema(urls, say)
     master_key = key_pair(master_home(settings, options.state_dir), "papertrader-master", say)
     names = options.worker_names()
@@ -479,7 +468,12 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
     tls_files = certificates(options, say)
     env = base_environment(options, urls.master_redis_url or urls.redis_url)
     record.children = plan_children(
-        options, env, master_key, worker_keys, urls.database_url, worker_redis
+        options,
+        env,
+        master_key,
+        worker_keys,
+        {"PT_DATABASE_URL": urls.database_url, **database},
+        worker_redis,
     )
     for child in record.children:
         child.env.update(tls_files.get(child.name, {}))

@@ -141,6 +141,8 @@ class StackRecord:
     state_dir: Path
     services_started: bool = False
     detached: bool = False
+    #: ``pt up --ha``: a standby master and replicated services (``ha.py``).
+    ha: bool = False
     phase: str = "starting"  # starting, running, failed, stopping
     error: str | None = None
     supervisor_pid: int | None = None

@@ -160,6 +160,12 @@ def _services(sources: StatusSources, state_dir: Path) -> dict[str, Any]:
         else:
             entry = {"external": False, "initialized": False, "running": False}
         report[name] = entry
+    if sources.private_services:
+        from papertrader.stack.ha import replica_status
+
+        replica = replica_status(state_dir)
+        if replica is not None:
+            report["postgres replica"] = replica
     return report
 
 
@@ -199,7 +205,7 @@ def _reachable(name: str, url: str, settings: Settings | None = None) -> bool:
         return False
 
 
-def _active_master(url: str) -> dict[str, Any] | None:
+def active_master(url: str) -> dict[str, Any] | None:
     """The active master as PostgreSQL records it (None if it cannot be read)."""
     import psycopg2
 
@@ -313,8 +319,9 @@ def gather(state_dir: Path, sources: StatusSources) -> dict[str, Any]:
         "orders": None,
         "market": None,
     }
-    if sources.database_url is not None and document["services"]["postgres"].get("running"):
-        document["active_master"] = _active_master(sources.database_url)
+    postgres = [document["services"].get(n, {}) for n in ("postgres", "postgres replica")]
+    if sources.database_url is not None and any(p.get("running") for p in postgres):
+        document["active_master"] = active_master(sources.database_url)
         _mark_masters(document["processes"], document["active_master"])
     if record is not None:
         document["supervisor"] = {
@@ -357,8 +364,7 @@ def diagnose(
             "the supervisor is gone: crashed servers are not restarted "
             "(`pt down` then `pt up --detach` brings it back)"
         )
-    for name in ("redis", "postgres"):
-        service = document["services"][name]
+    for name, service in document["services"].items():
         if not service.get("running"):
             problems.append(f"{name} is not running")
     masters = [p for p in procs if p["role"] == "master"]

@@ -117,6 +117,7 @@ class Supervisor:
         self._stop_reason = ""
         self._services_next_look = 0.0
         self._services_failures = 0
+        self._ha_notes: set[str] = set()
 
     # -- signals -------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -385,6 +386,8 @@ class Supervisor:
             self._warn(f"services: {exc}")
             return
         down = [name for name in ("redis", "postgres") if not report[name]["running"]]
+        if self.record.ha:
+            down = self._look_at_ha_services(down)
         if not down:
             self._services_failures = 0
             return
@@ -398,6 +401,18 @@ class Supervisor:
             self._warn(f"services could not be started ({exc}); trying again in {delay:g} s")
             return
         self._say(f"{' and '.join(down)} running again")
+
+    def _look_at_ha_services(self, down: list[str]) -> list[str]:
+        """The replica and the primary of ``pt up --ha`` (``ha.py``); what is left for
+        ``start_services``: never a stopped PostgreSQL primary."""
+        from papertrader.stack.ha import look_at_ha_services
+
+        notes = look_at_ha_services(self.record, self.timeout)
+        for note in notes:
+            if note not in self._ha_notes:
+                self._warn(note)
+        self._ha_notes = set(notes)
+        return [name for name in down if name != "postgres"]
 
     # -- stop ----------------------------------------------------------------------
     def stop_all(
