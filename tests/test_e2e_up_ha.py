@@ -33,9 +33,11 @@ def _status(env: dict[str, str], state: Path) -> dict[str, Any]:
 
 
 def _masters_by_role(status: dict[str, Any]) -> dict[str, list[str]]:
+    """The addresses of the running masters, by the role `pt status` gives them."""
     roles: dict[str, list[str]] = {"active": [], "standby": []}
     for proc in status["processes"]:
-        if proc["role"] == "master" and proc.get("master_role") in roles:
+        running = proc["role"] == "master" and proc["state"] == "running"
+        if running and proc.get("master_role") in roles:
             roles[proc["master_role"]].append(proc["address"])
     return roles
 
