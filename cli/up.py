@@ -104,6 +104,11 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
             role = "  active" if child.endpoint == active else "  standby"
         click.echo(f"{child.name:<9} {child.endpoint}  (pid {child.pid}){role}")
     if record.ha:
+        nodes = document["redis"]
+        click.echo(
+            f"redis     primary {nodes['primary']}, nodes {', '.join(nodes['nodes'])}; "
+            f"Sentinels {', '.join(nodes['sentinels'])}"
+        )
         pg = document["postgres"]
         click.echo(
             f"postgres  primary {pg['primary']}, synchronous replica {pg['replica']} "
@@ -143,8 +148,9 @@ def _announce(record: StackRecord, as_json: bool, fresh: bool = False) -> None:
     "--ha",
     is_flag=True,
     help="No single point of failure, to try on one machine: a standby master "
-    "(master-2), a synchronous PostgreSQL streaming replica; every worker names both "
-    "masters. Needs the private services (no PT_REDIS_URL / PT_DATABASE_URL).",
+    "(master-2), Redis with a replica and three Sentinels, a synchronous PostgreSQL "
+    "streaming replica; every worker names both masters. Needs the private services "
+    "(no PT_REDIS_URL / PT_DATABASE_URL).",
 )
 @click.option(
     "--standby-port",
@@ -224,8 +230,10 @@ def up(
     restarts a server. Logs are in <state_dir>/logs/.
 
     With --ha: two masters (one active, one standby that takes over when the
-    active one dies), PostgreSQL with a synchronous streaming replica, and
-    workers that know both masters; `pt status` shows which master is active.
+    active one dies), Redis with a replica and three Sentinels (every process
+    finds the primary through them), PostgreSQL with a synchronous streaming
+    replica, and workers that know both masters; `pt status` shows which
+    master is active.
     Kill the active master (`kill -9 PID`) and the standby takes over within a
     few seconds; the supervisor starts the killed one again as a standby.
     docs/OPERATIONS.md, "Trying it out: pt up --ha", says what else to try.

@@ -1,6 +1,7 @@
-"""``pt up --ha``: two masters, PostgreSQL with a synchronous streaming replica, workers
-that know both masters; one command up, a client trades, `pt status` names the one
-active master, and the standby takes over when the active one is killed.
+"""``pt up --ha``: two masters, Redis with a replica and three Sentinels, PostgreSQL with
+a synchronous streaming replica, workers that know both masters; one command up, a
+client trades, `pt status` names the one active master, and the standby takes over
+when the active one is killed.
 
 Unlike the other ``pt up`` tests, the stack starts its own private Redis and
 PostgreSQL (``--ha`` replicates them, so configured URLs are refused): they live in
@@ -85,6 +86,9 @@ def test_up_ha_trades_and_the_standby_takes_over_when_the_active_master_dies(
         assert endpoints["ha"] is True and endpoints["active_master"]["address"] == first
         pg = endpoints["postgres"]
         assert pg["synchronous"] and pg["primary"] != pg["replica"]
+        redis_ha = endpoints["redis"]
+        assert len(redis_ha["nodes"]) == 2 and redis_ha["primary"] == redis_ha["nodes"][0]
+        assert len(redis_ha["sentinels"]) == 3
 
         # Both masters: one URL naming the primary and the replica, their role's; the
         # worker: no database URL, both masters on its command line.
@@ -94,6 +98,14 @@ def test_up_ha_trades_and_the_standby_takes_over_when_the_active_master_dies(
             assert url.startswith("postgresql://papertrader_master:")
             assert pg["primary"] in url and pg["replica"] in url
             assert "target_session_attrs=read-write" in url
+        # Every process finds the Redis primary through the Sentinels, and a worker calls
+        # an order queued only once the replica has it.
+        for child in [*endpoints["masters"], *endpoints["workers"]]:
+            seen = process_environment(child["pid"])
+            assert seen["PT_REDIS_SENTINELS"] == ",".join(redis_ha["sentinels"])
+            assert seen["PT_REDIS_MIN_REPLICAS_ACK"] == "1"
+            password_file = Path(seen["PT_REDIS_SENTINEL_PASSWORD_FILE"])
+            assert password_file.stat().st_mode & 0o777 == 0o600
         worker_pid = endpoints["workers"][0]["pid"]
         assert not [n for n in process_environment(worker_pid) if "DATABASE" in n]
         argv = Path(f"/proc/{worker_pid}/cmdline").read_bytes().decode().split("\0")
@@ -106,7 +118,14 @@ def test_up_ha_trades_and_the_standby_takes_over_when_the_active_master_dies(
 
         status = _status(env, state)
         assert _masters_by_role(status) == {"active": [first], "standby": [second]}
-        assert status["services"]["postgres replica"]["running"] is True
+        ha_services = [
+            "redis replica",
+            "sentinel-1",
+            "sentinel-2",
+            "sentinel-3",
+            "postgres replica",
+        ]
+        assert all(status["services"][name]["running"] for name in ha_services), status
 
         # kill -9 the active master: the standby takes over, the supervisor starts the
         # killed one again (as a standby), and clients trade on.
@@ -130,5 +149,6 @@ def test_up_ha_trades_and_the_standby_takes_over_when_the_active_master_dies(
     assert down.returncode == 0, down.stderr
     stopped = json.loads(down.stdout)["stopped"]
     assert stopped["master"] == stopped["master-2"] == "stopped"
-    assert stopped["postgres replica"] == "stopped"
+    assert stopped["postgres replica"] == stopped["redis replica"] == "stopped"
+    assert [v for k, v in stopped.items() if k.startswith("sentinel")] == ["stopped"] * 3
     assert not any(port_answers(p) for p in (master_port, standby_port, worker_port))

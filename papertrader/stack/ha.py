@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from papertrader.services import ServicesError, postgres_replica
+from papertrader.services.redis_sentinel import SentinelRecord
 from papertrader.services.state import (
     PostgresRecord,
+    RedisRecord,
     load_state,
     write_private_file,
 )
@@ -50,13 +52,28 @@ HA_FILE = "ha.json"
 
 @dataclass
 class HaServices:
-    """What ``ha.json`` remembers: the services ``--ha`` adds to the private ones."""
+    """What ``ha.json`` remembers: the services ``--ha`` adds to the private ones (the
+    Redis primary and the PostgreSQL primary stay in ``services.json``)."""
 
     pg_replica: PostgresRecord | None = None
+    redis_replica: RedisRecord | None = None
+    sentinels: list[SentinelRecord] = field(default_factory=list)
 
     def to_json(self) -> str:
-        document = {"pg_replica": None if self.pg_replica is None else asdict(self.pg_replica)}
+        document = {
+            "pg_replica": None if self.pg_replica is None else asdict(self.pg_replica),
+            "redis_replica": None if self.redis_replica is None else asdict(self.redis_replica),
+            "sentinels": [asdict(s) for s in self.sentinels],
+        }
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _record(cls: type[Any], document: Any) -> Any:
+    """``cls`` from its ``asdict`` (keys it does not declare dropped), None from nothing."""
+    if not document:
+        return None
+    names = set(cls.__dataclass_fields__)
+    return cls(**{key: value for key, value in document.items() if key in names})
 
 
 def ha_file(state_dir: Path) -> Path:
@@ -68,12 +85,10 @@ def load_ha(state_dir: Path) -> HaServices:
     path = ha_file(state_dir)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        replica = document.get("pg_replica")
-        fields = set(PostgresRecord.__dataclass_fields__)
         return HaServices(
-            pg_replica=None
-            if not replica
-            else PostgresRecord(**{k: v for k, v in replica.items() if k in fields})
+            pg_replica=_record(PostgresRecord, document.get("pg_replica")),
+            redis_replica=_record(RedisRecord, document.get("redis_replica")),
+            sentinels=[_record(SentinelRecord, s) for s in document.get("sentinels") or []],
         )
     except FileNotFoundError:
         return HaServices()
@@ -165,10 +180,22 @@ def replicated_database(options: StackOptions, say: Say) -> dict[str, str]:
     }
 
 
+def stop_ha_watchers(record: StackRecord, report: Any = None) -> None:
+    """Before the primaries stop: the Sentinels (they would fail over meanwhile)."""
+    if record.ha and record.services_started:
+        from papertrader.stack.ha_redis import stop_sentinels
+
+        stop_sentinels(record, report)
+
+
 def stop_ha_services(record: StackRecord, timeout: float, report: Any = None) -> None:
-    """Stop the replica ``--ha`` started (after the primary: it takes the last WAL)."""
+    """Stop the replicas ``--ha`` started (after their primaries: they take the last of
+    their changes)."""
     if not (record.ha and record.services_started):
         return
+    from papertrader.stack.ha_redis import stop_replica
+
+    stop_replica(record, timeout, report)
     replica = load_ha(record.state_dir).pg_replica
     if replica is None:
         return
@@ -188,8 +215,9 @@ def look_at_ha_services(record: StackRecord, timeout: float) -> list[str]:
     for it); a stopped primary is left stopped with the promotion path named.
     """
     from papertrader.services import postgres_cluster
+    from papertrader.stack.ha_redis import look_at_redis
 
-    notes: list[str] = []
+    notes = look_at_redis(record, timeout)
     directory = record.state_dir
     primary = load_state(directory).postgres
     replica = load_ha(directory).pg_replica
@@ -200,17 +228,17 @@ def look_at_ha_services(record: StackRecord, timeout: float) -> list[str]:
             notes.append(f"the PostgreSQL replica stopped and could not be started: {exc}")
         else:
             with contextlib.suppress(OSError):
-                save_ha(directory, HaServices(pg_replica=started))
+                services = load_ha(directory)
+                services.pg_replica = started
+                save_ha(directory, services)
             notes.append(f"the PostgreSQL replica stopped; started again on port {started.port}")
     if primary is not None and not postgres_cluster.is_running(primary):
         if replica is not None and postgres_replica.is_primary(replica):
             return notes  # promoted: the old primary stays down (docs/OPERATIONS.md)
-        target = replica.data_dir if replica is not None else "the replica's data directory"
         notes.append(
             "the PostgreSQL primary stopped and is not restarted under --ha (it could come "
-            f"back beside a promoted replica): promote the replica with `pg_ctl promote -D "
-            f"{target}` as {primary.run_as or 'this user'}, then `ALTER SYSTEM RESET "
-            'synchronous_standby_names` on it (docs/OPERATIONS.md, "Promotion path")'
+            "back beside a promoted replica): promote the replica with `pt services promote "
+            f'--state-dir {directory}` (docs/OPERATIONS.md, "Promotion path")'
         )
     return notes
 
@@ -218,6 +246,7 @@ def look_at_ha_services(record: StackRecord, timeout: float) -> list[str]:
 def ha_summary(record: StackRecord) -> dict[str, Any]:
     """For ``pt up``'s announcement: the active master (as PostgreSQL records it) and
     where the PostgreSQL primary and replica listen."""
+    from papertrader.stack.ha_redis import redis_summary
     from papertrader.stack.status import active_master
 
     masters = [c for c in record.children if c.role == "master"]
@@ -232,30 +261,46 @@ def ha_summary(record: StackRecord) -> dict[str, Any]:
             "replica_data_dir": None if replica is None else replica.data_dir,
             "synchronous": True,
         },
+        "redis": redis_summary(record.state_dir),
     }
 
 
-def replica_status(state_dir: Path) -> dict[str, Any] | None:
-    """For ``pt status``: the replica of ``pt up --ha``, if one is recorded."""
-    from papertrader.services import postgres_cluster
+def ha_services_status(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """For ``pt status``: the services ``pt up --ha`` added, by name (none recorded: {})."""
+    from papertrader.services import postgres_cluster, redis_sentinel, redis_server
 
     try:
-        replica = load_ha(state_dir).pg_replica
+        services = load_ha(state_dir)
     except StackError as exc:
-        return {"initialized": True, "running": False, "error": str(exc)}
-    if replica is None:
-        return None
-    running = postgres_cluster.is_running(replica)
-    return {
-        "external": False,
-        "initialized": True,
-        "running": running,
-        "pid": postgres_cluster.postmaster_pid(replica) if running else None,
-        "port": replica.port,
-        "data_dir": replica.data_dir,
-        "log_file": replica.log_file,
-        "promoted": running and postgres_replica.is_primary(replica),
-    }
+        return {"ha services": {"initialized": True, "running": False, "error": str(exc)}}
+    report: dict[str, dict[str, Any]] = {}
+    base = {"external": False, "initialized": True}
+    if services.redis_replica is not None:
+        node = services.redis_replica
+        running = redis_server.is_running(node)
+        report["redis replica"] = {
+            **base, "running": running, "pid": node.pid if running else None,
+            "port": node.port, "log_file": node.log_file, "replicaof": node.replicaof,
+        }  # fmt: skip
+    for index, sentinel in enumerate(services.sentinels, 1):
+        running = redis_sentinel.is_running(sentinel)
+        report[f"sentinel-{index}"] = {
+            **base, "running": running, "pid": sentinel.pid if running else None,
+            "port": sentinel.port, "log_file": sentinel.log_file,
+        }  # fmt: skip
+    replica = services.pg_replica
+    if replica is not None:
+        running = postgres_cluster.is_running(replica)
+        report["postgres replica"] = {
+            **base,
+            "running": running,
+            "pid": postgres_cluster.postmaster_pid(replica) if running else None,
+            "port": replica.port,
+            "data_dir": replica.data_dir,
+            "log_file": replica.log_file,
+            "promoted": running and postgres_replica.is_primary(replica),
+        }
+    return report
 
 
 def promote_replica(state_dir: Path, stop_primary: bool, timeout: float) -> PostgresRecord:

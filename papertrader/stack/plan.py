@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from papertrader.config import Settings
 from papertrader.config.settings import derive_worker_uuid, join_host_port
-from papertrader.stack import ha
+from papertrader.stack import ha, ha_redis
 from papertrader.stack.certificates import certificates
 from papertrader.stack.processes import probe_host
 from papertrader.stack.record import Child, StackError, StackRecord, kept_environment, logs_dir
@@ -443,6 +443,9 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
     urls = start_services_for(record, options, say)
     # Under --ha the replica runs before the first commit: commits wait for it.
     database = ha.replicated_database(options, say) if options.ha else {}
+    # Under --ha every process reaches Redis through the Sentinels.
+    redis_env = ha_redis.replicated_redis(options, say) if options.ha else {}
+    redis_settings = settings.with_overrides(**ha_redis.as_settings(redis_env))
     migrate_schema(urls, say)
     master_key = key_pair(master_home(settings, options.state_dir), "papertrader-master", say)
     names = options.worker_names()
@@ -462,11 +465,11 @@ def prepare(record: StackRecord, options: StackOptions, say: Say) -> None:
         settings.region,
     )
     worker_redis = redis_users_for(
-        urls.redis_url, options.state_dir, names, settings.tls_ca, settings
+        urls.redis_url, options.state_dir, names, settings.tls_ca, redis_settings
     )
     say(f"keys      master {master_key.fingerprint}; {len(names)} workers registered")
     tls_files = certificates(options, say)
-    env = base_environment(options, urls.master_redis_url or urls.redis_url)
+    env = {**base_environment(options, urls.master_redis_url or urls.redis_url), **redis_env}
     record.children = plan_children(
         options,
         env,

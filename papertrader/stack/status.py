@@ -161,11 +161,9 @@ def _services(sources: StatusSources, state_dir: Path) -> dict[str, Any]:
             entry = {"external": False, "initialized": False, "running": False}
         report[name] = entry
     if sources.private_services:
-        from papertrader.stack.ha import replica_status
+        from papertrader.stack.ha import ha_services_status
 
-        replica = replica_status(state_dir)
-        if replica is not None:
-            report["postgres replica"] = replica
+        report.update(ha_services_status(state_dir))
     return report
 
 

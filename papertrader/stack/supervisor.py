@@ -403,8 +403,9 @@ class Supervisor:
         self._say(f"{' and '.join(down)} running again")
 
     def _look_at_ha_services(self, down: list[str]) -> list[str]:
-        """The replica and the primary of ``pt up --ha`` (``ha.py``); what is left for
-        ``start_services``: never a stopped PostgreSQL primary."""
+        """The services of ``pt up --ha`` (``ha.py``, ``ha_redis.py``), which look after
+        themselves: nothing is left for ``start_services`` (never a stopped PostgreSQL
+        primary; a Redis node only in the role the Sentinels gave it)."""
         from papertrader.stack.ha import look_at_ha_services
 
         notes = look_at_ha_services(self.record, self.timeout)
@@ -412,7 +413,7 @@ class Supervisor:
             if note not in self._ha_notes:
                 self._warn(note)
         self._ha_notes = set(notes)
-        return [name for name in down if name != "postgres"]
+        return []
 
     # -- stop ----------------------------------------------------------------------
     def stop_all(

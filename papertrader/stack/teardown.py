@@ -5,8 +5,8 @@ Used by the supervisor when it stops (SIGTERM, Ctrl-C, a failed start) and by
 once (they hold the clients; stopping them together keeps ``pt down`` short),
 then the master (which finishes its current update and drain), then any
 server still announced in ``run/`` (one an operator started by hand with
-``--state-dir``), then Redis and PostgreSQL if this stack started them (the
-replica of ``pt up --ha`` after its primary), and
+``--state-dir``), then Redis and PostgreSQL if this stack started them (under
+``pt up --ha``: the Sentinels first, the replicas after their primaries), and
 the record last, so an interrupted stop can be run again.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from papertrader.stack.ha import stop_ha_services
+from papertrader.stack.ha import stop_ha_services, stop_ha_watchers
 from papertrader.stack.processes import terminate
 from papertrader.stack.record import Child, StackError, StackRecord, remove_record
 from papertrader.stack.runfiles import RunningServer, running_servers
@@ -87,6 +87,7 @@ def teardown(
             if report is not None:
                 report(name, outcome)
     stop_announced(record, timeout, report)
+    stop_ha_watchers(record, report)
     stop_services_of(record, timeout, report)
     stop_ha_services(record, timeout, report)
     if forget:
