@@ -46,11 +46,22 @@ def signed_bytes(session_hex: str, fields: dict[str, str]) -> bytes:
     return _DOMAIN + session_hex.encode() + b"\n" + body.encode()
 
 
+#: Records a verifier remembers as verified; past this it forgets them all and starts over.
+VERIFIED_CACHE_SIZE = 100_000
+
+
 class SessionVerifier:
-    """A public key: ``verify(session_hex, fields)`` is True for the master's records."""
+    """A public key: ``verify(session_hex, fields)`` is True for the master's records.
+
+    It remembers the exact records (signed bytes and signature) it has verified: the
+    master's drain checks the session of every order of every interval, and a record
+    verified once verifies for ever under the same key, so each is checked with
+    Ed25519 (about 65 us) once, not once per interval. A record changed in any byte
+    is another record and is verified afresh; failures are never remembered."""
 
     def __init__(self, public_key: Ed25519PublicKey) -> None:
         self._key = public_key
+        self._verified: set[tuple[str, bytes]] = set()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SessionVerifier:
@@ -64,12 +75,16 @@ class SessionVerifier:
         signature = fields.get(FIELD)
         if not signature:
             return False
+        signed = signed_bytes(session_hex, fields)
+        if (signature, signed) in self._verified:
+            return True
         try:
-            self._key.verify(
-                base64.urlsafe_b64decode(signature.encode()), signed_bytes(session_hex, fields)
-            )
+            self._key.verify(base64.urlsafe_b64decode(signature.encode()), signed)
         except (InvalidSignature, binascii.Error, ValueError):
             return False
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified.add((signature, signed))
         return True
 
 
