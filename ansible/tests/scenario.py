@@ -1,11 +1,12 @@
 """The real run behind `tox -e ansible`: the playbooks applied to local hosts.
 
-Four "hosts" on this machine (ansible_connection=local), each with its own
-directory and ports under one temporary directory: a master (with private
-Redis and PostgreSQL from `pt services up`, process mode since there is no
-systemd here) and workers in two regions (eu: two, us: one). Then:
+"Hosts" on this machine (ansible_connection=local), each with its own
+directory and ports under one temporary directory: two masters (the first with
+private Redis and PostgreSQL from `pt services up`, process mode since there
+is no systemd here; the second a standby) and workers in two regions. Then:
 
-1. site.yml deploys everything;
+1. site.yml deploys everything; the standby holds a 0600 copy of the first
+   master's key pair and session-signing key, and the first master is active;
 2. the master lists every worker of every region as connected;
 3. Redis speaks TLS only: each worker's settings name a rediss:// URL, a
    worker host connects through it (verifying the certificate with the
@@ -20,7 +21,10 @@ systemd here) and workers in two regions (eu: two, us: one). Then:
    loop quote requests with failover through the master's worker list: every
    worker runs the new version in a new process, the master is untouched,
    and no client request fails for good;
-7. the master lists every worker again.
+7. the master lists every worker again;
+8. kill -9 of the active master: the standby takes over (the epoch moves on),
+   every worker links to it, clients log in and buy through each region; the
+   killed master, started again, stays a standby.
 
 Everything this script started is stopped at the end, also on failure or
 Ctrl-C: the services (their stop scripts), the private Redis/PostgreSQL, the
@@ -51,6 +55,9 @@ ANSIBLE_DIR = Path(__file__).resolve().parent.parent
 TESTS_DIR = ANSIBLE_DIR / "tests"
 
 MASTER = "pt-master"
+#: A standby master: the first one's key pair, active only while the first is not.
+STANDBY = "pt-master-2"
+MASTERS = (MASTER, STANDBY)
 #: worker name -> region: two regions, one worker each (enough for per-region
 #: settings, logins through each region, and clients failing over during the
 #: rolling update; each host more costs a virtualenv and a deployment).
@@ -91,9 +98,10 @@ def free_ports(count: int) -> list[int]:
 
 def write_inventory(work: Path) -> Path:
     """ansible/tests/inventory.yml's shape, for hosts under ``work``, on free ports."""
-    master_port, *ports = free_ports(1 + 2 * len(WORKERS))
+    master_port, standby_port, *ports = free_ports(2 + 2 * len(WORKERS))
     worker_ports, web_ports = ports[: len(WORKERS)], ports[len(WORKERS) :]
-    metrics_ports = dict(zip([MASTER, *WORKERS], free_ports(1 + len(WORKERS)), strict=True))
+    names = [*MASTERS, *WORKERS]
+    metrics_ports = dict(zip(names, free_ports(len(names)), strict=True))
     python = sys.executable
 
     def host(name: str) -> dict[str, Any]:
@@ -138,7 +146,13 @@ def write_inventory(work: Path) -> Path:
                 "worker_connect_retries": 60,
             },
             "children": {
-                "master": {"hosts": {MASTER: host(MASTER)}},
+                "masters": {
+                    "hosts": {
+                        MASTER: host(MASTER),
+                        # On this machine both masters share the address: its own port.
+                        STANDBY: host(STANDBY) | {"master_port": standby_port},
+                    }
+                },
                 "workers": {"children": regions},
             },
         }
@@ -180,17 +194,18 @@ class Scenario:
         groups = self.doc["all"]["children"]["workers"]["children"]
         return int(groups[f"workers_{region}"]["hosts"][name]["worker_port"])
 
-    @property
-    def master_address(self) -> str:
-        return f"127.0.0.1:{self.doc['all']['vars']['papertrader_master_port']}"
+    def master_address(self, name: str = MASTER) -> str:
+        host = self.doc["all"]["children"]["masters"]["hosts"][name]
+        port = host.get("master_port", self.doc["all"]["vars"]["papertrader_master_port"])
+        return f"127.0.0.1:{port}"
 
     def pt(
-        self, *args: str, stdin: str | None = None, check: bool = True
+        self, *args: str, stdin: str | None = None, check: bool = True, config: str = MASTER
     ) -> subprocess.CompletedProcess[str]:
-        """`pt` of the master host, with the master's settings file."""
-        env = dict(self.env, PT_CONFIG=str(self.root(MASTER) / "etc" / "master.toml"))
+        """`pt` of a master host (the first one's by default), with its settings file."""
+        env = dict(self.env, PT_CONFIG=str(self.root(config) / "etc" / "master.toml"))
         result = subprocess.run(
-            [str(self.root(MASTER) / "venv" / "bin" / "pt"), *args],
+            [str(self.root(config) / "venv" / "bin" / "pt"), *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -247,12 +262,12 @@ class Scenario:
         return recap
 
     # checks -----------------------------------------------------------------------
-    def listed_workers(self) -> list[dict[str, Any]]:
-        document = json.loads(self.pt("workers", "list", "--json").stdout)
+    def listed_workers(self, config: str = MASTER) -> list[dict[str, Any]]:
+        document = json.loads(self.pt("workers", "list", "--json", config=config).stdout)
         return workers_of(document)
 
-    def check_all_listed(self) -> None:
-        listed = {w["name"]: w for w in self.listed_workers()}
+    def check_all_listed(self, config: str = MASTER) -> None:
+        listed = {w["name"]: w for w in self.listed_workers(config)}
         for name, region in WORKERS.items():
             entry = listed.get(name)
             if entry is None or not entry.get("connected"):
@@ -265,7 +280,7 @@ class Scenario:
 
     def check_configs(self) -> None:
         """Settings rendered from the inventory: private files, per-region values."""
-        files = {MASTER: self.root(MASTER) / "etc" / "master.toml"}
+        files = {name: self.root(name) / "etc" / "master.toml" for name in MASTERS}
         files |= {name: self.root(name) / "etc" / "worker.toml" for name in WORKERS}
         for path in files.values():
             mode = path.stat().st_mode & 0o777
@@ -288,18 +303,25 @@ class Scenario:
                 f"client_idle_timeout = {idle}",
                 "master_fingerprint = ",
                 f"://pt-worker-{name}:",  # redis_url: its own Redis user, no other
+                # every master, the first one first
+                f'master_connect = "{",".join(self.master_address(m) for m in MASTERS)}"',
             ):
                 if line not in text:
                     raise ScenarioFailed(f"{files[name]} lacks {line!r}")
-        # Database roles: the master has its own role's URL, the owner's is in migrate.toml
+        # Database roles: each master has its own role's URL, the owner's is in migrate.toml
         # alone; workers have none.
-        master_text = files[MASTER].read_text()
-        if "://pt-master:" not in master_text:
-            raise ScenarioFailed(f"{files[MASTER]} lacks the master's own Redis user's URL")
-        if 'database_url = "postgresql://papertrader_master:' not in master_text:
-            raise ScenarioFailed(f"{files[MASTER]} lacks the master role's database URL")
-        if "owner" in master_text:
-            raise ScenarioFailed(f"{files[MASTER]} holds the schema owner's URL")
+        for name in MASTERS:
+            master_text = files[name].read_text()
+            if "://pt-master:" not in master_text:
+                raise ScenarioFailed(f"{files[name]} lacks the master's own Redis user's URL")
+            if 'database_url = "postgresql://papertrader_master:' not in master_text:
+                raise ScenarioFailed(f"{files[name]} lacks the master role's database URL")
+            if "owner" in master_text:
+                raise ScenarioFailed(f"{files[name]} holds the schema owner's URL")
+            if f'master_advertise = "{self.master_address(name)}"' not in master_text:
+                raise ScenarioFailed(f"{files[name]} does not advertise its own address")
+        if (self.root(STANDBY) / "etc" / "migrate.toml").exists():
+            raise ScenarioFailed("the standby master got the schema owner's URL")
         migrate_toml = self.root(MASTER) / "etc" / "migrate.toml"
         if migrate_toml.stat().st_mode & 0o777 != 0o600 or (
             'database_owner_url = "postgresql://papertrader_owner:' not in migrate_toml.read_text()
@@ -308,17 +330,98 @@ class Scenario:
         for name in WORKERS:
             if "database" in files[name].read_text() or "postgresql" in files[name].read_text():
                 raise ScenarioFailed(f"{files[name]} holds a database URL: workers get none")
-        log("settings files: mode 0600, shared and per-region values as in the inventory; "
-            "the master's own database role, the owner's URL for migrations only, none on workers")
+        log(
+            "settings files: mode 0600, shared and per-region values as in the inventory; "
+            "the master's own database role, the owner's URL for migrations only, none on workers"
+        )
+
+    def check_standby_keys(self) -> None:
+        """The standby master holds a copy of the first one's key pair and session-signing
+        key: directories 0700, files 0600, owned as the first master's."""
+        first, copy = (self.root(name) / "state" / "master-gnupg" for name in MASTERS)
+        originals = sorted(
+            p.relative_to(first)
+            for p in first.rglob("*")
+            if p.is_file() and not p.name.startswith(("S.", ".#lk")) and p.name != "random_seed"
+        )
+        if Path("session-signing.pem") not in originals:
+            raise ScenarioFailed(f"no session-signing.pem in {first}: {originals}")
+        identity = ("private-keys-v1.d", "session-signing.pem")
+        secret = [r for r in originals if r.parts[0] in identity]
+        if len(secret) < 2:
+            raise ScenarioFailed(f"no secret key in {first}: {originals}")
+        for relative in originals:
+            path = copy / relative
+            same = path.is_file() and path.read_bytes() == (first / relative).read_bytes()
+            if not path.is_file() or (relative in secret and not same):
+                raise ScenarioFailed(f"{path} is not a copy of {first / relative}")
+            if path.stat().st_mode & 0o777 != 0o600:
+                raise ScenarioFailed(f"{path} has mode {path.stat().st_mode & 0o777:o}, not 600")
+        for directory in [copy, *(p for p in copy.rglob("*") if p.is_dir())]:
+            if directory.stat().st_mode & 0o777 != 0o700:
+                raise ScenarioFailed(f"{directory} is not 0700")
+        fingerprints = {self.pt("master", "keygen", config=m, check=False).stdout for m in MASTERS}
+        if len(fingerprints) != 1:
+            raise ScenarioFailed(f"the masters have different keys: {fingerprints}")
+        log(f"the standby master has the first one's key pair ({len(originals)} files, 0600)")
+
+    def active_master(self) -> dict[str, Any]:
+        """`pt status --json`'s active master, as PostgreSQL records it."""
+        document = json.loads(self.pt("status", "--json", check=False).stdout)
+        active: dict[str, Any] = document.get("active_master") or {}
+        return active
+
+    def wait_active(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            active = self.active_master()
+            if active.get("lock_held") and active.get("address") == self.master_address(name):
+                return active
+            if time.monotonic() > deadline:
+                raise ScenarioFailed(f"{name} is not the active master after {timeout} s: {active}")
+            time.sleep(0.5)
+
+    def master_failover(self) -> None:
+        """kill -9 of the active master: the standby takes over, every worker links to it,
+        clients log in and trade on; the killed master comes back as a standby."""
+        before = self.wait_active(MASTER)
+        pidfile = self.root(MASTER) / "run" / "papertrader-master.pid"
+        os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        killed = time.monotonic()
+        after = self.wait_active(STANDBY)
+        took = time.monotonic() - killed
+        if after.get("epoch") != before.get("epoch", 0) + 1:
+            raise ScenarioFailed(f"the take-over did not raise the epoch: {before} -> {after}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.check_all_listed(config=STANDBY)
+                break
+            except ScenarioFailed:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        for worker in WORKERS:
+            self.client(worker, "login", USER, "--password-stdin", stdin=PASSWORD + "\n")
+            self.client(worker, "--json", "buy", "AAPL", "1")
+        # Started again (systemd's Restart= does this on real hosts): a standby now.
+        quiet([str(self.root(MASTER) / "bin" / "papertrader-master"), "start"], self.env)
+        time.sleep(2)
+        if self.active_master().get("address") != self.master_address(STANDBY):
+            raise ScenarioFailed("the restarted master took the active role back")
+        log(
+            f"kill -9 of the active master: {STANDBY} took over in {took:.1f} s "
+            f"(epoch {after.get('epoch')}); every worker linked to it; clients traded on"
+        )
 
     def check_redis_tls(self) -> None:
         """Each worker host reaches Redis over verified TLS with its own settings; in clear,
         it is refused (Redis has no plaintext port; its TLS port drops a plaintext client)."""
         probe = TESTS_DIR / "redis_probe.py"
         services = self.root(MASTER) / "state" / "services" / "services.json"
-        for name in [MASTER, *WORKERS]:
+        for name in [*MASTERS, *WORKERS]:
             python = self.root(name) / "venv" / "bin" / "python"
-            config = self.root(name) / "etc" / ("master.toml" if name == MASTER else "worker.toml")
+            config = self.root(name) / "etc" / ("master.toml" if name in MASTERS else "worker.toml")
             env = dict(self.env, PT_CONFIG=str(config))
             # On the master host, also: Redis's only port is its TLS port.
             extra = ["--services-json", str(services)] if name == MASTER else []
@@ -367,7 +470,7 @@ class Scenario:
 
     def check_idempotent(self, recap: dict[str, dict[str, int]], playbook: str) -> None:
         changed = {host: counts["changed"] for host, counts in recap.items() if counts["changed"]}
-        expected = {MASTER, *WORKERS}
+        expected = {*MASTERS, *WORKERS}
         if not expected <= set(recap):
             raise ScenarioFailed(
                 f"{playbook}: hosts missing from the recap: {expected - set(recap)}"
@@ -426,7 +529,7 @@ class Scenario:
                 str(self.root(MASTER) / "venv" / "bin" / "python"),
                 str(TESTS_DIR / "clients.py"),
                 "--master",
-                self.master_address,
+                self.master_address(),
                 "--ca",
                 str(self.root(MASTER) / "state" / "pki" / "ca.pem"),
                 "--user",
@@ -497,7 +600,7 @@ class Scenario:
         """The targets file names every host's /metrics; each /healthz answers ok."""
         targets = json.loads((self.work / "prometheus-targets.json").read_text())
         by_host = {t["labels"]["papertrader_host"]: t["targets"][0] for t in targets}
-        if set(by_host) != {MASTER, *WORKERS}:
+        if set(by_host) != {*MASTERS, *WORKERS}:
             raise ScenarioFailed(f"the Prometheus targets file lists {sorted(by_host)}")
         for name, address in by_host.items():
             with urllib.request.urlopen(f"http://{address}/healthz", timeout=10) as answer:
@@ -531,9 +634,11 @@ class Scenario:
     def run(self) -> None:
         self.build_wheel()
         recap = self.playbook("site.yml")
-        if set(recap) < {MASTER, *WORKERS}:
+        if set(recap) < {*MASTERS, *WORKERS}:
             raise ScenarioFailed(f"site.yml did not reach every host: {recap}")
         self.check_configs()
+        self.check_standby_keys()
+        self.wait_active(MASTER)
         self.check_all_listed()
         self.check_metrics()
         self.check_redis_tls()
@@ -546,6 +651,7 @@ class Scenario:
         self.rolling_update()
         self.check_all_listed()
         self.client("us-1", "--json", "quote", "MSFT")
+        self.master_failover()
         log("timings: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.timings))
 
     # clean-up ---------------------------------------------------------------------
