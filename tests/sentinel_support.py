@@ -86,10 +86,11 @@ def worker_url(stack: SentinelStack, name: str, password: str = "worker-pw") -> 
 
 
 @contextlib.contextmanager
-def sentinel_stack(root: Path) -> Iterator[SentinelStack]:
-    """Start the primary, its replica and three Sentinels under ``root``; stop them after."""
+def sentinel_stack(root: Path, tls: redis_server.RedisTls | None = None) -> Iterator[SentinelStack]:
+    """Start the primary, its replica and three Sentinels under ``root`` (all speaking
+    TLS only, with ``tls``); stop them after."""
     server = find_binary("redis-server")
-    primary = redis_server.start(root, None, server, 30)
+    primary = redis_server.start(root, None, server, 30, tls)
     replica: RedisRecord | None = None
     sentinels: list[redis_sentinel.SentinelRecord] = []
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from sentinel_support import SENTINEL_PASSWORD, SERVICE, SentinelStack, sentinel_stack
+from tls_support import pki
 
 from papertrader.config.settings import ConfigError, Settings
 from papertrader.limits.limiter import GCRA
@@ -189,3 +190,30 @@ def test_an_order_is_kept_only_once_the_replica_confirms_it(tmp_path: Path) -> N
         for node in (replica, primary):
             if node is not None and redis_server.server_pid(node) is not None:
                 redis_server.stop(node, 30)
+
+
+def test_with_tls_the_sentinels_replication_and_clients_all_speak_tls(tmp_path: Path) -> None:
+    """The data nodes serve TLS only: the replica syncs over TLS, the Sentinels listen
+    on TLS and reach the nodes over it, and a client through them verifies every hop
+    with the deployment's CA (the URL's ssl_ca_certs, or tls_ca)."""
+    made = pki()
+    tls = redis_server.RedisTls(str(made.cert), str(made.key), str(made.ca))
+    with sentinel_stack(tmp_path, tls) as stack:
+        url = stack.primary.master_url
+        assert url.startswith("rediss://")
+        client = connect(url, stack.settings(), max_connections=4)
+        client.set(keys.PREFIX + "tls-probe", "1")
+        assert client.wait(1, 5000) == 1  # the replica has it, over TLS replication
+        bare = url.split("?", 1)[0]  # no CA in the URL: tls_ca verifies the nodes
+        settings = stack.settings(tls_ca=made.ca)
+        assert connect(bare, settings).get(keys.PREFIX + "tls-probe") == b"1"
+        plaintext = redis.Redis(
+            host="127.0.0.1",
+            port=stack.sentinels[0].port,
+            username=redis_sentinel.CLIENT_USER,
+            password=SENTINEL_PASSWORD,
+            socket_timeout=5,
+        )
+        with pytest.raises(redis.ConnectionError):
+            plaintext.ping()
+        client.close()
