@@ -6,11 +6,13 @@ Real redis-server primary and replica and three real redis-sentinel processes
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import gevent
 import pytest
 import redis
 from sentinel_support import SENTINEL_PASSWORD, SERVICE, SentinelStack, sentinel_stack
@@ -29,6 +31,8 @@ from papertrader.store.redis_connect import (
     on_primary,
     sentinel_config,
 )
+from papertrader.store.sessions import Session, SessionError, SessionStore
+from papertrader.worker.session_cache import SessionCache
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +129,15 @@ def test_a_client_through_sentinel_reads_writes_and_survives_a_failover(
     listener = client.pubsub()  # type: ignore[no-untyped-call]
     listener.subscribe(keys.SESSIONS_ENDED)
     assert on_primary(client, listener.connection)
+    # A worker's session cache, holding a session it verified.
+    store = SessionStore(client, 3600, 3600, ip_check=False)
+    cache = SessionCache(store, client)
+    cache.start()
+    _until(lambda: cache.epoch_holding(_probe_session(store, cache)) is not None)
+    session = store.create(2, "trader", "127.0.0.1", False)
+    assert cache.get(session.session_id, None) is not None
+    assert cache.epoch_holding(cache.get(session.session_id, None)) is not None  # in memory
+    client.wait(1, 5000)
     old = stack.kill_primary()
     new = stack.wait_failover(old)
     assert new == f"127.0.0.1:{stack.replica.port}"
@@ -138,11 +151,40 @@ def test_a_client_through_sentinel_reads_writes_and_survives_a_failover(
     # A subscriber still connected where the primary was is told to subscribe again.
     assert not on_primary(client, listener.connection)
     listener.close()
+    # The cache saw its subscription break and emptied itself; a logout announced before
+    # it subscribes again (it cannot hear it) must not leave the session usable.
+    _until(lambda: cache.size == 0)
+    store.end(session)
+    _until(lambda: cache.epoch_holding(_probe_session(store, cache)) is not None)
+    with pytest.raises(SessionError):
+        cache.get(session.session_id, None)
+    cache.stop()
     client.set(keys.PREFIX + "probe", "after")
     assert client.get(keys.PREFIX + "probe") == b"after"
     # The master's FUNCTIONs replicated: a worker's FCALL works on the new primary.
     allowed, _ = GCRA.bind(client)(keys=[keys.rate("probe", "x")], args=[1000, 5000, ""])
     assert int(allowed) == 1
+
+
+def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Yield to the cache's listener (a greenlet) until ``condition`` holds. The test
+    process is not monkey-patched, so the listener blocks while it waits for a message
+    and the two take turns through gevent's callbacks (sleep(0)), not its timers."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0)
+
+
+_probes: dict[int, Session] = {}
+
+
+def _probe_session(store: SessionStore, cache: SessionCache) -> Session:
+    """A session the cache holds (made once per cache, fetched through it)."""
+    if id(cache) not in _probes:
+        _probes[id(cache)] = store.create(1, "probe", "127.0.0.1", False)
+    session = _probes[id(cache)]
+    return cache.get(session.session_id, None)
 
 
 def _order() -> Order:

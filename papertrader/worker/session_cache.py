@@ -118,6 +118,7 @@ class SessionCache:
                 checked = time.monotonic()
                 while True:
                     message = pubsub.get_message(timeout=1.0)
+                    gevent.sleep(0)  # a burst of announcements must not starve the clients
                     if time.monotonic() - checked >= FOLLOW_CHECK_SECONDS:
                         # After a Sentinel failover: listen where the master publishes.
                         checked = time.monotonic()
