@@ -74,8 +74,9 @@ def test_what_a_worker_needs_still_works(worker: redis.Redis, redis_client: redi
     redis_client.hset(keys.QUOTES, "AAPL", "{}")
     assert worker.hget(keys.QUOTES, "AAPL") == b"{}"
     assert worker.xadd(keys.ORDERS, {"order_id": "x"})
-    redis_client.rpush(keys.order_result("ab" * 16), "done")
+    redis_client.rpush(keys.order_result("ab" * 16), "done", "and", "more")
     assert worker.blpop([keys.order_result("ab" * 16)], timeout=1) is not None
+    assert worker.lpop(keys.order_result("ab" * 16), 512) == [b"and", b"more"]
     assert worker.fcall("pt_gcra", 1, keys.rate("login-ip", "x"), 1000, 10000, "")[0] == 1  # type: ignore[no-untyped-call]
 
 

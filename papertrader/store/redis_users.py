@@ -76,7 +76,7 @@ _CONNECTION = (
 _WORKER_COMMANDS = (
     "+get", "+hget", "+hgetall", "+hmget", "+exists", "+pttl", "+ttl",
     "+hset", "+expireat",  # a session's last use (pt:session-seen:*)
-    "+blpop",  # its orders' outcomes
+    "+blpop", "+lpop",  # its orders' outcomes (its process's result list)
     "+wait",  # an order is kept once a replica has it (redis_min_replicas_ack)
     "+fcall", "+fcall_ro",
     "+subscribe", "+unsubscribe",

@@ -64,6 +64,7 @@ from papertrader.worker.history_cache import HistoryCache
 from papertrader.worker.link_relay import LinkRelayServer, RelayLink, relay_path
 from papertrader.worker.master_link import Link, LinkIdentity, MasterLink
 from papertrader.worker.orders import OrderDesk, order_wait_timeout
+from papertrader.worker.outcome_inbox import OutcomeInbox
 from papertrader.worker.processes import (
     ServingProcesses,
     process_count,
@@ -72,8 +73,8 @@ from papertrader.worker.processes import (
 )
 from papertrader.worker.session_cache import SessionCache
 
-#: Redis connections one worker may hold. Every client waiting for an order
-#: holds one for the whole wait (BLPOP), so the pool is sized for many greenlets.
+#: Redis connections one worker may hold: one per greenlet in a Redis command at once
+#: (clients waiting for orders share one: ``outcome_inbox.py``).
 REDIS_MAX_CONNECTIONS = 1024
 #: A greenlet finding every Redis connection busy waits this long before failing.
 REDIS_POOL_TIMEOUT = 20.0
@@ -201,6 +202,7 @@ class Worker:
             redis_client,
         )
         self.clients = ClientManager(self.sessions)
+        self.outcomes = OutcomeInbox(redis_client)
         handler = ClientHandler(
             settings,
             self.clients,
@@ -217,6 +219,7 @@ class Worker:
                     replicas=settings.redis_min_replicas_ack,
                     replica_timeout=settings.redis_replica_ack_timeout,
                 ),
+                self.outcomes,
                 self.cache,
                 settings.worker_name,
                 order_wait_timeout(settings.update_interval),
@@ -443,6 +446,7 @@ class Worker:
         self.link.stop()
         self.cache.stop()
         self.sessions.stop()
+        self.outcomes.stop()
         self.redis.close()
         self.redis.connection_pool.disconnect()
         if self.keyring is not None:

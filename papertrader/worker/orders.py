@@ -9,7 +9,9 @@ anything. Everything else gets the order id derived from the account and the
 client order id (``order_id_for``: the same on every worker, so a client order
 id sent twice, even through two workers at once, is one order) and goes on
 the Redis order stream with the worker's timestamp; the master decides it at
-its next drain and the client waits for that outcome on its connection.
+its next drain and the client waits for that outcome on its connection (the
+outcomes of every order of this worker process arrive on one list, read by one
+greenlet: ``outcome_inbox.py``).
 
 Whenever the worker cannot know the outcome (the master has not decided within
 the wait, the order store failed after the order may have been queued), the
@@ -45,6 +47,7 @@ from papertrader.store.sessions import Session
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_management import ClientInfo, shown
 from papertrader.worker.forwarding import stamp_time
+from papertrader.worker.outcome_inbox import OutcomeInbox
 
 #: The original market orders: instruction -> (side, success return, failure return).
 _SIDES: dict[Instruction, tuple[Side, Instruction, Instruction]] = {
@@ -238,6 +241,7 @@ class OrderDesk:
     def __init__(
         self,
         queue: OrderQueue,
+        inbox: OutcomeInbox,
         cache: QuoteCache,
         worker_name: str,
         wait_timeout: float,
@@ -246,6 +250,8 @@ class OrderDesk:
         update_interval: float = 5.0,
     ) -> None:
         self._queue = queue
+        #: Where this process's outcomes arrive (one list, one reading greenlet).
+        self._inbox = inbox
         self._cache = cache
         self._worker = worker_name
         self._wait_timeout = wait_timeout
@@ -355,7 +361,7 @@ class OrderDesk:
             limit_price=ticket.limit_price,
             stop_price=ticket.stop_price,
             time_in_force=ticket.time_in_force,
-            reply=uuid.uuid4().hex,
+            reply=self._inbox.reply,
             competition=ticket.competition,
             session=session.session_id.hex,
         )
@@ -363,9 +369,11 @@ class OrderDesk:
         refusal = self._over_pending_cap(order, client)
         if refusal is not None:
             return refusal
+        expected = self._inbox.expect(order.order_id)
         try:
             kept = self._queue.submit(order)
         except redis.RedisError as exc:
+            expected.cancel()
             logger.warning(f"{client.label}: order {cid}: the order store failed ({exc})")
             return TicketError(
                 ErrorCode.OUTCOME_UNKNOWN,
@@ -387,7 +395,7 @@ class OrderDesk:
                 f"({self._queue.replicas} wanted); a failover now could lose it"
             )
         try:
-            outcome = self._queue.wait_outcome(order.order_id, self._wait_timeout, order.reply)
+            outcome = expected.get(self._wait_timeout)
         except redis.RedisError as exc:
             metrics.ORDER_OUTCOMES.labels(ticket.side, "unknown").inc()
             logger.warning(
