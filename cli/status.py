@@ -86,7 +86,9 @@ def _with_sentinels(settings: Any, env: dict[str, str]) -> Any:
         "redis_sentinel_username",
         "redis_sentinel_password_file",
     )
-    given = {name: env[f"PT_{name.upper()}"] for name in names if f"PT_{name.upper()}" in env}
+    given: dict[str, Any] = {
+        name: env[f"PT_{name.upper()}"] for name in names if f"PT_{name.upper()}" in env
+    }
     if "redis_sentinel_password_file" in given:
         given["redis_sentinel_password_file"] = Path(given["redis_sentinel_password_file"])
     try:
