@@ -3,9 +3,10 @@
 Each interval (aligned to multiples of ``update_interval`` since the epoch, so
 every bar covers one whole period) the loop asks the provider for all
 configured assets at once, keeps the quotes in memory (``QuoteBook``) for the
-order drain and portfolio valuation, publishes them to Redis for the workers
-and stores the bars in PostgreSQL. Then it runs the order drain, so orders
-fill at the price of the interval in which they are processed.
+order drain and portfolio valuation and publishes them to Redis for the
+workers. Then it runs the order drain, so orders fill at the price of the
+interval in which they are processed, and after it stores the bars in
+PostgreSQL (the orders waiting for the interval do not wait for that write).
 
 The loop never dies: a provider error keeps the last good quotes (logged
 with their age, and marked stale in ``pt:market:status``), a Redis or
@@ -174,8 +175,17 @@ class AssetRetrieval:
         logger.info("continuing from {} stored bars of {}", len(quotes), latest.isoformat())
 
     def update(self, start: datetime) -> bool:
-        """Fetch and publish the bars of the period starting at ``start``; False if the
-        provider failed (the last good quotes stay in place)."""
+        """Fetch and publish the bars of the period starting at ``start``, and store
+        them; False if the provider failed (the last good quotes stay in place)."""
+        quotes = self._fetch_and_publish(start)
+        if quotes is None:
+            return False
+        self._store_bars(start, quotes)
+        return True
+
+    def _fetch_and_publish(self, start: datetime) -> Mapping[str, Quote] | None:
+        """The period's quotes from the provider, in the quote book and in Redis; None
+        if the provider failed."""
         snapshot = self._book.snapshot()
         previous = snapshot.quotes
         try:
@@ -194,7 +204,7 @@ class AssetRetrieval:
                 self._provider.name, start.isoformat(), exc, age,
             )  # fmt: skip
             self._report(failed_at, False, str(exc)[:300])
-            return False
+            return None
         now = datetime.now(timezone.utc)
         self._report(now, True, None)
         self._book.publish(quotes, now)
@@ -202,23 +212,35 @@ class AssetRetrieval:
             self._store.publish(quotes, now)
         except redis.RedisError as exc:
             logger.warning("could not publish quotes to Redis ({}); workers keep the old ones", exc)
+        missing = [s for s in self.symbols if s not in quotes]
+        if missing:
+            logger.warning("no quote this interval for {}", ", ".join(missing))
+        return quotes
+
+    def _store_bars(self, start: datetime, quotes: Mapping[str, Quote]) -> None:
         try:
             insert_bars(self._pool, quotes.values())
         except (psycopg2.Error, PoolTimeout) as exc:
             logger.warning("could not store the bars of {} ({})", start.isoformat(), exc)
-        missing = [s for s in self.symbols if s not in quotes]
-        if missing:
-            logger.warning("no quote this interval for {}", ", ".join(missing))
-        return True
 
     def tick(self, now: datetime | None = None) -> None:
-        """One interval's work: update (once per period) then the order drain."""
+        """One interval's work: update (once per period) then the order drain.
+
+        The bars are stored in PostgreSQL after the drain, not before: the drain
+        fills at the quote book's prices (in memory), and every order waiting for
+        the interval waits for whatever runs before it (issue 15: an order is
+        answered within the interval plus 20 ms)."""
         start = period_start(now or datetime.now(timezone.utc), self.interval)
+        fetched: Mapping[str, Quote] | None = None
         if start != self._last_period:
             self._last_period = start
-            self.update(start)
-        if self._after_update is not None:
-            self._after_update()
+            fetched = self._fetch_and_publish(start)
+        try:
+            if self._after_update is not None:
+                self._after_update()
+        finally:
+            if fetched is not None:
+                self._store_bars(start, fetched)
 
     def run(self, stop: gevent.event.Event) -> None:
         """Tick at every period start until ``stop`` is set; a tick in progress finishes."""
