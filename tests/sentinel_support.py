@@ -52,13 +52,13 @@ class SentinelStack:
                 return address
         return None
 
-    def kill_primary(self) -> RedisRecord:
-        """kill -9 whichever node is the primary now; returns its record."""
+    def kill_primary(self, how: int = signal.SIGKILL) -> RedisRecord:
+        """kill -9 (or freeze, SIGSTOP) whichever node is the primary now; its record."""
         address = self.primary_now()
         victim = self.primary if address == f"127.0.0.1:{self.primary.port}" else self.replica
         pid = redis_server.server_pid(victim)
         assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, how)
         return victim
 
     def wait_failover(self, old: RedisRecord, timeout: float = 60.0) -> str:

@@ -6,6 +6,8 @@ Real redis-server primary and replica and three real redis-sentinel processes
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -258,4 +260,34 @@ def test_with_tls_the_sentinels_replication_and_clients_all_speak_tls(tmp_path: 
         )
         with pytest.raises(redis.ConnectionError):
             plaintext.ping()
+        client.close()
+
+
+def test_a_frozen_primary_is_left_for_the_new_one(tmp_path: Path) -> None:
+    """A primary that stops answering without closing its connections (frozen with
+    SIGSTOP, as one cut off by the network looks): the Sentinels promote the replica,
+    and a client that was talking to the old one gives up on it after its socket
+    timeout and continues on the new one, instead of waiting for ever."""
+    with sentinel_stack(tmp_path) as stack:
+        client = connect(
+            stack.primary.master_url, stack.settings(), max_connections=4, socket_timeout=3
+        )
+        client.set(keys.PREFIX + "frozen", "before")
+        client.wait(1, 5000)
+        frozen = stack.kill_primary(signal.SIGSTOP)
+        try:
+            stack.wait_failover(frozen)
+            answers = []
+            for _ in range(10):
+                try:
+                    answers.append(client.get(keys.PREFIX + "frozen"))
+                    break
+                except (redis.ConnectionError, redis.TimeoutError):
+                    continue
+            assert answers == [b"before"]
+            client.set(keys.PREFIX + "frozen", "after")
+        finally:
+            pid = redis_server.read_pid_file(Path(frozen.pid_file))
+            if pid is not None:
+                os.kill(pid, signal.SIGCONT)
         client.close()

@@ -146,7 +146,7 @@ _RULES: dict[str, _Rule] = {
         16,
     ),
     "redis_replica_ack_timeout": _Rule(
-        "float", "seconds from 0.01 to 60 a worker waits for the replicas' ack", 0.01, 60
+        "float", "seconds from 0.01 to 5 a worker waits for the replicas' ack", 0.01, 5
     ),
     "database_url": _Rule(
         "optstr",
