@@ -251,3 +251,9 @@ def on_primary(client: redis.Redis, connection: Any) -> bool:
 
 class PrimaryMoved(redis.ConnectionError):
     """A subscriber's connection is no longer to the primary: subscribe again."""
+
+
+def follows_failover(client: redis.Redis) -> bool:
+    """Whether ``client`` reaches Redis through the Sentinels, so a broken connection is
+    worth retrying: a new primary is on its way (without Sentinel nobody brings one)."""
+    return isinstance(client.connection_pool, SentinelConnectionPool)

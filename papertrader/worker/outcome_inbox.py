@@ -21,7 +21,10 @@ through another worker) is dropped: the order's state is in PostgreSQL and
 If Redis fails while orders wait, every waiter gets the error (its client is
 told the outcome is unknown, with the order id), as a waiter of its own
 would have been; the outcomes stay in the list and the reader starts again
-with the next order.
+with the next order. Through Redis Sentinel a broken connection is a
+failover under way instead: the reader keeps asking (the new primary gets
+the outcomes of the master's next drains) and each waiter gives up only at
+its own timeout.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import redis
 from loguru import logger
 
 from papertrader.store import keys
-from papertrader.store.order_queue import WAIT_SLICE_SECONDS, Outcome
+from papertrader.store.order_queue import RECONNECT_PAUSE, WAIT_SLICE_SECONDS, Outcome
+from papertrader.store.redis_connect import follows_failover
 
 #: Most outcomes popped in one round trip (LPOP with a count).
 BATCH = 512
@@ -126,6 +130,14 @@ class OutcomeInbox:
         while self._waiting:
             try:
                 texts = self._pop()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if follows_failover(self._redis):
+                    # A Sentinel failover under way: the outcomes will be pushed to the
+                    # new primary; each waiter still gives up at its own timeout.
+                    gevent.sleep(RECONNECT_PAUSE)
+                    continue
+                self._fail_all(exc)
+                return
             except redis.RedisError as exc:
                 self._fail_all(exc)
                 return
