@@ -189,6 +189,12 @@ def _probe_session(store: SessionStore, cache: SessionCache) -> Session:
     return cache.get(session.session_id, None)
 
 
+def _calls(client: redis.Redis, command: str) -> int:
+    """How often the server ran ``command`` (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
 def _order() -> Order:
     return Order(
         order_id=uuid.uuid4(),
@@ -224,6 +230,17 @@ def test_an_order_is_kept_only_once_the_replica_confirms_it(tmp_path: Path) -> N
         queue = OrderQueue(worker, replicas=1, replica_timeout=2.0)
         assert queue.submit(_order()) is True
         assert OrderQueue(worker).submit(_order()) is True  # no replica asked for
+        # A logout (the master's) waits for the replica too: ended there as well.
+        master = redis.Redis.from_url(primary.master_url)
+        sessions = SessionStore(master, 3600, 3600, ip_check=False, replicas=1)
+        ended = sessions.create(3, "leaver", "127.0.0.1", False)
+        waits = _calls(admin, "wait")
+        sessions.end(ended)
+        assert _calls(admin, "wait") == waits + 1  # the logout was waited for
+        on_replica = redis_server.client(replica, timeout=5)
+        assert on_replica.exists(keys.session(ended.session_id.hex)) == 0
+        on_replica.close()
+        master.close()
         redis_server.stop(replica, 30)
         alone = OrderQueue(worker, replicas=1, replica_timeout=0.2)
         assert alone.submit(_order()) is False

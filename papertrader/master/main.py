@@ -156,6 +156,8 @@ class Master:
                 settings.session_ip_check,
                 signer=_session_signer(settings, state_dir),
                 require_signature=True,
+                replicas=settings.redis_min_replicas_ack,
+                replica_timeout=settings.redis_replica_ack_timeout,
             ),
             quotes=self.quotes,
             workers=self.workers,

@@ -67,6 +67,17 @@ class SessionView:
     last_ip: str | None
 
 
+#: Logout in one atomic step (a script, so that WAIT can follow it on the same
+#: connection in the same round trip): KEYS = the session, its last use, the account's
+#: set of sessions; ARGV = the session id, the channel announcing ended sessions.
+_END_LUA = """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"""
+
+
 class SessionStore:
     """Create, verify and end sessions. Thread- and greenlet-safe (redis-py pools)."""
 
@@ -80,8 +91,15 @@ class SessionStore:
         signer: SessionSigner | None = None,
         verifier: SessionVerifier | None = None,
         require_signature: bool = False,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         self._redis = client
+        #: Replicas a logout waits for (WAIT; redis_min_replicas_ack): a Redis failover
+        #: right after it must not bring the ended session back.
+        self._replicas = replicas
+        self._replica_timeout_ms = max(1, round(replica_timeout * 1000))
+        self._end_script = client.register_script(_END_LUA)
         self._ttl = ttl_seconds
         self._remember_ttl = remember_ttl_seconds
         self._ip_check = ip_check
@@ -212,14 +230,30 @@ class SessionStore:
         """Logout: gone for every worker at once.
 
         The announcement on SESSIONS_ENDED lets workers that keep sessions in
-        memory drop this one now rather than at its expiry.
+        memory drop this one now rather than at its expiry. With ``replicas`` the
+        logout is followed by WAIT: a warning if no replica confirmed it in time
+        (the session has ended on the primary; only a failover in that moment
+        could bring it back).
         """
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(keys.session(session.session_id.hex))
-        pipe.delete(keys.session_seen(session.session_id.hex))
-        pipe.srem(keys.account_sessions(session.account_id), session.session_id.hex)
-        pipe.publish(keys.SESSIONS_ENDED, session.session_id.hex)
-        pipe.execute()
+        hexed = session.session_id.hex
+        pipe = self._redis.pipeline(transaction=False)
+        self._end_script(
+            keys=[
+                keys.session(hexed),
+                keys.session_seen(hexed),
+                keys.account_sessions(session.account_id),
+            ],
+            args=[hexed, keys.SESSIONS_ENDED],
+            client=pipe,
+        )
+        if self._replicas > 0:
+            pipe.wait(self._replicas, self._replica_timeout_ms)
+        answers = pipe.execute()
+        if self._replicas > 0 and int(answers[-1]) < self._replicas:
+            logger.warning(
+                f"no Redis replica confirmed the end of a session of account "
+                f"{session.account_id} in time; a failover now could bring it back"
+            )
 
     # -- sessions a user controls (issue 12) ----------------------------------------
     def touch(self, session: Session, client_ip: str, now: datetime | None = None) -> None:
