@@ -253,9 +253,9 @@ class OrderQueue:
         """Block (cooperatively under gevent) until the master decided the order.
 
         ``reply`` is the result id the order was queued with (default: the order
-        id). BLPOP runs in slices of at most WAIT_SLICE_SECONDS: redis-py's
-        default socket timeout (5 s) would otherwise end a longer BLPOP with an
-        error.
+        id). BLPOP runs in slices of at most WAIT_SLICE_SECONDS: the connections'
+        socket timeout (redis_connect.NODE_TIMEOUT) would otherwise end a longer
+        BLPOP with an error.
         """
         key = keys.order_result(reply or order_id.hex)
         deadline = time.monotonic() + timeout

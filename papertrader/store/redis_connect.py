@@ -39,9 +39,10 @@ from papertrader.store.redis_tls import redis_tls_options
 
 #: Seconds to reach one Sentinel; it answers from memory, so a slow one is a dead one.
 SENTINEL_TIMEOUT = 2.0
-#: With Sentinel, seconds a data node may take to answer before the connection counts
-#: as broken (and the next one asks the Sentinels again): a primary cut off or frozen
-#: answers nothing, and without a timeout its clients would wait on it for ever. Every
+#: Seconds a data node may take to answer before the connection counts as broken
+#: (with Sentinel the next one asks the Sentinels again; without, the caller gets a
+#: RedisError it answers as "unavailable" or "outcome unknown"): a primary cut off or
+#: frozen answers nothing, and without a timeout its clients would wait on it for ever. Every
 #: blocking command PaperTrader sends waits less (BLPOP slices of 2 s, XREADGROUP 1 s,
 #: pub/sub polls 1 s, WAIT at most redis_replica_ack_timeout, 5 s).
 NODE_TIMEOUT = 10.0
@@ -174,6 +175,8 @@ def connect(
     server (and the Sentinels) unless the URL names a CA itself.
     """
     config = sentinel_config(settings)
+    options.setdefault("socket_timeout", NODE_TIMEOUT)
+    options.setdefault("socket_connect_timeout", NODE_TIMEOUT)
     if config is None:
         tls = redis_tls_options(url, settings.tls_ca)
         if max_connections is None:
@@ -183,8 +186,6 @@ def connect(
         )
         return redis.Redis(connection_pool=pool)
     manager = sentinel_manager(settings, url)
-    options.setdefault("socket_timeout", NODE_TIMEOUT)
-    options.setdefault("socket_connect_timeout", NODE_TIMEOUT)
     if max_connections is not None:
         options.update(
             connection_pool_class=BlockingSentinelConnectionPool,
