@@ -27,6 +27,7 @@ from . import (
     market,
     master,
     services,
+    services_ha,  # noqa: F401  (adds the replicas' commands to `pt services`)
     status,
     up,
     worker,

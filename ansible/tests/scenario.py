@@ -24,7 +24,17 @@ is no systemd here; the second a standby) and workers in two regions. Then:
 7. the master lists every worker again;
 8. kill -9 of the active master: the standby takes over (the epoch moves on),
    every worker links to it, clients log in and buy through each region; the
-   killed master, started again, stays a standby.
+   killed master, started again, stays a standby;
+9. kill -9 of the Redis primary: the Sentinels promote the replica, and clients
+   buy through each region again.
+
+Redis runs with a replica (on the standby's host) and three Sentinels (on both
+masters' hosts and a worker's), PostgreSQL with a synchronous streaming replica
+(on the standby's host): every master and worker reaches Redis through the
+Sentinels, the masters name both PostgreSQL servers. After the first run and
+again after the master's take-over, ha_probe.py checks that the replica is in
+sync with the same users, that the Sentinels agree on the primary and see each
+other and the replica, and that PostgreSQL streams to its synchronous replica.
 
 Everything this script started is stopped at the end, also on failure or
 Ctrl-C: the services (their stop scripts), the private Redis/PostgreSQL, the
@@ -58,6 +68,10 @@ MASTER = "pt-master"
 #: A standby master: the first one's key pair, active only while the first is not.
 STANDBY = "pt-master-2"
 MASTERS = (MASTER, STANDBY)
+#: The Redis replica and the PostgreSQL replica live on the standby master's host, the
+#: three Sentinels on both masters' and a worker's.
+REPLICA_HOST = STANDBY
+SENTINELS = (MASTER, STANDBY, "eu-1")
 #: worker name -> region: two regions, one worker each (enough for per-region
 #: settings, logins through each region, and clients failing over during the
 #: rolling update; each host more costs a virtualenv and a deployment).
@@ -98,7 +112,9 @@ def free_ports(count: int) -> list[int]:
 
 def write_inventory(work: Path) -> Path:
     """ansible/tests/inventory.yml's shape, for hosts under ``work``, on free ports."""
-    master_port, standby_port, *ports = free_ports(2 + 2 * len(WORKERS))
+    master_port, standby_port, *ports = free_ports(2 + 2 * len(WORKERS) + len(SENTINELS))
+    sentinel_ports = dict(zip(SENTINELS, ports[2 * len(WORKERS) :], strict=True))
+    ports = ports[: 2 * len(WORKERS)]
     worker_ports, web_ports = ports[: len(WORKERS)], ports[len(WORKERS) :]
     names = [*MASTERS, *WORKERS]
     metrics_ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -144,6 +160,9 @@ def write_inventory(work: Path) -> Path:
                 "worker_allowed_ips": ["127.0.0.1/32"],
                 "worker_connect_delay": 1,
                 "worker_connect_retries": 60,
+                # A primary silent for 1 s is down: the failover at the end takes seconds.
+                "redis_sentinel_down_after_ms": 1000,
+                "redis_sentinel_failover_timeout_ms": 5000,
             },
             "children": {
                 "masters": {
@@ -154,6 +173,16 @@ def write_inventory(work: Path) -> Path:
                     }
                 },
                 "workers": {"children": regions},
+                # Redis with a replica and three Sentinels, PostgreSQL with a streaming
+                # replica, on hosts that are there anyway (each host more costs a
+                # virtualenv).
+                "redis_replicas": {"hosts": {REPLICA_HOST: {}}},
+                "postgresql_replicas": {"hosts": {REPLICA_HOST: {}}},
+                "sentinels": {
+                    "hosts": {
+                        name: {"redis_sentinel_port": sentinel_ports[name]} for name in SENTINELS
+                    }
+                },
             },
         }
     }
@@ -320,6 +349,7 @@ class Scenario:
                 raise ScenarioFailed(f"{files[name]} holds the schema owner's URL")
             if f'master_advertise = "{self.master_address(name)}"' not in master_text:
                 raise ScenarioFailed(f"{files[name]} does not advertise its own address")
+        self.check_sentinel_settings(files)
         if (self.root(STANDBY) / "etc" / "migrate.toml").exists():
             raise ScenarioFailed("the standby master got the schema owner's URL")
         migrate_toml = self.root(MASTER) / "etc" / "migrate.toml"
@@ -333,6 +363,111 @@ class Scenario:
         log(
             "settings files: mode 0600, shared and per-region values as in the inventory; "
             "the master's own database role, the owner's URL for migrations only, none on workers"
+        )
+
+    def sentinel_addresses(self) -> str:
+        hosts = self.doc["all"]["children"]["sentinels"]["hosts"]
+        return ",".join(f"127.0.0.1:{hosts[name]['redis_sentinel_port']}" for name in SENTINELS)
+
+    def check_sentinel_settings(self, files: dict[str, Path]) -> None:
+        """Every master and worker reaches Redis through the Sentinels (their password in
+        a 0600 file of its own, the same everywhere) and waits for a replica; the masters
+        name both PostgreSQL servers and read history from the replica."""
+        passwords = set()
+        for name in {*files, *SENTINELS}:
+            path = self.root(name) / "etc" / "sentinel.password"
+            if path.stat().st_mode & 0o777 != 0o600:
+                raise ScenarioFailed(f"{path} is not 0600")
+            passwords.add(path.read_text())
+        if len(passwords) != 1:
+            raise ScenarioFailed("the hosts hold different Sentinel passwords")
+        for name, path in files.items():
+            text = path.read_text()
+            for line in (
+                f'redis_sentinels = "{self.sentinel_addresses()}"',
+                f'redis_sentinel_password_file = "{self.root(name)}/etc/sentinel.password"',
+                "redis_min_replicas_ack = 1",
+            ):
+                if line not in text:
+                    raise ScenarioFailed(f"{path} lacks {line!r}")
+            if name in MASTERS and not re.search(
+                r'(?m)^database_url = "postgresql://papertrader_master:[^@"]+@127\.0\.0\.1:\d+,'
+                r'127\.0\.0\.1:\d+/papertrader\?target_session_attrs=read-write"$',
+                text,
+            ):
+                raise ScenarioFailed(f"{path} lacks the multi-host database_url")
+            if name in MASTERS and "target_session_attrs=prefer-standby" not in text:
+                raise ScenarioFailed(f"{path} lacks database_read_url (the replica first)")
+        for name in SENTINELS:
+            config = self.root(name) / "state" / "services" / "sentinel" / "sentinel.conf"
+            if config.stat().st_mode & 0o777 != 0o600:
+                raise ScenarioFailed(f"{config} is not 0600")
+        log(
+            "every master and worker reaches Redis through the Sentinels "
+            f"{self.sentinel_addresses()} (password file 0600, the same on every host) "
+            "with redis_min_replicas_ack = 1; "
+            "the masters name both PostgreSQL servers"
+        )
+
+    def ha_probe(self, *args: str) -> str:
+        """ha_probe.py with the first master's PaperTrader."""
+        python = self.root(MASTER) / "venv" / "bin" / "python"
+        result = subprocess.run(
+            [str(python), str(TESTS_DIR / "ha_probe.py"), *args],
+            capture_output=True, text=True, env=self.env, timeout=90,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ScenarioFailed(f"ha_probe.py {args[0]}: {result.stdout}{result.stderr}")
+        return result.stdout.strip()
+
+    def services_dir(self, name: str) -> str:
+        return str(self.root(name) / "state" / "services")
+
+    def check_replication(self) -> None:
+        """The Redis replica is in sync with the same users, the Sentinels agree on the
+        primary and see each other; PostgreSQL streams to its synchronous replica."""
+        seen = self.ha_probe(
+            "check",
+            self.services_dir(MASTER),
+            self.services_dir(REPLICA_HOST),
+            *(self.services_dir(name) for name in SENTINELS),
+        )
+        log(f"replication: {seen}")
+
+    def redis_failover(self) -> None:
+        """kill -9 of the Redis primary: the Sentinels promote the replica and clients
+        trade on through each region, every process finding the new primary by itself."""
+        sentinel_dirs = [self.services_dir(name) for name in SENTINELS]
+        before = set(json.loads(self.ha_probe("primary", *sentinel_dirs)))
+        record = json.loads((Path(self.services_dir(MASTER)) / "services.json").read_text())
+        os.kill(int(record["redis"]["pid"]), signal.SIGKILL)
+        killed = time.monotonic()
+        deadline = killed + 60
+        while True:
+            named = set(json.loads(self.ha_probe("primary", *sentinel_dirs)))
+            if len(named) == 1 and named != before and None not in named:
+                break
+            if time.monotonic() > deadline:
+                raise ScenarioFailed(f"no Sentinel failover after 60 s: {before} -> {named}")
+            time.sleep(0.2)
+        promoted = time.monotonic() - killed
+        replica = json.loads((Path(self.services_dir(REPLICA_HOST)) / "services.json").read_text())
+        if named != {f"127.0.0.1:{replica['redis']['port']}"}:
+            raise ScenarioFailed(f"the Sentinels name {named}, not the replica")
+        for worker in WORKERS:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    self.client(worker, "--json", "buy", "MSFT", "1")
+                    break
+                except ScenarioFailed:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        log(
+            f"kill -9 of the Redis primary: the Sentinels named the replica {named} after "
+            f"{promoted:.1f} s; clients bought through each region "
+            f"{time.monotonic() - killed:.1f} s after the kill"
         )
 
     def check_standby_keys(self) -> None:
@@ -638,6 +773,7 @@ class Scenario:
             raise ScenarioFailed(f"site.yml did not reach every host: {recap}")
         self.check_configs()
         self.check_standby_keys()
+        self.check_replication()
         self.wait_active(MASTER)
         self.check_all_listed()
         self.check_metrics()
@@ -652,6 +788,8 @@ class Scenario:
         self.check_all_listed()
         self.client("us-1", "--json", "quote", "MSFT")
         self.master_failover()
+        self.check_replication()
+        self.redis_failover()
         log("timings: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.timings))
 
     # clean-up ---------------------------------------------------------------------
@@ -664,18 +802,35 @@ class Scenario:
         for script in sorted(hosts.glob("*/bin/papertrader-*")):
             quiet([str(script), "stop"], self.env)
         master_python = self.root(MASTER) / "venv" / "bin" / "python"
-        services = self.root(MASTER) / "state" / "services"
-        if master_python.exists() and (services / "services.json").exists():
+        # The Sentinels first (they would fail over meanwhile), then the replicas, then the
+        # primaries.
+        sentinels = [str(p.parent) for p in hosts.glob("*/state/services/sentinel.json")]
+        if master_python.exists() and sentinels:
             quiet(
                 [
                     str(master_python),
                     "-c",
-                    "import sys; from papertrader.services import destroy_services; "
-                    "destroy_services(sys.argv[1])",
-                    str(services),
+                    "import sys; from pathlib import Path; "
+                    "from papertrader.services.host_replicas import load_sentinel; "
+                    "from papertrader.services.redis_sentinel import stop_sentinel; "
+                    "[stop_sentinel(load_sentinel(Path(d))) for d in sys.argv[1:]]",
+                    *sentinels,
                 ],
                 self.env,
             )
+        services = [self.root(name) / "state" / "services" for name in (REPLICA_HOST, MASTER)]
+        for directory in services:
+            if master_python.exists() and (directory / "services.json").exists():
+                quiet(
+                    [
+                        str(master_python),
+                        "-c",
+                        "import sys; from papertrader.services import destroy_services; "
+                        "destroy_services(sys.argv[1])",
+                        str(directory),
+                    ],
+                    self.env,
+                )
         for home in {p.parent for p in hosts.glob("**/pubring.kbx")}:
             quiet(["gpgconf", "--homedir", str(home), "--kill", "all"], self.env)
         kill_leftovers(self.work)

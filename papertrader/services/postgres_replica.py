@@ -45,15 +45,20 @@ def replica_root(primary: PostgresRecord, name: str = REPLICA_NAME) -> Path:
 
 
 def create(
-    primary: PostgresRecord, name: str = REPLICA_NAME, timeout: float = 120.0
+    primary: PostgresRecord,
+    name: str = REPLICA_NAME,
+    timeout: float = 120.0,
+    root: Path | None = None,
 ) -> PostgresRecord:
-    """Copy the running primary with pg_basebackup and start the copy as its replica."""
+    """Copy the running primary with pg_basebackup and start the copy as its replica
+    (in ``root``; by default beside the primary's directory)."""
     user = service_user()
     bins = find_postgres_binaries()
     basebackup = Path(bins["pg_ctl"]).resolve().parent / "pg_basebackup"  # beside pg_ctl
     if not basebackup.exists():
         raise ServicesError(f"{basebackup} is missing (it comes with PostgreSQL's server package)")
-    root = replica_root(primary, name)
+    if root is None:
+        root = replica_root(primary, name)
     _prepare_root(root, user)
     data_dir = root / "data"
     # The same cluster (roles, passwords, database) in another directory, on another port.
@@ -117,6 +122,22 @@ def make_synchronous(primary: PostgresRecord, name: str | None = REPLICA_NAME) -
         conn.close()
 
 
+def ensure_synchronous(primary: PostgresRecord, names: str) -> bool:
+    """``make_synchronous`` unless the primary already waits for ``names`` (a standby's
+    application_name, or a list such as ``ANY 1 (a, b)``); True if it changed."""
+    conn = _connect(primary, "postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW synchronous_standby_names")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    if row is not None and row[0] == names:
+        return False
+    make_synchronous(primary, names)
+    return True
+
+
 def promote(replica: PostgresRecord, timeout: float = 60.0) -> None:
     """Make the replica the primary (after the old primary is gone for good)."""
     bins = find_postgres_binaries()
@@ -176,6 +197,7 @@ def failover_url(servers: list[PostgresRecord], target: str = "read-write") -> s
 __all__ = [
     "REPLICA_NAME",
     "create",
+    "ensure_synchronous",
     "failover_url",
     "is_primary",
     "make_synchronous",

@@ -74,11 +74,16 @@ def apply_replication_users(node: RedisRecord) -> None:
 
 
 def replica_record(
-    primary: RedisRecord, name: str = REPLICA_NAME, primary_host: str = LOOPBACK
+    primary: RedisRecord,
+    name: str = REPLICA_NAME,
+    primary_host: str = LOOPBACK,
+    data_dir: Path | None = None,
 ) -> RedisRecord:
-    """The record of a new replica of ``primary`` (not started): its own port and directory."""
-    root = Path(primary.data_dir)
-    data_dir = root.parent / f"{root.name}-{name}"
+    """The record of a new replica of ``primary`` (not started): its own port and directory
+    (``data_dir``; by default beside the primary's)."""
+    if data_dir is None:
+        root = Path(primary.data_dir)
+        data_dir = root.parent / f"{root.name}-{name}"
     return dataclasses.replace(
         primary,
         port=free_port(),
@@ -98,22 +103,29 @@ def start_replica(
     timeout: float = 60.0,
     record: RedisRecord | None = None,
     name: str = REPLICA_NAME,
+    acl_text: str | None = None,
 ) -> RedisRecord:
     """Start a replica of the running ``primary`` (or restart ``record``, a replica made
     before) and wait until it has synced; returns its record (keep it to stop it).
 
     The primary gets the replication users first if it has none. The replica's ACL file
-    is the primary's, so the same users (workers' too) log in on both.
+    is the primary's (``acl_text``: its contents as read on the primary's host, for a
+    replica whose primary's files are elsewhere), so the same users (workers' too) log
+    in on both.
     """
     if not redis_server.is_running(primary):
         raise ServicesError("the Redis primary is not running: start it first")
-    ensure_replication_users(primary)
+    if acl_text is None:
+        ensure_replication_users(primary)
+        acl_text = Path(primary.acl_file).read_text(encoding="utf-8")
+    elif not (primary.replication_password and primary.sentinel_password):
+        raise ServicesError("the Redis primary has no replication user: ensure_replication_users")
     if record is None:
         record = replica_record(primary, name)
     record.replication_password = primary.replication_password
     record.sentinel_password = primary.sentinel_password
     ensure_private_dir(Path(record.data_dir))
-    write_private_file(Path(record.acl_file), Path(primary.acl_file).read_text(encoding="utf-8"))
+    write_private_file(Path(record.acl_file), acl_text)
     started = redis_server.start(Path(record.data_dir).parent, record, redis_server_binary, timeout)
     wait_synced(started, timeout)
     return started
