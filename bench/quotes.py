@@ -277,8 +277,9 @@ def bench_quotes(
         plain_port = free_port()
         plain = spawn(
             ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, plain_port, free_port(), plain_master, "bench-plain",
-                       tls=False),  # fmt: skip
+            worker_env(
+                urls, state, plain_port, free_port(), plain_master, "bench-plain", tls=False
+            ),  # fmt: skip
             state / "worker-plain.out",
         )
         started.append(plain)

@@ -208,9 +208,7 @@ def _count(value: Any) -> str:
     "start servers, then `pt status --wait 60`).",
 )
 @json_option
-def status(
-    config_path: Path | None, state_dir: Path | None, wait: float, as_json: bool
-) -> None:
+def status(config_path: Path | None, state_dir: Path | None, wait: float, as_json: bool) -> None:
     """Every process of the stack (pid, uptime, address, health, restarts), the
     services, the workers linked with their clients, the order queue and the
     last drain, the market feed's freshness.

@@ -98,8 +98,12 @@ def dashboard() -> dict:
         "time": {"from": "now-6h", "to": "now"},
         "templating": {
             "list": [
-                {"name": "datasource", "type": "datasource", "query": "prometheus",
-                 "label": "Prometheus"}
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "label": "Prometheus",
+                }
             ]
         },  # fmt: skip
         "panels": [panel(i, *spec) for i, spec in enumerate(PANELS)],

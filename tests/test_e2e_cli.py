@@ -59,8 +59,15 @@ class Pt:
         env["PT_WORKER"] = self.worker
         env["PT_CA"] = str(pki().ca)  # the deployment's CA, as a user of it is given
         return subprocess.run(
-            [sys.executable, "-m", "papertrader_cli", "client",  # fmt: skip
-             "--session-file", str(self.session_file), *args],
+            [
+                sys.executable,
+                "-m",
+                "papertrader_cli",
+                "client",  # fmt: skip
+                "--session-file",
+                str(self.session_file),
+                *args,
+            ],
             input=stdin,
             capture_output=True,
             text=True,

@@ -24,9 +24,7 @@ def servers(tmp_path: Path, redis_url: str, database_url: str) -> Iterator[Serve
 
 def listed(servers: Servers) -> bool:
     try:
-        return any(
-            w["name"] == "worker-1" for w in servers.worker_list()
-        )
+        return any(w["name"] == "worker-1" for w in servers.worker_list())
     except Exception:
         return False
 

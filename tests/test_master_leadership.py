@@ -111,9 +111,7 @@ def test_a_deposed_master_writes_nothing_to_postgresql_or_redis(
         conn.close()
 
         with pytest.raises(RedisFenced):
-            QuoteStore(redis_client, epoch=lambda: first.epoch).publish(
-                {"AAPL": _quote("99")}, T0
-            )
+            QuoteStore(redis_client, epoch=lambda: first.epoch).publish({"AAPL": _quote("99")}, T0)
         assert QuoteStore(redis_client).load()[0]["AAPL"].close == Decimal("10")
 
         queue = OrderQueue(redis_client)

@@ -61,4 +61,3 @@ def test_price_history_comes_from_the_replica(tmp_path: Path) -> None:
             postgres_replica.stop(replica)
             shutil.rmtree(replica.root, ignore_errors=True)
         destroy_services(state)
-

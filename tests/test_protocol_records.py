@@ -93,7 +93,7 @@ RECORDS: tuple[Record, ...] = (
         "getAssetValueCurrent (and the `quote` of asset info)",
         QUOTE_FIELDS,
         QUOTE_SAMPLE,
-(
+        (
             "09070000000902000000010600000073796d626f6c01040000004141504c09020000000104000000"
             "6f70656e0306003138392e313009020000000104000000686967680306003138392e383009020000"
             "0001030000006c6f770306003138382e393509020000000105000000636c6f73650306003138392e"
@@ -108,14 +108,28 @@ RECORDS: tuple[Record, ...] = (
             F("symbol", "STR", "the asset"),
             F("name", "STR", "its name, when one is configured", nullable=True),
             F("currency", "STR", "currency of its prices (USD)"),
-            F("quote", "record quote", "the current bar; null before the first update",
-              nullable=True),
-            F("updated_at", "TIMESTAMP", "when the worker's quotes were last refreshed",
-              nullable=True),
+            F(
+                "quote",
+                "record quote",
+                "the current bar; null before the first update",
+                nullable=True,
+            ),
+            F(
+                "updated_at",
+                "TIMESTAMP",
+                "when the worker's quotes were last refreshed",
+                nullable=True,
+            ),
             F("stale", "BOOL", "true when the master could not update prices lately"),
         ),  # fmt: skip
-        {"symbol": "AAPL", "name": None, "currency": "USD", "quote": QUOTE_SAMPLE,
-         "updated_at": T0, "stale": False},  # fmt: skip
+        {
+            "symbol": "AAPL",
+            "name": None,
+            "currency": "USD",
+            "quote": QUOTE_SAMPLE,
+            "updated_at": T0,
+            "stale": False,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -129,8 +143,14 @@ RECORDS: tuple[Record, ...] = (
             F("created_at", "TIMESTAMP", "when the account was registered"),
             F("public_profile", "BOOL", "others may see the portfolio (section 13.7)"),
         ),
-        {"username": "alice", "email": "alice@example.com", "is_password": True,
-         "cash": Decimal("98107.50"), "created_at": T0, "public_profile": False},  # fmt: skip
+        {
+            "username": "alice",
+            "email": "alice@example.com",
+            "is_password": True,
+            "cash": Decimal("98107.50"),
+            "created_at": T0,
+            "public_profile": False,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -147,10 +167,17 @@ RECORDS: tuple[Record, ...] = (
         "position",
         "an item of a portfolio's `positions`",
         POSITION_FIELDS,
-        {"symbol": "AAPL", "quantity": 10, "average_price": Decimal("189.25"),
-         "cost_basis": Decimal("1892.50"), "reserved_quantity": 0,
-         "unrealized_pnl": Decimal("0.00"), "unrealized_pnl_percent": Decimal("0.00"),
-         "price": Decimal("189.25"), "market_value": Decimal("1892.50")},  # fmt: skip
+        {
+            "symbol": "AAPL",
+            "quantity": 10,
+            "average_price": Decimal("189.25"),
+            "cost_basis": Decimal("1892.50"),
+            "reserved_quantity": 0,
+            "unrealized_pnl": Decimal("0.00"),
+            "unrealized_pnl_percent": Decimal("0.00"),
+            "price": Decimal("189.25"),
+            "market_value": Decimal("1892.50"),
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -173,17 +200,34 @@ RECORDS: tuple[Record, ...] = (
             F("equity", "DECIMAL", "the same as total_value"),
             F("realized_pnl", "DECIMAL", "the sells' profit or loss against the average cost"),
             F("unrealized_pnl", "DECIMAL", "the positions' market value less their cost"),
-            F("day_change", "DECIMAL", "equity now less the last recorded before today (UTC)",
-              nullable=True),
+            F(
+                "day_change",
+                "DECIMAL",
+                "equity now less the last recorded before today (UTC)",
+                nullable=True,
+            ),
             F("day_change_percent", "DECIMAL", "of that equity, 2 places", nullable=True),
-            F("priced_at", "TIMESTAMP", "time of the prices used; null before the first update",
-              nullable=True),
+            F(
+                "priced_at",
+                "TIMESTAMP",
+                "time of the prices used; null before the first update",
+                nullable=True,
+            ),
         ),  # fmt: skip
-        {"username": "alice", "cash": Decimal("98107.50"), "reserved_cash": Decimal("0.00"),
-         "available_cash": Decimal("98107.50"), "positions": [],
-         "total_value": Decimal("98107.50"), "equity": Decimal("98107.50"),
-         "realized_pnl": Decimal("0.00"), "unrealized_pnl": Decimal("0.00"),
-         "day_change": None, "day_change_percent": None, "priced_at": T0},  # fmt: skip
+        {
+            "username": "alice",
+            "cash": Decimal("98107.50"),
+            "reserved_cash": Decimal("0.00"),
+            "available_cash": Decimal("98107.50"),
+            "positions": [],
+            "total_value": Decimal("98107.50"),
+            "equity": Decimal("98107.50"),
+            "realized_pnl": Decimal("0.00"),
+            "unrealized_pnl": Decimal("0.00"),
+            "day_change": None,
+            "day_change_percent": None,
+            "priced_at": T0,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -193,8 +237,10 @@ RECORDS: tuple[Record, ...] = (
             F("username", "STR", "as registered"),
             F("positions", "list of record position (another user)", "one per asset held"),
         ),
-        {"username": "bob", "positions": [{"symbol": "AAPL", "quantity": 3, "price": None,
-                                           "market_value": None}]},  # fmt: skip
+        {
+            "username": "bob",
+            "positions": [{"symbol": "AAPL", "quantity": 3, "price": None, "market_value": None}],
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -207,13 +253,19 @@ RECORDS: tuple[Record, ...] = (
             F("quantity", "INT", "units"),
             F("price", "DECIMAL", "fill price per unit"),
             F("amount", "DECIMAL", "quantity × price, to the cent"),
-            F("received_at", "TIMESTAMP", "when the worker received the order",
-              nullable=True),
+            F("received_at", "TIMESTAMP", "when the worker received the order", nullable=True),
             F("executed_at", "TIMESTAMP", "when it was filled"),
         ),  # fmt: skip
-        {"order_id": ORDER, "side": "buy", "symbol": "AAPL", "quantity": 10,
-         "price": Decimal("189.25"), "amount": Decimal("1892.50"), "received_at": T0,
-         "executed_at": T0},  # fmt: skip
+        {
+            "order_id": ORDER,
+            "side": "buy",
+            "symbol": "AAPL",
+            "quantity": 10,
+            "price": Decimal("189.25"),
+            "amount": Decimal("1892.50"),
+            "received_at": T0,
+            "executed_at": T0,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -226,8 +278,13 @@ RECORDS: tuple[Record, ...] = (
             F("price", "DECIMAL", "fill price per unit"),
             F("executed_at", "TIMESTAMP", "when it was filled"),
         ),
-        {"side": "sell", "symbol": "MSFT", "quantity": 2, "price": Decimal("420.5"),
-         "executed_at": T0},  # fmt: skip
+        {
+            "side": "sell",
+            "symbol": "MSFT",
+            "quantity": 2,
+            "price": Decimal("420.5"),
+            "executed_at": T0,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -239,8 +296,12 @@ RECORDS: tuple[Record, ...] = (
             F("address", "STR", "host:port clients connect to (IPv6 as [addr]:port)"),
             F("web_url", "STR", "the origin of its web page (section 15)", nullable=True),
         ),
-        {"name": "eu-1", "region": "eu", "address": "eu-1.example.com:2049",
-         "web_url": "https://eu-1.example.com:8443"},  # fmt: skip
+        {
+            "name": "eu-1",
+            "region": "eu",
+            "address": "eu-1.example.com:2049",
+            "web_url": "https://eu-1.example.com:8443",
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -254,8 +315,14 @@ RECORDS: tuple[Record, ...] = (
             F("close", "DECIMAL", "last close"),
             F("volume", "INT", "sum of the volumes"),
         ),
-        {"period_start": T0, "open": Decimal("189.1"), "high": Decimal("189.8"),
-         "low": Decimal("188.95"), "close": Decimal("189.25"), "volume": 12000},  # fmt: skip
+        {
+            "period_start": T0,
+            "open": Decimal("189.1"),
+            "high": Decimal("189.8"),
+            "low": Decimal("188.95"),
+            "close": Decimal("189.25"),
+            "volume": 12000,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -268,8 +335,13 @@ RECORDS: tuple[Record, ...] = (
             F("lower", "DECIMAL", "lower end of the ±1.96·σ·√step band"),
             F("upper", "DECIMAL", "upper end of the band"),
         ),
-        {"step": 1, "time": T0, "value": Decimal("189.31"), "lower": Decimal("188.02"),
-         "upper": Decimal("190.60")},  # fmt: skip
+        {
+            "step": 1,
+            "time": T0,
+            "value": Decimal("189.31"),
+            "lower": Decimal("188.02"),
+            "upper": Decimal("190.60"),
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -289,12 +361,28 @@ RECORDS: tuple[Record, ...] = (
             F("points", "list of record forecast point", "one per step"),
             F("note", "STR", "that this is a naive model, not advice"),
         ),
-        {"symbol": "AAPL", "method": "holt-linear", "horizon": 1, "step_seconds": Decimal("5"),
-         "alpha": Decimal("0.5"), "beta": Decimal("0.1"), "sigma": Decimal("0.66"),
-         "based_on": 120, "last_time": T0, "last_close": Decimal("189.25"),
-         "points": [{"step": 1, "time": T0, "value": Decimal("189.31"),
-                     "lower": Decimal("188.02"), "upper": Decimal("190.60")}],
-         "note": "a naive model for practice, not investment advice"},  # fmt: skip
+        {
+            "symbol": "AAPL",
+            "method": "holt-linear",
+            "horizon": 1,
+            "step_seconds": Decimal("5"),
+            "alpha": Decimal("0.5"),
+            "beta": Decimal("0.1"),
+            "sigma": Decimal("0.66"),
+            "based_on": 120,
+            "last_time": T0,
+            "last_close": Decimal("189.25"),
+            "points": [
+                {
+                    "step": 1,
+                    "time": T0,
+                    "value": Decimal("189.31"),
+                    "lower": Decimal("188.02"),
+                    "upper": Decimal("190.60"),
+                }
+            ],
+            "note": "a naive model for practice, not investment advice",
+        },  # fmt: skip
         "",
     ),
 )
@@ -313,9 +401,16 @@ ACCOUNT_RECORDS: tuple[Record, ...] = (
             F("login_ip", "STR", "address it was made from", nullable=True),
             F("remember", "BOOL", "made with remember-me"),
         ),
-        {"handle": "3f9a0c51d2e7", "current": True, "created_at": T0, "expires_at": T0,
-         "last_used_at": None, "last_ip": "203.0.113.7", "login_ip": "203.0.113.7",
-         "remember": False},  # fmt: skip
+        {
+            "handle": "3f9a0c51d2e7",
+            "current": True,
+            "created_at": T0,
+            "expires_at": T0,
+            "last_used_at": None,
+            "last_ip": "203.0.113.7",
+            "login_ip": "203.0.113.7",
+            "remember": False,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -328,8 +423,13 @@ ACCOUNT_RECORDS: tuple[Record, ...] = (
             F("linked_at", "TIMESTAMP", "when it was linked"),
             F("last_login_at", "TIMESTAMP", "last sign-in with it", nullable=True),
         ),
-        {"name": "google", "display_name": "Google", "email": "alice@example.com",
-         "linked_at": T0, "last_login_at": None},  # fmt: skip
+        {
+            "name": "google",
+            "display_name": "Google",
+            "email": "alice@example.com",
+            "linked_at": T0,
+            "last_login_at": None,
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -342,8 +442,13 @@ ACCOUNT_RECORDS: tuple[Record, ...] = (
             F("has_password", "BOOL", "a password signs in too"),
             F("providers", "list of record linked provider", "linked providers (empty: none)"),
         ),
-        {"username": "alice", "email": "alice@example.com", "email_verified": False,
-         "has_password": True, "providers": []},  # fmt: skip
+        {
+            "username": "alice",
+            "email": "alice@example.com",
+            "email_verified": False,
+            "has_password": True,
+            "providers": [],
+        },  # fmt: skip
         "",
     ),
     Record(
@@ -354,16 +459,26 @@ ACCOUNT_RECORDS: tuple[Record, ...] = (
             F("display_name", "STR", "for people"),
             F("issuer", "STR", "issuer URL (discovery: `/.well-known/openid-configuration`)"),
             F("client_id", "STR", "the client id to run the flow with"),
-            F("client_secret", "STR", "an installed-app secret (public by design)",
-              nullable=True),
+            F("client_secret", "STR", "an installed-app secret (public by design)", nullable=True),
             F("scopes", "STR", "space-separated scopes to ask for"),
-            F("web_client_id", "STR", "the web page's own client id (null: client_id)",
-              nullable=True),
+            F(
+                "web_client_id",
+                "STR",
+                "the web page's own client id (null: client_id)",
+                nullable=True,
+            ),
             F("web_flow", "STR", "how the web page signs in: `code` or `id_token`"),
         ),  # fmt: skip
-        {"name": "google", "display_name": "Google", "issuer": "https://accounts.google.com",
-         "client_id": "1234-abc.apps.googleusercontent.com", "client_secret": None,
-         "scopes": "openid email profile", "web_client_id": None, "web_flow": "code"},  # fmt: skip
+        {
+            "name": "google",
+            "display_name": "Google",
+            "issuer": "https://accounts.google.com",
+            "client_id": "1234-abc.apps.googleusercontent.com",
+            "client_secret": None,
+            "scopes": "openid email profile",
+            "web_client_id": None,
+            "web_flow": "code",
+        },  # fmt: skip
         "",
     ),
 )

@@ -101,7 +101,7 @@ def _script(blocks: list[tuple[str, str]], python: str) -> str:
     )
     parts = ["set -euo pipefail", "ip link set lo up", cleanup]
     for number, (heading, code) in enumerate(blocks, start=1):
-        parts.append(f"echo \"$(date +%T) >>> README block {number} ({heading})\"")
+        parts.append(f'echo "$(date +%T) >>> README block {number} ({heading})"')
         parts.append(code)
     parts.append("echo '>>> README: every block ran'")
     return "\n".join(parts) + "\n"

@@ -133,9 +133,11 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
         os.kill(int(before.pid or 0), signal.SIGKILL)
         wait_until(
             "the master to be restarted",
-            lambda: children(state)["master"].pid != before.pid
-            and children(state)["master"].state == "running"
-            and port_answers(master_port),
+            lambda: (
+                children(state)["master"].pid != before.pid
+                and children(state)["master"].state == "running"
+                and port_answers(master_port)
+            ),
         )
         after = children(state)["master"]
         assert after.restarts == 1 and after.last_exit == "was killed by SIGKILL"
@@ -274,8 +276,9 @@ def test_the_supervisor_starts_the_services_again_when_they_stop(tmp_path: Path)
 
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PT_")}
-    env.update(master_env(tls=False), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4",
-               PT_WEB_PORT="0")  # any free port for the page: tests run side by side
+    env.update(
+        master_env(tls=False), PT_STATE_DIR=str(state), PT_BCRYPT_COST="4", PT_WEB_PORT="0"
+    )  # any free port for the page: tests run side by side
     started = retry_port_races(
         lambda: pt(["up", "--detach", "--master-port", str(free_port()),
                     "--worker-port", str(free_port()), "--update-interval", "0.5"], env)
@@ -287,8 +290,10 @@ def test_the_supervisor_starts_the_services_again_when_they_stop(tmp_path: Path)
         os.kill(int(redis_pid), signal.SIGKILL)
         wait_until(
             "Redis to run again",
-            lambda: services_status(state)["redis"]["running"]
-            and services_status(state)["redis"]["pid"] != redis_pid,
+            lambda: (
+                services_status(state)["redis"]["running"]
+                and services_status(state)["redis"]["pid"] != redis_pid
+            ),
             timeout=90,
         )
         # Said once start_services returns, which may be after Redis already answers.

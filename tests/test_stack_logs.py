@@ -24,9 +24,7 @@ from papertrader_cli.main import cli
 
 
 def line(second: int, message: str, level: str = "INFO") -> str:
-    return (
-        f"2026-03-01 12:00:{second:02d}.000000 | {level:<8} | papertrader/x.py:f:1 | {message}\n"
-    )
+    return f"2026-03-01 12:00:{second:02d}.000000 | {level:<8} | papertrader/x.py:f:1 | {message}\n"
 
 
 @pytest.fixture
@@ -59,8 +57,10 @@ def test_files_of_several_processes_merge_in_time_order_with_their_tracebacks(
     boom = history[2]
     assert boom.process == "worker-1" and boom.level == "ERROR"
     assert boom.message == "worker boom\nTraceback (most recent call last):\n  raise X"
-    assert boom.compact() == "12:00:05 worker-1  ERROR worker boom\nTraceback (most recent" \
+    assert (
+        boom.compact() == "12:00:05 worker-1  ERROR worker boom\nTraceback (most recent"
         " call last):\n  raise X"
+    )
     since = datetime(2026, 3, 1, 12, 0, 6, tzinfo=timezone.utc)
     assert [e.message for e in merged(files, since)] == ["master seven", "worker eight"]
 

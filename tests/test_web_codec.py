@@ -67,7 +67,9 @@ def test_the_vendored_chart_is_the_pinned_version_with_its_license() -> None:
     pinned = package["dependencies"]["uplot"]
     assert lock["packages"]["node_modules/uplot"]["version"] == pinned
     vendor = ROOT / "papertrader" / "web" / "static" / "vendor" / "uplot"
-    assert (vendor / "uPlot.iife.min.js").read_text().startswith(
-        f"/*! https://github.com/leeoniya/uPlot (v{pinned}) */"
+    assert (
+        (vendor / "uPlot.iife.min.js")
+        .read_text()
+        .startswith(f"/*! https://github.com/leeoniya/uPlot (v{pinned}) */")
     )
     assert "MIT" in (vendor / "LICENSE").read_text()

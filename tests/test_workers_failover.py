@@ -90,8 +90,7 @@ def test_the_worker_list_names_exactly_the_connected_enabled_workers(servers: Se
 
 def test_booted_workers_clients_fail_over_with_their_session(servers: Servers) -> None:
     clients = [
-        FailoverClient("127.0.0.1", servers.master_port, region="eu", ca=pki().ca)
-        for _ in range(3)
+        FailoverClient("127.0.0.1", servers.master_port, region="eu", ca=pki().ca) for _ in range(3)
     ]
     try:
         sessions = []

@@ -106,8 +106,7 @@ class Leadership:
         if known is None or not known.address:
             return "this master is a standby; the active master is not known yet"
         return (
-            f"this master is a standby; the active master is {known.address}"
-            f" (epoch {known.epoch})"
+            f"this master is a standby; the active master is {known.address} (epoch {known.epoch})"
         )
 
     # hooks for the master's pool ---------------------------------------------------
@@ -129,9 +128,7 @@ class Leadership:
     def on_connect(self, conn: PgConnection) -> None:
         """A transaction left idle for a lease ends (a frozen master holds no lock long)."""
         with conn.cursor() as cur:
-            cur.execute(
-                "SET idle_in_transaction_session_timeout = %s", (int(self.lease * 1000),)
-            )
+            cur.execute("SET idle_in_transaction_session_timeout = %s", (int(self.lease * 1000),))
         conn.commit()
 
     # the lock --------------------------------------------------------------------

@@ -84,9 +84,7 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.CANCEL_ALL_ORDERS: Schema((("account", T.STR),), needs_session=True),
     I.SET_PROFILE_VISIBILITY: Schema((("public", T.BOOL),), needs_session=True),
     I.CREATE_COMPETITION: Schema((("terms", T.LIST),), needs_session=True),
-    I.JOIN_COMPETITION: Schema(
-        (("competition", T.STR), ("join_code", T.STR)), needs_session=True
-    ),
+    I.JOIN_COMPETITION: Schema((("competition", T.STR), ("join_code", T.STR)), needs_session=True),
     I.LEAVE_COMPETITION: Schema((("competition", T.STR),), needs_session=True),
     I.GET_ASSET_INFO: Schema((("asset", T.STR),), needs_session=True),
     I.GET_ASSET_VALUE_CURRENT: Schema((("asset", T.STR),), needs_session=True),
