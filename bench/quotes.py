@@ -4,7 +4,9 @@ carriage), through a worker of two processes (``worker_processes = 2``) on one
 port, and through the same worker code without TLS (``tls = false``); and how long
 a new TLS connection takes (a full handshake, p50).
 
-Baseline in the same run: bench.bare_server answering the same frames; the
+Baseline in the same run: bench.bare_server answering the same frames, in
+plaintext and over TLS (with the worker's server context: the TLS worker's
+figure beside a bare server that pays for TLS too); the
 TCP figure of the one-process worker is the baseline of the WebSocket figure
 and of the two-process one (same requests); the plaintext worker is the TLS
 figure's (the cost of TLS on kept connections), a new TCP connection the TLS
@@ -41,7 +43,7 @@ from papertrader.services import ServiceUrls
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.session_signing import KEY_FILE, load_or_create
 from papertrader.store.sessions import SessionStore
-from papertrader.tls.local import ca_file
+from papertrader.tls.local import LocalPki, ca_file
 
 #: Seconds per round; PT_BENCH_SECONDS is the total per target.
 ROUND_SECONDS = 2.0
@@ -243,6 +245,14 @@ def bench_quotes(
         bare = spawn(["-m", "bench.bare_server", str(bare_port)], {}, state / "bare.log")
         started.append(bare)
         master = Master.start(urls, state, started)
+        # The bare server over TLS, with a certificate from the workers' CA.
+        bare_cert, bare_key = LocalPki(state).server_files("bench-bare", ["127.0.0.1"])
+        bare_tls_port = free_port()
+        bare_tls = spawn(
+            ["-m", "bench.bare_server", str(bare_tls_port), str(bare_cert), str(bare_key)],
+            {}, state / "bare-tls.log",
+        )  # fmt: skip
+        started.append(bare_tls)
         session = master.sessions(client).create(1, "bench", "127.0.0.1", False)
         payload = request_bytes(session.session_id, "AAPL")
         worker_port, web_port = free_port(), free_port()
@@ -260,7 +270,9 @@ def bench_quotes(
             state / "worker-wide.out",
         )
         started.append(wide)
-        for port, proc in ((bare_port, bare), (worker_port, worker), (web_port, worker)):
+        waits = ((bare_port, bare), (bare_tls_port, bare_tls), (worker_port, worker),
+                 (web_port, worker))  # fmt: skip
+        for port, proc in waits:
             wait_for_port(port, proc)
         wait_for_port(wide_port, wide)
         wait_until(lambda: len(with_children(wide.pid)) == 2)
@@ -292,6 +304,7 @@ def bench_quotes(
         origin = f"https://127.0.0.1:{web_port}"
         targets = [
             Target("bare", bare_port, lambda: [bare.pid]),
+            Target("bare_tls", bare_tls_port, lambda: [bare_tls.pid], ca=ca),
             Target("worker", worker_port, lambda: [worker.pid], ca=ca),
             Target("websocket", web_port, lambda: [worker.pid], origin, ca=ca),
             Target("two_processes", wide_port, lambda: with_children(wide.pid), ca=ca),
@@ -309,8 +322,8 @@ def bench_quotes(
     finally:
         for proc in started:
             stop(proc)
-    bare_f, worker_f, ws_f, wide_f, plain_f = (target.figures() for target in targets)
-    plain_rate = plain_f["quotes_per_second"]
+    bare_f, bare_tls_f, worker_f, ws_f, wide_f, plain_f = (t.figures() for t in targets)
+    plain_rate, bare_tls_rate = plain_f["quotes_per_second"], bare_tls_f["quotes_per_second"]
     bare_rate, worker_rate = bare_f["quotes_per_second"], worker_f["quotes_per_second"]
     return {
         "connections": connections,
@@ -319,6 +332,7 @@ def bench_quotes(
         "load_generator": f"{processes} processes of bench/loadgen.py (gevent)",
         "load_average_before_after": [load_before, load_after],
         "bare_gevent": bare_f,
+        "bare_gevent_tls": bare_tls_f,
         "worker": worker_f,
         "websocket": ws_f,
         "worker_two_processes": wide_f,
@@ -332,6 +346,9 @@ def bench_quotes(
         "worker_quotes_per_second": worker_rate,
         "bare_gevent_quotes_per_second": bare_rate,
         "ratio_to_baseline": round(worker_rate / bare_rate, 3) if bare_rate else None,
+        # Both over TLS: the worker's own cost, the transport's paid by both.
+        "ratio_to_bare_tls": round(worker_rate / bare_tls_rate, 3) if bare_tls_rate else None,
+        "plaintext_ratio_to_bare": round(plain_rate / bare_rate, 3) if bare_rate else None,
         "websocket_quotes_per_second": ws_f["quotes_per_second"],
         "websocket_ratio_to_tcp": (
             round(ws_f["quotes_per_second"] / worker_rate, 3) if worker_rate else None
