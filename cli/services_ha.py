@@ -79,6 +79,43 @@ def redis_replication_users(state_dir: Path | None, as_json: bool) -> None:
     _show(as_json, {"changed": changed}, "made" if changed else "already there")
 
 
+@services.command("redis-follow")
+@state_dir_option
+@json_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the Sentinels to name a primary that answers (a failover "
+    "under way); then the node keeps its recorded role.",
+)
+def redis_follow(state_dir: Path | None, as_json: bool, timeout: float) -> None:
+    """Before a stopped private Redis is started again (`pt services up`): record the role
+    the Sentinels give it, so it comes back as a replica of the node they promoted
+    meanwhile, not as a second primary with older data. A running node is left alone.
+
+    The Sentinels are the settings' (redis_sentinels, redis_sentinel_username,
+    redis_sentinel_password_file; PT_REDIS_SENTINELS...)."""
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.services import ServicesError
+    from papertrader.services.host_replicas import follow_sentinels
+
+    try:
+        settings = load_settings()
+        if not settings.sentinel_addresses:
+            fail("no Sentinels are configured (redis_sentinels / PT_REDIS_SENTINELS)")
+        primary, changed = follow_sentinels(_directory(state_dir), settings, timeout)
+    except (ConfigError, ServicesError) as exc:
+        fail(str(exc))
+    _show(
+        as_json,
+        {"primary": primary, "changed": changed},
+        f"the Sentinels name {primary or 'no primary'}"
+        + ("; recorded" if changed else "; as recorded"),
+    )
+
+
 @services.command("redis-replica")
 @state_dir_option
 @json_option
@@ -193,9 +230,7 @@ def sentinel_command(
     show_default=True,
     help="Its application_name on the primary (what synchronous_standby_names names).",
 )
-@click.option(
-    "--show-secrets", is_flag=True, help="Print the masters' URLs with their passwords."
-)
+@click.option("--show-secrets", is_flag=True, help="Print the masters' URLs with their passwords.")
 @timeout_option
 def pg_replica_command(
     state_dir: Path | None, as_json: bool, name: str, show_secrets: bool, timeout: float

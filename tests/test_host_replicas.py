@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from papertrader.services import destroy_services, postgres_replica, redis_server, start_services
+from papertrader.services import (
+    destroy_services,
+    postgres_replica,
+    redis_replica,
+    redis_server,
+    start_services,
+)
 from papertrader.services.host_replicas import load_sentinel
 from papertrader.services.ports import free_port
 from papertrader.services.redis_sentinel import primary_address, stop_sentinel
@@ -48,13 +55,13 @@ def users(acl_list: list[Any]) -> dict[str, set[str]]:
     """ACL LIST as user -> its words (password digests, rules) in no order: a user set
     live and the same user loaded from a file list their rules in different orders."""
     lines = [line.decode() if isinstance(line, bytes) else str(line) for line in acl_list]
-    return {
-        line.split()[1]: set(line.split()[2:]) - {"sanitize-payload"} for line in lines
-    }
+    return {line.split()[1]: set(line.split()[2:]) - {"sanitize-payload"} for line in lines}
 
 
-def pt(*args: str, stdin: str | None = None) -> tuple[int, dict[str, Any]]:
-    result = CliRunner(env=CLEAN_ENV).invoke(cli, [*args, "--json"], input=stdin)
+def pt(
+    *args: str, stdin: str | None = None, env: dict[str, str | None] | None = None
+) -> tuple[int, dict[str, Any]]:
+    result = CliRunner(env=CLEAN_ENV | (env or {})).invoke(cli, [*args, "--json"], input=stdin)
     return result.exit_code, json.loads(result.output)
 
 
@@ -98,6 +105,7 @@ def test_each_host_runs_its_part_once_and_the_primary_is_replicated(
     sentinel_args = (
         "services", "sentinel", "--state-dir", str(hosts["sentinel"]), "--port",
         str(free_port()), "--password-file", str(password_file), "--quorum", "1",
+        "--down-after-ms", "500", "--failover-timeout-ms", "5000",
     )  # fmt: skip
     code, out = pt(*sentinel_args, stdin=json.dumps({"primary": needed}))
     assert code == 0 and out["started"] is True, out
@@ -121,6 +129,27 @@ def test_each_host_runs_its_part_once_and_the_primary_is_replicated(
     assert pt(*sync_args) == (0, {"changed": False})
     pg_replica = load_state(hosts["replica"]).postgres
     assert pg_replica is not None and not postgres_replica.is_primary(pg_replica)
+
+    # The Redis primary dies, the Sentinel promotes the replica: before the old node starts
+    # again it is recorded as a replica of the new primary, and comes back as one.
+    follow_args = ("services", "redis-follow", "--state-dir", str(hosts["primary"]))
+    sentinel_env: dict[str, str | None] = {
+        "PT_REDIS_SENTINELS": record.address,
+        "PT_REDIS_SENTINEL_USERNAME": "pt-sentinel-client",
+        "PT_REDIS_SENTINEL_PASSWORD_FILE": str(password_file),
+    }
+    assert pt(*follow_args, env=sentinel_env)[1]["changed"] is False  # running: left alone
+    redis_server.stop(primary.redis, 30)
+    deadline = time.monotonic() + 60
+    while primary_address(record) != f"127.0.0.1:{replica.port}":
+        assert time.monotonic() < deadline, "no failover within 60 s"
+        time.sleep(0.2)
+    code, out = pt(*follow_args, env=sentinel_env)
+    assert (code, out) == (0, {"primary": f"127.0.0.1:{replica.port}", "changed": True})
+    start_services(hosts["primary"])
+    old = load_state(hosts["primary"]).redis
+    assert old is not None and old.replicaof == f"127.0.0.1:{replica.port}"
+    assert redis_replica.role(old) == "slave"
 
 
 def test_bad_input_gets_a_reason(hosts: dict[str, Path]) -> None:

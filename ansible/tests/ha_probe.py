@@ -1,6 +1,6 @@
 """Run with a host's PaperTrader: is the replicated arrangement what it should be?
 
-    ha_probe.py check PRIMARY_SERVICES_DIR REPLICA_SERVICES_DIR SENTINEL_DIR...
+    ha_probe.py check REDIS_PRIMARY REDIS_REPLICA PG_PRIMARY PG_REPLICA SENTINEL...
     ha_probe.py primary SENTINEL_DIR...
 
 ``check`` waits (up to 30 s) until, and exits 1 with the reason unless:
@@ -103,9 +103,7 @@ def postgres_view(primary_dir: str, replica_dir: str) -> dict[str, Any]:
     conn = _connect(primary, "postgres")
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT application_name, state, sync_state FROM pg_stat_replication"
-            )
+            cur.execute("SELECT application_name, state, sync_state FROM pg_stat_replication")
             streams = cur.fetchall()
             cur.execute("SHOW synchronous_standby_names")
             row = cur.fetchone()
@@ -142,13 +140,15 @@ def postgres_problem(view: dict[str, Any]) -> str | None:
     return None
 
 
-def check(primary_dir: str, replica_dir: str, sentinel_dirs: list[str]) -> int:
+def check(dirs: list[str], sentinel_dirs: list[str]) -> int:
+    """``dirs``: the services directories of the Redis primary and replica, then of the
+    PostgreSQL primary and replica."""
     watchers = sentinels(sentinel_dirs)
     deadline = time.monotonic() + TIMEOUT
     while True:
         views = {
-            "redis": redis_view(primary_dir, replica_dir, watchers),
-            "postgres": postgres_view(primary_dir, replica_dir),
+            "redis": redis_view(dirs[0], dirs[1], watchers),
+            "postgres": postgres_view(dirs[2], dirs[3]),
         }
         problem = redis_problem(views["redis"], len(watchers)) or postgres_problem(
             views["postgres"]
@@ -163,8 +163,8 @@ def check(primary_dir: str, replica_dir: str, sentinel_dirs: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["check"] and len(argv) >= 4:
-        return check(argv[1], argv[2], argv[3:])
+    if argv[:1] == ["check"] and len(argv) >= 6:
+        return check(argv[1:5], argv[5:])
     if argv[:1] == ["primary"]:
         print(json.dumps([redis_sentinel.primary_address(s) for s in sentinels(argv[1:])]))
         return 0

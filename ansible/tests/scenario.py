@@ -26,7 +26,9 @@ is no systemd here; the second a standby) and workers in two regions. Then:
    every worker links to it, clients log in and buy through each region; the
    killed master, started again, stays a standby;
 9. kill -9 of the Redis primary: the Sentinels promote the replica, and clients
-   buy through each region again.
+   buy through each region again;
+10. site.yml once more: the killed Redis comes back as the new primary's replica
+   (in sync, the Sentinels naming the new primary), not as a second primary.
 
 Redis runs with a replica (on the standby's host) and three Sentinels (on both
 masters' hosts and a worker's), PostgreSQL with a synchronous streaming replica
@@ -423,11 +425,16 @@ class Scenario:
     def services_dir(self, name: str) -> str:
         return str(self.root(name) / "state" / "services")
 
-    def check_replication(self) -> None:
+    def check_replication(self, failed_over: bool = False) -> None:
         """The Redis replica is in sync with the same users, the Sentinels agree on the
-        primary and see each other; PostgreSQL streams to its synchronous replica."""
+        primary and see each other; PostgreSQL streams to its synchronous replica.
+        ``failed_over``: the Redis nodes have swapped roles."""
+        redis_nodes = [self.services_dir(MASTER), self.services_dir(REPLICA_HOST)]
+        if failed_over:
+            redis_nodes.reverse()
         seen = self.ha_probe(
             "check",
+            *redis_nodes,
             self.services_dir(MASTER),
             self.services_dir(REPLICA_HOST),
             *(self.services_dir(name) for name in SENTINELS),
@@ -790,6 +797,10 @@ class Scenario:
         self.master_failover()
         self.check_replication()
         self.redis_failover()
+        # site.yml after the failover: the killed node comes back as the new primary's
+        # replica (pt services redis-follow), not as a second primary.
+        self.playbook("site.yml")
+        self.check_replication(failed_over=True)
         log("timings: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.timings))
 
     # clean-up ---------------------------------------------------------------------

@@ -25,9 +25,13 @@ nothing) and starts a stopped one on its data. The private services listen on
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+from redis.sentinel import MasterNotFoundError
 
 from papertrader.services import (
     postgres_cluster,
@@ -38,6 +42,7 @@ from papertrader.services import (
 )
 from papertrader.services.binaries import find_binary
 from papertrader.services.errors import ServicesError
+from papertrader.services.ports import LOOPBACK
 from papertrader.services.redis_sentinel import SentinelRecord, Timing
 from papertrader.services.state import (
     PostgresRecord,
@@ -48,6 +53,10 @@ from papertrader.services.state import (
     save_state,
     write_private_file,
 )
+from papertrader.store.redis_connect import RedisConfigError, sentinel_manager
+
+if TYPE_CHECKING:
+    from papertrader.config import Settings
 
 SENTINEL_FILE = "sentinel.json"
 RecordT = TypeVar("RecordT", RedisRecord, PostgresRecord)
@@ -155,3 +164,40 @@ def record_from(cls: type[RecordT], document: dict[str, Any]) -> RecordT:
         return cls(**{key: value for key, value in document.items() if key in names})
     except TypeError as exc:
         raise ServicesError(f"not a {cls.__name__}: {exc}") from None
+
+
+def follow_sentinels(
+    state_dir: Path, settings: Settings, timeout: float = 30.0
+) -> tuple[str | None, bool]:
+    """Before a stopped private Redis is started again: write into its record the role
+    the Sentinels give it (``replicaof`` the primary they name, or none if they name
+    it), so it comes back as a replica of the node promoted meanwhile instead of a
+    second primary with older data, which the replica, holding every acknowledged
+    order, would then copy. Returns the primary they name (None: no node is recorded, or
+    for ``timeout`` s they named no primary that answers: a failover under way, or every
+    node down) and whether the record changed. A running node is left to them."""
+    with locked(state_dir):
+        state = load_state(state_dir)
+        node = state.redis
+        if node is None or redis_server.is_running(node):
+            return None, False
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                manager = sentinel_manager(settings, node.url)
+                service = settings.redis_sentinel_service
+                host, port = manager.discover_master(service)  # type: ignore[no-untyped-call]
+                break
+            except MasterNotFoundError:
+                if time.monotonic() > deadline:
+                    return None, False
+                time.sleep(0.5)
+            except (RedisConfigError, redis.RedisError) as exc:
+                raise ServicesError(f"cannot ask the Sentinels for the primary: {exc}") from exc
+        address = f"{host}:{int(port)}"
+        role = None if address == f"{LOOPBACK}:{node.port}" else address
+        if node.replicaof == role:
+            return address, False
+        node.replicaof = role
+        save_state(state_dir, state)
+        return address, True
