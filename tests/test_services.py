@@ -221,6 +221,31 @@ def test_as_root_the_cluster_belongs_to_the_postgres_user(state_dir: Path) -> No
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to the postgres user")
+def test_as_root_a_deleted_temporary_state_dir_leaves_no_cluster_behind(tmp_path: Path) -> None:
+    """A state directory in /tmp deleted without `pt services destroy` (a test run, a
+    trial stack) used to leave its /var/tmp cluster for ever; the next cluster made
+    removes it. A stopped cluster whose state directory still exists is kept."""
+    gone, kept, new = (tmp_path / name for name in ("gone", "kept", "new"))
+    start_services(gone)
+    start_services(kept)
+    gone_root = Path(load_state(gone).postgres.root)  # type: ignore[union-attr]
+    kept_root = Path(load_state(kept).postgres.root)  # type: ignore[union-attr]
+    assert gone_root.parent == kept_root.parent == Path("/var/tmp")
+    try:
+        stop_services(gone)
+        stop_services(kept)
+        shutil.rmtree(gone)  # as `rm -r` of a temporary directory does
+        assert gone_root.exists()
+        start_services(new)
+        assert not gone_root.exists()
+        assert kept_root.exists()
+        start_services(kept)  # and it still starts on its data
+    finally:
+        for state in (kept, new):
+            destroy_services(state)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to the postgres user")
 def test_as_root_a_reachable_state_dir_keeps_the_cluster_inside() -> None:
     reachable = Path("/var/tmp") / f"pt-test-{uuid.uuid4().hex}"
     reachable.mkdir(mode=0o755)

@@ -139,7 +139,9 @@ def pg_replica_up(
             record = postgres_replica.start(record, timeout)
         else:
             root = postgres_cluster.cluster_root(state_dir, postgres_cluster.service_user())
-            record = postgres_replica.create(primary, name, max(timeout, 120.0), root=root)
+            record = postgres_replica.create(
+                primary, name, max(timeout, 120.0), root=root, owner=state_dir
+            )
         state.postgres = record
         save_state(state_dir, state)
         return record, True

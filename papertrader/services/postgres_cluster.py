@@ -41,6 +41,7 @@ from psycopg2 import sql
 
 from papertrader.services.errors import ServicesError
 from papertrader.services.ports import LOOPBACK, free_port, port_is_free
+from papertrader.services.postgres_orphans import VAR_TMP, mark_owner
 from papertrader.services.state import (
     ADMIN_USER,
     PostgresRecord,
@@ -54,7 +55,6 @@ from papertrader.services.state import (
 from papertrader.store import roles
 
 SERVICE_USER = "postgres"
-VAR_TMP = Path("/var/tmp")
 EXTRA_CONF = "papertrader.conf"
 # sun_path is 108 bytes on Linux (104 on BSD/macOS); the socket is "<dir>/.s.PGSQL.<port>".
 SOCKET_PATH_MAX = 103
@@ -363,6 +363,7 @@ def start(
         )
     root = Path(record.root)
     _prepare_root(root, user)
+    mark_owner(root, state_dir)
     if not (Path(record.data_dir) / "PG_VERSION").exists():
         _initdb(record, bins, user, timeout)
     _remove_stale_pid_file(record)

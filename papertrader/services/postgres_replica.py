@@ -32,6 +32,7 @@ from papertrader.services.postgres_cluster import (
     service_user,
     socket_dir_for,
 )
+from papertrader.services.postgres_orphans import mark_owner
 from papertrader.services.state import PostgresRecord
 
 #: The replica's name: its application_name on the primary and its directory's suffix.
@@ -49,9 +50,12 @@ def create(
     name: str = REPLICA_NAME,
     timeout: float = 120.0,
     root: Path | None = None,
+    owner: Path | None = None,
 ) -> PostgresRecord:
     """Copy the running primary with pg_basebackup and start the copy as its replica
-    (in ``root``; by default beside the primary's directory)."""
+    (in ``root``; by default beside the primary's directory). ``owner``: what the
+    copy belongs to, when under /var/tmp (postgres_orphans; default: the primary's
+    directory, which a default ``root`` sits beside)."""
     user = service_user()
     bins = find_postgres_binaries()
     basebackup = Path(bins["pg_ctl"]).resolve().parent / "pg_basebackup"  # beside pg_ctl
@@ -60,6 +64,7 @@ def create(
     if root is None:
         root = replica_root(primary, name)
     _prepare_root(root, user)
+    mark_owner(root, owner or Path(primary.root))
     data_dir = root / "data"
     # The same cluster (roles, passwords, database) in another directory, on another port.
     record = dataclasses.replace(
