@@ -37,7 +37,7 @@ from redis.retry import Retry
 
 from papertrader.services.errors import ServicesError
 from papertrader.services.ports import LOOPBACK, free_port
-from papertrader.services.redis_server import RedisTls, _quote
+from papertrader.services.redis_server import RedisTls, _quote, answers_ping
 from papertrader.services.state import (
     RedisRecord,
     ensure_private_dir,
@@ -170,13 +170,7 @@ def client(record: SentinelRecord, user: str = CLIENT_USER, timeout: float = 2.0
 
 def is_running(record: SentinelRecord) -> bool:
     """Whether the Sentinel answers on its port with its password."""
-    conn = client(record)
-    try:
-        return bool(conn.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        conn.close()
+    return answers_ping(client(record))
 
 
 def start_sentinel(

@@ -244,14 +244,18 @@ def server_pid(record: RedisRecord) -> int | None:
     return None
 
 
-def _admin_answers(record: RedisRecord) -> bool:
-    conn = client(record)
+def answers_ping(conn: redis.Redis) -> bool:
+    """Whether ``conn``'s server answers PING (any Redis error: no); closes ``conn``."""
     try:
         return bool(conn.ping())
     except redis.RedisError:
         return False
     finally:
         conn.close()
+
+
+def _admin_answers(record: RedisRecord) -> bool:
+    return answers_ping(client(record))
 
 
 def is_running(record: RedisRecord | None) -> bool:
