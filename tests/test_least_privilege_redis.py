@@ -91,6 +91,9 @@ def test_forging_a_session_record_is_refused(worker: redis.Redis) -> None:
     fields = {"account_id": 1, "username": "victim", "client_ip": "203.0.113.9"}
     refused(lambda: worker.hset(forged, mapping=fields))
     refused(lambda: worker.copy(keys.session("0" * 32), forged))
+    # the drain remembers verified records and only asks if they still exist (order_sessions)
+    refused(lambda: worker.rename(keys.session("0" * 32), forged))
+    refused(lambda: worker.restore(forged, 0, b"\x00"))
     refused(lambda: worker.delete(keys.session("0" * 32)))  # nor log anyone out
     assert worker.exists(forged) == 0
 

@@ -5,8 +5,9 @@ per update interval). Without a cap one account could queue thousands, each
 costing the drain a row and every other user some of its time. Before the
 worker XADDs an order it calls :meth:`PendingOrders.reserve`: one Lua call
 that adds the order id to the account's set of waiting orders only if it
-holds fewer than ``max_pending_orders_per_account``; the master calls
-:meth:`release` for the orders each drain decided.
+holds fewer than ``max_pending_orders_per_account``; the master's drain
+removes each order it decided in the same Lua call that publishes its outcome
+and acknowledges it (``OrderQueue.complete``).
 
 ``pt:orders:pending:<account id>`` (sorted set: order id hex -> when it was
 reserved, ms). An entry older than ``stale_seconds`` no longer counts (a
@@ -17,7 +18,6 @@ the account for good); the key expires with its last entry.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 
 import redis
 
@@ -41,7 +41,7 @@ return 1
 
 
 class PendingOrders:
-    """``reserve`` before queuing an order (worker), ``release`` after its drain (master)."""
+    """``reserve`` before queuing an order (worker); the drain releases it (master)."""
 
     def __init__(self, client: redis.Redis, cap: int, stale_seconds: float = 3600.0) -> None:
         self._redis = client
@@ -57,14 +57,3 @@ class PendingOrders:
                 args=[order_id.hex, self.cap, self.stale_ms],
             )
         )
-
-    def release(self, orders: Iterable[tuple[int | str, uuid.UUID | str]]) -> None:
-        """These (account id, order id or its hex) were drained: they wait no more."""
-        pipe = self._redis.pipeline(transaction=False)
-        count = 0
-        for account_id, order_id in orders:
-            member = order_id.hex if isinstance(order_id, uuid.UUID) else order_id
-            pipe.zrem(keys.pending_orders(int(account_id)), member)
-            count += 1
-        if count:
-            pipe.execute()

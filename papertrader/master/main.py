@@ -174,6 +174,8 @@ class Master:
             read_pool=self.read_pool,
         )
         close = trading_day.parse_clock(settings.market_close)
+        session_check = SessionCheck(self.redis, self.context.sessions, settings.session_ip_check)
+        self.intake.prepare = session_check.prepare  # sessions read as orders arrive
         self.drain = OrderDrain(
             OrderQueue(self.redis, epoch=epoch),
             self.pool,
@@ -183,7 +185,7 @@ class Master:
             day_end=lambda now: trading_day.day_order_end(now, close, settings.market_timezone),
             max_open=settings.max_open_orders,
             pending=PendingOrders(self.redis, settings.max_pending_orders_per_account),
-            check=SessionCheck(self.redis, self.context.sessions, settings.session_ip_check),
+            check=session_check,
         )
         self.purge = RejectedOrdersPurge(self.pool, settings.rejected_orders_retention_days)
         self.equity = EquityRecorder(

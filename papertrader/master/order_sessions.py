@@ -17,11 +17,23 @@ every other order, never filled, and a mismatch is logged as an attack.
 Entries queued before orders carried a session (an install upgraded with
 orders waiting) are applied as before: ``pt:orders:before-sessions`` records
 the last such entry's id, set once by the first master that checks sessions.
+
+Most of this work is done before the drain (issue 15: the tick that answers an
+interval's orders must be short). The intake calls ``prepare`` as entries
+arrive: each session not seen before is read and its signature verified then,
+and the record is remembered. At the drain, the sessions remembered are only
+asked "do you still exist?" (one ``EXISTS`` naming them all); a session that
+is gone, or any answer short of all of them, sends every one of them through
+the full read again. That is as strict as reading every record at the drain:
+a session record is written once, by the master, at login (``SessionStore``:
+never rewritten after it; the workers' Redis user may only read sessions), and
+it ends by being deleted (logout) or by expiring (its TTL), both of which
+``EXISTS`` sees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import redis
 from loguru import logger
@@ -48,21 +60,89 @@ def mark_orders_before_sessions(client: redis.Redis) -> None:
     client.set(keys.ORDERS_BEFORE_SESSIONS, last, nx=True)
 
 
+#: Most session records remembered between drains (beyond it, forgotten and read again).
+MAX_KNOWN = 100_000
+#: Most keys one EXISTS names.
+EXISTS_BATCH = 5000
+
+
 class SessionCheck:
     """The drain's ``check``: the entries to refuse, with (code, reason)."""
 
-    def __init__(self, client: redis.Redis, sessions: SessionStore, ip_check: bool = True) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        sessions: SessionStore,
+        ip_check: bool = True,
+        max_known: int = MAX_KNOWN,
+    ) -> None:
         self._redis = client
         self._sessions = sessions
         self._ip_check = ip_check
+        self._max_known = max_known
+        #: Live session records read and verified (session hex -> record), and the
+        #: verifier that checked them (another key: all are read again).
+        self._known: dict[str, Session] = {}
+        self._known_verifier = sessions.verifier
+
+    def prepare(self, entries: Iterable[Entry]) -> None:
+        """Read and verify the sessions of newly arrived entries that are not known yet
+        (the intake calls this as orders arrive, so the drain has less to do)."""
+        self._forget_if_rekeyed()
+        known = self._known
+        new = {
+            e.staged.session
+            for e in entries
+            if e.staged is not None and e.staged.session and e.staged.session not in known
+        }
+        if new:
+            self._read(new)
+
+    def _forget_if_rekeyed(self) -> None:
+        if self._sessions.verifier is not self._known_verifier:
+            self._known.clear()
+            self._known_verifier = self._sessions.verifier
+
+    def _read(self, hexes: Iterable[str]) -> dict[str, Session | SessionError]:
+        """Each session read and verified now; the live ones are remembered."""
+        found = self._sessions.fetch_many(hexes)
+        known = self._known
+        for session_hex, session in found.items():
+            if isinstance(session, Session):
+                if len(known) >= self._max_known:
+                    known.clear()
+                known[session_hex] = session
+            else:
+                known.pop(session_hex, None)
+        return found
+
+    def _current(self, hexes: set[str]) -> dict[str, Session | SessionError]:
+        """Each session as it stands now: the remembered ones if every one of them still
+        exists, otherwise (and for the others) read again."""
+        self._forget_if_rekeyed()
+        known = self._known
+        remembered = [h for h in hexes if h in known]
+        current: dict[str, Session | SessionError] = {}
+        if remembered:
+            names = [keys.session(h) for h in remembered]
+            live = 0
+            for start in range(0, len(names), EXISTS_BATCH):
+                live += int(self._redis.exists(*names[start : start + EXISTS_BATCH]))
+            if live == len(remembered):
+                current = {h: known[h] for h in remembered}
+        rest = hexes.difference(current)
+        if rest:
+            current.update(self._read(rest))
+        return current
 
     def _before_sessions(self) -> tuple[int, int]:
         raw = self._redis.get(keys.ORDERS_BEFORE_SESSIONS)
         return _stream_position(raw) if isinstance(raw, (bytes, str)) else (0, 0)
 
     def __call__(self, entries: Sequence[Entry]) -> Mapping[bytes, Refusal]:
-        wanted = [e.staged.session for e in entries if e.staged is not None and e.staged.session]
-        found = self._sessions.fetch_many(s for s in wanted if s is not None)
+        found = self._current(
+            {e.staged.session for e in entries if e.staged is not None and e.staged.session}
+        )
         cutoff: tuple[int, int] | None = None
         refused: dict[bytes, Refusal] = {}
         for entry in entries:

@@ -49,6 +49,7 @@ from papertrader.master import competition_orders
 from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
 from papertrader.store import competitions as competition_store
+from papertrader.store import keys
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.order_state import OrderState
@@ -86,11 +87,22 @@ class OrderIntake:
     in its pending list until the drain acknowledges them, so a restarted
     master reads them again (its first reads ask for its own pending entries).
     ``find`` answers "is this order queued?" for order status and cancel.
+
+    ``prepare`` (the drain check's, e.g. ``SessionCheck.prepare``) is given every
+    batch as it is read, so work that does not depend on the interval's outcome
+    (reading and verifying sessions) is done while orders arrive rather than at
+    the tick; a failure there is left for the drain's own check.
     """
 
-    def __init__(self, queue: OrderQueue, limit: int = MAX_BUFFERED) -> None:
+    def __init__(
+        self,
+        queue: OrderQueue,
+        limit: int = MAX_BUFFERED,
+        prepare: Callable[[Sequence[Entry]], None] | None = None,
+    ) -> None:
         self._queue = queue
         self._limit = limit
+        self.prepare = prepare
         self._entries: dict[bytes, Entry] = {}
         self._by_order: dict[str, Entry] = {}  # order id (hex) -> its first entry
         #: Where reading our own pending entries has got to; None once they are all read.
@@ -120,6 +132,11 @@ class OrderIntake:
             self._entries[entry.stream_id] = entry
             if entry.staged is not None:
                 self._by_order.setdefault(entry.staged.order_id, entry)
+        if got and self.prepare is not None:
+            try:
+                self.prepare(got)
+            except redis.RedisError as exc:  # the drain's check reads them itself
+                logger.debug("order intake: preparing the drain's check failed ({})", exc)
         return len(got)
 
     def catch_up(self) -> None:
@@ -223,12 +240,26 @@ def _rejected_internal(staged: StagedOrder, now: datetime) -> _Refused:
     return _Refused(state.to_json(), order.side)
 
 
+def _pending_place(entry: Entry) -> tuple[str, str] | None:
+    """The entry's place in its account's set of pending orders (``PendingOrders``)."""
+    staged = entry.staged
+    if staged is None:
+        return None
+    return keys.pending_orders(int(staged.account_id)), staged.order_id
+
+
 def _publish(
-    queue: OrderQueue, intake: OrderIntake, chunk: Sequence[Entry], parts: Sequence[Applied]
+    queue: OrderQueue,
+    intake: OrderIntake,
+    chunk: Sequence[Entry],
+    parts: Sequence[Applied],
+    pending: PendingOrders | None = None,
 ) -> None:
-    """Tell the waiting workers and acknowledge the chunk (after its commit)."""
+    """Tell the waiting workers and acknowledge the chunk (after its commit); with
+    ``pending``, its orders stop counting against their accounts' caps in the same call."""
     texts = [text for part in parts for text in part.jsons()]
-    queue.complete(list(zip(chunk, texts, strict=True)))
+    release = _pending_place if pending is not None else None
+    queue.complete(list(zip(chunk, texts, strict=True)), release)
     intake.forget(chunk)
     _count_decided(parts)
 
@@ -375,13 +406,7 @@ def drain_once(
                 # PostgreSQL applies the next one.
                 if publishing is not None:
                     publishing.get()
-                publishing = gevent.spawn(_publish, queue, intake, chunk, parts)
-                if pending is not None:  # drained: no longer waiting against their caps
-                    pending.release(
-                        (e.staged.account_id, e.staged.order_id)
-                        for e in chunk
-                        if e.staged is not None
-                    )
+                publishing = gevent.spawn(_publish, queue, intake, chunk, parts, pending)
                 decided += len(chunk)
         finally:
             if publishing is not None:

@@ -31,29 +31,41 @@ RESULT_TTL_SECONDS = 3600
 
 # Publishes a chunk's outcomes and acknowledges its entries in one atomic call:
 # one command instead of three per order keeps the drain's Redis cost flat.
+# Outcomes come grouped by result list (a worker process waits on one list for all
+# of its orders): one RPUSH and one EXPIRE per list. The orders' places in the
+# accounts' pending-order sets (limits/pending_orders.py) are released in the same
+# call, so an order stops counting against its account's cap exactly when it is
+# acknowledged.
 # KEYS[1] = the stream, KEYS[2] = the active master's epoch;
-# ARGV = group, ttl, n, epoch ('' = unchecked), n x (result key, outcome), ids...
+# ARGV = group, ttl, lists, epoch ('' = unchecked), releases,
+#        lists x (result key, count, count x outcome), releases x (set key, member), ids...
 # Returns -1, writing nothing, when KEYS[2] holds a later epoch (we are a deposed master);
 # otherwise raises KEYS[2] to ours (the fencing rule of store/master_epoch.py).
 _COMPLETE_LUA = """
-local group, ttl, n, epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local group, ttl, lists, epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local releases = tonumber(ARGV[5])
 if epoch ~= '' then
   local seen = redis.call('GET', KEYS[2])
   if seen and tonumber(seen) > tonumber(epoch) then return -1 end
   if seen ~= epoch then redis.call('SET', KEYS[2], epoch) end
 end
-for i = 0, n - 1 do
-  local key = ARGV[5 + 2 * i]
-  redis.call('RPUSH', key, ARGV[6 + 2 * i])
+local at = 6
+for _ = 1, lists do
+  local key, count = ARGV[at], tonumber(ARGV[at + 1])
+  redis.call('RPUSH', key, unpack(ARGV, at + 2, at + 1 + count))
   redis.call('EXPIRE', key, ttl)
+  at = at + 2 + count
 end
-local ids = {}
-for i = 5 + 2 * n, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ids > 0 then
-  redis.call('XACK', KEYS[1], group, unpack(ids))
-  redis.call('XDEL', KEYS[1], unpack(ids))
+for _ = 1, releases do
+  redis.call('ZREM', ARGV[at], ARGV[at + 1])
+  at = at + 2
 end
-return #ids
+if at <= #ARGV then
+  redis.call('XACK', KEYS[1], group, unpack(ARGV, at))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, at))
+  return #ARGV - at + 1
+end
+return 0
 """
 #: Pause before asking again after the Redis connection broke (a failover under way).
 RECONNECT_PAUSE = 0.2
@@ -319,26 +331,49 @@ class OrderQueue:
                 entries.append(Entry(stream_id, raw))
         return entries
 
-    def complete(self, results: Sequence[tuple[Entry, Outcome | str | None]]) -> None:
+    def complete(
+        self,
+        results: Sequence[tuple[Entry, Outcome | str | None]],
+        release: Callable[[Entry], tuple[str, str] | None] | None = None,
+    ) -> None:
         """Publish outcomes and acknowledge their entries, atomically (one Lua call).
 
         An outcome is an ``Outcome`` or its JSON text already; None acknowledges
         without publishing (a malformed entry). Each goes to the result list the
-        entry's worker waits on. Larger sequences are sent MAX_COMPLETE at a time.
+        entry's worker waits on. ``release`` names, for an entry, the (sorted set,
+        member) to remove in the same call (its place against its account's cap of
+        pending orders). Larger sequences are sent MAX_COMPLETE at a time.
         """
         epoch = self._epoch() if self._epoch is not None else None
         for start in range(0, len(results), MAX_COMPLETE):
             part = results[start : start + MAX_COMPLETE]
-            published = [(entry, outcome) for entry, outcome in part if outcome is not None]
+            lists: dict[str, list[str]] = {}
+            releases: list[str] = []
+            for entry, outcome in part:
+                if release is not None:
+                    place = release(entry)
+                    if place is not None:
+                        releases += place
+                if outcome is None:
+                    continue
+                text = outcome if isinstance(outcome, str) else outcome.to_json()
+                key = _result_key(entry, outcome)
+                texts = lists.get(key)
+                if texts is None:
+                    lists[key] = [text]
+                else:
+                    texts.append(text)
             args: list[str | bytes | int] = [
                 keys.ORDERS_GROUP,
                 RESULT_TTL_SECONDS,
-                len(published),
+                len(lists),
                 "" if epoch is None else str(epoch),
+                len(releases) // 2,
             ]
-            for entry, outcome in published:
-                args.append(_result_key(entry, outcome))
-                args.append(outcome if isinstance(outcome, str) else outcome.to_json())
+            for key, texts in lists.items():
+                args += (key, len(texts))
+                args += texts
+            args += releases
             args += [entry.stream_id for entry, _ in part]
             if self._complete(keys=[keys.ORDERS, keys.MASTER_EPOCH], args=args) == -1:
                 raise RedisFenced(

@@ -1,0 +1,146 @@
+"""Work the master does as orders arrive, before the interval's drain (issue 15).
+
+The intake hands each batch it reads to the drain check's ``prepare``: the
+orders' sessions are read and verified then, and the drain only asks whether
+they still exist. What a user notices must not change: an order whose session
+ended before the drain is refused, an order canceled while queued is canceled,
+a master that dies after reading ahead applies every order once, and every
+outcome reaches the worker waiting for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+import redis
+
+from papertrader.limits.pending_orders import PendingOrders
+from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
+from papertrader.master.transactions import OrderIntake, drain_once
+from papertrader.protocol import ErrorCode
+from papertrader.store import keys, order_book
+from papertrader.store.accounts import create_account, get_account
+from papertrader.store.order_queue import Order, OrderQueue, Outcome
+from papertrader.store.order_state import order_id_for
+from papertrader.store.pool import ConnectionPool
+from papertrader.store.sessions import Session, SessionStore
+
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
+PRICES = {"AAPL": Decimal("100.00")}
+IP = "198.51.100.1"
+
+
+@pytest.fixture
+def sessions(redis_client: redis.Redis) -> SessionStore:
+    return SessionStore(redis_client, 3600, 3600)
+
+
+@pytest.fixture
+def check(redis_client: redis.Redis, sessions: SessionStore) -> SessionCheck:
+    mark_orders_before_sessions(redis_client)
+    return SessionCheck(redis_client, sessions)
+
+
+def trader(pool: ConnectionPool, sessions: SessionStore, name: str) -> Session:
+    account = create_account(pool, name, f"{name}@example.com", "$2b$04$x", Decimal("1000.00"))
+    return sessions.create(account.id, name, IP, False)
+
+
+def placed(queue: OrderQueue, session: Session, reply: str | None = None) -> Order:
+    cid = uuid.uuid4()
+    order = Order(
+        order_id_for(session.account_id, cid), session.account_id, "buy", "AAPL", 1, T0, IP,
+        "w1", client_order_id=cid, reply=reply, session=session.session_id.hex,
+    )  # fmt: skip
+    queue.submit(order)
+    return order
+
+
+def outcome(queue: OrderQueue, order: Order) -> Outcome:
+    got = queue.wait_outcome(order.order_id, timeout=5, reply=order.reply)
+    assert got is not None, "the worker waiting on the order got no outcome"
+    return got
+
+
+def cash(pool: ConnectionPool, account_id: int) -> Decimal:
+    account = get_account(pool, account_id)
+    assert account is not None
+    return account.cash
+
+
+def test_an_order_whose_session_ended_after_it_was_read_ahead_is_refused(
+    pool: ConnectionPool, queue: OrderQueue, sessions: SessionStore, check: SessionCheck
+) -> None:
+    leaving, staying = trader(pool, sessions, "leaving"), trader(pool, sessions, "staying")
+    gone, kept = placed(queue, leaving), placed(queue, staying)
+    intake = OrderIntake(queue, prepare=check.prepare)
+    intake.catch_up()  # both sessions read and verified now, as the orders arrive
+    sessions.end(leaving)  # logged out before the interval's drain
+    assert drain_once(queue, pool, PRICES, now=T0, intake=intake, check=check) == 2
+    refused = outcome(queue, gone)
+    assert (refused.status, refused.code) == ("rejected", ErrorCode.INVALID_SESSION)
+    assert cash(pool, leaving.account_id) == Decimal("1000.00")
+    assert outcome(queue, kept).status == "filled"
+    assert cash(pool, staying.account_id) == Decimal("900.00")
+
+
+def test_an_order_read_ahead_then_canceled_while_queued_is_canceled(
+    pool: ConnectionPool, queue: OrderQueue, sessions: SessionStore, check: SessionCheck
+) -> None:
+    session = trader(pool, sessions, "canceler")
+    order = placed(queue, session)
+    intake = OrderIntake(queue, prepare=check.prepare)
+    found = intake.find(order.order_id)
+    assert found is not None
+    canceled = order_book.cancel_queued(pool, found, T0)
+    assert canceled is not None and canceled.status == "canceled"
+    assert drain_once(queue, pool, PRICES, now=T0, intake=intake, check=check) == 1
+    assert outcome(queue, order).status == "canceled"
+    assert cash(pool, session.account_id) == Decimal("1000.00")
+
+
+def test_a_master_that_dies_after_reading_ahead_applies_each_order_once(
+    pool: ConnectionPool,
+    queue: OrderQueue,
+    redis_client: redis.Redis,
+    sessions: SessionStore,
+    check: SessionCheck,
+) -> None:
+    session = trader(pool, sessions, "survivor")
+    orders = [placed(queue, session) for _ in range(3)]
+    OrderIntake(queue, prepare=check.prepare).catch_up()  # read, then the master dies
+    assert queue.pending_entries() == 3  # read but not acknowledged: the group keeps them
+    restarted = SessionCheck(redis_client, sessions)  # a new master remembers nothing
+    intake = OrderIntake(queue, prepare=restarted.prepare)
+    assert drain_once(queue, pool, PRICES, now=T0, intake=intake, check=restarted) == 3
+    assert [outcome(queue, order).status for order in orders] == ["filled"] * 3
+    assert cash(pool, session.account_id) == Decimal("700.00")
+    assert drain_once(queue, pool, PRICES, now=T0, intake=intake, check=restarted) == 0
+    assert queue.pending_count() == 0
+
+
+def test_one_workers_outcomes_reach_its_list_and_free_the_pending_cap(
+    pool: ConnectionPool,
+    queue: OrderQueue,
+    redis_client: redis.Redis,
+    sessions: SessionStore,
+    check: SessionCheck,
+) -> None:
+    """Outcomes for one worker process's inbox go out as one push; each order stops
+    counting against its account's cap in the same call."""
+    session = trader(pool, sessions, "busy")
+    pending = PendingOrders(redis_client, cap=10)
+    inbox, other = uuid.uuid4().hex, uuid.uuid4().hex
+    orders = [placed(queue, session, reply) for reply in (inbox, other, inbox, inbox)]
+    for order in orders:
+        assert pending.reserve(session.account_id, order.order_id)
+    assert drain_once(queue, pool, PRICES, now=T0, check=check, pending=pending) == 4
+    texts = redis_client.lrange(keys.order_result(inbox), 0, -1)
+    got = [Outcome.from_json(text).order_id for text in texts]
+    assert got == [orders[0].order_id, orders[2].order_id, orders[3].order_id]
+    assert 0 < redis_client.ttl(keys.order_result(inbox)) <= 3600
+    assert outcome(queue, orders[1]).status == "filled"
+    assert redis_client.zcard(keys.pending_orders(session.account_id)) == 0
