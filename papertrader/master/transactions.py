@@ -5,8 +5,9 @@ its consumer group, into memory, so it can tell that an order is queued and
 cancel one before its drain) and applies them once per update interval, after
 the prices moved:
 
-1. the book's turn (``drain_book``): day orders past their end expire, open
-   limit and stop orders whose condition holds at the interval's price fill;
+1. the book's turn (``drain_book``): open orders of ended competitions and day
+   orders past their end expire, open limit and stop orders whose condition
+   holds at the interval's price fill;
 2. the new orders, sorted by the workers' timestamps (the stream id breaking
    ties), in chunks: each chunk is staged with COPY and applied by a few
    set-based statements (``apply_chunk``, migration 0005) in one transaction;
@@ -48,7 +49,6 @@ from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master import competition_orders
 from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
-from papertrader.store import competitions as competition_store
 from papertrader.store import keys
 from papertrader.store.drain_status import DrainStatusStore
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
@@ -368,10 +368,9 @@ def drain_once(
     now = now or datetime.now(timezone.utc)
     day_end = day_end or day_order_end(now)
     intake = intake if intake is not None else OrderIntake(queue)
-    ended = competition_store.expire_ended(pool, now)
-    if ended:
-        logger.info("book: {} open orders of ended competitions expired", ended)
     turn = drain_book(pool, prices, now)
+    if turn.ended:
+        logger.info("book: {} open orders of ended competitions expired", turn.ended)
     if turn.changed:
         logger.info(
             "book: {} filled, {} rejected, {} expired, {} stop orders triggered",

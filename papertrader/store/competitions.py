@@ -324,14 +324,6 @@ def order_accounts(pool: ConnectionPool, order_ids: Sequence[str]) -> dict[str, 
         return {str(row[0]): int(row[1]) for row in cur.fetchall()}
 
 
-def expire_ended(pool: ConnectionPool, now: datetime) -> int:
-    """Expire the open orders of competitions that have ended; returns how many."""
-    with pool.transaction() as cur:
-        cur.execute("SELECT pt_expire_competition_orders(%s)", (now,))
-        row = cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 def owned_accounts(pool: ConnectionPool, user_id: int) -> list[int]:
     """The user's competition accounts."""
     with pool.transaction() as cur:

@@ -8,8 +8,10 @@ or none is. An order id the master has seen before changes nothing and comes
 back with its current state (``replayed``), so a master that re-reads orders
 after a crash applies nothing twice.
 
-``drain_book`` is the book's turn, once per interval: day orders past their
-end expire, and open orders whose price condition holds fill.
+``drain_book`` is the book's turn, once per interval: the open orders of
+competitions that have ended expire, day orders past their end expire, and
+open orders whose price condition holds fill (``pt_book_turn``, migration
+0012: one transaction, nothing planned when no open order can move).
 
 Nothing here parses more than it must: the rows come back as text and the
 outcome JSON for the waiting worker is written once, here.
@@ -254,6 +256,7 @@ def apply_chunk(
 class BookTurn:
     """What the book's turn did in one interval."""
 
+    ended: int  # open orders of ended competitions, expired
     filled: int
     rejected: int
     expired: int
@@ -265,12 +268,12 @@ class BookTurn:
 
 
 def drain_book(pool: ConnectionPool, prices: Mapping[str, Decimal], now: datetime) -> BookTurn:
-    """Expire day orders past their end, then fill the open orders whose condition holds."""
+    """Expire the open orders of ended competitions and day orders past their end, then
+    fill the open orders whose condition holds (one transaction)."""
     symbols = sorted(prices)
     with pool.transaction() as cur:
-        cur.execute("SELECT pt_order_tables()")
         cur.execute(
-            "SELECT * FROM pt_drain_book(%s, %s::text[], %s::numeric[])",
+            "SELECT * FROM pt_book_turn(%s, %s::text[], %s::numeric[])",
             (now, symbols, [prices[s] for s in symbols]),
         )
         row = cur.fetchone()
