@@ -23,13 +23,16 @@ quotes a second).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -40,11 +43,13 @@ import gevent
 import gevent.threadpool
 import redis
 
+from bench.quotes import cpu_seconds, with_children
 from bench.stack import ROOT, free_port
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.config import load_settings
 from papertrader.keyring import master_home
 from papertrader.services import resolve_urls
+from papertrader.stack.record import RECORD_FILE
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.session_signing import KEY_FILE, load_or_create
 from papertrader.store.sessions import SessionStore
@@ -109,6 +114,8 @@ class Phase:
         self.quotes = array("d")
         self.logins = 0
         self.seconds = 0.0
+        #: CPU time per order answered, by process role (microseconds; from /proc).
+        self.cpu_us_per_order: dict[str, float] = {}
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -120,6 +127,7 @@ class Phase:
             "quote_p50_ms": _percentile(self.quotes, 0.5),
             "quote_p99_ms": _percentile(self.quotes, 0.99),
             "logins_per_second": round(self.logins / self.seconds, 2) if self.seconds else 0,
+            "cpu_us_per_order": self.cpu_us_per_order,
         }
 
 
@@ -174,6 +182,38 @@ def _run_phase(
     jobs += [gevent.spawn(_login_loop, client, name, end, phase) for client, name in flooders]
     gevent.joinall(jobs, raise_error=True)
     phase.seconds = time.monotonic() - begin
+    return phase
+
+
+def _stack_pids(state: Path) -> dict[str, int]:
+    """The running master's and worker's pids, by role, from the stack's record."""
+    record = json.loads((state / RECORD_FILE).read_text())
+    return {child["role"]: int(child["pid"]) for child in record["children"] if child["pid"]}
+
+
+def _cpu_per_order(pids: dict[str, int], run: Callable[[], Phase]) -> Phase:
+    """``run()`` (a phase), with the master's and the worker's CPU time per order answered
+    in it (from /proc, each with its child processes) stored on the phase."""
+    groups = {role: with_children(pid) for role, pid in pids.items()}
+    before = {role: cpu_seconds(group) for role, group in groups.items()}
+    profile = os.environ.get("PT_BENCH_PROFILE")  # py-spy's samples of the worker meanwhile
+    spy = None
+    if profile:
+        spy = subprocess.Popen(
+            [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+             "record", "--pid", str(pids["worker"]), "--format", "raw",
+             "--output", profile, "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        phase = run()
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            spy.wait(timeout=60)
+    for role, group in groups.items():
+        spent = cpu_seconds(group) - before[role]
+        phase.cpu_us_per_order[role] = round(spent / max(1, len(phase.orders)) * 1e6, 1)
     return phase
 
 
@@ -251,6 +291,9 @@ def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
             )
         for client in traders:
             client.connect()
+        # One quote each: the worker's session cache then holds every trader's session, as
+        # after a login through this worker (the bench mints them straight into Redis).
+        gevent.joinall([gevent.spawn(client.quote, "AAPL") for client in traders], raise_error=True)
         probes = [
             PaperTraderClient("127.0.0.1", port, session_id=traders[i].session_id, ca=ca)
             for i in range(QUOTE_PROBES)
@@ -269,7 +312,8 @@ def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
         logins_alone = _run_phase([], [], flooders, seconds)
         raw_after = _bcrypt_rate(settings.bcrypt_cost, cores, min(seconds, 5.0) / 2)
         raw_rate = round((raw_before + raw_after) / 2, 2)
-        idle = _run_phase(traders, probes, [], seconds)
+        pids = _stack_pids(Path(tmp))
+        idle = _cpu_per_order(pids, lambda: _run_phase(traders, probes, [], seconds))
         flood = _run_phase(traders, probes, flooders, seconds)
         load_after = [round(x, 2) for x in os.getloadavg()]
         for client in traders + probes + [c for c, _ in flooders]:
