@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+import redis
 from test_e2e_support import (
     PASSWORD,
     STARTING_CASH,
@@ -32,6 +33,7 @@ from test_e2e_support import (
 from papertrader.client import ClientError, Fill, PaperTraderClient
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
+from papertrader.store import keys
 from papertrader.store.order_queue import Order
 
 
@@ -212,6 +214,36 @@ def test_expired_and_ended_sessions_are_refused(
         with pytest.raises(ClientError) as gone:
             client.resume(ended)
         assert gone.value.code is ErrorCode.INVALID_SESSION
+
+
+def test_an_order_whose_session_ended_unheard_by_the_worker_is_refused_at_the_drain(
+    servers: Servers, redis_url: str, database_url: str
+) -> None:
+    """The worker takes an order's session from its cache, like a quote's; a session that
+    ended without the worker hearing of it yet still never trades: the master's drain
+    checks it in Redis and refuses the order, with the reason and the order id."""
+    with servers.client(0) as client:
+        name = new_user(client)
+        client.buy("AAPL", 1)  # the session is verified on this connection now
+        session = client.session_id
+        assert session is not None
+        admin = redis.Redis.from_url(redis_url)
+        try:  # ended in Redis with no announcement: the worker still trusts it
+            assert admin.delete(keys.session(session.hex)) == 1
+        finally:
+            admin.close()
+        with pytest.raises(ClientError) as caught:
+            client.buy("AAPL", 2)
+        assert caught.value.code is ErrorCode.INVALID_SESSION, caught.value
+        assert "ended before it was applied" in caught.value.reason
+        assert caught.value.order_id is not None
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT quantity, status FROM orders WHERE account_id = %s ORDER BY quantity",
+            (account_id(database_url, name),),
+        )
+        assert cur.fetchall() == [(1, "filled"), (2, "rejected")]
+    conn.close()
 
 
 def test_a_session_made_on_one_worker_works_on_another(servers: Servers) -> None:

@@ -629,12 +629,23 @@ class ClientConnection:
     def _logout(self, message: Message, stamp: int) -> list[Message]:
         return [self.shared.tunnel.logout(message, self.client, stamp)]
 
+    def _order_session(self, message: Message) -> Session:
+        """An order's session, from this connection's or the session cache's verified
+        answer like a quote's (no Redis read per order): the master's drain checks every
+        order's session again in Redis (``master/order_sessions.py``: live, the account's,
+        bound to the stamped address), so an order whose session ended meanwhile (a
+        logout not yet announced here) is refused there with a reason, never filled."""
+        verified = self._verified
+        if verified is not None and self._still_verified(message.session_id.bytes):
+            return verified.session
+        return self._session(message)
+
     def _order(self, message: Message, stamp: int) -> list[Message]:
-        session = self._session(message, fresh=True)
+        session = self._order_session(message)
         return [self.shared.orders.place(message, self.client, session, stamp)]
 
     def _place_order(self, message: Message, stamp: int) -> list[Message]:
-        session = self._session(message, fresh=True)
+        session = self._order_session(message)
         return [self.shared.orders.place_ticket(message, self.client, session, stamp)]
 
     def _master_command(self, message: Message, stamp: int) -> list[Message]:

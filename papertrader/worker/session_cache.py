@@ -64,9 +64,10 @@ class SessionCache:
     def get(self, session_id: uuid.UUID, client_ip: str | None, fresh: bool = False) -> Session:
         """The live session checked against ``client_ip``, or SessionError.
 
-        ``fresh`` asks Redis itself: for orders, private data, resume and logout,
-        where even the milliseconds a logout announcement takes to arrive matter.
-        Market data requests take the cached answer.
+        ``fresh`` asks Redis itself: for private data, resume and logout, where even
+        the milliseconds a logout announcement takes to arrive matter. Market data
+        requests and orders take the cached answer (the master's drain checks each
+        order's session in Redis again: ``master/order_sessions.py``).
         """
         if fresh:
             try:
