@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
@@ -144,6 +145,31 @@ def test_xadd_orders_for_another_account_are_rejected_at_the_drain(
     drain_once(queue, pool, {"AAPL": Decimal("100.00")}, now=T0, check=check)
     outcome = queue.wait_outcome(honest.order_id, timeout=5, reply=honest.reply)
     assert outcome is not None and outcome.status == "filled"
+
+
+def test_a_worker_queues_orders_through_pt_queue_order_and_only_into_the_stream(
+    worker: redis.Redis, redis_client: redis.Redis
+) -> None:
+    """The combined cap-and-XADD function runs under the worker's own rights: it queues
+    an order, and the stream it names (an argument) cannot be turned into another key."""
+    cid = uuid.uuid4()
+    order = Order(order_id_for(7, cid), 7, "buy", "AAPL", 1, T0, "203.0.113.7", WORKER,
+                  client_order_id=cid)  # fmt: skip
+    pipe = worker.pipeline(transaction=False)
+    PendingOrders(worker, cap=5).queue(pipe, order)
+    (entry_id,) = pipe.execute()
+    assert [raw[b"order_id"] for _, raw in redis_client.xrange(keys.ORDERS)] == [
+        order.order_id.hex.encode()
+    ]
+    assert redis_client.xrange(keys.ORDERS)[0][0] == entry_id
+    for elsewhere in (keys.QUOTES, keys.session("ab" * 16), "anything"):
+        with pytest.raises(redis.ResponseError, match="can.t access"):
+            worker.fcall(  # type: ignore[no-untyped-call]
+                "pt_queue_order", 1, keys.pending_orders(8), uuid.uuid4().hex, 5, 60000,
+                elsewhere, "price", "1",
+            )  # fmt: skip
+        assert not redis_client.exists(elsewhere)
+    assert redis_client.zcard(keys.pending_orders(8)) == 0  # refused: nothing reserved
 
 
 def test_reading_or_acknowledging_the_order_stream_is_refused(worker: redis.Redis) -> None:

@@ -19,7 +19,8 @@ ALL = (
     backoff.WAIT,
     backoff.FAILED,
     backoff.SUCCEEDED,
-    pending_orders.RESERVE,
+    pending_orders.RESERVE,  # kept for workers older than pt_queue_order
+    pending_orders.QUEUE,
     history_cache.PUT,
 )
 

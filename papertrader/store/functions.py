@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 #: The one library every PaperTrader function belongs to (``FUNCTION LIST``).
 LIBRARY = "papertrader"
@@ -47,9 +48,14 @@ class BoundFunction:
     name: str
 
     def __call__(
-        self, keys: Sequence[str] = (), args: Sequence[str | bytes | int | float] = ()
+        self,
+        keys: Sequence[str] = (),
+        args: Sequence[str | bytes | int | float] = (),
+        client: redis.Redis | Pipeline | None = None,
     ) -> Any:
-        return self.client.fcall(self.name, len(keys), *keys, *args)
+        """Call it (or, given a pipeline as ``client``, add the call to the pipeline)."""
+        target = self.client if client is None else client  # an empty pipeline is falsy
+        return target.fcall(self.name, len(keys), *keys, *args)
 
 
 def library_code(functions: Iterable[Function]) -> str:

@@ -20,6 +20,7 @@ from typing import Literal, cast
 
 import redis
 from loguru import logger
+from redis.client import Pipeline
 
 from papertrader.store import keys
 from papertrader.store.master_epoch import RedisFenced
@@ -27,6 +28,9 @@ from papertrader.store.order_state import OrderState
 from papertrader.store.stream_order import StagedOrder, parse_fields
 
 Side = Literal["buy", "sell"]
+#: What became of one order handed to ``submit_many``: True kept, False queued but not
+#: confirmed by the replicas, None refused (nothing queued), or the error it met.
+Placed = bool | None | Exception
 RESULT_TTL_SECONDS = 3600
 
 # Publishes a chunk's outcomes and acknowledges its entries in one atomic call:
@@ -178,6 +182,9 @@ class Order:
         )
 
 
+#: Adds to a pipeline the command that queues one order (``OrderQueue.submit_many``).
+QueueOne = Callable[[Pipeline, Order], None]
+
 #: What the worker waiting on an order is told: the order's state after the drain.
 Outcome = OrderState
 
@@ -245,19 +252,52 @@ class OrderQueue:
         it (docs/OPERATIONS.md, "Redis with Sentinel"). RedisError: it may or may
         not have been queued.
         """
-        if self.replicas <= 0:
-            self._redis.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
-            return True
+        (placed,) = self.submit_many([order])
+        if isinstance(placed, Exception):
+            raise placed
+        assert placed is not None  # no cap was asked for
+        return placed
+
+    def submit_many(
+        self, orders: Sequence[Order], queue_one: QueueOne | None = None
+    ) -> list[Placed]:
+        """Queue ``orders`` in one round trip (one pipeline, then ``WAIT`` once for all).
+
+        ``queue_one(pipe, order)`` adds the command that queues one order (default:
+        its ``XADD``; the workers' ``pt_queue_order`` checks the pending cap in the
+        same step and answers 0 for an order it refused). For each order, as in
+        ``submit``: True kept, False queued but unconfirmed by the replicas, None
+        refused (nothing queued), or the RedisError it met (it may or may not have
+        been queued). A broken connection raises for them all.
+        """
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
-        pipe.wait(self.replicas, self._replica_timeout_ms)
-        added, acked = pipe.execute(raise_on_error=False)
-        if isinstance(added, Exception):
-            raise added
-        if isinstance(acked, Exception):
-            logger.warning(f"cannot wait for the Redis replicas ({acked}): orders not confirmed")
-            return False
-        return int(acked) >= self.replicas
+        for order in orders:
+            if queue_one is None:
+                pipe.xadd(keys.ORDERS, order.fields())  # type: ignore[arg-type]
+            else:
+                queue_one(pipe, order)
+        if self.replicas > 0:
+            pipe.wait(self.replicas, self._replica_timeout_ms)
+        answers = pipe.execute(raise_on_error=False)
+        kept = True
+        if self.replicas > 0:
+            acked = answers.pop()
+            if isinstance(acked, Exception):
+                logger.warning(
+                    f"cannot wait for the Redis replicas ({acked}): orders not confirmed"
+                )
+                kept = False
+            else:
+                kept = int(acked) >= self.replicas
+        placed: list[Placed] = []
+        for answer in answers:
+            if isinstance(answer, Exception):
+                placed.append(answer)
+            elif answer == 0:  # pt_queue_order's refusal (an XADD answers the entry's id)
+                placed.append(None)
+            else:
+                placed.append(kept)
+        return placed
 
     def wait_outcome(
         self, order_id: uuid.UUID, timeout: float, reply: str | None = None

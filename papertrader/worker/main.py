@@ -63,6 +63,7 @@ from papertrader.worker.history import PriceHistory
 from papertrader.worker.history_cache import HistoryCache
 from papertrader.worker.link_relay import LinkRelayServer, RelayLink, relay_path
 from papertrader.worker.master_link import Link, LinkIdentity, MasterLink
+from papertrader.worker.order_sender import OrderSender
 from papertrader.worker.orders import OrderDesk, order_wait_timeout
 from papertrader.worker.outcome_inbox import OutcomeInbox
 from papertrader.worker.processes import (
@@ -203,6 +204,14 @@ class Worker:
         )
         self.clients = ClientManager(self.sessions)
         self.outcomes = OutcomeInbox(redis_client)
+        self.order_sender = OrderSender(
+            OrderQueue(
+                redis_client,
+                replicas=settings.redis_min_replicas_ack,
+                replica_timeout=settings.redis_replica_ack_timeout,
+            ),
+            PendingOrders(redis_client, settings.max_pending_orders_per_account),
+        )
         handler = ClientHandler(
             settings,
             self.clients,
@@ -214,18 +223,14 @@ class Worker:
                 accounts=AccountGate.from_settings(redis_client, settings),
             ),
             OrderDesk(
-                OrderQueue(
-                    redis_client,
-                    replicas=settings.redis_min_replicas_ack,
-                    replica_timeout=settings.redis_replica_ack_timeout,
-                ),
+                self.order_sender,
                 self.outcomes,
                 self.cache,
                 settings.worker_name,
                 order_wait_timeout(settings.update_interval),
                 settings.max_order_quantity,
-                PendingOrders(redis_client, settings.max_pending_orders_per_account),
                 settings.update_interval,
+                settings.max_pending_orders_per_account,
             ),
             UserData(self.link, max_chunk_size(settings.max_data_size)),
             PriceHistory(
@@ -446,6 +451,7 @@ class Worker:
         self.link.stop()
         self.cache.stop()
         self.sessions.stop()
+        self.order_sender.stop()
         self.outcomes.stop()
         self.redis.close()
         self.redis.connection_pool.disconnect()

@@ -33,10 +33,9 @@ from loguru import logger
 
 from papertrader import metrics
 from papertrader.limits.limiter import Refused, retry_after_text
-from papertrader.limits.pending_orders import PendingOrders
 from papertrader.protocol import NIL, ErrorCode, Instruction, Message, ProtocolError, reply_to
 from papertrader.protocol.records import from_record, to_record
-from papertrader.store.order_queue import Order, OrderQueue, Side
+from papertrader.store.order_queue import Order, Side
 from papertrader.store.order_state import (
     ORDER_TYPES,
     TIMES_IN_FORCE,
@@ -47,6 +46,7 @@ from papertrader.store.sessions import Session
 from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_management import ClientInfo, shown
 from papertrader.worker.forwarding import stamp_time
+from papertrader.worker.order_sender import OrderSender
 from papertrader.worker.outcome_inbox import OutcomeInbox
 
 #: The original market orders: instruction -> (side, success return, failure return).
@@ -240,24 +240,25 @@ class OrderDesk:
 
     def __init__(
         self,
-        queue: OrderQueue,
+        sender: OrderSender,
         inbox: OutcomeInbox,
         cache: QuoteCache,
         worker_name: str,
         wait_timeout: float,
         max_quantity: int = 1_000_000_000,
-        pending: PendingOrders | None = None,
         update_interval: float = 5.0,
+        pending_cap: int = 0,
     ) -> None:
-        self._queue = queue
+        #: Queues the orders of every client of this process, a batch per round trip.
+        self._sender = sender
         #: Where this process's outcomes arrive (one list, one reading greenlet).
         self._inbox = inbox
         self._cache = cache
         self._worker = worker_name
         self._wait_timeout = wait_timeout
         self._max_quantity = max_quantity
-        #: The cap on orders one account may have waiting for the next drain.
-        self._pending = pending
+        #: The cap on orders one account may have waiting for the next drain (for its text).
+        self._pending_cap = pending_cap
         self._interval = update_interval
 
     # -- the instructions -----------------------------------------------------
@@ -328,17 +329,15 @@ class OrderDesk:
         return reply_to(request, Instruction.ORDER_STATUS, to_record(result.as_record()))
 
     # -- queue and wait ----------------------------------------------------------
-    def _over_pending_cap(self, order: Order, client: ClientInfo) -> TicketError | None:
-        """The per-account cap on orders waiting for the next drain, checked (and the
-        order counted) atomically in Redis before the XADD; a refusal queues nothing."""
-        pending = self._pending
-        if pending is None or pending.reserve(order.account_id, order.order_id):
-            return None
+    def _over_pending_cap(self, client: ClientInfo) -> TicketError:
+        """The refusal of an order over the per-account cap on orders waiting for the next
+        drain (checked, and the order counted and queued, atomically in Redis)."""
         wait = retry_after_text(Refused(max(1.0, math.ceil(self._interval))))
-        logger.info(f"{client.label}: order refused: {pending.cap} orders already waiting")
+        cap = self._pending_cap
+        logger.info(f"{client.label}: order refused: {cap} orders already waiting")
         return TicketError(
             ErrorCode.RATE_LIMITED,
-            f"you already have {pending.cap} orders waiting for the next market update "
+            f"you already have {cap} orders waiting for the next market update "
             f"(the most one account may have); this one was not queued: {wait}",
         )
 
@@ -366,12 +365,9 @@ class OrderDesk:
             session=session.session_id.hex,
         )
         cid = ticket.client_order_id
-        refusal = self._over_pending_cap(order, client)
-        if refusal is not None:
-            return refusal
         expected = self._inbox.expect(order.order_id)
         try:
-            kept = self._queue.submit(order)
+            kept = self._sender.send(order)
         except redis.RedisError as exc:
             expected.cancel()
             logger.warning(f"{client.label}: order {cid}: the order store failed ({exc})")
@@ -381,6 +377,9 @@ class OrderDesk:
                     cid, "may not have been queued: the order store failed while queuing it"
                 ),
             )
+        if kept is None:  # over the cap: nothing was queued
+            expected.cancel()
+            return self._over_pending_cap(client)
         metrics.ORDERS_QUEUED.labels(ticket.side).inc()
         logger.info(
             f"{client.label}: queued {ticket.side} {ticket.quantity} {shown(ticket.symbol)} "
@@ -392,7 +391,7 @@ class OrderDesk:
         if not kept:
             logger.warning(
                 f"{client.label}: order {cid}: no Redis replica confirmed it "
-                f"({self._queue.replicas} wanted); a failover now could lose it"
+                f"({self._sender.replicas} wanted); a failover now could lose it"
             )
         try:
             outcome = expected.get(self._wait_timeout)
