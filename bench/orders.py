@@ -17,6 +17,11 @@ parse, sort, apply set-based in PostgreSQL, publish every outcome, acknowledge):
 
 Baselines in the same run: pgbench's built-in TPC-B-like transaction on the same
 PostgreSQL, and redis-benchmark XADD on the same Redis.
+
+Each figure also carries the CPU time per order of the drain's process (this
+one: it is the master's code), of PostgreSQL (the postmaster and its backends)
+and of Redis, from /proc: on a shared machine the throughput says as much about
+the scheduler as about the drain, the CPU per order much less.
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from urllib.parse import urlsplit
 
 import redis
 
+from bench.quotes import cpu_seconds, with_children
 from papertrader.master.order_sessions import SessionCheck
 from papertrader.master.transactions import Check, OrderIntake, drain_once
 from papertrader.protocol.errors import ErrorCode
-from papertrader.services import ServiceUrls
+from papertrader.services import ServiceUrls, services_status
 from papertrader.services.binaries import find_binary
 from papertrader.store import keys, order_book
 from papertrader.store.order_queue import Order, OrderQueue
@@ -140,13 +146,35 @@ def _queue(client: redis.Redis, orders: list[Order], sessions: dict[int, str]) -
     pipe.execute()
 
 
+#: The servers' pids, for their CPU time (set by ``bench_orders``; empty: not measured).
+_SERVERS: dict[str, int] = {}
+
+
+def _server_cpu() -> dict[str, float]:
+    """CPU seconds used so far: this process (the drain), PostgreSQL, Redis."""
+    used = {"drain": time.process_time()}
+    if "postgres" in _SERVERS:
+        used["postgres"] = cpu_seconds(with_children(_SERVERS["postgres"]))
+    if "redis" in _SERVERS:
+        used["redis"] = cpu_seconds([_SERVERS["redis"]])
+    return used
+
+
 def _drain(queue: OrderQueue, pool: ConnectionPool, price: Decimal, now: datetime,
-           check: Check, intake: OrderIntake | None = None) -> tuple[int, float]:  # fmt: skip
+           check: Check, intake: OrderIntake | None = None,
+           cpu: dict[str, float] | None = None) -> tuple[int, float]:  # fmt: skip
+    """Drain once; ``cpu`` gets each process's CPU microseconds per order decided."""
+    before = _server_cpu()
     started = time.perf_counter()
     decided = drain_once(queue, pool, {"AAPL": price}, now=now, intake=intake,
                          day_end=now + timedelta(hours=8), max_open=1_000_000,
                          check=check)  # fmt: skip
-    return decided, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if cpu is not None and decided:
+        after = _server_cpu()
+        cpu.update({name: round((after[name] - before[name]) / decided * 1e6, 1)
+                    for name in after})  # fmt: skip
+    return decided, elapsed
 
 
 def bench_market(
@@ -170,12 +198,13 @@ def bench_market(
     if read_ahead:
         intake = OrderIntake(queue)
         intake.catch_up()
-    decided, elapsed = _drain(queue, pool, PRICE, now, check, intake)
+    cpu: dict[str, float] = {}
+    decided, elapsed = _drain(queue, pool, PRICE, now, check, intake, cpu)
     _assert_no_session_refusals(pool, ids)
     pool.close()
     client.close()
     return {"orders": decided, "seconds": round(elapsed, 3),
-            "orders_per_second": round(decided / elapsed)}  # fmt: skip
+            "orders_per_second": round(decided / elapsed), "cpu_us_per_order": cpu}  # fmt: skip
 
 
 def bench_mix(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
@@ -209,8 +238,9 @@ def bench_mix(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
             state = order_book.cancel_queued(pool, found, now)
             canceled += state is not None and state.status == "canceled"
     cancel_seconds = time.perf_counter() - started
+    cpu: dict[str, float] = {}
     decided, elapsed = _drain(queue, pool, (PRICE * Decimal("0.99")).quantize(Decimal("0.01")),
-                              now, check, intake)  # fmt: skip
+                              now, check, intake, cpu)  # fmt: skip
     with pool.transaction() as cur:
         cur.execute("SELECT status, count(*) FROM orders WHERE account_id = ANY(%s)"
                     " GROUP BY status", (ids,))  # fmt: skip
@@ -224,6 +254,7 @@ def bench_mix(urls: ServiceUrls, orders: int = ORDERS) -> dict[str, Any]:
         "cancels_per_second": round(canceled / cancel_seconds) if cancel_seconds else None,
         "seconds": round(elapsed, 3),
         "orders_per_second": round(decided / elapsed),
+        "cpu_us_per_order": cpu,
         "statuses_after": statuses,
     }
 
@@ -272,6 +303,10 @@ def redis_xadd_rps(redis_url: str, requests: int = 200_000) -> float | None:
 
 
 def bench_orders(urls: ServiceUrls, state: Path) -> dict[str, Any]:
+    status = services_status(state)
+    for name in ("postgres", "redis"):
+        if status[name].get("pid"):
+            _SERVERS[name] = int(status[name]["pid"])
     market = bench_market(urls)
     read_ahead = bench_market(urls, prefix="r", read_ahead=True)
     mix = bench_mix(urls)
