@@ -5,8 +5,9 @@ every bar covers one whole period) the loop asks the provider for all
 configured assets at once, keeps the quotes in memory (``QuoteBook``) for the
 order drain and portfolio valuation and publishes them to Redis for the
 workers. Then it runs the order drain, so orders fill at the price of the
-interval in which they are processed, and after it stores the bars in
-PostgreSQL (the orders waiting for the interval do not wait for that write).
+interval in which they are processed (the quotes go to Redis beside the
+drain), and after it stores the bars in PostgreSQL (the orders waiting for
+the interval wait for neither write).
 
 The loop never dies: a provider error keeps the last good quotes (logged
 with their age, and marked stale in ``pt:market:status``), a Redis or
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import gevent
 import gevent.event
 import psycopg2
 import redis
@@ -186,6 +188,15 @@ class AssetRetrieval:
     def _fetch_and_publish(self, start: datetime) -> Mapping[str, Quote] | None:
         """The period's quotes from the provider, in the quote book and in Redis; None
         if the provider failed."""
+        fetched = self._fetch(start)
+        if fetched is None:
+            return None
+        self._announce(*fetched)
+        return fetched[0]
+
+    def _fetch(self, start: datetime) -> tuple[Mapping[str, Quote], datetime] | None:
+        """The period's quotes from the provider, in the quote book (memory) with the
+        moment they arrived; None if the provider failed (reported)."""
         snapshot = self._book.snapshot()
         previous = snapshot.quotes
         try:
@@ -206,16 +217,24 @@ class AssetRetrieval:
             self._report(failed_at, False, str(exc)[:300])
             return None
         now = datetime.now(timezone.utc)
-        self._report(now, True, None)
         self._book.publish(quotes, now)
-        try:
-            self._store.publish(quotes, now)
-        except redis.RedisError as exc:
-            logger.warning("could not publish quotes to Redis ({}); workers keep the old ones", exc)
         missing = [s for s in self.symbols if s not in quotes]
         if missing:
             logger.warning("no quote this interval for {}", ", ".join(missing))
-        return quotes
+        return quotes, now
+
+    def _announce(self, quotes: Mapping[str, Quote], now: datetime) -> None:
+        """Record the update's success and publish the quotes to Redis for the workers."""
+        try:
+            self._report(now, True, None)
+            try:
+                self._store.publish(quotes, now)
+            except redis.RedisError as exc:
+                logger.warning(
+                    "could not publish quotes to Redis ({}); workers keep the old ones", exc
+                )
+        except Exception:
+            logger.exception("could not announce the quotes of {}", now.isoformat())
 
     def _store_bars(self, start: datetime, quotes: Mapping[str, Quote]) -> None:
         try:
@@ -226,21 +245,28 @@ class AssetRetrieval:
     def tick(self, now: datetime | None = None) -> None:
         """One interval's work: update (once per period) then the order drain.
 
-        The bars are stored in PostgreSQL after the drain, not before: the drain
-        fills at the quote book's prices (in memory), and every order waiting for
-        the interval waits for whatever runs before it (issue 15: an order is
-        answered within the interval plus 20 ms)."""
+        Every order waiting for the interval waits for whatever runs before the
+        drain (issue 15: an order is answered within the interval plus 20 ms), so
+        only the provider's quotes and the in-memory quote book (the prices the
+        drain fills at) come first. Telling Redis (the workers' quotes, the market
+        status) goes on beside the drain, and is done before the tick ends; the bars
+        are stored in PostgreSQL after the drain."""
         start = period_start(now or datetime.now(timezone.utc), self.interval)
-        fetched: Mapping[str, Quote] | None = None
+        fetched: tuple[Mapping[str, Quote], datetime] | None = None
+        announcing: gevent.Greenlet | None = None
         if start != self._last_period:
             self._last_period = start
-            fetched = self._fetch_and_publish(start)
+            fetched = self._fetch(start)
+            if fetched is not None:
+                announcing = gevent.spawn(self._announce, *fetched)
         try:
             if self._after_update is not None:
                 self._after_update()
         finally:
+            if announcing is not None:
+                announcing.join()
             if fetched is not None:
-                self._store_bars(start, fetched)
+                self._store_bars(start, fetched[0])
 
     def run(self, stop: gevent.event.Event) -> None:
         """Tick at every period start until ``stop`` is set; a tick in progress finishes."""
