@@ -469,3 +469,22 @@ def test_server_answers_any_broken_frame(
         assert answer.arg("code") == exc.code
         if exc.header is not None:
             assert answer.request_id == exc.header.request_id
+
+
+def test_subclasses_are_sent_as_their_wire_type_and_bad_strings_refused_each_time() -> None:
+    """The encoder picks a value's encoding by its exact class, and places a subclass
+    (an IntEnum code, a str subclass) by what it is; it keeps the encodings of the
+    strings it sent, but never a refusal."""
+
+    class Name(str):
+        pass
+
+    assert encode_payload((ErrorCode.SESSION_MISMATCH, Name("AAPL"), True, 7)) == encode_payload(
+        (int(ErrorCode.SESSION_MISMATCH), "AAPL", True, 7)
+    )
+    for _ in range(2):
+        with pytest.raises(ProtocolError) as info:
+            encode_payload(("\ud800",))
+        assert info.value.code is ErrorCode.BAD_ARGUMENT
+    with pytest.raises(ProtocolError):
+        encode_payload((1.5,))  # type: ignore[arg-type]

@@ -8,10 +8,11 @@ text, never as a binary float.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from enum import IntEnum
@@ -31,6 +32,7 @@ _U16 = struct.Struct("<H")
 _DATE = struct.Struct("<HBB")
 _MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 _MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_STR_TAG = b"\x01"
 
 
 class ValueType(IntEnum):
@@ -105,47 +107,117 @@ def from_timestamp_micros(micros: int) -> datetime:
         raise _bad(f"timestamp {micros} is out of range") from None
 
 
+def _encode_bool(value: Value, out: bytearray, depth: int) -> None:
+    out += b"\x04\x01" if value else b"\x04\x00"
+
+
+def _encode_int(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, int)
+    if not -(2**63) <= value < 2**63:
+        raise _bad("integer does not fit in 64 bits")
+    out.append(ValueType.INT)
+    out += _I64.pack(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _str_encoding(value: str) -> bytes:
+    """A string's whole encoding, tag included: answers repeat the same few (record
+    field names, statuses, symbols), so the last few thousand are kept."""
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad("string is not valid Unicode") from None
+    return _STR_TAG + _U32.pack(len(raw)) + raw
+
+
+def _encode_str(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, str)
+    out += _str_encoding(value)
+
+
+def _encode_decimal(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, Decimal)
+    text = decimal_text(value)
+    out.append(ValueType.DECIMAL)
+    out += _U16.pack(len(text))
+    out += text
+
+
+def _encode_id(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, uuid.UUID)
+    out.append(ValueType.ID)
+    out += value.bytes
+
+
+def _encode_timestamp(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, datetime)
+    micros = timestamp_micros(value)
+    out.append(ValueType.TIMESTAMP)
+    out += _I64.pack(micros)
+
+
+def _encode_date(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, date)
+    out.append(ValueType.DATE)
+    out += _DATE.pack(value.year, value.month, value.day)
+
+
+def _encode_bytes(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, bytes)
+    out.append(ValueType.BYTES)
+    out += _U32.pack(len(value))
+    out += value
+
+
+def _encode_list(value: Value, out: bytearray, depth: int) -> None:
+    assert isinstance(value, tuple)
+    out.append(ValueType.LIST)
+    if depth >= MAX_LIST_DEPTH:
+        raise _bad(f"lists nest deeper than {MAX_LIST_DEPTH}")
+    out += _U32.pack(len(value))
+    for item in value:
+        encoder = _ENCODERS.get(type(item)) or _encoder_of(item)
+        encoder(item, out, depth + 1)
+
+
+_Encoder = Callable[[Value, bytearray, int], None]
+_ENCODER_OF_KIND: dict[ValueType, _Encoder] = {
+    ValueType.BOOL: _encode_bool,
+    ValueType.INT: _encode_int,
+    ValueType.STR: _encode_str,
+    ValueType.DECIMAL: _encode_decimal,
+    ValueType.ID: _encode_id,
+    ValueType.TIMESTAMP: _encode_timestamp,
+    ValueType.DATE: _encode_date,
+    ValueType.BYTES: _encode_bytes,
+    ValueType.LIST: _encode_list,
+}
+#: Encoders by the value's exact class (one dictionary lookup per value); a class not
+#: seen yet (a subclass: an IntEnum code, a str subclass) is placed by ``value_type``.
+_ENCODERS: dict[type, _Encoder] = {
+    bool: _encode_bool,
+    int: _encode_int,
+    str: _encode_str,
+    Decimal: _encode_decimal,
+    uuid.UUID: _encode_id,
+    datetime: _encode_timestamp,
+    date: _encode_date,
+    bytes: _encode_bytes,
+    tuple: _encode_list,
+}
+
+
+def _encoder_of(value: Value) -> _Encoder:
+    encoder = _ENCODER_OF_KIND[value_type(value)]  # raises for what cannot be sent
+    if len(_ENCODERS) < 64:  # classes are few; never let odd ones grow it without end
+        _ENCODERS[type(value)] = encoder
+    return encoder
+
+
 def encode_value(value: Value, out: bytearray, depth: int = 0) -> None:
     """Append the tagged encoding of ``value`` to ``out``."""
-    kind = value_type(value)
-    out.append(kind)
-    if kind is ValueType.BOOL:
-        out.append(1 if value else 0)
-    elif kind is ValueType.INT:
-        assert isinstance(value, int)
-        if not -(2**63) <= value < 2**63:
-            raise _bad("integer does not fit in 64 bits")
-        out += _I64.pack(value)
-    elif kind is ValueType.STR:
-        assert isinstance(value, str)
-        try:
-            raw = value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _bad("string is not valid Unicode") from None
-        out += _U32.pack(len(raw)) + raw
-    elif kind is ValueType.DECIMAL:
-        assert isinstance(value, Decimal)
-        text = decimal_text(value)
-        out += _U16.pack(len(text)) + text
-    elif kind is ValueType.ID:
-        assert isinstance(value, uuid.UUID)
-        out += value.bytes
-    elif kind is ValueType.TIMESTAMP:
-        assert isinstance(value, datetime)
-        out += _I64.pack(timestamp_micros(value))
-    elif kind is ValueType.DATE:
-        assert isinstance(value, date)
-        out += _DATE.pack(value.year, value.month, value.day)
-    elif kind is ValueType.BYTES:
-        assert isinstance(value, bytes)
-        out += _U32.pack(len(value)) + value
-    else:
-        assert isinstance(value, tuple)
-        if depth >= MAX_LIST_DEPTH:
-            raise _bad(f"lists nest deeper than {MAX_LIST_DEPTH}")
-        out += _U32.pack(len(value))
-        for item in value:
-            encode_value(item, out, depth + 1)
+    encoder = _ENCODERS.get(type(value)) or _encoder_of(value)
+    encoder(value, out, depth)
 
 
 def encode_values(values: Sequence[Value]) -> bytes:
@@ -174,54 +246,84 @@ class _Reader:
         return chunk
 
     def value(self, depth: int = 0) -> Value:
-        (tag,) = self.take(1, "type tag")
+        data, pos = self.data, self.pos
+        if pos >= len(data):
+            raise _bad("type tag runs past the end of the data field")
+        tag = data[pos]
+        self.pos = pos + 1
+        read = _READERS.get(tag)
+        if read is None:
+            raise _bad(f"unknown value type tag {tag}")
+        return read(self, depth)
+
+    def _bool(self, depth: int) -> Value:
+        (flag,) = self.take(1, "bool")
+        if flag > 1:
+            raise _bad(f"bool byte is {flag}, not 0 or 1")
+        return flag == 1
+
+    def _int(self, depth: int) -> Value:
+        return int(_I64.unpack(self.take(8, "int"))[0])
+
+    def _str(self, depth: int) -> Value:
+        (size,) = _U32.unpack(self.take(4, "string length"))
         try:
-            kind = ValueType(tag)
+            return self.take(size, "string").decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("string is not valid UTF-8") from None
+
+    def _decimal(self, depth: int) -> Value:
+        (size,) = _U16.unpack(self.take(2, "decimal length"))
+        if size > MAX_DECIMAL_TEXT:
+            raise _bad(f"decimal has more than {MAX_DECIMAL_TEXT} characters")
+        text = self.take(size, "decimal")
+        if not _DECIMAL_RE.match(text):
+            raise _bad("decimal is not plain decimal text")
+        try:
+            return Decimal(text.decode("ascii"))
+        except InvalidOperation:  # pragma: no cover - the regex already ruled it out
+            raise _bad("decimal is not plain decimal text") from None
+
+    def _id(self, depth: int) -> Value:
+        return uuid.UUID(bytes=self.take(16, "id"))
+
+    def _timestamp(self, depth: int) -> Value:
+        return from_timestamp_micros(int(_I64.unpack(self.take(8, "timestamp"))[0]))
+
+    def _date(self, depth: int) -> Value:
+        year, month, day = _DATE.unpack(self.take(4, "date"))
+        try:
+            return date(year, month, day)
         except ValueError:
-            raise _bad(f"unknown value type tag {tag}") from None
-        if kind is ValueType.BOOL:
-            (flag,) = self.take(1, "bool")
-            if flag > 1:
-                raise _bad(f"bool byte is {flag}, not 0 or 1")
-            return flag == 1
-        if kind is ValueType.INT:
-            return int(_I64.unpack(self.take(8, "int"))[0])
-        if kind is ValueType.STR:
-            (size,) = _U32.unpack(self.take(4, "string length"))
-            try:
-                return self.take(size, "string").decode("utf-8")
-            except UnicodeDecodeError:
-                raise _bad("string is not valid UTF-8") from None
-        if kind is ValueType.DECIMAL:
-            (size,) = _U16.unpack(self.take(2, "decimal length"))
-            if size > MAX_DECIMAL_TEXT:
-                raise _bad(f"decimal has more than {MAX_DECIMAL_TEXT} characters")
-            text = self.take(size, "decimal")
-            if not _DECIMAL_RE.match(text):
-                raise _bad("decimal is not plain decimal text")
-            try:
-                return Decimal(text.decode("ascii"))
-            except InvalidOperation:  # pragma: no cover - the regex already ruled it out
-                raise _bad("decimal is not plain decimal text") from None
-        if kind is ValueType.ID:
-            return uuid.UUID(bytes=self.take(16, "id"))
-        if kind is ValueType.TIMESTAMP:
-            return from_timestamp_micros(int(_I64.unpack(self.take(8, "timestamp"))[0]))
-        if kind is ValueType.DATE:
-            year, month, day = _DATE.unpack(self.take(4, "date"))
-            try:
-                return date(year, month, day)
-            except ValueError:
-                raise _bad(f"{year:04}-{month:02}-{day:02} is not a date") from None
-        if kind is ValueType.BYTES:
-            (size,) = _U32.unpack(self.take(4, "bytes length"))
-            return self.take(size, "bytes")
+            raise _bad(f"{year:04}-{month:02}-{day:02} is not a date") from None
+
+    def _bytes(self, depth: int) -> Value:
+        (size,) = _U32.unpack(self.take(4, "bytes length"))
+        return self.take(size, "bytes")
+
+    def _list(self, depth: int) -> Value:
         if depth >= MAX_LIST_DEPTH:
             raise _bad(f"lists nest deeper than {MAX_LIST_DEPTH}")
         (count,) = _U32.unpack(self.take(4, "list count"))
         if count > len(self.data) - self.pos:  # each value takes at least one byte
             raise _bad("list count is larger than the data left")
-        return tuple(self.value(depth + 1) for _ in range(count))
+        value = self.value
+        return tuple([value(depth + 1) for _ in range(count)])
+
+
+#: How each type tag is read (one dictionary lookup per value, not an enum lookup).
+_READERS: dict[int, Callable[[_Reader, int], Value]] = {
+    ValueType.BOOL: _Reader._bool,
+    ValueType.INT: _Reader._int,
+    ValueType.STR: _Reader._str,
+    ValueType.DECIMAL: _Reader._decimal,
+    ValueType.ID: _Reader._id,
+    ValueType.TIMESTAMP: _Reader._timestamp,
+    ValueType.DATE: _Reader._date,
+    ValueType.BYTES: _Reader._bytes,
+    ValueType.LIST: _Reader._list,
+}
+assert set(_READERS) == set(ValueType) == set(_ENCODER_OF_KIND)
 
 
 def decode_values(data: bytes, count: int) -> tuple[Value, ...]:
