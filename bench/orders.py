@@ -18,7 +18,9 @@ parse, sort, apply set-based in PostgreSQL, publish every outcome, acknowledge):
 Baselines in the same run: pgbench's built-in TPC-B-like transaction on the same
 PostgreSQL, and redis-benchmark XADD on the same Redis.
 
-Each figure also carries the CPU time per order of the drain's process (this
+The drain runs in this process with the garbage collector tuned as the master
+tunes its own (``master/gc_tuning.py``; ``PT_BENCH_GC=default`` leaves CPython's
+settings). Each figure also carries the CPU time per order of the drain's process (this
 one: it is the master's code), of PostgreSQL (the postmaster and its backends)
 and of Redis, from /proc: on a shared machine the throughput says as much about
 the scheduler as about the drain, the CPU per order much less.
@@ -26,6 +28,7 @@ the scheduler as about the drain, the CPU per order much less.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import re
@@ -43,6 +46,7 @@ from urllib.parse import urlsplit
 import redis
 
 from bench.quotes import cpu_seconds, with_children
+from papertrader.master import gc_tuning
 from papertrader.master.order_sessions import SessionCheck
 from papertrader.master.transactions import Check, OrderIntake, drain_once
 from papertrader.protocol.errors import ErrorCode
@@ -303,6 +307,19 @@ def redis_xadd_rps(redis_url: str, requests: int = 200_000) -> float | None:
 
 
 def bench_orders(urls: ServiceUrls, state: Path) -> dict[str, Any]:
+    """Every figure, with this process's collector tuned as the master's, then restored
+    (other benchmarks may run in this process after it)."""
+    thresholds = gc.get_threshold()
+    if os.environ.get("PT_BENCH_GC") != "default":
+        gc_tuning.tune()
+    try:
+        return _bench_orders(urls, state)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def _bench_orders(urls: ServiceUrls, state: Path) -> dict[str, Any]:
     status = services_status(state)
     for name in ("postgres", "redis"):
         if status[name].get("pid"):

@@ -36,7 +36,7 @@ from papertrader.limits.pending_orders import PendingOrders
 from papertrader.log import crash_guard, install_logging_for, uninstall_logging
 from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
-from papertrader.master import trading_day
+from papertrader.master import gc_tuning, trading_day
 from papertrader.master.asset_retrieval import AssetRetrieval, QuoteBook
 from papertrader.master.bcrypt_pool import BcryptPool
 from papertrader.master.context import MasterContext
@@ -473,6 +473,7 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
                 make_cooperative()
                 master = Master(settings, urls, state_dir)
                 master.start()
+                gc_tuning.tune()  # what start-up built lives as long as the process
             except (MasterError, ServicesError) as exc:
                 logger.error("master cannot start: {}", exc)
                 failure = str(exc)
