@@ -110,13 +110,18 @@ def test_a_worker_newer_than_the_masters_functions_queues_in_two_steps(
 
 
 def test_after_redis_dropped_the_senders_connection_orders_are_queued_again(
-    queue: OrderQueue, redis_client: redis.Redis, accounts: list[int]
+    redis_url: str, redis_client: redis.Redis, accounts: list[int]
 ) -> None:
-    sender = OrderSender(queue, PendingOrders(redis_client, cap=10))
+    own = redis.Redis.from_url(redis_url, client_name="pt-test-order-sender")
+    sender = OrderSender(OrderQueue(own), PendingOrders(own, cap=10))
     try:
         assert sender.send(_order(accounts[0])) is True
-        redis_client.client_kill_filter(_type="normal", skipme=True)  # the sender's too
+        ids = [c["id"] for c in redis_client.client_list() if c["name"] == "pt-test-order-sender"]
+        assert ids  # only this test's connections: the server is shared with other tests
+        for client_id in ids:
+            redis_client.client_kill_filter(_id=client_id)
         assert sender.send(_order(accounts[0])) is True
     finally:
         sender.stop()
+        own.close()
     assert len(_queued_ids(redis_client)) == 2
