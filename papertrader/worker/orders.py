@@ -377,6 +377,9 @@ class OrderDesk:
                     cid, "may not have been queued: the order store failed while queuing it"
                 ),
             )
+        except BaseException:  # a bug, or this greenlet killed: nobody waits any more
+            expected.cancel()
+            raise
         if kept is None:  # over the cap: nothing was queued
             expected.cancel()
             return self._over_pending_cap(client)
