@@ -8,10 +8,10 @@
 -- went to another page and added an entry to every index: five for accounts (the key,
 -- the username and e-mail both as given and lowercased), whose expression indexes
 -- also evaluate lower() for each row. Measured with 1,000 market orders from 1,000
--- accounts (bench/README.md, "PostgreSQL's apply"): 17 % of the account updates and
--- 25 % of the position updates were HOT; the drain's last statement (accounts and
+-- accounts (bench/README.md, "PostgreSQL's apply"): 12 to 30 % of the account updates
+-- and 25 to 45 % of the position updates were HOT; the drain's last statement (accounts and
 -- positions written) took 26.5 ms, 17.7 of them the account update with 21 buffer
--- accesses per row. With pages half full, 99 % were HOT and the statement took
+-- accesses per row. With pages half full, 99.6 % were HOT and the statement took
 -- 9.8 ms. Half: a drain updates every row of a page at most once, so a page whose
 -- rows take half of it has room for all their new versions; the old ones are pruned
 -- by the next access once no transaction can see them.
