@@ -9,7 +9,8 @@ the prices moved:
    orders past their end expire, open limit and stop orders whose condition
    holds at the interval's price fill;
 2. the new orders, sorted by the workers' timestamps (the stream id breaking
-   ties), in chunks: each chunk is staged with COPY and applied by a few
+   ties), in chunks, the oldest first (they waited longest; ``_chunks``): each
+   chunk is staged with COPY and applied by a few
    set-based statements (``apply_chunk``, migration 0005) in one transaction;
 3. after each chunk commits, its outcomes are pushed to the waiting workers
    and its entries acknowledged, in one Lua call (``OrderQueue.complete``).
@@ -60,6 +61,9 @@ from papertrader.store.stream_order import StagedOrder
 #: Orders applied per transaction: large enough that per-statement costs vanish,
 #: small enough that a chunk's locks and its wait for the workers stay short.
 CHUNK_SIZE = 4000
+#: A drain of one chunk and at least twice this many orders applies its oldest eighth
+#: (never fewer than this) as a chunk of its own first: see ``_chunks``.
+HEAD_CHUNK_MIN = 100
 #: Entries one read of the stream returns.
 READ_COUNT = 5000
 #: Most orders the intake holds in memory; beyond it they wait in the stream.
@@ -323,10 +327,30 @@ class Drainer:
 
 
 def _chunks(count: int, size: int) -> list[tuple[int, int]]:
-    """Where the chunks of ``count`` orders start and end: ``size`` at most each, and
-    when there is more than one, the last ``size`` orders go as a half and two
-    quarters. A chunk's outcomes go out while PostgreSQL applies the next one, except
-    the last chunk's, which nothing overlaps: a small last chunk keeps that wait short."""
+    """Where the chunks of ``count`` orders (in stamp order) start and end.
+
+    Chunks of ``size`` at most; when there is more than one, the last ``size``
+    orders go as a half and two quarters: a chunk's outcomes go out while
+    PostgreSQL applies the next one, except the last chunk's, which nothing
+    overlaps, so a small last chunk keeps that wait short. The oldest orders are
+    thus answered first, after their own chunk's commit.
+
+    A drain that fits in one chunk (one interval's orders, the usual case) would
+    answer nobody before the whole apply, so its oldest eighth (at least
+    ``HEAD_CHUNK_MIN``) goes first as a chunk of its own: those orders have
+    waited longest since they were placed, up to a whole interval, so the
+    slowest answers of an interval are theirs, and with 1,000 orders they go
+    out after about a sixth of the apply instead of all of it. The newer orders,
+    which waited less, take the few milliseconds the second chunk costs."""
+    if count <= size and count >= 2 * HEAD_CHUNK_MIN:
+        head = max(HEAD_CHUNK_MIN, count // 8)
+        return [(0, head), (head, count)]
+    return _rest(count, size)
+
+
+def _rest(count: int, size: int) -> list[tuple[int, int]]:
+    """Chunks of ``size`` at most, the last ``size`` orders (if more) as a half and two
+    quarters."""
     if count <= size:
         return [(0, count)] if count else []
     tail = size
@@ -499,4 +523,4 @@ class OrderDrain:
             pass  # Redis is down: the drain itself said so already
 
 
-__all__ = ["CHUNK_SIZE", "OrderDrain", "OrderIntake", "Outcome", "drain_once"]
+__all__ = ["CHUNK_SIZE", "HEAD_CHUNK_MIN", "OrderDrain", "OrderIntake", "Outcome", "drain_once"]
