@@ -16,13 +16,14 @@ from decimal import Decimal
 
 import pytest
 import redis
+from drain_support import cash, outcome
 
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
 from papertrader.master.transactions import OrderIntake, drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys, order_book
-from papertrader.store.accounts import create_account, get_account
+from papertrader.store.accounts import create_account
 from papertrader.store.order_queue import Order, OrderQueue, Outcome
 from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
@@ -57,18 +58,6 @@ def placed(queue: OrderQueue, session: Session, reply: str | None = None) -> Ord
     )  # fmt: skip
     queue.submit(order)
     return order
-
-
-def outcome(queue: OrderQueue, order: Order) -> Outcome:
-    got = queue.wait_outcome(order.order_id, timeout=5, reply=order.reply)
-    assert got is not None, "the worker waiting on the order got no outcome"
-    return got
-
-
-def cash(pool: ConnectionPool, account_id: int) -> Decimal:
-    account = get_account(pool, account_id)
-    assert account is not None
-    return account.cash
 
 
 def test_an_order_whose_session_ended_after_it_was_read_ahead_is_refused(

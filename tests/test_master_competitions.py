@@ -15,12 +15,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from drain_support import cash, outcome
 
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import competitions
-from papertrader.store.accounts import create_account, get_account
-from papertrader.store.order_queue import Order, OrderQueue, Outcome
+from papertrader.store.accounts import create_account
+from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import ledger, positions
@@ -52,18 +53,6 @@ def ticket(user: int, client_id: uuid.UUID, quantity: int, **terms: object) -> O
         client_order_id=client_id, reply=uuid.uuid4().hex, competition="class 7b",
         **terms,  # type: ignore[arg-type]
     )  # fmt: skip
-
-
-def outcome(queue: OrderQueue, placed: Order) -> Outcome:
-    got = queue.wait_outcome(placed.order_id, timeout=2, reply=placed.reply)
-    assert got is not None, "the worker waiting on the order got no outcome"
-    return got
-
-
-def cash(pool: ConnectionPool, account_id: int) -> Decimal:
-    account = get_account(pool, account_id)
-    assert account is not None
-    return account.cash
 
 
 def test_one_client_order_id_twice_and_a_replay_fill_once_in_the_competition_account(

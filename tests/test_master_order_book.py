@@ -16,13 +16,14 @@ from decimal import Decimal
 
 import pytest
 import redis
+from drain_support import outcome
 
 from papertrader.master.trading_day import day_order_end
 from papertrader.master.transactions import OrderIntake, drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import order_book
 from papertrader.store.accounts import create_account
-from papertrader.store.order_queue import Order, OrderQueue, Outcome
+from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
 
@@ -69,12 +70,6 @@ def drain(queue: OrderQueue, pool: ConnectionPool, price: str, at: datetime = T0
     return drain_once(
         queue, pool, {"AAPL": Decimal(price), "MSFT": Decimal("400.00")}, now=at, day_end=DAY_END
     )
-
-
-def outcome(queue: OrderQueue, placed: Order) -> Outcome:
-    got = queue.wait_outcome(placed.order_id, timeout=2, reply=placed.reply)
-    assert got is not None, "no outcome for the order"
-    return got
 
 
 def money(pool: ConnectionPool, account: int) -> tuple[Decimal, Decimal]:

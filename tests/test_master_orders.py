@@ -14,14 +14,15 @@ from decimal import Decimal
 
 import pytest
 import redis
+from drain_support import cash, outcome
 
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.retention import RejectedOrdersPurge
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys
-from papertrader.store.accounts import create_account, get_account
-from papertrader.store.order_queue import Order, OrderQueue, Outcome
+from papertrader.store.accounts import create_account
+from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import history, positions
@@ -47,18 +48,6 @@ def order(account_id: int, side: str, symbol: str, quantity: int, at: datetime =
         client_ip="203.0.113.7",
         worker="w1",
     )
-
-
-def outcome(queue: OrderQueue, placed: Order) -> Outcome:
-    got = queue.wait_outcome(placed.order_id, timeout=2)
-    assert got is not None, "the worker waiting on the order got no outcome"
-    return got
-
-
-def cash(pool: ConnectionPool, account_id: int) -> Decimal:
-    account = get_account(pool, account_id)
-    assert account is not None
-    return account.cash
 
 
 def held(pool: ConnectionPool, account_id: int) -> dict[str, tuple[int, Decimal]]:
