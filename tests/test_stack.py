@@ -31,6 +31,7 @@ from test_e2e_support import (
 from test_workers_keys import master_env
 
 from papertrader.client import get_worker_list
+from papertrader.keyring import short_home
 from papertrader.services.ports import free_port
 from papertrader.services.state import pid_alive
 from papertrader.stack.processes import ProcessId
@@ -189,6 +190,23 @@ def test_a_detached_stack_restarts_a_killed_server_and_pt_restart_works_without_
     assert stopped["master"] == "stopped" and stopped["worker-1"] == "was not running"
     assert not port_answers(master_port) and not port_answers(worker_port)
     assert load_record(state) is None and running_servers(state) == []
+    # The killed worker could not stop its gpg-agent: pt down did.
+    wait_until("no gpg-agent of the stack", lambda: agents_of(state) == [])
+
+
+def agents_of(state: Path) -> list[int]:
+    """Pids of gpg-agents running for a GnuPG home of ``state`` (or its short link)."""
+    homes = {str(home) for home in state.glob("gnupg-*")}
+    homes |= {str(short_home(Path(home))) for home in homes}
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith("gpg-agent") and homes & set(argv):
+            found.append(int(proc.name))
+    return found
 
 
 def test_down_stops_servers_started_by_hand_for_the_state_dir(

@@ -5,15 +5,18 @@ Used by the supervisor when it stops (SIGTERM, Ctrl-C, a failed start) and by
 once (they hold the clients; stopping them together keeps ``pt down`` short),
 then the master (which finishes its current update and drain), then any
 server still announced in ``run/`` (one an operator started by hand with
-``--state-dir``), then Redis and PostgreSQL if this stack started them (under
-``pt up --ha``: the Sentinels first, the replicas after their primaries), and
-the record last, so an interrupted stop can be run again.
+``--state-dir``), then the gpg-agents of the stack's GnuPG homes (a server
+stops its own, but one killed and not restarted cannot), then Redis and
+PostgreSQL if this stack started them (under ``pt up --ha``: the Sentinels
+first, the replicas after their primaries), and the record last, so an
+interrupted stop can be run again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from papertrader.stack.ha import stop_ha_services, stop_ha_watchers
 from papertrader.stack.processes import terminate
@@ -56,6 +59,21 @@ def stop_announced(
     return stopped
 
 
+def stop_agents_of(state_dir: Path) -> None:
+    """Stop the gpg-agents of the stack's own GnuPG homes (``<state_dir>/gnupg-*``, where
+    ``pt up`` keeps them), once their servers are stopped. A server that stops stops its
+    own agent; one killed (SIGKILL, a crash) and not started again leaves it running
+    after the stack is gone. Only homes with an agent's socket are asked."""
+    from papertrader.keyring import KeyringError, stop_agent
+
+    for home in sorted(state_dir.glob("gnupg-*")):
+        if (home / "S.gpg-agent").exists():
+            try:
+                stop_agent(home)
+            except KeyringError:  # its short path is taken by something else: leave it
+                pass
+
+
 def stop_services_of(record: StackRecord, timeout: float, report: Report | None) -> None:
     """Stop Redis and PostgreSQL if this stack started them (else they are someone else's)."""
     if not record.services_started:
@@ -87,6 +105,7 @@ def teardown(
             if report is not None:
                 report(name, outcome)
     stop_announced(record, timeout, report)
+    stop_agents_of(record.state_dir)
     stop_ha_watchers(record, report)
     stop_services_of(record, timeout, report)
     stop_ha_services(record, timeout, report)
