@@ -169,7 +169,9 @@ class Master:
             ),
             mailer=Mailer(settings),
             intake=self.intake,
-            bcrypt=BcryptPool(settings.bcrypt_threads, settings.bcrypt_queue),
+            bcrypt=BcryptPool(
+                settings.bcrypt_threads, settings.bcrypt_queue, settings.bcrypt_idle_priority
+            ),
             leadership=self.leadership,
             read_pool=self.read_pool,
         )
