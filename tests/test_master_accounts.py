@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 import time
 from decimal import Decimal
 
@@ -214,28 +212,3 @@ def test_a_full_pool_is_unavailable_for_a_login(pool: ConnectionPool) -> None:
     assert info.value.code is ErrorCode.UNAVAILABLE and "busy" in info.value.reason
     blocker.get(timeout=30)
     bcrypt_pool.close()
-
-
-def _own_policy() -> int:
-    """The scheduling policy of the thread this runs in (Linux schedules threads)."""
-    return os.sched_getscheduler(threading.get_native_id())
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
-def test_password_checks_run_at_idle_priority_so_a_login_flood_yields_to_trading(
-    pool: ConnectionPool,
-) -> None:
-    """A bcrypt thread goes to SCHED_IDLE before its first check; the master's own
-    thread (quotes, orders, the drain) keeps its policy; the setting turns it off."""
-    register(pool, SETTINGS, "kim", "kim@example.com", GOOD)
-    loop_policy = _own_policy()
-    assert loop_policy != os.SCHED_IDLE
-    bcrypt_pool = BcryptPool(threads=1)
-    assert bcrypt_pool.run(Job(), _own_policy) == os.SCHED_IDLE
-    login(pool, SETTINGS, "kim", GOOD, bcrypt_pool)  # a real check, in that thread
-    assert bcrypt_pool.run(Job(), _own_policy) == os.SCHED_IDLE
-    assert _own_policy() == loop_policy
-    bcrypt_pool.close()
-    untouched = BcryptPool(threads=1, idle=False)  # bcrypt_idle_priority = false
-    assert untouched.run(Job(), _own_policy) == loop_policy
-    untouched.close()

@@ -205,7 +205,6 @@ _RULES: dict[str, _Rule] = {
     "min_password_score": _Rule("int", "a zxcvbn strength score from 0 to 4", 0, 4),
     "bcrypt_threads": _Rule("int", "threads from 0 (one per core) to 256", 0, 256),
     "bcrypt_queue": _Rule("int", "waiting password checks, 0 to 100000", 0, 100000),
-    "bcrypt_idle_priority": _Rule("bool", "true or false (also 1/0, yes/no, on/off)"),
     "request_deadline_seconds": _Rule("float", "seconds from 1 to 300", 1, 300),
     "max_data_size": _Rule("int", "bytes from 1024 to 16777216 (16 MiB)", 1024, 16 * 1024 * 1024),
     "client_idle_timeout": _Rule("float", "seconds greater than 0", 0, low_open=True),
@@ -420,8 +419,6 @@ class Settings:
     #: bcrypt's own pool on the master: threads (0 = one per core) and checks that may wait.
     bcrypt_threads: int = 0
     bcrypt_queue: int = 64
-    #: bcrypt threads under SCHED_IDLE: a login flood yields the cores to trading.
-    bcrypt_idle_priority: bool = True
     #: How long a worker waits for the master's answer to a forwarded request; the master
     #: sends it in LINK_WELCOME and drops work whose request is older (master/deadlines.py).
     request_deadline_seconds: float = 10.0

@@ -14,26 +14,11 @@ Bounds, so that waiting work never piles up:
   (:class:`Job`); a job whose deadline passed or whose request was cancelled
   (the worker gave up, its client left, the link dropped) while it waited is
   dropped with :class:`Expired` when a thread picks it up, never computed.
-
-Logins must not slow trading: a flood of them keeps every bcrypt thread busy,
-and the kernel would share the cores evenly between the bcrypt threads and the
-processes answering quotes and orders (the worker, PostgreSQL, Redis, and this
-process's own event loop). The bcrypt threads therefore run under Linux's
-SCHED_IDLE policy (``bcrypt_idle_priority``, on by default): they get every
-core nothing else wants, so logins per second are what the cores allow when
-trading is quiet, and any other thread that wakes up takes the core at once.
-Measured with `python -m bench trading` (1,000 traders, a login flood at
-bcrypt's capacity), quote p99 under the flood was 1.2-1.5 times its idle value
-with SCHED_IDLE, against 1.7-2.6 at the same priority as trading or at nice 10.
-bcrypt releases the GIL while it hashes, so an idle-priority thread holds it
-only for the few microseconds around a check. No privilege is needed to lower a
-thread's own priority; where SCHED_IDLE is missing, nice 19 is used.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,21 +53,6 @@ class Job:
         return self.cancelled or (self.deadline is not None and time.monotonic() > self.deadline)
 
 
-def idle_priority() -> bool:
-    """Put the calling thread (only it: Linux schedules threads) under SCHED_IDLE, or
-    at nice 19 where that policy is missing; False where neither can be done (the
-    thread then runs as it was)."""
-    tid = threading.get_native_id()
-    try:
-        if hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        else:
-            os.setpriority(os.PRIO_PROCESS, tid, 19)
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
 def default_threads() -> int:
     """One thread per core this process may run on."""
     try:
@@ -94,12 +64,10 @@ def default_threads() -> int:
 class BcryptPool:
     """``run(job, function, *args)`` in a bcrypt thread, within the bounds above."""
 
-    def __init__(self, threads: int = 0, queue: int = 64, idle: bool = True) -> None:
+    def __init__(self, threads: int = 0, queue: int = 64) -> None:
         self.threads = threads or default_threads()
         self.limit = self.threads + queue
-        self.idle = idle
         self._pool = gevent.threadpool.ThreadPool(self.threads)
-        self._lowered = threading.local()
         self._accepted = 0
         #: Counters for logs and tests.
         self.refused = 0
@@ -123,9 +91,6 @@ class BcryptPool:
         def task() -> T:
             if job.expired:  # checked in the thread, when the job's turn has come
                 raise Expired("given up while it waited")
-            if self.idle and not getattr(self._lowered, "done", False):  # once per thread
-                idle_priority()
-                self._lowered.done = True
             result = function(*args)
             self.completed += 1
             return result

@@ -169,9 +169,7 @@ class Master:
             ),
             mailer=Mailer(settings),
             intake=self.intake,
-            bcrypt=BcryptPool(
-                settings.bcrypt_threads, settings.bcrypt_queue, settings.bcrypt_idle_priority
-            ),
+            bcrypt=BcryptPool(settings.bcrypt_threads, settings.bcrypt_queue),
             leadership=self.leadership,
             read_pool=self.read_pool,
         )
