@@ -1,6 +1,6 @@
 """Run every benchmark and print one JSON document: `python -m bench` (or `make bench`).
 
-`python -m bench orders` (or `quotes`, `hostile`, `trading`) runs only that part;
+`python -m bench orders` (or `quotes`, `scaling`, `hostile`, `trading`) runs only that part;
 `python -m bench replica` (not in the default run) measures a synchronous PostgreSQL replica,
 `python -m bench redis-wait` what waiting for a Redis replica costs order placement.
 """
@@ -40,16 +40,19 @@ def main() -> None:
     from bench.quotes import bench_quotes
     from bench.redis_wait import bench_redis_wait
     from bench.replica import bench_replica
+    from bench.scaling import bench_scaling
     from bench.stack import services
     from bench.trading import bench_trading
 
     make_cooperative()
     seconds = float(os.environ.get("PT_BENCH_SECONDS", "10"))
-    wanted = set(sys.argv[1:]) or {"quotes", "orders", "hostile", "trading"}
+    wanted = set(sys.argv[1:]) or {"quotes", "scaling", "orders", "hostile", "trading"}
     with services() as (urls, state):
         results: dict[str, object] = {"machine": machine()}
         if "quotes" in wanted:
             results["quotes"] = bench_quotes(urls, state, seconds=seconds)
+        if "scaling" in wanted:
+            results["scaling"] = bench_scaling(urls, state, seconds=seconds)
         if "orders" in wanted:
             results["orders"] = bench_orders(urls, state)
         if "hostile" in wanted:
