@@ -230,14 +230,31 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def bench_quotes(
-    urls: ServiceUrls, state: Path, connections: int = 100, seconds: float = 10.0
-) -> dict[str, Any]:
+def priced(urls: ServiceUrls, seconds: float) -> tuple[redis.Redis, int, int]:
+    """A Redis client, with prices for AAPL and MSFT in the quote cache (what the workers
+    answer from); the load generator's processes, and the rounds of ``seconds``."""
     client = redis.Redis.from_url(urls.redis_url)
     now = datetime.now(timezone.utc)
     QuoteStore(client).publish(SimulatedProvider(1).fetch(["AAPL", "MSFT"], now, {}), now)
     processes = int(os.environ.get("PT_BENCH_LOADGEN_PROCESSES", str(os.cpu_count() or 1)))
-    rounds = max(1, round(seconds / ROUND_SECONDS))
+    return client, processes, max(1, round(seconds / ROUND_SECONDS))
+
+
+def spawn_worker(
+    urls: ServiceUrls, state: Path, port: int, master: Master, name: str, processes: int = 1
+) -> subprocess.Popen[bytes]:
+    """`pt worker run` as ``name`` on ``port`` (TLS, a web port of its own)."""
+    return spawn(
+        ["-m", "papertrader_cli", "worker", "run"],
+        worker_env(urls, state, port, free_port(), master, name, processes=processes),
+        state / f"{name}.out",
+    )
+
+
+def bench_quotes(
+    urls: ServiceUrls, state: Path, connections: int = 100, seconds: float = 10.0
+) -> dict[str, Any]:
+    client, processes, rounds = priced(urls, seconds)
 
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -264,11 +281,7 @@ def bench_quotes(
         started.append(worker)
         # The same worker on every core: 2 processes (one per core here) on one port.
         wide_port = free_port()
-        wide = spawn(
-            ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, wide_port, free_port(), master, "bench-wide", processes=2),
-            state / "worker-wide.out",
-        )
+        wide = spawn_worker(urls, state, wide_port, master, "bench-wide", processes=2)
         started.append(wide)
         waits = ((bare_port, bare), (bare_tls_port, bare_tls), (worker_port, worker),
                  (web_port, worker))  # fmt: skip

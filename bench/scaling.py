@@ -26,27 +26,22 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench.loadgen import request_bytes, run_load
 from bench.quotes import (
-    ROUND_SECONDS,
     Master,
     Target,
     answers_quotes,
     load_average,
+    priced,
+    spawn_worker,
     wait_until,
     with_children,
-    worker_env,
 )
-from bench.stack import free_port, spawn, stop, wait_for_port
-from papertrader.market.providers import SimulatedProvider
+from bench.stack import free_port, stop, wait_for_port
 from papertrader.services import ServiceUrls
-from papertrader.store.quotes import QuoteStore
 from papertrader.tls.local import ca_file
 
 #: Share of a core each worker process may use.
@@ -120,27 +115,15 @@ def bench_scaling(
         _controller()
     except OSError as exc:
         return {"skipped": f"no CPU quota can be set here ({exc})"}
-    client = redis.Redis.from_url(urls.redis_url)
-    now = datetime.now(timezone.utc)
-    QuoteStore(client).publish(SimulatedProvider(1).fetch(["AAPL", "MSFT"], now, {}), now)
-    processes = int(os.environ.get("PT_BENCH_LOADGEN_PROCESSES", str(os.cpu_count() or 1)))
-    rounds = max(1, round(seconds / ROUND_SECONDS))
+    client, processes, rounds = priced(urls, seconds)
     started: list[subprocess.Popen[bytes]] = []
     try:
         master = Master.start(urls, state, started)
         session = master.sessions(client).create(1, "bench", "127.0.0.1", False)
         payload = request_bytes(session.session_id, "AAPL")
         one_port, wide_port = free_port(), free_port()
-        one = spawn(
-            ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, one_port, free_port(), master, "scale-one"),
-            state / "worker-scale-one.out",
-        )
-        wide = spawn(
-            ["-m", "papertrader_cli", "worker", "run"],
-            worker_env(urls, state, wide_port, free_port(), master, "scale-two", processes=2),
-            state / "worker-scale-two.out",
-        )
+        one = spawn_worker(urls, state, one_port, master, "scale-one")
+        wide = spawn_worker(urls, state, wide_port, master, "scale-two", processes=2)
         started += [one, wide]
         wait_for_port(one_port, one)
         wait_for_port(wide_port, wide)
