@@ -100,6 +100,9 @@ class Target:
             "p99_ms": self.result.percentile_ms(0.99),
             "server_cpu_us_per_quote": round(per_quote * 1e6, 1) if per_quote else None,
             "loadgen_cpu_us_per_quote": round(gen * 1e6, 1) if gen else None,
+            "server_cores_used": (
+                round(self.server_cpu / self.elapsed, 2) if self.elapsed else None
+            ),
         }
 
 

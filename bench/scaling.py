@@ -151,10 +151,6 @@ def bench_scaling(
         for proc in started:
             stop(proc)
     one_f, two_f = (t.figures() for t in targets)
-    for target, figures in zip(targets, (one_f, two_f), strict=True):
-        figures["server_cores_used"] = (
-            round(target.server_cpu / target.elapsed, 2) if target.elapsed else None
-        )
     one_rate = one_f["quotes_per_second"]
     return {
         "cpu_budget_per_process": BUDGET,
