@@ -47,8 +47,9 @@ import redis
 
 from bench.quotes import cpu_seconds, with_children
 from papertrader.master import gc_tuning
+from papertrader.master.order_intake import OrderIntake
 from papertrader.master.order_sessions import SessionCheck
-from papertrader.master.transactions import Check, OrderIntake, drain_once
+from papertrader.master.transactions import Check, drain_once
 from papertrader.protocol.errors import ErrorCode
 from papertrader.services import ServiceUrls, services_status
 from papertrader.services.binaries import find_binary

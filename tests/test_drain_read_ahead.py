@@ -19,8 +19,9 @@ import redis
 from drain_support import cash, outcome
 
 from papertrader.limits.pending_orders import PendingOrders
+from papertrader.master.order_intake import OrderIntake
 from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
-from papertrader.master.transactions import OrderIntake, drain_once
+from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys, order_book
 from papertrader.store.accounts import create_account

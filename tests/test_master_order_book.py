@@ -18,8 +18,9 @@ import pytest
 import redis
 from drain_support import outcome
 
+from papertrader.master.order_intake import OrderIntake
 from papertrader.master.trading_day import day_order_end
-from papertrader.master.transactions import OrderIntake, drain_once
+from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import order_book
 from papertrader.store.accounts import create_account

@@ -328,6 +328,7 @@ _RULES: dict[str, _Rule] = {
         "zone", "an IANA time zone name, e.g. America/New_York, Europe/London or UTC"
     ),
     "max_pending_orders_per_account": _Rule("int", "orders from 1 to 100000", 1, 100_000),
+    "drain_lanes": _Rule("int", "a whole number of lanes from 1 to 16", 1, 16),
     "rejected_orders_retention_days": _Rule("int", "whole days from 1 to 36500", 1, 36500),
 }
 
@@ -545,6 +546,9 @@ class Settings:
     market_timezone: str = "America/New_York"
     #: Orders one account may have waiting for the next drain (limits/pending_orders.py).
     max_pending_orders_per_account: int = 20
+    #: Lanes the master's drain applies accounts in at once, each on a database
+    #: connection of its own (master/transactions.py): about the cores PostgreSQL has.
+    drain_lanes: int = 2
     #: Days a rejected order is kept (its id must be remembered while it could be
     #: replayed after a crash: at least a day); then the master purges it.
     rejected_orders_retention_days: int = 30

@@ -22,7 +22,7 @@ from papertrader.store.sessions import SessionStore
 
 if TYPE_CHECKING:
     from papertrader.master.leadership import Leadership
-    from papertrader.master.transactions import OrderIntake
+    from papertrader.master.order_intake import OrderIntake
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,11 @@ from papertrader.master.equity import EquityRecorder
 from papertrader.master.handshake import MasterHandshake
 from papertrader.master.leadership import Leadership
 from papertrader.master.link_server import LinkServer
+from papertrader.master.order_intake import OrderIntake
 from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
 from papertrader.master.redis_functions import load_functions
 from papertrader.master.retention import RejectedOrdersPurge
-from papertrader.master.transactions import OrderDrain, OrderIntake
+from papertrader.master.transactions import OrderDrain
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
 from papertrader.metrics_server import MetricsServer
 from papertrader.oidc.discovery import ProviderDirectory
@@ -127,7 +128,7 @@ class Master:
         # Every transaction is fenced by the leadership (read-only while standby).
         self.pool = ConnectionPool(
             urls.database_url,
-            size=DB_POOL_SIZE,
+            size=DB_POOL_SIZE + settings.drain_lanes,  # the drain's lanes take one each
             begin=self.leadership.begin,
             on_connect=self.leadership.on_connect,
         )
@@ -186,6 +187,7 @@ class Master:
             max_open=settings.max_open_orders,
             pending=PendingOrders(self.redis, settings.max_pending_orders_per_account),
             check=session_check,
+            lanes=settings.drain_lanes,
         )
         self.purge = RejectedOrdersPurge(self.pool, settings.rejected_orders_retention_days)
         self.equity = EquityRecorder(

@@ -1,17 +1,20 @@
 """Assets buy & sell (spec 3.1.7): drain the order queue once per update interval.
 
-The master reads the order stream as orders arrive (``OrderIntake``: through
-its consumer group, into memory, so it can tell that an order is queued and
-cancel one before its drain) and applies them once per update interval, after
-the prices moved:
+The master reads the order stream as orders arrive (``OrderIntake``, in
+master/order_intake.py: through its consumer group, into memory, so it can tell
+that an order is queued and cancel one before its drain) and applies them once
+per update interval, after the prices moved:
 
 1. the book's turn (``drain_book``): open orders of ended competitions and day
    orders past their end expire, open limit and stop orders whose condition
    holds at the interval's price fill;
 2. the new orders, sorted by the workers' timestamps (the stream id breaking
-   ties), in chunks, the oldest first (they waited longest; ``_chunks``): each
-   chunk is staged with COPY and applied by a few
-   set-based statements (``apply_chunk``, migration 0005) in one transaction;
+   ties), split by account into lanes applied at once, each on a connection of
+   its own (``_lanes``: accounts do not interact in a drain, so PostgreSQL
+   applies them on as many cores; migration 0014), and in each lane in chunks,
+   the oldest first (they waited longest; ``_chunks``): each chunk is staged
+   and applied by a few set-based statements (``apply_chunk``, migration 0005)
+   in one transaction;
 3. after each chunk commits, its outcomes are pushed to the waiting workers
    and its entries acknowledged, in one Lua call (``OrderQueue.complete``).
 
@@ -32,7 +35,6 @@ others are applied, still in stamp order.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -40,7 +42,6 @@ from decimal import Decimal
 from typing import Protocol
 
 import gevent
-import gevent.event
 import psycopg2
 import redis
 from loguru import logger
@@ -48,6 +49,7 @@ from loguru import logger
 from papertrader import metrics
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master import competition_orders
+from papertrader.master.order_intake import MAX_PER_DRAIN, OrderIntake
 from papertrader.master.trading_day import day_order_end
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys
@@ -64,12 +66,9 @@ CHUNK_SIZE = 4000
 #: A drain of one chunk and at least twice this many orders applies its oldest eighth
 #: (never fewer than this) as a chunk of its own first: see ``_chunks``.
 HEAD_CHUNK_MIN = 100
-#: Entries one read of the stream returns.
-READ_COUNT = 5000
-#: Most orders the intake holds in memory; beyond it they wait in the stream.
-MAX_BUFFERED = 500_000
-#: Most orders one drain applies; the rest wait for the next interval.
-MAX_PER_DRAIN = 500_000
+#: Lanes a drain applies its accounts in at once, each on a connection of its own, so
+#: PostgreSQL applies them on that many cores (``_lanes``; migration 0014).
+DRAIN_LANES = 2
 #: Most open orders an account may have unless the settings say otherwise.
 DEFAULT_MAX_OPEN_ORDERS = 200
 #: A drain-time check: the entries (by stream id) to refuse, with (code, reason).
@@ -82,136 +81,6 @@ def _sort_key(entry: Entry) -> tuple[datetime, int, int]:
     """The workers' stamp, the stream id breaking ties."""
     assert entry.staged is not None
     return entry.staged.sort_key
-
-
-class OrderIntake:
-    """Every order read from the stream and not yet drained, in memory.
-
-    Entries are read through the master's consumer group: once read they stay
-    in its pending list until the drain acknowledges them, so a restarted
-    master reads them again (its first reads ask for its own pending entries).
-    ``find`` answers "is this order queued?" for order status and cancel.
-
-    ``prepare`` (the drain check's, e.g. ``SessionCheck.prepare``) is given every
-    batch as it is read, so work that does not depend on the interval's outcome
-    (reading and verifying sessions) is done while orders arrive rather than at
-    the tick; a failure there is left for the drain's own check.
-    """
-
-    def __init__(
-        self,
-        queue: OrderQueue,
-        limit: int = MAX_BUFFERED,
-        prepare: Callable[[Sequence[Entry]], None] | None = None,
-    ) -> None:
-        self._queue = queue
-        self._limit = limit
-        self.prepare = prepare
-        self._entries: dict[bytes, Entry] = {}
-        self._by_order: dict[str, Entry] = {}  # order id (hex) -> its first entry
-        #: Where reading our own pending entries has got to; None once they are all read.
-        self._pending_from: str | None = "0"
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def poll(self, block_ms: int | None = None) -> int:
-        """Read what arrived (waiting up to ``block_ms`` for something); returns how many."""
-        room = self._limit - len(self._entries)
-        if room <= 0:
-            return 0
-        count = min(READ_COUNT, room)
-        got: list[Entry] = []
-        if self._pending_from is not None:
-            got = self._queue.read_pending(self._pending_from, count)
-            if got:
-                self._pending_from = got[-1].stream_id.decode()
-            else:
-                self._pending_from = None
-        if not got:
-            got = self._queue.read_new(count, block_ms)
-        for entry in got:
-            if entry.stream_id in self._entries:
-                continue
-            self._entries[entry.stream_id] = entry
-            if entry.staged is not None:
-                self._by_order.setdefault(entry.staged.order_id, entry)
-        if got and self.prepare is not None:
-            try:
-                self.prepare(got)
-            except redis.RedisError as exc:  # the drain's check reads them itself
-                logger.debug("order intake: preparing the drain's check failed ({})", exc)
-        return len(got)
-
-    def catch_up(self) -> None:
-        """Read everything queued by now (without waiting)."""
-        while self.poll() and len(self._entries) < self._limit:
-            pass
-
-    def take(self, limit: int = MAX_PER_DRAIN) -> list[Entry]:
-        """Up to ``limit`` entries for the drain, the oldest first (still held until
-        ``forget``)."""
-        self.recover()
-        self.catch_up()
-        taken: list[Entry] = []
-        for entry in self._entries.values():
-            if len(taken) >= limit:
-                break
-            taken.append(entry)
-        return taken
-
-    def recover(self) -> None:
-        """Read our pending entries again if the group holds more than we do. A master
-        deposed while frozen may read entries into the group's pending list when it
-        wakes up, before it learns it is deposed (reading is not fenced; deciding
-        is): they are ours to decide, and only a new reading of the list finds them."""
-        if self._pending_from is None and self._queue.pending_entries() > len(self._entries):
-            self._pending_from = "0"
-
-    def forget(self, entries: Sequence[Entry]) -> None:
-        """The drain acknowledged these: they are no longer queued."""
-        for entry in entries:
-            self._entries.pop(entry.stream_id, None)
-            if entry.staged is not None and self._by_order.get(entry.staged.order_id) is entry:
-                del self._by_order[entry.staged.order_id]
-
-    def find(self, order_id: uuid.UUID) -> Order | None:
-        """The queued order with this id, if it is in the stream (read up to now)."""
-        entry = self._by_order.get(order_id.hex)
-        if entry is None:
-            self.catch_up()
-            entry = self._by_order.get(order_id.hex)
-        return None if entry is None else entry.order
-
-    def queued_for(self, account_id: int, competition: str = "") -> list[Order]:
-        """The queued orders of one user's account: the practice account's, or those for
-        the competition named (lower case) (for its order list)."""
-        self.catch_up()
-        account = str(account_id)
-        return [
-            entry.order
-            for entry in self._entries.values()
-            if entry.staged is not None
-            and entry.staged.account_id == account
-            and entry.staged.competition.lower() == competition
-            and entry.order is not None
-        ]
-
-    def run(self, stop: gevent.event.Event, block_ms: int = 1000) -> None:
-        """Keep reading until ``stop``; a Redis outage is waited out."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                if len(self._entries) >= self._limit:
-                    stop.wait(0.1)
-                    continue
-                self.poll(block_ms)
-                failures = 0
-            except redis.RedisError as exc:
-                failures += 1
-                if failures == 1:
-                    logger.warning("order intake: Redis is unavailable ({}); retrying", exc)
-                stop.wait(min(5.0, 0.2 * 2**failures))
 
 
 class Applied(Protocol):
@@ -365,6 +234,84 @@ def _rest(count: int, size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def _lanes(staged: Sequence[StagedOrder], lanes: int) -> list[list[int]]:
+    """The positions in ``staged`` (stamp order) of each lane's orders, still in stamp
+    order; empty lanes left out.
+
+    An account's orders all go in one lane (chosen by its id), so they are decided in
+    stamp order, one chunk after the other, as in a drain of one lane; accounts do not
+    interact in a drain, so lanes apply at once (migration 0014). One lane when an
+    order id comes under two accounts: only a worker that breaks how order ids are
+    derived sends that (an entry without a client order id), and which of them came
+    first is decided only within one transaction."""
+    if lanes <= 1:
+        return [list(range(len(staged)))] if staged else []
+    owner: dict[str, str] = {}
+    split: list[list[int]] = [[] for _ in range(lanes)]
+    for i, order in enumerate(staged):
+        if owner.setdefault(order.order_id, order.account_id) != order.account_id:
+            return [list(range(len(staged)))]
+        split[int(order.account_id) % lanes].append(i)
+    return [part for part in split if part]
+
+
+class _Lane:
+    """Applies one lane's orders chunk by chunk, the oldest first; each chunk's outcomes
+    go out (``_publish``) while PostgreSQL applies the next."""
+
+    def __init__(
+        self,
+        drainer: Drainer,
+        queue: OrderQueue,
+        intake: OrderIntake,
+        chunk_size: int,
+        pending: PendingOrders | None,
+    ) -> None:
+        self.drainer = drainer
+        self.queue = queue
+        self.intake = intake
+        self.chunk_size = chunk_size
+        self.pending = pending
+
+    def run(
+        self,
+        entries: Sequence[Entry],
+        staged: Sequence[StagedOrder],
+        refusals: Sequence[Refusal | None],
+    ) -> int:
+        """Apply and publish every chunk; how many orders were decided."""
+        decided = 0
+        publishing: gevent.Greenlet | None = None
+        try:
+            for start, end in _chunks(len(entries), self.chunk_size):
+                parts = self.drainer.apply(staged[start:end], refusals[start:end])
+                # The chunk is committed: its outcomes are written and go out while
+                # PostgreSQL applies the next one.
+                if publishing is not None:
+                    publishing.get()
+                publishing = gevent.spawn(
+                    _publish, self.queue, self.intake, entries[start:end], parts, self.pending
+                )
+                decided += end - start
+        finally:
+            if publishing is not None:
+                publishing.get()
+        return decided
+
+    def run_caught(
+        self,
+        entries: Sequence[Entry],
+        staged: Sequence[StagedOrder],
+        refusals: Sequence[Refusal | None],
+    ) -> int | Exception:
+        """``run`` in a greenlet of its own: an error comes back as the value, for the
+        drain to raise once every lane has stopped (a failed greenlet would print it)."""
+        try:
+            return self.run(entries, staged, refusals)
+        except Exception as exc:
+            return exc
+
+
 def drain_once(
     queue: OrderQueue,
     pool: ConnectionPool,
@@ -377,6 +324,7 @@ def drain_once(
     max_open: int = DEFAULT_MAX_OPEN_ORDERS,
     pending: PendingOrders | None = None,
     check: Check | None = None,
+    lanes: int = DRAIN_LANES,
 ) -> int:
     """One interval's work at ``prices`` (symbol -> price): the book's turn, then every
     queued order; returns how many queued orders got an outcome. Malformed stream
@@ -385,6 +333,9 @@ def drain_once(
     ``check`` (a drain-time check of the master's own, e.g. of every order's
     session) names the entries to refuse: they are recorded as rejected with its
     code and reason, in the same set-based apply, and never filled.
+
+    The orders go in ``lanes`` by account (``_lanes``), applied at once on as many
+    connections of ``pool``.
 
     Raises on Redis or database outages, leaving the unfinished orders pending
     for the next call.
@@ -417,23 +368,24 @@ def drain_once(
         routing = competition_orders.route(pool, good, now)
         for stream_id, refusal in routing.refusals.items():
             refused.setdefault(stream_id, refusal)
-        publishing: gevent.Greenlet | None = None
-        try:
-            for start, end in _chunks(len(good), chunk_size):
-                chunk = good[start:end]
-                parts = drainer.apply(
-                    [routing.staged(e) for e in chunk],
-                    [refused.get(e.stream_id) for e in chunk],
-                )
-                # The chunk is committed: its outcomes are written and go out while
-                # PostgreSQL applies the next one.
-                if publishing is not None:
-                    publishing.get()
-                publishing = gevent.spawn(_publish, queue, intake, chunk, parts, pending)
-                decided += len(chunk)
-        finally:
-            if publishing is not None:
-                publishing.get()
+        staged = [routing.staged(entry) for entry in good]
+        refusals = [refused.get(entry.stream_id) for entry in good]
+        lane = _Lane(drainer, queue, intake, chunk_size, pending)
+        split = _lanes(staged, lanes)
+        if len(split) == 1:
+            decided += lane.run(good, staged, refusals)
+            continue
+        runs = [
+            gevent.spawn(lane.run_caught, [good[i] for i in part], [staged[i] for i in part],
+                         [refusals[i] for i in part])
+            for part in split
+        ]  # fmt: skip
+        gevent.joinall(runs)
+        results = [run.value for run in runs]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        decided += sum(result for result in results if isinstance(result, int))
     return decided
 
 
@@ -456,7 +408,9 @@ class OrderDrain:
         max_open: int = DEFAULT_MAX_OPEN_ORDERS,
         pending: PendingOrders | None = None,
         check: Check | None = None,
+        lanes: int = DRAIN_LANES,
     ) -> None:
+        self._lanes = lanes
         self._pending = pending
         self._queue = queue
         self._pool = pool
@@ -487,6 +441,7 @@ class OrderDrain:
                 max_open=self._max_open,
                 pending=self._pending,
                 check=self._check,
+                lanes=self._lanes,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             error = f"Redis is unavailable ({exc})"
@@ -523,4 +478,12 @@ class OrderDrain:
             pass  # Redis is down: the drain itself said so already
 
 
-__all__ = ["CHUNK_SIZE", "HEAD_CHUNK_MIN", "OrderDrain", "OrderIntake", "Outcome", "drain_once"]
+__all__ = [
+    "CHUNK_SIZE",
+    "DRAIN_LANES",
+    "HEAD_CHUNK_MIN",
+    "OrderDrain",
+    "OrderIntake",
+    "Outcome",
+    "drain_once",
+]
