@@ -49,7 +49,7 @@ from bench.quotes import cpu_seconds, with_children
 from papertrader.master import gc_tuning
 from papertrader.master.order_intake import OrderIntake
 from papertrader.master.order_sessions import SessionCheck
-from papertrader.master.transactions import Check, drain_once
+from papertrader.master.transactions import DRAIN_LANES, Check, drain_once
 from papertrader.protocol.errors import ErrorCode
 from papertrader.services import ServiceUrls, services_status
 from papertrader.services.binaries import find_binary
@@ -65,6 +65,9 @@ ACCOUNTS = 200
 PRICE = Decimal("123.45")
 BOOK = 5_000
 CANCELED = 0.02
+#: Lanes the drain applies accounts in (the master's setting drain_lanes);
+#: PT_BENCH_DRAIN_LANES=1 measures the drain of one lane.
+LANES = int(os.environ.get("PT_BENCH_DRAIN_LANES", DRAIN_LANES))
 #: Target of issue 15: orders a second, and times pgbench's TPC-B rate.
 TARGET = 20_000
 TARGET_RATIO = 8
@@ -83,11 +86,18 @@ def _accounts(pool: ConnectionPool, count: int, prefix: str) -> list[int]:
     return ids
 
 
+#: The outcome inboxes the orders name: as in production, one per worker process
+#: (worker/outcome_inbox.py), not one per order, which would have Redis create and
+#: expire a list for every order.
+INBOXES = [uuid.uuid4().hex for _ in range(4)]
+
+
 def _order(account: int, side: str, quantity: int, at: datetime, **terms: Any) -> Order:
     cid = uuid.uuid4()
     return Order(
         order_id_for(account, cid), account, side, "AAPL", quantity, at,  # type: ignore[arg-type]
-        "127.0.0.1", "bench", client_order_id=cid, reply=uuid.uuid4().hex, **terms,
+        "127.0.0.1", "bench", client_order_id=cid, reply=INBOXES[account % len(INBOXES)],
+        **terms,
     )  # fmt: skip
 
 
@@ -173,7 +183,7 @@ def _drain(queue: OrderQueue, pool: ConnectionPool, price: Decimal, now: datetim
     started = time.perf_counter()
     decided = drain_once(queue, pool, {"AAPL": price}, now=now, intake=intake,
                          day_end=now + timedelta(hours=8), max_open=1_000_000,
-                         check=check)  # fmt: skip
+                         check=check, lanes=LANES)  # fmt: skip
     elapsed = time.perf_counter() - started
     if cpu is not None and decided:
         after = _server_cpu()
@@ -335,6 +345,7 @@ def _bench_orders(urls: ServiceUrls, state: Path) -> dict[str, Any]:
         "seconds": market["seconds"],
         "orders_per_second": market["orders_per_second"],
         "target": TARGET,
+        "drain_lanes": LANES,
         "market": market,
         "market_read_ahead": read_ahead,
         "mix": mix,
