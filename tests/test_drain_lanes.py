@@ -28,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from papertrader.master.order_intake import OrderIntake
-from papertrader.master.transactions import _lanes, drain_once
+from papertrader.master.transactions import OrderDrain, _lanes, drain_once
 from papertrader.store import order_book
 from papertrader.store.accounts import create_account
 from papertrader.store.order_queue import Order, OrderQueue
@@ -249,3 +249,57 @@ def test_cancels_racing_a_drain_of_two_lanes_are_canceled_or_filled_never_both(
         with pool.transaction() as cur:
             cur.execute("SELECT cash FROM accounts WHERE id = %s", (account,))
             assert cur.fetchone()[0] == Decimal("5000.00") - 10 * filled  # type: ignore[index]
+
+
+def _lock_timeout(conn: PgConnection) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SET lock_timeout = '300ms'")
+    conn.commit()
+
+
+def test_lanes_that_cannot_reach_the_book_postpone_the_drain_and_lose_nothing(
+    database_url: str,
+    pool: ConnectionPool,
+    queue: OrderQueue,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Both lanes fail (the book lock is held elsewhere past their lock timeout): the
+    drain is postponed, nothing is applied or told, and the next drain applies every
+    order once."""
+    accounts = [
+        create_account(pool, f"out{i}", f"out{i}@example.com", "$2b$04$x", Decimal("1000.00")).id
+        for i in range(2)
+    ]
+    placed = [_order(accounts[i % 2], "buy", 1, T0 + timedelta(microseconds=i)) for i in range(6)]
+    for one in placed:
+        queue.submit(one)
+    holder = psycopg2.connect(database_url)
+    timed = ConnectionPool(database_url, size=4, on_connect=_lock_timeout)
+
+    def hold_the_book(entries: object) -> dict[bytes, tuple[int, str]]:
+        # after the book's turn, before the lanes: a cancel holding the book lock
+        with holder.cursor() as cur:
+            cur.execute("SELECT pt_lock_book()")
+        return {}
+
+    try:
+        drain = OrderDrain(queue, timed, lambda: PRICES, check=hold_the_book, lanes=2)
+        assert drain.run() == 0
+        holder.rollback()
+        for one in placed:
+            assert queue.wait_outcome(one.order_id, timeout=0.1, reply=one.reply) is None
+        with pool.transaction() as cur:
+            cur.execute("SELECT count(*) FROM orders WHERE account_id = ANY(%s)", (accounts,))
+            assert cur.fetchone()[0] == 0  # type: ignore[index]
+        again = OrderDrain(queue, timed, lambda: PRICES, intake=drain.intake, lanes=2)
+        assert again.run() == len(placed)
+    finally:
+        holder.close()
+        timed.close()
+    assert [outcome(queue, one).status for one in placed] == ["filled"] * len(placed)
+    with pool.transaction() as cur:
+        cur.execute("SELECT cash FROM accounts WHERE id = ANY(%s) ORDER BY id", (accounts,))
+        assert [row[0] for row in cur.fetchall()] == [
+            Decimal("1000.00") - 3 * Decimal("123.45")
+        ] * 2
+    assert "Traceback" not in capfd.readouterr().err

@@ -298,14 +298,43 @@ class _Lane:
                 publishing.get()
         return decided
 
-    def run_caught(
+    def run_split(
+        self,
+        entries: Sequence[Entry],
+        staged: Sequence[StagedOrder],
+        refusals: Sequence[Refusal | None],
+        split: Sequence[Sequence[int]],
+    ) -> int:
+        """``run`` for each lane of ``split`` (positions in the other three), all at once,
+        each in a greenlet of its own; how many orders were decided. Raises the first
+        lane's error once every lane has stopped (the others' committed chunks are
+        published); a lane left running when this is killed is killed too."""
+        if len(split) <= 1:
+            return self.run(entries, staged, refusals) if split else 0
+        runs = [
+            gevent.spawn(self._caught, [entries[i] for i in part], [staged[i] for i in part],
+                         [refusals[i] for i in part])
+            for part in split
+        ]  # fmt: skip
+        try:
+            gevent.joinall(runs)
+        except BaseException:
+            gevent.killall(runs)
+            raise
+        results = [run.value for run in runs]
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return sum(result for result in results if isinstance(result, int))
+
+    def _caught(
         self,
         entries: Sequence[Entry],
         staged: Sequence[StagedOrder],
         refusals: Sequence[Refusal | None],
     ) -> int | Exception:
-        """``run`` in a greenlet of its own: an error comes back as the value, for the
-        drain to raise once every lane has stopped (a failed greenlet would print it)."""
+        """``run``, its error returned rather than raised: a greenlet that dies of an
+        error has gevent print it, and a database outage is expected here."""
         try:
             return self.run(entries, staged, refusals)
         except Exception as exc:
@@ -371,21 +400,7 @@ def drain_once(
         staged = [routing.staged(entry) for entry in good]
         refusals = [refused.get(entry.stream_id) for entry in good]
         lane = _Lane(drainer, queue, intake, chunk_size, pending)
-        split = _lanes(staged, lanes)
-        if len(split) == 1:
-            decided += lane.run(good, staged, refusals)
-            continue
-        runs = [
-            gevent.spawn(lane.run_caught, [good[i] for i in part], [staged[i] for i in part],
-                         [refusals[i] for i in part])
-            for part in split
-        ]  # fmt: skip
-        gevent.joinall(runs)
-        results = [run.value for run in runs]
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        decided += sum(result for result in results if isinstance(result, int))
+        decided += lane.run_split(good, staged, refusals, _lanes(staged, lanes))
     return decided
 
 
