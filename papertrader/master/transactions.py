@@ -255,9 +255,9 @@ def _lanes(staged: Sequence[StagedOrder], lanes: int) -> list[list[int]]:
     return [part for part in split if part]
 
 
-class _Lane:
-    """Applies one lane's orders chunk by chunk, the oldest first; each chunk's outcomes
-    go out (``_publish``) while PostgreSQL applies the next."""
+class _LaneRunner:
+    """Applies a drain's lanes: each lane's orders chunk by chunk, the oldest first, each
+    chunk's outcomes going out (``_publish``) while PostgreSQL applies the next."""
 
     def __init__(
         self,
@@ -279,7 +279,7 @@ class _Lane:
         staged: Sequence[StagedOrder],
         refusals: Sequence[Refusal | None],
     ) -> int:
-        """Apply and publish every chunk; how many orders were decided."""
+        """Apply and publish every chunk of one lane; how many orders were decided."""
         decided = 0
         publishing: gevent.Greenlet | None = None
         try:
@@ -399,8 +399,8 @@ def drain_once(
             refused.setdefault(stream_id, refusal)
         staged = [routing.staged(entry) for entry in good]
         refusals = [refused.get(entry.stream_id) for entry in good]
-        lane = _Lane(drainer, queue, intake, chunk_size, pending)
-        decided += lane.run_split(good, staged, refusals, _lanes(staged, lanes))
+        runner = _LaneRunner(drainer, queue, intake, chunk_size, pending)
+        decided += runner.run_split(good, staged, refusals, _lanes(staged, lanes))
     return decided
 
 
