@@ -35,7 +35,6 @@ from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.order_state import order_id_for
 from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool, PgConnection
-from papertrader.store.stream_order import parse_fields
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 DAY_END = T0 + timedelta(hours=6)
@@ -50,17 +49,13 @@ def _order(account: int, side: str, quantity: int, at: datetime, **terms: object
     )  # fmt: skip
 
 
-def _staged(order: Order):  # type: ignore[no-untyped-def]
-    return parse_fields({k.encode(): v.encode() for k, v in order.fields().items()})
-
-
 # How orders are split -------------------------------------------------------------
 @given(st.lists(st.integers(1, 12), max_size=80), st.integers(1, 4))
 def test_every_order_goes_once_each_account_in_one_lane_in_stamp_order(
     accounts: list[int], lanes: int
 ) -> None:
     staged = [
-        _staged(_order(a, "buy", 1, T0 + timedelta(microseconds=i))) for i, a in enumerate(accounts)
+        _order(a, "buy", 1, T0 + timedelta(microseconds=i)).staged() for i, a in enumerate(accounts)
     ]
     split = _lanes(staged, lanes)
     assert sorted(i for part in split for i in part) == list(range(len(staged)))
@@ -76,8 +71,8 @@ def test_an_order_id_under_two_accounts_keeps_the_drain_in_one_lane() -> None:
     one = Order(uuid.uuid4(), 1, "buy", "AAPL", 1, T0, None, "w1")
     two = Order(one.order_id, 2, "buy", "AAPL", 1, T0 + timedelta(microseconds=1), None, "w1")
     other = _order(4, "buy", 1, T0)  # the other lane of two
-    assert _lanes([_staged(one), _staged(two), _staged(other)], 2) == [[0, 1, 2]]
-    assert len(_lanes([_staged(one), _staged(other)], 2)) == 2
+    assert _lanes([one.staged(), two.staged(), other.staged()], 2) == [[0, 1, 2]]
+    assert len(_lanes([one.staged(), other.staged()], 2)) == 2
 
 
 def test_the_first_of_two_accounts_sending_one_order_id_gets_it_the_other_is_told(
@@ -191,7 +186,7 @@ def test_a_chunk_goes_while_another_lanes_chunk_is_in_flight(
     database_url: str, pool: ConnectionPool, other_lane: psycopg2.extensions.connection
 ) -> None:
     account = create_account(pool, "lane", "lane@example.com", "$2b$04$x", Decimal("1000.00")).id
-    placed = _staged(_order(account, "buy", 2, T0))
+    placed = _order(account, "buy", 2, T0).staged()
     # Were chunks still exclusive, this would wait for the other lane's commit: the
     # statement timeout turns that wait into a failure instead of a hang.
     timed = ConnectionPool(database_url, size=1, on_connect=_statement_timeout)

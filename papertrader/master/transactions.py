@@ -39,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import partial
 from typing import Protocol
 
 import gevent
@@ -244,13 +245,14 @@ def _lanes(staged: Sequence[StagedOrder], lanes: int) -> list[list[int]]:
     order id comes under two accounts: only a worker that breaks how order ids are
     derived sends that (an entry without a client order id), and which of them came
     first is decided only within one transaction."""
+    one = [list(range(len(staged)))] if staged else []
     if lanes <= 1:
-        return [list(range(len(staged)))] if staged else []
+        return one
     owner: dict[str, str] = {}
     split: list[list[int]] = [[] for _ in range(lanes)]
     for i, order in enumerate(staged):
         if owner.setdefault(order.order_id, order.account_id) != order.account_id:
-            return [list(range(len(staged)))]
+            return one
         split[int(order.account_id) % lanes].append(i)
     return [part for part in split if part]
 
@@ -312,8 +314,8 @@ class _LaneRunner:
         if len(split) <= 1:
             return self.run(entries, staged, refusals) if split else 0
         runs = [
-            gevent.spawn(self._caught, [entries[i] for i in part], [staged[i] for i in part],
-                         [refusals[i] for i in part])
+            gevent.spawn(_caught, partial(self.run, [entries[i] for i in part],
+                                          [staged[i] for i in part], [refusals[i] for i in part]))
             for part in split
         ]  # fmt: skip
         try:
@@ -327,18 +329,14 @@ class _LaneRunner:
                 raise result
         return sum(result for result in results if isinstance(result, int))
 
-    def _caught(
-        self,
-        entries: Sequence[Entry],
-        staged: Sequence[StagedOrder],
-        refusals: Sequence[Refusal | None],
-    ) -> int | Exception:
-        """``run``, its error returned rather than raised: a greenlet that dies of an
-        error has gevent print it, and a database outage is expected here."""
-        try:
-            return self.run(entries, staged, refusals)
-        except Exception as exc:
-            return exc
+
+def _caught(run: Callable[[], int]) -> int | Exception:
+    """``run()``, its error returned rather than raised: a greenlet that dies of an error
+    has gevent print it, and a database outage is expected here."""
+    try:
+        return run()
+    except Exception as exc:
+        return exc
 
 
 def drain_once(
