@@ -26,6 +26,7 @@ import redis
 from account_support import MailSink, ProviderProcess
 from conftest import _with_path, create_database, drop_database
 from test_e2e_support import PASSWORD, ROOT, Servers, running
+from test_worker_support import wait_for
 from tls_support import pki
 
 from papertrader.client import ClientError, PaperTraderClient
@@ -110,6 +111,16 @@ def refusal(call: object) -> ClientError:
     return caught.value
 
 
+def quote_refused(client: PaperTraderClient) -> bool:
+    """True once the client's session is refused for market data; False while it is served."""
+    try:
+        client.quote("AAPL")
+    except ClientError as exc:
+        assert exc.code is ErrorCode.INVALID_SESSION, exc
+        return True
+    return False
+
+
 def password_user(stack: Stack, client: PaperTraderClient) -> tuple[str, str]:
     name, email = fresh()
     client.register(name, email, PASSWORD)
@@ -152,7 +163,10 @@ def test_sessions_are_listed_revoked_and_ended_everywhere(stack: Stack) -> None:
         assert len(phone.sessions()) == 2
 
         assert "1 other session" in phone.logout_all(keep_this=True)
-        assert refusal(lambda: tablet.quote("AAPL")).code is ErrorCode.INVALID_SESSION
+        # Market data takes the worker's cached session, dropped when the master's
+        # announcement arrives a moment after the answer (worker/session_cache.py).
+        wait_for(lambda: quote_refused(tablet), timeout=30.0)
+        assert refusal(lambda: tablet.portfolio()).code is ErrorCode.INVALID_SESSION
         assert [s.current for s in phone.sessions()] == [True]
         phone.logout_all(keep_this=False)
         assert phone.session_id is None

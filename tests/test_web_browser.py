@@ -400,7 +400,15 @@ def test_a_limit_order_waits_in_the_book_and_is_canceled(
     (row,) = [r for r in table_rows(browser, "orders-table") if len(r) > 2]
     assert row[2] == "1.00" and row[5] == "until canceled"
     shoot(browser, screens, "open-order")
-    browser.find_element(By.CSS_SELECTOR, "#orders-table tbody button").click()
+    cancel = browser.find_element(By.CSS_SELECTOR, "#orders-table tbody button")
+    # The page refreshes every update interval; an unchanged order keeps its row, so the
+    # button under the pointer (or holding the keyboard focus) is never swapped away.
+    for _ in range(2):
+        seen = text(browser, "asset-quote")
+        wait_for(
+            browser, "a refresh", lambda d, seen=seen: text(d, "asset-quote") != seen, web_stack
+        )
+    cancel.click()
     wait_for(browser, "the cancel", lambda d: "is canceled" in text(d, "orders-result"), web_stack)
     wait_for(
         browser,

@@ -370,7 +370,13 @@ async function refreshOrders() {
     row.append(td);
     rows.push(row);
   }
-  $("orders-table").tBodies[0].replaceChildren(...rows);
+  // Rows are replaced only when what they show has changed: a refresh every update
+  // interval must not take a Cancel button away under the pointer or the keyboard focus.
+  const shown = orders.map((order) => order.order_id).join(",") + "\n" + rows.map((row) => row.textContent).join("\n");
+  const body = $("orders-table").tBodies[0];
+  if (body.dataset.shown === shown) return;
+  body.dataset.shown = shown;
+  body.replaceChildren(...rows);
 }
 
 async function cancelOrder(order, button) {
