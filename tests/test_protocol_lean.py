@@ -33,6 +33,7 @@ from papertrader.protocol import (
     packets_for,
     reply_to,
 )
+from papertrader.protocol.decoder import decode_all
 from papertrader.protocol.lean import Encoded, LeanConnection
 
 LIMIT = 4096
@@ -73,13 +74,35 @@ def answer(conn: Connection, message: Message) -> bytes:
     return b"".join(conn.send(reply) for reply in replies)
 
 
-def run(conn: Connection, chunks: list[bytes], lean: bool) -> list[tuple[object, ...]]:
+def run(
+    conn: Connection, chunks: list[bytes], lean: bool, pairs: bool = False
+) -> list[tuple[object, ...]]:
     """Feed ``chunks``, pull everything out and answer it: what came, what was sent,
-    and the state after each (the lean run answers its requests pre-encoded)."""
+    and the state after each (the lean run answers its requests pre-encoded; with
+    ``pairs`` it first tries a quote's two frames at once, whose first entry then has
+    no state of its own: the pair moves the state machine in one go)."""
     seen: list[tuple[object, ...]] = []
     for chunk in chunks:
         conn.receive_data(chunk)
         while True:
+            if pairs:
+                assert isinstance(conn, LeanConnection)
+                pair = conn.next_pair()
+                if pair is not None:
+                    frames = bytes(conn._decoder._buffer[: pair.size])
+                    switched = ANSWERS[Instruction.SWITCH_STATE][1]  # type: ignore[index]
+                    quote = ANSWERS[Instruction.GET_ASSET_VALUE_CURRENT]
+                    sent = conn.send_pair(pair, switched, quote)  # type: ignore[arg-type]
+                    if sent is not None:
+                        switch, request = decode_all(frames, LIMIT)
+                        assert (pair.switch_id, pair.quote_id) == (
+                            switch.request_id,
+                            request.request_id,
+                        )
+                        cut = len(switched.template)  # type: ignore[union-attr]
+                        seen.append(("message", switch, sent[:cut], None))
+                        seen.append(("message", request, sent[cut:], conn.state))
+                        continue
             if lean:
                 assert isinstance(conn, LeanConnection)
                 request = conn.next_lean()
@@ -161,6 +184,75 @@ def test_the_lean_path_decides_every_frame_as_the_reference_does(
     assert run(lean, chunks, lean=True) == run(reference, chunks, lean=False)
 
 
+def same_as_reference(data: bytes, chunks: list[bytes] | None = None) -> bool:
+    """The pair path, with the lean and reference paths behind it, decides ``data`` as
+    the reference alone does: the same messages, answer bytes and states."""
+    reference = Connection(Role.SERVER, receive_limit=LIMIT)
+    paired = LeanConnection(Role.SERVER, receive_limit=LIMIT)
+    expected = run(reference, chunks or [data], lean=False)
+    got = run(paired, chunks or [data], lean=True, pairs=True)
+    if len(got) != len(expected):
+        return False
+    # A pair's first entry has no state of its own: compare it without one.
+    return all(
+        g == e if g[-1] is not None else g[:-1] == e[:-1]
+        for g, e in zip(got, expected, strict=True)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.lists(st.integers(1, 300), max_size=8))
+def test_quote_pairs_are_decided_as_the_reference_does(data: bytes, cuts: list[int]) -> None:
+    """Two frames at once (``next_pair``/``send_pair``) where they are a quote, frame by
+    frame otherwise: the same outcome as the reference, however the bytes are split."""
+    chunks, at = [], 0
+    for cut in cuts:
+        chunks.append(data[at : at + cut])
+        at += cut
+    chunks.append(data[at:])
+    assert same_as_reference(data, chunks)
+
+
+def test_a_pair_is_taken_only_whole_legal_and_under_one_session() -> None:
+    switch = frame(Instruction.SWITCH_STATE, 1, request_id=7)
+    quote = frame(Instruction.GET_ASSET_VALUE_CURRENT, "AAPL", request_id=8)
+    conn = LeanConnection(Role.SERVER, receive_limit=LIMIT)
+    conn.receive_data(switch + quote[:-1])
+    assert conn.next_pair() is None  # the quote is not whole yet
+    conn.receive_data(quote[-1:])
+    pair = conn.next_pair()
+    assert pair is not None and (pair.switch_id, pair.quote_id, pair.symbol) == (7, 8, "AAPL")
+    assert conn.state is State.COMMAND and not conn.drained  # nothing taken yet
+    switched = ANSWERS[Instruction.SWITCH_STATE][1]  # type: ignore[index]
+    priced = ANSWERS[Instruction.GET_ASSET_VALUE_CURRENT]
+    sent = conn.send_pair(pair, switched, priced)  # type: ignore[arg-type]
+    reference = Connection(Role.SERVER, receive_limit=LIMIT)
+    reference.receive_data(switch + quote)
+    expected = b""
+    for _ in range(2):  # each answered before the next is read, as a server does
+        message = reference.next_message()
+        assert isinstance(message, Message)
+        expected += answer(reference, message)
+    assert sent == expected and conn.state is reference.state is State.COMMAND
+    assert conn.drained
+
+    # In the data transfer state switchState(1) is not legal: nothing is taken.
+    conn.state = State.DATA_TRANSFER
+    conn.receive_data(switch + quote)
+    pair = conn.next_pair()
+    assert pair is not None
+    assert conn.send_pair(pair, switched, priced) is None  # type: ignore[arg-type]
+    assert conn.state is State.DATA_TRANSFER and not conn.drained
+
+    # Two sessions, or switchState(0) first: not a pair.
+    other = frame(Instruction.GET_ASSET_VALUE_CURRENT, "AAPL", sid=bytes(range(16)))
+    for data in (switch + other, frame(Instruction.SWITCH_STATE, 0) + quote):
+        conn = LeanConnection(Role.SERVER, receive_limit=LIMIT)
+        conn.receive_data(data)
+        assert conn.next_pair() is None
+    assert LeanConnection(Role.CLIENT).next_pair() is None
+
+
 def test_every_mangled_byte_of_a_quotes_frames_is_decided_as_the_reference_does() -> None:
     """Each checked byte of both frames, changed to several values, in the state where
     the frame is legal, with a valid frame behind it (so a wrong size is noticed)."""
@@ -174,6 +266,7 @@ def test_every_mangled_byte_of_a_quotes_frames_is_decided_as_the_reference_does(
                 lean = LeanConnection(Role.SERVER, receive_limit=LIMIT)
                 expected = run(reference, [data], lean=False)
                 assert run(lean, [data], lean=True) == expected, (at, value)
+                assert same_as_reference(data), (at, value)
 
 
 def test_a_quote_through_the_lean_path_is_answered_with_the_encoders_bytes() -> None:

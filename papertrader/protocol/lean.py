@@ -114,6 +114,62 @@ def parse(buffer: bytearray, max_data_size: int) -> tuple[LeanRequest, Event] | 
     return None
 
 
+#: A whole quote as clients send it: switchState(1) (its 80-byte header and its INT
+#: argument, 89 bytes) and, right behind it, getAssetValueCurrent's header and the
+#: tag and length of its STR argument, read by one unpack.
+PAIR = struct.Struct("<8sI8sI8x16s32xBq8sI8sI8x16s32xBI")
+_SWITCH_SIZE = HEADER_SIZE + _INT_ARG.size
+_SYMBOL_AT = _SWITCH_SIZE + HEADER_SIZE + _STR_ARG.size
+_TO_DATA = int(ConnectionStateCode.DATA_TRANSFER)
+_INT, _STR = int(ValueType.INT), int(ValueType.STR)
+_new = tuple.__new__
+
+
+class QuotePair(NamedTuple):
+    """switchState(1) then getAssetValueCurrent(symbol) under one session, both whole:
+    the two frames of a quote, taken together (``LeanConnection.next_pair``)."""
+
+    switch_id: int  # the request ids of the two frames
+    quote_id: int
+    session: bytes  # the headers' 16 session id bytes (the same in both)
+    symbol: str  # as sent
+    size: int  # bytes of both frames
+
+
+def parse_pair(buffer: bytearray, max_data_size: int) -> QuotePair | None:
+    """The two frames at the start of ``buffer`` if they are a whole quote pair: exactly
+    when ``parse`` would take each of them, the first switching to data transfer, and
+    both name the same session. Anything else is None (``parse`` frame by frame)."""
+    if len(buffer) < _SYMBOL_AT:
+        return None
+    (
+        prefix, switch_id, packet, size, session, tag, target,
+        quote_prefix, quote_id, quote_packet, quote_size, quote_session, str_tag, length,
+    ) = PAIR.unpack_from(buffer)  # fmt: skip
+    end = _SWITCH_SIZE + HEADER_SIZE + quote_size
+    if (
+        prefix != _SWITCH
+        or quote_prefix != _QUOTE
+        or packet != _NO_PACKET
+        or quote_packet != _NO_PACKET
+        or size != _INT_ARG.size
+        or size > max_data_size
+        or tag != _INT
+        or target != _TO_DATA
+        or quote_session != session
+        or quote_size > max_data_size
+        or str_tag != _STR
+        or length != quote_size - _STR_ARG.size
+        or len(buffer) < end
+    ):
+        return None
+    try:
+        symbol = buffer[_SYMBOL_AT:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return _new(QuotePair, (switch_id, quote_id, session, symbol, end))
+
+
 class Encoded:
     """Answers encoded once and sent many times, with the request id patched in.
 
@@ -165,6 +221,45 @@ class LeanConnection(Connection):
         self._decoder.discard(len(request.frame))
         self.state = target
         return request
+
+    def next_pair(self) -> QuotePair | None:
+        """The next two frames if they are a quote pair (``parse_pair``); nothing is taken
+        until ``send_pair`` answers them."""
+        buffer = self._decoder.at_frame_start()
+        if buffer is None or self.role is not Role.SERVER:
+            return None
+        return parse_pair(buffer, self._decoder.max_data_size)
+
+    def send_pair(self, pair: QuotePair, switched: Encoded, answer: Encoded) -> bytes | None:
+        """Take ``pair`` and give the bytes of both answers (stateSwitchSuccess, then the
+        quote's), moving the state machine through all four steps, as ``next_lean`` and
+        ``send_encoded`` would frame by frame. None, with nothing taken and the state
+        unchanged, if a step is not legal now: the frames then go one by one, and the
+        reference path says what is wrong."""
+        state: State | None = TRANSITIONS.get((self.state, Event.SWITCH_TO_DATA))
+        for event in switched.events:
+            state = TRANSITIONS.get((state, event))  # type: ignore[arg-type]
+        state = TRANSITIONS.get((state, Event.DATA_REQUEST))  # type: ignore[arg-type]
+        for event in answer.events:
+            state = TRANSITIONS.get((state, event))  # type: ignore[arg-type]
+        if state is None:
+            return None
+        self._decoder.discard(pair.size)
+        self.state = state
+        data = bytearray(switched.template)
+        at = len(data)
+        data += answer.template
+        for offset in switched.offsets:
+            REQUEST_ID.pack_into(data, offset, pair.switch_id)
+        for offset in answer.offsets:
+            REQUEST_ID.pack_into(data, at + offset, pair.quote_id)
+        return bytes(data)
+
+    @property
+    def drained(self) -> bool:
+        """Nothing buffered, at a frame boundary: ``next_message`` would need data."""
+        buffer = self._decoder.at_frame_start()
+        return buffer is not None and not buffer
 
     def send_encoded(self, answer: Encoded, request_id: int) -> bytes:
         """Bytes of a pre-encoded answer; LocalProtocolError if it may not be sent now."""
