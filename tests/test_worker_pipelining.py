@@ -1,14 +1,19 @@
-"""Pipelined quotes through a real worker process (docs/PROTOCOL.md 14.4).
+"""Pipelined quotes (docs/PROTOCOL.md 14.4): through a real worker, and as the
+reference client sends them.
 
 A client may send switchState(1) and getAssetValueCurrent together, many at a
 time: the worker answers each pair at once (``protocol/lean.py``'s pair path)
 once it has verified the session, frame by frame before that or when it cannot.
 Whichever path answers, the client gets the same answers in order, each with
-its request id, and a session that ended stops being served.
+its request id, and a session that ended stops being served. The reference
+client sends a data request behind its switchState in one write: one round
+trip a quote.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -17,10 +22,11 @@ from pathlib import Path
 import redis
 from test_worker_support import Client, keyed_worker, signed_sessions, wait_for
 
+from papertrader.client import PaperTraderClient
 from papertrader.market.quote import Quote
-from papertrader.protocol import ErrorCode, Instruction, Message, encode_message
+from papertrader.protocol import ErrorCode, Instruction, Message, encode_message, packets_for
 from papertrader.protocol.decoder import FrameDecoder, NeedData
-from papertrader.protocol.records import from_record
+from papertrader.protocol.records import from_record, to_record
 from papertrader.protocol.values import decode_payload
 from papertrader.store.quotes import QuoteStore
 
@@ -96,3 +102,46 @@ def test_pipelined_quotes_are_answered_in_order_until_the_session_ends(
             return True
 
         wait_for(refused, timeout=30)
+
+
+def test_the_reference_client_sends_a_quote_in_one_round_trip() -> None:
+    """A server that answers nothing until it holds two whole frames: the client must
+    have sent the quote request behind the switch without waiting for its answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[Message] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(30)
+            decoder = FrameDecoder()
+            while len(received) < 2:
+                message = decoder.next_message()
+                if isinstance(message, NeedData):
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        return
+                    decoder.receive_data(data)
+                else:
+                    received.append(message)
+            switch, quote = received
+            record = to_record(Quote("AAPL", PRICE, PRICE, PRICE, PRICE, 1, NOW).as_record())
+            answer = [
+                Message(Instruction.STATE_SWITCH_SUCCESS, (1,), request_id=switch.request_id),
+                *packets_for(record, request_id=quote.request_id),
+            ]
+            conn.sendall(b"".join(encode_message(message) for message in answer))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    session = uuid.uuid4()
+    port = listener.getsockname()[1]
+    with PaperTraderClient("127.0.0.1", port, 30, session_id=session, tls=False) as client:
+        assert client.quote("AAPL").close == PRICE
+    server.join(30)
+    listener.close()
+    assert [message.instruction for message in received] == [
+        Instruction.SWITCH_STATE,
+        Instruction.GET_ASSET_VALUE_CURRENT,
+    ]
+    assert all(message.session_id == session for message in received)

@@ -32,6 +32,7 @@ from papertrader.protocol import (
     Reassembler,
     Role,
     State,
+    encode_message,
 )
 from papertrader.protocol import Connection as ProtocolConnection
 from papertrader.protocol.values import Value
@@ -193,12 +194,13 @@ class BlockingConnection:
                 pass
 
     # -- one message each way -------------------------------------------------
-    def send(self, message: Message) -> None:
+    def send(self, message: Message, then: bytes = b"") -> None:
+        """Send ``message`` (and ``then``, bytes pipelined behind it)."""
         self.open()
         assert self._sock is not None
         data = self._protocol.send(message)  # LocalProtocolError = our bug: let it show
         try:
-            self._sock.sendall(data)
+            self._sock.sendall(data + then)
         except OSError as exc:
             self.close()
             raise ServerUnreachable(self.address, _describe(exc), lost=True) from None
@@ -248,6 +250,10 @@ class BlockingConnection:
         DATA_FAIL becomes ClientError with the server's code and reason.
         """
         self.send(message)
+        return self._transferred(message)
+
+    def _transferred(self, message: Message) -> Value:
+        """The answer to ``message``, sent already: its packets as one value."""
         reassembler = Reassembler(max_payload=64 * 1024 * 1024)
         while True:
             reply = self.receive()
@@ -274,22 +280,30 @@ class BlockingConnection:
                 return value
 
     def data_request(self, message: Message, session_id: uuid.UUID) -> Value:
-        """switchState(1), then the request: what a session-bound data read takes."""
+        """switchState(1), then the request: what a session-bound data read takes.
+
+        The request is pipelined behind the switch (docs/PROTOCOL.md 14.4): one round
+        trip, not two. If the switch fails the server refuses the request too
+        (WRONG_STATE); the connection is closed rather than read past that answer,
+        and the switch's failure is raised (the next request connects afresh).
+        """
         switch = Message(
             Instruction.SWITCH_STATE,
             (int(ConnectionStateCode.DATA_TRANSFER),),
             session_id=session_id,
         )
-        reply = self.request(switch)
+        self.send(switch, then=encode_message(message, self.max_data_size))
+        reply = self.receive()
         if reply.instruction is not Instruction.STATE_SWITCH_SUCCESS:
+            self.close()
             if reply.is_failure:
                 raise failure_error(reply)
-            self.close()
             raise ClientError(
                 ErrorCode.TYPE_MISMATCH,
                 f"{self.address} answered switchState with {reply.instruction.name}",
             )
-        return self.transfer(message)
+        self._protocol.send(message)  # sent already: move our state machine past it
+        return self._transferred(message)
 
 
 def _describe(exc: OSError) -> str:
