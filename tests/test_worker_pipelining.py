@@ -15,14 +15,17 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import redis
 from test_worker_support import Client, keyed_worker, signed_sessions, wait_for
 
-from papertrader.client import PaperTraderClient
+from papertrader.client import ClientError, PaperTraderClient
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode, Instruction, Message, encode_message, packets_for
 from papertrader.protocol.decoder import FrameDecoder, NeedData
@@ -104,44 +107,86 @@ def test_pipelined_quotes_are_answered_in_order_until_the_session_ends(
         wait_for(refused, timeout=30)
 
 
-def test_the_reference_client_sends_a_quote_in_one_round_trip() -> None:
-    """A server that answers nothing until it holds two whole frames: the client must
-    have sent the quote request behind the switch without waiting for its answer."""
+Answer = Callable[[Message, Message], list[Message]]
+
+
+def quoted(switch: Message, quote: Message) -> list[Message]:
+    """A worker's answer to a good pair: the switch granted, then the quote."""
+    record = to_record(Quote("AAPL", PRICE, PRICE, PRICE, PRICE, 1, NOW).as_record())
+    return [
+        Message(Instruction.STATE_SWITCH_SUCCESS, (1,), request_id=switch.request_id),
+        *packets_for(record, request_id=quote.request_id),
+    ]
+
+
+@contextmanager
+def pair_server(*answers: Answer) -> Iterator[tuple[int, list[Message]]]:
+    """A plaintext server taking one connection per answer in ``answers``: on each it
+    answers nothing until it holds two whole frames, then what that answer says. Its
+    port and the frames it received."""
     listener = socket.create_server(("127.0.0.1", 0))
     received: list[Message] = []
 
     def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(30)
-            decoder = FrameDecoder()
-            while len(received) < 2:
-                message = decoder.next_message()
-                if isinstance(message, NeedData):
-                    data = conn.recv(1 << 16)
-                    if not data:
-                        return
-                    decoder.receive_data(data)
-                else:
-                    received.append(message)
-            switch, quote = received
-            record = to_record(Quote("AAPL", PRICE, PRICE, PRICE, PRICE, 1, NOW).as_record())
-            answer = [
-                Message(Instruction.STATE_SWITCH_SUCCESS, (1,), request_id=switch.request_id),
-                *packets_for(record, request_id=quote.request_id),
-            ]
-            conn.sendall(b"".join(encode_message(message) for message in answer))
+        for answer in answers:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                decoder, mine = FrameDecoder(), []
+                while len(mine) < 2:
+                    message = decoder.next_message()
+                    if isinstance(message, NeedData):
+                        data = conn.recv(1 << 16)
+                        if not data:
+                            return
+                        decoder.receive_data(data)
+                    else:
+                        mine.append(message)
+                received.extend(mine)
+                conn.sendall(b"".join(encode_message(m) for m in answer(*mine)))
+                conn.recv(1 << 16)  # until the client closes or sends more
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        listener.close()
+        server.join(30)
+
+
+def test_the_reference_client_sends_a_quote_in_one_round_trip() -> None:
+    """The server answers nothing until it holds two whole frames: the client must have
+    sent the quote request behind the switch without waiting for its answer."""
     session = uuid.uuid4()
-    port = listener.getsockname()[1]
-    with PaperTraderClient("127.0.0.1", port, 30, session_id=session, tls=False) as client:
-        assert client.quote("AAPL").close == PRICE
-    server.join(30)
-    listener.close()
+    with pair_server(quoted) as (port, received):
+        with PaperTraderClient("127.0.0.1", port, 30, session_id=session, tls=False) as client:
+            assert client.quote("AAPL").close == PRICE
     assert [message.instruction for message in received] == [
         Instruction.SWITCH_STATE,
         Instruction.GET_ASSET_VALUE_CURRENT,
     ]
     assert all(message.session_id == session for message in received)
+
+
+def test_a_refused_switch_is_reported_and_the_next_request_starts_afresh() -> None:
+    """The switch refused (as a worker refuses an ended session), then the request behind
+    it refused for the state: the client reports the switch's reason, and its next
+    request goes out on a new connection, in step with the server."""
+
+    def refused(switch: Message, quote: Message) -> list[Message]:
+        why = (int(ErrorCode.INVALID_SESSION), "session is unknown or expired: log in again")
+        wrong = (int(ErrorCode.WRONG_STATE), "getAssetValueCurrent is not valid now")
+        return [
+            Message(Instruction.STATE_SWITCH_FAIL, why, request_id=switch.request_id),
+            Message(Instruction.DATA_FAIL, wrong, request_id=quote.request_id),
+        ]
+
+    with pair_server(refused, quoted) as (port, received):
+        with PaperTraderClient("127.0.0.1", port, 30, session_id=uuid.uuid4(), tls=False) as client:
+            with pytest.raises(ClientError) as caught:
+                client.quote("AAPL")
+            assert caught.value.code is ErrorCode.INVALID_SESSION
+            assert "log in again" in caught.value.reason
+            assert client.quote("AAPL").close == PRICE  # a second connection, served
+    assert len(received) == 4
