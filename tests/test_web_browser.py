@@ -57,6 +57,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_e2e_support import PASSWORD, new_user
 from web_support import WebStack
 
+from papertrader.protocol import Instruction
+from papertrader.protocol.decoder import decode_all
+
 web_stack = web_support.web_stack  # one pt up stack for the whole module
 
 CHROMIUM = "/usr/bin/chromium"
@@ -417,6 +420,90 @@ def test_a_limit_order_waits_in_the_book_and_is_canceled(
         web_stack,
     )
     Select(browser.find_element(By.ID, "ticket-type")).select_by_value("market")
+
+
+#: Put before the page's own scripts: every WebSocket message the page sends, as bytes.
+RECORD_SENT = """
+window.__ptSent = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (data instanceof Uint8Array) window.__ptSent.push(Array.from(data));
+  return send.call(this, data);
+};
+"""
+
+
+def test_a_quote_goes_to_the_worker_in_one_message(browser: WebDriver, web_stack: WebStack) -> None:
+    """switchState(1) and the quote request travel together (docs/PROTOCOL.md 14.4): one
+    round trip a quote, and the worker's fastest path."""
+    added = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_SENT}
+    )
+    try:
+        browser.get(web_stack.web(0) + "/#/trade/MSFT")
+        browser.refresh()  # a new document, so the recorder runs before the page's scripts
+        wait_for(browser, "the quote", lambda d: "MSFT" in text(d, "asset-quote"), web_stack)
+        sent = browser.execute_script("return window.__ptSent")
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]}
+        )
+    together = [
+        frames
+        for frames in (decode_all(bytes(data)) for data in sent)
+        if [f.instruction for f in frames]
+        == [Instruction.SWITCH_STATE, Instruction.GET_ASSET_VALUE_CURRENT]
+    ]
+    assert together, [[f.instruction.name for f in decode_all(bytes(d))] for d in sent]
+    switch, quote = together[0]
+    assert switch.args == (1,) and quote.args == ("MSFT",)
+    assert switch.session_id == quote.session_id and quote.request_id == switch.request_id + 1
+
+
+#: Put before the page's own scripts: how many WebSockets the page opens.
+COUNT_OPENED = """
+window.__ptOpened = 0;
+const Native = window.WebSocket;
+window.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    window.__ptOpened += 1;
+  }
+};
+"""
+
+
+def test_signed_out_elsewhere_the_page_says_so_and_signs_in_on_the_same_connection(
+    browser: WebDriver, web_stack: WebStack
+) -> None:
+    """A data request behind a switchState that fails (the session ended) is refused in
+    turn: the page reads past that refusal, so the connection stays in step and is
+    kept (one WebSocket throughout, no "reconnecting")."""
+    added = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_OPENED}
+    )
+    try:
+        browser.get(web_stack.web(0) + "/#/trade/MSFT")
+        browser.refresh()
+        wait_for(browser, "the quote", lambda d: "MSFT" in text(d, "asset-quote"), web_stack)
+        with web_stack.client(0) as client:
+            client.login(USER, PASSWORD)
+            client.logout_all(keep_this=False)  # the page's session too
+        wait_for(browser, "the sign-in screen", lambda d: visible(d, "screen-signin"), web_stack)
+        assert "signed out" in text(browser, "notice")
+        fill(browser, "signin-username", USER)
+        fill(browser, "signin-password", PASSWORD)
+        browser.find_element(By.ID, "signin-remember").click()
+        browser.find_element(By.ID, "signin-submit").click()
+        wait_for(browser, "the watchlist", lambda d: visible(d, "screen-watchlist"), web_stack)
+        browser.get(web_stack.web(0) + "/#/trade/AAPL")
+        wait_for(browser, "the quote", lambda d: "AAPL" in text(d, "asset-quote"), web_stack)
+        assert browser.execute_script("return window.__ptOpened") == 1
+        assert "reconnecting" not in text(browser, "worker")
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]}
+        )
 
 
 def test_an_unknown_symbol_is_refused_cleanly(browser: WebDriver, web_stack: WebStack) -> None:

@@ -121,18 +121,19 @@ def quoted(switch: Message, quote: Message) -> list[Message]:
 
 @contextmanager
 def pair_server(*answers: Answer) -> Iterator[tuple[int, list[Message]]]:
-    """A plaintext server taking one connection per answer in ``answers``: on each it
-    answers nothing until it holds two whole frames, then what that answer says. Its
-    port and the frames it received."""
+    """A plaintext server taking one connection: for each answer in ``answers`` it waits
+    until it holds two more whole frames, answering nothing, then sends what that
+    answer says. Its port and the frames it received."""
     listener = socket.create_server(("127.0.0.1", 0))
     received: list[Message] = []
 
     def serve() -> None:
-        for answer in answers:
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(30)
-                decoder, mine = FrameDecoder(), []
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(30)
+            decoder = FrameDecoder()
+            for answer in answers:
+                mine: list[Message] = []
                 while len(mine) < 2:
                     message = decoder.next_message()
                     if isinstance(message, NeedData):
@@ -144,7 +145,6 @@ def pair_server(*answers: Answer) -> Iterator[tuple[int, list[Message]]]:
                         mine.append(message)
                 received.extend(mine)
                 conn.sendall(b"".join(encode_message(m) for m in answer(*mine)))
-                conn.recv(1 << 16)  # until the client closes or sends more
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
@@ -169,10 +169,10 @@ def test_the_reference_client_sends_a_quote_in_one_round_trip() -> None:
     assert all(message.session_id == session for message in received)
 
 
-def test_a_refused_switch_is_reported_and_the_next_request_starts_afresh() -> None:
+def test_a_refused_switch_is_reported_and_the_connection_stays_in_step() -> None:
     """The switch refused (as a worker refuses an ended session), then the request behind
-    it refused for the state: the client reports the switch's reason, and its next
-    request goes out on a new connection, in step with the server."""
+    it refused for the state: the client reports the switch's reason, reads past the
+    second refusal, and its next request is served on the same connection."""
 
     def refused(switch: Message, quote: Message) -> list[Message]:
         why = (int(ErrorCode.INVALID_SESSION), "session is unknown or expired: log in again")
@@ -183,10 +183,10 @@ def test_a_refused_switch_is_reported_and_the_next_request_starts_afresh() -> No
         ]
 
     with pair_server(refused, quoted) as (port, received):
-        with PaperTraderClient("127.0.0.1", port, 30, session_id=uuid.uuid4(), tls=False) as client:
+        with PaperTraderClient("127.0.0.1", port, 10, session_id=uuid.uuid4(), tls=False) as client:
             with pytest.raises(ClientError) as caught:
                 client.quote("AAPL")
             assert caught.value.code is ErrorCode.INVALID_SESSION
             assert "log in again" in caught.value.reason
-            assert client.quote("AAPL").close == PRICE  # a second connection, served
+            assert client.quote("AAPL").close == PRICE  # the server takes no second one
     assert len(received) == 4

@@ -283,9 +283,9 @@ class BlockingConnection:
         """switchState(1), then the request: what a session-bound data read takes.
 
         The request is pipelined behind the switch (docs/PROTOCOL.md 14.4): one round
-        trip, not two. If the switch fails the server refuses the request too
-        (WRONG_STATE); the connection is closed rather than read past that answer,
-        and the switch's failure is raised (the next request connects afresh).
+        trip, not two. If the switch fails the server refuses the request too, in the
+        command state (dataFail, WRONG_STATE): that refusal is read, so the
+        connection stays in step, and the switch's failure is raised.
         """
         switch = Message(
             Instruction.SWITCH_STATE,
@@ -295,15 +295,26 @@ class BlockingConnection:
         self.send(switch, then=encode_message(message, self.max_data_size))
         reply = self.receive()
         if reply.instruction is not Instruction.STATE_SWITCH_SUCCESS:
-            self.close()
             if reply.is_failure:
+                self._read_refusal()
                 raise failure_error(reply)
+            self.close()
             raise ClientError(
                 ErrorCode.TYPE_MISMATCH,
                 f"{self.address} answered switchState with {reply.instruction.name}",
             )
         self._protocol.send(message)  # sent already: move our state machine past it
         return self._transferred(message)
+
+    def _read_refusal(self) -> None:
+        """Read the dataFail of a request sent behind a switchState that failed; anything
+        else (or nothing) and the connection starts afresh on the next request."""
+        try:
+            refusal = self.receive()
+        except ClientError:
+            return  # receive() has closed the connection
+        if refusal.instruction is not Instruction.DATA_FAIL:
+            self.close()
 
 
 def _describe(exc: OSError) -> str:

@@ -1,7 +1,8 @@
 // One WebSocket to one worker, speaking the PaperTrader protocol (docs/PROTOCOL.md).
 //
 // Requests go one at a time, as the state machine wants: a command waits for
-// its return; a data request is switchState(1), the request, then its DATA
+// its return; a data request is switchState(1) with the request behind it in
+// the same message (one round trip, docs/PROTOCOL.md 14.4), then its DATA
 // packets (or dataFail), after which both sides are back in the command
 // state. Failures come back as ClientError (code and the server's reason);
 // a connection that ends under a request is ConnectionLost, which says
@@ -16,6 +17,7 @@ import {
   NIL,
   ProtocolError,
   Reassembler,
+  encodeMessage,
   message,
 } from "./protocol/index.js";
 
@@ -121,11 +123,13 @@ export class WorkerConnection {
     });
   }
 
-  /** A data request: switchState(1), the request, the packets; the decoded payload. */
+  /** A data request: switchState(1) and the request in one message, the packets; the
+   * decoded payload (or the switch's failure, or the request's). */
   data(instruction, args = [], sessionId = NIL) {
-    return this.#serial(async () => {
-      await this.#exchange(message("SWITCH_STATE", [BigInt(CONNECTION_STATES.DATA_TRANSFER)], { sessionId, requestId: this.#requestId() }));
-      return this.#exchange(message(instruction, args, { sessionId, requestId: this.#requestId() }), true);
+    return this.#serial(() => {
+      const toData = message("SWITCH_STATE", [BigInt(CONNECTION_STATES.DATA_TRANSFER)], { sessionId, requestId: this.#requestId() });
+      const request = message(instruction, args, { sessionId, requestId: this.#requestId() });
+      return this.#exchange(toData, false, request);
     });
   }
 
@@ -146,11 +150,21 @@ export class WorkerConnection {
     return run;
   }
 
-  #exchange(request, transfer = false) {
+  /** Send ``request`` (and ``behind``, a data request pipelined after a switchState) and
+   * wait for the answer: to ``behind`` when there is one and the switch succeeds. */
+  #exchange(request, transfer = false, behind = null) {
     if (this.closed || this.socket === null || this.socket.readyState !== WebSocket.OPEN) {
       return Promise.reject(new ConnectionLost(this.closeReason || `not connected to ${this.origin}`, { sent: false }));
     }
-    const bytes = this.protocol.send(request); // LocalProtocolError: a bug of ours, never sent
+    let bytes = this.protocol.send(request); // LocalProtocolError: a bug of ours, never sent
+    if (behind !== null) {
+      // Our state machine moves past ``behind`` once the switch is granted (#deliver).
+      const next = encodeMessage(behind, this.maxDataSize);
+      const both = new Uint8Array(bytes.length + next.length);
+      both.set(bytes);
+      both.set(next, bytes.length);
+      bytes = both;
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = null;
@@ -160,6 +174,8 @@ export class WorkerConnection {
       this.waiter = {
         request,
         transfer,
+        behind,
+        failure: null,
         reassembler: new Reassembler(),
         resolve: (value) => { clearTimeout(timer); this.waiter = null; resolve(value); },
         reject: (error) => { clearTimeout(timer); this.waiter = null; reject(error); },
@@ -201,7 +217,16 @@ export class WorkerConnection {
     }
     if (FAILURES.has(msg.instruction)) {
       const [code, reason, orderId] = msg.args;
-      waiter.reject(new ClientError(Number(code), String(reason), { orderId: orderId ?? null, instruction: waiter.request.instruction }));
+      const error = new ClientError(Number(code), String(reason), { orderId: orderId ?? null, instruction: waiter.request.instruction });
+      if (waiter.behind !== null) {
+        // The request sent behind this switch is refused in turn (dataFail, in the
+        // command state): read that too, so the connection stays in step, then say why.
+        waiter.request = waiter.behind;
+        waiter.behind = null;
+        waiter.failure = error;
+        return;
+      }
+      waiter.reject(waiter.failure ?? error);
       return;
     }
     if (msg.instruction === "DATA") {
@@ -213,6 +238,14 @@ export class WorkerConnection {
       }
       return;
     }
+    if (waiter.behind !== null) {
+      // The switch is granted: the request sent behind it is the one answered next.
+      this.protocol.send(waiter.behind);
+      waiter.request = waiter.behind;
+      waiter.behind = null;
+      waiter.transfer = true;
+      return;
+    }
     waiter.resolve(msg);
   }
 
@@ -220,7 +253,7 @@ export class WorkerConnection {
     const first = !this.closed;
     this.closed = true;
     if (!this.closeReason) this.closeReason = reason;
-    if (this.waiter !== null) this.waiter.reject(new ConnectionLost(this.closeReason, { sent: true }));
+    if (this.waiter !== null) this.waiter.reject(this.waiter.failure ?? new ConnectionLost(this.closeReason, { sent: true }));
     if (first && this.onclose) this.onclose(this.closeReason);
   }
 }
