@@ -198,17 +198,24 @@ class RequestFigures:
 
     def observe(self, instruction: str, outcome: str, seconds: float) -> None:
         """One request answered, with its outcome and how long the answer took."""
-        key = (instruction, outcome)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        counts = self.durations.get(instruction)
-        if counts is None:
-            counts = self.durations[instruction] = [0] * (len(self.buckets) + 1)
-            self.duration_sums[instruction] = 0.0
-        counts[bisect_left(self.buckets, seconds)] += 1
-        self.duration_sums[instruction] += seconds
-        if outcome == "RATE_LIMITED":
-            self.refusals[instruction] = self.refusals.get(instruction, 0) + 1
+        self.observe_each((instruction,), outcome, seconds)
+
+    def observe_each(self, instructions: tuple[str, ...], outcome: str, seconds: float) -> None:
+        """Requests answered together (a quote's two frames), each with the outcome and
+        the time of the whole answer."""
+        requests, durations, sums = self.requests, self.durations, self.duration_sums
+        bucket = bisect_left(self.buckets, seconds)
+        for instruction in instructions:
+            key = (instruction, outcome)
+            requests[key] = requests.get(key, 0) + 1
+            counts = durations.get(instruction)
+            if counts is None:
+                counts = durations[instruction] = [0] * (len(self.buckets) + 1)
+                sums[instruction] = 0.0
+            counts[bucket] += 1
+            sums[instruction] += seconds
+            if outcome == "RATE_LIMITED":
+                self.refusals[instruction] = self.refusals.get(instruction, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

@@ -104,6 +104,10 @@ def test_master_and_worker_serve_metrics_and_health(
         assert worker["papertrader_order_outcomes_total{outcome=filled,side=buy}"] == 1
         quote = "papertrader_requests_total{instruction=GET_ASSET_VALUE_CURRENT,outcome=%s}"
         assert worker[quote % "UNKNOWN_ASSET"] == 1 and worker[quote % "ok"] >= 1
+        # Each quote's two frames are counted, timed, whichever path answered them.
+        assert worker["papertrader_requests_total{instruction=SWITCH_STATE,outcome=ok}"] >= 2
+        timed = "papertrader_request_duration_seconds_count{instruction=%s}"
+        assert worker[timed % "GET_ASSET_VALUE_CURRENT"] == worker[quote % "ok"] + 1
         assert worker["papertrader_client_connections_total{}"] >= 2
         assert worker["papertrader_request_duration_seconds_count{instruction=PLACE_ORDER}"] == 1
         assert any(k.startswith("process_resident_memory_bytes") for k in worker)

@@ -177,9 +177,10 @@ class Encoded:
     are the encoder's own), with the state machine events they stand for.
     """
 
-    __slots__ = ("template", "offsets", "events")
+    __slots__ = ("template", "offsets", "events", "_paired")
 
     def __init__(self, messages: Sequence[Message], max_data_size: int) -> None:
+        self._paired: PairedAnswer | None = None
         parts: list[bytes] = []
         offsets: list[int] = []
         at = 0
@@ -199,6 +200,49 @@ class Encoded:
         data = bytearray(self.template)
         for offset in self.offsets:
             REQUEST_ID.pack_into(data, offset, request_id)
+        return bytes(data)
+
+    def after(self, switched: Encoded) -> PairedAnswer:
+        """``switched`` then this answer, for a quote pair: made once and kept with this
+        answer (both are fixed bytes until the quote changes)."""
+        paired = self._paired
+        if paired is None or paired.switched is not switched:
+            paired = self._paired = PairedAnswer(switched, self)
+        return paired
+
+
+class PairedAnswer:
+    """A quote pair's two answers as one template, with the state machine's path through
+    the pair's four steps worked out once per state it starts in."""
+
+    __slots__ = ("switched", "template", "switch_offsets", "quote_offsets", "events", "_ends")
+
+    def __init__(self, switched: Encoded, answer: Encoded) -> None:
+        self.switched = switched
+        self.template = switched.template + answer.template
+        self.switch_offsets = switched.offsets
+        self.quote_offsets = tuple(len(switched.template) + at for at in answer.offsets)
+        self.events = (Event.SWITCH_TO_DATA, *switched.events, Event.DATA_REQUEST, *answer.events)
+        self._ends: dict[State, State | None] = {}
+
+    def end_state(self, state: State) -> State | None:
+        """Where the four steps lead from ``state``; None if one is not legal."""
+        try:
+            return self._ends[state]
+        except KeyError:
+            pass
+        end: State | None = state
+        for event in self.events:
+            end = TRANSITIONS.get((end, event))  # type: ignore[arg-type]
+        self._ends[state] = end
+        return end
+
+    def for_requests(self, switch_id: int, quote_id: int) -> bytes:
+        data = bytearray(self.template)
+        for offset in self.switch_offsets:
+            REQUEST_ID.pack_into(data, offset, switch_id)
+        for offset in self.quote_offsets:
+            REQUEST_ID.pack_into(data, offset, quote_id)
         return bytes(data)
 
 
@@ -236,24 +280,13 @@ class LeanConnection(Connection):
         ``send_encoded`` would frame by frame. None, with nothing taken and the state
         unchanged, if a step is not legal now: the frames then go one by one, and the
         reference path says what is wrong."""
-        state: State | None = TRANSITIONS.get((self.state, Event.SWITCH_TO_DATA))
-        for event in switched.events:
-            state = TRANSITIONS.get((state, event))  # type: ignore[arg-type]
-        state = TRANSITIONS.get((state, Event.DATA_REQUEST))  # type: ignore[arg-type]
-        for event in answer.events:
-            state = TRANSITIONS.get((state, event))  # type: ignore[arg-type]
+        paired = answer.after(switched)
+        state = paired.end_state(self.state)
         if state is None:
             return None
         self._decoder.discard(pair.size)
         self.state = state
-        data = bytearray(switched.template)
-        at = len(data)
-        data += answer.template
-        for offset in switched.offsets:
-            REQUEST_ID.pack_into(data, offset, pair.switch_id)
-        for offset in answer.offsets:
-            REQUEST_ID.pack_into(data, at + offset, pair.quote_id)
-        return bytes(data)
+        return paired.for_requests(pair.switch_id, pair.quote_id)
 
     @property
     def drained(self) -> bool:
