@@ -129,13 +129,13 @@ export class WorkerConnection {
     return this.#serial(() => {
       const toData = message("SWITCH_STATE", [BigInt(CONNECTION_STATES.DATA_TRANSFER)], { sessionId, requestId: this.#requestId() });
       const request = message(instruction, args, { sessionId, requestId: this.#requestId() });
-      return this.#exchange(toData, false, request);
+      return this.#exchange(toData, request);
     });
   }
 
   /** getWorkerList (answered by the master through this worker). */
   workerList() {
-    return this.#serial(() => this.#exchange(message("GET_WORKER_LIST", [], { requestId: this.#requestId() }), true));
+    return this.#serial(() => this.#exchange(message("GET_WORKER_LIST", [], { requestId: this.#requestId() })));
   }
 
   #requestId() {
@@ -152,7 +152,7 @@ export class WorkerConnection {
 
   /** Send ``request`` (and ``behind``, a data request pipelined after a switchState) and
    * wait for the answer: to ``behind`` when there is one and the switch succeeds. */
-  #exchange(request, transfer = false, behind = null) {
+  #exchange(request, behind = null) {
     if (this.closed || this.socket === null || this.socket.readyState !== WebSocket.OPEN) {
       return Promise.reject(new ConnectionLost(this.closeReason || `not connected to ${this.origin}`, { sent: false }));
     }
@@ -173,7 +173,6 @@ export class WorkerConnection {
       }, this.timeoutMs);
       this.waiter = {
         request,
-        transfer,
         behind,
         failure: null,
         reassembler: new Reassembler(),
@@ -243,7 +242,6 @@ export class WorkerConnection {
       this.protocol.send(waiter.behind);
       waiter.request = waiter.behind;
       waiter.behind = null;
-      waiter.transfer = true;
       return;
     }
     waiter.resolve(msg);
