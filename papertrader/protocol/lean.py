@@ -9,6 +9,10 @@ readable definition of what is valid, and most of a worker's time per quote
 (bench/README.md has the profile). This module recognises just those two
 requests, with one precompiled struct and one dictionary lookup, and answers
 with bytes encoded ahead of time in which only the request id changes.
+Clients send both frames together (docs/PROTOCOL.md 14.4), so the two are
+also taken as one ``QuotePair`` (one unpack for both headers, one session
+check, both answers from one template, ``send_pair``); a pair that cannot be
+answered so is left to the frame-by-frame path.
 
 It never decides differently from the reference path: a frame that is not
 whole, not one of its own, not well-formed down to the last byte, or not
