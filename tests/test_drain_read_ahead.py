@@ -134,26 +134,3 @@ def test_one_workers_outcomes_reach_its_list_and_free_the_pending_cap(
     assert 0 < redis_client.ttl(keys.order_result(inbox)) <= 3600
     assert outcome(queue, orders[1]).status == "filled"
     assert redis_client.zcard(keys.pending_orders(session.account_id)) == 0
-
-
-def test_orders_that_arrive_while_a_drain_runs_wait_for_the_next_one(
-    pool: ConnectionPool, queue: OrderQueue, sessions: SessionStore
-) -> None:
-    """A drain applies what was queued when it began; an order placed meanwhile is
-    applied by the next drain (at its prices), so a drain ends however fast orders
-    come and the market update after it is not held up."""
-    session = trader(pool, sessions, "steady")
-    first = placed(queue, session)
-    late: list[Order] = []
-
-    def arrives_meanwhile(entries: object) -> list[tuple[bytes, object]]:
-        if not late:  # while the first drain decides its orders, another one comes
-            late.append(placed(queue, session))
-        return []
-
-    assert drain_once(queue, pool, PRICES, now=T0, check=arrives_meanwhile) == 1
-    assert outcome(queue, first).status == "filled"
-    assert late and queue.wait_outcome(late[0].order_id, timeout=0.5) is None
-    assert drain_once(queue, pool, {"AAPL": Decimal("90.00")}, now=T0) == 1
-    later = outcome(queue, late[0])
-    assert later.status == "filled" and later.price == Decimal("90.00")  # the next prices

@@ -13,15 +13,6 @@ from loguru import logger
 
 from papertrader.store.order_queue import Entry, Order, OrderQueue
 
-#: A stream id as numbers (milliseconds, sequence), ordered as the stream is.
-StreamPosition = tuple[int, int]
-
-
-def stream_position(stream_id: bytes) -> StreamPosition:
-    milliseconds, _, sequence = stream_id.partition(b"-")
-    return int(milliseconds), int(sequence or 0)
-
-
 #: Entries one read of the stream returns.
 READ_COUNT = 5000
 #: Most orders the intake holds in memory; beyond it they wait in the stream.
@@ -94,26 +85,17 @@ class OrderIntake:
         while self.poll() and len(self._entries) < self._limit:
             pass
 
-    def take(self, limit: int = MAX_PER_DRAIN, upto: StreamPosition | None = None) -> list[Entry]:
+    def take(self, limit: int = MAX_PER_DRAIN) -> list[Entry]:
         """Up to ``limit`` entries for the drain, the oldest first (still held until
-        ``forget``); with ``upto`` (``newest``, when the drain began) only entries the
-        stream had by then: an order that arrives while a drain runs waits for the
-        next one, so one drain cannot run on while orders keep coming."""
+        ``forget``)."""
         self.recover()
         self.catch_up()
         taken: list[Entry] = []
         for entry in self._entries.values():
             if len(taken) >= limit:
                 break
-            if upto is None or stream_position(entry.stream_id) <= upto:
-                taken.append(entry)
+            taken.append(entry)
         return taken
-
-    def newest(self) -> StreamPosition | None:
-        """Where the newest entry held sits in the stream (None when none is held)."""
-        if not self._entries:
-            return None
-        return max(stream_position(stream_id) for stream_id in self._entries)
 
     def recover(self) -> None:
         """Read our pending entries again if the group holds more than we do. A master
@@ -169,11 +151,4 @@ class OrderIntake:
                 stop.wait(min(5.0, 0.2 * 2**failures))
 
 
-__all__ = [
-    "MAX_BUFFERED",
-    "MAX_PER_DRAIN",
-    "READ_COUNT",
-    "OrderIntake",
-    "StreamPosition",
-    "stream_position",
-]
+__all__ = ["MAX_BUFFERED", "MAX_PER_DRAIN", "READ_COUNT", "OrderIntake"]

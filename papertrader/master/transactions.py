@@ -354,11 +354,8 @@ def drain_once(
     lanes: int = DRAIN_LANES,
 ) -> int:
     """One interval's work at ``prices`` (symbol -> price): the book's turn, then every
-    order queued when it began; returns how many queued orders got an outcome.
-    Orders that arrive while it runs wait for the next drain, at the next prices:
-    a drain that kept taking them could run on under load while the market update
-    (which waits for it) and every price aged. Malformed stream entries are
-    acknowledged and logged.
+    queued order; returns how many queued orders got an outcome. Malformed stream
+    entries are acknowledged and logged.
 
     ``check`` (a drain-time check of the master's own, e.g. of every order's
     session) names the entries to refuse: they are recorded as rejected with its
@@ -383,11 +380,8 @@ def drain_once(
         )  # fmt: skip
     drainer = Drainer(pool, prices, now, day_end, max_open)
     decided = 0
-    cutoff = None  # what the stream had when this drain took its first orders
     while decided < MAX_PER_DRAIN:
-        entries = intake.take(MAX_PER_DRAIN - decided, upto=cutoff)
-        if cutoff is None:
-            cutoff = intake.newest()
+        entries = intake.take(MAX_PER_DRAIN - decided)
         if not entries:
             break
         malformed = [entry for entry in entries if entry.staged is None]
