@@ -499,8 +499,7 @@ class ClientConnection:
         if not self._still_verified(pair.session):
             return None
         started = time.perf_counter()
-        cache, symbol = self.shared.cache, pair.symbol
-        answer = cache.answer(symbol) or cache.answer(normalise_symbol(symbol))
+        answer = self._quote_answer(pair.symbol)
         if answer is None:
             return None
         data = self.conn.send_pair(pair, self.shared.switched[_TO_DATA], answer)
@@ -516,7 +515,11 @@ class ClientConnection:
             return None
         if not self._still_verified(request.session):
             return None
-        cache, symbol = self.shared.cache, str(request.arg)
+        return self._quote_answer(str(request.arg))
+
+    def _quote_answer(self, symbol: str) -> Encoded | None:
+        """The quote's pre-encoded answer, for the symbol as sent or as normalised."""
+        cache = self.shared.cache
         return cache.answer(symbol) or cache.answer(normalise_symbol(symbol))
 
     def _still_verified(self, session_id: bytes) -> bool:
