@@ -11,6 +11,7 @@ outcome reaches the worker waiting for it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -25,8 +26,9 @@ from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys, order_book
 from papertrader.store.accounts import create_account
-from papertrader.store.order_queue import Order, OrderQueue, Outcome
+from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
 from papertrader.store.order_state import order_id_for
+from papertrader.store.orders import Refusal
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import Session, SessionStore
 
@@ -134,3 +136,44 @@ def test_one_workers_outcomes_reach_its_list_and_free_the_pending_cap(
     assert 0 < redis_client.ttl(keys.order_result(inbox)) <= 3600
     assert outcome(queue, orders[1]).status == "filled"
     assert redis_client.zcard(keys.pending_orders(session.account_id)) == 0
+
+
+class _Clock:
+    """A monotonic clock the test moves: the drain's deadline is checked against it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("past_deadline", [False, True], ids=["before", "after"])
+def test_orders_that_arrive_while_a_drain_runs_are_taken_until_its_deadline(
+    pool: ConnectionPool, queue: OrderQueue, sessions: SessionStore, past_deadline: bool
+) -> None:
+    """An order placed while a drain decides is applied by the same drain while its
+    deadline has not passed (answered an interval sooner); after the deadline it waits
+    for the next drain, at that drain's prices, so a load faster than the drain cannot
+    keep one drain (and the market update after it) going."""
+    session = trader(pool, sessions, "steady")
+    first = placed(queue, session)
+    clock, late = _Clock(), list[Order]()
+
+    def arrives_meanwhile(entries: Sequence[Entry]) -> dict[bytes, Refusal]:
+        if not late:  # while the first drain decides its orders, another one comes
+            late.append(placed(queue, session))
+            clock.now += 0.6 if past_deadline else 0.1
+        return {}
+
+    taken = drain_once(
+        queue, pool, PRICES, now=T0, check=arrives_meanwhile, until=100.5, clock=clock
+    )  # fmt: skip
+    assert outcome(queue, first).status == "filled"
+    if not past_deadline:
+        assert taken == 2 and outcome(queue, late[0]).price == Decimal("100.00")
+        return
+    assert taken == 1 and queue.wait_outcome(late[0].order_id, timeout=0.5) is None
+    assert drain_once(queue, pool, {"AAPL": Decimal("90.00")}, now=T0) == 1
+    later = outcome(queue, late[0])
+    assert later.status == "filled" and later.price == Decimal("90.00")  # the next prices

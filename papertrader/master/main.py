@@ -49,7 +49,7 @@ from papertrader.master.order_intake import OrderIntake
 from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
 from papertrader.master.redis_functions import load_functions
 from papertrader.master.retention import RejectedOrdersPurge
-from papertrader.master.transactions import OrderDrain
+from papertrader.master.transactions import TAKE_SHARE, OrderDrain
 from papertrader.master.workers import WorkerRegistry, heartbeat_seconds
 from papertrader.metrics_server import MetricsServer
 from papertrader.oidc.discovery import ProviderDirectory
@@ -188,6 +188,7 @@ class Master:
             pending=PendingOrders(self.redis, settings.max_pending_orders_per_account),
             check=session_check,
             lanes=settings.drain_lanes,
+            take_for=settings.update_interval * TAKE_SHARE,
         )
         self.purge = RejectedOrdersPurge(self.pool, settings.rejected_orders_retention_days)
         self.equity = EquityRecorder(

@@ -74,6 +74,9 @@ DRAIN_LANES = 2
 DEFAULT_MAX_OPEN_ORDERS = 200
 #: A drain-time check: the entries (by stream id) to refuse, with (code, reason).
 Check = Callable[[Sequence[Entry]], Mapping[bytes, Refusal]]
+#: Share of the update interval a drain keeps taking orders that arrive while it runs;
+#: past it they wait for the next drain, so the market update is never held up.
+TAKE_SHARE = 0.5
 #: Errors that mean "the database is not reachable now": leave the orders pending.
 UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, PoolTimeout)
 
@@ -352,6 +355,8 @@ def drain_once(
     pending: PendingOrders | None = None,
     check: Check | None = None,
     lanes: int = DRAIN_LANES,
+    until: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """One interval's work at ``prices`` (symbol -> price): the book's turn, then every
     queued order; returns how many queued orders got an outcome. Malformed stream
@@ -363,6 +368,13 @@ def drain_once(
 
     The orders go in ``lanes`` by account (``_lanes``), applied at once on as many
     connections of ``pool``.
+
+    Orders that arrive while the drain runs are taken too (they are answered an
+    interval sooner) until ``clock()`` reaches ``until``; after that they wait
+    for the next drain. Without the deadline a load faster than the drain kept
+    one drain going, and the market update after it waited (6.7 s of stale
+    prices in one benchmark run); taking only what was queued at the start
+    instead made every order that arrived during a drain wait a whole interval.
 
     Raises on Redis or database outages, leaving the unfinished orders pending
     for the next call.
@@ -380,7 +392,9 @@ def drain_once(
         )  # fmt: skip
     drainer = Drainer(pool, prices, now, day_end, max_open)
     decided = 0
-    while decided < MAX_PER_DRAIN:
+    first = True
+    while decided < MAX_PER_DRAIN and (first or until is None or clock() < until):
+        first = False
         entries = intake.take(MAX_PER_DRAIN - decided)
         if not entries:
             break
@@ -422,8 +436,12 @@ class OrderDrain:
         pending: PendingOrders | None = None,
         check: Check | None = None,
         lanes: int = DRAIN_LANES,
+        take_for: float | None = None,
     ) -> None:
+        """``take_for``: seconds after it starts that a drain still takes orders
+        arriving while it runs (``drain_once``'s ``until``); None: no deadline."""
         self._lanes = lanes
+        self._take_for = take_for
         self._pending = pending
         self._queue = queue
         self._pool = pool
@@ -455,6 +473,7 @@ class OrderDrain:
                 pending=self._pending,
                 check=self._check,
                 lanes=self._lanes,
+                until=None if self._take_for is None else started + self._take_for,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             error = f"Redis is unavailable ({exc})"
@@ -498,5 +517,6 @@ __all__ = [
     "OrderDrain",
     "OrderIntake",
     "Outcome",
+    "TAKE_SHARE",
     "drain_once",
 ]
