@@ -38,6 +38,7 @@ import gevent.ssl
 from papertrader.protocol import Instruction, Message, encode_message
 
 _SIZE_AT = struct.Struct("<I")
+_INSTRUCTION_AT = struct.Struct("<H")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,13 +77,15 @@ class LoadResult:
         return round(float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]) * 1000, 3)
 
 
-def _read_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> None:
-    """Read until ``wanted`` whole protocol frames are in front of ``buf``, then drop them."""
-    frames = 0
+def read_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> int:
+    """Read until ``wanted`` whole protocol frames are in front of ``buf``, then drop them;
+    the last one's instruction (from its header, docs/PROTOCOL.md section 2)."""
+    frames, instruction = 0, 0
     while frames < wanted:
         if len(buf) >= 80:
             size = _SIZE_AT.unpack_from(buf, 20)[0]
             if len(buf) >= 80 + size:
+                instruction = _INSTRUCTION_AT.unpack_from(buf, 4)[0]
                 del buf[: 80 + size]
                 frames += 1
                 continue
@@ -90,6 +93,7 @@ def _read_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> Non
         if not chunk:
             raise ConnectionError("server closed the connection")
         buf += chunk
+    return instruction
 
 
 def _read_ws_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> None:
@@ -116,7 +120,7 @@ def _read_ws_frames(sock: gevent.socket.socket, buf: bytearray, wanted: int) -> 
         buf += chunk
 
 
-def _tcp(port: int, ca: str | None = None) -> gevent.socket.socket:
+def tcp(port: int, ca: str | None = None) -> gevent.socket.socket:
     """A connection to 127.0.0.1:port; in TLS, verified against the CA file ``ca``."""
     sock = gevent.socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
@@ -145,7 +149,7 @@ def connect_p50_ms(port: int, ca: str | None, count: int = 200) -> float:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        sock = _tcp(port, ca)
+        sock = tcp(port, ca)
         times.append((time.perf_counter() - started) * 1000)
         sock.close()
     return round(statistics.median(times), 3)
@@ -156,7 +160,7 @@ def _websocket(port: int, origin: str, ca: str | None = None) -> tuple[gevent.so
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, Request
 
-    sock = _tcp(port, ca)
+    sock = tcp(port, ca)
     ws = WSConnection(ConnectionType.CLIENT)
     request = Request(
         host=f"127.0.0.1:{port}",
@@ -191,7 +195,7 @@ def _connect(
     if origin is not None:
         sock, early = _websocket(port, origin, ca)
         return sock, bytearray(early)
-    return _tcp(port, ca), bytearray()
+    return tcp(port, ca), bytearray()
 
 
 def generate(
@@ -206,7 +210,7 @@ def generate(
     """Connect (in TLS with ``ca``: kept connections, each handshake done before the
     start), wait for ``start_at`` (time.time()), then load until ``seconds`` later."""
     message = _masked_message(payload) if origin is not None else payload
-    read = _read_ws_frames if origin is not None else _read_frames
+    read = _read_ws_frames if origin is not None else read_frames
     socks = [_connect(port, origin, ca) for _ in range(connections)]
     gevent.sleep(max(0.0, start_at - time.time()))
     deadline = time.monotonic() + seconds
