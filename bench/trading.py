@@ -341,10 +341,13 @@ def bench_trading(seconds: float = 10.0) -> dict[str, Any]:
             LeanClient(port, str(ca), store.create(account_id, name, "127.0.0.1", False).session_id)
             for account_id, name in accounts[:TRADERS]
         ]
-        # One quote each: the worker's session cache then holds every trader's session, as
-        # after a login through this worker (the bench mints them straight into Redis).
-        gevent.joinall([gevent.spawn(client.quote) for client in traders], raise_error=True)
         probes = [LeanClient(port, str(ca), traders[i].session_id) for i in range(QUOTE_PROBES)]
+        # One quote each: the worker's session cache then holds every trader's session, as
+        # after a login through this worker (the bench mints them straight into Redis), and
+        # no connection is closed as idle before it presented a session (30 s) while the
+        # login flood runs alone.
+        everyone = traders + probes
+        gevent.joinall([gevent.spawn(client.quote) for client in everyone], raise_error=True)
         flooders = [
             (PaperTraderClient("127.0.0.1", port, ca=ca), name) for _, name in accounts[TRADERS:]
         ]
