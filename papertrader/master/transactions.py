@@ -392,9 +392,7 @@ def drain_once(
         )  # fmt: skip
     drainer = Drainer(pool, prices, now, day_end, max_open)
     decided = 0
-    first = True
-    while decided < MAX_PER_DRAIN and (first or until is None or clock() < until):
-        first = False
+    while decided < MAX_PER_DRAIN:
         entries = intake.take(MAX_PER_DRAIN - decided)
         if not entries:
             break
@@ -413,6 +411,8 @@ def drain_once(
         refusals = [refused.get(entry.stream_id) for entry in good]
         runner = _LaneRunner(drainer, queue, intake, chunk_size, pending)
         decided += runner.run_split(good, staged, refusals, _lanes(staged, lanes))
+        if until is not None and clock() >= until:
+            break  # the newcomers wait for the next drain
     return decided
 
 
