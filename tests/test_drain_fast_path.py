@@ -12,16 +12,15 @@ every account afterwards must be the same.
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from drain_support import new_order
 
 from papertrader.store.order_queue import Order
-from papertrader.store.order_state import order_id_for
 from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool, PgConnection
 
@@ -84,11 +83,7 @@ def _terms(rng: random.Random) -> dict[str, Any]:
 
 
 def _order(account: int, at: datetime, terms: dict[str, Any]) -> Order:
-    cid = uuid.uuid4()
-    return Order(
-        order_id=order_id_for(account, cid), account_id=account, received_at=at,
-        client_ip="203.0.113.7", worker="w1", client_order_id=cid, **terms,
-    )  # fmt: skip
+    return new_order(account=account, at=at, reply=None, **terms)
 
 
 def _state(pool: ConnectionPool, accounts: list[int]) -> list[Any]:

@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import redis
-from drain_support import outcome
+from drain_support import new_order, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,7 +32,6 @@ from papertrader.master.transactions import OrderDrain, _lanes, drain_once
 from papertrader.store import order_book
 from papertrader.store.accounts import create_account
 from papertrader.store.order_queue import Order, OrderQueue
-from papertrader.store.order_state import order_id_for
 from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool, PgConnection
 
@@ -41,21 +40,14 @@ DAY_END = T0 + timedelta(hours=6)
 PRICES = {"AAPL": Decimal("123.45"), "MSFT": Decimal("310.10")}
 
 
-def _order(account: int, side: str, quantity: int, at: datetime, **terms: object) -> Order:
-    cid = uuid.uuid4()
-    return Order(
-        order_id_for(account, cid), account, side, "AAPL", quantity, at,  # type: ignore[arg-type]
-        "203.0.113.7", "w1", client_order_id=cid, reply=uuid.uuid4().hex, **terms,  # type: ignore[arg-type]
-    )  # fmt: skip
-
-
 # How orders are split -------------------------------------------------------------
 @given(st.lists(st.integers(1, 12), max_size=80), st.integers(1, 4))
 def test_every_order_goes_once_each_account_in_one_lane_in_stamp_order(
     accounts: list[int], lanes: int
 ) -> None:
     staged = [
-        _order(a, "buy", 1, T0 + timedelta(microseconds=i)).staged() for i, a in enumerate(accounts)
+        new_order(a, "buy", 1, at=T0 + timedelta(microseconds=i)).staged()
+        for i, a in enumerate(accounts)
     ]
     split = _lanes(staged, lanes)
     assert sorted(i for part in split for i in part) == list(range(len(staged)))
@@ -70,7 +62,7 @@ def test_every_order_goes_once_each_account_in_one_lane_in_stamp_order(
 def test_an_order_id_under_two_accounts_keeps_the_drain_in_one_lane() -> None:
     one = Order(uuid.uuid4(), 1, "buy", "AAPL", 1, T0, None, "w1")
     two = Order(one.order_id, 2, "buy", "AAPL", 1, T0 + timedelta(microseconds=1), None, "w1")
-    other = _order(4, "buy", 1, T0)  # the other lane of two
+    other = new_order(4, "buy", 1, at=T0)  # the other lane of two
     assert _lanes([one.staged(), two.staged(), other.staged()], 2) == [[0, 1, 2]]
     assert len(_lanes([one.staged(), other.staged()], 2)) == 2
 
@@ -117,11 +109,11 @@ def _orders(accounts: list[int], seed: int) -> list[Order]:
         at = T0 + timedelta(microseconds=i)
         side = "buy" if rng.random() < 0.6 else "sell"
         if rng.random() < 0.7:
-            out.append(_order(account, side, rng.randint(1, 3), at))
+            out.append(new_order(account, side, rng.randint(1, 3), at=at))
         else:
             limit = Decimal("120.00") if side == "buy" else Decimal("125.00")
-            out.append(_order(account, side, rng.randint(1, 2), at, order_type="limit",
-                              limit_price=limit))  # fmt: skip
+            out.append(new_order(account, side, rng.randint(1, 2), at=at, order_type="limit",
+                                 limit_price=limit))  # fmt: skip
     return out
 
 
@@ -186,7 +178,7 @@ def test_a_chunk_goes_while_another_lanes_chunk_is_in_flight(
     database_url: str, pool: ConnectionPool, other_lane: psycopg2.extensions.connection
 ) -> None:
     account = create_account(pool, "lane", "lane@example.com", "$2b$04$x", Decimal("1000.00")).id
-    placed = _order(account, "buy", 2, T0).staged()
+    placed = new_order(account, "buy", 2, at=T0).staged()
     # Were chunks still exclusive, this would wait for the other lane's commit: the
     # statement timeout turns that wait into a failure instead of a hang.
     timed = ConnectionPool(database_url, size=1, on_connect=_statement_timeout)
@@ -214,7 +206,9 @@ def test_cancels_racing_a_drain_of_two_lanes_are_canceled_or_filled_never_both(
         create_account(pool, f"race{i}", f"race{i}@example.com", "$2b$04$x", Decimal("5000.00")).id
         for i in range(2)
     ]  # consecutive ids: one in each lane
-    placed = [_order(accounts[i % 2], "buy", 1, T0 + timedelta(microseconds=i)) for i in range(300)]
+    placed = [
+        new_order(accounts[i % 2], "buy", 1, at=T0 + timedelta(microseconds=i)) for i in range(300)
+    ]
     for one in placed:
         queue.submit(one)
     intake = OrderIntake(queue)
@@ -265,7 +259,9 @@ def test_lanes_that_cannot_reach_the_book_postpone_the_drain_and_lose_nothing(
         create_account(pool, f"out{i}", f"out{i}@example.com", "$2b$04$x", Decimal("1000.00")).id
         for i in range(2)
     ]
-    placed = [_order(accounts[i % 2], "buy", 1, T0 + timedelta(microseconds=i)) for i in range(6)]
+    placed = [
+        new_order(accounts[i % 2], "buy", 1, at=T0 + timedelta(microseconds=i)) for i in range(6)
+    ]
     for one in placed:
         queue.submit(one)
     holder = psycopg2.connect(database_url)

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import pytest
 import redis
-from drain_support import cash, outcome
+from drain_support import cash, new_order, outcome
 
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.order_intake import OrderIntake
@@ -27,7 +27,6 @@ from papertrader.protocol import ErrorCode
 from papertrader.store import keys, order_book
 from papertrader.store.accounts import create_account
 from papertrader.store.order_queue import Entry, Order, OrderQueue, Outcome
-from papertrader.store.order_state import order_id_for
 from papertrader.store.orders import Refusal
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import Session, SessionStore
@@ -54,10 +53,9 @@ def trader(pool: ConnectionPool, sessions: SessionStore, name: str) -> Session:
 
 
 def placed(queue: OrderQueue, session: Session, reply: str | None = None) -> Order:
-    cid = uuid.uuid4()
-    order = Order(
-        order_id_for(session.account_id, cid), session.account_id, "buy", "AAPL", 1, T0, IP,
-        "w1", client_order_id=cid, reply=reply, session=session.session_id.hex,
+    order = new_order(
+        session.account_id, "buy", 1, at=T0, client_ip=IP, reply=reply,
+        session=session.session_id.hex,
     )  # fmt: skip
     queue.submit(order)
     return order

@@ -15,14 +15,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from drain_support import cash, outcome
+from drain_support import cash, new_order, outcome
 
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import competitions
 from papertrader.store.accounts import create_account
 from papertrader.store.order_queue import Order, OrderQueue
-from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import ledger, positions
 
@@ -47,12 +46,9 @@ def member(pool: ConnectionPool) -> tuple[int, int]:
 
 
 def ticket(user: int, client_id: uuid.UUID, quantity: int, **terms: object) -> Order:
-    return Order(
-        order_id=order_id_for(user, client_id), account_id=user, side="buy", symbol="AAPL",
-        quantity=quantity, received_at=T0, client_ip="203.0.113.7", worker="w1",
-        client_order_id=client_id, reply=uuid.uuid4().hex, competition="class 7b",
-        **terms,  # type: ignore[arg-type]
-    )  # fmt: skip
+    return new_order(
+        user, "buy", quantity, at=T0, client_order_id=client_id, competition="class 7b", **terms
+    )
 
 
 def test_one_client_order_id_twice_and_a_replay_fill_once_in_the_competition_account(

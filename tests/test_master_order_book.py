@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import pytest
 import redis
-from drain_support import outcome
+from drain_support import new_order, outcome
 
 from papertrader.master.order_intake import OrderIntake
 from papertrader.master.trading_day import day_order_end
@@ -25,7 +25,6 @@ from papertrader.protocol import ErrorCode
 from papertrader.store import order_book
 from papertrader.store.accounts import create_account
 from papertrader.store.order_queue import Order, OrderQueue
-from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
@@ -48,23 +47,11 @@ def order(
     symbol: str = "AAPL",
     at: datetime = T0,
 ) -> Order:
-    cid = uuid.uuid4()
-    return Order(
-        order_id=order_id_for(account, cid),
-        account_id=account,
-        side=side,  # type: ignore[arg-type]
-        symbol=symbol,
-        quantity=quantity,
-        received_at=at,
-        client_ip="203.0.113.7",
-        worker="w1",
-        client_order_id=cid,
-        order_type=order_type,
+    return new_order(
+        account, side, quantity, at=at, symbol=symbol, order_type=order_type,
         limit_price=None if limit is None else Decimal(limit),
-        stop_price=None if stop is None else Decimal(stop),
-        time_in_force=tif,
-        reply=uuid.uuid4().hex,
-    )
+        stop_price=None if stop is None else Decimal(stop), time_in_force=tif,
+    )  # fmt: skip
 
 
 def drain(queue: OrderQueue, pool: ConnectionPool, price: str, at: datetime = T0) -> int:
