@@ -68,6 +68,8 @@ INTERVAL = 1.0
 QUOTE_PROBES = 20
 QUOTE_PERIOD = 0.02
 PASSWORD = "correct horse battery staple"
+#: Times the stack is started on new ports when one was taken meanwhile.
+PORT_ATTEMPTS = 3
 
 
 def _pt(args: list[str], env: dict[str, str], timeout: float = 180) -> str:
@@ -82,8 +84,10 @@ def _pt(args: list[str], env: dict[str, str], timeout: float = 180) -> str:
 
 @contextmanager
 def stack(state: Path) -> Iterator[tuple[dict[str, str], int]]:
-    """`pt up --detach` in ``state``: its environment and worker-1's port; `pt down` after."""
-    worker_port = free_port()
+    """`pt up --detach` in ``state``: its environment and worker-1's port; `pt down` after.
+
+    The ports are picked free, but another process may take one before the stack
+    binds it: then the stack is taken down and started again on other ports."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PT_")}
     env.update(
         {
@@ -97,8 +101,17 @@ def stack(state: Path) -> Iterator[tuple[dict[str, str], int]]:
             "PT_RESUME_RATE_PER_ADDRESS": "1000000/minute",
         }
     )
-    _pt(["up", "--detach", "--workers", "1", "--master-port", str(free_port()),
-         "--worker-port", str(worker_port), "--update-interval", str(INTERVAL)], env)  # fmt: skip
+    for attempt in range(PORT_ATTEMPTS):
+        worker_port = free_port()
+        try:
+            _pt(["up", "--detach", "--workers", "1", "--master-port", str(free_port()),
+                 "--worker-port", str(worker_port), "--update-interval", str(INTERVAL)],
+                env)  # fmt: skip
+            break
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                raise
+            _pt(["down"], env)
     try:
         _pt(["status", "--wait", "120"], env)
         yield env, worker_port
