@@ -19,6 +19,9 @@ READ_COUNT = 5000
 MAX_BUFFERED = 500_000
 #: Most orders one drain applies; the rest wait for the next interval.
 MAX_PER_DRAIN = 500_000
+#: Seconds the reader rests after a read that did not fill ``READ_COUNT``, so orders
+#: that trickle in are read a batch at a time (see ``OrderIntake.run``).
+READ_PAUSE = 0.05
 
 
 class OrderIntake:
@@ -134,16 +137,28 @@ class OrderIntake:
             and entry.order is not None
         ]
 
-    def run(self, stop: gevent.event.Event, block_ms: int = 1000) -> None:
-        """Keep reading until ``stop``; a Redis outage is waited out."""
+    def run(
+        self, stop: gevent.event.Event, block_ms: int = 1000, pause: float = READ_PAUSE
+    ) -> None:
+        """Keep reading until ``stop``; a Redis outage is waited out.
+
+        After a read that did not fill ``READ_COUNT`` it rests ``pause`` seconds
+        before the next. Without the rest, orders that arrive one at a time (a
+        thousand clients each at its own moment) were read one round trip each:
+        half the master's CPU went on the reads and the session lookups of
+        ``prepare``, on a machine whose cores the workers and the drain need. The
+        rest costs no order anything: the drain's ``take`` reads what is left,
+        as ``find`` does for status and cancel."""
         failures = 0
         while not stop.is_set():
             try:
                 if len(self._entries) >= self._limit:
                     stop.wait(0.1)
                     continue
-                self.poll(block_ms)
+                got = self.poll(block_ms)
                 failures = 0
+                if 0 < got < READ_COUNT:
+                    stop.wait(pause)
             except redis.RedisError as exc:
                 failures += 1
                 if failures == 1:
@@ -151,4 +166,4 @@ class OrderIntake:
                 stop.wait(min(5.0, 0.2 * 2**failures))
 
 
-__all__ = ["MAX_BUFFERED", "MAX_PER_DRAIN", "READ_COUNT", "OrderIntake"]
+__all__ = ["MAX_BUFFERED", "MAX_PER_DRAIN", "READ_COUNT", "READ_PAUSE", "OrderIntake"]
