@@ -67,6 +67,12 @@ def test_an_order_id_under_two_accounts_keeps_the_drain_in_one_lane() -> None:
     assert len(_lanes([one.staged(), other.staged()], 2)) == 2
 
 
+def test_a_take_smaller_than_the_lane_minimum_goes_in_one_lane() -> None:
+    staged = [new_order(account, "buy", 1, at=T0).staged() for account in (3, 4, 5, 6)]
+    assert _lanes(staged, 2, min_orders=5) == [[0, 1, 2, 3]]
+    assert _lanes(staged, 2, min_orders=4) == [[1, 3], [0, 2]]
+
+
 def test_the_first_of_two_accounts_sending_one_order_id_gets_it_the_other_is_told(
     pool: ConnectionPool, queue: OrderQueue
 ) -> None:
@@ -77,7 +83,7 @@ def test_the_first_of_two_accounts_sending_one_order_id_gets_it_the_other_is_tol
                 "w1", reply=uuid.uuid4().hex)  # fmt: skip
     queue.submit(two)  # stream order is not stamp order
     queue.submit(one)
-    assert drain_once(queue, pool, PRICES, now=T0, day_end=DAY_END, lanes=2) == 2
+    assert drain_once(queue, pool, PRICES, now=T0, day_end=DAY_END, lanes=2, lane_min=0) == 2
     assert outcome(queue, one).status == "filled"
     refused = outcome(queue, two)
     assert (refused.status, refused.reason) == (
@@ -140,10 +146,10 @@ def test_two_lanes_decide_every_order_as_one_lane_does(
             queue.submit(one)
         # chunks of 7: every account's orders span several chunks of its lane
         assert drain_once(queue, pool, PRICES, now=T0, day_end=DAY_END, chunk_size=7,
-                          lanes=lanes) == len(placed)  # fmt: skip
+                          lanes=lanes, lane_min=0) == len(placed)  # fmt: skip
         # a second interval, at another price: the book the first left fills or waits
         assert drain_once(queue, pool, {"AAPL": Decimal("119.00")}, now=T0 + timedelta(minutes=1),
-                          day_end=DAY_END, lanes=lanes) == 0  # fmt: skip
+                          day_end=DAY_END, lanes=lanes, lane_min=0) == 0  # fmt: skip
         told = [outcome(queue, one) for one in placed]
         decided[lanes] = (
             [(o.status, o.code, o.reason, o.amount, o.realized_pnl, o.reserved_cash) for o in told],
@@ -223,7 +229,7 @@ def test_cancels_racing_a_drain_of_two_lanes_are_canceled_or_filled_never_both(
     canceler = threading.Thread(target=cancel_all)
     canceler.start()
     drain_once(queue, pool, {"AAPL": Decimal("10.00")}, now=T0, day_end=DAY_END, intake=intake,
-               chunk_size=20, lanes=2)  # fmt: skip
+               chunk_size=20, lanes=2, lane_min=0)  # fmt: skip
     canceler.join(30)
     for account in accounts:
         mine = [one for one in placed if one.account_id == account]
@@ -274,7 +280,7 @@ def test_lanes_that_cannot_reach_the_book_postpone_the_drain_and_lose_nothing(
         return {}
 
     try:
-        drain = OrderDrain(queue, timed, lambda: PRICES, check=hold_the_book, lanes=2)
+        drain = OrderDrain(queue, timed, lambda: PRICES, check=hold_the_book, lanes=2, lane_min=0)
         assert drain.run() == 0
         holder.rollback()
         for one in placed:
@@ -282,7 +288,7 @@ def test_lanes_that_cannot_reach_the_book_postpone_the_drain_and_lose_nothing(
         with pool.transaction() as cur:
             cur.execute("SELECT count(*) FROM orders WHERE account_id = ANY(%s)", (accounts,))
             assert cur.fetchone()[0] == 0  # type: ignore[index]
-        again = OrderDrain(queue, timed, lambda: PRICES, intake=drain.intake, lanes=2)
+        again = OrderDrain(queue, timed, lambda: PRICES, intake=drain.intake, lanes=2, lane_min=0)
         assert again.run() == len(placed)
     finally:
         holder.close()

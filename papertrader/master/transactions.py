@@ -11,7 +11,8 @@ per update interval, after the prices moved:
 2. the new orders, sorted by the workers' timestamps (the stream id breaking
    ties), split by account into lanes applied at once, each on a connection of
    its own (``_lanes``: accounts do not interact in a drain, so PostgreSQL
-   applies them on as many cores; migration 0014), and in each lane in chunks,
+   applies them on as many cores; migration 0014; a take of fewer than
+   ``LANE_MIN_ORDERS`` goes in one lane), and in each lane in chunks,
    the oldest first (they waited longest; ``_chunks``): each chunk is staged
    and applied by a few set-based statements (``apply_chunk``, migration 0005)
    in one transaction;
@@ -70,6 +71,11 @@ HEAD_CHUNK_MIN = 100
 #: Lanes a drain applies its accounts in at once, each on a connection of its own, so
 #: PostgreSQL applies them on that many cores (``_lanes``; migration 0014).
 DRAIN_LANES = 2
+#: Fewest orders a take must hold to go in ``DRAIN_LANES`` lanes; a smaller one goes in
+#: one. Each lane pays its transactions' fixed cost, and below this the lanes' parallel
+#: apply did not win it back: on 2 cores, 1,000 orders of 1,000 accounts took 108-156 ms
+#: in one lane and 144-161 ms in two, 2,000 took 170-224 and 178-249 ms (issue 15).
+LANE_MIN_ORDERS = 2000
 #: Most open orders an account may have unless the settings say otherwise.
 DEFAULT_MAX_OPEN_ORDERS = 200
 #: A drain-time check: the entries (by stream id) to refuse, with (code, reason).
@@ -238,9 +244,10 @@ def _rest(count: int, size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _lanes(staged: Sequence[StagedOrder], lanes: int) -> list[list[int]]:
+def _lanes(staged: Sequence[StagedOrder], lanes: int, min_orders: int = 0) -> list[list[int]]:
     """The positions in ``staged`` (stamp order) of each lane's orders, still in stamp
-    order; empty lanes left out.
+    order; empty lanes left out; one lane when ``staged`` holds fewer than
+    ``min_orders`` (``LANE_MIN_ORDERS``).
 
     An account's orders all go in one lane (chosen by its id), so they are decided in
     stamp order, one chunk after the other, as in a drain of one lane; accounts do not
@@ -249,7 +256,7 @@ def _lanes(staged: Sequence[StagedOrder], lanes: int) -> list[list[int]]:
     derived sends that (an entry without a client order id), and which of them came
     first is decided only within one transaction."""
     one = [list(range(len(staged)))] if staged else []
-    if lanes <= 1:
+    if lanes <= 1 or len(staged) < min_orders:
         return one
     owner: dict[str, str] = {}
     split: list[list[int]] = [[] for _ in range(lanes)]
@@ -355,6 +362,7 @@ def drain_once(
     pending: PendingOrders | None = None,
     check: Check | None = None,
     lanes: int = DRAIN_LANES,
+    lane_min: int = LANE_MIN_ORDERS,
     until: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
@@ -366,8 +374,9 @@ def drain_once(
     session) names the entries to refuse: they are recorded as rejected with its
     code and reason, in the same set-based apply, and never filled.
 
-    The orders go in ``lanes`` by account (``_lanes``), applied at once on as many
-    connections of ``pool``.
+    The orders of a take of at least ``lane_min`` go in ``lanes`` by account
+    (``_lanes``), applied at once on as many connections of ``pool``; a smaller
+    take goes in one lane.
 
     Orders that arrive while the drain runs are taken too (they are answered an
     interval sooner) until ``clock()`` reaches ``until``; after that they wait
@@ -410,7 +419,7 @@ def drain_once(
         staged = [routing.staged(entry) for entry in good]
         refusals = [refused.get(entry.stream_id) for entry in good]
         runner = _LaneRunner(drainer, queue, intake, chunk_size, pending)
-        decided += runner.run_split(good, staged, refusals, _lanes(staged, lanes))
+        decided += runner.run_split(good, staged, refusals, _lanes(staged, lanes, lane_min))
         if until is not None and clock() >= until:
             break  # the newcomers wait for the next drain
     return decided
@@ -436,11 +445,13 @@ class OrderDrain:
         pending: PendingOrders | None = None,
         check: Check | None = None,
         lanes: int = DRAIN_LANES,
+        lane_min: int = LANE_MIN_ORDERS,
         take_for: float | None = None,
     ) -> None:
         """``take_for``: seconds after it starts that a drain still takes orders
         arriving while it runs (``drain_once``'s ``until``); None: no deadline."""
         self._lanes = lanes
+        self._lane_min = lane_min
         self._take_for = take_for
         self._pending = pending
         self._queue = queue
@@ -473,6 +484,7 @@ class OrderDrain:
                 pending=self._pending,
                 check=self._check,
                 lanes=self._lanes,
+                lane_min=self._lane_min,
                 until=None if self._take_for is None else started + self._take_for,
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -514,6 +526,7 @@ __all__ = [
     "CHUNK_SIZE",
     "DRAIN_LANES",
     "HEAD_CHUNK_MIN",
+    "LANE_MIN_ORDERS",
     "OrderDrain",
     "OrderIntake",
     "Outcome",
