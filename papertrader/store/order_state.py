@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -45,6 +46,30 @@ def order_id_for(account_id: int, client_order_id: uuid.UUID) -> uuid.UUID:
 
 _DECIMALS = ("limit_price", "stop_price", "price", "amount", "realized_pnl", "reserved_cash")
 _TIMES = ("received_at", "accepted_at", "triggered_at", "decided_at", "executed_at", "expires_at")
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return uuid.UUID(str(value))
+
+
+def _decimal(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+#: How ``OrderState.from_mapping`` reads each JSON value that is not kept as it is.
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "order_id": _uuid,
+    "client_order_id": _uuid,
+    **{name: _decimal for name in _DECIMALS},
+    **{name: _time for name in _TIMES},
+    "code": int,
+    "quantity": int,
+    "reserved_quantity": int,
+}
 
 
 @dataclass(frozen=True)
@@ -105,23 +130,15 @@ class OrderState:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> OrderState:
+        """An order state from its JSON mapping: known keys converted (``_CONVERT``),
+        unknown ones ignored. A worker reads one per order it answers, so this walks
+        the mapping once rather than the dataclass's fields."""
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
+        for name, value in data.items():
+            if name not in _FIELD_NAMES:
                 continue
-            value = data[f.name]
-            if value is None:
-                values[f.name] = None
-            elif f.name in ("order_id", "client_order_id"):
-                values[f.name] = uuid.UUID(str(value))
-            elif f.name in _DECIMALS:
-                values[f.name] = Decimal(str(value))
-            elif f.name in _TIMES:
-                values[f.name] = datetime.fromisoformat(str(value))
-            elif f.name in ("code", "quantity", "reserved_quantity"):
-                values[f.name] = int(value)
-            else:
-                values[f.name] = value
+            convert = _CONVERT.get(name)
+            values[name] = value if value is None or convert is None else convert(value)
         for name in ("price", "executed_at"):
             values.setdefault(name, None)
         if values.get("reserved_cash") is None:
@@ -161,3 +178,7 @@ class OrderState:
             if isinstance(value, datetime) and value.tzinfo is None:
                 record[name] = value.replace(tzinfo=timezone.utc)
         return record
+
+
+#: The names ``OrderState.from_mapping`` takes from a mapping.
+_FIELD_NAMES = frozenset(field.name for field in fields(OrderState))

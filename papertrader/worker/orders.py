@@ -316,8 +316,8 @@ class OrderDesk:
                 request, Instruction.ORDER_FAIL, int(ErrorCode.UNKNOWN_ASSET), reason, NIL
             )
         result = self._submit(ticket, client, session, stamp)
-        order_id = order_id_for(session.account_id, ticket.client_order_id)
         if isinstance(result, TicketError):
+            order_id = order_id_for(session.account_id, ticket.client_order_id)
             if result.code is ErrorCode.RATE_LIMITED:  # refused: nothing was queued
                 order_id = NIL
             return reply_to(
