@@ -10,11 +10,14 @@ outcome reaches the worker waiting for it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import gevent
+import gevent.event
 import pytest
 import redis
 from drain_support import cash, new_order, outcome
@@ -90,6 +93,35 @@ def test_an_order_read_ahead_then_canceled_while_queued_is_canceled(
     assert drain_once(queue, pool, PRICES, now=T0, intake=intake, check=check) == 1
     assert outcome(queue, order).status == "canceled"
     assert cash(pool, session.account_id) == Decimal("1000.00")
+
+
+def test_an_order_that_arrives_while_the_intake_rests_is_found_and_drained(
+    pool: ConnectionPool, queue: OrderQueue, sessions: SessionStore, check: SessionCheck
+) -> None:
+    """The intake's reader rests between reads (``READ_PAUSE``); an order queued
+    meanwhile is still one a user can ask about and cancel, and the drain takes it."""
+    first, second = trader(pool, sessions, "early"), trader(pool, sessions, "resting")
+    early = placed(queue, first)
+    intake = OrderIntake(queue, prepare=check.prepare)
+    stop = gevent.event.Event()
+    reader = gevent.spawn(intake.run, stop, 100, 3600.0)  # rests an hour after a read
+    try:
+        deadline = time.monotonic() + 30
+        while len(intake) < 1:  # the reader read the first order
+            assert time.monotonic() < deadline, "the intake never read the first order"
+            gevent.sleep(0.01)
+        late = placed(queue, second)  # arrives while the reader rests
+        gevent.sleep(0.2)
+        assert len(intake) == 1  # resting: the reader has not read it
+        found = intake.find(late.order_id)
+        assert found is not None and found.order_id == late.order_id
+        assert drain_once(queue, pool, PRICES, now=T0, intake=intake, check=check) == 2
+    finally:
+        stop.set()
+        reader.kill()
+    assert outcome(queue, early).status == "filled"
+    assert outcome(queue, late).status == "filled"
+    assert cash(pool, second.account_id) == Decimal("900.00")
 
 
 def test_a_master_that_dies_after_reading_ahead_applies_each_order_once(
