@@ -10,7 +10,6 @@ outcome reaches the worker waiting for it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ import gevent.event
 import pytest
 import redis
 from drain_support import cash, new_order, outcome
+from test_worker_support import wait_for
 
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.master.order_intake import OrderIntake
@@ -106,10 +106,7 @@ def test_an_order_that_arrives_while_the_intake_rests_is_found_and_drained(
     stop = gevent.event.Event()
     reader = gevent.spawn(intake.run, stop, 100, 3600.0)  # rests an hour after a read
     try:
-        deadline = time.monotonic() + 30
-        while len(intake) < 1:  # the reader read the first order
-            assert time.monotonic() < deadline, "the intake never read the first order"
-            gevent.sleep(0.01)
+        wait_for(lambda: len(intake) >= 1, timeout=30, sleep=gevent.sleep)  # read the first
         late = placed(queue, second)  # arrives while the reader rests
         gevent.sleep(0.2)
         assert len(intake) == 1  # resting: the reader has not read it

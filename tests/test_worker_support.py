@@ -70,8 +70,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
-    """Poll until ``condition()`` is truthy; its value, or AssertionError after ``timeout``."""
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 10.0,
+    step: float = 0.02,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Poll until ``condition()`` is truthy; its value, or AssertionError after ``timeout``.
+    ``sleep``: ``gevent.sleep`` when a greenlet of the test must run meanwhile (the
+    tests are not monkey-patched)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -79,7 +86,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, step: float = 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
+        sleep(step)
 
 
 @dataclass
