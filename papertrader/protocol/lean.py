@@ -174,6 +174,15 @@ def parse_pair(buffer: bytearray, max_data_size: int) -> QuotePair | None:
     return _new(QuotePair, (switch_id, quote_id, session, symbol, end))
 
 
+def _patched(template: bytes, *ids: tuple[tuple[int, ...], int]) -> bytes:
+    """``template`` with each request id packed at its offsets (the answers' headers)."""
+    data = bytearray(template)
+    for offsets, request_id in ids:
+        for offset in offsets:
+            REQUEST_ID.pack_into(data, offset, request_id)
+    return bytes(data)
+
+
 class Encoded:
     """Answers encoded once and sent many times, with the request id patched in.
 
@@ -201,10 +210,7 @@ class Encoded:
         """The answer's bytes carrying ``request_id``."""
         if not request_id:
             return self.template
-        data = bytearray(self.template)
-        for offset in self.offsets:
-            REQUEST_ID.pack_into(data, offset, request_id)
-        return bytes(data)
+        return _patched(self.template, (self.offsets, request_id))
 
     def after(self, switched: Encoded) -> PairedAnswer:
         """``switched`` then this answer, for a quote pair: made once and kept with this
@@ -242,12 +248,11 @@ class PairedAnswer:
         return end
 
     def for_requests(self, switch_id: int, quote_id: int) -> bytes:
-        data = bytearray(self.template)
-        for offset in self.switch_offsets:
-            REQUEST_ID.pack_into(data, offset, switch_id)
-        for offset in self.quote_offsets:
-            REQUEST_ID.pack_into(data, offset, quote_id)
-        return bytes(data)
+        """The pair's bytes: the switch's answer carrying ``switch_id``, the quote's
+        ``quote_id``."""
+        return _patched(
+            self.template, (self.switch_offsets, switch_id), (self.quote_offsets, quote_id)
+        )
 
 
 class LeanConnection(Connection):
