@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from redis.sentinel import MasterNotFoundError
 
 from papertrader.services import (
     postgres_cluster,
@@ -56,6 +55,8 @@ from papertrader.services.state import (
 from papertrader.store.redis_connect import RedisConfigError, sentinel_manager
 
 if TYPE_CHECKING:
+    from redis.sentinel import Sentinel
+
     from papertrader.config import Settings
 
 SENTINEL_FILE = "sentinel.json"
@@ -168,6 +169,37 @@ def record_from(cls: type[RecordT], document: dict[str, Any]) -> RecordT:
         raise ServicesError(f"not a {cls.__name__}: {exc}") from None
 
 
+#: A Sentinel's flags for a primary it is not sure of: down as it sees it, or being replaced.
+UNSETTLED_FLAGS = frozenset({"s_down", "o_down", "failover_in_progress"})
+
+
+def settled_primary(manager: Sentinel, service: str) -> str | None:
+    """host:port of the primary every Sentinel that answers names for ``service``, with
+    none of them down on it or replacing it; None while that is not so (a failover under
+    way, the Sentinels disagreeing) or when none answers.
+
+    Not redis-py's ``discover_master``: mid-failover (reconf_slaves) a Sentinel 7.0
+    clears the dead primary's s_down while its failover_in_progress stands, and
+    ``discover_master`` then names the dead node, which ``follow_sentinels`` would bring
+    back as a second primary. A Sentinel that cannot be reached or does not monitor
+    ``service`` is left out; one that refuses our password is an error."""
+    named: set[str] = set()
+    for sentinel in manager.sentinels:
+        try:
+            state = sentinel.sentinel_master(service)
+        except redis.AuthenticationError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            continue
+        if not isinstance(state, dict):  # redis-py types it dict | bool; a Sentinel gives a dict
+            continue
+        flags = set(str(state.get("flags", "")).split(","))
+        if "master" not in flags or flags & UNSETTLED_FLAGS:
+            return None
+        named.add(f"{state['ip']}:{int(state['port'])}")
+    return named.pop() if len(named) == 1 else None
+
+
 def follow_sentinels(
     state_dir: Path, settings: Settings, timeout: float = 30.0
 ) -> tuple[str | None, bool]:
@@ -176,7 +208,7 @@ def follow_sentinels(
     it), so it comes back as a replica of the node promoted meanwhile instead of a
     second primary with older data, which the replica, holding every acknowledged
     order, would then copy. Returns the primary they name (None: no node is recorded, or
-    for ``timeout`` s they named no primary that answers: a failover under way, or every
+    for ``timeout`` s they named no settled primary: a failover under way, or every
     node down) and whether the record changed. A running node is left to them."""
     with locked(state_dir):
         state = load_state(state_dir)
@@ -184,19 +216,14 @@ def follow_sentinels(
         if node is None or redis_server.is_running(node):
             return None, False
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                manager = sentinel_manager(settings, node.url)
-                service = settings.redis_sentinel_service
-                host, port = manager.discover_master(service)  # type: ignore[no-untyped-call]
-                break
-            except MasterNotFoundError:
+        try:
+            manager = sentinel_manager(settings, node.url)
+            while (address := settled_primary(manager, settings.redis_sentinel_service)) is None:
                 if time.monotonic() > deadline:
                     return None, False
                 time.sleep(0.5)
-            except (RedisConfigError, redis.RedisError) as exc:
-                raise ServicesError(f"cannot ask the Sentinels for the primary: {exc}") from exc
-        address = f"{host}:{int(port)}"
+        except (RedisConfigError, redis.RedisError) as exc:
+            raise ServicesError(f"cannot ask the Sentinels for the primary: {exc}") from exc
         role = None if address == f"{LOOPBACK}:{node.port}" else address
         if node.replicaof == role:
             return address, False
