@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from papertrader.limits.backoff import LoginBackoff
 from papertrader.limits.pending_orders import PendingOrders
+from papertrader.limits.subjects import name_subject
 from papertrader.master.order_sessions import SessionCheck, mark_orders_before_sessions
 from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
@@ -192,6 +194,30 @@ def test_publishing_control_commands_is_refused(worker: redis.Redis) -> None:
 def test_poisoning_fill_prices_in_the_quotes_is_refused(worker: redis.Redis) -> None:
     refused(lambda: worker.hset(keys.QUOTES, "AAPL", '{"close": "0.01"}'))
     refused(lambda: worker.set(keys.QUOTES_UPDATED, "2099-01-01T00:00:00+00:00"))
+
+
+def test_clearing_a_login_back_off_is_refused(
+    worker: redis.Redis, redis_client: redis.Redis
+) -> None:
+    """A username waits after failed logins; the master counts them. A worker reads the
+    wait (to refuse early) and can neither clear it nor count or forget anything."""
+    user, stranger = name_subject("victim"), "198.51.100.9"
+    master = LoginBackoff(redis_client, free_failures=0, cap_seconds=300)
+    for _ in range(8):
+        master.failed(user)  # the eighth imposes 2**7 s, capped at 300
+    mine = LoginBackoff(worker, free_failures=0, cap_seconds=300)
+    waiting = mine.wait(user, stranger)  # FCALL_RO: reading is what a worker may do
+    assert waiting is not None and waiting.seconds > 100
+    fail_key, known_key = keys.login_failures(user), keys.login_known_addresses(user)
+    refused(lambda: worker.delete(fail_key))
+    refused(lambda: worker.hset(fail_key, "until", 0))
+    refused(lambda: worker.sadd(known_key, stranger))  # nor make itself a known address
+    refused(lambda: worker.fcall("pt_login_succeeded", 2, fail_key, known_key, stranger, 1, 1))  # type: ignore[no-untyped-call]
+    refused(lambda: worker.fcall("pt_login_failed", 1, fail_key, "", 0, 1, 1))  # type: ignore[no-untyped-call]
+    # pt_login_wait is read only: called to write (FCALL), its keys need write rights.
+    refused(lambda: worker.fcall("pt_login_wait", 2, fail_key, known_key, "", stranger))  # type: ignore[no-untyped-call]
+    assert master.wait(user, stranger) is not None
+    assert redis_client.hget(fail_key, "n") == b"8"
 
 
 def test_eval_flush_config_and_function_load_are_refused(worker: redis.Redis) -> None:

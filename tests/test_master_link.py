@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import redis
 from test_workers_keys import WorkerPeer, keys, master_env, register
 from tls_support import connect
 
+from papertrader.limits.backoff import LoginBackoff
+from papertrader.limits.subjects import name_subject
 from papertrader.protocol import (
     ErrorCode,
     FrameDecoder,
@@ -35,6 +38,7 @@ from papertrader.protocol import (
 )
 from papertrader.protocol.records import from_record, from_records
 from papertrader.services.ports import free_port
+from papertrader.store import keys as redis_keys
 from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
@@ -328,6 +332,53 @@ def test_register_and_login_over_a_worker_link(
     while worker_list(master.port) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert worker_list(master.port) == []
+
+
+def test_the_master_enforces_the_login_back_off_a_worker_skipped(
+    master: MasterProcess, pool: ConnectionPool, redis_client: redis.Redis
+) -> None:
+    """A worker that forwards every LOGIN (it skipped its own back-off check, or was
+    compromised) gets no more guesses: the master counts each password it checks and
+    refuses a waiting username before checking one, while the owner's address logs in."""
+    peer = linked_worker(master, pool)
+    home, stranger = ipaddress.ip_address("198.51.100.7"), ipaddress.ip_address("203.0.113.9")
+
+    def login(password: str, address: object, request_id: int) -> Message:
+        peer.send(
+            Instruction.LOGIN, "carol", password, False, request_id=request_id,
+            client_address=address,
+        )  # fmt: skip
+        return answer(peer)
+
+    peer.send(Instruction.REGISTER, "carol", "carol@example.com", GOOD_PASSWORD, request_id=1)
+    assert answer(peer).instruction is Instruction.REGISTER_SUCCESS
+    assert login(GOOD_PASSWORD, home, 2).instruction is Instruction.AUTHENTICATED  # known now
+    reasons = []
+    for n in range(6):  # five free failures (the default), then each imposes a wait
+        failed = login(f"guess {n}", stranger, 10 + n)
+        assert failed.arg("code") == ErrorCode.INVALID_CREDENTIALS, failed
+        reasons.append(str(failed.arg("reason")))
+    assert not any("must wait" in reason for reason in reasons[:5]), reasons
+    assert reasons[5].endswith("; the next attempt for this username must wait (retry after 1 s)")
+    user = name_subject("carol")
+    fail_key = redis_keys.login_failures(user)
+    assert redis_client.hget(fail_key, "n") == b"6"  # the master counted them, no worker did
+
+    # Six more failures as the master counts them: a wait of 2**6 s, longer than any
+    # delay of a busy machine between here and the next request.
+    for _ in range(6):
+        LoginBackoff(redis_client, free_failures=5, cap_seconds=300).failed(user)
+    refused = login(GOOD_PASSWORD, stranger, 20)  # even the right password waits
+    assert refused.instruction is Instruction.LOGIN_FAIL
+    assert refused.arg("code") == ErrorCode.RATE_LIMITED
+    reason = str(refused.arg("reason"))
+    waited = re.fullmatch(r"too many failed logins for this username: retry after (\d+) s", reason)
+    assert waited is not None and 30 < int(waited.group(1)) <= 64, reason
+    assert redis_client.hget(fail_key, "n") == b"12"  # refused before any check: not counted
+    # The owner's address skips the wait; the login clears the count.
+    assert login(GOOD_PASSWORD, home, 21).instruction is Instruction.AUTHENTICATED
+    assert not redis_client.exists(fail_key)
+    peer.close()
 
 
 def test_user_data_and_orders_through_a_running_master(

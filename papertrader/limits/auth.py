@@ -3,8 +3,9 @@
 The worker asks :class:`AuthGate` before it forwards a LOGIN or REGISTER to
 the master (so a flood never reaches bcrypt) and before it checks a resumed
 session; a refusal is the request's failure return with ``RATE_LIMITED``
-and a reason ending in ``retry after N s``. Login results feed the
-username's back-off (``backoff.py``). Issue-specific flows (password reset,
+and a reason ending in ``retry after N s``. The username's back-off
+(``backoff.py``) is read here; the master, which checks the passwords,
+counts the failures and enforces it again. Issue-specific flows (password reset,
 third-party sign-in) add their own rules beside these.
 """
 
@@ -68,15 +69,8 @@ class AuthGate:
             return _reason("too many login attempts from your address", verdict)
         waiting = self.backoff.wait(name_subject(username), address)
         if waiting is not None:
-            return _reason("too many failed logins for this username", waiting)
+            return LoginBackoff.refusal(waiting)
         return None
-
-    def login_failed(self, username: str) -> Refused | None:
-        """Count a wrong password; the wait now imposed on the username, if any."""
-        return self.backoff.failed(name_subject(username))
-
-    def login_succeeded(self, ip: str, username: str) -> None:
-        self.backoff.succeeded(name_subject(username), address_subject(ip))
 
     def before_register(self, ip: str, email: str) -> str | None:
         verdict = self.limiter.check(self.rules.register_address, address_subject(ip))

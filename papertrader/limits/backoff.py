@@ -14,10 +14,18 @@ from the per-username wait: the owner keeps signing in from home while a
 guesser elsewhere waits. (Every address still has its own per-address rate
 limit, :class:`~papertrader.limits.limiter.RateLimiter`.)
 
-State in Redis (``store/keys.py``): ``pt:rate:login-fail:<user>`` (hash:
-``n`` failures, ``until`` ms) and ``pt:rate:login-known:<user>`` (set of
-address subjects). Everything is one Lua call per event, timed by Redis's
-clock unless a test injects one; a Redis outage lets logins through.
+Who does what: the master counts. It asks ``wait`` before each password
+check it makes and reports each outcome (``failed``/``succeeded``), so the
+wait holds for every login that reaches bcrypt, whichever worker sent it: a
+compromised worker that skipped its own check, or cleared the count, gains
+nothing. A worker asks ``wait`` too, before forwarding (a guesser's flood
+stops there, never reaching the master); its Redis user may only read the
+keys, through the read-only ``pt_login_wait``.
+
+State in Redis (``store/keys.py``): ``pt:login:fail:<user>`` (hash: ``n``
+failures, ``until`` ms) and ``pt:login:known:<user>`` (set of address
+subjects). Everything is one Lua call per event, timed by Redis's clock
+unless a test injects one; a Redis outage lets logins through.
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ from collections.abc import Callable
 import redis
 from loguru import logger
 
-from papertrader.limits.limiter import Refused
+from papertrader.limits.limiter import Refused, retry_after_text
 from papertrader.store import keys
 from papertrader.store.functions import Function
 
 FAILURE_MEMORY = 3600
+#: The reason of a refusal while a username waits (then "retry after N s").
+WAITING = "too many failed logins for this username"
 KNOWN_ADDRESS_SECONDS = 30 * 86400
 KNOWN_ADDRESSES = 32
 
@@ -54,6 +64,7 @@ local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until')) or 0
 if until_ms > now then return until_ms - now end
 return 0
 """,
+    read_only=True,
 )
 # KEYS = fail hash; ARGV = now or "", free, cap ms, memory ms -> ms to wait from now
 FAILED = Function(
@@ -151,6 +162,19 @@ class LoginBackoff:
             )
         except redis.RedisError as exc:
             self._unavailable(exc)
+
+    @staticmethod
+    def refusal(waiting: Refused) -> str:
+        """The reason given to a login refused while its username waits."""
+        return f"{WAITING}: {retry_after_text(waiting)}"
+
+    @staticmethod
+    def imposed(reason: str, waiting: Refused | None) -> str:
+        """A wrong password's reason, saying the wait it now imposes, if any."""
+        if waiting is None:
+            return reason
+        wait = retry_after_text(waiting)
+        return f"{reason}; the next attempt for this username must wait ({wait})"
 
     def _unavailable(self, exc: redis.RedisError) -> None:
         now = time.monotonic()

@@ -23,6 +23,7 @@ from typing import TypeVar
 from loguru import logger
 
 from papertrader.config import Settings
+from papertrader.limits.subjects import address_subject, name_subject
 from papertrader.master import passwords
 from papertrader.master.bcrypt_pool import BcryptPool, Busy, Expired, Job
 from papertrader.master.context import MasterContext
@@ -260,13 +261,30 @@ def handle_register(ctx: MasterContext, request: Message) -> list[Message]:
 
 
 def handle_login(ctx: MasterContext, request: Message) -> list[Message]:
+    """LOGIN: the username's back-off first (enforced here, where the password is checked,
+    whatever the worker did), then the password; each outcome is counted in it."""
     username, password = str(request.arg("username")), str(request.arg("password"))
+    user = name_subject(username)
+    where = request.client_address
+    address = address_subject(str(where)) if where is not None else ""
+    backoff = ctx.login_backoff
+    waiting = backoff.wait(user, address)
+    if waiting is not None:
+        logger.info("login refused for {!r} from {}: its back-off", username[:40], _where(request))
+        reason = backoff.refusal(waiting)
+        return [reply_to(request, Instruction.LOGIN_FAIL, int(ErrorCode.RATE_LIMITED), reason)]
     try:
         account = login(ctx.pool, ctx.settings, username, password, ctx.bcrypt)
     except AccountError as exc:
         logger.info(
             "login refused for {!r} from {}: {}", username[:40], _where(request), exc.code.name
         )
-        return [reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)]
+        reason = exc.reason
+        if exc.code is ErrorCode.INVALID_CREDENTIALS:
+            reason = backoff.imposed(reason, backoff.failed(user))
+        return [reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), reason)]
     logger.info("login of {} (id {}) from {}", account.username, account.id, _where(request))
-    return signed_in(ctx, request, account)
+    answers = signed_in(ctx, request, account)
+    if answers[0].instruction is Instruction.AUTHENTICATED:
+        backoff.succeeded(user, address)
+    return answers

@@ -7,11 +7,13 @@ test can build one around its own database and Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import redis
 
 from papertrader.config import Settings
+from papertrader.limits.backoff import LoginBackoff
 from papertrader.mail.smtp import Mailer
 from papertrader.master.asset_retrieval import QuoteBook
 from papertrader.master.bcrypt_pool import BcryptPool
@@ -44,6 +46,16 @@ class MasterContext:
     leadership: Leadership | None = None
     #: Read-only work that may lag a moment (price history): a replica's pool, if any.
     read_pool: ConnectionPool | None = None
+
+    @cached_property
+    def login_backoff(self) -> LoginBackoff:
+        """The usernames' back-off after failed logins, counted here, where the passwords
+        are checked (``limits/backoff.py``)."""
+        return LoginBackoff(
+            self.redis,
+            self.settings.login_failures_before_backoff,
+            self.settings.login_backoff_max_seconds,
+        )
 
     @property
     def history_pool(self) -> ConnectionPool:

@@ -36,16 +36,20 @@ class Function:
 
     name: str
     body: str
+    #: Registered with the ``no-writes`` flag and called with ``FCALL_RO``, whose keys
+    #: ACL checks for reading only: a caller with read-only rights on them may call it.
+    read_only: bool = False
 
     def bind(self, client: redis.Redis) -> BoundFunction:
         """A callable with ``register_script``'s shape: ``f(keys=[...], args=[...])``."""
-        return BoundFunction(client, self.name)
+        return BoundFunction(client, self.name, self.read_only)
 
 
 @dataclass(frozen=True)
 class BoundFunction:
     client: redis.Redis
     name: str
+    read_only: bool = False
 
     def __call__(
         self,
@@ -55,16 +59,18 @@ class BoundFunction:
     ) -> Any:
         """Call it (or, given a pipeline as ``client``, add the call to the pipeline)."""
         target = self.client if client is None else client  # an empty pipeline is falsy
-        return target.fcall(self.name, len(keys), *keys, *args)
+        call = target.fcall_ro if self.read_only else target.fcall
+        return call(self.name, len(keys), *keys, *args)
 
 
 def library_code(functions: Iterable[Function]) -> str:
     """The library's source: each body becomes a function of (KEYS, ARGV)."""
     parts = [f"#!lua name={LIBRARY}"]
     for function in functions:
+        flags = ", flags={'no-writes'}" if function.read_only else ""
         parts.append(
-            f"redis.register_function('{function.name}', function(KEYS, ARGV)\n"
-            f"{function.body.strip()}\nend)"
+            f"redis.register_function{{function_name='{function.name}', "
+            f"callback=function(KEYS, ARGV)\n{function.body.strip()}\nend{flags}}}"
         )
     return "\n\n".join(parts) + "\n"
 

@@ -134,16 +134,22 @@ def rate(rule: str, subject: str) -> str:
     return f"{PREFIX}rate:{rule}:{subject}"
 
 
+#: Glob of the login back-off's keys. The master writes them (it counts each password
+#: check it makes, so a worker that skipped its own check gains nothing); a worker's ACL
+#: user may only read them, through the read-only ``pt_login_wait`` (``FCALL_RO``).
+LOGIN_PATTERN = f"{PREFIX}login:*"
+
+
 #: Hash: failed logins of one username (hashed), ``n`` and ``until`` (ms); expires an hour
 #: after the last failure or at the end of the wait (``limits/backoff.py``).
 def login_failures(user_subject: str) -> str:
-    return f"{PREFIX}rate:login-fail:{user_subject}"
+    return f"{PREFIX}login:fail:{user_subject}"
 
 
 #: Set: the addresses that logged in to one username (hashed) successfully in the last 30
 #: days; they skip the username's back-off wait.
 def login_known_addresses(user_subject: str) -> str:
-    return f"{PREFIX}rate:login-known:{user_subject}"
+    return f"{PREFIX}login:known:{user_subject}"
 
 
 #: String: an OpenID Connect nonce already used in a sign-in (SHA-256 hex of the nonce and

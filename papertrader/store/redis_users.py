@@ -14,7 +14,8 @@ account or flush everything. Now:
   `remove`. Only what serving clients takes: read sessions and quotes, append
   (``XADD``) to the order stream and nothing else on it, pop its orders'
   outcomes, read and write the shared history cache and the abuse-limit
-  counters, call the master's FUNCTIONs, record a session's last use and
+  counters, read the login back-off (the master counts it, so a worker
+  cannot clear a username's wait), call the master's FUNCTIONs, record a session's last use and
   listen for ended sessions. No SCAN/KEYS, EVAL, FLUSH*, CONFIG, PUBLISH, and
   no writes to sessions, quotes or the order stream's group.
 * ``default``: switched off in the private Redis and the Ansible role.
@@ -99,6 +100,7 @@ WORKER_RULES: tuple[str, ...] = (
     f"~{keys.pending_orders('*')}",  # type: ignore[arg-type]
     f"~{keys.HISTORY_CACHE_PATTERN}",
     f"~{keys.RATE_PATTERN}",
+    f"%R~{keys.LOGIN_PATTERN}",  # the login back-off: the master counts it
     f"&{keys.SESSIONS_ENDED}",
     f"(%W~{keys.ORDERS} +xadd)",  # append orders; never read, ack, delete or trim them
 )

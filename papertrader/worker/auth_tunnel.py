@@ -12,8 +12,8 @@ LOGOUT deletes the session, so the master does it.
 Before anything is forwarded, :class:`~papertrader.limits.auth.AuthGate`
 applies the abuse limits (per address, per username, per e-mail; shared by
 all workers in Redis): a refused request gets its failure return with
-RATE_LIMITED and never reaches the master's bcrypt. Login answers feed the
-username's back-off.
+RATE_LIMITED and never reaches the master's bcrypt. The username's
+back-off is read here and counted by the master, which enforces it again.
 
 The account requests of issue 12 (sign-in with a provider, passwords,
 reset codes, sessions, deletion) are decided by the master too. The worker
@@ -35,7 +35,6 @@ from loguru import logger
 
 from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
-from papertrader.limits.limiter import retry_after_text
 from papertrader.protocol import FAILURE_RETURN, SCHEMAS, ErrorCode, Instruction, Message, reply_to
 from papertrader.store.sessions import SessionError
 from papertrader.worker.client_management import ClientInfo, ClientManager, shown
@@ -80,18 +79,13 @@ class AuthTunnel:
         except LinkError as exc:
             logger.warning(f"{client.label}: login for {shown(username)} failed: {exc.reason}")
             return reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), exc.reason)
+        # The master counted the outcome in the username's back-off (its reason says
+        # the wait a wrong password now imposes).
         if isinstance(answer, Message) and answer.instruction is Instruction.AUTHENTICATED:
-            if gate is not None:
-                gate.login_succeeded(client.ip, username)
             return self._session_for(request, client, answer)
         if isinstance(answer, Message) and answer.instruction is Instruction.LOGIN_FAIL:
             reason = str(answer.arg("reason"))
             logger.info(f"{client.label}: login for {shown(username)} refused: {reason}")
-            if gate is not None and answer.arg("code") == ErrorCode.INVALID_CREDENTIALS:
-                waiting = gate.login_failed(username)
-                if waiting is not None:
-                    wait = retry_after_text(waiting)
-                    reason += f"; the next attempt for this username must wait ({wait})"
             return reply_to(request, Instruction.LOGIN_FAIL, answer.arg("code"), reason)
         return self._unexpected(request, Instruction.LOGIN_FAIL, answer)
 
