@@ -470,14 +470,28 @@ def _maybe_a_symbol(name: str) -> Callable[[str], str]:
     show_default=True,
     help="With --history: how far back.",
 )
+@click.option(
+    "--competition",
+    default="",
+    metavar="NAME",
+    help="With --history: your account in this competition instead of your practice account "
+    "(its positions: `pt client competitions show NAME`).",
+)
 @json_option
-def portfolio(username: str, show_history: bool, range_: str, as_json: bool) -> None:
+def portfolio(
+    username: str, show_history: bool, range_: str, competition: str, as_json: bool
+) -> None:
     """Cash, positions, their value and profit or loss (yours, or USERNAME's positions if
     that profile is public); --history: your equity over time."""
+    if competition and not show_history:
+        raise click.UsageError(
+            "--competition goes with --history; the positions of a competition account: "
+            f"`pt client competitions show {competition!r}`"
+        )
     if show_history:
         if username:
             raise click.UsageError("--history shows your own equity only")
-        _equity_history(range_, as_json)
+        _equity_history(range_, competition, as_json)
         return
     opts = options()
     stored = stored_session(opts)
@@ -535,17 +549,18 @@ def portfolio(username: str, show_history: bool, range_: str, as_json: bool) -> 
         )
 
 
-def _equity_history(range_: str, as_json: bool) -> None:
+def _equity_history(range_: str, competition: str, as_json: bool) -> None:
     from .charts import equity_chart
 
     opts = options()
     stored = stored_session(opts)
     with server_errors(opts), opts.connect(stored.session_id) as conn:
-        points = conn.equity_history(range_)
+        points = conn.equity_history(range_, competition)
     if wants_json(as_json):
         print_json(
             {
                 "range": range_,
+                "competition": competition or None,
                 "points": [
                     {"time": fmt.text(p.at), "equity": fmt.text(p.equity), "cash": fmt.text(p.cash)}
                     for p in points

@@ -289,3 +289,24 @@ def test_equity_is_recorded_and_charted(tmp_path: Path, redis_url: str, database
         assert Decimal(portfolio["equity"]) == Decimal(portfolio["cash"]) + sum(
             Decimal(p["market_value"]) for p in portfolio["positions"]
         )
+
+        # A competition account has its own history, asked for by the competition's name.
+        name = f"Cup {uuid.uuid4().hex[:6]}"
+        made = pt("competitions", "create", name, "--ends", "30d", "--cash", "5000.00")
+        assert made.returncode == 0, made.stderr
+        assert pt("competitions", "join", name).returncode == 0
+        assert pt.json("buy", "MSFT", "1", "--competition", name)["status"] == "filled"
+        asked = ("portfolio", "--history", "--range", "day", "--competition", name)
+        held = wait_for(lambda: len((doc := pt.json(*asked))["points"]) >= 2 and doc, timeout=60)
+        assert held["competition"] == name and held["range"] == "day"
+        # Its equity starts from the competition's cash, not the practice account's.
+        assert all(Decimal(p["equity"]) < 10_000 for p in held["points"]), held
+        assert all(Decimal(p["cash"]) < Decimal("5000.00") for p in held["points"]), held
+        practice = pt.json("portfolio", "--history", "--range", "day")
+        assert practice["competition"] is None
+        assert all(Decimal(p["equity"]) > 10_000 for p in practice["points"]), practice
+        stranger = pt("portfolio", "--history", "--competition", "No Such Cup")
+        assert stranger.returncode == 1 and "No Such Cup" in stranger.stderr
+        assert "Traceback" not in stranger.stderr
+        misuse = pt("portfolio", "--competition", name)
+        assert misuse.returncode == 2 and "competitions show" in misuse.stderr

@@ -1,7 +1,8 @@
 """Golden vectors of the competition instructions (docs/PROTOCOL.md, section 16).
 
 Byte-exact frames for createCompetition, the competition record that answers
-it, joinCompetition by code, getLeaderboard and a competitionFail; the same hex
+it, joinCompetition by code, getLeaderboard, a competitionFail and
+getAccountEquityHistory; the same hex
 must appear in docs/PROTOCOL.md, whose section 16 examples are printed by
 this file from the real encoder (the JavaScript codec checks them too, through
 tests/golden_export.py)::
@@ -135,6 +136,26 @@ VECTORS = (
             "00000000000000000000000000000000000000000000000000000000000000000000000000000000"
             "02920000000000000001210000006e6f20636f6d7065746974696f6e206861732074686973206a6f"
             "696e20636f6465",
+        ),
+    ),
+    Vector(
+        "get-account-equity-history",
+        "getAccountEquityHistory(account, range)",
+        "In the data transfer state: a member's account in Class 7B over the last month "
+        "(an empty account: the practice account, as getEquityHistory). The answer is DATA "
+        "packets of a list of points (13.9).",
+        (
+            Message(
+                Instruction.GET_ACCOUNT_EQUITY_HISTORY,
+                ("Class 7B", "month"),
+                session_id=SESSION,
+                request_id=23,
+            ),
+        ),
+        (
+            "50540102260202001700000000000000000000001700000000000000000000005e55104d00004000"
+            "800000000000a11c0000000000000000000000000000000000000000000000000000000000000000"
+            "0108000000436c61737320374201050000006d6f6e7468",
         ),
     ),
 )

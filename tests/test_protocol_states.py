@@ -325,6 +325,9 @@ REQUESTS = [
     Message(Instruction.GET_COMPETITIONS, session_id=SID, request_id=80),
     Message(Instruction.GET_COMPETITION, ("Class 7B",), session_id=SID, request_id=81),
     Message(Instruction.GET_LEADERBOARD, ("Class 7B", 10), session_id=SID, request_id=82),
+    Message(
+        Instruction.GET_ACCOUNT_EQUITY_HISTORY, ("Class 7B", "week"), session_id=SID, request_id=83
+    ),
     Message(Instruction.GET_ASSET_INFO, ("AAPL",), session_id=SID, request_id=21),
     Message(Instruction.GET_ASSET_VALUE_CURRENT, ("AAPL",), session_id=SID, request_id=22),
     Message(

@@ -479,10 +479,13 @@ class PaperTraderClient:
         value = self._data(Instruction.GET_USER_TRANSACTION_HISTORY, username)
         return [Trade.from_record(fields) for fields in _records(value)]
 
-    def equity_history(self, range_: str = "week") -> list[EquityPoint]:
+    def equity_history(self, range_: str = "week", competition: str = "") -> list[EquityPoint]:
         """Your equity over ``range_`` (day, week, month, year, all), oldest first, ending
-        with its value now."""
-        value = self._data_args(Instruction.GET_EQUITY_HISTORY, range_)
+        with its value now; that of your account in ``competition`` if it is set."""
+        if competition:
+            value = self._data_args(Instruction.GET_ACCOUNT_EQUITY_HISTORY, competition, range_)
+        else:  # the request every server version answers
+            value = self._data_args(Instruction.GET_EQUITY_HISTORY, range_)
         return [EquityPoint(r["time"], r["equity"], r["cash"]) for r in _records(value)]
 
     def user_info(self, username: str = "") -> UserInfo:

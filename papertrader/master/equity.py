@@ -4,7 +4,8 @@ After the interval's drain, once every ``equity_snapshot_seconds`` (0: every
 interval), one statement records cash + positions at that interval's prices
 for every account holding a position (``store/equity.py``); once an hour old
 points are thinned. getEquityHistory answers an account's points over a
-range, ending with its equity now.
+range, ending with its equity now; getAccountEquityHistory the same for a
+competition account of the user's.
 """
 
 from __future__ import annotations
@@ -18,14 +19,20 @@ import psycopg2
 from loguru import logger
 
 from papertrader.master.context import MasterContext
-from papertrader.master.orders import stamped_ip
-from papertrader.protocol import ErrorCode, Instruction, Message, max_chunk_size, packets_for
+from papertrader.master.orders import OrderRequestError, acting_account
+from papertrader.protocol import (
+    ErrorCode,
+    Instruction,
+    Message,
+    max_chunk_size,
+    packets_for,
+    reply_to,
+)
 from papertrader.protocol.records import to_record
 from papertrader.store import accounts as account_store
 from papertrader.store import equity
 from papertrader.store import portfolio as portfolio_store
 from papertrader.store.pool import ConnectionPool, PoolTimeout
-from papertrader.store.sessions import SessionError
 
 THIN_EVERY_SECONDS = 3600.0
 
@@ -69,30 +76,30 @@ class EquityRecorder:
 
 def handle_equity_history(ctx: MasterContext, request: Message) -> list[Message]:
     """GET_EQUITY_HISTORY(range): the session's account's points, then its equity now."""
+    return _history(ctx, request, "")
+
+
+def handle_account_equity_history(ctx: MasterContext, request: Message) -> list[Message]:
+    """GET_ACCOUNT_EQUITY_HISTORY(account, range): the same for one of the user's accounts,
+    as getOrders names it: empty for the practice account, else a competition's name."""
+    return _history(ctx, request, str(request.arg("account")))
+
+
+def _history(ctx: MasterContext, request: Message, account: str) -> list[Message]:
     range_ = str(request.arg("range"))
     if range_ not in equity.RANGES:
         reason = f"range must be one of {', '.join(equity.RANGES)}, not {range_[:12]!r}"
-        return [
-            Message(
-                Instruction.DATA_FAIL,
-                (int(ErrorCode.BAD_ARGUMENT), reason),
-                request_id=request.request_id,
-            )
-        ]
+        return [reply_to(request, Instruction.DATA_FAIL, int(ErrorCode.BAD_ARGUMENT), reason)]
     try:
-        session = ctx.sessions.get(request.session_id, stamped_ip(request))
-    except SessionError as exc:
-        return [
-            Message(
-                Instruction.DATA_FAIL, (int(exc.code), exc.reason), request_id=request.request_id
-            )
-        ]
+        _, account_id, _ = acting_account(ctx, request, account)
+    except OrderRequestError as exc:
+        return [reply_to(request, Instruction.DATA_FAIL, int(exc.code), exc.reason)]
     now = datetime.now(timezone.utc)
     points = [
         {"time": p.at, "equity": p.equity, "cash": p.cash}
-        for p in equity.series(ctx.pool, session.account_id, range_, now)
+        for p in equity.series(ctx.pool, account_id, range_, now)
     ]
-    live = current_equity(ctx, session.account_id)
+    live = current_equity(ctx, account_id)
     if live is not None:
         points.append({"time": now, "equity": live[0], "cash": live[1]})
     return packets_for(

@@ -67,7 +67,7 @@ def _owner(ctx: MasterContext, request: Message) -> int:
     return session.account_id
 
 
-def _account(ctx: MasterContext, request: Message, account: str = "") -> tuple[int, int, str]:
+def acting_account(ctx: MasterContext, request: Message, account: str = "") -> tuple[int, int, str]:
     """The account a request acts on, as (user's account, account, competition): the
     practice account for an empty ``account``, else the user's account in the
     competition of that name (docs/PROTOCOL.md section 16)."""
@@ -152,7 +152,7 @@ def handle_get_orders(ctx: MasterContext, request: Message) -> list[Message]:
             request, ErrorCode.BAD_ARGUMENT, f"status must be all or open, not {status[:12]!r}"
         )
     try:
-        owner, account_id, competition = _account(ctx, request, str(request.arg("account")))
+        owner, account_id, competition = acting_account(ctx, request, str(request.arg("account")))
     except OrderRequestError as exc:
         return _data_fail(request, exc.code, exc.reason)
     wanted = min(max(limit, 0) or DEFAULT_LIST, order_book.MAX_LIST)
@@ -219,7 +219,7 @@ def handle_cancel_order(ctx: MasterContext, request: Message) -> list[Message]:
 def handle_cancel_all(ctx: MasterContext, request: Message) -> list[Message]:
     """CANCEL_ALL_ORDERS(account): every open and queued order; ORDERS_CANCELED(count)."""
     try:
-        owner, account_id, competition = _account(ctx, request, str(request.arg("account")))
+        owner, account_id, competition = acting_account(ctx, request, str(request.arg("account")))
     except OrderRequestError as exc:
         return [_order_fail(request, exc.code, exc.reason, NIL)]
     canceled = order_book.cancel_all_orders(ctx.pool, account_id, _now())

@@ -69,6 +69,7 @@ ROUTES: dict[Instruction, Handler] = {
     Instruction.CANCEL_ALL_ORDERS: orders.handle_cancel_all,
     Instruction.SET_PROFILE_VISIBILITY: profiles.handle_set_visibility,
     Instruction.GET_EQUITY_HISTORY: equity.handle_equity_history,
+    Instruction.GET_ACCOUNT_EQUITY_HISTORY: equity.handle_account_equity_history,
     # competitions and leaderboards (issue 13 item 7)
     Instruction.CREATE_COMPETITION: competitions.handle_create,
     Instruction.JOIN_COMPETITION: competitions.handle_join,

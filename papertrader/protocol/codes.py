@@ -73,6 +73,7 @@ class Instruction(IntEnum):
     GET_COMPETITIONS = 0x0223  # getCompetitions(): the competitions the session may see
     GET_COMPETITION = 0x0224  # getCompetition(competition): one, with the session's own account
     GET_LEADERBOARD = 0x0225  # getLeaderboard(competition, limit): members ranked by return
+    GET_ACCOUNT_EQUITY_HISTORY = 0x0226  # getAccountEquityHistory(account, range): any own account
 
     # Control (MessageType.CONTROL): valid in either state
     SWITCH_STATE = 0x0301  # switchState(sessionID, state)

@@ -107,6 +107,9 @@ SCHEMAS: dict[Instruction, Schema] = {
     I.GET_COMPETITIONS: Schema((), needs_session=True),
     I.GET_COMPETITION: Schema((("competition", T.STR),), needs_session=True),
     I.GET_LEADERBOARD: Schema((("competition", T.STR), ("limit", T.INT)), needs_session=True),
+    I.GET_ACCOUNT_EQUITY_HISTORY: Schema(
+        (("account", T.STR), ("range", T.STR)), needs_session=True
+    ),
     I.SWITCH_STATE: Schema((("state", T.INT),), needs_session=True),
     I.GET_WORKER_LIST: Schema(()),
     I.LOGIN_FAIL: _FAIL,

@@ -102,6 +102,7 @@ _USER_DATA = frozenset(
         Instruction.GET_COMPETITIONS,
         Instruction.GET_COMPETITION,
         Instruction.GET_LEADERBOARD,
+        Instruction.GET_ACCOUNT_EQUITY_HISTORY,
     }
 )
 #: Account requests of issue 12, answered by the master through the auth tunnel.
