@@ -90,7 +90,8 @@ def web_stack_env(idp: ProviderProcess) -> dict[str, str]:
             "testidtoken", "TestID (ID token)", web_client_id=WEB_CLIENT, web_flow="id_token"
         ),
     ]
-    return {"PT_OIDC_PROVIDERS": json.dumps(providers)}
+    # Equity recorded every update interval, so the portfolio's equity chart has points.
+    return {"PT_OIDC_PROVIDERS": json.dumps(providers), "PT_EQUITY_SNAPSHOT_SECONDS": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +310,7 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
         browser, "the chart", lambda d: d.find_elements(By.CSS_SELECTOR, "#chart canvas"), web_stack
     )
     for chosen in ("week", "month", "year", "all", "day"):
-        browser.find_element(By.CSS_SELECTOR, f".ranges button[data-range={chosen}]").click()
+        browser.find_element(By.CSS_SELECTOR, f"#chart-ranges button[data-range={chosen}]").click()
         wait_for(
             browser,
             f"the {chosen} chart",
@@ -344,6 +345,22 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
     assert position.quantity == 3
     assert money(aapl[2]) == position.average_price
     assert "Unrealised P&L" in text(browser, "portfolio-summary")
+
+    # The equity chart: recorded points over the chosen range, ending with the value now.
+    def charted(driver: WebDriver) -> bool:
+        driver.find_element(By.CSS_SELECTOR, "#equity-ranges button[data-range=day]").click()
+        caption = text(driver, "equity-caption")
+        return caption.startswith("Practice account, equity over the day: ") and bool(
+            driver.find_elements(By.CSS_SELECTOR, "#equity-chart canvas")
+        )
+
+    wait_for(browser, "the equity chart", charted, web_stack)
+    pressed = browser.find_element(By.CSS_SELECTOR, "#equity-ranges button[aria-pressed=true]")
+    assert pressed.get_attribute("data-range") == "day"
+    now = re.search(r"; now ([\d,.]+) \(cash ([\d,.]+)\)$", text(browser, "equity-caption"))
+    assert now is not None, text(browser, "equity-caption")
+    assert money(now.group(2)) == portfolio.cash
+    assert not visible(browser, "equity-account-row")  # no competition: nothing to choose
     shoot(browser, screens, "portfolio")
 
 
@@ -581,6 +598,18 @@ def test_joins_a_class_competition_by_code_and_sees_the_leaderboard(
     wait_for(browser, "the fill", lambda d: "In Web class." in text(d, "ticket-result"), web_stack)
     assert text(browser, "ticket-result").startswith("Bought 1 AAPL")
     Select(browser.find_element(By.ID, "ticket-account")).select_by_value("")
+    # The portfolio's equity chart offers the competition account too, from its own cash.
+    browser.find_element(By.CSS_SELECTOR, "#nav a[data-screen=portfolio]").click()
+    wait_for(browser, "the equity accounts", lambda d: visible(d, "equity-account-row"), web_stack)
+    Select(browser.find_element(By.ID, "equity-account")).select_by_value("Web class")
+    wait_for(
+        browser,
+        "the competition's equity",
+        lambda d: text(d, "equity-caption").startswith("Web class account"),
+        web_stack,
+    )
+    owned = re.search(r"now ([\d,.]+) \(cash ([\d,.]+)\)", text(browser, "equity-caption"))
+    assert owned is not None and money(owned.group(1)) < Decimal("10000"), owned
     with web_stack.client(1) as client:
         client.login(USER, PASSWORD)
         account = client.competition("Web class").account

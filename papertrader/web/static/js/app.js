@@ -4,6 +4,7 @@
 
 import { PriceChart } from "./chart.js";
 import { ClientError, ConnectionLost } from "./client.js";
+import { EquityPanel } from "./equity.js";
 import { cell, className, moment, money, quantity, signedMoney } from "./format.js";
 import { Decimal, ErrorCode, Uuid } from "./protocol/index.js";
 import * as providerSignIn from "./provider_signin.js";
@@ -22,6 +23,7 @@ const state = {
   lastPrice: new Map(),
   timer: null,
   chart: null,
+  equity: null, // the portfolio screen's equity chart (equity.js)
   providers: null, // the sign-in providers, once a worker has told them
   // A provider sign-in waiting for its new account's username (USERNAME_NEEDED).
   unnamed: null,
@@ -269,7 +271,7 @@ async function drawChart(symbol) {
 
 function chooseRange(range) {
   state.range = range;
-  for (const button of document.querySelectorAll(".ranges button")) {
+  for (const button of document.querySelectorAll("#chart-ranges button")) {
     button.setAttribute("aria-pressed", String(button.dataset.range === range));
   }
   state.chartFor = null;
@@ -506,6 +508,8 @@ async function refreshPortfolio() {
     }),
   );
   $("portfolio-priced").textContent = portfolio.priced_at ? `Valued at the prices of ${moment(portfolio.priced_at)} UTC.` : "";
+  await state.equity.refreshAccounts();
+  await state.equity.refresh();
 }
 
 async function refreshHistory() {
@@ -862,6 +866,9 @@ async function main() {
   );
   state.chart = new PriceChart($("chart"));
   state.trader = new Trader(location.origin, { region: state.config.region ?? null, onWorker, onSessionLost });
+  state.equity = new EquityPanel(state.trader, (error) => {
+    if (!(error instanceof ClientError && error.sessionProblem)) notice(explain(error));
+  });
   $("signin-form").addEventListener("submit", signIn);
   $("register-form").addEventListener("submit", register);
   $("provider-username-form").addEventListener("submit", chooseUsername);
@@ -879,7 +886,7 @@ async function main() {
     if (symbol === null) return;
     location.hash = `#/trade/${encodeURIComponent(symbol)}`;
   });
-  for (const button of document.querySelectorAll(".ranges button")) {
+  for (const button of document.querySelectorAll("#chart-ranges button")) {
     button.addEventListener("click", () => chooseRange(button.dataset.range));
   }
   $("forecast-toggle").addEventListener("change", () => {

@@ -276,6 +276,15 @@ export class Trader {
     return record;
   }
 
+  /** Equity over ``range`` (day, week, month, year, all), oldest first, ending with now:
+   *  the practice account's, or (``account``: a competition's name) that competition
+   *  account's (docs/PROTOCOL.md 13.9). */
+  async equityHistory(range, account = "") {
+    const sid = this.#sid();
+    const [instruction, args] = account ? ["GET_ACCOUNT_EQUITY_HISTORY", [account, range]] : ["GET_EQUITY_HISTORY", [range]];
+    return fromRecords(await this.#call((c) => c.data(instruction, args, sid)));
+  }
+
   async transactions() {
     const sid = this.#sid();
     return fromRecords(await this.#call((c) => c.data("GET_USER_TRANSACTION_HISTORY", [""], sid)));
