@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from loguru import logger
 
 from papertrader.limits.backoff import LoginBackoff
 from papertrader.limits.pending_orders import PendingOrders
@@ -218,6 +219,27 @@ def test_clearing_a_login_back_off_is_refused(
     refused(lambda: worker.fcall("pt_login_wait", 2, fail_key, known_key, "", stranger))  # type: ignore[no-untyped-call]
     assert master.wait(user, stranger) is not None
     assert redis_client.hget(fail_key, "n") == b"8"
+
+
+def test_a_worker_user_from_before_the_master_counted_logins_is_told_what_to_run(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """A worker whose Redis user predates ``pt:login:*`` cannot read the back-off: it lets
+    the login through to the master (which enforces it) and its log says how to mend it."""
+    user = redis_users.worker_user("old")
+    older = tuple(r for r in redis_users.WORKER_RULES if keys.LOGIN_PATTERN not in r)
+    url_file = tmp_path / f"{user}.url"
+    redis_users.provision(redis_client, redis_url, user, older, url_file)
+    client = redis.Redis.from_url(redis_users.read_url_file(url_file))
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="WARNING")
+    try:
+        assert LoginBackoff(client, 0, 300).wait(name_subject("bob"), "198.51.100.9") is None
+    finally:
+        logger.remove(sink)
+        client.close()
+        redis_users.delete_user(redis_client, user)
+    assert len(lines) == 1 and "pt workers redis-user NAME" in lines[0], lines
 
 
 def test_eval_flush_config_and_function_load_are_refused(worker: redis.Redis) -> None:

@@ -178,6 +178,14 @@ class LoginBackoff:
 
     def _unavailable(self, exc: redis.RedisError) -> None:
         now = time.monotonic()
-        if now - self._warned_at >= 60:
-            self._warned_at = now
+        if now - self._warned_at < 60:
+            return
+        self._warned_at = now
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            # A worker whose Redis user predates pt:login:* (the master still enforces it).
+            logger.warning(
+                "login back-off not checked here: this process's Redis user may not read it "
+                f"({exc}); bring the user up to date: `pt workers redis-user NAME`"
+            )
+        else:
             logger.warning(f"login back-off not applied: Redis unavailable ({exc})")
