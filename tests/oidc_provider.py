@@ -57,7 +57,7 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode, OpenIDImplicitGrant, OpenIDToken
 from flask import Flask, jsonify, request
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import KeySet, KeySetSerialization, RSAKey
 from werkzeug.serving import make_server
 
 CODE_LIFETIME = 300
@@ -74,9 +74,11 @@ class Keys:
 
     @staticmethod
     def _new() -> RSAKey:
-        return RSAKey.generate_key(
+        # joserfc's generate_key returns typing.Self, which is Any to mypy's Python 3.10
+        key: RSAKey = RSAKey.generate_key(
             2048, parameters={"kid": secrets.token_hex(8), "use": "sig", "alg": "RS256"}
         )
+        return key
 
     def rotate(self, keep: bool) -> str:
         with self.lock:
@@ -84,7 +86,7 @@ class Keys:
             self.published = [*self.published, self.current] if keep else [self.current]
             return str(self.current.kid)
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self) -> KeySetSerialization:
         with self.lock:
             return KeySet(list(self.published)).as_dict(private=False)
 
@@ -160,7 +162,8 @@ class Code(dict[str, Any]):
         return self.get("code_challenge_method")
 
     def is_expired(self) -> bool:
-        return time.time() > self["auth_time"] + CODE_LIFETIME
+        auth_time: int = self["auth_time"]
+        return time.time() > auth_time + CODE_LIFETIME
 
 
 class Provider:
@@ -355,7 +358,9 @@ def build_app(provider: Provider) -> Flask:
         if sign_with == "unknown":
             key = Keys._new()
         elif sign_with == "forged":
-            key = RSAKey.generate_key(2048, parameters={"kid": provider.keys.current.kid})
+            kid = provider.keys.current.kid
+            assert kid is not None  # every key here is made with one
+            key = RSAKey.generate_key(2048, parameters={"kid": kid})
         header = {"alg": "RS256", "kid": str(key.kid)}
         return jsonify(id_token=jwt.encode(header, claims, key))
 

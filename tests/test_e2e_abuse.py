@@ -104,7 +104,7 @@ def test_session_resumes_per_address_are_limited(servers: Servers) -> None:
         user.register("erin", "erin@example.org", PASSWORD)
         session = user.login("erin", PASSWORD)
     with flooder(servers) as attacker:
-        codes = []
+        codes: list[ErrorCode | None] = []
         for _ in range(8):
             try:
                 attacker.resume(session.session_id)

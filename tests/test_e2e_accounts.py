@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -62,7 +63,7 @@ class Stack:
         tokens = flow.exchange(flow.wait(30))
         return tokens.id_token, tokens.nonce
 
-    def sql(self, query: str, *args: object) -> list[tuple[object, ...]]:
+    def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
             cur.execute(query, args)
             rows = cur.fetchall() if cur.description else []

@@ -7,7 +7,7 @@ connection as over a hundred DATA packets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -168,7 +168,7 @@ def test_forecasts_and_bad_requests(servers: Servers) -> None:
             assert point.lower <= point.value <= point.upper
             assert point.value.as_tuple().exponent == -2
         today = datetime.now(timezone.utc).date()
-        cases = [
+        cases: list[tuple[Callable[[], object], ErrorCode]] = [
             (lambda: client.price_history("XYZ", "day", DAY), ErrorCode.UNKNOWN_ASSET),
             (lambda: client.price_history("AAPL", "day", today + timedelta(days=3)),
              ErrorCode.INVALID_DATE),

@@ -149,7 +149,7 @@ def test_a_client_that_stops_waiting_is_told_the_outcome_is_unknown(
     # The master comes back: both orders fill, once each, and the user can see it.
     for placed in (cid, ctrl_c):
         state = wait_for(
-            lambda placed=placed: (doc := pt.json("order", placed))["status"] == "filled" and doc,
+            lambda placed=placed: (doc := pt.json("order", placed))["status"] == "filled" and doc,  # type: ignore[misc]
             timeout=30,
         )
         assert state["client_order_id"] == placed and state["executed_at"]

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import pytest
@@ -30,7 +29,7 @@ from test_e2e_support import (
     running,
 )
 
-from papertrader.client import ClientError, Fill, PaperTraderClient
+from papertrader.client import ClientError, Fill, PaperTraderClient, Portfolio, Trade
 from papertrader.market.quote import Quote
 from papertrader.protocol import ErrorCode
 from papertrader.store import keys
@@ -265,7 +264,7 @@ def test_fifty_clients_trading_one_asset_at_once(servers: Servers, database_url:
     clients = 50
     errors: list[BaseException] = []
     results: dict[str, list[Fill | ClientError]] = {}
-    finals: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    finals: dict[str, tuple[Portfolio, list[Trade]]] = {}
     start = threading.Barrier(clients)
 
     def trade(index: int) -> None:
@@ -317,13 +316,13 @@ def test_fifty_clients_trading_one_asset_at_once(servers: Servers, database_url:
                     (name,),
                 )
                 rows = cur.fetchall()
-                history = [
+                stored = [
                     {"side": r[1], "symbol": r[2], "quantity": int(r[3]), "amount": r[4]}
                     for r in rows
                 ]
                 fills = [o for o in outcomes if isinstance(o, Fill)]
                 assert {uuid.UUID(str(r[0])) for r in rows} == {f.order_id for f in fills}
-                cash, positions = expected_holdings(history)
+                cash, positions = expected_holdings(stored)
                 cur.execute(
                     "SELECT a.cash, p.symbol, p.quantity FROM accounts a"
                     " LEFT JOIN positions p ON p.account_id = a.id WHERE a.username = %s",

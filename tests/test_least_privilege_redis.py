@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import redis
@@ -42,6 +43,12 @@ from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.order_state import order_id_for
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
+    # redis-py types an XRANGE reply as str or bytes, or None: these clients return bytes
+    StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 WORKER = "attacker"
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
@@ -81,7 +88,7 @@ def test_what_a_worker_needs_still_works(worker: redis.Redis, redis_client: redi
     redis_client.rpush(keys.order_result("ab" * 16), "done", "and", "more")
     assert worker.blpop([keys.order_result("ab" * 16)], timeout=1) is not None
     assert worker.lpop(keys.order_result("ab" * 16), 512) == [b"and", b"more"]
-    assert worker.fcall("pt_gcra", 1, keys.rate("login-ip", "x"), 1000, 10000, "")[0] == 1  # type: ignore[no-untyped-call]
+    assert worker.fcall("pt_gcra", 1, keys.rate("login-ip", "x"), 1000, 10000, "")[0] == 1
 
 
 def test_scan_of_every_live_session_is_refused(worker: redis.Redis) -> None:
@@ -92,7 +99,11 @@ def test_scan_of_every_live_session_is_refused(worker: redis.Redis) -> None:
 
 def test_forging_a_session_record_is_refused(worker: redis.Redis) -> None:
     forged = keys.session(uuid.uuid4().hex)
-    fields = {"account_id": 1, "username": "victim", "client_ip": "203.0.113.9"}
+    fields: dict[FieldT, EncodableT] = {
+        "account_id": 1,
+        "username": "victim",
+        "client_ip": "203.0.113.9",
+    }
     refused(lambda: worker.hset(forged, mapping=fields))
     refused(lambda: worker.copy(keys.session("0" * 32), forged))
     # the drain remembers verified records and only asks if they still exist (order_sessions)
@@ -104,7 +115,7 @@ def test_forging_a_session_record_is_refused(worker: redis.Redis) -> None:
 
 def test_forging_a_session_inside_a_function_is_refused(worker: redis.Redis) -> None:
     """FCALL runs under the caller's ACL: a function's keys are checked too."""
-    refused(lambda: worker.fcall("pt_gcra", 1, keys.session("ab" * 16), 1, 1, ""))  # type: ignore[no-untyped-call]
+    refused(lambda: worker.fcall("pt_gcra", 1, keys.session("ab" * 16), 1, 1, ""))
 
 
 def test_xadd_orders_for_another_account_are_rejected_at_the_drain(
@@ -161,13 +172,13 @@ def test_a_worker_queues_orders_through_pt_queue_order_and_only_into_the_stream(
     pipe = worker.pipeline(transaction=False)
     PendingOrders(worker, cap=5).queue(pipe, order)
     (entry_id,) = pipe.execute()
-    assert [raw[b"order_id"] for _, raw in redis_client.xrange(keys.ORDERS)] == [
-        order.order_id.hex.encode()
-    ]
-    assert redis_client.xrange(keys.ORDERS)[0][0] == entry_id
+    assert [
+        raw[b"order_id"] for _, raw in cast("StreamEntries", redis_client.xrange(keys.ORDERS))
+    ] == [order.order_id.hex.encode()]
+    assert cast("StreamEntries", redis_client.xrange(keys.ORDERS))[0][0] == entry_id
     for elsewhere in (keys.QUOTES, keys.session("ab" * 16), "anything"):
         with pytest.raises(redis.ResponseError, match="can.t access"):
-            worker.fcall(  # type: ignore[no-untyped-call]
+            worker.fcall(
                 "pt_queue_order", 1, keys.pending_orders(8), uuid.uuid4().hex, 5, 60000,
                 elsewhere, "price", "1",
             )  # fmt: skip
@@ -213,10 +224,10 @@ def test_clearing_a_login_back_off_is_refused(
     refused(lambda: worker.delete(fail_key))
     refused(lambda: worker.hset(fail_key, "until", 0))
     refused(lambda: worker.sadd(known_key, stranger))  # nor make itself a known address
-    refused(lambda: worker.fcall("pt_login_succeeded", 2, fail_key, known_key, stranger, 1, 1))  # type: ignore[no-untyped-call]
-    refused(lambda: worker.fcall("pt_login_failed", 1, fail_key, "", 0, 1, 1))  # type: ignore[no-untyped-call]
+    refused(lambda: worker.fcall("pt_login_succeeded", 2, fail_key, known_key, stranger, 1, 1))
+    refused(lambda: worker.fcall("pt_login_failed", 1, fail_key, "", 0, 1, 1))
     # pt_login_wait is read only: called to write (FCALL), its keys need write rights.
-    refused(lambda: worker.fcall("pt_login_wait", 2, fail_key, known_key, "", stranger))  # type: ignore[no-untyped-call]
+    refused(lambda: worker.fcall("pt_login_wait", 2, fail_key, known_key, "", stranger))
     assert master.wait(user, stranger) is not None
     assert redis_client.hget(fail_key, "n") == b"8"
 
@@ -313,7 +324,9 @@ def test_an_install_from_before_the_users_keeps_its_data(tmp_path: Path) -> None
         )
         admin = redis.Redis.from_url(moved.url)
         assert admin.hgetall(keys.session("ab" * 16))[b"username"] == b"u"
-        assert [entry_id for entry_id, _ in admin.xrange(keys.ORDERS)] == [queued]
+        assert [entry_id for entry_id, _ in cast("StreamEntries", admin.xrange(keys.ORDERS))] == [
+            queued
+        ]
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis(port=moved.port, password=moved.password).ping()  # default: off
         master = redis.Redis.from_url(moved.master_url)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from datetime import datetime
 
 import pytest
 import test_master_link
@@ -124,18 +125,21 @@ def test_a_recorded_link_does_not_open_with_both_long_term_keys(
     # can be made from what was recorded and those keys fails, both ways.
     challenge_bytes, _, master_share = challenge.args
     signed_at, nonce, worker_share, sealed_key, _ = auth.args
-    secret = keys().master.keyring().decrypt(sealed_key)  # type: ignore[arg-type]
+    assert isinstance(challenge_bytes, bytes) and isinstance(master_share, bytes)
+    assert isinstance(signed_at, datetime) and isinstance(nonce, bytes)
+    assert isinstance(worker_share, bytes) and isinstance(sealed_key, bytes)
+    secret = keys().master.keyring().decrypt(sealed_key)
     assert secret is not None and len(secret) == 32
-    assert keys().key("recorded").keyring().decrypt(sealed_key) is None  # type: ignore[arg-type]
+    assert keys().key("recorded").keyring().decrypt(sealed_key) is None
     transcript = auth_transcript(
-        challenge_bytes, master_share, worker_uuid, timestamp_micros(signed_at), nonce,  # type: ignore[arg-type]
-        worker_share, sealed_key,  # type: ignore[arg-type]
+        challenge_bytes, master_share, worker_uuid, timestamp_micros(signed_at), nonce,
+        worker_share, sealed_key,
     )  # fmt: skip
     attempts = [
         LinkKeys(secret, secret),  # the secret itself as the key (the old scheme)
         derive_link_keys(b"", secret, transcript),  # the derivation without X25519
         derive_link_keys(bytes(32), secret, transcript),
-        derive_link_keys(master_share + worker_share, secret, transcript),  # type: ignore[operator]
+        derive_link_keys(master_share + worker_share, secret, transcript),
     ]
     for attempt in attempts:
         for direction, sealed in (

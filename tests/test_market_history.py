@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from papertrader.market.quote import Quote
-from papertrader.market.ranges import window
+from papertrader.market.ranges import Unit, window
 from papertrader.store import history
 from papertrader.store.pool import ConnectionPool
 
@@ -76,7 +76,7 @@ def bar_sets(draw: st.DrawFn) -> list[Quote]:
 )
 @given(quotes=bar_sets(), unit=st.sampled_from(["minute", "day", "month"]))
 def test_sql_aggregation_matches_python(
-    pool: ConnectionPool, quotes: list[Quote], unit: history.Unit
+    pool: ConnectionPool, quotes: list[Quote], unit: Unit
 ) -> None:
     with pool.transaction() as cur:
         cur.execute("DELETE FROM asset_bars")

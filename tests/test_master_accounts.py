@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import gevent
 import pytest
@@ -16,12 +17,15 @@ from papertrader.protocol import ErrorCode
 from papertrader.store import accounts as account_store
 from papertrader.store.pool import ConnectionPool
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 SETTINGS = Settings(bcrypt_cost=4)
 GOOD = "paper trading practice 7"  # passes the password policy
 LONG = hashlib.sha256(b"a long random password").hexdigest() * 4  # 256 characters
 
 
-def refused(pool: ConnectionPool, *args: str) -> AccountError:
+def refused(pool: ConnectionPool, *args: Unpack[tuple[str, str, str]]) -> AccountError:
     with pytest.raises(AccountError) as info:
         register(pool, SETTINGS, *args)
     return info.value

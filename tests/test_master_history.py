@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import cast
 
 import pytest
 import redis
@@ -15,7 +16,14 @@ from papertrader.master.asset_retrieval import QuoteBook
 from papertrader.master.context import MasterContext
 from papertrader.master.router import route
 from papertrader.master.workers import WorkerRegistry
-from papertrader.protocol import ErrorCode, Instruction, Message, Reassembler, decode_payload
+from papertrader.protocol import (
+    ErrorCode,
+    Instruction,
+    Message,
+    Reassembler,
+    Value,
+    decode_payload,
+)
 from papertrader.protocol.records import from_record, from_records
 from papertrader.store import history
 from papertrader.store.market_status import MarketStatusStore
@@ -50,12 +58,13 @@ def daily(start: date, closes: list[str]) -> list[Quote]:
     ]  # fmt: skip
 
 
-def ask(ctx: MasterContext, instruction: Instruction, *args: object) -> object:
+def ask(ctx: MasterContext, instruction: Instruction, *args: Value) -> Value:
     """The decoded answer: records, or (code, reason) for a DATA_FAIL."""
-    answer = route(ctx, Message(instruction, tuple(args), request_id=9))  # type: ignore[arg-type]
+    answer = route(ctx, Message(instruction, tuple(args), request_id=9))
     assert all(m.request_id == 9 for m in answer)
     if answer[0].instruction is Instruction.DATA_FAIL:
         code, reason = answer[0].args
+        assert isinstance(code, int)
         return ErrorCode(code), reason
     reassembler = Reassembler()
     for packet in answer[:-1]:
@@ -94,8 +103,12 @@ def test_bad_requests_get_a_clear_data_fail(ctx: MasterContext) -> None:
         ((Instruction.GET_ASSET_VALUE_PREDICTED, "MSFT", 3), ErrorCode.NO_DATA, "not enough"),
     ]  # fmt: skip
     for (instruction, *args), code, words in cases:
+        assert isinstance(instruction, Instruction)
         got = ask(ctx, instruction, *args)
-        assert isinstance(got, tuple) and got[0] is code and words in got[1], (instruction, got)
+        assert isinstance(got, tuple) and got[0] is code and words in cast(str, got[1]), (
+            instruction,
+            got,
+        )
 
 
 def test_forecast_record_and_query_counter(ctx: MasterContext) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -34,6 +35,7 @@ from papertrader.protocol import (
     Message,
     NeedData,
     Reassembler,
+    Value,
     encode_message,
 )
 from papertrader.protocol.records import from_record, from_records
@@ -159,13 +161,14 @@ class Peer:
                 continue
             return message
 
-    def read_data(self) -> object:
+    def read_data(self) -> Value:
         reassembler = Reassembler()
         while True:
             message = self.read()
             assert message is not None and message.instruction is Instruction.DATA, message
             done, value = reassembler.finish_value(message)
             if done:
+                assert value is not None  # a finished transfer decodes to a value
                 return value
 
     def close(self) -> None:
@@ -180,7 +183,9 @@ def linked_worker(master: MasterProcess, pool: ConnectionPool, name: str = "w1")
     welcome = peer.hello(name, "eu-west", "worker1.example.com:2049")
     assert welcome.instruction is Instruction.LINK_WELCOME
     # The master's terms: its heartbeat period and request deadline, in milliseconds.
-    assert welcome.args[0] == name and welcome.args[1] >= 1000 and welcome.args[2] == 10_000
+    assert (
+        welcome.args[0] == name and cast(int, welcome.args[1]) >= 1000 and welcome.args[2] == 10_000
+    )
     return peer
 
 
@@ -203,7 +208,7 @@ def worker_list(port: int) -> list[dict[str, object]]:
     client = Peer(port)
     try:
         client.send(Instruction.GET_WORKER_LIST, request_id=7)
-        return from_records(client.read_data())  # type: ignore[arg-type]
+        return from_records(client.read_data())
     finally:
         client.close()
 
@@ -250,7 +255,7 @@ def test_client_may_ask_for_the_worker_list_repeatedly(
     client = Peer(master.port)
     for request_id in (1, 2):
         client.send(Instruction.GET_WORKER_LIST, request_id=request_id)
-        assert [w["name"] for w in from_records(client.read_data())] == ["w2"]  # type: ignore[arg-type]
+        assert [w["name"] for w in from_records(client.read_data())] == ["w2"]
     client.send(Instruction.LOGIN, "alice", GOOD_PASSWORD, False, request_id=3)
     refused = answer(client)
     assert refused.instruction is Instruction.LOGIN_FAIL and refused.request_id == 3
@@ -268,7 +273,7 @@ def test_what_the_master_does_not_serve_costs_a_failure_return_not_the_connectio
     assert refused.instruction is Instruction.LOGIN_FAIL and refused.request_id == 3
     assert refused.arg("code") == ErrorCode.NOT_ALLOWED
     client.send(Instruction.GET_WORKER_LIST, request_id=4)  # the connection is still good
-    assert [w["name"] for w in from_records(client.read_data())] == ["w3"]  # type: ignore[arg-type]
+    assert [w["name"] for w in from_records(client.read_data())] == ["w3"]
     worker.close()
 
 
@@ -419,7 +424,7 @@ def test_user_data_and_orders_through_a_running_master(
     assert filled is not None and filled.status == "filled" and filled.price is not None
 
     peer.send(Instruction.GET_USER_PORTFOLIO, "", request_id=10, session_id=session.session_id)
-    own = from_record(peer.read_data())  # type: ignore[arg-type]
+    own = from_record(peer.read_data())
     assert own["username"] == "carol"
     assert own["cash"] == Decimal("100000.00") - 3 * filled.price
     (position,) = from_records(own["positions"])
@@ -435,7 +440,7 @@ def test_user_data_and_orders_through_a_running_master(
     with pool.transaction() as cur:
         cur.execute("UPDATE accounts SET public_profile = TRUE WHERE username = 'dave'")
     peer.send(Instruction.GET_USER_INFO, "dave", request_id=15, session_id=session.session_id)
-    other = from_record(peer.read_data())  # type: ignore[arg-type]
+    other = from_record(peer.read_data())
     assert set(other) == {"username", "created_at"}  # no e-mail, no cash
 
     peer.send(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -24,7 +25,7 @@ from papertrader.master.transactions import drain_once
 from papertrader.protocol import ErrorCode
 from papertrader.store import order_book
 from papertrader.store.accounts import create_account
-from papertrader.store.order_queue import Order, OrderQueue
+from papertrader.store.order_queue import Entry, Order, OrderQueue
 from papertrader.store.pool import ConnectionPool
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
@@ -318,11 +319,12 @@ def test_orders_a_drain_time_check_refuses_are_rejected_never_filled(
     queue.submit(good)
     queue.submit(bad)
 
-    def check(entries: list[object]) -> dict[bytes, tuple[int, str]]:
+    def check(entries: Sequence[Entry]) -> dict[bytes, tuple[int, str]]:
         return {
-            e.stream_id: (int(ErrorCode.NOT_ALLOWED), "refused by a check")  # type: ignore[attr-defined]
+            e.stream_id: (int(ErrorCode.NOT_ALLOWED), "refused by a check")
             for e in entries
-            if e.staged.order_id == bad.order_id.hex  # type: ignore[attr-defined]
+            # drain_once hands a check only well-formed entries (staged is set)
+            if e.staged.order_id == bad.order_id.hex  # type: ignore[union-attr]
         }
 
     drain_once(queue, pool, {"AAPL": Decimal("10")}, now=T0, day_end=DAY_END, check=check)

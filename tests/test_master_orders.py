@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import redis
@@ -27,6 +28,9 @@ from papertrader.store.orders import apply_chunk
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.portfolio import history, positions
 from papertrader.store.rejected_orders import purge_rejected
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 PRICES = {"AAPL": Decimal("150.25"), "MSFT": Decimal("410.10")}
@@ -174,9 +178,9 @@ def test_malformed_entry_is_acknowledged_and_does_not_stop_the_drain(
     pool: ConnectionPool, queue: OrderQueue, redis_client: redis.Redis, account_id: int
 ) -> None:
     redis_client.xadd(keys.ORDERS, {"garbage": "yes"})
-    redis_client.xadd(
-        keys.ORDERS, {**order(account_id, "buy", "AAPL", 1).fields(), "quantity": "x"}
-    )
+    # Order.fields() is a dict[str, str]: redis-py's xadd wants dict[FieldT, EncodableT]
+    fields = {**order(account_id, "buy", "AAPL", 1).fields(), "quantity": "x"}
+    redis_client.xadd(keys.ORDERS, cast("dict[FieldT, EncodableT]", fields))
     good = order(account_id, "buy", "AAPL", 1)
     naive = order(account_id, "buy", "AAPL", 1, datetime(2026, 1, 5, 14, 29))  # no time zone
     queue.submit(good)

@@ -88,7 +88,7 @@ class CountingSession(requests.Session):
         super().__init__()
         self.urls: list[str] = []
 
-    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
         self.urls.append(str(url))
         return super().get(url, **kwargs)
 

@@ -53,7 +53,7 @@ def mangle(data: bytes, at: int, value: int) -> bytes:
 
 
 QUOTE_PACKETS = packets_for(("AAPL", "187.25"), chunk_size=8)  # several packets
-ANSWERS = {
+ANSWERS: dict[Instruction, Encoded | dict[int, Encoded]] = {
     Instruction.SWITCH_STATE: {
         target: Encoded([Message(Instruction.STATE_SWITCH_SUCCESS, (target,))], LIMIT)
         for target in (0, 1)
@@ -94,14 +94,14 @@ def run(
                     quote = ANSWERS[Instruction.GET_ASSET_VALUE_CURRENT]
                     sent = conn.send_pair(pair, switched, quote)  # type: ignore[arg-type]
                     if sent is not None:
-                        switch, request = decode_all(frames, LIMIT)
+                        switch, quote_request = decode_all(frames, LIMIT)
                         assert (pair.switch_id, pair.quote_id) == (
                             switch.request_id,
-                            request.request_id,
+                            quote_request.request_id,
                         )
-                        cut = len(switched.template)  # type: ignore[union-attr]
+                        cut = len(switched.template)
                         seen.append(("message", switch, sent[:cut], None))
-                        seen.append(("message", request, sent[cut:], conn.state))
+                        seen.append(("message", quote_request, sent[cut:], conn.state))
                         continue
             if lean:
                 assert isinstance(conn, LeanConnection)
@@ -241,7 +241,7 @@ def test_a_pair_is_taken_only_whole_legal_and_under_one_session() -> None:
     conn.receive_data(switch + quote)
     pair = conn.next_pair()
     assert pair is not None
-    assert conn.send_pair(pair, switched, priced) is None  # type: ignore[arg-type]
+    assert conn.send_pair(pair, switched, priced) is None
     assert conn.state is State.DATA_TRANSFER and not conn.drained
 
     # Two sessions, or switchState(0) first: not a pair.

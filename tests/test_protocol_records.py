@@ -499,7 +499,7 @@ def check(value: Value, record: Record, where: str = "") -> None:
     assert isinstance(value, tuple), f"{where}: not a record"
     names = [pair[0] for pair in value]  # type: ignore[index]
     assert names == [f.name for f in record.fields], f"{where}: fields {names}"
-    for (_, item), field in zip(value, record.fields, strict=True):  # type: ignore[misc]
+    for (_, item), field in zip(value, record.fields, strict=True):  # type: ignore[misc, str-unpack]
         _check_value(item, field, f"{where}.{field.name}")
 
 

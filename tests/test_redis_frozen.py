@@ -22,13 +22,14 @@ from redis.retry import Retry
 from papertrader.config.settings import Settings
 from papertrader.services import redis_server
 from papertrader.services.binaries import find_binary
+from papertrader.services.state import RedisRecord
 from papertrader.store.redis_connect import NODE_TIMEOUT, connect
 
 START_TIMEOUT = 30.0
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[redis_server.RedisRecord]:
+def private_redis(tmp_path: Path) -> Iterator[RedisRecord]:
     """A Redis of this test's own: freezing the shared one would stall every test."""
     record = redis_server.start(tmp_path, None, find_binary("redis-server"), START_TIMEOUT)
     try:
@@ -41,7 +42,7 @@ def private_redis(tmp_path: Path) -> Iterator[redis_server.RedisRecord]:
 
 
 def test_a_frozen_redis_is_an_error_after_the_node_timeout_not_a_hang(
-    private_redis: redis_server.RedisRecord,
+    private_redis: RedisRecord,
 ) -> None:
     # No retry, so the one timeout is what is measured (the servers' clients keep
     # redis-py's few retries: a handful of timeouts, still bounded).

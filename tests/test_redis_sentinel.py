@@ -25,6 +25,7 @@ from papertrader.limits.limiter import GCRA
 from papertrader.master.redis_functions import load_functions
 from papertrader.services import redis_replica, redis_sentinel, redis_server
 from papertrader.services.binaries import find_binary
+from papertrader.services.state import read_pid_file
 from papertrader.store import keys, redis_users
 from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.redis_connect import (
@@ -80,9 +81,9 @@ def test_sentinels_and_nodes_give_each_user_only_its_part(stack: SentinelStack) 
     try:
         assert as_client.sentinel_get_master_addr_by_name(SERVICE)
         with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
-            as_client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+            as_client.execute_command("SENTINEL", "FAILOVER", SERVICE)  # type: ignore[no-untyped-call]
         with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
-            as_client.execute_command("SENTINEL", "SET", SERVICE, "quorum", "1")
+            as_client.execute_command("SENTINEL", "SET", SERVICE, "quorum", "1")  # type: ignore[no-untyped-call]
     finally:
         as_client.close()
     nobody = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=5)
@@ -109,11 +110,11 @@ def test_sentinels_and_nodes_give_each_user_only_its_part(stack: SentinelStack) 
             with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
                 node.get(keys.PREFIX + "probe")
             with pytest.raises(redis.ResponseError, match="NOPERM|no permissions"):
-                node.execute_command("FLUSHALL")
+                node.execute_command("FLUSHALL")  # type: ignore[no-untyped-call]
         finally:
             node.close()
-    for record in (stack.primary, stack.replica):
-        admin = redis_server.client(record, timeout=5)
+    for data_node in (stack.primary, stack.replica):
+        admin = redis_server.client(data_node, timeout=5)
         try:
             users = set(admin.acl_users())
         finally:
@@ -248,9 +249,9 @@ def test_an_order_is_kept_only_once_the_replica_confirms_it(tmp_path: Path) -> N
         worker.close()
         admin.close()
     finally:
-        for node in (replica, primary):
-            if node is not None and redis_server.server_pid(node) is not None:
-                redis_server.stop(node, 30)
+        for record in (replica, primary):
+            if record is not None and redis_server.server_pid(record) is not None:
+                redis_server.stop(record, 30)
 
 
 def test_with_tls_the_sentinels_replication_and_clients_all_speak_tls(tmp_path: Path) -> None:
@@ -304,7 +305,7 @@ def test_a_frozen_primary_is_left_for_the_new_one(tmp_path: Path) -> None:
             assert answers == [b"before"]
             client.set(keys.PREFIX + "frozen", "after")
         finally:
-            pid = redis_server.read_pid_file(Path(frozen.pid_file))
+            pid = read_pid_file(Path(frozen.pid_file))
             if pid is not None:
                 os.kill(pid, signal.SIGCONT)
         client.close()

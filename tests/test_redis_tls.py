@@ -20,7 +20,9 @@ from tls_support import pki
 
 from papertrader.services import redis_server
 from papertrader.services.binaries import find_binary
+from papertrader.services.errors import ServicesError
 from papertrader.services.redis_server import RedisTls
+from papertrader.services.state import RedisRecord
 from papertrader.store.redis_tls import redis_tls_options
 from papertrader.tls.local import LocalPki
 
@@ -28,7 +30,7 @@ TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_server.RedisRecord]:
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisRecord]:
     """A private Redis started plaintext, then switched to TLS by a start with the files."""
     state_dir = tmp_path_factory.mktemp("redis-tls")
     binary = find_binary("redis-server")
@@ -46,7 +48,7 @@ def connect(url: str, ca: Path | None) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=10, **redis_tls_options(url, ca))
 
 
-def test_tls_only_with_the_url_naming_its_ca(tls_redis: redis_server.RedisRecord) -> None:
+def test_tls_only_with_the_url_naming_its_ca(tls_redis: RedisRecord) -> None:
     url = tls_redis.url
     assert url.startswith("rediss://") and "ssl_ca_certs=" in url
     client = connect(url, None)  # the URL's own CA
@@ -56,14 +58,12 @@ def test_tls_only_with_the_url_naming_its_ca(tls_redis: redis_server.RedisRecord
     assert redis_server.is_running(tls_redis)  # `pt services` itself speaks TLS to it
 
 
-def test_tls_ca_setting_verifies_a_url_without_one(tls_redis: redis_server.RedisRecord) -> None:
+def test_tls_ca_setting_verifies_a_url_without_one(tls_redis: RedisRecord) -> None:
     bare = tls_redis.url.split("?", 1)[0]
     assert connect(bare, pki().ca).ping()
 
 
-def test_another_ca_and_a_wrong_name_are_refused(
-    tls_redis: redis_server.RedisRecord, tmp_path: Path
-) -> None:
+def test_another_ca_and_a_wrong_name_are_refused(tls_redis: RedisRecord, tmp_path: Path) -> None:
     other = LocalPki.at(tmp_path)
     other.ensure_ca()
     bare = tls_redis.url.split("?", 1)[0]
@@ -83,7 +83,7 @@ def test_a_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
     record.tls_cert, record.tls_key, record.tls_ca = tls.cert, tls.key, tls.ca
     try:
         # start() proves it up by talking to it, which the wrong name forbids: launch only.
-        with pytest.raises(redis_server.ServicesError):
+        with pytest.raises(ServicesError):
             redis_server.start(tmp_path / "state", record, binary, 3.0, tls)
         bare = record.url.split("?", 1)[0]
         with pytest.raises(redis.ConnectionError, match="match"):
@@ -92,7 +92,7 @@ def test_a_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
         redis_server.stop(record, TIMEOUT)
 
 
-def test_plaintext_is_refused(tls_redis: redis_server.RedisRecord) -> None:
+def test_plaintext_is_refused(tls_redis: RedisRecord) -> None:
     plain = redis.Redis(
         host="127.0.0.1",
         port=tls_redis.port,

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from test_worker_cli import run_worker_cli
 from test_worker_support import ROOT, Client, free_port, running_worker, worker_env
 from tls_support import pki
@@ -27,7 +28,7 @@ from papertrader.protocol import ErrorCode, Instruction, decode_all
 from papertrader.tls import PLAINTEXT_REFUSAL_REASON, certs, plaintext_refusal
 
 
-def pki_ca() -> object:
+def pki_ca() -> x509.Certificate:
     return certs.load_certificate(pki().ca)
 
 

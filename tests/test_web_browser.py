@@ -49,10 +49,10 @@ from selenium.common.exceptions import (
     TimeoutException,
 )
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver  # the tests drive Chromium
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_e2e_support import PASSWORD, new_user
 from web_support import WebStack
@@ -154,7 +154,7 @@ def wait_for(
         ignored = (StaleElementReferenceException, NoSuchElementException)
         return WebDriverWait(driver, WAIT, 0.1, ignored_exceptions=ignored).until(check)
     except TimeoutException:
-        console = "\n".join(str(e) for e in driver.get_log("browser"))
+        console = "\n".join(str(e) for e in driver.get_log("browser"))  # type: ignore[no-untyped-call]
         pytest.fail(f"waited {WAIT:g} s for {what}\nconsole:\n{console}\n{stack.logs(30)}")
 
 
@@ -232,7 +232,7 @@ def test_sign_in_page_is_served_with_its_headers_and_no_console_errors(
     )
     assert visible(browser, "screen-signin")
     wait_for(browser, "the worker badge", lambda d: "worker-1" in text(d, "worker"), web_stack)
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[no-untyped-call]
     assert errors == []
     # Every control is labelled: each input and select has a <label for> or an aria-label.
     unlabelled = browser.execute_script(
@@ -314,7 +314,7 @@ def test_buy_shows_the_fill_and_the_portfolio_changes(
         wait_for(
             browser,
             f"the {chosen} chart",
-            lambda d, chosen=chosen: text(d, "chart-caption").startswith(f"AAPL, {chosen}: "),
+            lambda d, chosen=chosen: text(d, "chart-caption").startswith(f"AAPL, {chosen}: "),  # type: ignore[misc]
             web_stack,
         )
     assert "forecast" in text(browser, "chart-caption")  # the band is drawn (toggle on)
@@ -426,7 +426,10 @@ def test_a_limit_order_waits_in_the_book_and_is_canceled(
     for _ in range(2):
         seen = text(browser, "asset-quote")
         wait_for(
-            browser, "a refresh", lambda d, seen=seen: text(d, "asset-quote") != seen, web_stack
+            browser,
+            "a refresh",
+            lambda d, seen=seen: text(d, "asset-quote") != seen,  # type: ignore[misc]
+            web_stack,
         )
     cancel.click()
     wait_for(browser, "the cancel", lambda d: "is canceled" in text(d, "orders-result"), web_stack)

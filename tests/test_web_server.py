@@ -12,6 +12,7 @@ import gzip
 import http.client
 import json
 import time
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,7 +32,7 @@ from papertrader.protocol import (
     encode_message,
 )
 from papertrader.protocol.records import from_record, from_records
-from papertrader.protocol.values import decode_payload
+from papertrader.protocol.values import Value, decode_payload
 from papertrader.web.origins import OriginPolicy
 from papertrader.web.tables import tables_js
 
@@ -44,6 +45,7 @@ def get(stack: WebStack, path: str, method: str = "GET", headers: dict[str, str]
         index: int = 0) -> tuple[http.client.HTTPResponse, bytes]:  # fmt: skip
     where = urlsplit(stack.web(index))
     assert where.scheme == "https"  # the page is served over TLS, the stack's certificate
+    assert where.hostname is not None
     conn = http.client.HTTPSConnection(
         where.hostname, where.port, timeout=10, context=stack.ssl_context()
     )
@@ -69,7 +71,7 @@ class WebClient:
             ssl_context=stack.ssl_context(),
         )
         self.conn = Connection(Role.CLIENT)
-        self.session = None
+        self.session: uuid.UUID | None = None  # set by login
 
     def send(self, *messages: Message) -> None:
         self.ws.send(b"".join(self.conn.send(m) for m in messages))
@@ -89,15 +91,16 @@ class WebClient:
         (answer,) = self.answers()
         return answer
 
-    def data(self, instruction: Instruction, *args: object) -> object:
+    def data(self, instruction: Instruction, *args: Value) -> Value:
         sid = self.session
+        assert sid is not None  # logged in
         switched = self.ask(
             Message(
                 Instruction.SWITCH_STATE, (int(ConnectionStateCode.DATA_TRANSFER),), session_id=sid
             )
         )
         assert switched.instruction is Instruction.STATE_SWITCH_SUCCESS, switched
-        self.send(Message(instruction, args, session_id=sid, request_id=9))  # type: ignore[arg-type]
+        self.send(Message(instruction, args, session_id=sid, request_id=9))
         chunks = []
         while True:
             (packet,) = self.answers()
@@ -211,7 +214,8 @@ def test_register_login_quote_and_buy_over_the_socket_share_the_tcp_sessions(
     )
     assert registered.instruction is Instruction.REGISTER_SUCCESS, registered
     client.login("wsuser")
-    quote = from_record(client.data(Instruction.GET_ASSET_VALUE_CURRENT, "AAPL"))  # type: ignore[arg-type]
+    assert client.session is not None
+    quote = from_record(client.data(Instruction.GET_ASSET_VALUE_CURRENT, "AAPL"))
     assert quote["symbol"] == "AAPL" and quote["close"] > 0
     bought = client.ask(
         Message(Instruction.PURCHASE_ASSET, ("AAPL", 2), session_id=client.session, request_id=4)
@@ -219,7 +223,7 @@ def test_register_login_quote_and_buy_over_the_socket_share_the_tcp_sessions(
     assert bought.instruction is Instruction.PURCHASE_SUCCESS, bought
     # The same session on the other worker, over TCP.
     with web_stack.client(1) as tcp:
-        tcp.resume(client.session)  # type: ignore[arg-type]
+        tcp.resume(client.session)
         assert tcp.portfolio().positions[0].quantity == 2
     client.ws.close()
 

@@ -190,6 +190,7 @@ def test_user_data_travels_as_packets_both_ways(
                 client.switch(1, sid)
                 packets, value = client.fetch(Instruction.GET_USER_PORTFOLIO, "", session=sid)
                 assert len(packets) > 3
+                assert not isinstance(value, Message), value
                 record = from_record(value)
                 assert record["cash"] == Decimal("1234.50")
                 assert [from_record(p) for p in record["positions"]] == positions

@@ -22,7 +22,7 @@ from test_worker_support import ROOT, Client, free_port, running_worker, wait_fo
 from test_workers_keys import PEER_ADDRESS, master_env, register
 
 from papertrader.config.settings import derive_worker_uuid
-from papertrader.protocol import ErrorCode, Instruction, Message
+from papertrader.protocol import ErrorCode, Instruction, Message, Value
 from papertrader.protocol.records import from_record, from_records
 from papertrader.store.pool import ConnectionPool
 
@@ -80,10 +80,10 @@ def fail_args(message: Message) -> tuple[int, str]:
     return code, reason
 
 
-def data(client: Client, session: uuid.UUID, instruction: Instruction, *args: object) -> object:
+def data(client: Client, session: uuid.UUID, instruction: Instruction, *args: Value) -> Value:
     """switchState(1), then one data request; its decoded value (fails on DATA_FAIL)."""
     assert client.switch(DATA, session).instruction is Instruction.STATE_SWITCH_SUCCESS
-    _, value = client.fetch(instruction, *args, session=session)  # type: ignore[arg-type]
+    _, value = client.fetch(instruction, *args, session=session)
     assert not isinstance(value, Message), value
     return value
 

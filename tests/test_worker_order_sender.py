@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import TYPE_CHECKING, cast
 
 import gevent
 import pytest
@@ -25,6 +26,10 @@ from papertrader.store.functions import Function
 from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.pool import ConnectionPool
 from papertrader.worker.order_sender import OrderSender
+
+if TYPE_CHECKING:
+    # redis-py types an XRANGE reply as str or bytes, or None: these clients return bytes
+    StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 PRICES = {"AAPL": Decimal("150.25")}
@@ -44,7 +49,8 @@ def _order(account_id: int, order_id: uuid.UUID | None = None) -> Order:
 
 
 def _queued_ids(redis_client: redis.Redis) -> list[str]:
-    return [raw[b"order_id"].decode() for _, raw in redis_client.xrange(keys.ORDERS)]
+    entries = cast("StreamEntries", redis_client.xrange(keys.ORDERS))
+    return [raw[b"order_id"].decode() for _, raw in entries]
 
 
 @pytest.fixture

@@ -57,6 +57,7 @@ def pairs(session: uuid.UUID, symbols: list[str], first_id: int) -> bytes:
 def answers(client: Client, count: int) -> list[Message]:
     """The next ``count`` messages the worker sends, decoded without a client state
     machine (which does not pipeline across a state switch)."""
+    got: list[Message]
     decoder, got = FrameDecoder(), []
     while len(got) < count:
         message = decoder.next_message()

@@ -31,6 +31,7 @@ from papertrader.protocol import (
     Message,
     NeedData,
     Reassembler,
+    Value,
     encode_message,
 )
 from papertrader.protocol.link_seal import Direction, Opener, Sealer
@@ -207,13 +208,14 @@ class WorkerPeer:
             while (frame := self.opener.next_frame()) is not None:
                 self.decoder.receive_data(frame)
 
-    def read_data(self) -> object:
+    def read_data(self) -> Value:
         reassembler = Reassembler()
         while True:
             message = self.read()
             assert message is not None and message.instruction is Instruction.DATA, message
             done, value = reassembler.finish_value(message)
             if done:
+                assert value is not None  # a finished transfer decodes to a value
                 return value
 
     def closed_by_master(self, timeout: float = 5.0) -> bool:

@@ -1,0 +1,2 @@
+# See __init__.pyi.
+from cli.worker import worker as worker
