@@ -324,16 +324,16 @@ def register(
     Redis URL this command uses must be the Redis admin user's. A re-run keeps
     the password in that file.
     """
-    from papertrader.config.settings import _NAME_RE
+    from papertrader.config.rules import NAME_RE
     from papertrader.keyring import KeyringError, scan_public_key
     from papertrader.master.admission import normalise_address
     from papertrader.store.redis_users import worker_user
     from papertrader.store.workers import WorkerConflict, get_worker_by_name, register_worker
 
-    if not _NAME_RE.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise click.BadParameter("1 to 64 characters from A-Z a-z 0-9 . _ -", param_hint="NAME")
     cidrs = _cidrs(ips)
-    if region is not None and not _NAME_RE.fullmatch(region):
+    if region is not None and not NAME_RE.fullmatch(region):
         raise click.BadParameter("1 to 64 characters from A-Z a-z 0-9 . _ -", param_hint="--region")
     if address is not None:
         pinned = normalise_address(address)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import platformdirs
 
-from papertrader.config.settings import _RULES, ENV_PREFIX
+from papertrader.config.rules import ENV_PREFIX, RULES
 
 CONFIG_FILE_NAME = "papertrader.toml"
 
@@ -51,7 +51,7 @@ def find_config_file(cwd: Path | None = None) -> Path | None:
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """A warning for each PT_* variable that is no setting, with the closest setting's name."""
     env = os.environ if environ is None else environ
-    settings = {ENV_PREFIX + name.upper() for name in _RULES}
+    settings = {ENV_PREFIX + name.upper() for name in RULES}
     warnings = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name in settings or name in OTHER_VARIABLES:
