@@ -383,7 +383,7 @@ class Settings:
 
 
 if set(RULES) != {f.name for f in dataclasses.fields(Settings)}:  # a field added without a rule
-    raise RuntimeError("papertrader.config: _RULES and the Settings fields disagree")
+    raise RuntimeError("papertrader.config: RULES and the Settings fields disagree")
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
