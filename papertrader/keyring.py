@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -40,13 +39,13 @@ from typing import Any
 import gnupg
 
 from papertrader.config import Settings
+from papertrader.config.rules import FINGERPRINT_RE
 from papertrader.services import resolve_state_dir
 
 #: Longest agent socket name gpg creates in a home ("S.gpg-agent.browser").
 _LONGEST_SOCKET = "/S.gpg-agent.browser"
 #: Unix socket paths are limited to 108 bytes on Linux; keep a margin.
 MAX_SOCKET_PATH = 100
-_FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _GPG_TIMEOUT = 30.0
 
 
@@ -72,7 +71,7 @@ def normalise_fingerprint(text: str) -> str:
     cleaned = text.strip().replace(" ", "").replace(":", "").upper()
     if cleaned.startswith("0X"):
         cleaned = cleaned[2:]
-    if not _FINGERPRINT_RE.fullmatch(cleaned):
+    if not FINGERPRINT_RE.fullmatch(cleaned):
         raise ValueError(f"{text!r} is not a key fingerprint (40 or 64 hex digits)")
     return cleaned
 

@@ -16,6 +16,8 @@ ENV_PREFIX = "PT_"
 """Prefix of the environment variables; ``PT_CONFIG`` names the TOML file."""
 
 NAME_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+#: An OpenPGP key fingerprint: 40 (v4) or 64 (v5) upper-case hex digits.
+FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 #: A web origin: scheme, host (an IPv6 address in brackets) and an optional port.
 _ORIGIN_TEXT = r"https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::[0-9]{1,5})?"
 _ORIGIN_RE = re.compile(_ORIGIN_TEXT)

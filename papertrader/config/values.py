@@ -17,7 +17,6 @@ import difflib
 import json
 import math
 import os
-import re
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
@@ -26,12 +25,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from papertrader.config.addresses import HIDDEN, join_host_port, redact_url, split_host_port
-from papertrader.config.rules import HOST, RULES, SECRET_SETTINGS, ConfigError, Rule
+from papertrader.config.rules import FINGERPRINT_RE, HOST, RULES, SECRET_SETTINGS, ConfigError, Rule
 from papertrader.limits.rates import Rate, parse_rate
+from papertrader.market.quote import SYMBOL_RE
 from papertrader.oidc.providers import parse_providers
 
-_SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,12}")
-_FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _MAX_SHOWN = 80
 #: Settings whose bad values are never echoed in errors (they may hold secrets).
 _HIDDEN_IN_ERRORS = SECRET_SETTINGS | {"oidc_providers"}
@@ -194,7 +192,7 @@ def _coerce_fingerprint(name: str, rule: Rule, value: Any, source: str) -> str:
     if not isinstance(value, str):
         raise _fail(name, rule, value, "is not a string", source)
     cleaned = value.strip().replace(" ", "").upper()
-    if not _FINGERPRINT_RE.fullmatch(cleaned):
+    if not FINGERPRINT_RE.fullmatch(cleaned):
         raise _fail(name, rule, value, "is not a key fingerprint", source)
     return cleaned
 
@@ -241,7 +239,7 @@ def _normalise_symbols(name: str, rule: Rule, items: Iterable[tuple[Any, str]]) 
         if not isinstance(item, str):
             raise _fail(name, rule, item, "is not a symbol string", source)
         symbol = item.strip().upper()
-        if not _SYMBOL_RE.fullmatch(symbol):
+        if not SYMBOL_RE.fullmatch(symbol):
             raise _fail(name, rule, item, "is not a valid symbol", source)
         if symbol in seen:
             raise _fail(name, rule, item, "is listed twice", source)

@@ -27,12 +27,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from papertrader.market.quote import Quote
+from papertrader.market.quote import SYMBOL_RE, Quote
 
 HEADER = ("symbol", "time", "open", "high", "low", "close", "volume")
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample.csv"
 _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]{1,6})?")
-_SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,12}")
 
 
 class CsvFormatError(ValueError):
@@ -68,7 +67,7 @@ def parse_row(fields: list[str]) -> Quote:
     if len(fields) != len(HEADER):
         raise ValueError(f"expected {len(HEADER)} fields, found {len(fields)}")
     symbol = fields[0].strip().upper()
-    if not _SYMBOL_RE.fullmatch(symbol):
+    if not SYMBOL_RE.fullmatch(symbol):
         raise ValueError(f"symbol {fields[0]!r} is not valid")
     try:
         moment = parse_time(fields[1])

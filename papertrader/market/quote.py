@@ -7,12 +7,15 @@ so `redis-cli HGET pt:quotes AAPL` is readable and exact.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 PRICE_QUANTUM = Decimal("0.01")
+#: What a symbol may be: the settings' asset list and a market data file hold only these.
+SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,12}")
 
 
 @dataclass(frozen=True)
