@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -69,7 +70,9 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
 ]  # fmt: skip
 
 
-def panel(index: int, title: str, unit: str, targets: list[tuple[str, str]], kind: str) -> dict:
+def panel(
+    index: int, title: str, unit: str, targets: list[tuple[str, str]], kind: str
+) -> dict[str, Any]:
     width = 6 if kind == "stat" else 12
     return {
         "id": index + 1,
@@ -86,7 +89,7 @@ def panel(index: int, title: str, unit: str, targets: list[tuple[str, str]], kin
     }
 
 
-def dashboard() -> dict:
+def dashboard() -> dict[str, Any]:
     return {
         "title": "PaperTrader",
         "uid": "papertrader",
