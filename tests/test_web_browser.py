@@ -601,6 +601,23 @@ def test_joins_a_class_competition_by_code_and_sees_the_leaderboard(
     wait_for(browser, "the fill", lambda d: "In Web class." in text(d, "ticket-result"), web_stack)
     assert text(browser, "ticket-result").startswith("Bought 1 AAPL")
     Select(browser.find_element(By.ID, "ticket-account")).select_by_value("")
+    # The competition's page shows the member's own account in it: place, cash, positions.
+    browser.get(web_stack.web(0) + "/#/competitions/Web%20class")
+    wait_for(
+        browser,
+        "the member's account",
+        lambda d: [r[:2] for r in table_rows(d, "my-competition-table")] == [["AAPL", "1"]],
+        web_stack,
+    )
+    assert text(browser, "my-competition-title") == "Your account in Web class"
+    summary = re.match(
+        r"Rank 1: equity ([\d,.]+) \(cash ([\d,.]+)\)", text(browser, "my-competition-summary")
+    )
+    assert summary is not None, text(browser, "my-competition-summary")
+    ((*_, value),) = table_rows(browser, "my-competition-table")
+    assert money(summary.group(2)) < Decimal("2500.00")  # the competition's cash, less the buy
+    assert money(summary.group(1)) == money(summary.group(2)) + money(value)
+    shoot(browser, screens, "competition-account")
     # The portfolio's equity chart offers the competition account too, from its own cash.
     browser.find_element(By.CSS_SELECTOR, "#nav a[data-screen=portfolio]").click()
     wait_for(browser, "the equity accounts", lambda d: visible(d, "equity-account-row"), web_stack)

@@ -4,6 +4,7 @@
 
 import { PriceChart } from "./chart.js";
 import { ClientError, ConnectionLost } from "./client.js";
+import { CompetitionsScreen } from "./competitions.js";
 import { EquityPanel } from "./equity.js";
 import { cell, className, moment, money, quantity, signedMoney } from "./format.js";
 import { Decimal, ErrorCode, Uuid } from "./protocol/index.js";
@@ -24,6 +25,7 @@ const state = {
   timer: null,
   chart: null,
   equity: null, // the portfolio screen's equity chart (equity.js)
+  competitions: null, // the competitions screen (competitions.js)
   providers: null, // the sign-in providers, once a worker has told them
   // A provider sign-in waiting for its new account's username (USERNAME_NEEDED).
   unnamed: null,
@@ -125,7 +127,7 @@ async function refresh() {
     else if (screen === "trade") await refreshTrade();
     else if (screen === "portfolio") await refreshPortfolio();
     else if (screen === "history") await refreshHistory();
-    else if (screen === "competitions") await refreshCompetitions();
+    else if (screen === "competitions") await state.competitions.refresh();
     if (screen !== "signin") notice("");
   } catch (error) {
     if (error instanceof ClientError && error.sessionProblem) return;
@@ -538,110 +540,6 @@ async function refreshHistory() {
   $("history-table").tBodies[0].replaceChildren(...rows);
 }
 
-// -- competitions and leaderboards (docs/PROTOCOL.md section 16) ------------------------------
-function competitionLink(competition) {
-  return `#/competitions/${encodeURIComponent(competition.name)}`;
-}
-
-async function refreshCompetitions() {
-  const competitions = await state.trader.competitions();
-  const rows = competitions.map((c) => {
-    const row = document.createElement("tr");
-    const name = document.createElement("td");
-    const link = document.createElement("a");
-    link.href = competitionLink(c);
-    link.textContent = c.name;
-    link.setAttribute("aria-label", `${c.name}: show its leaderboard`);
-    if (c.name === state.competition) link.setAttribute("aria-current", "true");
-    name.append(link);
-    const kind = c.private ? "private" : "public";
-    const actions = document.createElement("td");
-    if (c.joined) {
-      actions.textContent = "You are in it";
-    } else if (!c.private && c.status !== "ended") {
-      const join = document.createElement("button");
-      join.type = "button";
-      join.textContent = "Join";
-      join.setAttribute("aria-label", `Join ${c.name}`);
-      join.addEventListener("click", () => joinCompetition(c.name, "", join));
-      actions.append(join);
-    } else if (c.join_code) {
-      actions.textContent = `Join code ${c.join_code}`;
-    }
-    const assets = c.symbols.length ? c.symbols.join(", ") : "every asset";
-    row.title = `${kind}; trades ${assets}`;
-    row.append(
-      name,
-      cell(`${c.status} (${kind})`),
-      cell(moment(c.ends_at), "hide-narrow"),
-      cell(money(c.starting_cash), "num hide-narrow"),
-      cell(quantity(c.members), "num"),
-      actions,
-    );
-    return row;
-  });
-  if (rows.length === 0) {
-    const td = cell("No competitions yet: join one with the code you were given.", "muted");
-    td.colSpan = 6;
-    const row = document.createElement("tr");
-    row.append(td);
-    rows.push(row);
-  }
-  $("competitions-table").tBodies[0].replaceChildren(...rows);
-  const chosen = competitions.find((c) => c.name === state.competition) ?? competitions.find((c) => c.joined) ?? competitions[0];
-  if (!chosen) {
-    $("leaderboard-card").hidden = true;
-    return;
-  }
-  await refreshLeaderboard(chosen);
-}
-
-async function refreshLeaderboard(competition) {
-  const board = await state.trader.leaderboard(competition.name);
-  $("leaderboard-card").hidden = false;
-  $("leaderboard-title").textContent = `Leaderboard: ${board.competition}`;
-  const members = `${quantity(board.members)} member${board.members === 1n ? "" : "s"}`;
-  const you = board.your_rank !== null && board.your_rank !== undefined ? `You are #${board.your_rank} of ${members}.` : `${members[0].toUpperCase()}${members.slice(1)}.`;
-  const assets = competition.symbols.length ? competition.symbols.join(", ") : "every asset";
-  const priced = board.priced_at ? ` Prices of ${moment(board.priced_at)} UTC.` : "";
-  $("leaderboard-summary").textContent = `${you} ${board.status[0].toUpperCase()}${board.status.slice(1)}: ${moment(competition.starts_at)} to ${moment(competition.ends_at)} UTC; starting cash ${money(board.starting_cash)}; trades ${assets}.${priced}`;
-  const rows = board.entries.map((e) => {
-    const row = document.createElement("tr");
-    if (e.username === state.trader.session?.username) row.className = "mine";
-    row.append(
-      cell(String(e.rank), "num"),
-      cell(String(e.username)),
-      cell(money(e.equity), "num"),
-      cell(signedMoney(e.gain), `num hide-narrow ${className(e.gain)}`),
-      cell(`${signedMoney(e.return_percent)} %`, `num ${className(e.return_percent)}`),
-    );
-    return row;
-  });
-  if (rows.length === 0) {
-    const td = cell("No members yet.", "muted");
-    td.colSpan = 5;
-    const row = document.createElement("tr");
-    row.append(td);
-    rows.push(row);
-  }
-  $("leaderboard-table").tBodies[0].replaceChildren(...rows);
-}
-
-async function joinCompetition(name, code, button) {
-  const result = $("join-result");
-  await busy(button, async () => {
-    try {
-      const joined = await state.trader.joinCompetition(name, code);
-      $("join-code").value = "";
-      show(result, `You are in ${joined.name}: your account there holds ${money(joined.starting_cash)} to start.`, "ok");
-      if (location.hash === competitionLink(joined)) await refreshCompetitions();
-      else location.hash = competitionLink(joined);
-    } catch (error) {
-      show(result, explain(error), "bad");
-    }
-  });
-}
-
 // -- signing in -------------------------------------------------------------------------------
 async function signIn(event) {
   event.preventDefault();
@@ -866,6 +764,7 @@ async function main() {
   );
   state.chart = new PriceChart($("chart"));
   state.trader = new Trader(location.origin, { region: state.config.region ?? null, onWorker, onSessionLost });
+  state.competitions = new CompetitionsScreen(state.trader, { busy, show, explain, chosen: () => state.competition });
   state.equity = new EquityPanel(state.trader, (error) => {
     if (!(error instanceof ClientError && error.sessionProblem)) notice(explain(error));
   });
@@ -904,7 +803,7 @@ async function main() {
     event.preventDefault();
     const code = $("join-code").value.trim();
     if (!code) return show($("join-result"), "Type the join code you were given, such as K7QPM2XD.", "bad");
-    joinCompetition("", code, $("join-submit"));
+    state.competitions.join("", code, $("join-submit"));
   });
   window.addEventListener("hashchange", () => {
     state.chartFor = null;

@@ -355,6 +355,18 @@ export class Trader {
     return fromRecords(listed ?? []).map(competitionOf);
   }
 
+  /** One competition's record; for a member, with ``account``: their place, cash and
+   *  positions in it. */
+  async competition(name) {
+    const sid = this.#sid();
+    const record = competitionOf(fromRecord(await this.#call((c) => c.data("GET_COMPETITION", [name], sid))));
+    if (record.account) {
+      record.account = fromRecord(record.account);
+      record.account.positions = fromRecords(record.account.positions ?? []);
+    }
+    return record;
+  }
+
   /** Join by name (a public competition) or by join code (a private one). */
   async joinCompetition(name, code) {
     const sid = this.#sid();
