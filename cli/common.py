@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -16,6 +17,8 @@ import click
 
 if TYPE_CHECKING:
     from papertrader.config import Settings
+    from papertrader.services import ServiceUrls
+    from papertrader.store.pool import ConnectionPool
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,16 +120,12 @@ def provision_redis_user(
     was new."""
     import redis
 
-    from papertrader.config import ConfigError, load_settings
-    from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
+    from papertrader.services import resolve_state_dir
     from papertrader.store import redis_users
     from papertrader.store.redis_connect import RedisConfigError, admin_nodes
 
-    try:
-        settings = load_settings(config_path)
-        admin_url = resolve_urls(settings, state_dir).redis_url
-    except (ConfigError, ServicesError) as exc:
-        fail(str(exc))
+    settings, urls = settings_and_urls(config_path, state_dir)
+    admin_url = urls.redis_url
     if url_path is None:
         directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
         url_path = redis_users.url_file(directory, user)
@@ -142,3 +141,54 @@ def provision_redis_user(
         for node in client:
             node.close()
     return url_path, created
+
+
+# -- the deployment's stores, for an operator's command ------------------------------
+def settings_and_urls(
+    config_path: Path | None, state_dir: Path | None
+) -> tuple[Settings, ServiceUrls]:
+    """The settings and the URLs of the deployment's Redis and PostgreSQL (the private
+    services' when none is configured); a bad setting is one line and exit status 1."""
+    from papertrader.config import ConfigError, load_settings
+    from papertrader.services import ServicesError, resolve_urls
+
+    try:
+        settings = load_settings(config_path)
+        return settings, resolve_urls(settings, state_dir)
+    except (ConfigError, ServicesError) as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def database_pool(config_path: Path | None, state_dir: Path | None) -> Iterator[ConnectionPool]:
+    """A one-connection pool on the configured database; errors become one line."""
+    import psycopg2
+
+    from papertrader.store.pool import ConnectionPool
+
+    _, urls = settings_and_urls(config_path, state_dir)
+    try:
+        pool = ConnectionPool(urls.database_url, size=1)
+    except psycopg2.Error as exc:
+        fail(f"cannot reach the database: {' '.join(str(exc).split())}")
+    try:
+        yield pool
+    except psycopg2.Error as exc:
+        fail(f"database error: {' '.join(str(exc).split())}")
+    finally:
+        pool.close()
+
+
+def store_redis(config_path: Path | None, state_dir: Path | None, every_node: bool = False) -> Any:
+    """A client of the Redis primary; ``every_node``: a list, the primary and each replica."""
+    import redis
+
+    from papertrader.store.redis_connect import RedisConfigError, admin_nodes, connect
+
+    settings, urls = settings_and_urls(config_path, state_dir)
+    try:
+        if every_node:
+            return admin_nodes(urls.redis_url, settings, socket_connect_timeout=5)
+        return connect(urls.redis_url, settings, socket_connect_timeout=5)
+    except (RedisConfigError, redis.RedisError) as exc:
+        fail(str(exc))

@@ -18,8 +18,15 @@ import click
 
 from . import client_format as fmt
 from .client_competitions import terms_options
-from .common import config_option, fail, json_option, print_json, state_dir_option
-from .workers import _redis, _registry
+from .common import (
+    config_option,
+    database_pool,
+    fail,
+    json_option,
+    print_json,
+    state_dir_option,
+    store_redis,
+)
 
 
 @click.group()
@@ -67,7 +74,7 @@ def create(
         "symbols": listed or None,
         "private": private,
     }
-    with _registry(config_path, state_dir) as pool:
+    with database_pool(config_path, state_dir) as pool:
         try:
             terms = rules.check_terms(
                 {k: v for k, v in fields.items() if v is not None}, now,
@@ -98,7 +105,7 @@ def list_competitions(config_path: Path | None, state_dir: Path | None, as_json:
     from papertrader.store import competitions as store
 
     now = datetime.now(timezone.utc)
-    with _registry(config_path, state_dir) as pool:
+    with database_pool(config_path, state_dir) as pool:
         found = store.visible(pool, None, rules.MAX_LISTED)
     records = [rules.record(c, now, None) for c in found]
     if as_json:
@@ -131,7 +138,7 @@ def leaderboard(
     from papertrader import competitions as rules
     from papertrader.store.quotes import QuoteStore
 
-    client = _redis(config_path, state_dir)
+    client = store_redis(config_path, state_dir)
     try:
         quotes, priced_at = QuoteStore(client).load()
     except redis.RedisError as exc:
@@ -139,7 +146,7 @@ def leaderboard(
     finally:
         client.close()
     prices = {symbol: quote.price for symbol, quote in quotes.items()}
-    with _registry(config_path, state_dir) as pool:
+    with database_pool(config_path, state_dir) as pool:
         try:
             competition = rules.find(pool, name, None)
         except rules.CompetitionError as exc:

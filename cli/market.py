@@ -17,30 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import config_option, fail, json_option, print_json, state_dir_option
+from .common import (
+    config_option,
+    fail,
+    json_option,
+    print_json,
+    settings_and_urls,
+    state_dir_option,
+)
 
 if TYPE_CHECKING:  # the rest is imported when a command runs: `pt --help` stays quick
     import redis
 
     from papertrader.config import Settings
     from papertrader.market.quote import Quote
-    from papertrader.services import ServiceUrls
 
 BATCH = 1000
-
-
-def _settings_and_urls(
-    config_path: Path | None, state_dir: Path | None
-) -> tuple[Settings, ServiceUrls]:
-    from papertrader.config import ConfigError, load_settings
-    from papertrader.services import ServicesError, resolve_urls
-
-    try:
-        settings = load_settings(config_path)
-        return settings, resolve_urls(settings, state_dir)
-    except (ConfigError, ServicesError) as exc:
-        fail(str(exc))
-        raise AssertionError("unreachable") from None
 
 
 @click.group()
@@ -73,7 +65,7 @@ def status(config_path: Path | None, state_dir: Path | None, as_json: bool) -> N
 
     from papertrader.store.redis_connect import connect
 
-    settings, urls = _settings_and_urls(config_path, state_dir)
+    settings, urls = settings_and_urls(config_path, state_dir)
     client = connect(urls.redis_url, settings, socket_connect_timeout=5)
     try:
         document = status_document(settings, client)
@@ -166,7 +158,7 @@ def backfill(
     from papertrader.store.pool import ConnectionPool, PoolTimeout
 
     source = path or SAMPLE
-    settings, urls = _settings_and_urls(config_path, state_dir)
+    settings, urls = settings_and_urls(config_path, state_dir)
     try:
         total = count_rows(source)
     except CsvFormatError as exc:
