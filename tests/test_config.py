@@ -171,7 +171,8 @@ def test_assets_and_assets_file_in_one_layer(tmp_path: Path) -> None:
 
 
 def test_missing_assets_file_names_setting_and_path(tmp_path: Path) -> None:
-    missing = tmp_path / "gone.txt"
+    # Longer than a value's 80 shown characters: a path is shown whole, so it can be found.
+    missing = tmp_path / ("a-deeply-nested-folder-" * 4) / "gone.txt"
     error = config_error(PT_ASSETS_FILE=str(missing))
     assert error.setting == "assets_file"
     assert "PT_ASSETS_FILE" in str(error) and str(missing) in str(error)

@@ -31,6 +31,7 @@ from papertrader.market.quote import SYMBOL_RE
 from papertrader.oidc.providers import parse_providers
 
 _MAX_SHOWN = 80
+_MAX_PATH_SHOWN = 4096
 #: Settings whose bad values are never echoed in errors (they may hold secrets).
 _HIDDEN_IN_ERRORS = SECRET_SETTINGS | {"oidc_providers"}
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -52,8 +53,10 @@ def _show(name: str, value: Any) -> str:
         return "the value (hidden)" if shown == HIDDEN else f'"{shown}"'
     if isinstance(value, (str, Path)):
         text = str(value)
-        if len(text) > _MAX_SHOWN:
-            text = text[:_MAX_SHOWN] + "..."
+        # A path is shown whole (up to PATH_MAX): the user needs it to find the file.
+        most = _MAX_PATH_SHOWN if isinstance(value, Path) else _MAX_SHOWN
+        if len(text) > most:
+            text = text[:most] + "..."
         return json.dumps(text, ensure_ascii=False)
     text = repr(value) if not isinstance(value, Decimal) else str(value)
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
