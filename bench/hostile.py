@@ -33,10 +33,11 @@ import redis
 
 from bench.loadgen import request_bytes
 from bench.quotes import Master, answers_quotes, worker_env
-from bench.stack import free_port, spawn, stop, wait_for_port
+from bench.stack import spawn, stop, wait_for_port
 from papertrader.market.providers import SimulatedProvider
 from papertrader.protocol import HEADER_SIZE, Instruction, Message, encode_message
 from papertrader.services import ServiceUrls
+from papertrader.services.ports import free_port
 from papertrader.store.quotes import QuoteStore
 
 CONNECTIONS = 1000

@@ -34,12 +34,13 @@ from typing import Any
 import redis
 
 from bench.loadgen import LoadResult, connect_p50_ms, request_bytes, run_load
-from bench.stack import ROOT, free_port, spawn, stop, wait_for_port
+from bench.stack import ROOT, spawn, stop, wait_for_port
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.config import load_settings
 from papertrader.keyring import master_home
 from papertrader.market.providers import SimulatedProvider
 from papertrader.services import ServiceUrls
+from papertrader.services.ports import free_port
 from papertrader.store.quotes import QuoteStore
 from papertrader.store.session_signing import KEY_FILE, load_or_create
 from papertrader.store.sessions import SessionStore

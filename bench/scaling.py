@@ -40,8 +40,9 @@ from bench.quotes import (
     wait_until,
     with_children,
 )
-from bench.stack import free_port, stop, wait_for_port
+from bench.stack import stop, wait_for_port
 from papertrader.services import ServiceUrls
+from papertrader.services.ports import free_port
 from papertrader.tls.local import ca_file
 
 #: Share of a core each worker process may use.

@@ -19,12 +19,6 @@ from papertrader.store.roles import master_role_for
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for_port(
     port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30
 ) -> None:

@@ -50,13 +50,14 @@ import redis
 
 from bench.loadgen import read_frames, request_bytes, tcp
 from bench.quotes import cpu_seconds, with_children
-from bench.stack import ROOT, free_port
+from bench.stack import ROOT
 from papertrader.client import ClientError, PaperTraderClient
 from papertrader.config import load_settings
 from papertrader.keyring import master_home
 from papertrader.protocol import Instruction, Message, encode_message
 from papertrader.protocol.records import to_record
 from papertrader.services import resolve_urls
+from papertrader.services.ports import free_port
 from papertrader.stack.record import RECORD_FILE
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.session_signing import KEY_FILE, load_or_create

@@ -80,6 +80,7 @@ from papertrader.client import ClientError, PaperTraderClient  # noqa: E402
 from papertrader.client.errors import OrderOutcomeUnknown, ServerUnreachable  # noqa: E402
 from papertrader.protocol import ErrorCode  # noqa: E402
 from papertrader.services import postgres_replica, read_service_urls  # noqa: E402
+from papertrader.services.ports import free_port  # noqa: E402
 from papertrader.services.state import PostgresRecord, load_state, read_pid_file  # noqa: E402
 from papertrader.store import master_epoch  # noqa: E402
 from papertrader.tls.local import ca_file  # noqa: E402
@@ -97,12 +98,6 @@ REJECTIONS = {
     ErrorCode.INVALID_QUANTITY,
     ErrorCode.RATE_LIMITED,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_answers(port: int) -> bool:

@@ -110,6 +110,16 @@ class Proc:
     log: Path
     popen: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Where this launch's lines start in ``log`` (a restart appends to it).
+    log_start: int = 0
+
+    def announced(self) -> bool:
+        """Whether this launch logged that it listens on ``port``: another process
+        answering on the port (it was taken meanwhile) is not taken for this one."""
+        with open(self.log, "rb") as log:
+            log.seek(self.log_start)
+            lines = log.read().decode(errors="replace").splitlines()
+        return any("listening" in line and f":{self.port} " in line for line in lines)
 
 
 @dataclass
@@ -190,6 +200,7 @@ class Servers:
         if name in self.worker_names:
             env.pop("PT_DATABASE_URL")  # as in production: a worker has no database URL
         with open(proc.log, "ab") as out:
+            proc.log_start = out.tell()
             proc.popen = subprocess.Popen(
                 [sys.executable, "-m", "papertrader_cli", *proc.args],
                 stdin=subprocess.DEVNULL,
@@ -200,21 +211,66 @@ class Servers:
             )
 
     def wait_port(self, name: str, timeout: float = 30.0) -> None:
+        """Until ``name`` says it listens on its port and the port answers;
+        AssertionError if it exits first."""
         proc = self.procs[name]
+        assert proc.popen is not None
         deadline = time.monotonic() + timeout
-        while not port_answers(proc.port):
-            assert proc.popen is not None
+        while True:
             if proc.popen.poll() is not None:
                 raise AssertionError(f"{name} exited ({proc.popen.returncode})\n{self.logs()}")
+            if proc.announced() and port_answers(proc.port):
+                return
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name} never answered on {proc.port}\n{self.logs()}")
             time.sleep(0.05)
 
+    def port_was_taken(self, name: str) -> bool:
+        """Whether ``name`` exited because another process held its port: the test
+        machine's race (see ``retry_port_races``), not a behaviour under test."""
+        popen = self.procs[name].popen
+        if popen is None or popen.poll() is None:
+            return False
+        return "Address already in use" in self.procs[name].log.read_text(errors="replace")
+
+    def start_master(self, name: str, attempts: int = 3) -> None:
+        """Launch master ``name`` and wait for its port, on a new port if its own was
+        taken before it could listen."""
+        for attempt in range(attempts):
+            self.launch(name)
+            try:
+                self.wait_port(name)
+                return
+            except AssertionError:
+                if not self.port_was_taken(name) or attempt == attempts - 1:
+                    raise
+            self.move(name, free_port())
+
+    def move(self, name: str, port: int) -> None:
+        """Give ``name`` (not running) a new port: in its arguments, in the workers'
+        ``--master`` arguments for a master, in its registration for a worker."""
+        proc = self.procs[name]
+        old, proc.port = self.address(name), port
+        proc.args[proc.args.index("--port") + 1] = str(port)
+        if name == "master":
+            self.master_port = port
+        if name in self.master_names:
+            for worker in self.worker_names:
+                args = self.procs[worker].args
+                args[:] = [self.address(name) if arg == old else arg for arg in args]
+        else:
+            self.register_workers()
+
     def wait_linked(self, timeout: float = 30.0) -> None:
-        """Until the master's getWorkerList names every worker."""
+        """Until the master's getWorkerList names every worker; AssertionError at once
+        if one of them exited."""
         wanted = set(self.worker_names)
         deadline = time.monotonic() + timeout
         while True:
+            for name in self.worker_names:
+                popen = self.procs[name].popen
+                if popen is not None and popen.poll() is not None:
+                    raise AssertionError(f"{name} exited ({popen.returncode})\n{self.logs()}")
             try:
                 listed = {w.get("name") for w in self.worker_list(5)}
                 if wanted <= listed:
@@ -263,18 +319,25 @@ class Servers:
         finally:
             pool.close()
 
-    def start(self) -> Servers:
+    def start(self, attempts: int = 3) -> Servers:
         self.register_workers()
-        self.launch("master")
-        self.wait_port("master")
-        for name in self.master_names[1:]:
-            self.launch(name)
-            self.wait_port(name)
+        for name in self.master_names:
+            self.start_master(name)
         for name in self.worker_names:
             self.launch(name)
-        for name in self.worker_names:
-            self.wait_port(name)
-        self.wait_linked()
+        for attempt in range(attempts):
+            try:
+                for name in self.worker_names:
+                    self.wait_port(name)
+                self.wait_linked()
+                return self
+            except AssertionError:
+                taken = [name for name in self.worker_names if self.port_was_taken(name)]
+                if not taken or attempt == attempts - 1:
+                    raise
+                for name in taken:
+                    self.move(name, free_port())
+                    self.launch(name)
         return self
 
     def restart_master(self) -> None:

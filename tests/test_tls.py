@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from test_worker_cli import run_worker_cli
-from test_worker_support import ROOT, Client, free_port, running_worker, worker_env
+from test_worker_support import ROOT, Client, running_worker, worker_env
 from tls_support import pki
 
 from papertrader.client import ClientError, PaperTraderClient, TlsError
 from papertrader.protocol import ErrorCode, Instruction, decode_all
+from papertrader.services.ports import free_port
 from papertrader.tls import PLAINTEXT_REFUSAL_REASON, certs, plaintext_refusal
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_worker_support import ROOT, free_port, worker_env
+from test_worker_support import ROOT, worker_env
 
 from papertrader.config import ConfigError, Settings, load_settings
 from papertrader.config.settings import derive_worker_uuid
+from papertrader.services.ports import free_port
 from papertrader_cli.worker import worker
 
 

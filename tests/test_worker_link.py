@@ -20,7 +20,6 @@ from test_worker_support import (
     Client,
     DropLink,
     ScriptedMaster,
-    free_port,
     minted,
     running_worker,
     signed_sessions,
@@ -38,6 +37,7 @@ from papertrader.protocol import (
     reply_to,
 )
 from papertrader.protocol.records import from_record, to_record
+from papertrader.services.ports import free_port
 from papertrader.store.sessions import SessionStore
 
 WORKER_UUID = derive_worker_uuid("worker-1")

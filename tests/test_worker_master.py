@@ -18,12 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from test_worker_support import ROOT, Client, free_port, running_worker, wait_for
+from test_worker_support import ROOT, Client, running_worker, wait_for
 from test_workers_keys import PEER_ADDRESS, master_env, register
 
 from papertrader.config.settings import derive_worker_uuid
 from papertrader.protocol import ErrorCode, Instruction, Message, Value
 from papertrader.protocol.records import from_record, from_records
+from papertrader.services.ports import free_port
 from papertrader.store.pool import ConnectionPool
 
 pytest.importorskip("papertrader.master.main")

@@ -55,6 +55,7 @@ from papertrader.protocol.link_seal import (
 )
 from papertrader.protocol.link_seal import auth_transcript as transcript_of
 from papertrader.protocol.values import timestamp_micros
+from papertrader.services.ports import free_port
 from papertrader.store.session_signing import SessionSigner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,12 +63,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: (LINK_SESSION_KEY), and sessions the tests make are signed with it, as the master does.
 SESSION_SIGNER = SessionSigner.generate()
 DEFAULT_ASSETS = "AAPL,MSFT,GOOG"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(
