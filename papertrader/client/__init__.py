@@ -12,7 +12,8 @@ Every refusal is a ``ClientError`` with the server's ``code`` and ``reason``.
 """
 
 from papertrader.client.address import format_address, parse_address
-from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
+from papertrader.client.base import DEFAULT_TIMEOUT
+from papertrader.client.client import PaperTraderClient, get_worker_list
 from papertrader.client.errors import (
     ClientError,
     OrderOutcomeUnknown,

@@ -37,7 +37,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from papertrader.client.address import format_address, parse_address
-from papertrader.client.client import DEFAULT_TIMEOUT, PaperTraderClient, get_worker_list
+from papertrader.client.base import DEFAULT_TIMEOUT
+from papertrader.client.client import PaperTraderClient, get_worker_list
 from papertrader.client.connection import tls_context
 from papertrader.client.errors import ClientError, OrderOutcomeUnknown, ServerUnreachable
 from papertrader.client.models import (
