@@ -30,7 +30,7 @@ from papertrader.services.binaries import find_binary
 from papertrader.services.state import load_state
 from papertrader.store import keys
 from papertrader.store.order_queue import Order, OrderQueue
-from papertrader.worker.main import make_redis
+from papertrader.worker.startup import make_redis
 
 ROUNDS = 3
 SECONDS = 4.0

@@ -114,7 +114,8 @@ def run(
         warnings.simplefilter("ignore", monkey.MonkeyPatchWarning)
         monkey.patch_all()
 
-    from papertrader.worker.main import WorkerStartError, run_worker
+    from papertrader.worker.main import run_worker
+    from papertrader.worker.startup import WorkerStartError
 
     settings = settings_or_fail(
         config_path,

@@ -18,7 +18,7 @@ import redis
 
 from papertrader.config.settings import load_settings
 from papertrader.store.redis_tls import redis_tls_options
-from papertrader.worker.main import make_redis, redis_url_for
+from papertrader.worker.startup import make_redis, redis_url_for
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -30,26 +29,22 @@ from loguru import logger
 
 from papertrader import metrics
 from papertrader.config import Settings
-from papertrader.config.settings import join_host_port, split_host_port
-from papertrader.keyring import Keyring, KeyringError, worker_home
+from papertrader.config.settings import join_host_port
+from papertrader.keyring import Keyring
 from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
 from papertrader.limits.pending_orders import PendingOrders
 from papertrader.log import crash_guard, install_logging_for, uninstall_logging
 from papertrader.metrics_server import MetricsServer
 from papertrader.protocol import max_chunk_size
-from papertrader.services import ServicesError, resolve_state_dir, resolve_urls
+from papertrader.services import ServicesError, resolve_state_dir
 from papertrader.stack.runfiles import announced
 from papertrader.store.order_queue import OrderQueue
 from papertrader.store.quotes import QuoteStore
-from papertrader.store.redis_connect import RedisConfigError, connect
-from papertrader.store.redis_users import read_url_file, url_file, worker_user
 from papertrader.store.session_signing import SessionVerifier
 from papertrader.store.sessions import SessionStore
 from papertrader.tls import plaintext_refusal
 from papertrader.tls.accept import TlsAcceptor
-from papertrader.tls.contexts import TlsConfigError
-from papertrader.tls.setup import ServerTls, peer_context, server_tls
 from papertrader.web.origins import OriginPolicy, WorkerDirectory
 from papertrader.web.server import WebServer, page_config
 from papertrader.web.static_files import StaticFiles
@@ -58,7 +53,6 @@ from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_handler import ClientHandler
 from papertrader.worker.client_management import ClientManager
 from papertrader.worker.forwarding import Commands, UserData
-from papertrader.worker.handshake import WorkerHandshake
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.history_cache import HistoryCache
 from papertrader.worker.link_relay import LinkRelayServer, RelayLink, relay_path
@@ -73,58 +67,17 @@ from papertrader.worker.processes import (
     watch_parent,
 )
 from papertrader.worker.session_cache import SessionCache
+from papertrader.worker.startup import (
+    WorkerStartError,
+    default_log_file,
+    link_handshake,
+    make_redis,
+    ports_tls,
+    redis_url_for,
+)
 
-#: Redis connections one worker may hold: one per greenlet in a Redis command at once
-#: (clients waiting for orders share one: ``outcome_inbox.py``).
-REDIS_MAX_CONNECTIONS = 1024
-#: A greenlet finding every Redis connection busy waits this long before failing.
-REDIS_POOL_TIMEOUT = 20.0
-REDIS_CONNECT_TIMEOUT = 5.0
 #: Seconds given to connected clients to finish their current request at shutdown.
 STOP_GRACE = 5.0
-
-
-class WorkerStartError(RuntimeError):
-    """The worker cannot start (no Redis configured, port taken...): a message for the operator."""
-
-
-def redis_url_for(settings: Settings, state_dir: Path | None) -> str:
-    """The worker's own Redis user: ``redis_url_file`` (written by `pt workers register`),
-    else the configured Redis, else the one `pt services up` recorded."""
-    if settings.redis_url_file is not None:
-        try:
-            return read_url_file(settings.redis_url_file)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise WorkerStartError(
-                f"cannot read the worker's Redis URL from {settings.redis_url_file}: {exc}"
-            ) from None
-    if settings.redis_url:
-        return settings.redis_url
-    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
-    own = url_file(directory, worker_user(settings.worker_name))
-    if own.exists():  # written by `pt up` / `pt workers register` on this host
-        return redis_url_for(settings.with_overrides(redis_url_file=own), state_dir)
-    logger.warning(
-        "no Redis user of this worker (redis_url_file): using the operator's Redis user of "
-        f"the private services; `pt workers register {settings.worker_name}` makes one"
-    )
-    return resolve_urls(settings, state_dir).redis_url
-
-
-def make_redis(url: str, settings: Settings) -> redis.Redis:
-    """A client whose pool makes greenlets wait for a free connection instead of failing
-    (store/redis_connect.py: the primary the Sentinels name, or the URL's server); over
-    ``rediss://`` it verifies the server with ``tls_ca`` unless the URL names a CA."""
-    try:
-        return connect(
-            url,
-            settings,
-            max_connections=REDIS_MAX_CONNECTIONS,
-            pool_timeout=REDIS_POOL_TIMEOUT,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-        )
-    except RedisConfigError as exc:
-        raise WorkerStartError(str(exc)) from None
 
 
 class Worker:
@@ -146,7 +99,7 @@ class Worker:
         self.process_index = process_index
         #: Ports shared with this worker's other processes (SO_REUSEPORT).
         self.reuse_port = relay is not None
-        self.tls, link_tls = _tls(settings, state_dir)
+        self.tls, link_tls = ports_tls(settings, state_dir)
         self.started_at = datetime.now(timezone.utc)
         self._started = time.monotonic()
         self.cache = QuoteCache(
@@ -178,7 +131,7 @@ class Worker:
                 on_session_key=self._session_key,
             )
         else:
-            self.keyring, handshake = _handshake(settings, state_dir)
+            self.keyring, handshake = link_handshake(settings, state_dir)
             self.link = master_link = MasterLink(
                 settings.master_addresses,
                 identity,
@@ -462,55 +415,6 @@ class Worker:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has been called; True if it has."""
         return bool(self._stopped.wait(timeout))
-
-
-def _tls(
-    settings: Settings, state_dir: Path | None
-) -> tuple[ServerTls | None, ssl.SSLContext | None]:
-    """The client (and web) ports' TLS and the context the master is verified with."""
-    state = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
-    listen = [settings.worker_host]
-    if settings.web_enabled:
-        listen.append(settings.web_host or settings.worker_host)
-    try:
-        names = [split_host_port(settings.worker_client_address)[0]]
-        own = server_tls(settings, state, settings.worker_name, listen, names)
-        return own, peer_context(settings, state)
-    except TlsConfigError as exc:
-        raise WorkerStartError(str(exc)) from None
-
-
-def _handshake(settings: Settings, state_dir: Path | None) -> tuple[Keyring, WorkerHandshake]:
-    """The worker's key and the pinned master key, or WorkerStartError saying what to do."""
-    if settings.master_fingerprint is None:
-        raise WorkerStartError(
-            "master_fingerprint is not set: give the worker the fingerprint "
-            "`pt master keygen` printed on the master host (PT_MASTER_FINGERPRINT)"
-        )
-    home = worker_home(settings, state_dir)
-    hint = (
-        f"make the worker's key with `pt workers keygen --home {home} --name "
-        f"{settings.worker_name}` and register it on the master (or set worker_gnupg_home)"
-    )
-    if not home.is_dir():
-        raise WorkerStartError(f"no worker key: GnuPG home {home} does not exist; {hint}")
-    try:
-        keyring = Keyring(home)
-        own = keyring.own_fingerprint(settings.worker_key_fingerprint)
-    except KeyringError as exc:
-        raise WorkerStartError(f"worker key: {exc}; {hint}") from None
-    handshake = WorkerHandshake(
-        keyring, own, settings.master_fingerprint, settings.worker_id, settings.max_data_size
-    )
-    return keyring, handshake
-
-
-def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
-    """<state_dir>/logs/<worker_name>.log unless ``log_file`` is set."""
-    if settings.log_file is not None:
-        return settings.log_file
-    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
-    return directory / "logs" / f"{settings.worker_name}.log"
 
 
 def run_worker(
