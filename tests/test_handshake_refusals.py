@@ -23,7 +23,7 @@ from papertrader.protocol.link_seal import EphemeralShare, auth_transcript
 from papertrader.protocol.values import timestamp_micros
 from papertrader.store.pool import ConnectionPool
 from papertrader.worker.handshake import HandshakeFailed, WorkerHandshake, read_frame
-from papertrader.worker.master_link import LinkRefused
+from papertrader.worker.link import LinkRefused
 
 GOOD_PASSWORD = "paper trading practice 7"  # passes the password policy
 

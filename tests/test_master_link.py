@@ -45,7 +45,7 @@ from papertrader.store.order_queue import Order, OrderQueue
 from papertrader.store.pool import ConnectionPool
 from papertrader.store.sessions import SessionStore
 from papertrader.store.workers import read_live, set_worker_enabled
-from papertrader.worker.master_link import LinkRefused
+from papertrader.worker.link import LinkRefused
 
 GOOD_PASSWORD = "paper trading practice 7"  # passes the password policy
 

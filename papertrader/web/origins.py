@@ -33,7 +33,7 @@ from loguru import logger
 
 from papertrader.protocol import Instruction, Message, decode_payload
 from papertrader.protocol.records import from_records
-from papertrader.worker.master_link import Link, LinkError
+from papertrader.worker.link import Link, LinkError
 
 #: Origins learned from worker lists, at most (a directory of a region is small).
 MAX_LEARNED = 1024

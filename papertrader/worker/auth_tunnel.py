@@ -39,7 +39,7 @@ from papertrader.protocol import FAILURE_RETURN, SCHEMAS, ErrorCode, Instruction
 from papertrader.store.sessions import SessionError
 from papertrader.worker.client_management import ClientInfo, ClientManager, shown
 from papertrader.worker.forwarding import for_master
-from papertrader.worker.master_link import Link, LinkError
+from papertrader.worker.link import Link, LinkError
 
 
 class AuthTunnel:

@@ -21,7 +21,7 @@ from papertrader.protocol import (
     split_payload,
 )
 from papertrader.worker.client_management import ClientInfo
-from papertrader.worker.master_link import Link, LinkError
+from papertrader.worker.link import Link, LinkError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

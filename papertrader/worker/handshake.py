@@ -52,7 +52,7 @@ from papertrader.protocol.link_seal import (
     proof_transcript,
 )
 from papertrader.protocol.values import timestamp_micros
-from papertrader.worker.master_link import LinkDropped, LinkRefused
+from papertrader.worker.link import LinkDropped, LinkRefused
 
 #: The master's public key travels in LINK_CHALLENGE; anything bigger is not one.
 MAX_MASTER_KEY = 64 * 1024

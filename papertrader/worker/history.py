@@ -27,7 +27,7 @@ from papertrader.worker.cache import QuoteCache
 from papertrader.worker.client_management import ClientInfo
 from papertrader.worker.forwarding import for_master
 from papertrader.worker.history_cache import CLOSED_TTL, Answer, HistoryCache
-from papertrader.worker.master_link import Link, LinkError
+from papertrader.worker.link import Link, LinkError
 from papertrader.worker.orders import normalise_symbol, unknown_asset_reason
 
 #: Failures that are the master's verdict on the request itself: cached like data.

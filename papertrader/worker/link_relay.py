@@ -41,12 +41,8 @@ from gevent.server import StreamServer
 from loguru import logger
 
 from papertrader.protocol import ErrorCode, Message, decode_all, encode_message
-from papertrader.worker.master_link import (
-    DEFAULT_REQUEST_TIMEOUT,
-    LinkError,
-    LinkIdentity,
-    MasterLink,
-)
+from papertrader.worker.link import LinkError, LinkIdentity
+from papertrader.worker.master_link import DEFAULT_REQUEST_TIMEOUT, MasterLink
 
 _RECORD = struct.Struct("<cII")
 _TIMEOUT = struct.Struct("<d")

@@ -55,8 +55,9 @@ from papertrader.worker.client_management import ClientManager
 from papertrader.worker.forwarding import Commands, UserData
 from papertrader.worker.history import PriceHistory
 from papertrader.worker.history_cache import HistoryCache
+from papertrader.worker.link import Link, LinkIdentity
 from papertrader.worker.link_relay import LinkRelayServer, RelayLink, relay_path
-from papertrader.worker.master_link import Link, LinkIdentity, MasterLink
+from papertrader.worker.master_link import MasterLink
 from papertrader.worker.order_sender import OrderSender
 from papertrader.worker.orders import OrderDesk, order_wait_timeout
 from papertrader.worker.outcome_inbox import OutcomeInbox

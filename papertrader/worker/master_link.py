@@ -42,10 +42,9 @@ import random
 import socket
 import ssl
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import gevent
 import gevent.event
@@ -73,6 +72,7 @@ from papertrader.protocol.link_seal import Direction, LinkKeys, Opener, Sealer, 
 from papertrader.protocol.records import to_record
 from papertrader.protocol.values import encode_payload
 from papertrader.tls.contexts import describe_handshake_error
+from papertrader.worker.link import LinkDropped, LinkError, LinkIdentity, LinkRefused
 
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
@@ -93,46 +93,6 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 STANDBY_RETRY = 0.5
 
 _U32 = 0xFFFFFFFF
-
-
-class LinkError(Exception):
-    """A forwarded request got no answer; ``code``/``reason`` go back to the client.
-
-    ``sent`` is False when the request never left the worker (no link), so the
-    master cannot have acted on it.
-    """
-
-    def __init__(
-        self, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE, *, sent: bool = True
-    ) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.sent = sent
-
-
-class LinkRefused(Exception):
-    """The master answered LINK_HELLO with LINK_REFUSED."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class LinkDropped(Exception):
-    """The link ended: closed by the master, silent too long, or unreadable."""
-
-
-@dataclass(frozen=True)
-class LinkIdentity:
-    """What the worker tells the master about itself in LINK_HELLO."""
-
-    worker_uuid: uuid.UUID
-    name: str
-    region: str
-    client_address: str  # host:port clients should use
-    web_origin: str = ""  # where browsers load our page (LINK_WEB_ORIGIN); "" = no web port
 
 
 def backoff_delays(
@@ -192,30 +152,6 @@ class _Pending:
     def __init__(self) -> None:
         self.result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self.reassembler = Reassembler()
-
-
-class Link(Protocol):
-    """What the worker's modules use of a link to the master: a ``MasterLink``, or in a
-    worker's processes 1..N-1 a ``link_relay.RelayLink`` through process 0's."""
-
-    identity: LinkIdentity
-    out_of_service: str | None
-    request_timeout: float
-    connections: int
-
-    @property
-    def connected(self) -> bool: ...
-
-    @property
-    def where(self) -> str: ...
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def wait_connected(self, timeout: float | None = None) -> bool: ...
-
-    def request(self, message: Message, timeout: float | None = None) -> Message | bytes: ...
 
 
 class MasterLink:
