@@ -1,7 +1,7 @@
 """What the client handler needs from a client's connection, whatever carries it.
 
 A client reaches a worker over plain TCP, TCP in TLS, or a WebSocket (the
-browser; ``papertrader/web/carriage.py``). The handler (``client_handler.py``)
+browser; ``papertrader/web/carriage.py``). The connection (``client_connection.py``)
 reads bytes, writes bytes and closes, with timeouts; it never needs to know
 which of these it holds, so sessions, orders and every limit (idle and frame
 deadlines, connection caps, the bound on unsent answers) are one code path.
