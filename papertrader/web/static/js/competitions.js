@@ -4,24 +4,14 @@
 
 import { ClientError } from "./client.js";
 import { cell, className, moment, money, quantity, signedMoney } from "./format.js";
-
-const $ = (id) => document.getElementById(id);
+import { $, busy, explain, placeholderRow, show } from "./page.js";
 
 export function competitionLink(competition) {
   return `#/competitions/${encodeURIComponent(competition.name)}`;
 }
 
-function placeholderRow(text, columns) {
-  const td = cell(text, "muted");
-  td.colSpan = columns;
-  const row = document.createElement("tr");
-  row.append(td);
-  return row;
-}
-
 export class CompetitionsScreen {
-  /** ``app``: the page's helpers: ``busy(button, work)``, ``show(el, text, kind)``,
-   *  ``explain(error)``, and ``chosen()``, the competition the address names (or null). */
+  /** ``app``: ``chosen()``, the competition the address names (or null). */
   constructor(trader, app) {
     this.trader = trader;
     this.app = app;
@@ -141,15 +131,15 @@ export class CompetitionsScreen {
 
   async join(name, code, button) {
     const result = $("join-result");
-    await this.app.busy(button, async () => {
+    await busy(button, async () => {
       try {
         const joined = await this.trader.joinCompetition(name, code);
         $("join-code").value = "";
-        this.app.show(result, `You are in ${joined.name}: your account there holds ${money(joined.starting_cash)} to start.`, "ok");
+        show(result, `You are in ${joined.name}: your account there holds ${money(joined.starting_cash)} to start.`, "ok");
         if (location.hash === competitionLink(joined)) await this.refresh();
         else location.hash = competitionLink(joined);
       } catch (error) {
-        this.app.show(result, this.app.explain(error), "bad");
+        show(result, explain(error), "bad");
       }
     });
   }

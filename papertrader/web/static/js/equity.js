@@ -4,12 +4,7 @@
 import { EquityChart } from "./chart.js";
 import { ClientError } from "./client.js";
 import { moment, money } from "./format.js";
-
-const $ = (id) => document.getElementById(id);
-
-function option(value, text) {
-  return Object.assign(document.createElement("option"), { value, textContent: text });
-}
+import { $, option } from "./page.js";
 
 export class EquityPanel {
   /** ``onError`` shows what a refresh started by a click could not do. */
