@@ -94,6 +94,10 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def started(self) -> bool:
+        """Whether it said it listens for clients (on its own port: it exits if taken)."""
+        return "listening for clients" in self.log()
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -140,9 +144,34 @@ def running_worker(
     args: tuple[str, ...] = (),
     **settings: Any,
 ) -> Iterator[WorkerProcess]:
-    """A worker subprocess listening on a free port; SIGTERM at the end must exit 0."""
-    port = free_port()
+    """A worker subprocess listening on a free port; SIGTERM at the end must exit 0.
+    Started again on a new port if another process took its port before it could
+    listen (the test machine's race, not a behaviour under test)."""
     master_port = master_port or free_port()  # nobody listens there unless the test does
+    for attempt in range(3):
+        worker = _start_worker(tmp_path, redis_url, free_port(), master_port, args, settings)
+        if worker.started() or attempt == 2 or "Address already in use" not in worker.log():
+            break
+        worker.stop()
+    try:
+        if not worker.started():
+            raise AssertionError(f"worker did not start:\n{worker.log()}")
+        yield worker
+    finally:
+        code = worker.stop()
+    assert code == 0, f"worker exited with {code}:\n{worker.log()}"
+    assert "Traceback" not in worker.log(), worker.log()
+
+
+def _start_worker(
+    tmp_path: Path,
+    redis_url: str,
+    port: int,
+    master_port: int,
+    args: tuple[str, ...],
+    settings: dict[str, Any],
+) -> WorkerProcess:
+    """Launch a worker on ``port`` and wait until it listens or exits (or 20 s pass)."""
     env = worker_env(tmp_path, redis_url, port, master_port, **settings)
     log_path = tmp_path / f"worker-{port}.stderr"
     with log_path.open("wb") as stderr:
@@ -160,17 +189,10 @@ def running_worker(
             stderr=stderr,
         )
     worker = WorkerProcess(process, port, log_path, env)
-    try:
-        deadline = time.monotonic() + 20
-        while "listening for clients" not in worker.log():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{worker.log()}")
-            time.sleep(0.02)
-        yield worker
-    finally:
-        code = worker.stop()
-    assert code == 0, f"worker exited with {code}:\n{worker.log()}"
-    assert "Traceback" not in worker.log(), worker.log()
+    deadline = time.monotonic() + 20
+    while not worker.started() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return worker
 
 
 class Client:
