@@ -224,6 +224,7 @@ def test_clearing_a_login_back_off_is_refused(
     refused(lambda: worker.delete(fail_key))
     refused(lambda: worker.hset(fail_key, "until", 0))
     refused(lambda: worker.sadd(known_key, stranger))  # nor make itself a known address
+    refused(lambda: worker.delete(keys.login_known_failures(user, stranger)))
     refused(lambda: worker.fcall("pt_login_succeeded", 2, fail_key, known_key, stranger, 1, 1))
     refused(lambda: worker.fcall("pt_login_failed", 1, fail_key, "", 0, 1, 1))
     # pt_login_wait is read only: called to write (FCALL), its keys need write rights.

@@ -134,6 +134,41 @@ def test_the_owners_known_address_skips_the_wait(redis_client: redis.Redis) -> N
     assert backoff.wait(user, "192.0.2.1") is None
 
 
+def test_guesses_from_a_known_address_wait_there_too(redis_client: redis.Redis) -> None:
+    """A known address is no free pass: a guesser behind the owner's address (the same
+    office NAT, or a compromised worker claiming it) gets a wait of its own, by the same
+    rule as the username's; strangers' failures still never make the owner wait there."""
+    clock = Clock()
+    backoff = LoginBackoff(redis_client, free_failures=2, cap_seconds=60, clock=clock)
+    user, home, stranger, other_home = (
+        name_subject("erin"),
+        "192.0.2.1",
+        "198.51.100.9",
+        "192.0.2.77",
+    )
+    backoff.succeeded(user, home)
+    backoff.succeeded(user, other_home)
+    assert backoff.failed(user, home) is None and backoff.failed(user, home) is None
+    waits = []
+    for _ in range(4):
+        refused = backoff.failed(user, home)
+        assert refused is not None
+        waits.append(refused.retry_after)
+    assert waits == [1, 2, 4, 8]  # the address's own count, doubling as the username's
+    waiting = backoff.wait(user, home)
+    assert waiting is not None and waiting.retry_after == pytest.approx(8)
+    assert backoff.wait(user, other_home) is None  # the owner's other address is untouched
+    assert backoff.wait(user, stranger) is not None  # every failure counts for the username
+    clock.now += 8.01
+    assert backoff.wait(user, home) is None  # never a permanent lockout
+    backoff.succeeded(user, home)  # the right password clears both counts
+    assert not redis_client.exists(keys.login_known_failures(user, home))
+    assert not redis_client.exists(keys.login_failures(user))
+    for _ in range(10):  # and strangers failing on purpose do not make home wait
+        backoff.failed(user, stranger)
+    assert backoff.wait(user, home) is None and backoff.wait(user, stranger) is not None
+
+
 def test_subjects_fold_names_and_group_ipv6_by_64() -> None:
     assert name_subject("Alice") == name_subject("alice") == name_subject("ＡＬＩＣＥ")
     assert len(name_subject("x" * 5000)) == 32

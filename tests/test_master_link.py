@@ -27,7 +27,7 @@ from test_workers_keys import WorkerPeer, keys, master_env, register
 from tls_support import connect
 
 from papertrader.limits.backoff import LoginBackoff
-from papertrader.limits.subjects import name_subject
+from papertrader.limits.subjects import address_subject, name_subject
 from papertrader.protocol import (
     ErrorCode,
     FrameDecoder,
@@ -383,6 +383,21 @@ def test_the_master_enforces_the_login_back_off_a_worker_skipped(
     # The owner's address skips the wait; the login clears the count.
     assert login(GOOD_PASSWORD, home, 21).instruction is Instruction.AUTHENTICATED
     assert not redis_client.exists(fail_key)
+
+    # A worker claiming the owner's address gets no free guesses either: that address
+    # has a wait of its own, counted by the master.
+    home_reasons = [str(login(f"guess {n}", home, 30 + n).arg("reason")) for n in range(6)]
+    assert not any("must wait" in reason for reason in home_reasons[:5]), home_reasons
+    assert home_reasons[5].endswith("must wait (retry after 1 s)"), home_reasons
+    home_key = redis_keys.login_known_failures(user, address_subject(str(home)))
+    assert redis_client.hget(home_key, "n") == b"6"
+    for _ in range(6):  # 2**6 s, as above
+        LoginBackoff(redis_client, free_failures=5, cap_seconds=300).failed(
+            user, address_subject(str(home))
+        )
+    refused = login(GOOD_PASSWORD, home, 40)
+    assert refused.arg("code") == ErrorCode.RATE_LIMITED, refused
+    assert redis_client.hget(home_key, "n") == b"12"  # refused before any check
     peer.close()
 
 

@@ -11,8 +11,12 @@ A stranger who knows a username could keep it waiting by failing on
 purpose. Addresses that logged in to the account successfully before (kept
 ``KNOWN_ADDRESS_SECONDS``, at most ``KNOWN_ADDRESSES``) are therefore exempt
 from the per-username wait: the owner keeps signing in from home while a
-guesser elsewhere waits. (Every address still has its own per-address rate
-limit, :class:`~papertrader.limits.limiter.RateLimiter`.)
+guesser elsewhere waits. A known address is not a free pass, though: its
+failures are counted for it as well, and it gets a wait of its own by the
+same rule, so a guesser behind the owner's address (the same office NAT, or
+a compromised worker claiming it) waits like any other, while strangers
+elsewhere still cannot make the owner wait at home. (Every address also has
+its own per-address rate limit, :class:`~papertrader.limits.limiter.RateLimiter`.)
 
 Who does what: the master counts. It asks ``wait`` before each password
 check it makes and reports each outcome (``failed``/``succeeded``), so the
@@ -23,8 +27,9 @@ stops there, never reaching the master); its Redis user may only read the
 keys, through the read-only ``pt_login_wait``.
 
 State in Redis (``store/keys.py``): ``pt:login:fail:<user>`` (hash: ``n``
-failures, ``until`` ms) and ``pt:login:known:<user>`` (set of address
-subjects). Everything is one Lua call per event, timed by Redis's clock
+failures, ``until`` ms), ``pt:login:known:<user>`` (set of address
+subjects) and ``pt:login:known-fail:<user>:<address>`` (hash, as the first,
+for one known address). Everything is one Lua call per event, timed by Redis's clock
 unless a test injects one; a Redis outage lets logins through.
 """
 
@@ -54,39 +59,55 @@ if not now then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
-# KEYS = fail hash, known set; ARGV = now or "", address -> ms to wait (0: go ahead)
+# The third key (a known address's own failures) is optional in every function: callers
+# from before it (a worker or master not yet updated) pass two keys, or one, and get the
+# behaviour they had.
+# KEYS = fail hash, known set[, known-fail hash]; ARGV = now or "", address -> ms to wait
 WAIT = Function(
     "pt_login_wait",
     _NOW
     + """
-if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
-local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until')) or 0
+local wait_key = KEYS[1]
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+  if not KEYS[3] then return 0 end
+  wait_key = KEYS[3]
+end
+local until_ms = tonumber(redis.call('HGET', wait_key, 'until')) or 0
 if until_ms > now then return until_ms - now end
 return 0
 """,
     read_only=True,
 )
-# KEYS = fail hash; ARGV = now or "", free, cap ms, memory ms -> ms to wait from now
+# KEYS = fail hash[, known set, known-fail hash]; ARGV = now or "", free, cap ms,
+# memory ms[, address] -> ms the caller's address must now wait
 FAILED = Function(
     "pt_login_failed",
     _NOW
     + """
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 local free, cap, memory = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local wait = 0
-if n > free then
-  wait = math.min(cap, 1000 * 2 ^ math.min(n - free - 1, 40))
-  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + wait))
+local function count(key)
+  local n = redis.call('HINCRBY', key, 'n', 1)
+  local wait = 0
+  if n > free then
+    wait = math.min(cap, 1000 * 2 ^ math.min(n - free - 1, 40))
+    redis.call('HSET', key, 'until', string.format('%d', now + wait))
+  end
+  redis.call('PEXPIRE', key, math.max(memory, wait))
+  return wait
 end
-redis.call('PEXPIRE', KEYS[1], math.max(memory, wait))
+local wait = count(KEYS[1])
+if KEYS[3] and ARGV[5] and redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then
+  wait = count(KEYS[3])
+end
 return wait
 """,
 )
-# KEYS = fail hash, known set; ARGV = address, keep ms, most addresses
+# KEYS = fail hash, known set[, known-fail hash]; ARGV = address, keep ms, most addresses
 SUCCEEDED = Function(
     "pt_login_succeeded",
     """
 redis.call('DEL', KEYS[1])
+if KEYS[3] then redis.call('DEL', KEYS[3]) end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 while redis.call('SCARD', KEYS[2]) > tonumber(ARGV[3]) do
@@ -120,31 +141,37 @@ class LoginBackoff:
     def _now(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))
 
+    @staticmethod
+    def _keys(user: str, address: str) -> list[str]:
+        return [
+            keys.login_failures(user),
+            keys.login_known_addresses(user),
+            keys.login_known_failures(user, address),
+        ]
+
     def wait(self, user: str, address: str) -> Refused | None:
-        """A refusal while this username must wait (and ``address`` is not a known one)."""
+        """A refusal while this username must wait (for a known ``address``: while that
+        address must wait)."""
         try:
-            ms = int(
-                self._wait(
-                    keys=[keys.login_failures(user), keys.login_known_addresses(user)],
-                    args=[self._now(), address],
-                )
-            )
+            ms = int(self._wait(keys=self._keys(user, address), args=[self._now(), address]))
         except redis.RedisError as exc:
             self._unavailable(exc)
             return None
         return Refused(ms / 1000) if ms > 0 else None
 
-    def failed(self, user: str) -> Refused | None:
-        """Count a failed login; the wait it now imposes on the username, if any."""
+    def failed(self, user: str, address: str = "") -> Refused | None:
+        """Count a failed login from ``address``; the wait it now imposes there, if any
+        (the username's, or for a known address its own)."""
         try:
             ms = int(
                 self._failed(
-                    keys=[keys.login_failures(user)],
+                    keys=self._keys(user, address),
                     args=[
                         self._now(),
                         self.free_failures,
                         self.cap_seconds * 1000,
                         FAILURE_MEMORY * 1000,
+                        address,
                     ],
                 )
             )
@@ -157,7 +184,7 @@ class LoginBackoff:
         """A correct password: forget the failures, remember the address as the owner's."""
         try:
             self._succeeded(
-                keys=[keys.login_failures(user), keys.login_known_addresses(user)],
+                keys=self._keys(user, address),
                 args=[address, KNOWN_ADDRESS_SECONDS * 1000, KNOWN_ADDRESSES],
             )
         except redis.RedisError as exc:

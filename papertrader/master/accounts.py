@@ -281,7 +281,7 @@ def handle_login(ctx: MasterContext, request: Message) -> list[Message]:
         )
         reason = exc.reason
         if exc.code is ErrorCode.INVALID_CREDENTIALS:
-            reason = backoff.imposed(reason, backoff.failed(user))
+            reason = backoff.imposed(reason, backoff.failed(user, address))
         return [reply_to(request, Instruction.LOGIN_FAIL, int(exc.code), reason)]
     logger.info("login of {} (id {}) from {}", account.username, account.id, _where(request))
     answers = signed_in(ctx, request, account)

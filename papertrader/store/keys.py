@@ -152,6 +152,13 @@ def login_known_addresses(user_subject: str) -> str:
     return f"{PREFIX}login:known:{user_subject}"
 
 
+#: Hash: failed logins of one username (hashed) from one of its known addresses, ``n`` and
+#: ``until`` (ms), as ``login_failures``: a known address skips the username's wait but
+#: has this one of its own, so a guesser claiming the owner's address waits too.
+def login_known_failures(user_subject: str, address_subject: str) -> str:
+    return f"{PREFIX}login:known-fail:{user_subject}:{address_subject}"
+
+
 #: String: an OpenID Connect nonce already used in a sign-in (SHA-256 hex of the nonce and
 #: issuer), kept until the ID token that carried it expires, so a replayed token is refused.
 def oidc_nonce(digest_hex: str) -> str:
