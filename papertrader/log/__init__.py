@@ -12,6 +12,7 @@ from papertrader.log.memory_log import (
     entry_format,
     install_logging,
     install_logging_for,
+    log_file_for,
     uninstall_logging,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "entry_format",
     "install_logging",
     "install_logging_for",
+    "log_file_for",
     "uninstall_logging",
 ]

@@ -262,6 +262,17 @@ _install_lock = threading.Lock()
 _installed: _Installation | None = None
 
 
+def log_file_for(settings: Settings, state_dir: Path | None, name: str) -> Path:
+    """Where server ``name`` (``master``, a worker's name) logs: ``log_file`` if set,
+    else ``<state_dir>/logs/<name>.log``, the directory ``pt up`` and ``pt logs`` use."""
+    if settings.log_file is not None:
+        return settings.log_file
+    from papertrader.services.state import resolve_state_dir  # services import a lot
+
+    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
+    return directory / "logs" / f"{name}.log"
+
+
 def install_logging_for(settings: Settings, log_file: Path) -> MemoryLog:
     """:func:`install_logging` with every log setting of a server process."""
     return install_logging(

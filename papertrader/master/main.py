@@ -33,7 +33,7 @@ from papertrader.config import Settings
 from papertrader.config.settings import join_host_port
 from papertrader.keyring import Keyring, KeyringError, master_home
 from papertrader.limits.pending_orders import PendingOrders
-from papertrader.log import crash_guard, install_logging_for, uninstall_logging
+from papertrader.log import crash_guard, install_logging_for, log_file_for, uninstall_logging
 from papertrader.mail.smtp import Mailer
 from papertrader.market.providers import ProviderError, provider_from_settings
 from papertrader.master import gc_tuning, trading_day
@@ -458,16 +458,10 @@ def _state_dir(settings: Settings, state_dir: Path | None) -> Path:
     return resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
 
 
-def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
-    if settings.log_file is not None:
-        return settings.log_file
-    return _state_dir(settings, state_dir) / "logs" / "master.log"
-
-
 def run_master(settings: Settings, state_dir: Path | None = None) -> None:
     """Run a master until SIGTERM or SIGINT. Raises ``MasterError`` or ``ServicesError``
     (one line each, already logged) if it cannot start."""
-    install_logging_for(settings, default_log_file(settings, state_dir))
+    install_logging_for(settings, log_file_for(settings, state_dir, "master"))
     failure: str | None = None
     try:
         with crash_guard():
@@ -492,7 +486,7 @@ def run_master(settings: Settings, state_dir: Path | None = None) -> None:
                     "master",
                     "master",
                     join_host_port(*master.address),
-                    default_log_file(settings, state_dir),
+                    log_file_for(settings, state_dir, "master"),
                     metrics=master.metrics_address,
                 ):
                     stopping.wait()

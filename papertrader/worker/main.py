@@ -34,7 +34,7 @@ from papertrader.keyring import Keyring
 from papertrader.limits.accounts import AccountGate
 from papertrader.limits.auth import AuthGate
 from papertrader.limits.pending_orders import PendingOrders
-from papertrader.log import crash_guard, install_logging_for, uninstall_logging
+from papertrader.log import crash_guard, install_logging_for, log_file_for, uninstall_logging
 from papertrader.metrics_server import MetricsServer
 from papertrader.protocol import max_chunk_size
 from papertrader.services import ServicesError, resolve_state_dir
@@ -70,7 +70,6 @@ from papertrader.worker.processes import (
 from papertrader.worker.session_cache import SessionCache
 from papertrader.worker.startup import (
     WorkerStartError,
-    default_log_file,
     link_handshake,
     make_redis,
     ports_tls,
@@ -436,7 +435,7 @@ def run_worker(
     logged as one line and raised as WorkerStartError, without a traceback;
     anything else is a crash, logged with its traceback by ``crash_guard``.
     """
-    log_file = default_log_file(settings, state_dir)
+    log_file = log_file_for(settings, state_dir, settings.worker_name)
     install_logging_for(settings, log_file)
     failure: WorkerStartError | None = None
     if process_index == 0 and (settings.database_url or settings.database_owner_url):

@@ -2,7 +2,7 @@
 
 Its Redis client (its own Redis user's URL: ``redis_url_for``), its TLS for
 the client and web ports and the context that verifies the master (``ports_tls``),
-its key and the master's pinned key (``link_handshake``), and its log file. A
+its key and the master's pinned key (``link_handshake``). A
 missing or wrong piece raises ``WorkerStartError`` saying what to do, never a
 traceback (``run_worker`` in ``main.py`` logs it and exits).
 """
@@ -115,11 +115,3 @@ def link_handshake(settings: Settings, state_dir: Path | None) -> tuple[Keyring,
         keyring, own, settings.master_fingerprint, settings.worker_id, settings.max_data_size
     )
     return keyring, handshake
-
-
-def default_log_file(settings: Settings, state_dir: Path | None) -> Path:
-    """<state_dir>/logs/<worker_name>.log unless ``log_file`` is set."""
-    if settings.log_file is not None:
-        return settings.log_file
-    directory = resolve_state_dir(state_dir if state_dir is not None else settings.state_dir)
-    return directory / "logs" / f"{settings.worker_name}.log"
